@@ -1,0 +1,115 @@
+//! The ABI shared by the allowlist XDP program and its user-space driver.
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel side reads it out of BPF maps and
+//! user space writes it in, so layout changes here are layout changes of the maps.
+#![no_std]
+
+/// Name of the XDP program inside the eBPF object.
+pub const PROGRAM_NAME: &str = "allowlist";
+
+/// Name of the [`Config`] array map (one entry, index 0).
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Name of the IPv4 LPM trie: key `[u8; 4]` (network byte order), value a [`RuleId`].
+pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
+/// Name of the IPv6 LPM trie: key `[u8; 16]` (network byte order), value a [`RuleId`].
+pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
+/// Name of the per-CPU packet counter array, indexed by [`Counter`].
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Name of the per-CPU rule hit array, indexed by [`RuleId`].
+pub const MAP_RULE_HITS: &str = "RULE_HITS";
+
+/// Capacity of each LPM trie and of the rule hit array unless user space sets another at load.
+pub const DEFAULT_MAX_RULES: u32 = 262_144;
+
+/// Identifies the rule (allowlist entry) that put a prefix into a trie; indexes [`MAP_RULE_HITS`].
+pub type RuleId = u32;
+
+/// Key of the IPv4 trie: the address bytes in network order.
+pub type Ipv4Addr = [u8; 4];
+/// Key of the IPv6 trie: the address bytes in network order.
+pub type Ipv6Addr = [u8; 16];
+
+/// What the XDP program does with IP packets whose source is not allowed.
+///
+/// Stored as a plain `u32` in [`Config::mode`] so that an unknown value read by the kernel is
+/// never undefined behaviour; the program treats any unknown value as [`Mode::Off`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Pass everything, count nothing.
+    Off = 0,
+    /// Pass everything, but count what enforce mode would drop.
+    Monitor = 1,
+    /// Drop IP packets from sources outside the allowlist.
+    Enforce = 2,
+}
+
+impl Mode {
+    /// Decodes the raw value stored in [`Config::mode`].
+    pub const fn from_raw(raw: u32) -> Mode {
+        match raw {
+            1 => Mode::Monitor,
+            2 => Mode::Enforce,
+            _ => Mode::Off,
+        }
+    }
+}
+
+/// The program's runtime configuration: entry 0 of [`MAP_CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// A [`Mode`] as `u32`.
+    pub mode: u32,
+}
+
+/// The per-CPU packet counters: each variant is an index into [`MAP_COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// IP packets whose source matched the allowlist.
+    PassedAllowed = 0,
+    /// Frames that are not IPv4/IPv6 (ARP, LLDP, ...).
+    PassedNotIp = 1,
+    /// IPv6 neighbour discovery from a source outside the allowlist, passed by exemption.
+    PassedNeighborDiscovery = 2,
+    /// IP packets dropped in enforce mode.
+    Dropped = 3,
+    /// IP packets that enforce mode would have dropped (monitor mode).
+    WouldDrop = 4,
+    /// IP frames too short to hold the source address (or the ICMPv6 header of ND).
+    Malformed = 5,
+}
+
+impl Counter {
+    /// Number of counters, the size of [`MAP_COUNTERS`].
+    pub const COUNT: u32 = 6;
+
+    /// All counters, in index order.
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::PassedAllowed,
+        Counter::PassedNotIp,
+        Counter::PassedNeighborDiscovery,
+        Counter::Dropped,
+        Counter::WouldDrop,
+        Counter::Malformed,
+    ];
+
+    /// A stable snake_case name, for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassedAllowed => "passed_allowed",
+            Counter::PassedNotIp => "passed_not_ip",
+            Counter::PassedNeighborDiscovery => "passed_neighbor_discovery",
+            Counter::Dropped => "dropped",
+            Counter::WouldDrop => "would_drop",
+            Counter::Malformed => "malformed",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: `Config` is `#[repr(C)]`, has no padding and every bit pattern is valid.
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,458 @@
+//! The dataplane driver: the only module that talks to the kernel. It loads the XDP program,
+//! attaches it to interfaces, writes the policy into the LPM tries, sets the mode and reads
+//! the counters.
+
+use std::fmt;
+
+use allowlist_common::{
+    Config, Counter, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_COUNTERS, MAP_RULE_HITS, Mode,
+    PROGRAM_NAME, RuleId,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, xdp::XdpLinkId},
+};
+use ipnet::IpNet;
+
+use crate::policy::Policy;
+
+/// The eBPF object built from `allowlist-ebpf` by the build script.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
+
+/// Capacity of each trie and of the rule hit array when the caller does not choose one.
+pub const DEFAULT_MAX_RULES: u32 = allowlist_common::DEFAULT_MAX_RULES;
+
+/// How to attach the program to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports it, otherwise skb (generic) mode.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode only: works on every interface, slower.
+    Skb,
+}
+
+/// The mode an attachment actually got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// Native (driver) mode.
+    Native,
+    /// Generic (skb) mode.
+    Skb,
+}
+
+impl AttachedMode {
+    fn flags(self) -> aya::programs::XdpMode {
+        match self {
+            AttachedMode::Native => aya::programs::XdpMode::Driver,
+            AttachedMode::Skb => aya::programs::XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+        })
+    }
+}
+
+/// What the program did with a frame in a test run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `XDP_PASS`.
+    Pass,
+    /// `XDP_DROP`.
+    Drop,
+    /// Any other XDP action code (the program returns none).
+    Other(u32),
+}
+
+/// The result of running the program on one frame in the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRun {
+    /// What the program returned.
+    pub verdict: Verdict,
+    /// Mean time of one run, as measured by the kernel over `repeat` runs.
+    pub duration: std::time::Duration,
+}
+
+/// The packet counters, summed over all CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters([u64; Counter::COUNT as usize]);
+
+impl Counters {
+    /// The value of one counter.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+}
+
+impl fmt::Display for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, counter) in Counter::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}={}", counter.name(), self.get(*counter))?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The kernel refused the object (maps or program).
+    #[error("loading the eBPF object into the kernel")]
+    Load(#[source] aya::EbpfError),
+    /// The embedded object lacks a map or program this driver needs.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// A map operation failed.
+    #[error("BPF map {name}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: MapError,
+    },
+    /// Loading or running the program failed.
+    #[error("XDP program")]
+    Program(#[source] ProgramError),
+    /// Attaching to an interface failed.
+    #[error("attaching to {interface} in {mode:?} mode")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode asked for.
+        mode: XdpMode,
+        /// What failed (for auto mode: the skb attempt).
+        #[source]
+        source: ProgramError,
+    },
+    /// Detaching from an interface failed.
+    #[error("detaching from {interface}")]
+    Detach {
+        /// The interface.
+        interface: String,
+        /// What failed.
+        #[source]
+        source: ProgramError,
+    },
+    /// A rule id does not fit the rule hit array.
+    #[error("rule id {rule} is beyond the capacity of {capacity} rules")]
+    RuleOutOfRange {
+        /// The rule id.
+        rule: RuleId,
+        /// The capacity chosen at load.
+        capacity: u32,
+    },
+    /// Old and new prefixes of one family do not fit side by side.
+    #[error(
+        "the change needs room for {needed} IPv{family} prefixes at once (old and new side by \
+         side), but the capacity is {capacity}; raise the maximum number of rules"
+    )]
+    CapacityExceeded {
+        /// 4 or 6.
+        family: u8,
+        /// Prefixes of that family in the kernel once the additions are made.
+        needed: usize,
+        /// The capacity chosen at load.
+        capacity: u32,
+    },
+}
+
+/// One attachment of the program to an interface.
+#[derive(Debug)]
+pub struct Attachment {
+    /// The interface name.
+    pub interface: String,
+    /// The mode the attachment got.
+    pub mode: AttachedMode,
+    link: XdpLinkId,
+}
+
+/// The loaded program and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    config: Array<MapData, Config>,
+    allow_v4: LpmTrie<MapData, [u8; 4], RuleId>,
+    allow_v6: LpmTrie<MapData, [u8; 16], RuleId>,
+    counters: PerCpuArray<MapData, u64>,
+    rule_hits: PerCpuArray<MapData, u64>,
+    max_rules: u32,
+    installed: Policy,
+    attachments: Vec<Attachment>,
+}
+
+impl Dataplane {
+    /// Loads the program and creates its maps with room for `max_rules` prefixes per address
+    /// family. The program starts in [`Mode::Off`] with an empty policy and is not attached.
+    pub fn load(max_rules: u32) -> Result<Self, DataplaneError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_ALLOW_V4, max_rules)
+            .map_max_entries(MAP_ALLOW_V6, max_rules)
+            .map_max_entries(MAP_RULE_HITS, max_rules)
+            .load(OBJECT)
+            .map_err(DataplaneError::Load)?;
+        program_mut(&mut ebpf)?
+            .load()
+            .map_err(DataplaneError::Program)?;
+        Ok(Self {
+            config: take_map(&mut ebpf, MAP_CONFIG)?,
+            allow_v4: take_map(&mut ebpf, MAP_ALLOW_V4)?,
+            allow_v6: take_map(&mut ebpf, MAP_ALLOW_V6)?,
+            counters: take_map(&mut ebpf, MAP_COUNTERS)?,
+            rule_hits: take_map(&mut ebpf, MAP_RULE_HITS)?,
+            ebpf,
+            max_rules,
+            installed: Policy::new(),
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Attaches the program to `interface`. In [`XdpMode::Auto`], tries native mode first and
+    /// falls back to skb mode.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: XdpMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let attempts: &[AttachedMode] = match mode {
+            XdpMode::Auto => &[AttachedMode::Native, AttachedMode::Skb],
+            XdpMode::Native => &[AttachedMode::Native],
+            XdpMode::Skb => &[AttachedMode::Skb],
+        };
+        let program = program_mut(&mut self.ebpf)?;
+        let mut failure = None;
+        for &attempt in attempts {
+            match program.attach(interface, attempt.flags()) {
+                Ok(link) => {
+                    self.attachments.push(Attachment {
+                        interface: interface.to_owned(),
+                        mode: attempt,
+                        link,
+                    });
+                    return Ok(attempt);
+                }
+                Err(err @ ProgramError::UnknownInterface { .. }) => {
+                    failure = Some(err);
+                    break;
+                }
+                Err(err) => {
+                    if mode == XdpMode::Auto && attempt == AttachedMode::Native {
+                        tracing::info!(
+                            interface,
+                            error = %err,
+                            "native XDP unavailable, falling back to skb mode"
+                        );
+                    }
+                    failure = Some(err);
+                }
+            }
+        }
+        Err(DataplaneError::Attach {
+            interface: interface.to_owned(),
+            mode,
+            source: failure.unwrap_or(ProgramError::NotAttached),
+        })
+    }
+
+    /// The current attachments.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Detaches the program from every interface.
+    pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
+        let program = program_mut(&mut self.ebpf)?;
+        for attachment in self.attachments.drain(..) {
+            program
+                .detach(attachment.link)
+                .map_err(|source| DataplaneError::Detach {
+                    interface: attachment.interface.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Sets what the program does with packets from sources outside the policy.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<(), DataplaneError> {
+        self.config
+            .set(0, Config { mode: mode as u32 }, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_CONFIG,
+                source,
+            })
+    }
+
+    /// The policy currently in the kernel.
+    pub fn installed(&self) -> &Policy {
+        &self.installed
+    }
+
+    /// Makes `target` the policy in the kernel, writing only the difference: additions and
+    /// changes first, removals last, so an address allowed before and after is never dropped
+    /// in between. On error the kernel holds a superset of the old policy's entries that
+    /// [`Dataplane::installed`] describes exactly.
+    pub fn apply(&mut self, target: &Policy) -> Result<(), DataplaneError> {
+        let diff = self.installed.diff(target);
+        if let Some((_, rule)) = diff
+            .upserts
+            .iter()
+            .find(|(_, rule)| *rule >= self.max_rules)
+        {
+            return Err(DataplaneError::RuleOutOfRange {
+                rule: *rule,
+                capacity: self.max_rules,
+            });
+        }
+        let (mut v4, mut v6) = self.installed.len_by_family();
+        for (net, _) in &diff.upserts {
+            if !self.installed.contains(net) {
+                match net {
+                    IpNet::V4(_) => v4 += 1,
+                    IpNet::V6(_) => v6 += 1,
+                }
+            }
+        }
+        for (family, needed) in [(4, v4), (6, v6)] {
+            if needed > self.max_rules as usize {
+                return Err(DataplaneError::CapacityExceeded {
+                    family,
+                    needed,
+                    capacity: self.max_rules,
+                });
+            }
+        }
+        for (net, rule) in diff.upserts {
+            match net {
+                IpNet::V4(v4) => self
+                    .allow_v4
+                    .insert(
+                        &Key::new(u32::from(v4.prefix_len()), v4.addr().octets()),
+                        rule,
+                        0,
+                    )
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_ALLOW_V4,
+                        source,
+                    })?,
+                IpNet::V6(v6) => self
+                    .allow_v6
+                    .insert(
+                        &Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
+                        rule,
+                        0,
+                    )
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_ALLOW_V6,
+                        source,
+                    })?,
+            }
+            self.installed.remove(&net);
+            self.installed.insert(net, rule);
+        }
+        for net in diff.removals {
+            match net {
+                IpNet::V4(v4) => self
+                    .allow_v4
+                    .remove(&Key::new(u32::from(v4.prefix_len()), v4.addr().octets()))
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_ALLOW_V4,
+                        source,
+                    })?,
+                IpNet::V6(v6) => self
+                    .allow_v6
+                    .remove(&Key::new(u32::from(v6.prefix_len()), v6.addr().octets()))
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_ALLOW_V6,
+                        source,
+                    })?,
+            }
+            self.installed.remove(&net);
+        }
+        Ok(())
+    }
+
+    /// The packet counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let mut totals = Counters::default();
+        for counter in Counter::ALL {
+            totals.0[counter as usize] = sum_per_cpu(&self.counters, MAP_COUNTERS, counter as u32)?;
+        }
+        Ok(totals)
+    }
+
+    /// How many packets `rule` has allowed, summed over CPUs.
+    pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
+        if rule >= self.max_rules {
+            return Err(DataplaneError::RuleOutOfRange {
+                rule,
+                capacity: self.max_rules,
+            });
+        }
+        sum_per_cpu(&self.rule_hits, MAP_RULE_HITS, rule)
+    }
+
+    /// Runs the program in the kernel on `frame`, `repeat` times (at least once), without any
+    /// interface: what an attached program would do with that frame, and how long it takes.
+    /// Counters count every run.
+    pub fn run_frame(&self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::Missing("XDP program"))?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(DataplaneError::Program)?;
+        let verdict = match result.return_value {
+            1 => Verdict::Drop,
+            2 => Verdict::Pass,
+            other => Verdict::Other(other),
+        };
+        Ok(FrameRun {
+            verdict,
+            duration: result.duration,
+        })
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::Missing("XDP program"))?
+        .try_into()
+        .map_err(DataplaneError::Program)
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
+    T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn sum_per_cpu(
+    map: &PerCpuArray<MapData, u64>,
+    name: &'static str,
+    index: u32,
+) -> Result<u64, DataplaneError> {
+    let values = map
+        .get(&index, 0)
+        .map_err(|source| DataplaneError::Map { name, source })?;
+    Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+}
