@@ -107,9 +107,3 @@ impl Counter {
         }
     }
 }
-
-#[cfg(feature = "user")]
-mod user {
-    // SAFETY: `Config` is `#[repr(C)]`, has no padding and every bit pattern is valid.
-    unsafe impl aya::Pod for super::Config {}
-}

@@ -23,6 +23,14 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/al
 /// Capacity of each trie and of the rule hit array when the caller does not choose one.
 pub const DEFAULT_MAX_RULES: u32 = allowlist_common::DEFAULT_MAX_RULES;
 
+/// [`Config`] as the value type of the config map.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct ConfigValue(Config);
+
+// SAFETY: `Config` is `#[repr(C)]` plain integers without padding; every bit pattern is valid.
+unsafe impl aya::Pod for ConfigValue {}
+
 /// How to attach the program to an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpMode {
@@ -181,7 +189,7 @@ pub struct Attachment {
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
-    config: Array<MapData, Config>,
+    config: Array<MapData, ConfigValue>,
     allow_v4: LpmTrie<MapData, [u8; 4], RuleId>,
     allow_v6: LpmTrie<MapData, [u8; 16], RuleId>,
     counters: PerCpuArray<MapData, u64>,
@@ -286,7 +294,7 @@ impl Dataplane {
     /// Sets what the program does with packets from sources outside the policy.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), DataplaneError> {
         self.config
-            .set(0, Config { mode: mode as u32 }, 0)
+            .set(0, ConfigValue(Config { mode: mode as u32 }), 0)
             .map_err(|source| DataplaneError::Map {
                 name: MAP_CONFIG,
                 source,

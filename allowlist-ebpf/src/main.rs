@@ -4,8 +4,8 @@
 //!
 //! The per-packet path does no logging and at most three map lookups: the config, one
 //! trie, and the counters.
-#![no_std]
-#![no_main]
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod packet;
 
@@ -103,11 +103,16 @@ fn count(counter: Counter) {
     }
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+/// On the host this binary is only compiled so that `cargo clippy --workspace` checks the
+/// program; the object the daemon loads is built for `bpfel-unknown-none`.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

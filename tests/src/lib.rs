@@ -1,1 +1,52 @@
+//! Shared helpers of the end-to-end tests: namespaces and veth pairs, real traffic between
+//! them, hand-built frames and an oracle for what a frame carries.
+//!
+//! The tests need root (they load BPF programs and create network namespaces); run them with
+//! `cargo xtask test`.
+pub mod frames;
+pub mod netns;
+pub mod traffic;
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use allowlist_common::Mode;
+use allowlist_daemon::dataplane::Dataplane;
+use allowlist_daemon::policy::{Policy, parse_cidr};
+
+/// A policy from CIDR strings, rule ids in order from 0.
+pub fn policy(cidrs: &[&str]) -> Policy {
+    cidrs
+        .iter()
+        .zip(0..)
+        .map(|(cidr, rule)| (parse_cidr(cidr).expect("test CIDR"), rule))
+        .collect()
+}
+
+/// A freshly loaded program (its own maps) with `cidrs` allowed, in `mode`, not attached.
+pub fn loaded(cidrs: &[&str], mode: Mode) -> Dataplane {
+    let mut dataplane = Dataplane::load(1024).expect("loading the XDP program (are you root?)");
+    dataplane
+        .apply(&policy(cidrs))
+        .expect("applying the policy");
+    dataplane.set_mode(mode).expect("setting the mode");
+    dataplane
+}
+
+/// The `allowlistd` binary of the same build as the running executable: beside it
+/// (`target/<profile>/`) or one level up (tests run from `target/<profile>/deps/`).
+pub fn allowlistd_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("allowlistd"))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!(
+                "no allowlistd beside {}: build it first (cargo xtask test and cargo xtask run do)",
+                exe.display()
+            )
+        })
+}

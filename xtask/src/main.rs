@@ -1,1 +1,124 @@
-fn main() {}
+//! `cargo xtask`: builds, runs and tests allowlist, installing what a fresh machine lacks.
+
+mod system;
+mod toolchain;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// Prefix of the network namespaces the tests create (see tests/src/netns.rs).
+const TEST_NAMESPACE_PREFIX: &str = "allowlist-test-";
+
+#[derive(Debug, Parser)]
+#[command(about = "Build, run and test allowlist")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build the eBPF program and the binaries (installs rust-src and bpf-linker if missing).
+    Build {
+        /// Build with optimizations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run allowlistd with the given arguments (as root). Without arguments, run a demo:
+    /// allowlistd guards a veth pair between two network namespaces it creates, and traffic
+    /// from an allowed and a denied source shows what passes.
+    Run {
+        /// Arguments for allowlistd, after `--` (e.g. -- --iface eth1 --allow 192.0.2.0/24).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test (as root): unit tests, verdict tests in the kernel, end-to-end tests
+    /// with real packets between network namespaces.
+    Test {
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    std::env::set_current_dir(workspace_root()).context("entering the workspace")?;
+    match cli.command {
+        Task::Build { release } => build(release),
+        Task::Run { args } => {
+            system::require_root("cargo xtask run")?;
+            build(true)?;
+            if args.is_empty() {
+                system::ensure_test_commands()?;
+                exec(&mut Command::new("target/release/allowlist-demo"))
+            } else {
+                exec(Command::new("target/release/allowlistd").args(args))
+            }
+        }
+        Task::Test { args } => {
+            system::require_root("cargo xtask test")?;
+            system::ensure_test_commands()?;
+            system::ensure_bpffs()?;
+            build(false)?;
+            let tests = run(Command::new("cargo").arg("test").args(&args));
+            let leftovers = system::check_no_leftovers(TEST_NAMESPACE_PREFIX);
+            tests.and(leftovers)
+        }
+    }
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    toolchain::ensure()?;
+    let mut cargo = Command::new("cargo");
+    cargo.args(["build", "--bins"]);
+    if release {
+        cargo.arg("--release");
+    }
+    run(&mut cargo)
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// Runs a command with inherited output and fails unless it succeeds.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output.
+pub fn capture(command: &mut Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout).with_context(|| format!("output of {command:?}"))
+}
+
+/// Runs a command with inherited I/O, then exits with its exit code.
+fn exec(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    std::process::exit(status.code().unwrap_or(1));
+}

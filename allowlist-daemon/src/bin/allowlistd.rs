@@ -75,6 +75,7 @@ fn parse_allow(input: &str) -> Result<IpNet, String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -104,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(
         prefixes = policy.len(),
-        mode = ?args.mode,
+        mode = ?Mode::from(args.mode),
         "enforcing {}",
         args.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     );

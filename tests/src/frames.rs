@@ -1,0 +1,209 @@
+//! Hand-built Ethernet frames for verdict tests, and an independent reading of what a frame
+//! carries, the oracle the property test holds the kernel program to.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Ethertype of IPv4.
+pub const ETH_P_IPV4: u16 = 0x0800;
+/// Ethertype of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86DD;
+/// Ethertype of ARP.
+pub const ETH_P_ARP: u16 = 0x0806;
+/// Ethertype of LLDP.
+pub const ETH_P_LLDP: u16 = 0x88CC;
+/// 802.1Q VLAN tag protocol id.
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// 802.1ad (QinQ) service tag protocol id.
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 next header: hop-by-hop options.
+pub const IPPROTO_HOPOPTS: u8 = 0;
+/// IPv6 next header: routing header.
+pub const IPPROTO_ROUTING: u8 = 43;
+/// IP protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// An Ethernet frame with the given VLAN tags (outermost first, each a tag protocol id) around
+/// `ether_type` and `payload`.
+pub fn ethernet(tags: &[u16], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02];
+    for (i, tpid) in tags.iter().enumerate() {
+        frame.extend_from_slice(&tpid.to_be_bytes());
+        frame.extend_from_slice(&(100 + i as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&ether_type.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An IPv4 packet (checksum left zero: the program does not check it) with `options`, whose
+/// length must be a multiple of four.
+pub fn ipv4(
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    options: &[u8],
+    protocol: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    assert!(
+        options.len().is_multiple_of(4) && options.len() <= 40,
+        "bad IPv4 options length"
+    );
+    let header_len = 20 + options.len();
+    let total_len = (header_len + payload.len()) as u16;
+    let mut packet = vec![0x40 | (header_len / 4) as u8, 0];
+    packet.extend_from_slice(&total_len.to_be_bytes());
+    packet.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0]);
+    packet.extend_from_slice(&source.octets());
+    packet.extend_from_slice(&destination.octets());
+    packet.extend_from_slice(options);
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// An IPv6 packet.
+pub fn ipv6(
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    next_header: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    packet.extend_from_slice(&[next_header, hop_limit]);
+    packet.extend_from_slice(&source.octets());
+    packet.extend_from_slice(&destination.octets());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// A UDP datagram (checksum zero) with a few bytes of payload.
+pub fn udp(source_port: u16, destination_port: u16) -> Vec<u8> {
+    let mut datagram = Vec::new();
+    datagram.extend_from_slice(&source_port.to_be_bytes());
+    datagram.extend_from_slice(&destination_port.to_be_bytes());
+    datagram.extend_from_slice(&12u16.to_be_bytes());
+    datagram.extend_from_slice(&[0, 0, b'p', b'i', b'n', b'g']);
+    datagram
+}
+
+/// An ICMPv6 message of `icmp_type` with a 16-byte body (room for an ND target address).
+pub fn icmpv6(icmp_type: u8) -> Vec<u8> {
+    let mut message = vec![icmp_type, 0, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    message
+}
+
+/// A UDP/IPv4 frame from `source`, untagged.
+pub fn udp4_frame(source: Ipv4Addr) -> Vec<u8> {
+    ethernet(
+        &[],
+        ETH_P_IPV4,
+        &ipv4(
+            source,
+            Ipv4Addr::new(198, 18, 0, 1),
+            &[],
+            IPPROTO_UDP,
+            &udp(4000, 53),
+        ),
+    )
+}
+
+/// A UDP/IPv6 frame from `source`, untagged.
+pub fn udp6_frame(source: Ipv6Addr) -> Vec<u8> {
+    ethernet(
+        &[],
+        ETH_P_IPV6,
+        &ipv6(
+            source,
+            "fd00:a11::1".parse().expect("literal"),
+            IPPROTO_UDP,
+            64,
+            &udp(4000, 53),
+        ),
+    )
+}
+
+/// A UDP frame from `source` of either family.
+pub fn udp_frame(source: IpAddr) -> Vec<u8> {
+    match source {
+        IpAddr::V4(v4) => udp4_frame(v4),
+        IpAddr::V6(v6) => udp6_frame(v6),
+    }
+}
+
+/// An ARP request frame.
+pub fn arp_frame() -> Vec<u8> {
+    let mut arp = vec![0, 1, 0x08, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 198, 18, 0, 3]);
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 198, 18, 0, 1]);
+    ethernet(&[], ETH_P_ARP, &arp)
+}
+
+/// What a frame carries as the program should see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// Not IPv4/IPv6 (after at most two VLAN tags).
+    NotIp,
+    /// IPv4/IPv6 by ethertype, too short to hold the source address.
+    Truncated,
+    /// An IP packet from this source; `neighbor_discovery` as the program must exempt it:
+    /// `Some(true)` for ND, `Some(false)` for not ND, `None` for ICMPv6 with hop limit 255 too
+    /// short to hold the ICMPv6 header.
+    Ip {
+        /// The source address.
+        source: IpAddr,
+        /// The neighbour discovery reading (always `Some(false)` for IPv4).
+        neighbor_discovery: Option<bool>,
+    },
+}
+
+/// Reads what `frame` carries, independently of the program's parser.
+pub fn carried(frame: &[u8]) -> Carried {
+    let mut offset = 12;
+    let mut tags = 0;
+    loop {
+        let Some(bytes) = frame.get(offset..offset + 2) else {
+            return Carried::NotIp;
+        };
+        let ether_type = u16::from_be_bytes([bytes[0], bytes[1]]);
+        offset += 2;
+        match ether_type {
+            ETH_P_8021Q | ETH_P_8021AD if tags < 2 => {
+                tags += 1;
+                offset += 2;
+            }
+            ETH_P_IPV4 => {
+                return match frame.get(offset + 12..offset + 16) {
+                    Some(src) => Carried::Ip {
+                        source: IpAddr::from(<[u8; 4]>::try_from(src).expect("4 bytes")),
+                        neighbor_discovery: Some(false),
+                    },
+                    None => Carried::Truncated,
+                };
+            }
+            ETH_P_IPV6 => {
+                let Some(src) = frame.get(offset + 8..offset + 24) else {
+                    return Carried::Truncated;
+                };
+                let source = IpAddr::from(<[u8; 16]>::try_from(src).expect("16 bytes"));
+                let (next_header, hop_limit) = (frame[offset + 6], frame[offset + 7]);
+                let neighbor_discovery = if next_header == IPPROTO_ICMPV6 && hop_limit == 255 {
+                    frame
+                        .get(offset + 40..offset + 44)
+                        .map(|icmp| (133..=137).contains(&icmp[0]))
+                } else {
+                    Some(false)
+                };
+                return Carried::Ip {
+                    source,
+                    neighbor_discovery,
+                };
+            }
+            _ => return Carried::NotIp,
+        }
+    }
+}

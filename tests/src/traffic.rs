@@ -1,0 +1,207 @@
+//! Real traffic between the test namespaces: UDP, TCP and ICMP probes that report whether
+//! they got through.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::netns::{NetNs, TestLink};
+
+/// How long a probe waits before it calls a packet dropped.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+fn bound_socket(
+    ns: &NetNs,
+    kind: Type,
+    protocol: Protocol,
+    addr: SocketAddr,
+) -> anyhow::Result<Socket> {
+    ns.enter(|| -> anyhow::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    })?
+    .with_context(|| format!("binding {addr} in {}", ns.name()))
+}
+
+/// A UDP socket bound in the server namespace.
+pub fn udp_server(link: &TestLink, addr: IpAddr) -> anyhow::Result<UdpSocket> {
+    let socket = bound_socket(
+        &link.server,
+        Type::DGRAM,
+        Protocol::UDP,
+        SocketAddr::new(addr, 0),
+    )?;
+    socket.set_recv_buffer_size(8 << 20)?;
+    Ok(socket.into())
+}
+
+/// A UDP socket bound to `source` in the client namespace.
+pub fn udp_client(link: &TestLink, source: IpAddr) -> anyhow::Result<UdpSocket> {
+    Ok(bound_socket(
+        &link.client,
+        Type::DGRAM,
+        Protocol::UDP,
+        SocketAddr::new(source, 0),
+    )?
+    .into())
+}
+
+/// Sends one datagram from `source` to the server's `server` address and says whether it
+/// arrived.
+pub fn udp_gets_through(link: &TestLink, source: IpAddr, server: IpAddr) -> anyhow::Result<bool> {
+    let receiver = udp_server(link, server)?;
+    let sender = udp_client(link, source)?;
+    let token = format!("probe from {source}");
+    sender.send_to(token.as_bytes(), receiver.local_addr()?)?;
+    receiver.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    let mut buf = [0u8; 128];
+    loop {
+        match receiver.recv_from(&mut buf) {
+            Ok((len, from)) if from.ip() == source && &buf[..len] == token.as_bytes() => {
+                return Ok(true);
+            }
+            Ok(_) => continue,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Opens a TCP connection from `source` to a listener on the server's `server` address and
+/// says whether the handshake completed.
+pub fn tcp_connects(link: &TestLink, source: IpAddr, server: IpAddr) -> anyhow::Result<bool> {
+    let listener = bound_socket(
+        &link.server,
+        Type::STREAM,
+        Protocol::TCP,
+        SocketAddr::new(server, 0),
+    )?;
+    listener.listen(16)?;
+    let target = listener
+        .local_addr()?
+        .as_socket()
+        .context("listener address")?;
+    let client = bound_socket(
+        &link.client,
+        Type::STREAM,
+        Protocol::TCP,
+        SocketAddr::new(source, 0),
+    )?;
+    Ok(client
+        .connect_timeout(&target.into(), PROBE_TIMEOUT)
+        .is_ok())
+}
+
+/// Pings the server's `server` address once from `source` and says whether it answered.
+pub fn ping_answers(link: &TestLink, source: IpAddr, server: IpAddr) -> anyhow::Result<bool> {
+    let status = link
+        .client
+        .command(&[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            &source.to_string(),
+            &server.to_string(),
+        ])
+        .output()
+        .context("running ping")?
+        .status;
+    Ok(status.success())
+}
+
+/// A UDP stream from one source that counts what arrives, for checking that a change made
+/// while traffic flows loses nothing.
+pub struct UdpStream {
+    sent: u64,
+    received: u64,
+}
+
+impl UdpStream {
+    /// Sends `count` numbered datagrams from `source` to the server while `during` runs on
+    /// this thread, then waits for the stragglers.
+    pub fn run(
+        link: &TestLink,
+        source: IpAddr,
+        server: IpAddr,
+        count: u64,
+        during: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<UdpStream> {
+        let receiver = udp_server(link, server)?;
+        receiver.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let target = receiver.local_addr()?;
+        let sender = udp_client(link, source)?;
+        let done_sending = AtomicBool::new(false);
+        std::thread::scope(|scope| -> anyhow::Result<UdpStream> {
+            let receiving = scope.spawn(|| -> anyhow::Result<u64> {
+                let mut received = 0;
+                let mut buf = [0u8; 64];
+                let mut quiet_since = None;
+                loop {
+                    match receiver.recv_from(&mut buf) {
+                        Ok((_, from)) if from.ip() == source => {
+                            received += 1;
+                            quiet_since = None;
+                        }
+                        Ok(_) => {}
+                        Err(_) if done_sending.load(Ordering::Acquire) => {
+                            let since = *quiet_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > Duration::from_millis(500) {
+                                return Ok(received);
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                }
+            });
+            let sending = scope.spawn(|| -> anyhow::Result<u64> {
+                for seq in 0..count {
+                    sender.send_to(&seq.to_be_bytes(), target)?;
+                    if seq % 16 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                Ok(count)
+            });
+            let outcome = during();
+            let sent = sending
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            done_sending.store(true, Ordering::Release);
+            let received = receiving
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            outcome?;
+            Ok(UdpStream {
+                sent: sent?,
+                received: received?,
+            })
+        })
+    }
+
+    /// Datagrams sent.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Datagrams received.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}

@@ -1,0 +1,91 @@
+//! What the machine must provide to run the tests: root, a few Debian packages and bpffs.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+/// Commands the tests run, and the Debian package that provides each.
+const TEST_COMMANDS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("nsenter", "util-linux"),
+    ("sysctl", "procps"),
+];
+
+/// Fails unless running as root: loading BPF programs and creating namespaces need it.
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "{what} needs root (it loads BPF programs and creates network namespaces); run it as root"
+        );
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs, with apt-get, the packages whose commands are missing.
+pub fn ensure_test_commands() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_COMMANDS
+        .iter()
+        .filter(|(command, _)| which(command).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn which(command: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(command))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Mounts bpffs on /sys/fs/bpf if nothing is mounted there.
+pub fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let mounted = mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, target, kind) = (fields.next(), fields.next(), fields.next());
+        target == Some("/sys/fs/bpf") && kind == Some("bpf")
+    });
+    if !mounted {
+        eprintln!("xtask: mounting bpffs on /sys/fs/bpf");
+        run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    }
+    Ok(())
+}
+
+/// Fails, naming them, if test namespaces were left behind (and removes them).
+pub fn check_no_leftovers(prefix: &str) -> anyhow::Result<()> {
+    let listing = crate::capture(Command::new("ip").args(["netns", "list"]))?;
+    let leftovers: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    for name in &leftovers {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+    }
+    if !leftovers.is_empty() {
+        bail!(
+            "the tests left network namespaces behind: {}",
+            leftovers.join(" ")
+        );
+    }
+    Ok(())
+}
