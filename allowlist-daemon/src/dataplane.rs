@@ -10,7 +10,7 @@ use allowlist_common::{
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, xdp::XdpLinkId},
 };
 use ipnet::IpNet;
@@ -32,7 +32,8 @@ struct ConfigValue(Config);
 unsafe impl aya::Pod for ConfigValue {}
 
 /// How to attach the program to an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// Native (driver) mode if the driver supports it, otherwise skb (generic) mode.
     Auto,
@@ -153,6 +154,9 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    /// The possible CPUs could not be read.
+    #[error("reading the possible CPUs")]
+    Cpus(#[source] std::io::Error),
     /// A rule id does not fit the rule hit array.
     #[error("rule id {rule} is beyond the capacity of {capacity} rules")]
     RuleOutOfRange {
@@ -408,6 +412,18 @@ impl Dataplane {
             });
         }
         sum_per_cpu(&self.rule_hits, MAP_RULE_HITS, rule)
+    }
+
+    /// Zeroes the hit counter of `rule`, for a rule id given to a new entry.
+    pub fn reset_rule_hits(&mut self, rule: RuleId) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
+        let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(DataplaneError::Cpus)?;
+        self.rule_hits
+            .set(rule, zeros, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_RULE_HITS,
+                source,
+            })
     }
 
     /// Runs the program in the kernel on `frame`, `repeat` times (at least once), without any

@@ -1,74 +1,40 @@
-//! `allowlistd`: attaches the allowlist XDP program to interfaces and enforces an allowlist
-//! until stopped.
+//! `allowlistd`: the allowlist firewall daemon.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use allowlist_common::Mode;
-use allowlist_daemon::{
-    dataplane::{DEFAULT_MAX_RULES, Dataplane, XdpMode},
-    policy::{Policy, parse_cidr},
-};
-use anyhow::{Context as _, bail};
+use allowlist_daemon::api::{AppState, router};
+use allowlist_daemon::auth::AdminToken;
+use allowlist_daemon::config::Options;
+use allowlist_daemon::dataplane::Dataplane;
+use allowlist_daemon::service::{Service, kernel_rule_capacity};
+use allowlist_daemon::store::Store;
+use anyhow::Context as _;
 use clap::Parser;
-use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Lets in only the sources on an IP allowlist, enforced in the kernel by XDP.
 ///
-/// IPv4 and IPv6 packets whose source address is not covered by an --allow prefix are
-/// dropped (or, with --mode monitor, counted). Frames that are not IP (ARP, LLDP, ...) and
-/// IPv6 neighbour discovery always pass. The program is detached when allowlistd stops
-/// (SIGINT or SIGTERM).
+/// allowlistd attaches its XDP program to the given interfaces and serves a local HTTP admin
+/// API (see `allowlistctl --help`) that manages named allowlists. While at least one
+/// allowlist is enabled, IPv4/IPv6 packets from sources outside the enabled lists and the
+/// --allow prefixes are dropped; with none enabled, everything passes. Frames that are not IP
+/// and IPv6 neighbour discovery always pass.
+///
+/// Every enable, disable or narrowing edit must be acknowledged between --ack-min and
+/// --ack-max after it is applied, or allowlistd reverts it by itself. State is kept in
+/// --state-dir and restored on start. The program is detached on SIGINT or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Interface to guard; repeat for several.
-    #[arg(long = "iface", value_name = "IF", required = true)]
-    interfaces: Vec<String>,
+    /// TOML file with any of the options below (keys as the flag names: iface = ["eth1"],
+    /// ack-min = "90s"); flags win over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 
-    /// Source prefix to allow: a CIDR (198.51.100.0/24, 2001:db8::/32) or a plain address
-    /// (meaning /32 or /128); repeat for several.
-    #[arg(long = "allow", value_name = "CIDR", required = true, value_parser = parse_allow)]
-    allow: Vec<IpNet>,
-
-    /// What to do with packets from other sources: drop them (enforce) or only count them
-    /// (monitor).
-    #[arg(long, value_enum, default_value_t = EnforceMode::Enforce)]
-    mode: EnforceMode,
-
-    /// XDP attach mode: auto tries native (driver) mode and falls back to skb (generic).
-    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
-    xdp_mode: XdpMode,
-
-    /// Most prefixes per address family the kernel maps can hold.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RULES)]
-    max_rules: u32,
-
-    /// How often to log the packet counters (e.g. 30s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    stats_interval: Duration,
-}
-
-/// The modes that enforce a policy, as given on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum EnforceMode {
-    /// Drop IP packets from sources outside the allowlist.
-    Enforce,
-    /// Pass everything; count what enforce mode would drop.
-    Monitor,
-}
-
-impl From<EnforceMode> for Mode {
-    fn from(mode: EnforceMode) -> Mode {
-        match mode {
-            EnforceMode::Enforce => Mode::Enforce,
-            EnforceMode::Monitor => Mode::Monitor,
-        }
-    }
-}
-
-fn parse_allow(input: &str) -> Result<IpNet, String> {
-    parse_cidr(input).map_err(|err| err.to_string())
+    #[command(flatten)]
+    options: Options,
 }
 
 #[tokio::main]
@@ -82,52 +48,105 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if args.stats_interval.is_zero() {
-        bail!("--stats-interval must be greater than zero");
-    }
+    let options = match &args.config {
+        Some(path) => args.options.or(Options::from_file(path)?),
+        None => args.options,
+    };
+    let config = options.resolve()?;
 
-    let policy: Policy = args
-        .allow
-        .iter()
-        .zip(0..)
-        .map(|(net, rule)| (*net, rule))
-        .collect();
-    let mut dataplane = Dataplane::load(args.max_rules).context("loading the XDP program")?;
-    dataplane.apply(&policy).context("writing the allowlist")?;
-    dataplane
-        .set_mode(args.mode.into())
-        .context("setting the mode")?;
-    for interface in &args.interfaces {
-        let mode = dataplane
-            .attach(interface, args.xdp_mode)
+    let store = Store::open(&config.state_dir)?;
+    let (token, created) = AdminToken::load_or_create(&config.token_file)?;
+    if created {
+        tracing::info!(path = %config.token_file.display(), "created the admin token");
+    }
+    let dataplane =
+        Dataplane::load(kernel_rule_capacity(&config)).context("loading the XDP program")?;
+    let mut service = Service::start(&config, dataplane, store).context("restoring the state")?;
+    for interface in &config.interfaces {
+        let mode = service
+            .dataplane_mut()
+            .attach(interface, config.xdp_mode)
             .with_context(|| format!("attaching to {interface}"))?;
         tracing::info!(interface, %mode, "attached");
     }
     tracing::info!(
-        prefixes = policy.len(),
-        mode = ?Mode::from(args.mode),
-        "enforcing {}",
-        args.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        enforcing = service.model().enforcing(),
+        enabled = ?service.model().enabled(),
+        always_allow = ?config.always_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "policy restored"
     );
 
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut stats = tokio::time::interval(args.stats_interval);
-    stats.tick().await;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-            _ = stats.tick() => log_counters(&dataplane),
-        }
-    }
-    log_counters(&dataplane);
-    dataplane.detach_all().context("detaching")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(address = %config.listen, "admin API listening");
+    let service = Arc::new(Mutex::new(service));
+    tokio::spawn(revert_when_due(service.clone()));
+    tokio::spawn(log_counters(service.clone(), config.stats_interval));
+
+    let app = router(
+        AppState {
+            service: service.clone(),
+            token: Arc::new(token),
+        },
+        config.max_body_bytes,
+    );
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+        .await
+        .context("serving the admin API")?;
+
+    let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+    log_counters_now(&service);
+    service.dataplane_mut().detach_all().context("detaching")?;
     tracing::info!("detached; stopped");
     Ok(())
 }
 
-fn log_counters(dataplane: &Dataplane) {
-    match dataplane.counters() {
+/// Reverts the pending change at its deadline.
+async fn revert_when_due(service: Arc<Mutex<Service>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let service = service.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            service
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .revert_if_due()
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Some(pending))) => tracing::warn!(
+                action = ?pending.action,
+                allowlists = ?pending.allowlist_ids,
+                "not acknowledged in time: reverted"
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "reverting the pending change"),
+            Err(err) => tracing::error!(error = %err, "the revert task failed"),
+        }
+    }
+}
+
+async fn log_counters(service: Arc<Mutex<Service>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        log_counters_now(&service.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+fn log_counters_now(service: &Service) {
+    match service.counters() {
         Ok(counters) => tracing::info!(%counters, "counters"),
         Err(err) => tracing::warn!(error = %err, "reading counters"),
     }

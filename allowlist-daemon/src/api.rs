@@ -1,0 +1,517 @@
+//! The admin HTTP API: routes, authentication, JSON views and errors.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::AdminToken;
+use crate::model::{
+    Action, Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, rfc3339,
+};
+use crate::service::{Service, ServiceError};
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service; one operation at a time.
+    pub service: Arc<Mutex<Service>>,
+    /// The admin token.
+    pub token: Arc<AdminToken>,
+}
+
+/// The API's routes.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/allowlists", get(list_allowlists).post(create_allowlist))
+        .route(
+            "/allowlists/{id}",
+            get(get_allowlist)
+                .put(replace_allowlist)
+                .delete(delete_allowlist),
+        )
+        .route("/allowlists/{id}/entries", post(add_entries))
+        .route("/allowlists/{id}/entries/{entry_id}", delete(remove_entry))
+        .route("/enforcement", get(enforcement))
+        .route("/enforcement/enable", post(enable))
+        .route("/enforcement/disable", post(disable))
+        .route("/enforcement/acknowledge", post(acknowledge))
+        .route("/evaluate", get(evaluate))
+        .route("/stats", get(stats))
+        .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// An error response: `{"error": {"code", "message", "field"?, ...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    retry_after_seconds: Option<u64>,
+    addresses: Option<Vec<IpAddr>>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_seconds: None,
+            addresses: None,
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Refused(refusal) => refusal.into(),
+            other => {
+                let mut message = other.to_string();
+                let mut source = std::error::Error::source(&other);
+                while let Some(cause) = source {
+                    message.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                tracing::error!(error = %message, "request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+            }
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(err: ModelError) -> Self {
+        let status = match err {
+            ModelError::InvalidRequest { .. }
+            | ModelError::InvalidCidr { .. }
+            | ModelError::HostBitsSet { .. } => StatusCode::BAD_REQUEST,
+            ModelError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ModelError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            ModelError::LimitExceeded { .. } | ModelError::EmptyPolicy => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError {
+            status,
+            code: err.code(),
+            message: err.to_string(),
+            field: err.field().map(str::to_owned),
+            retry_after_seconds: match &err {
+                ModelError::TooEarly {
+                    retry_after_seconds,
+                    ..
+                } => Some(*retry_after_seconds),
+                _ => None,
+            },
+            addresses: match err {
+                ModelError::WouldLockOut { addresses } => Some(addresses),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        if let Some(seconds) = self.retry_after_seconds {
+            error["retry_after_seconds"] = json!(seconds);
+        }
+        if let Some(addresses) = self.addresses {
+            error["addresses"] = json!(addresses);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON body whose rejections are API errors: 413 when too large, 400 otherwise.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the limit (--max-body-bytes)",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            rejection.body_text(),
+        )
+    }
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if state.token.accepts(authorization) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        )
+        .into_response()
+    }
+}
+
+/// Runs `operation` on the service off the async workers (it syncs files and writes maps).
+async fn with_service<T: Send + 'static>(
+    state: &AppState,
+    operation: impl FnOnce(&mut Service) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = state.service.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+        operation(&mut service)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            err.to_string(),
+        )
+    })?
+}
+
+/// The version named by an `If-Match` header; `*` and no header match any.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                format!("If-Match {value:?} is not an ETag of this API"),
+            )
+        })
+}
+
+#[derive(Serialize)]
+struct EntryView {
+    id: String,
+    cidr: IpNet,
+    description: String,
+}
+
+impl From<&Entry> for EntryView {
+    fn from(entry: &Entry) -> Self {
+        EntryView {
+            id: entry.id.clone(),
+            cidr: entry.cidr,
+            description: entry.description.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AllowlistView {
+    id: String,
+    name: String,
+    description: String,
+    enabled: bool,
+    entries: Vec<EntryView>,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+fn allowlist_view(model: &Model, list: &Allowlist) -> AllowlistView {
+    AllowlistView {
+        id: list.id.clone(),
+        name: list.name.clone(),
+        description: list.description.clone(),
+        enabled: model.is_enabled(&list.id),
+        entries: list.entries.iter().map(EntryView::from).collect(),
+        created_at: rfc3339(list.created_at),
+        updated_at: rfc3339(list.updated_at),
+        version: list.version,
+    }
+}
+
+/// One allowlist with its ETag.
+fn allowlist_response(status: StatusCode, model: &Model, list: &Allowlist) -> Response {
+    let mut response = (status, Json(allowlist_view(model, list))).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", list.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct PendingView {
+    action: Action,
+    allowlist_ids: Vec<String>,
+    applied_at: String,
+    acknowledge_after: String,
+    revert_at: String,
+}
+
+fn enforcement_view(service: &Service) -> serde_json::Value {
+    let model = service.model();
+    json!({
+        "enforcing": model.enforcing(),
+        "enabled_allowlist_ids": model.enabled(),
+        "always_allow": model.always_allow().iter().map(|(net, _)| net.to_string()).collect::<Vec<_>>(),
+        "pending": model.pending().map(|pending| PendingView {
+            action: pending.action,
+            allowlist_ids: pending.allowlist_ids.clone(),
+            applied_at: rfc3339(pending.applied_at),
+            acknowledge_after: rfc3339(pending.acknowledge_after),
+            revert_at: rfc3339(pending.revert_at),
+        }),
+    })
+}
+
+async fn list_allowlists(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    with_service(&state, |service| {
+        let model = service.model();
+        let lists: Vec<AllowlistView> = model
+            .allowlists()
+            .map(|list| allowlist_view(model, list))
+            .collect();
+        Ok(Json(json!({ "allowlists": lists })))
+    })
+    .await
+}
+
+async fn create_allowlist(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<AllowlistInput>,
+) -> Result<Response, ApiError> {
+    with_service(&state, move |service| {
+        let list = service.create(input)?;
+        Ok(allowlist_response(
+            StatusCode::CREATED,
+            service.model(),
+            &list,
+        ))
+    })
+    .await
+}
+
+async fn get_allowlist(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    with_service(&state, move |service| {
+        let model = service.model();
+        Ok(allowlist_response(
+            StatusCode::OK,
+            model,
+            model.allowlist(&id)?,
+        ))
+    })
+    .await
+}
+
+async fn replace_allowlist(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<AllowlistInput>,
+) -> Result<Response, ApiError> {
+    let version = if_match(&headers)?;
+    with_service(&state, move |service| {
+        let list = service.replace(&id, input, version)?;
+        Ok(allowlist_response(StatusCode::OK, service.model(), &list))
+    })
+    .await
+}
+
+async fn delete_allowlist(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let version = if_match(&headers)?;
+    with_service(&state, move |service| {
+        service.delete(&id, version)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesInput {
+    entries: Vec<EntryInput>,
+}
+
+async fn add_entries(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<EntriesInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    with_service(&state, move |service| {
+        let added = service.add_entries(&id, input.entries)?;
+        let views: Vec<EntryView> = added.iter().map(EntryView::from).collect();
+        Ok((StatusCode::CREATED, Json(json!({ "entries": views }))))
+    })
+    .await
+}
+
+async fn remove_entry(
+    State(state): State<AppState>,
+    Path((id, entry_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let version = if_match(&headers)?;
+    with_service(&state, move |service| {
+        service.remove_entry(&id, &entry_id, version)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn enforcement(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    with_service(&state, |service| Ok(Json(enforcement_view(service)))).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableInput {
+    allowlist_ids: Vec<String>,
+    #[serde(default)]
+    client_ip: Option<IpAddr>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<EnableInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    with_service(&state, move |service| {
+        service.enable(&input.allowlist_ids, input.client_ip, input.force)?;
+        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisableInput {
+    allowlist_ids: Vec<String>,
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<DisableInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    with_service(&state, move |service| {
+        service.disable(&input.allowlist_ids)?;
+        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+    })
+    .await
+}
+
+async fn acknowledge(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    with_service(&state, |service| {
+        service.acknowledge()?;
+        Ok(Json(enforcement_view(service)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct EvaluateQuery {
+    ip: Option<String>,
+}
+
+async fn evaluate(
+    State(state): State<AppState>,
+    Query(query): Query<EvaluateQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad_ip = |message: String| ApiError {
+        field: Some("ip".into()),
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    };
+    let raw = query
+        .ip
+        .ok_or_else(|| bad_ip("give the address to evaluate as ?ip=ADDR".into()))?;
+    let addr: IpAddr = raw
+        .trim()
+        .parse()
+        .map_err(|_| bad_ip(format!("{raw:?} is not an IPv4 or IPv6 address")))?;
+    with_service(&state, move |service| {
+        Ok(Json(json!(service.model().evaluate(addr))))
+    })
+    .await
+}
+
+async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    with_service(&state, |service| Ok(Json(json!(service.stats()?)))).await
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

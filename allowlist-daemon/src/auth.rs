@@ -1,0 +1,92 @@
+//! The admin token: created on first start, compared in constant time.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use subtle::ConstantTimeEq as _;
+
+/// The bearer token every API call but `/healthz` must present.
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Reads the token from `path`; when the file does not exist, creates it (mode 0600) with a
+    /// new random token. Returns the token and whether it was created.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let token = text.trim().to_owned();
+                anyhow::ensure!(
+                    !token.is_empty(),
+                    "the token file {} is empty",
+                    path.display()
+                );
+                Ok((AdminToken(token), false))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("getrandom: {err}"))?;
+                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+                file.sync_all()
+                    .with_context(|| format!("syncing {}", path.display()))?;
+                Ok((AdminToken(token), true))
+            }
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Whether an `Authorization` header value carries this token.
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        let presented = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        presented.as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_is_accepted() {
+        let token = AdminToken("s3cret".into());
+        assert!(token.accepts(Some("Bearer s3cret")));
+        for wrong in [
+            None,
+            Some(""),
+            Some("s3cret"),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Basic s3cret"),
+        ] {
+            assert!(!token.accepts(wrong), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_token_file_is_created_private_and_then_reused() {
+        let path = std::env::temp_dir().join(format!("allowlist-token-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (first, created) = AdminToken::load_or_create(&path).expect("create");
+        assert!(created);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).expect("stat").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let (second, created) = AdminToken::load_or_create(&path).expect("reuse");
+        assert!(!created);
+        assert!(second.accepts(Some(&format!("Bearer {}", first.0))));
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+}

@@ -1,0 +1,342 @@
+//! The daemon's configuration: command-line flags, also readable from a TOML file given with
+//! `--config` (flags win over the file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use allowlist_common::Mode;
+use anyhow::{Context as _, ensure};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::dataplane::XdpMode;
+use crate::policy::parse_cidr;
+
+/// A duration written as `90s`, `2m`, `1h30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(HumanDuration)
+    }
+}
+
+/// An always-allow prefix: a CIDR without host bits, or a plain address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowCidr(pub IpNet);
+
+impl FromStr for AllowCidr {
+    type Err = crate::policy::CidrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_cidr(s).map(AllowCidr)
+    }
+}
+
+/// Deserializes any `FromStr` type from a TOML string.
+fn from_str<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    Option::<String>::deserialize(deserializer)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn vec_from_str<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// What enforcing means: drop, or only count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnforceMode {
+    /// Drop IP packets from sources outside the policy.
+    Enforce,
+    /// Pass everything; count what enforce mode would drop.
+    Monitor,
+}
+
+impl From<EnforceMode> for Mode {
+    fn from(mode: EnforceMode) -> Mode {
+        match mode {
+            EnforceMode::Enforce => Mode::Enforce,
+            EnforceMode::Monitor => Mode::Monitor,
+        }
+    }
+}
+
+/// The flags of `allowlistd`; each can also be a key of the `--config` file (`iface = ["eth1"]`,
+/// `ack-min = "90s"`, ...).
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// Interface to guard; repeat for several.
+    #[arg(long = "iface", value_name = "IF")]
+    #[serde(default)]
+    pub iface: Vec<String>,
+
+    /// XDP attach mode: auto tries native (driver) mode and falls back to skb (generic)
+    /// [default: auto].
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
+
+    /// Source always allowed while enforcing, which no API call can remove: a CIDR or a plain
+    /// address; repeat for several.
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default, deserialize_with = "vec_from_str")]
+    pub allow: Vec<AllowCidr>,
+
+    /// What enforcing does with other sources: drop them, or only count them
+    /// [default: enforce].
+    #[arg(long, value_enum)]
+    pub mode: Option<EnforceMode>,
+
+    /// Address of the admin API [default: 127.0.0.1:9180].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where the state is kept [default: /var/lib/allowlistd].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Earliest acknowledgement of a change [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub ack_min: Option<HumanDuration>,
+
+    /// Latest acknowledgement of a change; without one, it is reverted then [default: 120s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub ack_max: Option<HumanDuration>,
+
+    /// File holding the admin token; created if missing [default: STATE_DIR/admin.token].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Local TCP port whose established sessions the lockout guard protects; repeat for
+    /// several [default: 22].
+    #[arg(long = "protect-port", value_name = "PORT")]
+    #[serde(default)]
+    pub protect_port: Vec<u16>,
+
+    /// Most allowlists [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_lists: Option<usize>,
+
+    /// Most entries over all allowlists [default: 262144].
+    #[arg(long, value_name = "N")]
+    pub max_entries: Option<usize>,
+
+    /// Longest allowlist name, in characters [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_name_len: Option<usize>,
+
+    /// Longest description, in characters [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_description_len: Option<usize>,
+
+    /// Largest request body, in bytes [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// How often to log the packet counters [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub stats_interval: Option<HumanDuration>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interfaces to guard.
+    pub interfaces: Vec<String>,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Always-allowed prefixes.
+    pub always_allow: Vec<IpNet>,
+    /// Mode of the program while enforcing.
+    pub mode: Mode,
+    /// Admin API address.
+    pub listen: SocketAddr,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Earliest acknowledgement.
+    pub ack_min: Duration,
+    /// Latest acknowledgement.
+    pub ack_max: Duration,
+    /// Admin token file.
+    pub token_file: PathBuf,
+    /// Ports whose sessions the lockout guard protects.
+    pub protect_ports: Vec<u16>,
+    /// Most allowlists.
+    pub max_lists: usize,
+    /// Most entries.
+    pub max_entries: usize,
+    /// Longest name.
+    pub max_name_len: usize,
+    /// Longest description.
+    pub max_description_len: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Counter log period.
+    pub stats_interval: Duration,
+}
+
+impl Options {
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Options> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Fills what these options leave unset from `file`.
+    pub fn or(self, file: Options) -> Options {
+        fn vec<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
+            if flags.is_empty() { file } else { flags }
+        }
+        Options {
+            iface: vec(self.iface, file.iface),
+            xdp_mode: self.xdp_mode.or(file.xdp_mode),
+            allow: vec(self.allow, file.allow),
+            mode: self.mode.or(file.mode),
+            listen: self.listen.or(file.listen),
+            state_dir: self.state_dir.or(file.state_dir),
+            ack_min: self.ack_min.or(file.ack_min),
+            ack_max: self.ack_max.or(file.ack_max),
+            token_file: self.token_file.or(file.token_file),
+            protect_port: vec(self.protect_port, file.protect_port),
+            max_lists: self.max_lists.or(file.max_lists),
+            max_entries: self.max_entries.or(file.max_entries),
+            max_name_len: self.max_name_len.or(file.max_name_len),
+            max_description_len: self.max_description_len.or(file.max_description_len),
+            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
+            stats_interval: self.stats_interval.or(file.stats_interval),
+        }
+    }
+
+    /// Applies the defaults and checks the result.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/allowlistd"));
+        let config = Config {
+            interfaces: self.iface,
+            xdp_mode: self.xdp_mode.unwrap_or(XdpMode::Auto),
+            always_allow: self.allow.into_iter().map(|allow| allow.0).collect(),
+            mode: self.mode.unwrap_or(EnforceMode::Enforce).into(),
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9180))),
+            token_file: self
+                .token_file
+                .unwrap_or_else(|| state_dir.join("admin.token")),
+            state_dir,
+            ack_min: self.ack_min.map_or(Duration::from_secs(60), |d| d.0),
+            ack_max: self.ack_max.map_or(Duration::from_secs(120), |d| d.0),
+            protect_ports: if self.protect_port.is_empty() {
+                vec![22]
+            } else {
+                self.protect_port
+            },
+            max_lists: self.max_lists.unwrap_or(1000),
+            max_entries: self.max_entries.unwrap_or(262_144),
+            max_name_len: self.max_name_len.unwrap_or(128),
+            max_description_len: self.max_description_len.unwrap_or(1024),
+            max_body_bytes: self.max_body_bytes.unwrap_or(64 << 20),
+            stats_interval: self.stats_interval.map_or(Duration::from_secs(60), |d| d.0),
+        };
+        ensure!(
+            !config.interfaces.is_empty(),
+            "no interface to guard: give --iface"
+        );
+        ensure!(
+            config.ack_min <= config.ack_max,
+            "--ack-min ({:?}) is longer than --ack-max ({:?})",
+            config.ack_min,
+            config.ack_max
+        );
+        ensure!(
+            !config.ack_max.is_zero(),
+            "--ack-max must be longer than zero"
+        );
+        ensure!(
+            !config.stats_interval.is_zero(),
+            "--stats-interval must be longer than zero"
+        );
+        ensure!(config.max_entries > 0, "--max-entries must be at least 1");
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_file_fills_what_flags_leave_unset() {
+        let file: Options = toml::from_str(
+            r#"
+            iface = ["eth1", "eth2"]
+            allow = ["192.0.2.7", "2001:db8::/32"]
+            ack-min = "90s"
+            ack-max = "3m"
+            xdp-mode = "skb"
+            protect-port = [22, 2222]
+            "#,
+        )
+        .expect("parse");
+        let flags = Options {
+            ack_min: Some("30s".parse().expect("duration")),
+            ..Options::default()
+        };
+        let config = flags.or(file).resolve().expect("resolve");
+        assert_eq!(config.interfaces, ["eth1", "eth2"]);
+        assert_eq!(
+            config.always_allow[0],
+            "192.0.2.7/32".parse::<IpNet>().expect("literal")
+        );
+        assert_eq!(config.ack_min, Duration::from_secs(30), "the flag wins");
+        assert_eq!(config.ack_max, Duration::from_secs(180));
+        assert_eq!(config.xdp_mode, XdpMode::Skb);
+        assert_eq!(config.protect_ports, [22, 2222]);
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 9180)));
+        assert_eq!(
+            config.token_file,
+            PathBuf::from("/var/lib/allowlistd/admin.token")
+        );
+    }
+
+    #[test]
+    fn bad_files_and_windows_are_refused() {
+        assert!(toml::from_str::<Options>("unknown-key = 1").is_err());
+        let err = toml::from_str::<Options>(r#"allow = ["10.0.0.1/8"]"#).expect_err("host bits");
+        assert!(err.to_string().contains("did you mean 10.0.0.0/8"), "{err}");
+        let options = Options {
+            iface: vec!["eth1".into()],
+            ack_min: Some("3m".parse().expect("duration")),
+            ..Options::default()
+        };
+        assert!(
+            options
+                .resolve()
+                .expect_err("window")
+                .to_string()
+                .contains("longer than --ack-max")
+        );
+    }
+}

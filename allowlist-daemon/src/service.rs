@@ -1,0 +1,400 @@
+//! The admin service: each operation is one transaction that changes a copy of the model,
+//! saves it durably, then makes the kernel match. A change the kernel refuses is rolled back.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use allowlist_common::{Counter, Mode, RuleId};
+use ipnet::IpNet;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::host;
+use crate::model::{
+    Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, Pending, Settings,
+};
+use crate::store::{Store, StoreError};
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request was refused; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] ModelError),
+    /// The change could not be saved; nothing changed.
+    #[error("saving the state")]
+    Store(#[from] StoreError),
+    /// The kernel refused the change; it was rolled back.
+    #[error("writing the policy to the kernel")]
+    Dataplane(#[from] DataplaneError),
+    /// The lockout guard could not read the host's sessions.
+    #[error("reading established sessions for the lockout guard")]
+    Host(#[source] std::io::Error),
+}
+
+/// Hits of one allowlist entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryHits {
+    /// The allowlist.
+    pub allowlist_id: String,
+    /// The entry.
+    pub entry_id: String,
+    /// Its prefix.
+    pub cidr: IpNet,
+    /// Packets it allowed.
+    pub hits: u64,
+}
+
+/// Hits of one always-allow prefix.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlwaysAllowHits {
+    /// The prefix.
+    pub cidr: IpNet,
+    /// Packets it allowed.
+    pub hits: u64,
+}
+
+/// Packet counters and per-entry hits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Totals by counter name.
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Hits per allowlist entry.
+    pub entries: Vec<EntryHits>,
+    /// Hits per always-allow prefix.
+    pub always_allow: Vec<AlwaysAllowHits>,
+}
+
+/// The model, its store and the kernel, kept in step.
+pub struct Service {
+    model: Model,
+    store: Store,
+    dataplane: Dataplane,
+    settings: Settings,
+    protect_ports: Vec<u16>,
+    enforce_mode: Mode,
+}
+
+/// Rule ids available to allowlist entries: room for a full replacement of every entry (old
+/// and new side by side while it is applied).
+fn entry_rule_capacity(config: &Config) -> RuleId {
+    RuleId::try_from(config.max_entries.saturating_mul(2)).unwrap_or(RuleId::MAX / 2)
+}
+
+/// The number of rules the kernel maps need for `config`: entries, then always-allow.
+pub fn kernel_rule_capacity(config: &Config) -> u32 {
+    entry_rule_capacity(config).saturating_add(config.always_allow.len() as u32)
+}
+
+/// A fresh random id such as `al_1f0c93a4d2b7e650`.
+fn new_id(prefix: &'static str) -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    let value = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+            nanos ^ FALLBACK.fetch_add(1, Ordering::Relaxed).rotate_left(32)
+        }
+    };
+    format!("{prefix}_{value:016x}")
+}
+
+impl Service {
+    /// Restores the state from `store` (reverting a pending change whose time has passed) and
+    /// makes `dataplane` enforce it.
+    pub fn start(config: &Config, dataplane: Dataplane, store: Store) -> anyhow::Result<Self> {
+        let capacity = entry_rule_capacity(config);
+        let mut model = store.load()?.unwrap_or_default();
+        model.set_always_allow(
+            config
+                .always_allow
+                .iter()
+                .zip(capacity..)
+                .map(|(net, rule)| (*net, rule))
+                .collect(),
+        );
+        let mut changed = false;
+        let renumbered = model.renumber_rules(capacity);
+        if renumbered > 0 {
+            tracing::warn!(renumbered, "entries had rule ids out of range; renumbered");
+            changed = true;
+        }
+        if let Some(pending) = model.revert_if_due(OffsetDateTime::now_utc()) {
+            tracing::warn!(
+                action = ?pending.action,
+                allowlists = ?pending.allowlist_ids,
+                "the pending change expired while the daemon was down: reverted"
+            );
+            changed = true;
+        }
+        if changed {
+            store.save(&model)?;
+        }
+        let mut service = Service {
+            model,
+            store,
+            dataplane,
+            settings: Settings {
+                max_lists: config.max_lists,
+                max_entries: config.max_entries,
+                max_name_len: config.max_name_len,
+                max_description_len: config.max_description_len,
+                ack_min: config.ack_min,
+                ack_max: config.ack_max,
+                rule_capacity: capacity,
+            },
+            protect_ports: config.protect_ports.clone(),
+            enforce_mode: config.mode,
+        };
+        service.sync_kernel()?;
+        Ok(service)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The dataplane (for attaching and reading counters).
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
+    }
+
+    /// Makes the kernel enforce the model: when enforcing, the policy is complete before the
+    /// mode is set; when not, the mode is off before the policy shrinks.
+    fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
+        let policy = self.model.effective_policy();
+        if self.model.enforcing() {
+            self.dataplane.apply(&policy)?;
+            self.dataplane.set_mode(self.enforce_mode)
+        } else {
+            self.dataplane.set_mode(Mode::Off)?;
+            self.dataplane.apply(&policy)
+        }
+    }
+
+    /// Saves `next`, makes it current and the kernel match; rolls back if the kernel refuses.
+    fn commit(&mut self, next: Model) -> Result<(), ServiceError> {
+        let freed: Vec<RuleId> = self
+            .model
+            .rules_in_use()
+            .difference(&next.rules_in_use())
+            .copied()
+            .collect();
+        self.store.save(&next)?;
+        let previous = std::mem::replace(&mut self.model, next);
+        if let Err(err) = self.sync_kernel() {
+            tracing::error!(error = %err, "the kernel refused the change; rolling back");
+            self.model = previous;
+            if let Err(save) = self.store.save(&self.model) {
+                tracing::error!(error = %save, "saving the rolled-back state");
+            }
+            if let Err(sync) = self.sync_kernel() {
+                tracing::error!(error = %sync, "restoring the previous policy in the kernel");
+            }
+            return Err(err.into());
+        }
+        for rule in freed {
+            if let Err(err) = self.dataplane.reset_rule_hits(rule) {
+                tracing::warn!(rule, error = %err, "zeroing the hits of a freed rule");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `change` on a copy of the model and commits it; logs `what` as an audit line.
+    fn transact<T>(
+        &mut self,
+        what: impl FnOnce(&T) -> String,
+        change: impl FnOnce(&mut Model, &Settings, OffsetDateTime) -> Result<T, ModelError>,
+    ) -> Result<T, ServiceError> {
+        let mut next = self.model.clone();
+        let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
+        self.commit(next)?;
+        tracing::info!(target: "audit", "{}", what(&value));
+        Ok(value)
+    }
+
+    /// Creates an allowlist.
+    pub fn create(&mut self, input: AllowlistInput) -> Result<Allowlist, ServiceError> {
+        self.transact(
+            |list: &Allowlist| {
+                format!(
+                    "created allowlist {} ({:?}) with {} entries",
+                    list.id,
+                    list.name,
+                    list.entries.len()
+                )
+            },
+            |model, settings, now| model.create(input, now, settings, &mut new_id).cloned(),
+        )
+    }
+
+    /// Replaces an allowlist.
+    pub fn replace(
+        &mut self,
+        id: &str,
+        input: AllowlistInput,
+        if_match: Option<u64>,
+    ) -> Result<Allowlist, ServiceError> {
+        self.transact(
+            |list: &Allowlist| {
+                format!(
+                    "replaced allowlist {} ({:?}): now {} entries, version {}",
+                    list.id,
+                    list.name,
+                    list.entries.len(),
+                    list.version
+                )
+            },
+            |model, settings, now| {
+                model
+                    .replace(id, input, if_match, now, settings, &mut new_id)
+                    .cloned()
+            },
+        )
+    }
+
+    /// Deletes an allowlist.
+    pub fn delete(&mut self, id: &str, if_match: Option<u64>) -> Result<Allowlist, ServiceError> {
+        self.transact(
+            |list: &Allowlist| format!("deleted allowlist {} ({:?})", list.id, list.name),
+            |model, _, _| model.delete(id, if_match),
+        )
+    }
+
+    /// Adds entries to an allowlist.
+    pub fn add_entries(
+        &mut self,
+        id: &str,
+        inputs: Vec<EntryInput>,
+    ) -> Result<Vec<Entry>, ServiceError> {
+        self.transact(
+            |added: &Vec<Entry>| format!("added {} entries to allowlist {id}", added.len()),
+            |model, settings, now| model.add_entries(id, inputs, now, settings, &mut new_id),
+        )
+    }
+
+    /// Removes one entry.
+    pub fn remove_entry(
+        &mut self,
+        id: &str,
+        entry_id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Entry, ServiceError> {
+        self.transact(
+            |entry: &Entry| {
+                format!(
+                    "removed entry {} ({}) from allowlist {id}",
+                    entry.id, entry.cidr
+                )
+            },
+            |model, settings, now| model.remove_entry(id, entry_id, if_match, now, settings),
+        )
+    }
+
+    /// Enables allowlists, guarding `client_ip` and established sessions to protected ports.
+    pub fn enable(
+        &mut self,
+        ids: &[String],
+        client_ip: Option<IpAddr>,
+        force: bool,
+    ) -> Result<(), ServiceError> {
+        let mut guarded = if self.model.enforcing() || force {
+            Vec::new()
+        } else {
+            host::established_inbound_sources(&self.protect_ports).map_err(ServiceError::Host)?
+        };
+        guarded.extend(client_ip);
+        self.transact(
+            |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
+            |model, settings, now| model.enable(ids, &guarded, force, now, settings),
+        )
+    }
+
+    /// Disables allowlists.
+    pub fn disable(&mut self, ids: &[String]) -> Result<(), ServiceError> {
+        self.transact(
+            |_| format!("disabled {ids:?}"),
+            |model, settings, now| model.disable(ids, now, settings),
+        )
+    }
+
+    /// Acknowledges the pending change.
+    pub fn acknowledge(&mut self) -> Result<Pending, ServiceError> {
+        self.transact(
+            |pending: &Pending| {
+                format!(
+                    "acknowledged the {:?} of {:?}",
+                    pending.action, pending.allowlist_ids
+                )
+            },
+            |model, settings, now| model.acknowledge(now, settings),
+        )
+    }
+
+    /// Reverts the pending change if its time has come.
+    pub fn revert_if_due(&mut self) -> Result<Option<Pending>, ServiceError> {
+        let due = self
+            .model
+            .pending()
+            .is_some_and(|pending| OffsetDateTime::now_utc() >= pending.revert_at);
+        if !due {
+            return Ok(None);
+        }
+        self.transact(
+            |pending: &Option<Pending>| match pending {
+                Some(p) => format!(
+                    "reverted the unacknowledged {:?} of {:?}",
+                    p.action, p.allowlist_ids
+                ),
+                None => "nothing to revert".into(),
+            },
+            |model, _, now| Ok(model.revert_if_due(now)),
+        )
+    }
+
+    /// The packet counters.
+    pub fn counters(&self) -> Result<crate::dataplane::Counters, DataplaneError> {
+        self.dataplane.counters()
+    }
+
+    /// Packet counters and hits per entry.
+    pub fn stats(&self) -> Result<Stats, ServiceError> {
+        let counters = self.dataplane.counters()?;
+        let mut entries = Vec::new();
+        for list in self.model.allowlists() {
+            for entry in &list.entries {
+                entries.push(EntryHits {
+                    allowlist_id: list.id.clone(),
+                    entry_id: entry.id.clone(),
+                    cidr: entry.cidr,
+                    hits: self.dataplane.rule_hits(entry.rule)?,
+                });
+            }
+        }
+        let always_allow = self
+            .model
+            .always_allow()
+            .iter()
+            .map(|(cidr, rule)| {
+                Ok(AlwaysAllowHits {
+                    cidr: *cidr,
+                    hits: self.dataplane.rule_hits(*rule)?,
+                })
+            })
+            .collect::<Result<_, DataplaneError>>()?;
+        Ok(Stats {
+            counters: Counter::ALL
+                .iter()
+                .map(|c| (c.name(), counters.get(*c)))
+                .collect(),
+            entries,
+            always_allow,
+        })
+    }
+}

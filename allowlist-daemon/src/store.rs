@@ -1,0 +1,181 @@
+//! Durable state: the model as JSON in the state directory. Every save is atomic and synced
+//! (temporary file, fsync, rename, fsync of the directory) and keeps the previous version
+//! beside it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use crate::model::Model;
+
+/// File name of the state.
+const STATE_FILE: &str = "state.json";
+/// File name of the previous version of the state.
+const PREVIOUS_FILE: &str = "state.json.prev";
+
+/// Errors reading or writing the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not a valid state.
+    #[error(
+        "{} is corrupt ({problem}); the previous version is {}: inspect both, then move the \
+         good one into place",
+        path.display(),
+        backup.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// The previous version.
+        backup: PathBuf,
+    },
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+impl Store {
+    /// Opens the state directory, creating it (mode 0700) if missing.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("creating", dir))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Reads the state; `None` when there is none yet.
+    pub fn load(&self) -> Result<Option<Model>, StoreError> {
+        let path = self.path();
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io("reading", &path)(err)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|err| StoreError::Corrupt {
+                path,
+                problem: if text.is_empty() {
+                    "the file is empty".to_owned()
+                } else {
+                    err.to_string()
+                },
+                backup: self.dir.join(PREVIOUS_FILE),
+            })
+    }
+
+    /// Writes the state durably; the version it replaces becomes the previous version.
+    pub fn save(&self, model: &Model) -> Result<(), StoreError> {
+        let path = self.path();
+        let temp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let json = serde_json::to_vec(model).map_err(|err| StoreError::Io {
+            action: "serializing the state for",
+            path: path.clone(),
+            source: err.into(),
+        })?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io("creating", &temp))?;
+        file.write_all(&json).map_err(io("writing", &temp))?;
+        file.sync_all().map_err(io("syncing", &temp))?;
+        drop(file);
+
+        if path.exists() {
+            let previous = self.dir.join(PREVIOUS_FILE);
+            let previous_temp = self.dir.join(format!("{PREVIOUS_FILE}.tmp"));
+            let _ = fs::remove_file(&previous_temp);
+            fs::hard_link(&path, &previous_temp).map_err(io("linking", &previous_temp))?;
+            fs::rename(&previous_temp, &previous).map_err(io("renaming", &previous))?;
+        }
+        fs::rename(&temp, &path).map_err(io("renaming", &path))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("syncing", &self.dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "allowlist-store-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_missing_state_is_none_and_a_saved_one_reads_back_with_a_previous_version() {
+        let dir = scratch();
+        let store = Store::open(&dir).expect("open");
+        assert!(store.load().expect("load").is_none());
+        let model = Model::default();
+        store.save(&model).expect("save");
+        store.save(&model).expect("save again");
+        assert_eq!(store.load().expect("load"), Some(model));
+        assert!(dir.join(PREVIOUS_FILE).exists());
+        assert!(!dir.join("state.json.tmp").exists());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_corrupt_state_names_the_file_and_the_backup() {
+        let dir = scratch();
+        let store = Store::open(&dir).expect("open");
+        for content in [&b""[..], b"{\"allowlists\": ", b"not json"] {
+            fs::write(store.path(), content).expect("write");
+            let err = store.load().expect_err("corrupt").to_string();
+            assert!(err.contains("state.json is corrupt"), "{err}");
+            assert!(err.contains("state.json.prev"), "{err}");
+        }
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
