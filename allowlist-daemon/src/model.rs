@@ -544,6 +544,14 @@ impl Model {
         if self.is_enabled(id) {
             return Err(ModelError::AllowlistEnabled { id: id.to_owned() });
         }
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|pending| pending.allowlist_ids.iter().any(|p| p == id))
+        {
+            // A revert of the pending change would need this list back.
+            self.check_no_pending()?;
+        }
         Ok(self.allowlists.remove(id).expect("checked above"))
     }
 

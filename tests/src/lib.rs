@@ -3,6 +3,7 @@
 //!
 //! The tests need root (they load BPF programs and create network namespaces); run them with
 //! `cargo xtask test`.
+pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod traffic;

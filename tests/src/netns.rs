@@ -87,7 +87,12 @@ impl NetNs {
     /// Runs `f` on a thread that has entered the namespace: sockets it opens and interfaces
     /// it names belong to the namespace, and stay so when they leave the thread.
     pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
-        let file = File::open(self.path()).with_context(|| format!("opening {}", self.path()))?;
+        Self::enter_path(&self.path(), f)
+    }
+
+    /// As [`NetNs::enter`], for the namespace at `path`.
+    pub fn enter_path<R: Send>(path: &str, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
+        let file = File::open(path).with_context(|| format!("opening {path}"))?;
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {

@@ -13,6 +13,11 @@ use crate::netns::{NetNs, TestLink};
 /// How long a probe waits before it calls a packet dropped.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// How long a TCP probe waits for the handshake: room for two SYN retransmissions (after 1 s
+/// and 3 s). On veth pairs between namespaces the first IPv6 handshake from a client's second
+/// address loses its first exchange, with or without any XDP program attached.
+pub const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(3500);
+
 fn bound_socket(
     ns: &NetNs,
     kind: Type,
@@ -100,7 +105,7 @@ pub fn tcp_connects(link: &TestLink, source: IpAddr, server: IpAddr) -> anyhow::
         SocketAddr::new(source, 0),
     )?;
     Ok(client
-        .connect_timeout(&target.into(), PROBE_TIMEOUT)
+        .connect_timeout(&target.into(), TCP_PROBE_TIMEOUT)
         .is_ok())
 }
 

@@ -1,81 +1,63 @@
-//! The `allowlistd` binary as an operator runs it: attached inside a namespace, enforcing
-//! its --allow list, detaching on SIGTERM; and its refusals of bad input.
+//! The `allowlistd` binary as an operator runs it: attached inside a namespace, its --allow
+//! prefixes always allowed once it enforces, detached on SIGTERM; and its refusals of bad
+//! input, which leave nothing attached.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use allowlist_tests::allowlistd_binary;
+use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::traffic::udp_gets_through;
-
-/// Kills the daemon if a test fails before stopping it.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_in(ns: &NetNs, args: &[&str]) -> Daemon {
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path()))
-        .arg(allowlistd_binary().expect("allowlistd binary"))
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting allowlistd");
-    Daemon(child)
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use serde_json::json;
 
 #[test]
-fn allowlistd_enforces_its_allow_list_until_sigterm() {
+fn allowlistd_enforces_until_sigterm_and_then_detaches() {
     let link = TestLink::create().expect("test link");
-    let mut daemon = start_in(
-        &link.server,
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(
+        &link,
+        state.path(),
         &[
-            "--iface",
-            SERVER_IF,
             "--allow",
             "198.18.0.2",
-            "--allow",
-            "fd00:a11::/126",
             "--xdp-mode",
             "skb",
             "--stats-interval",
             "1s",
         ],
+    )
+    .expect("allowlistd");
+    assert!(link.server_has_xdp().expect("ip link"));
+    assert!(
+        udp_gets_through(&link, CLIENT_DENIED_V4.into(), SERVER_V4.into()).expect("udp"),
+        "no allowlist enabled: not enforcing"
     );
-    wait_until("the program is attached", || {
-        link.server_has_xdp().expect("ip link")
-    });
 
-    assert!(udp_gets_through(&link, CLIENT_ALLOWED_V4.into(), SERVER_V4.into()).expect("udp"));
+    let list = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({"name": "v6", "entries": [{"cidr": "fd00:a11::/126"}]})),
+    );
+    let id = list.body["id"].as_str().expect("id");
+    let enabled = daemon.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({"allowlist_ids": [id]})),
+    );
+    assert_eq!(enabled.status, 202, "{enabled:?}");
+
+    assert!(
+        udp_gets_through(&link, CLIENT_ALLOWED_V4.into(), SERVER_V4.into()).expect("udp"),
+        "--allow"
+    );
     assert!(!udp_gets_through(&link, CLIENT_DENIED_V4.into(), SERVER_V4.into()).expect("udp"));
     assert!(
         udp_gets_through(&link, CLIENT_DENIED_V6.into(), SERVER_V6.into()).expect("udp"),
         "::3 is in ::/126"
     );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let status = daemon.0.wait().expect("wait");
-    let mut log = String::new();
-    std::io::Read::read_to_string(daemon.0.stderr.as_mut().expect("stderr"), &mut log)
-        .expect("stderr");
-    assert!(status.success(), "{status}: {log}");
+    daemon.stop().expect("SIGTERM");
+    let log = daemon.log();
     assert!(
         log.contains("attached") && log.contains("mode=skb"),
         "{log}"
@@ -96,9 +78,12 @@ fn allowlistd_enforces_its_allow_list_until_sigterm() {
 
 fn refused(args: &[&str]) -> String {
     let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
     let output = Command::new("nsenter")
         .arg(format!("--net={}", link.server.path()))
         .arg(allowlistd_binary().expect("allowlistd binary"))
+        .arg("--state-dir")
+        .arg(state.path())
         .args(args)
         .output()
         .expect("running allowlistd");
@@ -128,4 +113,55 @@ fn an_unknown_interface_is_refused_by_name() {
 fn a_garbage_allow_entry_is_refused() {
     let err = refused(&["--iface", SERVER_IF, "--allow", "198.18.0"]);
     assert!(err.contains("is not an IPv4/IPv6 address or CIDR"), "{err}");
+}
+
+#[test]
+fn an_ack_window_that_closes_before_it_opens_is_refused() {
+    let err = refused(&["--iface", SERVER_IF, "--ack-min", "2m", "--ack-max", "1m"]);
+    assert!(
+        err.contains("--ack-min") && err.contains("longer than --ack-max"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_file_supplies_the_flags() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let config = state.path().join("allowlistd.toml");
+    std::fs::write(
+        &config,
+        "allow = [\"198.18.0.2\"]\nack-min = \"5s\"\nack-max = \"7s\"\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("path").to_owned();
+    let daemon = Daemon::start(&link, state.path(), &["--config", &config]).expect("allowlistd");
+    let list = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({"name": "v6", "entries": [{"cidr": "fd00:a11::2"}]})),
+    );
+    let id = list.body["id"].as_str().expect("id");
+    let enabled = daemon.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({"allowlist_ids": [id]})),
+    );
+    assert_eq!(enabled.body["always_allow"], json!(["198.18.0.2/32"]));
+    let window = enabled.body["pending"].clone();
+    let parse = |key: &str| {
+        time::OffsetDateTime::parse(
+            window[key].as_str().expect("time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    assert_eq!(
+        (parse("acknowledge_after") - parse("applied_at")).whole_seconds(),
+        5
+    );
+    assert_eq!(
+        (parse("revert_at") - parse("applied_at")).whole_seconds(),
+        7
+    );
 }

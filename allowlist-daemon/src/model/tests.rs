@@ -206,7 +206,7 @@ fn enable_is_pending_until_acknowledged_in_its_window() {
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model
-        .enable(&[id.clone()], &[], false, t(0), &settings())
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
     assert!(model.enforcing());
     let pending = model.pending().expect("pending").clone();
@@ -226,7 +226,7 @@ fn enable_is_pending_until_acknowledged_in_its_window() {
         }
     );
     let err = model
-        .disable(&[id.clone()], t(21), &settings())
+        .disable(std::slice::from_ref(&id), t(21), &settings())
         .expect_err("pending");
     assert_eq!(err.code(), "change_pending");
 
@@ -280,7 +280,7 @@ fn enabling_an_empty_policy_is_refused_unless_always_allow_covers_something() {
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "empty", &[]);
     let err = model
-        .enable(&[id.clone()], &[], false, t(0), &settings())
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect_err("empty");
     assert_eq!(err.code(), "empty_policy");
     model.set_always_allow(vec![(net("198.18.0.2/32"), 100)]);
@@ -301,7 +301,13 @@ fn the_lockout_guard_names_who_would_be_cut_off_and_yields_to_force() {
         addr("203.0.113.7"),
     ];
     let err = model
-        .enable(&[office.clone()], &guarded, false, t(0), &settings())
+        .enable(
+            std::slice::from_ref(&office),
+            &guarded,
+            false,
+            t(0),
+            &settings(),
+        )
         .expect_err("lockout");
     assert_eq!(
         err,
@@ -311,7 +317,13 @@ fn the_lockout_guard_names_who_would_be_cut_off_and_yields_to_force() {
     );
     assert!(!model.enforcing());
     model
-        .enable(&[office.clone()], &guarded, true, t(0), &settings())
+        .enable(
+            std::slice::from_ref(&office),
+            &guarded,
+            true,
+            t(0),
+            &settings(),
+        )
         .expect("forced");
     model.acknowledge(t(60), &settings()).expect("ack");
 
@@ -333,7 +345,7 @@ fn removing_from_an_enabled_list_is_pending_and_reverts_by_putting_entries_back(
         &["192.0.2.0/24", "198.51.100.7"],
     );
     model
-        .enable(&[id.clone()], &[], false, t(0), &settings())
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
     model.acknowledge(t(60), &settings()).expect("ack");
 
@@ -391,7 +403,7 @@ fn emptying_the_only_enabled_list_is_refused() {
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model
-        .enable(&[id.clone()], &[], false, t(0), &settings())
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
     model.acknowledge(t(60), &settings()).expect("ack");
     let entry = model.allowlist(&id).expect("list").entries[0].id.clone();
@@ -408,7 +420,7 @@ fn an_enabled_list_cannot_be_deleted() {
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model
-        .enable(&[id.clone()], &[], false, t(0), &settings())
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
     assert_eq!(
         model.delete(&id, None).expect_err("enabled").code(),
@@ -421,6 +433,26 @@ fn an_enabled_list_cannot_be_deleted() {
     );
     model.delete(&id, Some(1)).expect("delete");
     assert_eq!(model.allowlist(&id).expect_err("gone").code(), "not_found");
+}
+
+#[test]
+fn a_list_a_pending_disable_would_restore_cannot_be_deleted() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    model.acknowledge(t(60), &settings()).expect("ack");
+    model
+        .disable(std::slice::from_ref(&id), t(70), &settings())
+        .expect("disable");
+    assert_eq!(
+        model.delete(&id, None).expect_err("pending").code(),
+        "change_pending"
+    );
+    model.revert_if_due(t(190)).expect("reverted");
+    assert!(model.is_enabled(&id), "the revert found its list");
 }
 
 #[test]
@@ -439,7 +471,7 @@ fn evaluate_explains_the_verdict() {
         Reason::NotEnforcing
     );
     model
-        .enable(&[id.clone()], &[], true, t(0), &settings())
+        .enable(std::slice::from_ref(&id), &[], true, t(0), &settings())
         .expect("enable");
     assert_eq!(model.evaluate(addr("10.1.1.1")).reason, Reason::AlwaysAllow);
     let eval = model.evaluate(addr("192.0.2.7"));

@@ -1,0 +1,290 @@
+//! `allowlistd` run as an operator runs it, inside the server namespace of a [`TestLink`],
+//! with its own state directory; and an HTTP client that reaches its API on the namespace's
+//! loopback.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::allowlistd_binary;
+use crate::netns::{NetNs, SERVER_IF, TestLink};
+
+/// Where the daemon listens, inside the server namespace.
+pub const API_ADDR: &str = "127.0.0.1:9180";
+
+/// A state directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates an empty, uniquely named directory.
+    pub fn new() -> anyhow::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "allowlist-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body as JSON (`Null` when empty).
+    pub body: Value,
+}
+
+impl Response {
+    /// The value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// A running allowlistd, killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    ns_path: String,
+    ns_name: String,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The admin token.
+    pub token: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts allowlistd in `link`'s server namespace guarding its veth, with `state_dir` and
+    /// `args`, and waits until its API answers.
+    pub fn start(link: &TestLink, state_dir: &Path, args: &[&str]) -> anyhow::Result<Daemon> {
+        let ns = &link.server;
+        let log = state_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path()))
+            .arg(allowlistd_binary()?)
+            .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
+            .arg(state_dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("starting allowlistd")?;
+        let mut daemon = Daemon {
+            child: Some(child),
+            ns_path: ns.path(),
+            ns_name: ns.name().to_owned(),
+            state_dir: state_dir.to_owned(),
+            token: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("allowlistd exited with {status}: {}", daemon.log());
+            }
+            if let Ok(Response { status: 200, .. }) = daemon.request("GET", "/healthz", None, &[]) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("allowlistd did not answer within 20 s: {}", daemon.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon.token = std::fs::read_to_string(state_dir.join("admin.token"))?
+            .trim()
+            .to_owned();
+        Ok(daemon)
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit; fails unless it exits successfully.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("allowlistd exited with {status}: {}", self.log());
+        }
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a request with the admin token.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        let authorization = format!("Bearer {}", self.token);
+        self.request(method, path, body, &[("Authorization", &authorization)])
+            .unwrap_or_else(|err| panic!("{method} {path}: {err:#}\n{}", self.log()))
+    }
+
+    /// Sends a request with exactly the given extra headers.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response> {
+        let body = body.map(|b| b.to_string());
+        self.raw(method, path, body.as_deref(), headers)
+    }
+
+    /// Sends a request with a raw body.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Response> {
+        let mut stream = NetNs::enter_path(&self.ns_path, || TcpStream::connect(API_ADDR))??;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {API_ADDR}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        } else {
+            request.push_str("Content-Length: 0\r\n\r\n");
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        parse_response(&raw).with_context(|| format!("{method} {path} in {}", self.ns_name))
+    }
+
+    /// Runs allowlistctl against this daemon (in its namespace, with its token file).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let ctl = allowlistd_binary()
+            .expect("allowlistd binary")
+            .with_file_name("allowlistctl");
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .arg(ctl)
+            .args(["--url", &format!("http://{API_ADDR}"), "--token-file"])
+            .arg(self.state_dir.join("admin.token"))
+            .args(args)
+            .env_remove("SSH_CONNECTION")
+            .output()
+            .expect("running allowlistctl")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..split])?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .context("no status line")?
+        .parse()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body)?;
+    }
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)?
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("chunk size")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..end])?.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(end + 2..end + 2 + size).context("short chunk")?);
+        data = &data[end + 4 + size..];
+    }
+}
