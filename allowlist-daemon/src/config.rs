@@ -322,6 +322,21 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_are_the_windows_operators_know() {
+        let config = Options {
+            iface: vec!["eth1".into()],
+            ..Options::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(config.ack_min, Duration::from_secs(60));
+        assert_eq!(config.ack_max, Duration::from_secs(120));
+        assert_eq!(config.protect_ports, [22]);
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/allowlistd"));
+        assert_eq!(config.mode, Mode::Enforce);
+    }
+
+    #[test]
     fn bad_files_and_windows_are_refused() {
         assert!(toml::from_str::<Options>("unknown-key = 1").is_err());
         let err = toml::from_str::<Options>(r#"allow = ["10.0.0.1/8"]"#).expect_err("host bits");

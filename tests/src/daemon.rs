@@ -214,8 +214,14 @@ impl Daemon {
         parse_response(&raw).with_context(|| format!("{method} {path} in {}", self.ns_name))
     }
 
-    /// Runs allowlistctl against this daemon (in its namespace, with its token file).
+    /// Runs allowlistctl against this daemon (in its namespace, with its token file), outside
+    /// any SSH session.
     pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_in_ssh_session(None, args)
+    }
+
+    /// Runs allowlistctl as from an SSH session whose `SSH_CONNECTION` is given.
+    pub fn ctl_in_ssh_session(&self, ssh_connection: Option<&str>, args: &[&str]) -> Output {
         let ctl = allowlistd_binary()
             .expect("allowlistd binary")
             .with_file_name("allowlistctl");
@@ -226,6 +232,7 @@ impl Daemon {
             .arg(self.state_dir.join("admin.token"))
             .args(args)
             .env_remove("SSH_CONNECTION")
+            .envs(ssh_connection.map(|value| ("SSH_CONNECTION", value)))
             .output()
             .expect("running allowlistctl")
     }
