@@ -507,34 +507,13 @@ impl Model {
             .filter(|entry| !parsed.iter().any(|(cidr, _)| *cidr == entry.cidr))
             .cloned()
             .collect();
-        let narrowing = self.is_enabled(id) && !removed.is_empty();
-        if narrowing {
-            self.check_no_pending()?;
-        }
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let entries = allocate_entries(parsed, &current.entries, &mut allocator, ids)?;
-
-        let mut next = self.clone();
-        let list = next.allowlists.get_mut(id).expect("checked above");
-        list.name = name;
-        list.description = description;
-        list.entries = entries;
-        list.updated_at = now;
-        list.version += 1;
-        if narrowing {
-            next.check_not_empty()?;
-            next.pending = Some(pending(
-                Action::Update,
-                vec![id.to_owned()],
-                now,
-                settings,
-                Restore::Entries {
-                    allowlist_id: id.to_owned(),
-                    entries: removed,
-                },
-            ));
-        }
-        *self = next;
+        self.edit_list(id, removed, now, settings, |list| {
+            list.name = name;
+            list.description = description;
+            list.entries = entries;
+        })?;
         self.allowlist(id)
     }
 
@@ -602,16 +581,41 @@ impl Model {
                 what: "entry",
                 id: entry_id.to_owned(),
             })?;
-        let enabled = self.is_enabled(id);
-        if enabled {
+        let removed = current.entries[index].clone();
+        self.edit_list(id, vec![removed.clone()], now, settings, |list| {
+            list.entries.remove(index);
+        })?;
+        Ok(removed)
+    }
+
+    /// Applies `edit` to allowlist `id` (bumping its version) on a copy and keeps the copy if it
+    /// is valid. On an enabled list whose edit `removed` entries, the edit is narrowing: it
+    /// needs no other change pending, must leave something allowed, and becomes the pending
+    /// change, whose revert puts the removed entries back.
+    fn edit_list(
+        &mut self,
+        id: &str,
+        removed: Vec<Entry>,
+        now: OffsetDateTime,
+        settings: &Settings,
+        edit: impl FnOnce(&mut Allowlist),
+    ) -> Result<(), ModelError> {
+        let narrowing = self.is_enabled(id) && !removed.is_empty();
+        if narrowing {
             self.check_no_pending()?;
         }
         let mut next = self.clone();
-        let list = next.allowlists.get_mut(id).expect("checked above");
-        let removed = list.entries.remove(index);
+        let list = next
+            .allowlists
+            .get_mut(id)
+            .ok_or_else(|| ModelError::NotFound {
+                what: "allowlist",
+                id: id.to_owned(),
+            })?;
+        edit(list);
         list.updated_at = now;
         list.version += 1;
-        if enabled {
+        if narrowing {
             next.check_not_empty()?;
             next.pending = Some(pending(
                 Action::Update,
@@ -620,12 +624,12 @@ impl Model {
                 settings,
                 Restore::Entries {
                     allowlist_id: id.to_owned(),
-                    entries: vec![removed.clone()],
+                    entries: removed,
                 },
             ));
         }
         *self = next;
-        Ok(removed)
+        Ok(())
     }
 
     /// Enables allowlists. When the host is not enforcing yet, refuses if the new policy

@@ -24,6 +24,20 @@ pub const CLIENT_ALLOWED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa11, 0, 0, 0, 0,
 /// The client's IPv6 address that the tests leave off the allowlist.
 pub const CLIENT_DENIED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa11, 0, 0, 0, 0, 0, 3);
 
+/// For each family: the client's allowed address, its denied address, and the server's.
+pub const PROBES: [(IpAddr, IpAddr, IpAddr); 2] = [
+    (
+        IpAddr::V4(CLIENT_ALLOWED_V4),
+        IpAddr::V4(CLIENT_DENIED_V4),
+        IpAddr::V4(SERVER_V4),
+    ),
+    (
+        IpAddr::V6(CLIENT_ALLOWED_V6),
+        IpAddr::V6(CLIENT_DENIED_V6),
+        IpAddr::V6(SERVER_V6),
+    ),
+];
+
 /// Name of the server's end of the veth pair (inside the server namespace).
 pub const SERVER_IF: &str = "srv0";
 /// Name of the client's end of the veth pair (inside the client namespace).

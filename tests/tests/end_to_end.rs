@@ -1,8 +1,6 @@
 //! Real packets between two network namespaces joined by a veth pair, with the program
 //! attached to the receiving side in native and in skb mode.
 
-use std::net::IpAddr;
-
 use allowlist_common::{Counter, Mode};
 use allowlist_daemon::dataplane::{AttachedMode, Dataplane, XdpMode};
 use allowlist_tests::netns::*;
@@ -39,25 +37,10 @@ fn guard(link: &TestLink, xdp_mode: XdpMode, mode: Mode) -> Dataplane {
     dataplane
 }
 
-fn families() -> [(IpAddr, IpAddr, IpAddr); 2] {
-    [
-        (
-            CLIENT_ALLOWED_V4.into(),
-            CLIENT_DENIED_V4.into(),
-            SERVER_V4.into(),
-        ),
-        (
-            CLIENT_ALLOWED_V6.into(),
-            CLIENT_DENIED_V6.into(),
-            SERVER_V6.into(),
-        ),
-    ]
-}
-
 fn allowed_pass_and_denied_drop(xdp_mode: XdpMode) {
     let link = TestLink::create().expect("test link");
     let dataplane = guard(&link, xdp_mode, Mode::Enforce);
-    for (allowed, denied, server) in families() {
+    for (allowed, denied, server) in PROBES {
         assert!(
             udp_gets_through(&link, allowed, server).expect("udp"),
             "UDP from {allowed}"
@@ -97,7 +80,7 @@ fn allowed_pass_and_denied_drop(xdp_mode: XdpMode) {
         !link.server_has_xdp().expect("ip link"),
         "the program is detached on drop"
     );
-    for (_, denied, server) in families() {
+    for (_, denied, server) in PROBES {
         assert!(
             udp_gets_through(&link, denied, server).expect("udp"),
             "UDP from {denied} once detached"
@@ -127,7 +110,7 @@ fn auto_mode_gets_native_on_veth() {
 fn monitor_mode_passes_denied_sources_and_counts_them() {
     let link = TestLink::create().expect("test link");
     let dataplane = guard(&link, XdpMode::Native, Mode::Monitor);
-    for (_, denied, server) in families() {
+    for (_, denied, server) in PROBES {
         assert!(
             udp_gets_through(&link, denied, server).expect("udp"),
             "UDP from {denied}"

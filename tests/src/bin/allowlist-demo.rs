@@ -4,8 +4,6 @@
 //! of each family, and shows which probes from the allowed and the denied addresses get
 //! through. Everything it creates is removed when it ends.
 
-use std::net::IpAddr;
-
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::traffic::{ping_answers, tcp_connects, udp_gets_through};
@@ -74,20 +72,8 @@ fn probe(link: &TestLink) -> anyhow::Result<()> {
         "{:<16} {:<18} {:<8} {:<8} {:<8}",
         "source", "to", "UDP", "TCP", "ping"
     );
-    let families: [(IpAddr, IpAddr, IpAddr); 2] = [
-        (
-            CLIENT_ALLOWED_V4.into(),
-            CLIENT_DENIED_V4.into(),
-            SERVER_V4.into(),
-        ),
-        (
-            CLIENT_ALLOWED_V6.into(),
-            CLIENT_DENIED_V6.into(),
-            SERVER_V6.into(),
-        ),
-    ];
     let shown = |passed: bool| if passed { "passes" } else { "dropped" };
-    for (allowed, denied, server) in families {
+    for (allowed, denied, server) in PROBES {
         for source in [allowed, denied] {
             println!(
                 "{:<16} {:<18} {:<8} {:<8} {:<8}",
