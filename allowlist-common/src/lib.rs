@@ -6,6 +6,8 @@
 
 /// Name of the XDP program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "allowlist";
+/// Name of the TC egress program that records the flows the host starts.
+pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Name of the [`Config`] array map (one entry, index 0).
 pub const MAP_CONFIG: &str = "CONFIG";
@@ -17,6 +19,30 @@ pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the per-CPU rule hit array, indexed by [`RuleId`].
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
+
+/// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].
+pub const MAP_FLOWS: &str = "FLOWS";
+/// Name of the protected-port bitmap: [`PROTECTED_PORT_WORDS`] `u64` words, TCP ports first.
+pub const MAP_PROTECTED_PORTS: &str = "PROTECTED_PORTS";
+
+/// Words of the protected-port bitmap: one bit per port, TCP then UDP.
+pub const PROTECTED_PORT_WORDS: u32 = 2 * 65_536 / 64;
+/// Flows remembered unless user space sets another capacity at load.
+pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// How long a TCP flow still passes replies after a FIN was seen.
+pub const TCP_CLOSE_LINGER_NS: u64 = 10_000_000_000;
+
+/// IP protocol numbers the programs look at.
+pub mod ip_proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
 
 /// Capacity of each LPM trie and of the rule hit array unless user space sets another at load.
 pub const DEFAULT_MAX_RULES: u32 = 262_144;
@@ -61,6 +87,48 @@ impl Mode {
 pub struct Config {
     /// A [`Mode`] as `u32`.
     pub mode: u32,
+    /// 1: pass replies to flows the host started (recorded by the egress program).
+    pub replies: u32,
+    /// 1: only packets to protected ports (see [`MAP_PROTECTED_PORTS`]) are checked.
+    pub scoped: u32,
+    /// Unused; keeps the layout free of padding.
+    pub reserved: u32,
+    /// Idle time after which a TCP flow's replies are no longer passed.
+    pub tcp_timeout_ns: u64,
+    /// Idle time after which a UDP flow's replies are no longer passed.
+    pub udp_timeout_ns: u64,
+    /// Idle time after which an ICMP echo's replies are no longer passed.
+    pub icmp_timeout_ns: u64,
+}
+
+/// A flow the host started, as seen from the host: the key of [`MAP_FLOWS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The remote address; IPv4 in the first 4 bytes, the rest zero.
+    pub remote: [u8; 16],
+    /// The remote port (0 for ICMP echo).
+    pub remote_port: u16,
+    /// The local port (the echo identifier for ICMP echo).
+    pub local_port: u16,
+    /// An [`ip_proto`] number.
+    pub protocol: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Zero.
+    pub padding: [u8; 2],
+}
+
+/// What is known of a recorded flow: the value of [`MAP_FLOWS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    /// `bpf_ktime_get_ns` of the last packet of the flow, either way.
+    pub last_seen_ns: u64,
+    /// 0 open, 1 FIN seen (replies pass for [`TCP_CLOSE_LINGER_NS`]), 2 RST seen (closed).
+    pub closing: u32,
+    /// Zero.
+    pub padding: u32,
 }
 
 /// The per-CPU packet counters: each variant is an index into [`MAP_COUNTERS`].
@@ -79,11 +147,17 @@ pub enum Counter {
     WouldDrop = 4,
     /// IP frames too short to hold the source address (or the ICMPv6 header of ND).
     Malformed = 5,
+    /// Replies (and ICMP errors) to flows the host started, from sources outside the allowlist.
+    PassedReply = 6,
+    /// Packets to ports outside the protected scope, when scopes are set.
+    PassedUnprotected = 7,
+    /// Flows recorded by the egress program (new entries of the flow map).
+    FlowsRecorded = 8,
 }
 
 impl Counter {
     /// Number of counters, the size of [`MAP_COUNTERS`].
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 9;
 
     /// All counters, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -93,6 +167,9 @@ impl Counter {
         Counter::Dropped,
         Counter::WouldDrop,
         Counter::Malformed,
+        Counter::PassedReply,
+        Counter::PassedUnprotected,
+        Counter::FlowsRecorded,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -104,6 +181,9 @@ impl Counter {
             Counter::Dropped => "dropped",
             Counter::WouldDrop => "would_drop",
             Counter::Malformed => "malformed",
+            Counter::PassedReply => "passed_reply",
+            Counter::PassedUnprotected => "passed_unprotected",
+            Counter::FlowsRecorded => "flows_recorded",
         }
     }
 }

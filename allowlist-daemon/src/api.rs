@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
@@ -49,6 +49,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/enforcement/enable", post(enable))
         .route("/enforcement/disable", post(disable))
         .route("/enforcement/acknowledge", post(acknowledge))
+        .route("/enforcement/scopes", put(set_scopes))
         .route("/evaluate", get(evaluate))
         .route("/stats", get(stats))
         .route("/openapi.json", get(openapi))
@@ -319,6 +320,7 @@ fn enforcement_view(service: &Service) -> serde_json::Value {
         "enforcing": model.enforcing(),
         "enabled_allowlist_ids": model.enabled(),
         "always_allow": model.always_allow().iter().map(|(net, _)| net.to_string()).collect::<Vec<_>>(),
+        "scopes": model.scopes(),
         "pending": model.pending().map(|pending| PendingView {
             action: pending.action,
             allowlist_ids: pending.allowlist_ids.clone(),
@@ -469,6 +471,31 @@ async fn disable(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     with_service(&state, move |service| {
         service.disable(&input.allowlist_ids)?;
+        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopesInput {
+    protect: Vec<String>,
+}
+
+async fn set_scopes(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<ScopesInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let mut scopes = std::collections::BTreeSet::new();
+    for (index, text) in input.protect.iter().enumerate() {
+        let scope = text.parse().map_err(|message: String| ApiError {
+            field: Some(format!("protect[{index}]")),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        })?;
+        scopes.insert(scope);
+    }
+    with_service(&state, move |service| {
+        service.set_scopes(scopes)?;
         Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
     })
     .await

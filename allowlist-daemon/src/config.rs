@@ -11,8 +11,8 @@ use anyhow::{Context as _, ensure};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::dataplane::XdpMode;
-use crate::policy::parse_cidr;
+use crate::dataplane::{Replies, XdpMode};
+use crate::policy::{PortScope, parse_cidr};
 
 /// A duration written as `90s`, `2m`, `1h30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +157,46 @@ pub struct Options {
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "from_str")]
     pub stats_interval: Option<HumanDuration>,
+
+    /// Pass replies to the connections the host itself opens (DNS, downloads, NTP, ...) from
+    /// sources outside the allowlist; off gives the pure stateless filter [default: on].
+    #[arg(long, value_enum)]
+    pub replies: Option<OnOff>,
+
+    /// Idle time after which replies to a TCP connection the host opened drop [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub reply_timeout_tcp: Option<HumanDuration>,
+
+    /// Idle time after which replies to a UDP flow the host started drop [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub reply_timeout_udp: Option<HumanDuration>,
+
+    /// Idle time after which replies to the host's pings drop [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub reply_timeout_icmp: Option<HumanDuration>,
+
+    /// Most flows remembered for replies; the oldest go first [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_flows: Option<u32>,
+
+    /// Guard only this local port (tcp/22, udp/51820); repeat for several. Without it every
+    /// inbound IP packet is checked. Used until scopes are set through the API.
+    #[arg(long, value_name = "PROTO/PORT")]
+    #[serde(default, deserialize_with = "vec_from_str")]
+    pub protect: Vec<PortScope>,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The resolved configuration.
@@ -194,6 +234,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Counter log period.
     pub stats_interval: Duration,
+    /// Replies to the host's own flows.
+    pub replies: Replies,
+    /// Capacity of the flow map.
+    pub max_flows: u32,
+    /// Ports guarded until scopes are set through the API; empty: all.
+    pub protect: Vec<PortScope>,
 }
 
 impl Options {
@@ -226,6 +272,12 @@ impl Options {
             max_description_len: self.max_description_len.or(file.max_description_len),
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
             stats_interval: self.stats_interval.or(file.stats_interval),
+            replies: self.replies.or(file.replies),
+            reply_timeout_tcp: self.reply_timeout_tcp.or(file.reply_timeout_tcp),
+            reply_timeout_udp: self.reply_timeout_udp.or(file.reply_timeout_udp),
+            reply_timeout_icmp: self.reply_timeout_icmp.or(file.reply_timeout_icmp),
+            max_flows: self.max_flows.or(file.max_flows),
+            protect: vec(self.protect, file.protect),
         }
     }
 
@@ -259,6 +311,21 @@ impl Options {
             max_description_len: self.max_description_len.unwrap_or(1024),
             max_body_bytes: self.max_body_bytes.unwrap_or(64 << 20),
             stats_interval: self.stats_interval.map_or(Duration::from_secs(60), |d| d.0),
+            replies: {
+                let defaults = Replies::default();
+                Replies {
+                    enabled: self.replies != Some(OnOff::Off),
+                    tcp_timeout: self.reply_timeout_tcp.map_or(defaults.tcp_timeout, |d| d.0),
+                    udp_timeout: self.reply_timeout_udp.map_or(defaults.udp_timeout, |d| d.0),
+                    icmp_timeout: self
+                        .reply_timeout_icmp
+                        .map_or(defaults.icmp_timeout, |d| d.0),
+                }
+            },
+            max_flows: self
+                .max_flows
+                .unwrap_or(allowlist_common::DEFAULT_MAX_FLOWS),
+            protect: self.protect,
         };
         ensure!(
             !config.interfaces.is_empty(),
@@ -279,6 +346,7 @@ impl Options {
             "--stats-interval must be longer than zero"
         );
         ensure!(config.max_entries > 0, "--max-entries must be at least 1");
+        ensure!(config.max_flows > 0, "--max-flows must be at least 1");
         Ok(config)
     }
 }
@@ -297,6 +365,9 @@ mod tests {
             ack-max = "3m"
             xdp-mode = "skb"
             protect-port = [22, 2222]
+            replies = "off"
+            reply-timeout-udp = "5s"
+            protect = ["tcp/22", "udp/51820"]
             "#,
         )
         .expect("parse");
@@ -314,6 +385,16 @@ mod tests {
         assert_eq!(config.ack_max, Duration::from_secs(180));
         assert_eq!(config.xdp_mode, XdpMode::Skb);
         assert_eq!(config.protect_ports, [22, 2222]);
+        assert!(!config.replies.enabled);
+        assert_eq!(config.replies.udp_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config
+                .protect
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["tcp/22", "udp/51820"]
+        );
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 9180)));
         assert_eq!(
             config.token_file,
@@ -334,6 +415,8 @@ mod tests {
         assert_eq!(config.protect_ports, [22]);
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/allowlistd"));
         assert_eq!(config.mode, Mode::Enforce);
+        assert_eq!(config.replies, Replies::default());
+        assert!(config.protect.is_empty());
     }
 
     #[test]

@@ -4,18 +4,25 @@
 
 use std::fmt;
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use allowlist_common::{
-    Config, Counter, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_COUNTERS, MAP_RULE_HITS, Mode,
-    PROGRAM_NAME, RuleId,
+    Config, Counter, EGRESS_PROGRAM_NAME, FlowKey, FlowState, MAP_ALLOW_V4, MAP_ALLOW_V6,
+    MAP_CONFIG, MAP_COUNTERS, MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME,
+    PROTECTED_PORT_WORDS, RuleId,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, xdp::XdpLinkId},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp,
+        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use ipnet::IpNet;
 
-use crate::policy::Policy;
+use crate::policy::{Policy, PortScope, Transport};
 
 /// The eBPF object built from `allowlist-ebpf` by the build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
@@ -30,6 +37,57 @@ struct ConfigValue(Config);
 
 // SAFETY: `Config` is `#[repr(C)]` plain integers without padding; every bit pattern is valid.
 unsafe impl aya::Pod for ConfigValue {}
+
+/// [`FlowKey`] as a map key.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct FlowKeyValue(FlowKey);
+
+// SAFETY: `#[repr(C)]` byte arrays and integers without padding.
+unsafe impl aya::Pod for FlowKeyValue {}
+
+/// [`FlowState`] as a map value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct FlowStateValue(FlowState);
+
+// SAFETY: `#[repr(C)]` integers without padding.
+unsafe impl aya::Pod for FlowStateValue {}
+
+/// Passing replies to the flows the host starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replies {
+    /// Whether replies pass at all (and the egress program is attached).
+    pub enabled: bool,
+    /// Idle timeout of TCP flows.
+    pub tcp_timeout: Duration,
+    /// Idle timeout of UDP flows.
+    pub udp_timeout: Duration,
+    /// Idle timeout of ICMP echo.
+    pub icmp_timeout: Duration,
+}
+
+impl Default for Replies {
+    fn default() -> Self {
+        Replies {
+            enabled: true,
+            tcp_timeout: Duration::from_secs(3600),
+            udp_timeout: Duration::from_secs(30),
+            icmp_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How full the flow map is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Flows in the map now.
+    pub live: u64,
+    /// Flows recorded since load.
+    pub recorded: u64,
+    /// Flows pushed out by newer ones because the map was full.
+    pub evicted: u64,
+}
 
 /// How to attach the program to an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -145,6 +203,15 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    /// Attaching the egress program to an interface failed.
+    #[error("attaching the egress flow recorder to {interface}")]
+    AttachEgress {
+        /// The interface.
+        interface: String,
+        /// What failed.
+        #[source]
+        source: ProgramError,
+    },
     /// Detaching from an interface failed.
     #[error("detaching from {interface}")]
     Detach {
@@ -188,6 +255,7 @@ pub struct Attachment {
     /// The mode the attachment got.
     pub mode: AttachedMode,
     link: XdpLinkId,
+    egress: Option<SchedClassifierLinkId>,
 }
 
 /// The loaded program and its maps.
@@ -198,25 +266,47 @@ pub struct Dataplane {
     allow_v6: LpmTrie<MapData, [u8; 16], RuleId>,
     counters: PerCpuArray<MapData, u64>,
     rule_hits: PerCpuArray<MapData, u64>,
+    protected_ports: Array<MapData, u64>,
+    protected_words: Vec<u64>,
+    flows: HashMap<MapData, FlowKeyValue, FlowStateValue>,
+    current: Config,
     max_rules: u32,
     installed: Policy,
     attachments: Vec<Attachment>,
 }
 
 impl Dataplane {
-    /// Loads the program and creates its maps with room for `max_rules` prefixes per address
-    /// family. The program starts in [`Mode::Off`] with an empty policy and is not attached.
-    pub fn load(max_rules: u32) -> Result<Self, DataplaneError> {
+    /// Loads the programs and creates their maps with room for `max_rules` prefixes per
+    /// address family and `max_flows` recorded flows. The program starts in [`Mode::Off`] with
+    /// an empty policy, replies passed with the default timeouts, no scopes, and is not
+    /// attached.
+    pub fn load(max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_ALLOW_V4, max_rules)
             .map_max_entries(MAP_ALLOW_V6, max_rules)
             .map_max_entries(MAP_RULE_HITS, max_rules)
+            .map_max_entries(MAP_FLOWS, max_flows)
             .load(OBJECT)
             .map_err(DataplaneError::Load)?;
         program_mut(&mut ebpf)?
             .load()
             .map_err(DataplaneError::Program)?;
-        Ok(Self {
+        egress_mut(&mut ebpf)?
+            .load()
+            .map_err(DataplaneError::Program)?;
+        let mut dataplane = Self {
+            protected_ports: take_map(&mut ebpf, MAP_PROTECTED_PORTS)?,
+            protected_words: vec![0; PROTECTED_PORT_WORDS as usize],
+            flows: take_map(&mut ebpf, MAP_FLOWS)?,
+            current: Config {
+                mode: Mode::Off as u32,
+                replies: 0,
+                scoped: 0,
+                reserved: 0,
+                tcp_timeout_ns: 0,
+                udp_timeout_ns: 0,
+                icmp_timeout_ns: 0,
+            },
             config: take_map(&mut ebpf, MAP_CONFIG)?,
             allow_v4: take_map(&mut ebpf, MAP_ALLOW_V4)?,
             allow_v6: take_map(&mut ebpf, MAP_ALLOW_V6)?,
@@ -226,12 +316,45 @@ impl Dataplane {
             max_rules,
             installed: Policy::new(),
             attachments: Vec::new(),
-        })
+        };
+        dataplane.set_replies(Replies::default())?;
+        Ok(dataplane)
     }
 
-    /// Attaches the program to `interface`. In [`XdpMode::Auto`], tries native mode first and
-    /// falls back to skb mode.
+    /// Attaches the XDP program to `interface` and, when replies pass, the egress program
+    /// that records the host's flows. In [`XdpMode::Auto`], tries native mode first and falls
+    /// back to skb mode.
     pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: XdpMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let attached = self.attach_xdp(interface, mode)?;
+        if self.current.replies != 0 {
+            let egress = egress_mut(&mut self.ebpf)?
+                .attach(interface, TcAttachType::Egress)
+                .map_err(|source| DataplaneError::AttachEgress {
+                    interface: interface.to_owned(),
+                    source,
+                });
+            match egress {
+                Ok(link) => {
+                    if let Some(last) = self.attachments.last_mut() {
+                        last.egress = Some(link);
+                    }
+                }
+                Err(err) => {
+                    if let Some(xdp_only) = self.attachments.pop() {
+                        let _ = program_mut(&mut self.ebpf)?.detach(xdp_only.link);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    fn attach_xdp(
         &mut self,
         interface: &str,
         mode: XdpMode,
@@ -250,6 +373,7 @@ impl Dataplane {
                         interface: interface.to_owned(),
                         mode: attempt,
                         link,
+                        egress: None,
                     });
                     return Ok(attempt);
                 }
@@ -281,11 +405,18 @@ impl Dataplane {
         &self.attachments
     }
 
-    /// Detaches the program from every interface.
+    /// Detaches the programs from every interface.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        let program = program_mut(&mut self.ebpf)?;
-        for attachment in self.attachments.drain(..) {
-            program
+        for attachment in std::mem::take(&mut self.attachments) {
+            if let Some(egress) = attachment.egress {
+                egress_mut(&mut self.ebpf)?
+                    .detach(egress)
+                    .map_err(|source| DataplaneError::Detach {
+                        interface: attachment.interface.clone(),
+                        source,
+                    })?;
+            }
+            program_mut(&mut self.ebpf)?
                 .detach(attachment.link)
                 .map_err(|source| DataplaneError::Detach {
                     interface: attachment.interface.clone(),
@@ -297,12 +428,82 @@ impl Dataplane {
 
     /// Sets what the program does with packets from sources outside the policy.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), DataplaneError> {
+        self.write_config(Config {
+            mode: mode as u32,
+            ..self.current
+        })
+    }
+
+    /// Sets whether and how long replies to the host's own flows pass. Takes effect at once
+    /// for the check; the egress program is attached (or not) by [`Dataplane::attach`].
+    pub fn set_replies(&mut self, replies: Replies) -> Result<(), DataplaneError> {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.write_config(Config {
+            replies: u32::from(replies.enabled),
+            tcp_timeout_ns: nanos(replies.tcp_timeout),
+            udp_timeout_ns: nanos(replies.udp_timeout),
+            icmp_timeout_ns: nanos(replies.icmp_timeout),
+            ..self.current
+        })
+    }
+
+    /// Limits the check to packets to these local ports (and what could hide a port); an
+    /// empty set checks every packet. The bitmap is complete before the switch is flipped.
+    pub fn set_scopes(&mut self, scopes: &BTreeSet<PortScope>) -> Result<(), DataplaneError> {
+        if scopes.is_empty() {
+            self.write_config(Config {
+                scoped: 0,
+                ..self.current
+            })?;
+        }
+        let mut words = vec![0u64; PROTECTED_PORT_WORDS as usize];
+        for scope in scopes {
+            let half = match scope.transport {
+                Transport::Tcp => 0,
+                Transport::Udp => PROTECTED_PORT_WORDS as usize / 2,
+            };
+            words[half + usize::from(scope.port / 64)] |= 1 << (scope.port % 64);
+        }
+        for (index, word) in (0u32..).zip(&words) {
+            if self.protected_words[index as usize] != *word {
+                self.protected_ports
+                    .set(index, word, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_PROTECTED_PORTS,
+                        source,
+                    })?;
+                self.protected_words[index as usize] = *word;
+            }
+        }
+        if !scopes.is_empty() {
+            self.write_config(Config {
+                scoped: 1,
+                ..self.current
+            })?;
+        }
+        Ok(())
+    }
+
+    fn write_config(&mut self, config: Config) -> Result<(), DataplaneError> {
         self.config
-            .set(0, ConfigValue(Config { mode: mode as u32 }), 0)
+            .set(0, ConfigValue(config), 0)
             .map_err(|source| DataplaneError::Map {
                 name: MAP_CONFIG,
                 source,
-            })
+            })?;
+        self.current = config;
+        Ok(())
+    }
+
+    /// How full the flow map is.
+    pub fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
+        let live = self.flows.keys().filter(Result::is_ok).count() as u64;
+        let recorded = self.counters()?.get(Counter::FlowsRecorded);
+        Ok(FlowStats {
+            live,
+            recorded,
+            evicted: recorded.saturating_sub(live),
+        })
     }
 
     /// The policy currently in the kernel.
@@ -414,6 +615,21 @@ impl Dataplane {
         sum_per_cpu(&self.rule_hits, MAP_RULE_HITS, rule)
     }
 
+    /// Runs the egress program in the kernel on `frame`, as if the host sent it: records its
+    /// flow when replies pass. The program never drops.
+    pub fn run_egress_frame(&self, frame: &[u8]) -> Result<(), DataplaneError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .ok_or(DataplaneError::Missing("egress program"))?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        program
+            .test_run(test_run_options(frame, 1))
+            .map_err(DataplaneError::Program)?;
+        Ok(())
+    }
+
     /// Zeroes the hit counter of `rule`, for a rule id given to a new entry.
     pub fn reset_rule_hits(&mut self, rule: RuleId) -> Result<(), DataplaneError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
@@ -426,9 +642,9 @@ impl Dataplane {
             })
     }
 
-    /// Runs the program in the kernel on `frame`, `repeat` times (at least once), without any
-    /// interface: what an attached program would do with that frame, and how long it takes.
-    /// Counters count every run.
+    /// Runs the XDP program in the kernel on `frame`, `repeat` times (at least once), without
+    /// any interface: what an attached program would do with that frame, and how long it
+    /// takes. Counters count every run.
     pub fn run_frame(&self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
         let program: &Xdp = self
             .ebpf
@@ -437,11 +653,7 @@ impl Dataplane {
             .try_into()
             .map_err(DataplaneError::Program)?;
         let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
+            .test_run(test_run_options(frame, repeat))
             .map_err(DataplaneError::Program)?;
         let verdict = match result.return_value {
             1 => Verdict::Drop,
@@ -458,6 +670,21 @@ impl Dataplane {
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or(DataplaneError::Missing("XDP program"))?
+        .try_into()
+        .map_err(DataplaneError::Program)
+}
+
+fn test_run_options(frame: &[u8], repeat: u32) -> TestRunOptions<'_> {
+    TestRunOptions {
+        data_in: Some(frame),
+        repeat: repeat.max(1),
+        ..TestRunOptions::default()
+    }
+}
+
+fn egress_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(EGRESS_PROGRAM_NAME)
+        .ok_or(DataplaneError::Missing("egress program"))?
         .try_into()
         .map_err(DataplaneError::Program)
 }

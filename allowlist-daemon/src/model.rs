@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::policy::{CidrError, Policy, parse_cidr};
+use crate::policy::{CidrError, Policy, PortScope, parse_cidr};
 
 /// One allowed prefix in an allowlist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,8 @@ pub enum Action {
     Disable,
     /// Removed entries from an enabled allowlist.
     Update,
+    /// Changed the protected ports.
+    Scopes,
 }
 
 /// What reverting a pending change restores.
@@ -72,6 +74,8 @@ pub enum Restore {
         /// The removed entries (their ids and rules stay reserved until the change resolves).
         entries: Vec<Entry>,
     },
+    /// The scopes before the change (`None`: the daemon's `--protect` default).
+    Scopes(Option<BTreeSet<PortScope>>),
 }
 
 /// A change applied to the kernel that must be acknowledged within its window.
@@ -334,9 +338,15 @@ pub struct Model {
     allowlists: BTreeMap<String, Allowlist>,
     enabled: BTreeSet<String>,
     pending: Option<Pending>,
+    /// The protected ports set through the API; `None` until then.
+    #[serde(default)]
+    scopes: Option<BTreeSet<PortScope>>,
     /// The always-allow prefixes (from the daemon's configuration, never persisted).
     #[serde(skip)]
     always_allow: Vec<(IpNet, RuleId)>,
+    /// The protected ports until the API sets some (configuration, never persisted).
+    #[serde(skip)]
+    default_scopes: BTreeSet<PortScope>,
 }
 
 /// Makes new ids: called with a prefix ("al" or "en"), returns an id never used before.
@@ -351,6 +361,38 @@ impl Model {
     /// The always-allow prefixes.
     pub fn always_allow(&self) -> &[(IpNet, RuleId)] {
         &self.always_allow
+    }
+
+    /// Sets the protected ports used until the API sets some (configuration, not state).
+    pub fn set_default_scopes(&mut self, scopes: BTreeSet<PortScope>) {
+        self.default_scopes = scopes;
+    }
+
+    /// The protected ports in force; empty: every port is checked.
+    pub fn scopes(&self) -> &BTreeSet<PortScope> {
+        self.scopes.as_ref().unwrap_or(&self.default_scopes)
+    }
+
+    /// Changes the protected ports; the change is pending like an enable.
+    pub fn set_scopes(
+        &mut self,
+        scopes: BTreeSet<PortScope>,
+        now: OffsetDateTime,
+        settings: &Settings,
+    ) -> Result<(), ModelError> {
+        self.check_no_pending()?;
+        if &scopes == self.scopes() {
+            return Ok(());
+        }
+        let previous = self.scopes.replace(scopes);
+        self.pending = Some(pending(
+            Action::Scopes,
+            Vec::new(),
+            now,
+            settings,
+            Restore::Scopes(previous),
+        ));
+        Ok(())
     }
 
     /// All allowlists, by id.
@@ -754,6 +796,7 @@ impl Model {
                     .cloned()
                     .collect();
             }
+            Restore::Scopes(previous) => self.scopes = previous.clone(),
             Restore::Entries {
                 allowlist_id,
                 entries,

@@ -1,7 +1,7 @@
 //! The admin service: each operation is one transaction that changes a copy of the model,
 //! saves it durably, then makes the kernel match. A change the kernel refuses is rolled back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,11 +11,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{Dataplane, DataplaneError, FlowStats};
 use crate::host;
 use crate::model::{
     Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, Pending, Settings,
 };
+use crate::policy::PortScope;
 use crate::store::{Store, StoreError};
 
 /// Why an operation failed.
@@ -66,6 +67,29 @@ pub struct Stats {
     pub entries: Vec<EntryHits>,
     /// Hits per always-allow prefix.
     pub always_allow: Vec<AlwaysAllowHits>,
+    /// The flows remembered for replies.
+    pub flows: FlowStatsView,
+}
+
+/// [`FlowStats`] for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowStatsView {
+    /// Flows in the map now.
+    pub live: u64,
+    /// Flows recorded since the program was loaded.
+    pub recorded: u64,
+    /// Flows pushed out by newer ones because the map was full.
+    pub evicted: u64,
+}
+
+impl From<FlowStats> for FlowStatsView {
+    fn from(stats: FlowStats) -> Self {
+        FlowStatsView {
+            live: stats.live,
+            recorded: stats.recorded,
+            evicted: stats.evicted,
+        }
+    }
 }
 
 /// The model, its store and the kernel, kept in step.
@@ -109,6 +133,7 @@ impl Service {
     pub fn start(config: &Config, dataplane: Dataplane, store: Store) -> anyhow::Result<Self> {
         let capacity = entry_rule_capacity(config);
         let mut model = store.load()?.unwrap_or_default();
+        model.set_default_scopes(config.protect.iter().copied().collect());
         model.set_always_allow(
             config
                 .always_allow
@@ -134,6 +159,8 @@ impl Service {
         if changed {
             store.save(&model)?;
         }
+        let mut dataplane = dataplane;
+        dataplane.set_replies(config.replies)?;
         let mut service = Service {
             model,
             store,
@@ -170,9 +197,11 @@ impl Service {
         let policy = self.model.effective_policy();
         if self.model.enforcing() {
             self.dataplane.apply(&policy)?;
+            self.dataplane.set_scopes(self.model.scopes())?;
             self.dataplane.set_mode(self.enforce_mode)
         } else {
             self.dataplane.set_mode(Mode::Off)?;
+            self.dataplane.set_scopes(self.model.scopes())?;
             self.dataplane.apply(&policy)
         }
     }
@@ -324,6 +353,15 @@ impl Service {
         )
     }
 
+    /// Changes the protected ports.
+    pub fn set_scopes(&mut self, scopes: BTreeSet<PortScope>) -> Result<(), ServiceError> {
+        let shown: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        self.transact(
+            |_| format!("set the protected ports to {shown:?}"),
+            |model, settings, now| model.set_scopes(scopes, now, settings),
+        )
+    }
+
     /// Acknowledges the pending change.
     pub fn acknowledge(&mut self) -> Result<Pending, ServiceError> {
         self.transact(
@@ -395,6 +433,7 @@ impl Service {
                 .collect(),
             entries,
             always_allow,
+            flows: self.dataplane.flow_stats()?.into(),
         })
     }
 }

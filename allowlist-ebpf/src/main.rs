@@ -1,23 +1,32 @@
-//! The allowlist XDP program: passes IP packets whose source address is covered by the
-//! allowlist tries, drops (or, in monitor mode, counts) the others, and passes everything
-//! that is not IP.
+//! The allowlist programs.
 //!
-//! The per-packet path does no logging and at most three map lookups: the config, one
-//! trie, and the counters.
+//! - `allowlist` (XDP, ingress): passes IP packets whose source address is covered by the
+//!   allowlist tries, replies to flows the host started, IPv6 neighbour discovery, and (when
+//!   scopes are set) packets to unprotected ports; drops (or, in monitor mode, counts) the
+//!   others; passes everything that is not IP.
+//! - `allowlist_egress` (TC, egress): records the flows the host starts.
+//!
+//! The per-packet path does no logging. An allowed source costs the config lookup, one trie
+//! lookup and the counters; the reply check runs only for sources outside the allowlist.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod flows;
 mod packet;
 
-use allowlist_common::{Config, Counter, DEFAULT_MAX_RULES, Ipv4Addr, Ipv6Addr, Mode, RuleId};
+use allowlist_common::{
+    Config, Counter, DEFAULT_MAX_RULES, Ipv4Addr, Ipv6Addr, Mode, PROTECTED_PORT_WORDS, RuleId,
+    ip_proto,
+};
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
-use crate::packet::Source;
+use crate::flows::Addr;
+use crate::packet::{Source, Transport};
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -34,31 +43,121 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT
 #[map]
 static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_RULES, 0);
 
+/// One bit per port: TCP ports in the first half, UDP ports in the second.
+#[map]
+static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(PROTECTED_PORT_WORDS, 0);
+
 /// The XDP entry point.
 #[xdp]
 pub fn allowlist(ctx: XdpContext) -> u32 {
-    let mode = match CONFIG.get(0) {
-        Some(config) => Mode::from_raw(config.mode),
-        None => Mode::Off,
+    let Some(config) = CONFIG.get(0) else {
+        return XDP_PASS;
     };
+    let mode = Mode::from_raw(config.mode);
     if mode == Mode::Off {
         return XDP_PASS;
     }
-    match packet::source(ctx.data(), ctx.data_end()) {
+    let end = ctx.data_end();
+    match packet::source(ctx.data(), end) {
         Source::NotIp => pass(Counter::PassedNotIp),
         Source::Malformed => refuse(mode, Counter::Malformed),
-        Source::V4(addr) => match ALLOW_V4.get(Key::new(32, addr)) {
-            Some(rule) => pass_rule(*rule),
-            None => refuse(mode, Counter::Dropped),
-        },
-        Source::V6(addr, ip) => match ALLOW_V6.get(Key::new(128, addr)) {
-            Some(rule) => pass_rule(*rule),
-            None => match packet::neighbor_discovery(ip, ctx.data_end()) {
+        Source::V4(addr, ip) => {
+            let transport = packet::transport_v4(ip, end);
+            if config.scoped != 0 && !protected(transport, end) {
+                return pass(Counter::PassedUnprotected);
+            }
+            if let Some(rule) = ALLOW_V4.get(Key::new(32, addr)) {
+                return pass_rule(*rule);
+            }
+            match transport {
+                Some(t)
+                    if config.replies != 0 && flows::is_reply(config, Addr::V4(addr), t, end) =>
+                {
+                    pass(Counter::PassedReply)
+                }
+                _ => refuse(mode, Counter::Dropped),
+            }
+        }
+        Source::V6(addr, ip) => {
+            let transport = packet::transport_v6(ip, end);
+            if config.scoped != 0 && !protected(transport, end) {
+                return pass(Counter::PassedUnprotected);
+            }
+            if let Some(rule) = ALLOW_V6.get(Key::new(128, addr)) {
+                return pass_rule(*rule);
+            }
+            match packet::neighbor_discovery(ip, end) {
                 Some(true) => pass(Counter::PassedNeighborDiscovery),
-                Some(false) => refuse(mode, Counter::Dropped),
                 None => refuse(mode, Counter::Malformed),
-            },
-        },
+                Some(false) => match transport {
+                    Some(t)
+                        if config.replies != 0
+                            && flows::is_reply(config, Addr::V6(addr), t, end) =>
+                    {
+                        pass(Counter::PassedReply)
+                    }
+                    _ => refuse(mode, Counter::Dropped),
+                },
+            }
+        }
+    }
+}
+
+/// The TC egress entry point: records the flows the host starts; never drops.
+#[classifier]
+pub fn allowlist_egress(ctx: TcContext) -> i32 {
+    if let Some(config) = CONFIG.get(0)
+        && config.replies != 0
+    {
+        let end = ctx.data_end();
+        match packet::source(ctx.data(), end) {
+            Source::V4(_, ip) => {
+                if let (Some(remote), Some(t)) = (
+                    packet::destination_v4(ip, end),
+                    packet::transport_v4(ip, end),
+                ) {
+                    flows::record(Addr::V4(remote), t, end, || count(Counter::FlowsRecorded));
+                }
+            }
+            Source::V6(_, ip) => {
+                if let (Some(remote), Some(t)) = (
+                    packet::destination_v6(ip, end),
+                    packet::transport_v6(ip, end),
+                ) {
+                    flows::record(Addr::V6(remote), t, end, || count(Counter::FlowsRecorded));
+                }
+            }
+            Source::NotIp | Source::Malformed => {}
+        }
+    }
+    TC_ACT_OK
+}
+
+/// `TC_ACT_OK`: the packet goes on (the bindings' type of it differs between targets).
+const TC_ACT_OK: i32 = 0;
+
+/// Whether a packet must be checked against the allowlist when scopes are set: TCP and UDP to
+/// a protected port, and whatever could hide a port (truncated headers, IPv4 fragments after
+/// the first, IPv6 extension headers). ICMP and other protocols are outside every scope.
+#[inline(always)]
+fn protected(transport: Option<Transport>, end: usize) -> bool {
+    let Some(transport) = transport else {
+        return true;
+    };
+    let half = match transport.protocol {
+        ip_proto::TCP => 0,
+        ip_proto::UDP => PROTECTED_PORT_WORDS / 2,
+        ip_proto::ICMP | ip_proto::ICMPV6 => return false,
+        // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6.
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => return true,
+        _ => return false,
+    };
+    let Some((_, port)) = packet::ports(transport.at, end) else {
+        return true;
+    };
+    match PROTECTED_PORTS.get(half + u32::from(port / 64)) {
+        Some(word) => word & (1u64 << (port % 64)) != 0,
+        None => true,
     }
 }
 

@@ -80,6 +80,73 @@ pub fn ipv6(
     packet
 }
 
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+
+/// TCP flags.
+pub mod tcp {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// A TCP header (no options, checksum zero) with `flags`.
+pub fn tcp_segment(source_port: u16, destination_port: u16, flags: u8) -> Vec<u8> {
+    let mut segment = Vec::new();
+    segment.extend_from_slice(&source_port.to_be_bytes());
+    segment.extend_from_slice(&destination_port.to_be_bytes());
+    segment.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    segment
+}
+
+/// An ICMP or ICMPv6 echo message (`icmp_type` 8/0 or 128/129) with identifier `id`.
+pub fn echo(icmp_type: u8, id: u16) -> Vec<u8> {
+    let mut message = vec![icmp_type, 0, 0, 0];
+    message.extend_from_slice(&id.to_be_bytes());
+    message.extend_from_slice(&[0, 1, b'p', b'i', b'n', b'g']);
+    message
+}
+
+/// An ICMP or ICMPv6 error of `icmp_type` quoting `packet` (the packet that caused it).
+pub fn icmp_error(icmp_type: u8, packet: &[u8]) -> Vec<u8> {
+    let mut message = vec![icmp_type, 0, 0, 0, 0, 0, 0x05, 0x00];
+    message.extend_from_slice(packet);
+    message
+}
+
+/// An IP frame of either family from `source` to `destination` carrying `payload`.
+pub fn ip_frame(source: IpAddr, destination: IpAddr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    ethernet(
+        &[],
+        ether_type_of(source),
+        &ip_packet(source, destination, protocol, payload),
+    )
+}
+
+/// An IP packet of either family (hop limit 64).
+pub fn ip_packet(source: IpAddr, destination: IpAddr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    match (source, destination) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ipv4(s, d, &[], protocol, payload),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6(s, d, protocol, 64, payload),
+        _ => panic!("mixed address families"),
+    }
+}
+
+fn ether_type_of(addr: IpAddr) -> u16 {
+    if addr.is_ipv4() {
+        ETH_P_IPV4
+    } else {
+        ETH_P_IPV6
+    }
+}
+
 /// A UDP datagram (checksum zero) with a few bytes of payload.
 pub fn udp(source_port: u16, destination_port: u16) -> Vec<u8> {
     let mut datagram = Vec::new();

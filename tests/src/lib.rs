@@ -27,7 +27,8 @@ pub fn policy(cidrs: &[&str]) -> Policy {
 
 /// A freshly loaded program (its own maps) with `cidrs` allowed, in `mode`, not attached.
 pub fn loaded(cidrs: &[&str], mode: Mode) -> Dataplane {
-    let mut dataplane = Dataplane::load(1024).expect("loading the XDP program (are you root?)");
+    let mut dataplane =
+        Dataplane::load(1024, 1024).expect("loading the XDP program (are you root?)");
     dataplane
         .apply(&policy(cidrs))
         .expect("applying the policy");

@@ -118,6 +118,15 @@ enum Command {
         #[arg(required = true)]
         lists: Vec<String>,
     },
+    /// Guard only these local ports (tcp/22, udp/51820); pending until acknowledged.
+    Scopes {
+        /// The protected ports.
+        #[arg(required_unless_present = "all")]
+        ports: Vec<String>,
+        /// Guard every port again (no scopes).
+        #[arg(long, conflicts_with = "ports")]
+        all: bool,
+    },
     /// Acknowledge the pending change.
     Ack,
     /// Would this address pass now, and why.
@@ -365,6 +374,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Output::State(api.post("/v1/enforcement/disable", &json!({"allowlist_ids": ids}))?)
         }
+        Command::Scopes { ports, .. } => Output::State(api.request(
+            "PUT",
+            "/v1/enforcement/scopes",
+            Some(&json!({ "protect": ports })),
+            None,
+        )?),
         Command::Ack => {
             Output::State(api.request("POST", "/v1/enforcement/acknowledge", None, None)?)
         }
@@ -430,6 +445,15 @@ impl Output {
                 );
                 println!("enabled lists: {}", join(&v["enabled_allowlist_ids"]));
                 println!("always allow:  {}", join(&v["always_allow"]));
+                let scopes = join(&v["scopes"]);
+                println!(
+                    "guarded ports: {}",
+                    if scopes == "none" {
+                        "all".to_owned()
+                    } else {
+                        scopes
+                    }
+                );
                 match &v["pending"] {
                     Value::Null => println!("pending:       none"),
                     p => {

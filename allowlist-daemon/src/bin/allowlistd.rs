@@ -59,8 +59,8 @@ async fn main() -> anyhow::Result<()> {
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
     }
-    let dataplane =
-        Dataplane::load(kernel_rule_capacity(&config)).context("loading the XDP program")?;
+    let dataplane = Dataplane::load(kernel_rule_capacity(&config), config.max_flows)
+        .context("loading the XDP program")?;
     let mut service = Service::start(&config, dataplane, store).context("restoring the state")?;
     for interface in &config.interfaces {
         let mode = service
@@ -73,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
         enforcing = service.model().enforcing(),
         enabled = ?service.model().enabled(),
         always_allow = ?config.always_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        scopes = ?service.model().scopes().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        replies = config.replies.enabled,
         "policy restored"
     );
 

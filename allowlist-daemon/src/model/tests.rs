@@ -521,3 +521,46 @@ fn the_model_survives_a_json_round_trip() {
     let back: Model = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back, model);
 }
+
+#[test]
+fn scope_changes_are_pending_and_revert_to_the_default() {
+    let mut model = Model::default();
+    let ssh: PortScope = "tcp/22".parse().expect("scope");
+    model.set_default_scopes([ssh].into());
+    assert_eq!(model.scopes(), &BTreeSet::from([ssh]));
+    let web: BTreeSet<PortScope> = ["tcp/22", "tcp/443"]
+        .iter()
+        .map(|s| s.parse().expect("scope"))
+        .collect();
+    model
+        .set_scopes(web.clone(), t(0), &settings())
+        .expect("scopes");
+    assert_eq!(model.scopes(), &web);
+    assert_eq!(model.pending().map(|p| p.action), Some(Action::Scopes));
+    assert_eq!(
+        model
+            .set_scopes(BTreeSet::new(), t(1), &settings())
+            .expect_err("pending")
+            .code(),
+        "change_pending"
+    );
+    model.revert_if_due(t(120)).expect("reverted");
+    assert_eq!(
+        model.scopes(),
+        &BTreeSet::from([ssh]),
+        "back to the default"
+    );
+    model
+        .set_scopes(web.clone(), t(200), &settings())
+        .expect("scopes");
+    model.acknowledge(t(260), &settings()).expect("ack");
+    assert_eq!(model.scopes(), &web);
+    model
+        .set_scopes(web, t(300), &settings())
+        .expect("unchanged");
+    assert_eq!(
+        model.pending(),
+        None,
+        "setting the same scopes changes nothing"
+    );
+}

@@ -1,0 +1,256 @@
+//! The flows the host started: recorded on egress, consulted on ingress for packets from
+//! sources outside the allowlist.
+
+use allowlist_common::{
+    Config, DEFAULT_MAX_FLOWS, FlowKey, FlowState, TCP_CLOSE_LINGER_NS, ip_proto,
+};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
+
+use crate::packet::{self, Transport};
+
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+const OPEN: u32 = 0;
+const FIN_SEEN: u32 = 1;
+const CLOSED: u32 = 2;
+
+/// An IP address as the flow key holds it.
+#[derive(Clone, Copy)]
+pub enum Addr {
+    /// IPv4.
+    V4([u8; 4]),
+    /// IPv6.
+    V6([u8; 16]),
+}
+
+#[inline(always)]
+fn key(remote: Addr, remote_port: u16, local_port: u16, protocol: u8) -> FlowKey {
+    let (remote, family) = match remote {
+        Addr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4);
+            (bytes, 4)
+        }
+        Addr::V6(v6) => (v6, 6),
+    };
+    FlowKey {
+        remote,
+        remote_port,
+        local_port,
+        protocol,
+        family,
+        padding: [0; 2],
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn timeout(config: &Config, protocol: u8) -> u64 {
+    match protocol {
+        ip_proto::TCP => config.tcp_timeout_ns,
+        ip_proto::UDP => config.udp_timeout_ns,
+        _ => config.icmp_timeout_ns,
+    }
+}
+
+/// Whether a flow still passes replies at `now`.
+#[inline(always)]
+fn fresh(state: &FlowState, timeout: u64, now: u64) -> bool {
+    let limit = match state.closing {
+        OPEN => timeout,
+        FIN_SEEN if timeout < TCP_CLOSE_LINGER_NS => timeout,
+        FIN_SEEN => TCP_CLOSE_LINGER_NS,
+        _ => return false,
+    };
+    now.saturating_sub(state.last_seen_ns) <= limit
+}
+
+/// Records (or refreshes) the flow of a packet the host sends to `remote`.
+#[inline(always)]
+pub fn record(remote: Addr, transport: Transport, end: usize, counted: impl Fn()) {
+    let now = now();
+    let (flow, tcp) = match transport.protocol {
+        ip_proto::TCP | ip_proto::UDP => {
+            let Some((local_port, remote_port)) = packet::ports(transport.at, end) else {
+                return;
+            };
+            let flow = key(remote, remote_port, local_port, transport.protocol);
+            if transport.protocol == ip_proto::TCP {
+                let Some(flags) = packet::tcp_flags(transport.at, end) else {
+                    return;
+                };
+                (flow, Some(flags))
+            } else {
+                (flow, None)
+            }
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let Some((icmp_type, id)) = packet::icmp_type_and_id(transport.at, end) else {
+                return;
+            };
+            if icmp_type != ICMP_ECHO_REQUEST && icmp_type != ICMPV6_ECHO_REQUEST {
+                return;
+            }
+            (key(remote, 0, id, transport.protocol), None)
+        }
+        _ => return,
+    };
+    if let Some(state) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a map value; concurrent updates of these plain fields are benign.
+        let state = unsafe { &mut *state };
+        match tcp {
+            Some(flags) if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => {
+                // A new connection on the same ports.
+                state.closing = OPEN;
+                state.last_seen_ns = now;
+            }
+            Some(flags) => note_tcp_flags(state, flags, now),
+            None => state.last_seen_ns = now,
+        }
+        return;
+    }
+    let starts = match tcp {
+        Some(flags) => flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
+        None => true,
+    };
+    if starts {
+        let state = FlowState {
+            last_seen_ns: now,
+            closing: OPEN,
+            padding: 0,
+        };
+        if FLOWS.insert(flow, state, 0).is_ok() {
+            counted();
+        }
+    }
+}
+
+#[inline(always)]
+fn note_tcp_flags(state: &mut FlowState, flags: u8, now: u64) {
+    if flags & TCP_RST != 0 {
+        state.closing = CLOSED;
+    } else if flags & TCP_FIN != 0 {
+        if state.closing == OPEN {
+            state.closing = FIN_SEEN;
+            state.last_seen_ns = now;
+        }
+    } else if state.closing == OPEN {
+        state.last_seen_ns = now;
+    }
+}
+
+/// Whether a packet from `remote` is a reply to (or an ICMP error about) a flow the host
+/// started and that is still fresh. A reply refreshes its flow.
+#[inline(always)]
+pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize) -> bool {
+    match transport.protocol {
+        ip_proto::TCP | ip_proto::UDP => {
+            let Some((remote_port, local_port)) = packet::ports(transport.at, end) else {
+                return false;
+            };
+            let flow = key(remote, remote_port, local_port, transport.protocol);
+            let Some(state) = FLOWS.get_ptr_mut(flow) else {
+                return false;
+            };
+            // SAFETY: a map value; concurrent updates of these plain fields are benign.
+            let state = unsafe { &mut *state };
+            let now = now();
+            if !fresh(state, timeout(config, transport.protocol), now) {
+                return false;
+            }
+            match packet::tcp_flags(transport.at, end) {
+                Some(flags) if transport.protocol == ip_proto::TCP => {
+                    note_tcp_flags(state, flags, now)
+                }
+                _ => state.last_seen_ns = now,
+            }
+            true
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let Some((icmp_type, id)) = packet::icmp_type_and_id(transport.at, end) else {
+                return false;
+            };
+            match (transport.protocol, icmp_type) {
+                (ip_proto::ICMP, ICMP_ECHO_REPLY) | (ip_proto::ICMPV6, ICMPV6_ECHO_REPLY) => {
+                    known(config, &key(remote, 0, id, transport.protocol))
+                }
+                (
+                    ip_proto::ICMP,
+                    ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM,
+                ) => quoted_flow_v4(packet::quoted(transport.at), end)
+                    .is_some_and(|flow| known(config, &flow)),
+                (
+                    ip_proto::ICMPV6,
+                    ICMPV6_DEST_UNREACHABLE | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED,
+                ) => quoted_flow_v6(packet::quoted(transport.at), end)
+                    .is_some_and(|flow| known(config, &flow)),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether `flow` is recorded and fresh (without refreshing it).
+#[inline(always)]
+fn known(config: &Config, flow: &FlowKey) -> bool {
+    // SAFETY: the value is only read.
+    match unsafe { FLOWS.get(flow) } {
+        Some(state) => fresh(state, timeout(config, flow.protocol), now()),
+        None => false,
+    }
+}
+
+/// The flow of the packet the host sent that an ICMP error quotes, for an IPv4 quote at `ip`.
+#[inline(always)]
+fn quoted_flow_v4(ip: usize, end: usize) -> Option<FlowKey> {
+    let remote = packet::destination_v4(ip, end)?;
+    let transport = packet::transport_v4(ip, end)?;
+    quoted_flow(Addr::V4(remote), transport, end)
+}
+
+/// As [`quoted_flow_v4`], for an IPv6 quote.
+#[inline(always)]
+fn quoted_flow_v6(ip: usize, end: usize) -> Option<FlowKey> {
+    let remote = packet::destination_v6(ip, end)?;
+    let transport = packet::transport_v6(ip, end)?;
+    quoted_flow(Addr::V6(remote), transport, end)
+}
+
+#[inline(always)]
+fn quoted_flow(remote: Addr, transport: Transport, end: usize) -> Option<FlowKey> {
+    match transport.protocol {
+        ip_proto::TCP | ip_proto::UDP => {
+            let (local_port, remote_port) = packet::ports(transport.at, end)?;
+            Some(key(remote, remote_port, local_port, transport.protocol))
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let (icmp_type, id) = packet::icmp_type_and_id(transport.at, end)?;
+            (icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REQUEST)
+                .then(|| key(remote, 0, id, transport.protocol))
+        }
+        _ => None,
+    }
+}
