@@ -106,6 +106,7 @@ fn every_endpoint_but_healthz_needs_the_token() {
         ("POST", "/v1/enforcement/enable"),
         ("POST", "/v1/enforcement/disable"),
         ("POST", "/v1/enforcement/acknowledge"),
+        ("PUT", "/v1/enforcement/scopes"),
         ("GET", "/v1/evaluate?ip=192.0.2.1"),
         ("GET", "/v1/stats"),
         ("GET", "/v1/openapi.json"),
@@ -865,6 +866,7 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/enforcement/enable", "post"),
         ("/v1/enforcement/disable", "post"),
         ("/v1/enforcement/acknowledge", "post"),
+        ("/v1/enforcement/scopes", "put"),
         ("/v1/evaluate", "get"),
         ("/v1/stats", "get"),
         ("/v1/openapi.json", "get"),
@@ -1043,4 +1045,90 @@ fn allowlistctl_drives_the_same_flows() {
     ok(&["ack"]);
     assert!(ok(&["delete", "office"]).contains("deleted"));
     assert!(ok(&["status"]).contains("enforcing:     no"));
+}
+
+#[test]
+fn scopes_change_through_the_api_and_revert_like_any_change() {
+    let s = setup(&["--ack-min", "1s", "--ack-max", "4s", "--protect", "tcp/22"]);
+    let d = &s.daemon;
+    let id = create_office(d);
+    let enabled = d.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({"allowlist_ids": [id], "force": true})),
+    );
+    assert_eq!(
+        enabled.body["scopes"],
+        json!(["tcp/22"]),
+        "the --protect default"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        d.call("POST", "/v1/enforcement/acknowledge", None).status,
+        200
+    );
+    assert!(
+        passes(&s.link, CLIENT_DENIED_V4),
+        "UDP is outside the tcp/22 scope"
+    );
+
+    let bad = d.call(
+        "PUT",
+        "/v1/enforcement/scopes",
+        Some(&json!({"protect": ["tcp/22", "sctp/9"]})),
+    );
+    assert_error(&bad, 400, "invalid_request");
+    assert_eq!(bad.body["error"]["field"], "protect[1]");
+
+    let everything = d.call(
+        "PUT",
+        "/v1/enforcement/scopes",
+        Some(&json!({"protect": []})),
+    );
+    assert_eq!(everything.status, 202, "{everything:?}");
+    assert_eq!(
+        (
+            everything.body["scopes"].clone(),
+            everything.body["pending"]["action"].clone()
+        ),
+        (json!([]), json!("scopes"))
+    );
+    assert!(
+        !passes(&s.link, CLIENT_DENIED_V4),
+        "every port is guarded at once"
+    );
+    assert_error(
+        &d.call(
+            "PUT",
+            "/v1/enforcement/scopes",
+            Some(&json!({"protect": ["udp/53"]})),
+        ),
+        409,
+        "change_pending",
+    );
+
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(
+        state(d)["scopes"],
+        json!(["tcp/22"]),
+        "not acknowledged: reverted"
+    );
+    assert!(passes(&s.link, CLIENT_DENIED_V4));
+
+    let output = d.ctl(&["scopes", "tcp/22", "udp/51820"]);
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && shown.contains("guarded ports: tcp/22, udp/51820"),
+        "{shown}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(d.ctl(&["ack"]).status.success());
+    let stats = d.call("GET", "/v1/stats", None);
+    assert!(stats.body["flows"]["recorded"].is_u64(), "{stats:?}");
+    assert!(
+        stats.body["counters"]["passed_unprotected"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{stats:?}"
+    );
 }
