@@ -35,6 +35,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the data path (as root) and write bench/RESULTS.md.
+    Bench,
     /// Run every test (as root): unit tests, verdict tests in the kernel, end-to-end tests
     /// with real packets between network namespaces.
     Test {
@@ -58,6 +60,11 @@ fn main() -> anyhow::Result<()> {
             } else {
                 exec(Command::new("target/release/allowlistd").args(args))
             }
+        }
+        Task::Bench => {
+            system::require_root("cargo xtask bench")?;
+            build(true)?;
+            run(Command::new("target/release/allowlist-bench").arg("bench/RESULTS.md"))
         }
         Task::Test { args } => {
             system::require_root("cargo xtask test")?;
