@@ -400,3 +400,34 @@ fn scopes_check_only_protected_ports_and_whatever_could_hide_one() {
         "without scopes every port is checked"
     );
 }
+
+#[test]
+fn a_full_flow_map_pushes_out_the_oldest_flows_and_counts_them() {
+    let mut dataplane = Dataplane::load(1024, 16).expect("load");
+    dataplane
+        .apply(&allowlist_tests::policy(POLICY))
+        .expect("policy");
+    dataplane.set_mode(Mode::Enforce).expect("mode");
+    let (local, remote) = (ip(LOCAL_V4), ip(REMOTE_V4));
+    for port in 0..64u16 {
+        send(
+            &dataplane,
+            &ip_frame(local, remote, IPPROTO_UDP, &udp(41000 + port, 53)),
+        );
+    }
+    let flows = dataplane.flow_stats().expect("flows");
+    assert_eq!(flows.recorded, 64);
+    assert!(flows.live <= 16, "{flows:?}");
+    assert!(flows.evicted >= 48, "{flows:?}");
+    let reply = |port: u16| ip_frame(remote, local, IPPROTO_UDP, &udp(53, 41000 + port));
+    assert_eq!(
+        verdict(&dataplane, &reply(0)),
+        Verdict::Drop,
+        "the oldest flow was pushed out"
+    );
+    assert_eq!(
+        verdict(&dataplane, &reply(63)),
+        Verdict::Pass,
+        "the newest flow is there"
+    );
+}
