@@ -288,10 +288,10 @@ impl Dataplane {
             .map_max_entries(MAP_FLOWS, max_flows)
             .load(OBJECT)
             .map_err(DataplaneError::Load)?;
-        program_mut(&mut ebpf)?
+        program_mut::<Xdp>(&mut ebpf, PROGRAM_NAME)?
             .load()
             .map_err(DataplaneError::Program)?;
-        egress_mut(&mut ebpf)?
+        program_mut::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME)?
             .load()
             .map_err(DataplaneError::Program)?;
         let mut dataplane = Self {
@@ -331,7 +331,7 @@ impl Dataplane {
     ) -> Result<AttachedMode, DataplaneError> {
         let attached = self.attach_xdp(interface, mode)?;
         if self.current.replies != 0 {
-            let egress = egress_mut(&mut self.ebpf)?
+            let egress = program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?
                 .attach(interface, TcAttachType::Egress)
                 .map_err(|source| DataplaneError::AttachEgress {
                     interface: interface.to_owned(),
@@ -345,7 +345,8 @@ impl Dataplane {
                 }
                 Err(err) => {
                     if let Some(xdp_only) = self.attachments.pop() {
-                        let _ = program_mut(&mut self.ebpf)?.detach(xdp_only.link);
+                        let _ =
+                            program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?.detach(xdp_only.link);
                     }
                     return Err(err);
                 }
@@ -364,7 +365,7 @@ impl Dataplane {
             XdpMode::Native => &[AttachedMode::Native],
             XdpMode::Skb => &[AttachedMode::Skb],
         };
-        let program = program_mut(&mut self.ebpf)?;
+        let program = program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?;
         let mut failure = None;
         for &attempt in attempts {
             match program.attach(interface, attempt.flags()) {
@@ -409,14 +410,14 @@ impl Dataplane {
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         for attachment in std::mem::take(&mut self.attachments) {
             if let Some(egress) = attachment.egress {
-                egress_mut(&mut self.ebpf)?
+                program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?
                     .detach(egress)
                     .map_err(|source| DataplaneError::Detach {
                         interface: attachment.interface.clone(),
                         source,
                     })?;
             }
-            program_mut(&mut self.ebpf)?
+            program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?
                 .detach(attachment.link)
                 .map_err(|source| DataplaneError::Detach {
                     interface: attachment.interface.clone(),
@@ -618,13 +619,7 @@ impl Dataplane {
     /// Runs the egress program in the kernel on `frame`, as if the host sent it: records its
     /// flow when replies pass. The program never drops.
     pub fn run_egress_frame(&self, frame: &[u8]) -> Result<(), DataplaneError> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .ok_or(DataplaneError::Missing("egress program"))?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        program
+        program::<SchedClassifier>(&self.ebpf, EGRESS_PROGRAM_NAME)?
             .test_run(test_run_options(frame, 1))
             .map_err(DataplaneError::Program)?;
         Ok(())
@@ -646,13 +641,7 @@ impl Dataplane {
     /// any interface: what an attached program would do with that frame, and how long it
     /// takes. Counters count every run.
     pub fn run_frame(&self, frame: &[u8], repeat: u32) -> Result<FrameRun, DataplaneError> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Missing("XDP program"))?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        let result = program
+        let result = program::<Xdp>(&self.ebpf, PROGRAM_NAME)?
             .test_run(test_run_options(frame, repeat))
             .map_err(DataplaneError::Program)?;
         let verdict = match result.return_value {
@@ -667,9 +656,24 @@ impl Dataplane {
     }
 }
 
-fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(DataplaneError::Missing("XDP program"))?
+/// One of the object's programs, by name.
+fn program<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, DataplaneError>
+where
+    &'a T: TryFrom<&'a aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()
+        .map_err(DataplaneError::Program)
+}
+
+/// As [`program`], mutable (to load, attach and detach).
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
         .try_into()
         .map_err(DataplaneError::Program)
 }
@@ -680,13 +684,6 @@ fn test_run_options(frame: &[u8], repeat: u32) -> TestRunOptions<'_> {
         repeat: repeat.max(1),
         ..TestRunOptions::default()
     }
-}
-
-fn egress_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
-    ebpf.program_mut(EGRESS_PROGRAM_NAME)
-        .ok_or(DataplaneError::Missing("egress program"))?
-        .try_into()
-        .map_err(DataplaneError::Program)
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>

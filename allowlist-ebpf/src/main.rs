@@ -62,14 +62,15 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
         Source::NotIp => pass(Counter::PassedNotIp),
         Source::Malformed => refuse(mode, Counter::Malformed),
         Source::V4(addr, ip) => {
-            let transport = packet::transport_v4(ip, end);
-            if config.scoped != 0 && !protected(transport, end) {
+            if config.scoped != 0 && !protected(packet::transport_v4(ip, end), end) {
                 return pass(Counter::PassedUnprotected);
             }
             if let Some(rule) = ALLOW_V4.get(Key::new(32, addr)) {
                 return pass_rule(*rule);
             }
-            match transport {
+            // Only sources outside the allowlist get this far: the transport header is parsed
+            // here, not before the lookup, so allowed sources never pay for it.
+            match packet::transport_v4(ip, end) {
                 Some(t)
                     if config.replies != 0 && flows::is_reply(config, Addr::V4(addr), t, end) =>
                 {
@@ -79,8 +80,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
         }
         Source::V6(addr, ip) => {
-            let transport = packet::transport_v6(ip, end);
-            if config.scoped != 0 && !protected(transport, end) {
+            if config.scoped != 0 && !protected(packet::transport_v6(ip, end), end) {
                 return pass(Counter::PassedUnprotected);
             }
             if let Some(rule) = ALLOW_V6.get(Key::new(128, addr)) {
@@ -89,7 +89,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             match packet::neighbor_discovery(ip, end) {
                 Some(true) => pass(Counter::PassedNeighborDiscovery),
                 None => refuse(mode, Counter::Malformed),
-                Some(false) => match transport {
+                Some(false) => match packet::transport_v6(ip, end) {
                     Some(t)
                         if config.replies != 0
                             && flows::is_reply(config, Addr::V6(addr), t, end) =>
