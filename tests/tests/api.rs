@@ -148,6 +148,11 @@ fn allowlists_can_be_created_read_replaced_edited_and_deleted() {
     assert_eq!(created.header("etag"), Some("\"1\""));
     let id = created.body["id"].as_str().expect("id").to_owned();
     assert_ne!(id, "office");
+    let saved = std::fs::read_to_string(d.state_dir.join("state.json")).expect("state file");
+    assert!(
+        saved.contains(&id) && saved.contains("192.0.2.7/32"),
+        "on disk before the response: {saved}"
+    );
     assert_eq!(created.body["entries"][0]["cidr"], "192.0.2.7/32");
     assert_eq!(created.body["entries"][0]["description"], "desk");
     assert_eq!(created.body["enabled"], false);
