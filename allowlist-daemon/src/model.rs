@@ -402,10 +402,7 @@ impl Model {
 
     /// One allowlist.
     pub fn allowlist(&self, id: &str) -> Result<&Allowlist, ModelError> {
-        self.allowlists.get(id).ok_or_else(|| ModelError::NotFound {
-            what: "allowlist",
-            id: id.to_owned(),
-        })
+        self.allowlists.get(id).ok_or_else(|| not_found(id))
     }
 
     /// Whether an allowlist is enabled.
@@ -573,7 +570,7 @@ impl Model {
             // A revert of the pending change would need this list back.
             self.check_no_pending()?;
         }
-        Ok(self.allowlists.remove(id).expect("checked above"))
+        self.allowlists.remove(id).ok_or_else(|| not_found(id))
     }
 
     /// Adds entries to an allowlist; on an enabled list they apply at once.
@@ -597,7 +594,7 @@ impl Model {
         self.check_total(parsed.len(), settings)?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let added = allocate_entries(parsed, &[], &mut allocator, ids)?;
-        let list = self.allowlists.get_mut(id).expect("checked above");
+        let list = self.allowlists.get_mut(id).ok_or_else(|| not_found(id))?;
         list.entries.extend(added.iter().cloned());
         list.updated_at = now;
         list.version += 1;
@@ -774,7 +771,7 @@ impl Model {
             self.revert();
             return Err(ModelError::NothingPending);
         }
-        Ok(self.pending.take().expect("checked above"))
+        self.pending.take().ok_or(ModelError::NothingPending)
     }
 
     /// Reverts the pending change if its time has come; returns it if so.
@@ -923,6 +920,13 @@ impl Model {
             return Err(ModelError::EmptyPolicy);
         }
         Ok(())
+    }
+}
+
+fn not_found(id: &str) -> ModelError {
+    ModelError::NotFound {
+        what: "allowlist",
+        id: id.to_owned(),
     }
 }
 
