@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::AdminToken;
+use crate::metrics::RequestCounts;
 use crate::model::{
     Action, Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, rfc3339,
 };
@@ -31,6 +32,8 @@ pub struct AppState {
     pub service: Arc<Mutex<Service>>,
     /// The admin token.
     pub token: Arc<AdminToken>,
+    /// Requests served, by route and status, for `GET /metrics`.
+    pub requests: Arc<Mutex<RequestCounts>>,
 }
 
 /// The API's routes.
@@ -54,12 +57,37 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/stats", get(stats))
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .nest("/v1", v1)
+        .merge(metrics)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Counts each request by its route (the pattern, not the ids in it) and status.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let mut requests = state
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    *requests
+        .entry((route, response.status().as_u16()))
+        .or_default() += 1;
+    response
 }
 
 /// An error response: `{"error": {"code", "message", "field"?, ...}}`.
@@ -537,6 +565,19 @@ async fn evaluate(
 
 async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     with_service(&state, |service| Ok(Json(json!(service.stats()?)))).await
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let requests = state
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let text = with_service(&state, move |service| {
+        Ok(crate::metrics::render(service, &requests)?)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn openapi() -> Response {

@@ -100,6 +100,7 @@ pub struct Service {
     settings: Settings,
     protect_ports: Vec<u16>,
     enforce_mode: Mode,
+    reverts: u64,
 }
 
 /// Rule ids available to allowlist entries: room for a full replacement of every entry (old
@@ -148,7 +149,9 @@ impl Service {
             tracing::warn!(renumbered, "entries had rule ids out of range; renumbered");
             changed = true;
         }
-        if let Some(pending) = model.revert_if_due(OffsetDateTime::now_utc()) {
+        let expired = model.revert_if_due(OffsetDateTime::now_utc());
+        let reverted_at_start = expired.is_some();
+        if let Some(pending) = expired {
             tracing::warn!(
                 action = ?pending.action,
                 allowlists = ?pending.allowlist_ids,
@@ -176,6 +179,7 @@ impl Service {
             },
             protect_ports: config.protect_ports.clone(),
             enforce_mode: config.mode,
+            reverts: u64::from(reverted_at_start),
         };
         service.sync_kernel()?;
         Ok(service)
@@ -384,7 +388,7 @@ impl Service {
         if !due {
             return Ok(None);
         }
-        self.transact(
+        let reverted = self.transact(
             |pending: &Option<Pending>| match pending {
                 Some(p) => format!(
                     "reverted the unacknowledged {:?} of {:?}",
@@ -393,7 +397,23 @@ impl Service {
                 None => "nothing to revert".into(),
             },
             |model, _, now| Ok(model.revert_if_due(now)),
-        )
+        )?;
+        self.reverts += u64::from(reverted.is_some());
+        Ok(reverted)
+    }
+
+    /// Changes reverted because they were not acknowledged in time, since the daemon started.
+    pub fn reverts(&self) -> u64 {
+        self.reverts
+    }
+
+    /// The program's mode now: `off` when not enforcing, else `enforce` or `monitor`.
+    pub fn mode_name(&self) -> &'static str {
+        match (self.model.enforcing(), self.enforce_mode) {
+            (false, _) => "off",
+            (true, Mode::Monitor) => "monitor",
+            (true, _) => "enforce",
+        }
     }
 
     /// The packet counters.

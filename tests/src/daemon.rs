@@ -185,6 +185,29 @@ impl Daemon {
         self.raw(method, path, body.as_deref(), headers)
     }
 
+    /// Sends a bodiless request and returns the status and the body as text.
+    pub fn raw_text(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String)> {
+        let raw = self.exchange(method, path, None, headers)?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("no end of headers")?;
+        let status = std::str::from_utf8(&raw[..split])?
+            .split_whitespace()
+            .nth(1)
+            .context("no status")?
+            .parse()?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
+        ))
+    }
+
     /// Sends a request with a raw body.
     pub fn raw(
         &self,
@@ -193,6 +216,19 @@ impl Daemon {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Response> {
+        let raw = self.exchange(method, path, body, headers)?;
+        parse_response(&raw).with_context(|| format!("{method} {path} in {}", self.ns_name))
+    }
+
+    /// Sends one HTTP/1.1 request on a connection opened in the daemon's namespace and returns
+    /// the raw response.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<u8>> {
         let mut stream = NetNs::enter_path(&self.ns_path, || TcpStream::connect(API_ADDR))??;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut request =
@@ -211,7 +247,7 @@ impl Daemon {
         stream.write_all(request.as_bytes())?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw)?;
-        parse_response(&raw).with_context(|| format!("{method} {path} in {}", self.ns_name))
+        Ok(raw)
     }
 
     /// Runs allowlistctl against this daemon (in its namespace, with its token file), outside

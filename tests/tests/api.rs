@@ -1137,3 +1137,102 @@ fn scopes_change_through_the_api_and_revert_like_any_change() {
         "{stats:?}"
     );
 }
+
+/// The value of the metric line that starts with `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line[series.len()..].trim().parse().ok())
+}
+
+fn scrape(daemon: &Daemon) -> String {
+    let auth = format!("Bearer {}", daemon.token);
+    let response = daemon
+        .raw_text("GET", "/metrics", &[("Authorization", auth.as_str())])
+        .expect("scrape");
+    assert_eq!(response.0, 200);
+    response.1
+}
+
+#[test]
+fn metrics_report_packets_hits_the_pending_change_and_requests() {
+    let s = setup(&["--ack-min", "1s", "--ack-max", "3s"]);
+    let d = &s.daemon;
+    assert_eq!(d.raw_text("GET", "/metrics", &[]).expect("scrape").0, 401);
+    let id = create_office(d);
+    let list = d.call("GET", &format!("/v1/allowlists/{id}"), None);
+    let v4_entry = list.body["entries"][0]["id"]
+        .as_str()
+        .expect("entry")
+        .to_owned();
+    assert_eq!(
+        d.call(
+            "POST",
+            "/v1/enforcement/enable",
+            Some(&json!({"allowlist_ids": [id], "force": true}))
+        )
+        .status,
+        202
+    );
+    assert!(passes(&s.link, CLIENT_ALLOWED_V4));
+    assert!(!passes(&s.link, CLIENT_DENIED_V4));
+
+    let text = scrape(d);
+    assert_eq!(metric(&text, "allowlist_enforcing"), Some(1.0));
+    assert_eq!(metric(&text, "allowlist_pending_change"), Some(1.0));
+    let revert_in = metric(&text, "allowlist_pending_revert_seconds").expect("seconds to revert");
+    assert!(revert_in > 0.0 && revert_in <= 3.0, "{revert_in}");
+    assert!(
+        metric(
+            &text,
+            "allowlist_packets_total{mode=\"enforce\",verdict=\"dropped\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let hits = format!(
+        "allowlist_entry_hits_total{{allowlist_id=\"{id}\",entry_id=\"{v4_entry}\",cidr=\"{CLIENT_ALLOWED_V4}/32\"}}"
+    );
+    assert!(metric(&text, &hits).is_some_and(|n| n >= 1.0), "{text}");
+    let list_hits = format!(
+        "allowlist_allowlist_hits_total{{allowlist_id=\"{id}\",name=\"office\",enabled=\"true\"}}"
+    );
+    assert!(
+        metric(&text, &list_hits).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "allowlist_api_requests_total{route=\"/v1/allowlists\",status=\"201\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "allowlist_api_requests_total{route=\"/v1/enforcement/enable\",status=\"202\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "allowlist_api_requests_total{route=\"/v1/allowlists/{id}\",status=\"200\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&text, "allowlist_reverts_total"), Some(0.0));
+
+    std::thread::sleep(Duration::from_millis(3300));
+    let text = scrape(d);
+    assert_eq!(
+        metric(&text, "allowlist_reverts_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "allowlist_pending_change"), Some(0.0));
+    assert_eq!(metric(&text, "allowlist_enforcing"), Some(0.0));
+    assert_eq!(metric(&text, "allowlist_pending_revert_seconds"), Some(0.0));
+}

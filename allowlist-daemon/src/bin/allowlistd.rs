@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         AppState {
             service: service.clone(),
             token: Arc::new(token),
+            requests: Arc::default(),
         },
         config.max_body_bytes,
     );

@@ -1,0 +1,186 @@
+//! `GET /metrics`: the counters operators watch, in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use time::OffsetDateTime;
+
+use crate::service::{Service, ServiceError};
+
+/// Requests served by the API, by route and status code.
+pub type RequestCounts = BTreeMap<(String, u16), u64>;
+
+/// Escapes a label value: backslash, double quote and newline.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes one metric family's header.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render(service: &Service, requests: &RequestCounts) -> Result<String, ServiceError> {
+    let stats = service.stats()?;
+    let model = service.model();
+    let mut out = String::new();
+
+    family(
+        &mut out,
+        "allowlist_packets_total",
+        "counter",
+        "Packets seen by the XDP program, by verdict, with the program's current mode.",
+    );
+    for (verdict, value) in &stats.counters {
+        if *verdict == "flows_recorded" {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "allowlist_packets_total{{mode=\"{}\",verdict=\"{verdict}\"}} {value}",
+            service.mode_name()
+        );
+    }
+
+    family(
+        &mut out,
+        "allowlist_entry_hits_total",
+        "counter",
+        "Packets allowed by each allowlist entry.",
+    );
+    let mut per_list: BTreeMap<&str, u64> = BTreeMap::new();
+    for entry in &stats.entries {
+        *per_list.entry(entry.allowlist_id.as_str()).or_default() += entry.hits;
+        let _ = writeln!(
+            out,
+            "allowlist_entry_hits_total{{allowlist_id=\"{}\",entry_id=\"{}\",cidr=\"{}\"}} {}",
+            label(&entry.allowlist_id),
+            label(&entry.entry_id),
+            entry.cidr,
+            entry.hits
+        );
+    }
+    family(
+        &mut out,
+        "allowlist_allowlist_hits_total",
+        "counter",
+        "Packets allowed by each allowlist.",
+    );
+    for list in model.allowlists() {
+        let hits = per_list.get(list.id.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "allowlist_allowlist_hits_total{{allowlist_id=\"{}\",name=\"{}\",enabled=\"{}\"}} {hits}",
+            label(&list.id),
+            label(&list.name),
+            model.is_enabled(&list.id)
+        );
+    }
+    family(
+        &mut out,
+        "allowlist_always_allow_hits_total",
+        "counter",
+        "Packets allowed by each always-allow prefix.",
+    );
+    for prefix in &stats.always_allow {
+        let _ = writeln!(
+            out,
+            "allowlist_always_allow_hits_total{{cidr=\"{}\"}} {}",
+            prefix.cidr, prefix.hits
+        );
+    }
+
+    family(
+        &mut out,
+        "allowlist_enforcing",
+        "gauge",
+        "1 while some allowlist is enabled.",
+    );
+    let _ = writeln!(out, "allowlist_enforcing {}", u8::from(model.enforcing()));
+    family(
+        &mut out,
+        "allowlist_pending_change",
+        "gauge",
+        "1 while a change waits for acknowledgement.",
+    );
+    let _ = writeln!(
+        out,
+        "allowlist_pending_change {}",
+        u8::from(model.pending().is_some())
+    );
+    family(
+        &mut out,
+        "allowlist_pending_revert_seconds",
+        "gauge",
+        "Seconds until the pending change is reverted (0 when none is pending).",
+    );
+    let seconds = model.pending().map_or(0.0, |pending| {
+        (pending.revert_at - OffsetDateTime::now_utc())
+            .as_seconds_f64()
+            .max(0.0)
+    });
+    let _ = writeln!(out, "allowlist_pending_revert_seconds {seconds:.3}");
+    family(
+        &mut out,
+        "allowlist_reverts_total",
+        "counter",
+        "Changes reverted because they were not acknowledged in time.",
+    );
+    let _ = writeln!(out, "allowlist_reverts_total {}", service.reverts());
+
+    family(
+        &mut out,
+        "allowlist_flows",
+        "gauge",
+        "Flows the host started that are remembered for replies.",
+    );
+    let _ = writeln!(out, "allowlist_flows {}", stats.flows.live);
+    family(
+        &mut out,
+        "allowlist_flows_recorded_total",
+        "counter",
+        "Flows recorded by the egress program.",
+    );
+    let _ = writeln!(
+        out,
+        "allowlist_flows_recorded_total {}",
+        stats.flows.recorded
+    );
+    family(
+        &mut out,
+        "allowlist_flows_evicted_total",
+        "counter",
+        "Flows pushed out by newer ones because the map was full.",
+    );
+    let _ = writeln!(out, "allowlist_flows_evicted_total {}", stats.flows.evicted);
+
+    family(
+        &mut out,
+        "allowlist_api_requests_total",
+        "counter",
+        "Admin API requests, by route and status.",
+    );
+    for ((route, status), count) in requests {
+        let _ = writeln!(
+            out,
+            "allowlist_api_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+            label(route)
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
