@@ -331,6 +331,12 @@ impl Dataplane {
     ) -> Result<AttachedMode, DataplaneError> {
         let attached = self.attach_xdp(interface, mode)?;
         if self.current.replies != 0 {
+            let tcx = aya::util::KernelVersion::current()
+                .is_ok_and(|kernel| kernel >= aya::util::KernelVersion::new(6, 6, 0));
+            if !tcx {
+                // Before TCX, TC programs hang off a clsact qdisc; it may exist already.
+                let _ = aya::programs::tc::qdisc_add_clsact(interface);
+            }
             let egress = program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?
                 .attach(interface, TcAttachType::Egress)
                 .map_err(|source| DataplaneError::AttachEgress {
