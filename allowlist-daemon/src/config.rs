@@ -420,6 +420,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let example: Options = toml::from_str(include_str!("../../packaging/allowlistd.toml"))
+            .expect("packaging/allowlistd.toml parses");
+        let config = example.resolve().expect("resolves");
+        assert_eq!(config.interfaces, ["eth0"]);
+        assert_eq!(config.ack_min, Duration::from_secs(60));
+    }
+
+    #[test]
     fn bad_files_and_windows_are_refused() {
         assert!(toml::from_str::<Options>("unknown-key = 1").is_err());
         let err = toml::from_str::<Options>(r#"allow = ["10.0.0.1/8"]"#).expect_err("host bits");

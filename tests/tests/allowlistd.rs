@@ -165,3 +165,39 @@ fn a_config_file_supplies_the_flags() {
         7
     );
 }
+
+#[test]
+fn systemd_hears_ready_only_once_the_program_is_attached() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let socket_path = state.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    let mut daemon = Command::new("nsenter")
+        .arg(format!("--net={}", link.server.path()))
+        .arg(allowlistd_binary().expect("allowlistd binary"))
+        .args(["--iface", SERVER_IF, "--state-dir"])
+        .arg(state.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting allowlistd");
+    let mut message = [0u8; 256];
+    let received = socket.recv(&mut message);
+    let attached = link.server_has_xdp().expect("ip link");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let stopping = socket.recv(&mut [0u8; 256]);
+    let _ = daemon.wait();
+    let len = received.expect("READY=1 within 20 s");
+    assert_eq!(
+        std::str::from_utf8(&message[..len]).expect("utf-8").trim(),
+        "READY=1"
+    );
+    assert!(attached, "the program was attached when READY=1 arrived");
+    assert!(stopping.is_ok(), "STOPPING=1 on SIGTERM");
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: builds, runs and tests allowlist, installing what a fresh machine lacks.
 
+mod install;
 mod system;
 mod toolchain;
 
@@ -37,6 +38,15 @@ enum Task {
     },
     /// Measure the data path (as root) and write bench/RESULTS.md.
     Bench,
+    /// Install allowlistd and allowlistctl, the systemd unit and an example config.
+    Install {
+        /// Installation prefix of the binaries.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage everything under this directory instead of / (for packaging).
+        #[arg(long)]
+        destdir: Option<PathBuf>,
+    },
     /// Run every test (as root): unit tests, verdict tests in the kernel, end-to-end tests
     /// with real packets between network namespaces.
     Test {
@@ -65,6 +75,10 @@ fn main() -> anyhow::Result<()> {
             system::require_root("cargo xtask bench")?;
             build(true)?;
             run(Command::new("target/release/allowlist-bench").arg("bench/RESULTS.md"))
+        }
+        Task::Install { prefix, destdir } => {
+            build(true)?;
+            install::install(&prefix, destdir.as_deref())
         }
         Task::Test { args } => {
             system::require_root("cargo xtask test")?;

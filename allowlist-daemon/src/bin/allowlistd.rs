@@ -82,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(address = %config.listen, "admin API listening");
+    // systemd (Type=notify): ready once the program is attached and the API answers.
+    if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %err, "telling systemd we are ready");
+    }
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
     tokio::spawn(log_counters(service.clone(), config.stats_interval));
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("serving the admin API")?;
 
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
     log_counters_now(&service);
     service.dataplane_mut().detach_all().context("detaching")?;
