@@ -131,7 +131,7 @@ fn new_id(prefix: &'static str) -> String {
 impl Service {
     /// Restores the state from `store` (reverting a pending change whose time has passed) and
     /// makes `dataplane` enforce it.
-    pub fn start(config: &Config, dataplane: Dataplane, store: Store) -> anyhow::Result<Self> {
+    pub fn start(config: &Config, mut dataplane: Dataplane, store: Store) -> anyhow::Result<Self> {
         let capacity = entry_rule_capacity(config);
         let mut model = store.load()?.unwrap_or_default();
         model.set_default_scopes(config.protect.iter().copied().collect());
@@ -162,7 +162,6 @@ impl Service {
         if changed {
             store.save(&model)?;
         }
-        let mut dataplane = dataplane;
         dataplane.set_replies(config.replies)?;
         let mut service = Service {
             model,
