@@ -505,7 +505,7 @@ impl Dataplane {
     /// How full the flow map is.
     pub fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
         let live = self.flows.keys().filter(Result::is_ok).count() as u64;
-        let recorded = self.counters()?.get(Counter::FlowsRecorded);
+        let recorded = sum_per_cpu(&self.counters, MAP_COUNTERS, Counter::FlowsRecorded as u32)?;
         Ok(FlowStats {
             live,
             recorded,
@@ -553,53 +553,43 @@ impl Dataplane {
             }
         }
         for (net, rule) in diff.upserts {
-            match net {
-                IpNet::V4(v4) => self
-                    .allow_v4
-                    .insert(
-                        &Key::new(u32::from(v4.prefix_len()), v4.addr().octets()),
-                        rule,
-                        0,
-                    )
-                    .map_err(|source| DataplaneError::Map {
-                        name: MAP_ALLOW_V4,
-                        source,
-                    })?,
-                IpNet::V6(v6) => self
-                    .allow_v6
-                    .insert(
-                        &Key::new(u32::from(v6.prefix_len()), v6.addr().octets()),
-                        rule,
-                        0,
-                    )
-                    .map_err(|source| DataplaneError::Map {
-                        name: MAP_ALLOW_V6,
-                        source,
-                    })?,
-            }
+            self.write_prefix(net, Some(rule))?;
             self.installed.remove(&net);
             self.installed.insert(net, rule);
         }
         for net in diff.removals {
-            match net {
-                IpNet::V4(v4) => self
-                    .allow_v4
-                    .remove(&Key::new(u32::from(v4.prefix_len()), v4.addr().octets()))
-                    .map_err(|source| DataplaneError::Map {
-                        name: MAP_ALLOW_V4,
-                        source,
-                    })?,
-                IpNet::V6(v6) => self
-                    .allow_v6
-                    .remove(&Key::new(u32::from(v6.prefix_len()), v6.addr().octets()))
-                    .map_err(|source| DataplaneError::Map {
-                        name: MAP_ALLOW_V6,
-                        source,
-                    })?,
-            }
+            self.write_prefix(net, None)?;
             self.installed.remove(&net);
         }
         Ok(())
+    }
+
+    /// Inserts `net` with `rule` into its family's trie, or removes it when `rule` is `None`.
+    fn write_prefix(&mut self, net: IpNet, rule: Option<RuleId>) -> Result<(), DataplaneError> {
+        let prefix_len = u32::from(net.prefix_len());
+        let (name, result) = match (net, rule) {
+            (IpNet::V4(v4), Some(rule)) => (
+                MAP_ALLOW_V4,
+                self.allow_v4
+                    .insert(&Key::new(prefix_len, v4.addr().octets()), rule, 0),
+            ),
+            (IpNet::V4(v4), None) => (
+                MAP_ALLOW_V4,
+                self.allow_v4
+                    .remove(&Key::new(prefix_len, v4.addr().octets())),
+            ),
+            (IpNet::V6(v6), Some(rule)) => (
+                MAP_ALLOW_V6,
+                self.allow_v6
+                    .insert(&Key::new(prefix_len, v6.addr().octets()), rule, 0),
+            ),
+            (IpNet::V6(v6), None) => (
+                MAP_ALLOW_V6,
+                self.allow_v6
+                    .remove(&Key::new(prefix_len, v6.addr().octets())),
+            ),
+        };
+        result.map_err(|source| DataplaneError::Map { name, source })
     }
 
     /// The packet counters, summed over CPUs.
