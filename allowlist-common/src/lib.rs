@@ -9,11 +9,23 @@ pub const PROGRAM_NAME: &str = "allowlist";
 /// Name of the TC egress program that records the flows the host starts.
 pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
-/// Name of the [`Config`] array map (one entry, index 0).
+/// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
+/// never reuses pins of another version. Bump it with every change to a map or to this ABI.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// Policy generations kept side by side in the tries. The active policy and, while a change
+/// is pending, the one it reverts to are two; the third is where the next one is written
+/// before a single write to [`MAP_CONFIG_SLOT`] switches every CPU to it.
+pub const GENERATIONS: u32 = 3;
+
+/// Name of the [`Config`] array map: two slots, the one in use named by [`MAP_CONFIG_SLOT`].
 pub const MAP_CONFIG: &str = "CONFIG";
-/// Name of the IPv4 LPM trie: key `[u8; 4]` (network byte order), value a [`RuleId`].
+/// Name of the one-entry `u32` array that says which slot of [`MAP_CONFIG`] is in use. User
+/// space writes the other slot completely, then this: the one write that switches policy.
+pub const MAP_CONFIG_SLOT: &str = "CONFIG_SLOT";
+/// Name of the IPv4 LPM trie: key [`Ipv4Key`], value a [`RuleId`].
 pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
-/// Name of the IPv6 LPM trie: key `[u8; 16]` (network byte order), value a [`RuleId`].
+/// Name of the IPv6 LPM trie: key [`Ipv6Key`], value a [`RuleId`].
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 /// Name of the per-CPU packet counter array, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
@@ -22,7 +34,8 @@ pub const MAP_RULE_HITS: &str = "RULE_HITS";
 
 /// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].
 pub const MAP_FLOWS: &str = "FLOWS";
-/// Name of the protected-port bitmap: [`PROTECTED_PORT_WORDS`] `u64` words, TCP ports first.
+/// Name of the protected-port bitmaps: one of [`PROTECTED_PORT_WORDS`] `u64` words per
+/// generation (generation `g` starts at word `g * PROTECTED_PORT_WORDS`), TCP ports first.
 pub const MAP_PROTECTED_PORTS: &str = "PROTECTED_PORTS";
 
 /// Words of the protected-port bitmap: one bit per port, TCP then UDP.
@@ -50,10 +63,17 @@ pub const DEFAULT_MAX_RULES: u32 = 262_144;
 /// Identifies the rule (allowlist entry) that put a prefix into a trie; indexes [`MAP_RULE_HITS`].
 pub type RuleId = u32;
 
-/// Key of the IPv4 trie: the address bytes in network order.
+/// An IPv4 address in network byte order.
 pub type Ipv4Addr = [u8; 4];
-/// Key of the IPv6 trie: the address bytes in network order.
+/// An IPv6 address in network byte order.
 pub type Ipv6Addr = [u8; 16];
+/// Key data of the IPv4 trie: the generation, then the address bytes in network order. A
+/// prefix `a.b.c.d/n` of generation `g` is stored with prefix length `8 + n`.
+pub type Ipv4Key = [u8; 5];
+/// Key data of the IPv6 trie: the generation, then the address bytes in network order.
+pub type Ipv6Key = [u8; 17];
+/// Bits of the generation byte in front of a trie key.
+pub const GENERATION_BITS: u32 = 8;
 
 /// What the XDP program does with IP packets whose source is not allowed.
 ///
@@ -81,17 +101,34 @@ impl Mode {
     }
 }
 
-/// The program's runtime configuration: entry 0 of [`MAP_CONFIG`].
+/// One policy as the program enforces it: which generation of the tries, in which mode.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Enforcement {
+    /// The generation of the tries and port bitmap (below [`GENERATIONS`]).
+    pub generation: u32,
     /// A [`Mode`] as `u32`.
     pub mode: u32,
+    /// 1: only packets to protected ports (this generation's bitmap) are checked.
+    pub scoped: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// The program's runtime configuration: a slot of [`MAP_CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The policy in force.
+    pub active: Enforcement,
+    /// The policy a pending change reverts to; used once `revert_at_ns` has passed.
+    pub fallback: Enforcement,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at which the program falls back to `fallback`
+    /// by itself; 0 when no change is pending.
+    pub revert_at_ns: u64,
     /// 1: pass replies to flows the host started (recorded by the egress program).
     pub replies: u32,
-    /// 1: only packets to protected ports (see [`MAP_PROTECTED_PORTS`]) are checked.
-    pub scoped: u32,
-    /// Unused; keeps the layout free of padding.
+    /// Zero.
     pub reserved: u32,
     /// Idle time after which a TCP flow's replies are no longer passed.
     pub tcp_timeout_ns: u64,
@@ -99,6 +136,18 @@ pub struct Config {
     pub udp_timeout_ns: u64,
     /// Idle time after which an ICMP echo's replies are no longer passed.
     pub icmp_timeout_ns: u64,
+}
+
+impl Config {
+    /// The policy in force at monotonic time `now_ns`: the fallback once the revert deadline
+    /// has passed, else the active one.
+    pub const fn in_force(&self, now_ns: u64) -> &Enforcement {
+        if self.revert_at_ns != 0 && now_ns >= self.revert_at_ns {
+            &self.fallback
+        } else {
+            &self.active
+        }
+    }
 }
 
 /// A flow the host started, as seen from the host: the key of [`MAP_FLOWS`].

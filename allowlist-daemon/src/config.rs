@@ -113,6 +113,11 @@ pub struct Options {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Where the maps and links are pinned in bpffs, so that enforcement outlives the daemon
+    /// and a restart takes it over [default: /sys/fs/bpf/allowlist].
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
     /// Earliest acknowledgement of a change [default: 60s].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "from_str")]
@@ -214,6 +219,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// State directory.
     pub state_dir: PathBuf,
+    /// Pin directory in bpffs.
+    pub pin_dir: PathBuf,
     /// Earliest acknowledgement.
     pub ack_min: Duration,
     /// Latest acknowledgement.
@@ -242,6 +249,9 @@ pub struct Config {
     pub protect: Vec<PortScope>,
 }
 
+/// Where maps and links are pinned unless configured otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/allowlist";
+
 impl Options {
     /// Reads a TOML configuration file.
     pub fn from_file(path: &Path) -> anyhow::Result<Options> {
@@ -262,6 +272,7 @@ impl Options {
             mode: self.mode.or(file.mode),
             listen: self.listen.or(file.listen),
             state_dir: self.state_dir.or(file.state_dir),
+            pin_dir: self.pin_dir.or(file.pin_dir),
             ack_min: self.ack_min.or(file.ack_min),
             ack_max: self.ack_max.or(file.ack_max),
             token_file: self.token_file.or(file.token_file),
@@ -298,6 +309,9 @@ impl Options {
                 .token_file
                 .unwrap_or_else(|| state_dir.join("admin.token")),
             state_dir,
+            pin_dir: self
+                .pin_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
             ack_min: self.ack_min.map_or(Duration::from_secs(60), |d| d.0),
             ack_max: self.ack_max.map_or(Duration::from_secs(120), |d| d.0),
             protect_ports: if self.protect_port.is_empty() {

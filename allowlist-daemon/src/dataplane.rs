@@ -2,25 +2,32 @@
 //! attaches it to interfaces, writes the policy into the LPM tries, sets the mode and reads
 //! the counters.
 
-use std::fmt;
-
 use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use allowlist_common::{
-    Config, Counter, EGRESS_PROGRAM_NAME, FlowKey, FlowState, MAP_ALLOW_V4, MAP_ALLOW_V6,
-    MAP_CONFIG, MAP_COUNTERS, MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME,
+    Config, Counter, EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS,
+    Ipv4Key, Ipv6Key, LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_CONFIG_SLOT,
+    MAP_COUNTERS, MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME,
     PROTECTED_PORT_WORDS, RuleId,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, MapType, PerCpuArray, PerCpuValues,
+        lpm_trie::Key,
+    },
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp,
-        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
 };
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::policy::{Policy, PortScope, Transport};
 
@@ -108,15 +115,8 @@ pub enum AttachedMode {
     Native,
     /// Generic (skb) mode.
     Skb,
-}
-
-impl AttachedMode {
-    fn flags(self) -> aya::programs::XdpMode {
-        match self {
-            AttachedMode::Native => aya::programs::XdpMode::Driver,
-            AttachedMode::Skb => aya::programs::XdpMode::Skb,
-        }
-    }
+    /// A link an earlier daemon pinned, now running this program (in the mode it was made in).
+    Adopted,
 }
 
 impl fmt::Display for AttachedMode {
@@ -124,6 +124,7 @@ impl fmt::Display for AttachedMode {
         f.write_str(match self {
             AttachedMode::Native => "native",
             AttachedMode::Skb => "skb",
+            AttachedMode::Adopted => "adopted",
         })
     }
 }
@@ -212,15 +213,32 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
-    /// Detaching from an interface failed.
-    #[error("detaching from {interface}")]
-    Detach {
-        /// The interface.
-        interface: String,
+    /// The kernel gave a link that cannot be pinned (XDP and TCX links need Linux 6.6).
+    #[error("the kernel attached to {0} without a BPF link; pinning needs Linux 6.6 or later")]
+    LinkKind(String),
+    /// A pin could not be made, read or removed.
+    #[error("{action} {path}")]
+    Pin {
+        /// What was being done.
+        action: &'static str,
+        /// The pin or directory.
+        path: PathBuf,
         /// What failed.
         #[source]
-        source: ProgramError,
+        source: std::io::Error,
     },
+    /// The BPF file system is missing and could not be mounted.
+    #[error("the BPF file system at {path}")]
+    Bpffs {
+        /// Where it was expected.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every policy generation is in use (a bug: there is always one free).
+    #[error("no free policy generation")]
+    NoFreeGeneration,
     /// The possible CPUs could not be read.
     #[error("reading the possible CPUs")]
     Cpus(#[source] std::io::Error),
@@ -247,6 +265,44 @@ pub enum DataplaneError {
     },
 }
 
+/// What the program enforces: a policy, the ports it protects, and the mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforcement {
+    /// The allowed prefixes and their rules.
+    pub policy: Policy,
+    /// The protected ports; empty: every port is checked.
+    pub scopes: BTreeSet<PortScope>,
+    /// What happens to packets from sources outside the policy.
+    pub mode: Mode,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Enforcement {
+            policy: Policy::new(),
+            scopes: BTreeSet::new(),
+            mode: Mode::Off,
+        }
+    }
+}
+
+/// What the kernel enforces, as read back from its maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelState {
+    /// The policy in force unless a pending change has passed its deadline.
+    pub active: Enforcement,
+    /// While a change is pending: the policy the program falls back to, and how long until it
+    /// does (zero: it already has).
+    pub fallback: Option<(Enforcement, Duration)>,
+}
+
+/// One generation of the tries and port bitmaps, as written to the kernel.
+#[derive(Debug, Clone, Default)]
+struct Generation {
+    policy: Policy,
+    scopes: BTreeSet<PortScope>,
+}
+
 /// One attachment of the program to an interface.
 #[derive(Debug)]
 pub struct Attachment {
@@ -254,118 +310,383 @@ pub struct Attachment {
     pub interface: String,
     /// The mode the attachment got.
     pub mode: AttachedMode,
-    link: XdpLinkId,
-    egress: Option<SchedClassifierLinkId>,
+    /// The XDP link; pinned links outlive this handle.
+    _link: FdLink,
+    /// The egress link, when replies pass.
+    _egress: Option<FdLink>,
 }
 
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
     config: Array<MapData, ConfigValue>,
-    allow_v4: LpmTrie<MapData, [u8; 4], RuleId>,
-    allow_v6: LpmTrie<MapData, [u8; 16], RuleId>,
+    config_slot: Array<MapData, u32>,
+    allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
+    allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
     counters: PerCpuArray<MapData, u64>,
     rule_hits: PerCpuArray<MapData, u64>,
     protected_ports: Array<MapData, u64>,
-    protected_words: Vec<u64>,
+    port_words: Vec<u64>,
     flows: HashMap<MapData, FlowKeyValue, FlowStateValue>,
+    generations: Vec<Generation>,
+    slot: u32,
     current: Config,
     max_rules: u32,
-    installed: Policy,
+    pins: Option<Pins>,
     attachments: Vec<Attachment>,
 }
 
+/// Where the maps and links are pinned.
+struct Pins {
+    /// The directory of this layout version.
+    dir: PathBuf,
+    /// Directories of other layout versions, whose links are taken over and then removed.
+    stale: Vec<PathBuf>,
+}
+
+/// Prefixes a trie holds: [`GENERATIONS`] policies of up to `max_rules` prefixes each.
+fn trie_capacity(max_rules: u32) -> u32 {
+    max_rules.saturating_mul(GENERATIONS)
+}
+
 impl Dataplane {
-    /// Loads the programs and creates their maps with room for `max_rules` prefixes per
-    /// address family and `max_flows` recorded flows. The program starts in [`Mode::Off`] with
-    /// an empty policy, replies passed with the default timeouts, no scopes, and is not
-    /// attached.
+    /// Loads the programs and creates their own maps, not pinned, with room for `max_rules`
+    /// prefixes per address family and policy and `max_flows` recorded flows. The program
+    /// starts in [`Mode::Off`] with an empty policy, replies passed with the default timeouts,
+    /// no scopes, and is not attached; it is detached when dropped.
     pub fn load(max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_ALLOW_V4, max_rules)
-            .map_max_entries(MAP_ALLOW_V6, max_rules)
+        let mut dataplane = Self::load_with(None, max_rules, max_flows)?;
+        dataplane.set_replies(Replies::default())?;
+        Ok(dataplane)
+    }
+
+    /// Loads the programs with their maps pinned under `<pin_root>/v<LAYOUT_VERSION>`
+    /// (mounting bpffs at `/sys/fs/bpf` if it is missing). Maps pinned there by an earlier
+    /// daemon are reused, policy, counters and flows included, when their layout matches;
+    /// otherwise they are replaced, with a log line saying why. Links pinned there (or under
+    /// another layout version) are taken over by [`Dataplane::attach`] without a gap.
+    pub fn open(pin_root: &Path, max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
+        mount_bpffs_if_missing(pin_root)?;
+        let dir = pin_root.join(format!("v{LAYOUT_VERSION}"));
+        std::fs::create_dir_all(&dir).map_err(|source| DataplaneError::Pin {
+            action: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut stale = Vec::new();
+        for entry in read_dir(pin_root)? {
+            if entry != dir {
+                tracing::warn!(
+                    path = %entry.display(),
+                    "pins of another layout version: not reused; their links are taken over \
+                     and the pins removed"
+                );
+                stale.push(entry);
+            }
+        }
+        if let Some(problem) = incompatible_pins(&dir, max_rules, max_flows)? {
+            tracing::warn!(
+                path = %dir.display(),
+                problem,
+                "pinned maps do not fit this configuration: replacing them (policy rewritten from \
+                 the state on disk, counters and flows start over)"
+            );
+            for name in MAP_NAMES {
+                remove_pin(&dir.join(name))?;
+            }
+        }
+        let mut dataplane = Self::load_with(Some(Pins { dir, stale }), max_rules, max_flows)?;
+        dataplane.read_kernel()?;
+        Ok(dataplane)
+    }
+
+    fn load_with(pins: Option<Pins>, max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))
+            .map_max_entries(MAP_ALLOW_V6, trie_capacity(max_rules))
             .map_max_entries(MAP_RULE_HITS, max_rules)
-            .map_max_entries(MAP_FLOWS, max_flows)
-            .load(OBJECT)
-            .map_err(DataplaneError::Load)?;
+            .map_max_entries(MAP_FLOWS, max_flows);
+        if let Some(pins) = &pins {
+            for name in MAP_NAMES {
+                loader.map_pin_path(name, pins.dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(DataplaneError::Load)?;
         program_mut::<Xdp>(&mut ebpf, PROGRAM_NAME)?
             .load()
             .map_err(DataplaneError::Program)?;
         program_mut::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME)?
             .load()
             .map_err(DataplaneError::Program)?;
-        let mut dataplane = Self {
+        Ok(Self {
             protected_ports: take_map(&mut ebpf, MAP_PROTECTED_PORTS)?,
-            protected_words: vec![0; PROTECTED_PORT_WORDS as usize],
+            port_words: vec![0; (GENERATIONS * PROTECTED_PORT_WORDS) as usize],
             flows: take_map(&mut ebpf, MAP_FLOWS)?,
-            current: Config {
-                mode: Mode::Off as u32,
-                replies: 0,
-                scoped: 0,
-                reserved: 0,
-                tcp_timeout_ns: 0,
-                udp_timeout_ns: 0,
-                icmp_timeout_ns: 0,
-            },
             config: take_map(&mut ebpf, MAP_CONFIG)?,
+            config_slot: take_map(&mut ebpf, MAP_CONFIG_SLOT)?,
             allow_v4: take_map(&mut ebpf, MAP_ALLOW_V4)?,
             allow_v6: take_map(&mut ebpf, MAP_ALLOW_V6)?,
             counters: take_map(&mut ebpf, MAP_COUNTERS)?,
             rule_hits: take_map(&mut ebpf, MAP_RULE_HITS)?,
             ebpf,
+            generations: vec![Generation::default(); GENERATIONS as usize],
+            slot: 0,
+            current: Config::default(),
             max_rules,
-            installed: Policy::new(),
+            pins,
             attachments: Vec::new(),
-        };
-        dataplane.set_replies(Replies::default())?;
-        Ok(dataplane)
+        })
+    }
+
+    /// Reads what pinned maps hold: the configuration in use, every generation's prefixes
+    /// and port bitmap. Keys that fit no generation are removed.
+    fn read_kernel(&mut self) -> Result<(), DataplaneError> {
+        let map_err = |name| move |source| DataplaneError::Map { name, source };
+        self.slot = self.config_slot.get(&0, 0).map_err(map_err(MAP_CONFIG_SLOT))? & 1;
+        self.current = self
+            .config
+            .get(&self.slot, 0)
+            .map_err(map_err(MAP_CONFIG))?
+            .0;
+        let mut strays4 = Vec::new();
+        for item in self.allow_v4.iter() {
+            let (key, rule) = item.map_err(map_err(MAP_ALLOW_V4))?;
+            let [generation, a, b, c, d] = key.data();
+            let net = key
+                .prefix_len()
+                .checked_sub(GENERATION_BITS)
+                .and_then(|len| Ipv4Net::new(Ipv4Addr::new(a, b, c, d), len as u8).ok());
+            match (net, self.generations.get_mut(usize::from(generation))) {
+                (Some(net), Some(slot)) => {
+                    slot.policy.insert(IpNet::V4(net), rule);
+                }
+                _ => strays4.push(key),
+            }
+        }
+        let mut strays6 = Vec::new();
+        for item in self.allow_v6.iter() {
+            let (key, rule) = item.map_err(map_err(MAP_ALLOW_V6))?;
+            let data = key.data();
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&data[1..]);
+            let net = key
+                .prefix_len()
+                .checked_sub(GENERATION_BITS)
+                .and_then(|len| Ipv6Net::new(Ipv6Addr::from(octets), len as u8).ok());
+            match (net, self.generations.get_mut(usize::from(data[0]))) {
+                (Some(net), Some(slot)) => {
+                    slot.policy.insert(IpNet::V6(net), rule);
+                }
+                _ => strays6.push(key),
+            }
+        }
+        for key in strays4 {
+            self.allow_v4.remove(&key).map_err(map_err(MAP_ALLOW_V4))?;
+        }
+        for key in strays6 {
+            self.allow_v6.remove(&key).map_err(map_err(MAP_ALLOW_V6))?;
+        }
+        for (index, word) in (0u32..).zip(self.port_words.iter_mut()) {
+            *word = self
+                .protected_ports
+                .get(&index, 0)
+                .map_err(map_err(MAP_PROTECTED_PORTS))?;
+        }
+        for (generation, words) in self
+            .generations
+            .iter_mut()
+            .zip(self.port_words.chunks(PROTECTED_PORT_WORDS as usize))
+        {
+            generation.scopes = scopes_of(words);
+        }
+        Ok(())
     }
 
     /// Attaches the XDP program to `interface` and, when replies pass, the egress program
-    /// that records the host's flows. In [`XdpMode::Auto`], tries native mode first and falls
-    /// back to skb mode.
+    /// that records the host's flows. A link pinned by an earlier daemon is taken over: the
+    /// interface switches to this program in one step. Otherwise, in [`XdpMode::Auto`], native
+    /// mode is tried first, then skb mode.
     pub fn attach(
         &mut self,
         interface: &str,
         mode: XdpMode,
     ) -> Result<AttachedMode, DataplaneError> {
-        let attached = self.attach_xdp(interface, mode)?;
-        if self.current.replies != 0 {
-            let tcx = aya::util::KernelVersion::current()
-                .is_ok_and(|kernel| kernel >= aya::util::KernelVersion::new(6, 6, 0));
-            if !tcx {
-                // Before TCX, TC programs hang off a clsact qdisc; it may exist already.
-                let _ = aya::programs::tc::qdisc_add_clsact(interface);
+        let xdp_pin = format!("xdp_{interface}");
+        let (link, attached) = match self.adopt::<Xdp, XdpLink>(PROGRAM_NAME, &xdp_pin)? {
+            Some(link) => (link, AttachedMode::Adopted),
+            None => {
+                let (link, attached) = self.attach_xdp(interface, mode)?;
+                (self.pin_link(link, &xdp_pin)?, attached)
             }
-            let egress = program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?
-                .attach(interface, TcAttachType::Egress)
-                .map_err(|source| DataplaneError::AttachEgress {
-                    interface: interface.to_owned(),
-                    source,
-                });
-            match egress {
-                Ok(link) => {
-                    if let Some(last) = self.attachments.last_mut() {
-                        last.egress = Some(link);
+        };
+        let egress_pin = format!("egress_{interface}");
+        let egress = if self.current.replies != 0 {
+            let link = match self.adopt::<SchedClassifier, SchedClassifierLink>(
+                EGRESS_PROGRAM_NAME,
+                &egress_pin,
+            )? {
+                Some(link) => link,
+                None => match self.attach_egress(interface) {
+                    Ok(link) => self.pin_link(link, &egress_pin)?,
+                    Err(err) => {
+                        if attached != AttachedMode::Adopted {
+                            self.unpin_link(&xdp_pin)?;
+                        }
+                        return Err(err);
                     }
+                },
+            };
+            Some(link)
+        } else {
+            self.unpin_link(&egress_pin)?;
+            None
+        };
+        self.attachments.push(Attachment {
+            interface: interface.to_owned(),
+            mode: attached,
+            _link: link,
+            _egress: egress,
+        });
+        Ok(attached)
+    }
+
+    /// Detaches from every interface not in `interfaces` that an earlier daemon attached to,
+    /// and removes pins of other layout versions. Call after [`Dataplane::attach`]ing to every
+    /// configured interface.
+    pub fn release_others(&mut self, interfaces: &[String]) -> Result<(), DataplaneError> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        for path in read_dir(&pins.dir)? {
+            let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            let interface = name
+                .strip_prefix("xdp_")
+                .or_else(|| name.strip_prefix("egress_"));
+            if let Some(interface) = interface
+                && !interfaces.iter().any(|configured| configured == interface)
+            {
+                tracing::warn!(interface, pin = %path.display(), "no longer configured: detached");
+                remove_pin(&path)?;
+            }
+        }
+        for dir in &pins.stale {
+            tracing::warn!(path = %dir.display(), "removed the pins of another layout version");
+            std::fs::remove_dir_all(dir).map_err(|source| DataplaneError::Pin {
+                action: "removing",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Takes over the link pinned as `file` (in this layout's directory, else in another's),
+    /// pointing it at this object's program `program`; `None` when there is none or it is
+    /// defunct (its pin is then removed).
+    fn adopt<P, L>(
+        &mut self,
+        program: &'static str,
+        file: &str,
+    ) -> Result<Option<FdLink>, DataplaneError>
+    where
+        P: LinkOwner<L>,
+        L: TryFrom<FdLink, Error = aya::programs::links::LinkError>,
+        for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        let Some(pins) = &self.pins else {
+            return Ok(None);
+        };
+        let candidates: Vec<PathBuf> = std::iter::once(&pins.dir)
+            .chain(&pins.stale)
+            .map(|dir| dir.join(file))
+            .filter(|path| path.exists())
+            .collect();
+        let own = pins.dir.join(file);
+        for path in candidates {
+            let adopted = PinnedLink::from_pin(&path)
+                .map_err(std::io::Error::other)
+                .and_then(|pinned| {
+                    let link = L::try_from(FdLink::from(pinned)).map_err(std::io::Error::other)?;
+                    let program = program_mut::<P>(&mut self.ebpf, program)
+                        .map_err(std::io::Error::other)?;
+                    P::take_over(program, link).map_err(std::io::Error::other)
+                });
+            match adopted {
+                Ok(link) => {
+                    if path != own {
+                        let pinned = link.pin(&own).map_err(|err| DataplaneError::Pin {
+                            action: "pinning",
+                            path: own.clone(),
+                            source: std::io::Error::other(err),
+                        })?;
+                        remove_pin(&path)?;
+                        return Ok(Some(FdLink::from(pinned)));
+                    }
+                    return Ok(Some(link));
                 }
                 Err(err) => {
-                    if let Some(xdp_only) = self.attachments.pop() {
-                        let _ =
-                            program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?.detach(xdp_only.link);
-                    }
-                    return Err(err);
+                    tracing::warn!(
+                        pin = %path.display(),
+                        error = %err,
+                        "a pinned link could not be taken over (its interface may be gone): removed"
+                    );
+                    remove_pin(&path)?;
                 }
             }
         }
-        Ok(attached)
+        Ok(None)
+    }
+
+    /// Pins `link` as `file` when pinning; returns it either way.
+    fn pin_link(&self, link: FdLink, file: &str) -> Result<FdLink, DataplaneError> {
+        let Some(pins) = &self.pins else {
+            return Ok(link);
+        };
+        let path = pins.dir.join(file);
+        link.pin(&path)
+            .map(FdLink::from)
+            .map_err(|err| DataplaneError::Pin {
+                action: "pinning",
+                path,
+                source: std::io::Error::other(err),
+            })
+    }
+
+    /// Removes the pin `file` of this layout, if any: the link goes when nothing holds it.
+    fn unpin_link(&self, file: &str) -> Result<(), DataplaneError> {
+        match &self.pins {
+            Some(pins) => remove_pin(&pins.dir.join(file)),
+            None => Ok(()),
+        }
+    }
+
+    fn attach_egress(&mut self, interface: &str) -> Result<FdLink, DataplaneError> {
+        let tcx = aya::util::KernelVersion::current()
+            .is_ok_and(|kernel| kernel >= aya::util::KernelVersion::new(6, 6, 0));
+        if !tcx {
+            // Before TCX, TC programs hang off a clsact qdisc; it may exist already.
+            let _ = aya::programs::tc::qdisc_add_clsact(interface);
+        }
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?;
+        let attach_error = |source| DataplaneError::AttachEgress {
+            interface: interface.to_owned(),
+            source,
+        };
+        let id = program
+            .attach(interface, TcAttachType::Egress)
+            .map_err(attach_error)?;
+        let link = program.take_link(id).map_err(attach_error)?;
+        FdLink::try_from(link).map_err(|_| DataplaneError::LinkKind(interface.to_owned()))
     }
 
     fn attach_xdp(
         &mut self,
         interface: &str,
         mode: XdpMode,
-    ) -> Result<AttachedMode, DataplaneError> {
+    ) -> Result<(FdLink, AttachedMode), DataplaneError> {
         let attempts: &[AttachedMode] = match mode {
             XdpMode::Auto => &[AttachedMode::Native, AttachedMode::Skb],
             XdpMode::Native => &[AttachedMode::Native],
@@ -374,15 +695,16 @@ impl Dataplane {
         let program = program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?;
         let mut failure = None;
         for &attempt in attempts {
-            match program.attach(interface, attempt.flags()) {
-                Ok(link) => {
-                    self.attachments.push(Attachment {
-                        interface: interface.to_owned(),
-                        mode: attempt,
-                        link,
-                        egress: None,
-                    });
-                    return Ok(attempt);
+            let flags = match attempt {
+                AttachedMode::Skb => aya::programs::XdpMode::Skb,
+                _ => aya::programs::XdpMode::Driver,
+            };
+            match program.attach(interface, flags) {
+                Ok(id) => {
+                    let link = program.take_link(id).map_err(DataplaneError::Program)?;
+                    let link = FdLink::try_from(link)
+                        .map_err(|_| DataplaneError::LinkKind(interface.to_owned()))?;
+                    return Ok((link, attempt));
                 }
                 Err(err @ ProgramError::UnknownInterface { .. }) => {
                     failure = Some(err);
@@ -412,40 +734,231 @@ impl Dataplane {
         &self.attachments
     }
 
-    /// Detaches the programs from every interface.
-    pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        for attachment in std::mem::take(&mut self.attachments) {
-            if let Some(egress) = attachment.egress {
-                program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?
-                    .detach(egress)
-                    .map_err(|source| DataplaneError::Detach {
-                        interface: attachment.interface.clone(),
-                        source,
-                    })?;
-            }
-            program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?
-                .detach(attachment.link)
-                .map_err(|source| DataplaneError::Detach {
-                    interface: attachment.interface.clone(),
-                    source,
+    /// Removes everything pinned under `pin_root` (every layout version): the links go, so
+    /// the programs are detached from their interfaces, and the maps with them. Returns the
+    /// paths removed. Run it with the daemon stopped: a running daemon still holds its links.
+    pub fn teardown(pin_root: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+        if !pin_root.exists() {
+            return Ok(Vec::new());
+        }
+        let mut removed = Vec::new();
+        for dir in read_dir(pin_root)? {
+            removed.extend(read_dir(&dir).unwrap_or_default());
+        }
+        std::fs::remove_dir_all(pin_root).map_err(|source| DataplaneError::Pin {
+            action: "removing",
+            path: pin_root.to_owned(),
+            source,
+        })?;
+        Ok(removed)
+    }
+
+    /// What the kernel enforces now.
+    pub fn kernel_state(&self) -> KernelState {
+        let active = self.enforcement(&self.current.active);
+        let fallback = (self.current.revert_at_ns != 0).then(|| {
+            let remaining = self.current.revert_at_ns.saturating_sub(monotonic_now_ns());
+            (
+                self.enforcement(&self.current.fallback),
+                Duration::from_nanos(remaining),
+            )
+        });
+        KernelState { active, fallback }
+    }
+
+    fn enforcement(&self, raw: &allowlist_common::Enforcement) -> Enforcement {
+        let generation = self
+            .generations
+            .get(raw.generation as usize)
+            .cloned()
+            .unwrap_or_default();
+        Enforcement {
+            policy: generation.policy,
+            scopes: if raw.scoped != 0 {
+                generation.scopes
+            } else {
+                BTreeSet::new()
+            },
+            mode: Mode::from_raw(raw.mode),
+        }
+    }
+
+    /// Makes the kernel enforce `active` and, when `fallback` is given, fall back by itself to
+    /// its policy once its delay has passed. Every policy is written completely into a
+    /// generation no packet uses, then one write switches every CPU to the new configuration:
+    /// no packet sees a half-written policy. On error the kernel still enforces what it did.
+    pub fn install(
+        &mut self,
+        active: &Enforcement,
+        fallback: Option<(&Enforcement, Duration)>,
+    ) -> Result<(), DataplaneError> {
+        self.check_fits(&active.policy)?;
+        let Some((fallback, delay)) = fallback else {
+            let generation = self.place(active, None)?;
+            return self.switch(Config {
+                active: raw_enforcement(generation, active),
+                fallback: allowlist_common::Enforcement::default(),
+                revert_at_ns: 0,
+                ..self.current
+            });
+        };
+        self.check_fits(&fallback.policy)?;
+        let deadline = monotonic_now_ns()
+            .saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX))
+            .max(1);
+        let back = self.place(fallback, None)?;
+        let front = match self.place(active, Some(back)) {
+            Err(DataplaneError::NoFreeGeneration) => {
+                // The two generations in force are both needed until the new fallback is: switch
+                // to it first (same active policy), which frees the old one.
+                self.switch(Config {
+                    fallback: raw_enforcement(back, fallback),
+                    revert_at_ns: deadline,
+                    ..self.current
                 })?;
+                self.place(active, Some(back))?
+            }
+            other => other?,
+        };
+        self.switch(Config {
+            active: raw_enforcement(front, active),
+            fallback: raw_enforcement(back, fallback),
+            revert_at_ns: deadline,
+            ..self.current
+        })
+    }
+
+    /// A generation holding `want`: one that already does, else the free generation (not
+    /// in force, not `keep`) needing the fewest writes, written now.
+    fn place(&mut self, want: &Enforcement, keep: Option<u32>) -> Result<u32, DataplaneError> {
+        let scopes = if want.scopes.is_empty() {
+            None
+        } else {
+            Some(&want.scopes)
+        };
+        let holds = |generation: &Generation| {
+            generation.policy == want.policy
+                && scopes.is_none_or(|scopes| &generation.scopes == scopes)
+        };
+        if let Some(found) = (0u32..).zip(&self.generations).find(|(_, g)| holds(g)) {
+            return Ok(found.0);
+        }
+        let in_force = self.generations_in_force();
+        let (generation, diff) = (0..GENERATIONS)
+            .filter(|g| !in_force.contains(g) && Some(*g) != keep)
+            .map(|g| (g, self.generations[g as usize].policy.diff(&want.policy)))
+            .min_by_key(|(_, diff)| diff.upserts.len() + diff.removals.len())
+            .ok_or(DataplaneError::NoFreeGeneration)?;
+        // No packet uses this generation: removals first keep the trie within its capacity.
+        for net in diff.removals {
+            self.write_prefix(generation, net, None)?;
+            self.generations[generation as usize].policy.remove(&net);
+        }
+        for (net, rule) in diff.upserts {
+            self.write_prefix(generation, net, Some(rule))?;
+            let policy = &mut self.generations[generation as usize].policy;
+            policy.remove(&net);
+            policy.insert(net, rule);
+        }
+        if let Some(scopes) = scopes {
+            self.write_scopes(generation, scopes)?;
+        }
+        Ok(generation)
+    }
+
+    /// The generations the program may read now.
+    fn generations_in_force(&self) -> Vec<u32> {
+        let mut used = vec![self.current.active.generation];
+        if self.current.revert_at_ns != 0 {
+            used.push(self.current.fallback.generation);
+        }
+        used
+    }
+
+    /// Refuses a policy that does not fit one generation.
+    fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
+        if let Some((_, rule)) = policy.iter().find(|(_, rule)| **rule >= self.max_rules) {
+            return Err(DataplaneError::RuleOutOfRange {
+                rule: *rule,
+                capacity: self.max_rules,
+            });
+        }
+        let (v4, v6) = policy.len_by_family();
+        for (family, needed) in [(4, v4), (6, v6)] {
+            if needed > self.max_rules as usize {
+                return Err(DataplaneError::CapacityExceeded {
+                    family,
+                    needed,
+                    capacity: self.max_rules,
+                });
+            }
         }
         Ok(())
     }
 
-    /// Sets what the program does with packets from sources outside the policy.
+    /// Writes `config` into the slot not in use, then switches to it: the one write after
+    /// which every CPU reads the new configuration.
+    fn switch(&mut self, config: Config) -> Result<(), DataplaneError> {
+        if config == self.current {
+            return Ok(());
+        }
+        let next = self.slot ^ 1;
+        self.config
+            .set(next, ConfigValue(config), 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_CONFIG,
+                source,
+            })?;
+        self.config_slot
+            .set(0, next, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_CONFIG_SLOT,
+                source,
+            })?;
+        self.slot = next;
+        self.current = config;
+        Ok(())
+    }
+
+    /// The policy in force (without a pending fallback), for callers that set one part of it.
+    fn active(&self) -> Enforcement {
+        self.enforcement(&self.current.active)
+    }
+
+    /// Makes `policy` the policy in force, keeping mode and scopes; clears a pending fallback.
+    pub fn apply(&mut self, policy: &Policy) -> Result<(), DataplaneError> {
+        let enforcement = Enforcement {
+            policy: policy.clone(),
+            ..self.active()
+        };
+        self.install(&enforcement, None)
+    }
+
+    /// Sets what the program does with packets from sources outside the policy; clears a
+    /// pending fallback.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), DataplaneError> {
-        self.write_config(Config {
-            mode: mode as u32,
-            ..self.current
-        })
+        let enforcement = Enforcement {
+            mode,
+            ..self.active()
+        };
+        self.install(&enforcement, None)
+    }
+
+    /// Limits the check to packets to these local ports (and what could hide a port); an
+    /// empty set checks every packet. Clears a pending fallback.
+    pub fn set_scopes(&mut self, scopes: &BTreeSet<PortScope>) -> Result<(), DataplaneError> {
+        let enforcement = Enforcement {
+            scopes: scopes.clone(),
+            ..self.active()
+        };
+        self.install(&enforcement, None)
     }
 
     /// Sets whether and how long replies to the host's own flows pass. Takes effect at once
     /// for the check; the egress program is attached (or not) by [`Dataplane::attach`].
     pub fn set_replies(&mut self, replies: Replies) -> Result<(), DataplaneError> {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.write_config(Config {
+        self.switch(Config {
             replies: u32::from(replies.enabled),
             tcp_timeout_ns: nanos(replies.tcp_timeout),
             udp_timeout_ns: nanos(replies.udp_timeout),
@@ -454,15 +967,12 @@ impl Dataplane {
         })
     }
 
-    /// Limits the check to packets to these local ports (and what could hide a port); an
-    /// empty set checks every packet. The bitmap is complete before the switch is flipped.
-    pub fn set_scopes(&mut self, scopes: &BTreeSet<PortScope>) -> Result<(), DataplaneError> {
-        if scopes.is_empty() {
-            self.write_config(Config {
-                scoped: 0,
-                ..self.current
-            })?;
-        }
+    /// Writes `generation`'s port bitmap.
+    fn write_scopes(
+        &mut self,
+        generation: u32,
+        scopes: &BTreeSet<PortScope>,
+    ) -> Result<(), DataplaneError> {
         let mut words = vec![0u64; PROTECTED_PORT_WORDS as usize];
         for scope in scopes {
             let half = match scope.transport {
@@ -471,34 +981,19 @@ impl Dataplane {
             };
             words[half + usize::from(scope.port / 64)] |= 1 << (scope.port % 64);
         }
-        for (index, word) in (0u32..).zip(&words) {
-            if self.protected_words[index as usize] != *word {
+        let base = generation * PROTECTED_PORT_WORDS;
+        for (index, word) in (base..).zip(&words) {
+            if self.port_words[index as usize] != *word {
                 self.protected_ports
                     .set(index, word, 0)
                     .map_err(|source| DataplaneError::Map {
                         name: MAP_PROTECTED_PORTS,
                         source,
                     })?;
-                self.protected_words[index as usize] = *word;
+                self.port_words[index as usize] = *word;
             }
         }
-        if !scopes.is_empty() {
-            self.write_config(Config {
-                scoped: 1,
-                ..self.current
-            })?;
-        }
-        Ok(())
-    }
-
-    fn write_config(&mut self, config: Config) -> Result<(), DataplaneError> {
-        self.config
-            .set(0, ConfigValue(config), 0)
-            .map_err(|source| DataplaneError::Map {
-                name: MAP_CONFIG,
-                source,
-            })?;
-        self.current = config;
+        self.generations[generation as usize].scopes = scopes.clone();
         Ok(())
     }
 
@@ -513,81 +1008,41 @@ impl Dataplane {
         })
     }
 
-    /// The policy currently in the kernel.
+    /// The policy in force in the kernel (not counting a pending fallback).
     pub fn installed(&self) -> &Policy {
-        &self.installed
+        &self.generations[self.current.active.generation as usize % self.generations.len()].policy
     }
 
-    /// Makes `target` the policy in the kernel, writing only the difference: additions and
-    /// changes first, removals last, so an address allowed before and after is never dropped
-    /// in between. On error the kernel holds a superset of the old policy's entries that
-    /// [`Dataplane::installed`] describes exactly.
-    pub fn apply(&mut self, target: &Policy) -> Result<(), DataplaneError> {
-        let diff = self.installed.diff(target);
-        if let Some((_, rule)) = diff
-            .upserts
-            .iter()
-            .find(|(_, rule)| *rule >= self.max_rules)
-        {
-            return Err(DataplaneError::RuleOutOfRange {
-                rule: *rule,
-                capacity: self.max_rules,
-            });
-        }
-        let (mut v4, mut v6) = self.installed.len_by_family();
-        for (net, _) in &diff.upserts {
-            if !self.installed.contains(net) {
-                match net {
-                    IpNet::V4(_) => v4 += 1,
-                    IpNet::V6(_) => v6 += 1,
-                }
+    /// Inserts `net` with `rule` into `generation` of its family's trie, or removes it when
+    /// `rule` is `None`.
+    fn write_prefix(
+        &mut self,
+        generation: u32,
+        net: IpNet,
+        rule: Option<RuleId>,
+    ) -> Result<(), DataplaneError> {
+        let prefix_len = GENERATION_BITS + u32::from(net.prefix_len());
+        let g = generation as u8;
+        let (name, result) = match net {
+            IpNet::V4(v4) => {
+                let [a, b, c, d] = v4.addr().octets();
+                let key = Key::new(prefix_len, [g, a, b, c, d]);
+                let result = match rule {
+                    Some(rule) => self.allow_v4.insert(&key, rule, 0),
+                    None => self.allow_v4.remove(&key),
+                };
+                (MAP_ALLOW_V4, result)
             }
-        }
-        for (family, needed) in [(4, v4), (6, v6)] {
-            if needed > self.max_rules as usize {
-                return Err(DataplaneError::CapacityExceeded {
-                    family,
-                    needed,
-                    capacity: self.max_rules,
-                });
+            IpNet::V6(v6) => {
+                let mut data = [g; 17];
+                data[1..].copy_from_slice(&v6.addr().octets());
+                let key = Key::new(prefix_len, data);
+                let result = match rule {
+                    Some(rule) => self.allow_v6.insert(&key, rule, 0),
+                    None => self.allow_v6.remove(&key),
+                };
+                (MAP_ALLOW_V6, result)
             }
-        }
-        for (net, rule) in diff.upserts {
-            self.write_prefix(net, Some(rule))?;
-            self.installed.remove(&net);
-            self.installed.insert(net, rule);
-        }
-        for net in diff.removals {
-            self.write_prefix(net, None)?;
-            self.installed.remove(&net);
-        }
-        Ok(())
-    }
-
-    /// Inserts `net` with `rule` into its family's trie, or removes it when `rule` is `None`.
-    fn write_prefix(&mut self, net: IpNet, rule: Option<RuleId>) -> Result<(), DataplaneError> {
-        let prefix_len = u32::from(net.prefix_len());
-        let (name, result) = match (net, rule) {
-            (IpNet::V4(v4), Some(rule)) => (
-                MAP_ALLOW_V4,
-                self.allow_v4
-                    .insert(&Key::new(prefix_len, v4.addr().octets()), rule, 0),
-            ),
-            (IpNet::V4(v4), None) => (
-                MAP_ALLOW_V4,
-                self.allow_v4
-                    .remove(&Key::new(prefix_len, v4.addr().octets())),
-            ),
-            (IpNet::V6(v6), Some(rule)) => (
-                MAP_ALLOW_V6,
-                self.allow_v6
-                    .insert(&Key::new(prefix_len, v6.addr().octets()), rule, 0),
-            ),
-            (IpNet::V6(v6), None) => (
-                MAP_ALLOW_V6,
-                self.allow_v6
-                    .remove(&Key::new(prefix_len, v6.addr().octets())),
-            ),
         };
         result.map_err(|source| DataplaneError::Map { name, source })
     }
@@ -699,4 +1154,237 @@ fn sum_per_cpu(
         .get(&index, 0)
         .map_err(|source| DataplaneError::Map { name, source })?;
     Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+}
+
+/// The maps, by name: all are pinned when the dataplane is opened with pins.
+const MAP_NAMES: [&str; 8] = [
+    MAP_CONFIG,
+    MAP_CONFIG_SLOT,
+    MAP_ALLOW_V4,
+    MAP_ALLOW_V6,
+    MAP_COUNTERS,
+    MAP_RULE_HITS,
+    MAP_FLOWS,
+    MAP_PROTECTED_PORTS,
+];
+
+/// Why the maps pinned in `dir` cannot be reused with these capacities, if they cannot.
+fn incompatible_pins(
+    dir: &Path,
+    max_rules: u32,
+    max_flows: u32,
+) -> Result<Option<String>, DataplaneError> {
+    let size = |bytes: usize| bytes as u32;
+    let expected = [
+        (MAP_CONFIG, MapType::Array, 4, size(size_of::<Config>()), 2),
+        (MAP_CONFIG_SLOT, MapType::Array, 4, 4, 1),
+        (
+            MAP_ALLOW_V4,
+            MapType::LpmTrie,
+            size(size_of::<Key<Ipv4Key>>()),
+            4,
+            trie_capacity(max_rules),
+        ),
+        (
+            MAP_ALLOW_V6,
+            MapType::LpmTrie,
+            size(size_of::<Key<Ipv6Key>>()),
+            4,
+            trie_capacity(max_rules),
+        ),
+        (MAP_COUNTERS, MapType::PerCpuArray, 4, 8, Counter::COUNT),
+        (MAP_RULE_HITS, MapType::PerCpuArray, 4, 8, max_rules),
+        (
+            MAP_FLOWS,
+            MapType::LruHash,
+            size(size_of::<FlowKey>()),
+            size(size_of::<FlowState>()),
+            max_flows,
+        ),
+        (
+            MAP_PROTECTED_PORTS,
+            MapType::Array,
+            4,
+            8,
+            GENERATIONS * PROTECTED_PORT_WORDS,
+        ),
+    ];
+    if !expected.iter().any(|(name, ..)| dir.join(name).exists()) {
+        return Ok(None);
+    }
+    for (name, map_type, key_size, value_size, max_entries) in expected {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(Some(format!("{name} is not pinned")));
+        }
+        let info = MapData::from_pin(&path)
+            .and_then(|map| map.info())
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        let found = (
+            info.map_type().ok(),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        if found != (Some(map_type), key_size, value_size, max_entries) {
+            return Ok(Some(format!(
+                "{name} is {:?} with key {} B, value {} B, {} entries; expected {map_type:?} \
+                 with key {key_size} B, value {value_size} B, {max_entries} entries",
+                found.0, found.1, found.2, found.3
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The magic number of the BPF file system (`BPF_FS_MAGIC`).
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+/// The mount point of bpffs.
+const BPFFS: &str = "/sys/fs/bpf";
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` only writes into the zeroed buffer we own; the path is NUL-terminated.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    let status = unsafe { libc::statfs(path.as_ptr(), &mut buf) };
+    status == 0 && buf.f_type as u64 == BPF_FS_MAGIC
+}
+
+/// Mounts bpffs at `/sys/fs/bpf` when `pin_root` is under it and it is not mounted; refuses a
+/// `pin_root` outside bpffs.
+fn mount_bpffs_if_missing(pin_root: &Path) -> Result<(), DataplaneError> {
+    let mount_point = Path::new(BPFFS);
+    if pin_root.starts_with(mount_point) && !is_bpffs(mount_point) {
+        std::fs::create_dir_all(mount_point).map_err(|source| DataplaneError::Bpffs {
+            path: mount_point.to_owned(),
+            source,
+        })?;
+        let (source, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        // SAFETY: NUL-terminated strings; no mount data.
+        let status = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if status != 0 {
+            return Err(DataplaneError::Bpffs {
+                path: mount_point.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        tracing::info!(path = BPFFS, "mounted the BPF file system");
+    }
+    let existing = pin_root
+        .ancestors()
+        .find(|dir| dir.exists())
+        .unwrap_or(mount_point);
+    if !is_bpffs(existing) {
+        return Err(DataplaneError::Bpffs {
+            path: pin_root.to_owned(),
+            source: std::io::Error::other("not on a BPF file system (bpffs)"),
+        });
+    }
+    Ok(())
+}
+
+/// The entries of `dir`, sorted.
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+    let pin_error = |source| DataplaneError::Pin {
+        action: "listing",
+        path: dir.to_owned(),
+        source,
+    };
+    let mut paths = std::fs::read_dir(dir)
+        .map_err(pin_error)?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pin_error)?;
+    paths.sort();
+    Ok(paths)
+}
+
+/// Removes a pin; one that is not there is fine.
+fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(DataplaneError::Pin {
+            action: "removing",
+            path: path.to_owned(),
+            source: err,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The protected ports a bitmap of [`PROTECTED_PORT_WORDS`] words names.
+fn scopes_of(words: &[u64]) -> BTreeSet<PortScope> {
+    let half = PROTECTED_PORT_WORDS as usize / 2;
+    let mut scopes = BTreeSet::new();
+    for (index, word) in words.iter().enumerate() {
+        for bit in 0..64 {
+            if word & (1 << bit) != 0 {
+                let transport = if index < half {
+                    Transport::Tcp
+                } else {
+                    Transport::Udp
+                };
+                if let Ok(port) = u16::try_from((index % half) * 64 + bit) {
+                    scopes.insert(PortScope { transport, port });
+                }
+            }
+        }
+    }
+    scopes
+}
+
+/// `Enforcement` as the kernel stores it, for generation `generation`.
+fn raw_enforcement(generation: u32, enforcement: &Enforcement) -> allowlist_common::Enforcement {
+    allowlist_common::Enforcement {
+        generation,
+        mode: enforcement.mode as u32,
+        scoped: u32::from(!enforcement.scopes.is_empty()),
+        reserved: 0,
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
+fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` only writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// A program type whose pinned links this driver takes over.
+trait LinkOwner<L> {
+    /// Points `link` at this program (one atomic update) and hands the link back.
+    fn take_over(&mut self, link: L) -> Result<FdLink, std::io::Error>;
+}
+
+impl LinkOwner<XdpLink> for Xdp {
+    fn take_over(&mut self, link: XdpLink) -> Result<FdLink, std::io::Error> {
+        let id = self.attach_to_link(link).map_err(std::io::Error::other)?;
+        let link = self.take_link(id).map_err(std::io::Error::other)?;
+        FdLink::try_from(link).map_err(std::io::Error::other)
+    }
+}
+
+impl LinkOwner<SchedClassifierLink> for SchedClassifier {
+    fn take_over(&mut self, link: SchedClassifierLink) -> Result<FdLink, std::io::Error> {
+        let id = self.attach_to_link(link).map_err(std::io::Error::other)?;
+        let link = self.take_link(id).map_err(std::io::Error::other)?;
+        FdLink::try_from(link).map_err(std::io::Error::other)
+    }
 }

@@ -783,6 +783,14 @@ impl Model {
         }
     }
 
+    /// The state a revert of the pending change would give (itself when nothing is pending):
+    /// what the kernel falls back to on its own at the deadline.
+    pub fn reverted(&self) -> Model {
+        let mut reverted = self.clone();
+        reverted.revert();
+        reverted
+    }
+
     fn revert(&mut self) -> Option<Pending> {
         let pending = self.pending.take()?;
         match &pending.restore {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use allowlist_common::{Counter, Mode, RuleId};
 use ipnet::IpNet;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneError, FlowStats};
+use crate::dataplane::{Dataplane, DataplaneError, Enforcement, FlowStats, KernelState};
 use crate::host;
 use crate::model::{
     Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, Pending, Settings,
@@ -129,11 +130,16 @@ fn new_id(prefix: &'static str) -> String {
 }
 
 impl Service {
-    /// Restores the state from `store` (reverting a pending change whose time has passed) and
-    /// makes `dataplane` enforce it.
-    pub fn start(config: &Config, mut dataplane: Dataplane, store: Store) -> anyhow::Result<Self> {
+    /// Restores `model` (the state `store` loaded; reverting a pending change whose time has
+    /// passed) and makes `dataplane` enforce it, logging what the kernel held before if that
+    /// differs.
+    pub fn start(
+        config: &Config,
+        mut dataplane: Dataplane,
+        store: Store,
+        mut model: Model,
+    ) -> anyhow::Result<Self> {
         let capacity = entry_rule_capacity(config);
-        let mut model = store.load()?.unwrap_or_default();
         model.set_default_scopes(config.protect.iter().copied().collect());
         model.set_always_allow(
             config
@@ -180,7 +186,24 @@ impl Service {
             enforce_mode: config.mode,
             reverts: u64::from(reverted_at_start),
         };
+        let before = service.dataplane.kernel_state();
+        if let Some((_, Duration::ZERO)) = &before.fallback {
+            tracing::warn!(
+                "the kernel had already fallen back to the previous policy at the revert deadline"
+            );
+        }
         service.sync_kernel()?;
+        let after = service.dataplane.kernel_state();
+        let fallback = |state: &KernelState| state.fallback.as_ref().map(|(e, _)| e.clone());
+        if before.active == after.active && fallback(&before) == fallback(&after) {
+            tracing::info!(kernel = %describe(&after), "the kernel already enforced the state on disk");
+        } else {
+            tracing::warn!(
+                before = %describe(&before),
+                after = %describe(&after),
+                "reconciled the kernel with the state on disk"
+            );
+        }
         Ok(service)
     }
 
@@ -194,19 +217,30 @@ impl Service {
         &mut self.dataplane
     }
 
-    /// Makes the kernel enforce the model: when enforcing, the policy is complete before the
-    /// mode is set; when not, the mode is off before the policy shrinks.
-    fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
-        let policy = self.model.effective_policy();
-        if self.model.enforcing() {
-            self.dataplane.apply(&policy)?;
-            self.dataplane.set_scopes(self.model.scopes())?;
-            self.dataplane.set_mode(self.enforce_mode)
-        } else {
-            self.dataplane.set_mode(Mode::Off)?;
-            self.dataplane.set_scopes(self.model.scopes())?;
-            self.dataplane.apply(&policy)
+    /// What the kernel must enforce for `model`.
+    fn enforcement(&self, model: &Model) -> Enforcement {
+        Enforcement {
+            policy: model.effective_policy(),
+            scopes: model.scopes().clone(),
+            mode: if model.enforcing() {
+                self.enforce_mode
+            } else {
+                Mode::Off
+            },
         }
+    }
+
+    /// Makes the kernel enforce the model and, while a change is pending, fall back by itself
+    /// to the state before it at the revert deadline.
+    fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
+        let active = self.enforcement(&self.model);
+        let fallback = self.model.pending().map(|pending| {
+            let left = pending.revert_at - OffsetDateTime::now_utc();
+            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+            (self.enforcement(&self.model.reverted()), left)
+        });
+        self.dataplane
+            .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))
     }
 
     /// Saves `next`, makes it current and the kernel match; rolls back if the kernel refuses.
@@ -454,5 +488,30 @@ impl Service {
             always_allow,
             flows: self.dataplane.flow_stats()?.into(),
         })
+    }
+}
+
+/// A one-line summary of what the kernel enforces, for logs.
+fn describe(state: &KernelState) -> String {
+    let one = |e: &Enforcement| {
+        let mode = match e.mode {
+            Mode::Off => "off",
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        };
+        format!(
+            "{mode} with {} prefixes and {} protected ports",
+            e.policy.len(),
+            e.scopes.len()
+        )
+    };
+    match &state.fallback {
+        None => one(&state.active),
+        Some((fallback, left)) => format!(
+            "{}, falling back to {} in {}s",
+            one(&state.active),
+            one(fallback),
+            left.as_secs()
+        ),
     }
 }

@@ -60,8 +60,9 @@ fn key(remote: Addr, remote_port: u16, local_port: u16, protocol: u8) -> FlowKey
     }
 }
 
+/// The monotonic clock (`CLOCK_MONOTONIC`), in ns.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_ns() }
 }

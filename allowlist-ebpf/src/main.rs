@@ -8,6 +8,11 @@
 //!
 //! The per-packet path does no logging. An allowed source costs the config lookup, one trie
 //! lookup and the counters; the reply check runs only for sources outside the allowlist.
+//!
+//! Policies are double-buffered: the tries hold [`GENERATIONS`] policies side by side (a
+//! generation byte in front of every key), and the configuration slot in use says which one
+//! is in force and, while a change is pending, which one to fall back to at what time. The
+//! program falls back by itself, so a daemon that dies in a pending window locks nobody out.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -15,8 +20,8 @@ mod flows;
 mod packet;
 
 use allowlist_common::{
-    Config, Counter, DEFAULT_MAX_RULES, Ipv4Addr, Ipv6Addr, Mode, PROTECTED_PORT_WORDS, RuleId,
-    ip_proto,
+    Config, Counter, DEFAULT_MAX_RULES, GENERATION_BITS, GENERATIONS, Ipv4Key, Ipv6Key, Mode,
+    PROTECTED_PORT_WORDS, RuleId, ip_proto,
 };
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -28,14 +33,18 @@ use aya_ebpf::{
 use crate::flows::Addr;
 use crate::packet::{Source, Transport};
 
+/// Two slots; [`CONFIG_SLOT`] names the one in use.
 #[map]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
 
 #[map]
-static ALLOW_V4: LpmTrie<Ipv4Addr, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
+static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
-static ALLOW_V6: LpmTrie<Ipv6Addr, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
+static ALLOW_V4: LpmTrie<Ipv4Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
+
+#[map]
+static ALLOW_V6: LpmTrie<Ipv6Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
@@ -43,29 +52,47 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT
 #[map]
 static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_RULES, 0);
 
-/// One bit per port: TCP ports in the first half, UDP ports in the second.
+/// One bitmap per generation, one bit per port: TCP ports in the first half, UDP in the second.
 #[map]
-static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(PROTECTED_PORT_WORDS, 0);
+static PROTECTED_PORTS: Array<u64> =
+    Array::with_max_entries(GENERATIONS * PROTECTED_PORT_WORDS, 0);
+
+/// The configuration in use: the slot [`CONFIG_SLOT`] names.
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    CONFIG.get(*CONFIG_SLOT.get(0)?)
+}
 
 /// The XDP entry point.
 #[xdp]
 pub fn allowlist(ctx: XdpContext) -> u32 {
-    let Some(config) = CONFIG.get(0) else {
+    let Some(config) = config() else {
         return XDP_PASS;
     };
-    let mode = Mode::from_raw(config.mode);
+    // The clock is read only while a change is pending.
+    let now = if config.revert_at_ns != 0 {
+        flows::now()
+    } else {
+        0
+    };
+    let policy = config.in_force(now);
+    let mode = Mode::from_raw(policy.mode);
     if mode == Mode::Off {
         return XDP_PASS;
     }
+    let generation = policy.generation as u8;
+    let scoped = policy.scoped != 0;
     let end = ctx.data_end();
     match packet::source(ctx.data(), end) {
         Source::NotIp => pass(Counter::PassedNotIp),
         Source::Malformed => refuse(mode, Counter::Malformed),
         Source::V4(addr, ip) => {
-            if config.scoped != 0 && !protected(packet::transport_v4(ip, end), end) {
+            if scoped && !protected(generation, packet::transport_v4(ip, end), end) {
                 return pass(Counter::PassedUnprotected);
             }
-            if let Some(rule) = ALLOW_V4.get(Key::new(32, addr)) {
+            let [a, b, c, d] = addr;
+            let key = Key::new(GENERATION_BITS + 32, [generation, a, b, c, d]);
+            if let Some(rule) = ALLOW_V4.get(key) {
                 return pass_rule(*rule);
             }
             // Only sources outside the allowlist get this far: the transport header is parsed
@@ -80,10 +107,12 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
         }
         Source::V6(addr, ip) => {
-            if config.scoped != 0 && !protected(packet::transport_v6(ip, end), end) {
+            if scoped && !protected(generation, packet::transport_v6(ip, end), end) {
                 return pass(Counter::PassedUnprotected);
             }
-            if let Some(rule) = ALLOW_V6.get(Key::new(128, addr)) {
+            let mut data = [generation; 17];
+            data[1..].copy_from_slice(&addr);
+            if let Some(rule) = ALLOW_V6.get(Key::new(GENERATION_BITS + 128, data)) {
                 return pass_rule(*rule);
             }
             match packet::neighbor_discovery(ip, end) {
@@ -106,7 +135,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
 /// The TC egress entry point: records the flows the host starts; never drops.
 #[classifier]
 pub fn allowlist_egress(ctx: TcContext) -> i32 {
-    if let Some(config) = CONFIG.get(0)
+    if let Some(config) = config()
         && config.replies != 0
     {
         let end = ctx.data_end();
@@ -136,17 +165,18 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
 /// `TC_ACT_OK`: the packet goes on (the bindings' type of it differs between targets).
 const TC_ACT_OK: i32 = 0;
 
-/// Whether a packet must be checked against the allowlist when scopes are set: TCP and UDP to
+/// Whether a packet must be checked against the allowlist when `generation`'s scopes are set: TCP and UDP to
 /// a protected port, and whatever could hide a port (truncated headers, IPv4 fragments after
 /// the first, IPv6 extension headers). ICMP and other protocols are outside every scope.
 #[inline(always)]
-fn protected(transport: Option<Transport>, end: usize) -> bool {
+fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
     let Some(transport) = transport else {
         return true;
     };
+    let bitmap = u32::from(generation) * PROTECTED_PORT_WORDS;
     let half = match transport.protocol {
-        ip_proto::TCP => 0,
-        ip_proto::UDP => PROTECTED_PORT_WORDS / 2,
+        ip_proto::TCP => bitmap,
+        ip_proto::UDP => bitmap + PROTECTED_PORT_WORDS / 2,
         ip_proto::ICMP | ip_proto::ICMPV6 => return false,
         // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6.
         0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => return true,

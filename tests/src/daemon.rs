@@ -39,11 +39,24 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// The bpffs directory a daemon with this state directory pins its maps and links in
+    /// (removed with it, which detaches what the daemon left attached).
+    pub fn pin_dir(&self) -> PathBuf {
+        pin_dir_for(&self.0)
+    }
+}
+
+/// The pin directory [`Daemon::start`] gives a daemon whose state is in `state_dir`.
+fn pin_dir_for(state_dir: &Path) -> PathBuf {
+    let name = state_dir.file_name().unwrap_or_default();
+    Path::new("/sys/fs/bpf").join(name)
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(self.pin_dir());
     }
 }
 
@@ -100,6 +113,8 @@ impl Daemon {
             .arg(allowlistd_binary()?)
             .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
             .arg(state_dir)
+            .arg("--pin-dir")
+            .arg(pin_dir_for(state_dir))
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,6 +1,6 @@
 //! The `allowlistd` binary as an operator runs it: attached inside a namespace, its --allow
-//! prefixes always allowed once it enforces, detached on SIGTERM; and its refusals of bad
-//! input, which leave nothing attached.
+//! prefixes always allowed once it enforces, still enforcing after SIGTERM until
+//! `allowlistd teardown`; and its refusals of bad input, which leave nothing attached.
 
 use std::process::Command;
 
@@ -11,7 +11,7 @@ use allowlist_tests::traffic::udp_gets_through;
 use serde_json::json;
 
 #[test]
-fn allowlistd_enforces_until_sigterm_and_then_detaches() {
+fn allowlistd_enforces_past_sigterm_until_teardown() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
     let mut daemon = Daemon::start(
@@ -70,8 +70,30 @@ fn allowlistd_enforces_until_sigterm_and_then_detaches() {
         .unwrap_or(0);
     assert!(dropped >= 1, "the counters are logged: {log}");
     assert!(
+        log.contains("the policy stays enforced"),
+        "the stop says what stays: {log}"
+    );
+    assert!(
+        link.server_has_xdp().expect("ip link"),
+        "still attached after SIGTERM"
+    );
+    assert!(
+        !udp_gets_through(&link, CLIENT_DENIED_V4.into(), SERVER_V4.into()).expect("udp"),
+        "still enforcing after SIGTERM"
+    );
+    assert!(udp_gets_through(&link, CLIENT_ALLOWED_V4.into(), SERVER_V4.into()).expect("udp"));
+
+    let teardown = Command::new(allowlistd_binary().expect("allowlistd binary"))
+        .arg("teardown")
+        .arg("--pin-dir")
+        .arg(state.pin_dir())
+        .output()
+        .expect("allowlistd teardown");
+    assert!(teardown.status.success(), "{teardown:?}");
+    assert!(!state.pin_dir().exists(), "the pins are gone");
+    assert!(
         !link.server_has_xdp().expect("ip link"),
-        "detached on SIGTERM"
+        "detached by teardown"
     );
     assert!(udp_gets_through(&link, CLIENT_DENIED_V4.into(), SERVER_V4.into()).expect("udp"));
 }
@@ -84,6 +106,8 @@ fn refused(args: &[&str]) -> String {
         .arg(allowlistd_binary().expect("allowlistd binary"))
         .arg("--state-dir")
         .arg(state.path())
+        .arg("--pin-dir")
+        .arg(state.pin_dir())
         .args(args)
         .output()
         .expect("running allowlistd");
@@ -180,6 +204,8 @@ fn systemd_hears_ready_only_once_the_program_is_attached() {
         .arg(allowlistd_binary().expect("allowlistd binary"))
         .args(["--iface", SERVER_IF, "--state-dir"])
         .arg(state.path())
+        .arg("--pin-dir")
+        .arg(state.pin_dir())
         .env("NOTIFY_SOCKET", &socket_path)
         .stderr(std::process::Stdio::null())
         .spawn()

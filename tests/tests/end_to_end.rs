@@ -33,6 +33,7 @@ fn guard(link: &TestLink, xdp_mode: XdpMode, mode: Mode) -> Dataplane {
             "{shown}"
         ),
         AttachedMode::Skb => assert!(shown.contains("xdpgeneric"), "{shown}"),
+        AttachedMode::Adopted => unreachable!("an unpinned dataplane adopts no link"),
     }
     dataplane
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
-use allowlist_daemon::config::Options;
+use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
 use allowlist_daemon::service::{Service, kernel_rule_capacity};
 use allowlist_daemon::store::Store;
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Lets in only the sources on an IP allowlist, enforced in the kernel by XDP.
@@ -23,10 +23,15 @@ use tokio::signal::unix::{SignalKind, signal};
 /// and IPv6 neighbour discovery always pass.
 ///
 /// Every enable, disable or narrowing edit must be acknowledged between --ack-min and
-/// --ack-max after it is applied, or allowlistd reverts it by itself. State is kept in
-/// --state-dir and restored on start. The program is detached on SIGINT or SIGTERM.
+/// --ack-max after it is applied, or it is reverted: by the XDP program itself at the deadline
+/// (even if allowlistd is dead), and in the state by allowlistd. State is kept in --state-dir.
+///
+/// Enforcement outlives the daemon: maps and links are pinned under --pin-dir. Stopping
+/// allowlistd (SIGINT, SIGTERM) leaves the policy enforced; starting it again takes the pins
+/// over without a gap and reconciles them with the state on disk. `allowlistd teardown`
+/// removes the program from every interface.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Args {
     /// TOML file with any of the options below (keys as the flag names: iface = ["eth1"],
     /// ack-min = "90s"); flags win over the file.
@@ -35,6 +40,20 @@ struct Args {
 
     #[command(flatten)]
     options: Options,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stops enforcing: detaches the program from every interface and removes its pinned maps
+    /// and links. Stop the daemon first (a running daemon holds its links).
+    Teardown {
+        /// The pin directory the daemon used.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -48,20 +67,38 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::Teardown { pin_dir }) = &args.command {
+        let removed = Dataplane::teardown(pin_dir)
+            .with_context(|| format!("removing the pins under {}", pin_dir.display()))?;
+        if removed.is_empty() {
+            tracing::info!(path = %pin_dir.display(), "nothing pinned: nothing to tear down");
+        }
+        for path in removed {
+            tracing::info!(pin = %path.display(), "removed");
+        }
+        return Ok(());
+    }
     let options = match &args.config {
         Some(path) => args.options.or(Options::from_file(path)?),
         None => args.options,
     };
     let config = options.resolve()?;
 
+    // The state is read before the kernel is touched: a bad state file changes nothing there.
     let store = Store::open(&config.state_dir)?;
+    let model = store.load()?.unwrap_or_default();
     let (token, created) = AdminToken::load_or_create(&config.token_file)?;
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
     }
-    let dataplane = Dataplane::load(kernel_rule_capacity(&config), config.max_flows)
-        .context("loading the XDP program")?;
-    let mut service = Service::start(&config, dataplane, store).context("restoring the state")?;
+    let dataplane = Dataplane::open(
+        &config.pin_dir,
+        kernel_rule_capacity(&config),
+        config.max_flows,
+    )
+    .context("loading the XDP program")?;
+    let mut service =
+        Service::start(&config, dataplane, store, model).context("restoring the state")?;
     for interface in &config.interfaces {
         let mode = service
             .dataplane_mut()
@@ -69,6 +106,10 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("attaching to {interface}"))?;
         tracing::info!(interface, %mode, "attached");
     }
+    service
+        .dataplane_mut()
+        .release_others(&config.interfaces)
+        .context("releasing interfaces no longer configured")?;
     tracing::info!(
         enforcing = service.model().enforcing(),
         enabled = ?service.model().enabled(),
@@ -111,10 +152,11 @@ async fn main() -> anyhow::Result<()> {
         .context("serving the admin API")?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
-    log_counters_now(&service);
-    service.dataplane_mut().detach_all().context("detaching")?;
-    tracing::info!("detached; stopped");
+    log_counters_now(&service.lock().unwrap_or_else(PoisonError::into_inner));
+    tracing::info!(
+        pins = %config.pin_dir.display(),
+        "stopped; the policy stays enforced (`allowlistd teardown` removes it)"
+    );
     Ok(())
 }
 
