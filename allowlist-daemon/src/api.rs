@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::auth::AdminToken;
 use crate::metrics::RequestCounts;
@@ -228,7 +229,13 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     if state.token.accepts(authorization) {
-        next.run(request).await
+        // Audit lines written while serving the request name the token.
+        let span = tracing::info_span!(
+            "api",
+            token = state.token.name(),
+            request = %format_args!("{} {}", request.method(), request.uri().path()),
+        );
+        next.run(request).instrument(span).await
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -245,7 +252,9 @@ async fn with_service<T: Send + 'static>(
     operation: impl FnOnce(&mut Service) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let service = state.service.clone();
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
         operation(&mut service)
     })

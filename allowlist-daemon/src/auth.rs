@@ -8,37 +8,45 @@ use std::path::Path;
 use anyhow::Context as _;
 use subtle::ConstantTimeEq as _;
 
-/// The bearer token every API call but `/healthz` must present.
-pub struct AdminToken(String);
+/// The bearer token every API call but `/healthz` must present, and its name for audit
+/// lines (the token file's name without extension, e.g. `admin`).
+pub struct AdminToken {
+    secret: String,
+    name: String,
+}
 
 impl AdminToken {
     /// Reads the token from `path`; when the file does not exist, creates it (mode 0600) with a
     /// new random token. Returns the token and whether it was created.
     pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
+        let name = path
+            .file_stem()
+            .map_or_else(|| "admin".to_owned(), |stem| stem.to_string_lossy().into_owned());
+        let token = |secret| AdminToken { secret, name };
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let token = text.trim().to_owned();
+                let secret = text.trim().to_owned();
                 anyhow::ensure!(
-                    !token.is_empty(),
+                    !secret.is_empty(),
                     "the token file {} is empty",
                     path.display()
                 );
-                Ok((AdminToken(token), false))
+                Ok((token(secret), false))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
                 getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("getrandom: {err}"))?;
-                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
                     .with_context(|| format!("creating {}", path.display()))?;
-                writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+                writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
                 file.sync_all()
                     .with_context(|| format!("syncing {}", path.display()))?;
-                Ok((AdminToken(token), true))
+                Ok((token(secret), true))
             }
             Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
         }
@@ -50,7 +58,12 @@ impl AdminToken {
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
             .unwrap_or("");
-        presented.as_bytes().ct_eq(self.0.as_bytes()).into()
+        presented.as_bytes().ct_eq(self.secret.as_bytes()).into()
+    }
+
+    /// The token's name, for audit lines.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -60,7 +73,10 @@ mod tests {
 
     #[test]
     fn only_the_exact_bearer_token_is_accepted() {
-        let token = AdminToken("s3cret".into());
+        let token = AdminToken {
+            secret: "s3cret".into(),
+            name: "admin".into(),
+        };
         assert!(token.accepts(Some("Bearer s3cret")));
         for wrong in [
             None,
@@ -86,7 +102,8 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (second, created) = AdminToken::load_or_create(&path).expect("reuse");
         assert!(!created);
-        assert!(second.accepts(Some(&format!("Bearer {}", first.0))));
+        assert!(second.accepts(Some(&format!("Bearer {}", first.secret))));
+        assert_eq!(second.name(), path.file_stem().expect("stem").to_string_lossy());
         std::fs::remove_file(&path).expect("cleanup");
     }
 }

@@ -272,7 +272,8 @@ impl Service {
         Ok(())
     }
 
-    /// Runs `change` on a copy of the model and commits it; logs `what` as an audit line.
+    /// Runs `change` on a copy of the model and commits it; logs `what` as an audit line with
+    /// what the host enforced before and after (the API's span adds who asked).
     fn transact<T>(
         &mut self,
         what: impl FnOnce(&T) -> String,
@@ -280,8 +281,15 @@ impl Service {
     ) -> Result<T, ServiceError> {
         let mut next = self.model.clone();
         let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
+        let before = summary(&self.model);
         self.commit(next)?;
-        tracing::info!(target: "audit", "{}", what(&value));
+        tracing::info!(
+            target: "audit",
+            before = %before,
+            after = %summary(&self.model),
+            "{}",
+            what(&value)
+        );
         Ok(value)
     }
 
@@ -514,4 +522,24 @@ fn describe(state: &KernelState) -> String {
             left.as_secs()
         ),
     }
+}
+
+/// What the host enforces under `model`, for audit lines.
+fn summary(model: &Model) -> String {
+    let mut text = format!(
+        "enforcing={} enabled={:?} prefixes={} lists={} scopes={}",
+        model.enforcing(),
+        model.enabled(),
+        model.effective_policy().len(),
+        model.allowlists().count(),
+        model.scopes().len()
+    );
+    if let Some(pending) = model.pending() {
+        text.push_str(&format!(
+            " pending={:?} revert_at={}",
+            pending.action,
+            crate::model::rfc3339(pending.revert_at)
+        ));
+    }
+    text
 }

@@ -43,6 +43,19 @@ pub enum StoreError {
         /// The previous version.
         backup: PathBuf,
     },
+    /// The state file is gone but its previous version is there: something removed it.
+    #[error(
+        "{} is missing but its previous version {} exists: move that into place to restore \
+         the state, or remove it to start with an empty state",
+        path.display(),
+        backup.display()
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The previous version.
+        backup: PathBuf,
+    },
 }
 
 /// The state directory.
@@ -61,13 +74,18 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Store
 }
 
 impl Store {
-    /// Opens the state directory, creating it (mode 0700) if missing.
+    /// Opens the state directory, creating it (mode 0700) if missing, and checks that files
+    /// can be written in it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io("creating", dir))?;
+        let probe = dir.join(".writable");
+        File::create(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(io("writing in the state directory", dir))?;
         Ok(Self {
             dir: dir.to_owned(),
         })
@@ -83,11 +101,15 @@ impl Store {
         self.dir.join(STATE_FILE)
     }
 
-    /// Reads the state; `None` when there is none yet.
+    /// Reads the state; `None` when there is none yet (neither it nor a previous version).
     pub fn load(&self) -> Result<Option<Model>, StoreError> {
         let path = self.path();
+        let backup = self.dir.join(PREVIOUS_FILE);
         let text = match fs::read(&path) {
             Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && backup.exists() => {
+                return Err(StoreError::Missing { path, backup });
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(io("reading", &path)(err)),
         };
@@ -100,7 +122,7 @@ impl Store {
                 } else {
                     err.to_string()
                 },
-                backup: self.dir.join(PREVIOUS_FILE),
+                backup,
             })
     }
 
@@ -176,6 +198,19 @@ mod tests {
             assert!(err.contains("state.json is corrupt"), "{err}");
             assert!(err.contains("state.json.prev"), "{err}");
         }
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_state_file_gone_beside_its_previous_version_is_refused() {
+        let dir = scratch();
+        let store = Store::open(&dir).expect("open");
+        store.save(&Model::default()).expect("save");
+        store.save(&Model::default()).expect("save again");
+        fs::remove_file(store.path()).expect("remove");
+        let err = store.load().expect_err("missing").to_string();
+        assert!(err.contains("state.json is missing"), "{err}");
+        assert!(err.contains("state.json.prev exists"), "{err}");
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

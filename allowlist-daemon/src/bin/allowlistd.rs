@@ -10,6 +10,7 @@ use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
 use allowlist_daemon::service::{Service, kernel_rule_capacity};
 use allowlist_daemon::store::Store;
+use allowlist_common::Mode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
@@ -86,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The state is read before the kernel is touched: a bad state file changes nothing there.
     let store = Store::open(&config.state_dir)?;
-    let model = store.load()?.unwrap_or_default();
+    let saved = store.load()?;
     let (token, created) = AdminToken::load_or_create(&config.token_file)?;
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
@@ -97,8 +98,18 @@ async fn main() -> anyhow::Result<()> {
         config.max_flows,
     )
     .context("loading the XDP program")?;
-    let mut service =
-        Service::start(&config, dataplane, store, model).context("restoring the state")?;
+    if saved.is_none() && dataplane.kernel_state().active.mode != Mode::Off {
+        anyhow::bail!(
+            "{} holds no state, but the kernel enforces a policy an earlier allowlistd pinned \
+             under {}; restore the state file, or run `allowlistd teardown --pin-dir {}` to \
+             start afresh",
+            config.state_dir.display(),
+            config.pin_dir.display(),
+            config.pin_dir.display()
+        );
+    }
+    let mut service = Service::start(&config, dataplane, store, saved.unwrap_or_default())
+        .context("restoring the state")?;
     for interface in &config.interfaces {
         let mode = service
             .dataplane_mut()
