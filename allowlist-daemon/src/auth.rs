@@ -19,9 +19,10 @@ impl AdminToken {
     /// Reads the token from `path`; when the file does not exist, creates it (mode 0600) with a
     /// new random token. Returns the token and whether it was created.
     pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
-        let name = path
-            .file_stem()
-            .map_or_else(|| "admin".to_owned(), |stem| stem.to_string_lossy().into_owned());
+        let name = path.file_stem().map_or_else(
+            || "admin".to_owned(),
+            |stem| stem.to_string_lossy().into_owned(),
+        );
         let token = |secret| AdminToken { secret, name };
         match std::fs::read_to_string(path) {
             Ok(text) => {
@@ -43,7 +44,8 @@ impl AdminToken {
                     .mode(0o600)
                     .open(path)
                     .with_context(|| format!("creating {}", path.display()))?;
-                writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+                writeln!(file, "{secret}")
+                    .with_context(|| format!("writing {}", path.display()))?;
                 file.sync_all()
                     .with_context(|| format!("syncing {}", path.display()))?;
                 Ok((token(secret), true))
@@ -103,7 +105,10 @@ mod tests {
         let (second, created) = AdminToken::load_or_create(&path).expect("reuse");
         assert!(!created);
         assert!(second.accepts(Some(&format!("Bearer {}", first.secret))));
-        assert_eq!(second.name(), path.file_stem().expect("stem").to_string_lossy());
+        assert_eq!(
+            second.name(),
+            path.file_stem().expect("stem").to_string_lossy()
+        );
         std::fs::remove_file(&path).expect("cleanup");
     }
 }

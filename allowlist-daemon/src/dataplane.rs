@@ -400,7 +400,11 @@ impl Dataplane {
         Ok(dataplane)
     }
 
-    fn load_with(pins: Option<Pins>, max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
+    fn load_with(
+        pins: Option<Pins>,
+        max_rules: u32,
+        max_flows: u32,
+    ) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))
@@ -443,7 +447,11 @@ impl Dataplane {
     /// and port bitmap. Keys that fit no generation are removed.
     fn read_kernel(&mut self) -> Result<(), DataplaneError> {
         let map_err = |name| move |source| DataplaneError::Map { name, source };
-        self.slot = self.config_slot.get(&0, 0).map_err(map_err(MAP_CONFIG_SLOT))? & 1;
+        self.slot = self
+            .config_slot
+            .get(&0, 0)
+            .map_err(map_err(MAP_CONFIG_SLOT))?
+            & 1;
         self.current = self
             .config
             .get(&self.slot, 0)
@@ -522,10 +530,9 @@ impl Dataplane {
         };
         let egress_pin = format!("egress_{interface}");
         let egress = if self.current.replies != 0 {
-            let link = match self.adopt::<SchedClassifier, SchedClassifierLink>(
-                EGRESS_PROGRAM_NAME,
-                &egress_pin,
-            )? {
+            let link = match self
+                .adopt::<SchedClassifier, SchedClassifierLink>(EGRESS_PROGRAM_NAME, &egress_pin)?
+            {
                 Some(link) => link,
                 None => match self.attach_egress(interface) {
                     Ok(link) => self.pin_link(link, &egress_pin)?,
@@ -610,8 +617,8 @@ impl Dataplane {
                 .map_err(std::io::Error::other)
                 .and_then(|pinned| {
                     let link = L::try_from(FdLink::from(pinned)).map_err(std::io::Error::other)?;
-                    let program = program_mut::<P>(&mut self.ebpf, program)
-                        .map_err(std::io::Error::other)?;
+                    let program =
+                        program_mut::<P>(&mut self.ebpf, program).map_err(std::io::Error::other)?;
                     P::take_over(program, link).map_err(std::io::Error::other)
                 });
             match adopted {

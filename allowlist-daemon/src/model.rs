@@ -540,10 +540,11 @@ impl Model {
         if parsed.len() > old_len {
             self.check_total(parsed.len() - old_len, settings)?;
         }
+        let kept: BTreeSet<IpNet> = parsed.iter().map(|(cidr, _)| *cidr).collect();
         let removed: Vec<Entry> = current
             .entries
             .iter()
-            .filter(|entry| !parsed.iter().any(|(cidr, _)| *cidr == entry.cidr))
+            .filter(|entry| !kept.contains(&entry.cidr))
             .cloned()
             .collect();
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
@@ -807,8 +808,10 @@ impl Model {
                 entries,
             } => {
                 if let Some(list) = self.allowlists.get_mut(allowlist_id) {
+                    let present: BTreeSet<IpNet> =
+                        list.entries.iter().map(|entry| entry.cidr).collect();
                     for entry in entries {
-                        if !list.entries.iter().any(|e| e.cidr == entry.cidr) {
+                        if !present.contains(&entry.cidr) {
                             list.entries.push(entry.clone());
                         }
                     }
@@ -1029,13 +1032,15 @@ fn allocate_entries(
     allocator: &mut RuleAllocator,
     ids: IdSource,
 ) -> Result<Vec<Entry>, ModelError> {
+    let previous: BTreeMap<IpNet, &Entry> =
+        previous.iter().map(|entry| (entry.cidr, entry)).collect();
     parsed
         .into_iter()
         .map(|(cidr, description)| {
-            if let Some(old) = previous.iter().find(|entry| entry.cidr == cidr) {
+            if let Some(old) = previous.get(&cidr) {
                 return Ok(Entry {
                     description,
-                    ..old.clone()
+                    ..(*old).clone()
                 });
             }
             let rule = allocator.allocate().ok_or(ModelError::LimitExceeded {

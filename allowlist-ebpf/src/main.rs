@@ -54,8 +54,7 @@ static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_R
 
 /// One bitmap per generation, one bit per port: TCP ports in the first half, UDP in the second.
 #[map]
-static PROTECTED_PORTS: Array<u64> =
-    Array::with_max_entries(GENERATIONS * PROTECTED_PORT_WORDS, 0);
+static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(GENERATIONS * PROTECTED_PORT_WORDS, 0);
 
 /// The configuration in use: the slot [`CONFIG_SLOT`] names.
 #[inline(always)]

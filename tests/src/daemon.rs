@@ -151,6 +151,45 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Runs allowlistd as [`Daemon::start`] would, expecting it to refuse to start: fails
+    /// if it is still running after 20 s (it is killed then). Returns its exit status and
+    /// what it logged.
+    pub fn refusal(
+        link: &TestLink,
+        state_dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let log = state_dir.with_extension("refusal.log");
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", link.server.path()))
+            .arg(allowlistd_binary()?)
+            .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
+            .arg(state_dir)
+            .arg("--pin-dir")
+            .arg(pin_dir_for(state_dir))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("running allowlistd")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("allowlistd did not refuse to start: {}", read(&log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let text = read(&log);
+        let _ = std::fs::remove_file(&log);
+        Ok((status, text))
+    }
+
     /// What the daemon has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -345,4 +384,8 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
         out.extend_from_slice(data.get(end + 2..end + 2 + size).context("short chunk")?);
         data = &data[end + 4 + size..];
     }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }

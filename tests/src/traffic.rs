@@ -41,7 +41,10 @@ pub fn udp_server(link: &TestLink, addr: IpAddr) -> anyhow::Result<UdpSocket> {
         Protocol::UDP,
         SocketAddr::new(addr, 0),
     )?;
-    socket.set_recv_buffer_size(8 << 20)?;
+    // Beyond net.core.rmem_max (root may): a receiver starved of CPU for a while on these
+    // 2-core machines must not lose what the firewall let through.
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20))
+        .context("SO_RCVBUFFORCE")?;
     Ok(socket.into())
 }
 
@@ -136,6 +139,7 @@ pub fn ping_answers(link: &TestLink, source: IpAddr, server: IpAddr) -> anyhow::
 pub struct UdpStream {
     sent: u64,
     received: u64,
+    outlasted: bool,
 }
 
 impl UdpStream {
@@ -185,6 +189,7 @@ impl UdpStream {
                 Ok(count)
             });
             let outcome = during();
+            let outlasted = !sending.is_finished();
             let sent = sending
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -196,6 +201,7 @@ impl UdpStream {
             Ok(UdpStream {
                 sent: sent?,
                 received: received?,
+                outlasted,
             })
         })
     }
@@ -208,5 +214,11 @@ impl UdpStream {
     /// Datagrams received.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Whether the stream was still being sent when the change made during it was done: the
+    /// whole change happened under traffic.
+    pub fn outlasted(&self) -> bool {
+        self.outlasted
     }
 }

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use allowlist_common::Mode;
 use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
 use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
 use allowlist_daemon::service::{Service, kernel_rule_capacity};
 use allowlist_daemon::store::Store;
-use allowlist_common::Mode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};

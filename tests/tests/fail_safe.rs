@@ -1,0 +1,410 @@
+//! Fault tests: allowlistd killed inside and outside a pending window, restarted under
+//! traffic, its state file damaged or its state directory read-only, a 100k-entry list
+//! replaced under traffic, and 50 writers at once. Each asserts with packets, the state file
+//! and the API.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use allowlist_tests::daemon::{Daemon, Response, TempDir};
+use allowlist_tests::netns::*;
+use allowlist_tests::traffic::{UdpStream, udp_gets_through};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A short window: acknowledgements after 1 s, reverts after 4 s.
+const WINDOW: [&str; 4] = ["--ack-min", "1s", "--ack-max", "4s"];
+
+fn passes(link: &TestLink, source: impl Into<IpAddr>) -> bool {
+    let source = source.into();
+    let server: IpAddr = if source.is_ipv4() {
+        SERVER_V4.into()
+    } else {
+        SERVER_V6.into()
+    };
+    udp_gets_through(link, source, server).expect("udp probe")
+}
+
+/// Whether the kernel enforces the "office" list: the allowed client passes, the denied
+/// one does not (both families).
+fn enforcing_office(link: &TestLink) -> bool {
+    let enforced = passes(link, CLIENT_ALLOWED_V4)
+        && passes(link, CLIENT_ALLOWED_V6)
+        && !passes(link, CLIENT_DENIED_V4)
+        && !passes(link, CLIENT_DENIED_V6);
+    assert!(
+        enforced || (passes(link, CLIENT_DENIED_V4) && passes(link, CLIENT_DENIED_V6)),
+        "neither the office policy nor no policy"
+    );
+    enforced
+}
+
+fn create(daemon: &Daemon, name: &str, cidrs: &[String]) -> String {
+    let entries: Vec<Value> = cidrs.iter().map(|cidr| json!({ "cidr": cidr })).collect();
+    let response = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({ "name": name, "entries": entries })),
+    );
+    assert_eq!(response.status, 201, "{response:?}");
+    response.body["id"].as_str().expect("id").to_owned()
+}
+
+fn office() -> Vec<String> {
+    vec![CLIENT_ALLOWED_V4.to_string(), CLIENT_ALLOWED_V6.to_string()]
+}
+
+fn enable(daemon: &Daemon, id: &str) -> Response {
+    let response = daemon.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({ "allowlist_ids": [id] })),
+    );
+    assert_eq!(response.status, 202, "{response:?}");
+    response
+}
+
+fn acknowledge(daemon: &Daemon) {
+    std::thread::sleep(Duration::from_millis(1050));
+    let response = daemon.call("POST", "/v1/enforcement/acknowledge", None);
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
+fn enforcement(daemon: &Daemon) -> Value {
+    daemon.call("GET", "/v1/enforcement", None).body
+}
+
+fn dropped(daemon: &Daemon) -> u64 {
+    let stats = daemon.call("GET", "/v1/stats", None);
+    stats.body["counters"]["dropped"].as_u64().expect("dropped")
+}
+
+fn state_file(state: &TempDir) -> std::path::PathBuf {
+    state.path().join("state.json")
+}
+
+#[test]
+fn killed_inside_a_pending_window_the_kernel_reverts_by_itself() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    let enabled = enable(&daemon, &id);
+    let revert_at = enabled.body["pending"]["revert_at"]
+        .as_str()
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .expect("revert_at");
+    assert!(enforcing_office(&link));
+
+    daemon.kill().expect("kill -9");
+    assert!(link.server_has_xdp().expect("ip link"));
+    assert!(
+        enforcing_office(&link),
+        "the change stays in force with the daemon dead, inside its window"
+    );
+    let left = revert_at - OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::try_from(left).unwrap_or_default() + Duration::from_millis(200));
+    assert!(
+        !enforcing_office(&link),
+        "by revert_at the kernel is back to the previous policy (nothing enforced)"
+    );
+
+    // Back, the daemon records the revert.
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("restart");
+    let after = enforcement(&daemon);
+    assert_eq!(after["pending"], Value::Null, "{after}");
+    assert_eq!(after["enforcing"], false, "{after}");
+    let log = daemon.log();
+    assert!(
+        log.contains("expired while the daemon was down"),
+        "the revert is logged: {log}"
+    );
+    assert!(
+        log.contains("already fallen back"),
+        "the kernel's own revert is noticed: {log}"
+    );
+    assert!(!enforcing_office(&link));
+}
+
+#[test]
+fn killed_outside_a_window_and_restarted_under_traffic_nothing_changes() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    assert!(enforcing_office(&link));
+    let dropped_before = dropped(&daemon);
+    let saved = std::fs::read(state_file(&state)).expect("state file");
+
+    let mut restarted = None;
+    let mut denied_passed_while_down = None;
+    let stream = UdpStream::run(
+        &link,
+        CLIENT_ALLOWED_V4.into(),
+        SERVER_V4.into(),
+        200_000,
+        || {
+            daemon.kill()?;
+            denied_passed_while_down = Some(passes(&link, CLIENT_DENIED_V4));
+            restarted = Some(Daemon::start(&link, state.path(), &WINDOW)?);
+            Ok(())
+        },
+    )
+    .expect("stream");
+    assert!(
+        stream.outlasted(),
+        "the kill and restart happened under traffic"
+    );
+    assert_eq!(
+        stream.received(),
+        stream.sent(),
+        "no packet of the allowed source was lost"
+    );
+    assert_eq!(denied_passed_while_down, Some(false), "denied while down");
+
+    let daemon = restarted.expect("restarted");
+    assert!(enforcing_office(&link));
+    assert_eq!(
+        std::fs::read(state_file(&state)).expect("state file"),
+        saved,
+        "the state is identical"
+    );
+    assert!(
+        dropped(&daemon) >= dropped_before + 3,
+        "the counters kept counting across the restart"
+    );
+    let log = daemon.log();
+    assert!(log.contains("mode=adopted"), "{log}");
+    assert!(
+        log.contains("the kernel already enforced the state on disk"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_100k_entry_list_is_replaced_under_traffic_without_losing_a_packet() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let args = [
+        "--ack-min",
+        "1s",
+        "--ack-max",
+        "10m",
+        "--max-body-bytes",
+        "67108864",
+    ];
+    let daemon = Daemon::start(&link, state.path(), &args).expect("allowlistd");
+    let list = |base: u32| -> Vec<String> {
+        let mut cidrs = office();
+        cidrs.extend((0..100_000u32).map(|n| std::net::Ipv4Addr::from(base + n).to_string()));
+        cidrs
+    };
+    let id = create(&daemon, "big", &list(0x0a00_0000));
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    assert!(enforcing_office(&link));
+
+    let replacement: Vec<Value> = list(0x0a80_0000)
+        .into_iter()
+        .map(|cidr| json!({ "cidr": cidr }))
+        .collect();
+    let mut replaced = None;
+    let stream = UdpStream::run(
+        &link,
+        CLIENT_ALLOWED_V4.into(),
+        SERVER_V4.into(),
+        600_000,
+        || {
+            replaced = Some(daemon.call(
+                "PUT",
+                &format!("/v1/allowlists/{id}"),
+                Some(&json!({ "name": "big", "entries": replacement })),
+            ));
+            Ok(())
+        },
+    )
+    .expect("stream");
+    let replaced = replaced.expect("replaced");
+    assert_eq!(replaced.status, 200, "{:?}", replaced.body["error"]);
+    assert!(stream.outlasted(), "the replacement happened under traffic");
+    assert_eq!(stream.received(), stream.sent(), "no packet was lost");
+    assert!(enforcing_office(&link));
+    let shown = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
+    assert_eq!(
+        shown.body["entries"].as_array().map(Vec::len),
+        Some(100_002)
+    );
+}
+
+/// A read-only bind mount of a directory over itself, undone when dropped.
+struct ReadOnly<'a>(&'a Path);
+
+impl<'a> ReadOnly<'a> {
+    fn mount(dir: &'a Path) -> ReadOnly<'a> {
+        let run = |args: &[&str]| {
+            let status = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .expect("mount");
+            assert!(status.success(), "mount {args:?}");
+        };
+        run(&["--bind"]);
+        let guard = ReadOnly(dir);
+        run(&["-o", "remount,ro,bind"]);
+        guard
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_damaged_state_stops_the_daemon_and_the_kernel_keeps_enforcing() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    daemon.stop().expect("SIGTERM");
+    drop(daemon);
+    assert!(enforcing_office(&link), "enforcing after the stop");
+    let good = std::fs::read(state_file(&state)).expect("state file");
+
+    let damaged: [(&str, Vec<u8>, &str); 3] = [
+        ("truncated", good[..good.len() / 2].to_vec(), "is corrupt"),
+        (
+            "corrupt",
+            b"{\"allowlists\": nonsense".to_vec(),
+            "is corrupt",
+        ),
+        ("empty", Vec::new(), "the file is empty"),
+    ];
+    for (case, content, problem) in damaged {
+        std::fs::write(state_file(&state), content).expect("damage");
+        let (status, log) = Daemon::refusal(&link, state.path(), &WINDOW).expect(case);
+        assert!(!status.success(), "{case}");
+        assert!(log.contains("state.json"), "{case} names the file: {log}");
+        assert!(log.contains(problem), "{case} says what is wrong: {log}");
+        assert!(
+            log.contains("state.json.prev"),
+            "{case} names the backup: {log}"
+        );
+        assert!(enforcing_office(&link), "{case}: the kernel is unchanged");
+    }
+
+    std::fs::remove_file(state_file(&state)).expect("remove");
+    let (status, log) = Daemon::refusal(&link, state.path(), &WINDOW).expect("missing");
+    assert!(!status.success());
+    assert!(log.contains("state.json is missing"), "{log}");
+    assert!(enforcing_office(&link), "missing: the kernel is unchanged");
+
+    std::fs::remove_file(state.path().join("state.json.prev")).expect("remove backup");
+    let (status, log) = Daemon::refusal(&link, state.path(), &WINDOW).expect("no state");
+    assert!(!status.success());
+    assert!(
+        log.contains("holds no state, but the kernel enforces"),
+        "{log}"
+    );
+    assert!(enforcing_office(&link), "no state: the kernel is unchanged");
+
+    std::fs::write(state_file(&state), &good).expect("restore");
+    {
+        let _read_only = ReadOnly::mount(state.path());
+        let (status, log) = Daemon::refusal(&link, state.path(), &WINDOW).expect("read-only");
+        assert!(!status.success());
+        assert!(log.contains("writing in the state directory"), "{log}");
+        assert!(
+            enforcing_office(&link),
+            "read-only: the kernel is unchanged"
+        );
+    }
+
+    // Restored, the daemon starts, finds the kernel as the state says, and enforces on.
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    assert!(
+        daemon
+            .log()
+            .contains("the kernel already enforced the state on disk")
+    );
+    assert!(enforcing_office(&link));
+
+    // A state directory that turns read-only under a running daemon: changes are refused
+    // and nothing changes, on disk or in the kernel.
+    let _read_only = ReadOnly::mount(state.path());
+    let refused = daemon.call(
+        "POST",
+        &format!("/v1/allowlists/{id}/entries"),
+        Some(&json!({ "entries": [{ "cidr": CLIENT_DENIED_V4.to_string() }] })),
+    );
+    assert_eq!(refused.status, 500, "{refused:?}");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Read-only file system")),
+        "{refused:?}"
+    );
+    let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
+    assert_eq!(list.body["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(std::fs::read(state_file(&state)).expect("state"), good);
+    assert!(enforcing_office(&link));
+}
+
+#[test]
+fn fifty_concurrent_writers_lose_no_update() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "shared", &[]);
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..50u8)
+            .map(|n| {
+                let (daemon, id) = (&daemon, &id);
+                scope.spawn(move || {
+                    daemon.call(
+                        "POST",
+                        &format!("/v1/allowlists/{id}/entries"),
+                        Some(&json!({ "entries": [{ "cidr": format!("192.0.2.{n}") }] })),
+                    )
+                })
+            })
+            .collect();
+        for writer in writers {
+            let response = writer.join().expect("writer");
+            assert_eq!(response.status, 201, "{response:?}");
+        }
+    });
+    let cidrs = |entries: &Value| -> Vec<String> {
+        let mut cidrs: Vec<String> = entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|entry| entry["cidr"].as_str().map(str::to_owned))
+            .collect();
+        cidrs.sort();
+        cidrs
+    };
+    let api = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
+    let from_api = cidrs(&api.body["entries"]);
+    assert_eq!(from_api.len(), 50, "every writer's entry is there");
+    assert_eq!(api.body["version"], 51, "one version per write");
+
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(state_file(&state)).expect("state file"))
+            .expect("state JSON");
+    assert_eq!(
+        cidrs(&saved["allowlists"][&id]["entries"]),
+        from_api,
+        "the state file holds what the API shows"
+    );
+}
