@@ -408,3 +408,63 @@ fn fifty_concurrent_writers_lose_no_update() {
         "the state file holds what the API shows"
     );
 }
+
+#[test]
+fn pins_of_another_layout_or_capacity_are_replaced_without_a_gap() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    daemon.stop().expect("SIGTERM");
+    drop(daemon);
+
+    // What an older allowlistd would have left: the same pins under another layout version.
+    let pins = state.pin_dir();
+    std::fs::rename(pins.join("v2"), pins.join("v1")).expect("rename the layout dir");
+    assert!(enforcing_office(&link), "the renamed pins still enforce");
+    let mut restarted = None;
+    let stream = UdpStream::run(
+        &link,
+        CLIENT_ALLOWED_V4.into(),
+        SERVER_V4.into(),
+        100_000,
+        || {
+            restarted = Some(Daemon::start(&link, state.path(), &WINDOW)?);
+            Ok(())
+        },
+    )
+    .expect("stream");
+    assert!(stream.outlasted());
+    assert_eq!(stream.received(), stream.sent(), "no gap while replacing");
+    let mut daemon = restarted.expect("restarted");
+    let log = daemon.log();
+    assert!(log.contains("pins of another layout version"), "{log}");
+    assert!(
+        !pins.join("v1").exists(),
+        "the old layout's pins are removed"
+    );
+    assert!(
+        pins.join("v2").join("xdp_srv0").exists(),
+        "the link is re-pinned"
+    );
+    assert!(
+        log.contains("reconciled the kernel with the state on disk"),
+        "{log}"
+    );
+    assert!(enforcing_office(&link));
+
+    // Other capacities: the maps are replaced, the policy rewritten, the link kept.
+    daemon.stop().expect("SIGTERM");
+    drop(daemon);
+    let mut args = WINDOW.to_vec();
+    args.extend(["--max-entries", "1000"]);
+    let daemon = Daemon::start(&link, state.path(), &args).expect("allowlistd");
+    let log = daemon.log();
+    assert!(
+        log.contains("pinned maps do not fit this configuration"),
+        "{log}"
+    );
+    assert!(enforcing_office(&link));
+}

@@ -70,20 +70,39 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails, naming them, if test namespaces were left behind (and removes them).
+/// Fails, naming them, if test namespaces or bpffs pin directories were left behind (and
+/// removes them).
 pub fn check_no_leftovers(prefix: &str) -> anyhow::Result<()> {
     let listing = crate::capture(Command::new("ip").args(["netns", "list"]))?;
-    let leftovers: Vec<&str> = listing
+    let mut leftovers: Vec<String> = listing
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
         .collect();
     for name in &leftovers {
         let _ = Command::new("ip").args(["netns", "del", name]).status();
     }
+    let pins = std::fs::read_dir("/sys/fs/bpf")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| {
+                    path.file_name()
+                        .and_then(|name| name.to_str())
+                        .is_some_and(|name| name.starts_with(prefix))
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for path in pins {
+        let _ = std::fs::remove_dir_all(&path);
+        leftovers.push(path.display().to_string());
+    }
     if !leftovers.is_empty() {
         bail!(
-            "the tests left network namespaces behind: {}",
+            "the tests left network namespaces or pins behind: {}",
             leftovers.join(" ")
         );
     }
