@@ -45,6 +45,15 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// How long a TCP flow still passes replies after a FIN was seen.
 pub const TCP_CLOSE_LINGER_NS: u64 = 10_000_000_000;
 
+/// Iterations of the benchmark's varied-source loop per test run.
+pub const BENCH_LOOPS: u32 = 1024;
+/// Sources the benchmark's varied-source loop draws from.
+pub const BENCH_SOURCE_SLOTS: u32 = 65_536;
+/// Name of the benchmark's drop-only program.
+pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
+/// Name of the benchmark's varied-source lookup program.
+pub const BENCH_VARIED_PROGRAM: &str = "bench_varied";
+
 /// IP protocol numbers the programs look at.
 pub mod ip_proto {
     /// ICMP.

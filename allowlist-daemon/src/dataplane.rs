@@ -4,15 +4,16 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use allowlist_common::{
-    Config, Counter, EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS,
-    Ipv4Key, Ipv6Key, LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_CONFIG_SLOT,
-    MAP_COUNTERS, MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME,
-    PROTECTED_PORT_WORDS, RuleId,
+    BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM, Config, Counter,
+    EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS, Ipv4Key, Ipv6Key,
+    LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS,
+    MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME, PROTECTED_PORT_WORDS,
+    RuleId,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -355,9 +356,86 @@ impl Dataplane {
     /// starts in [`Mode::Off`] with an empty policy, replies passed with the default timeouts,
     /// no scopes, and is not attached; it is detached when dropped.
     pub fn load(max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
-        let mut dataplane = Self::load_with(None, max_rules, max_flows)?;
+        let mut dataplane = Self::load_with(None, max_rules, max_flows, false)?;
         dataplane.set_replies(Replies::default())?;
         Ok(dataplane)
+    }
+
+    /// As [`Dataplane::load`], with the benchmark's programs loaded too (see
+    /// [`Dataplane::bench_floor`] and [`Dataplane::bench_varied`]).
+    pub fn load_for_bench(max_rules: u32) -> Result<Self, DataplaneError> {
+        let mut dataplane = Self::load_with(None, max_rules, 1024, true)?;
+        dataplane.set_replies(Replies::default())?;
+        for name in [BENCH_FLOOR_PROGRAM, BENCH_VARIED_PROGRAM] {
+            program_mut::<Xdp>(&mut dataplane.ebpf, name)?
+                .load()
+                .map_err(DataplaneError::Program)?;
+        }
+        Ok(dataplane)
+    }
+
+    /// Runs the drop-only program on `frame` `repeat` times: the kernel's mean time per run.
+    pub fn bench_floor(&self, frame: &[u8], repeat: u32) -> Result<Duration, DataplaneError> {
+        Ok(program::<Xdp>(&self.ebpf, BENCH_FLOOR_PROGRAM)?
+            .test_run(test_run_options(frame, repeat))
+            .map_err(DataplaneError::Program)?
+            .duration)
+    }
+
+    /// Runs the varied-source program `repeat` times: each run looks up (or, without
+    /// `lookups`, only draws) [`allowlist_common::BENCH_LOOPS`] sources drawn at random from `sources` (all of
+    /// one family) in the policy in force. Returns the kernel's mean time per run and how
+    /// many sources of the last run the policy allowed.
+    pub fn bench_varied(
+        &mut self,
+        sources: &[IpAddr],
+        lookups: bool,
+        repeat: u32,
+    ) -> Result<(Duration, u64), DataplaneError> {
+        let map_err = |name| move |source| DataplaneError::Map { name, source };
+        let mut slots: Array<&mut MapData, [u8; 16]> = self
+            .ebpf
+            .map_mut("BENCH_SOURCES")
+            .ok_or(DataplaneError::Missing("BENCH_SOURCES"))?
+            .try_into()
+            .map_err(map_err("BENCH_SOURCES"))?;
+        let family = match sources.first() {
+            Some(IpAddr::V6(_)) => 6,
+            _ => 4,
+        };
+        for (slot, source) in (0..BENCH_SOURCE_SLOTS).zip(sources.iter().cycle()) {
+            let mut bytes = [0u8; 16];
+            match source {
+                IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => bytes = v6.octets(),
+            }
+            slots
+                .set(slot, bytes, 0)
+                .map_err(map_err("BENCH_SOURCES"))?;
+        }
+        let mut setup: Array<&mut MapData, u32> = self
+            .ebpf
+            .map_mut("BENCH_SETUP")
+            .ok_or(DataplaneError::Missing("BENCH_SETUP"))?
+            .try_into()
+            .map_err(map_err("BENCH_SETUP"))?;
+        setup.set(0, family, 0).map_err(map_err("BENCH_SETUP"))?;
+        setup
+            .set(1, u32::from(lookups), 0)
+            .map_err(map_err("BENCH_SETUP"))?;
+        let frame = [0u8; 64];
+        let duration = program::<Xdp>(&self.ebpf, BENCH_VARIED_PROGRAM)?
+            .test_run(test_run_options(&frame, repeat))
+            .map_err(DataplaneError::Program)?
+            .duration;
+        let found: Array<&MapData, u64> = self
+            .ebpf
+            .map("BENCH_FOUND")
+            .ok_or(DataplaneError::Missing("BENCH_FOUND"))?
+            .try_into()
+            .map_err(map_err("BENCH_FOUND"))?;
+        let found = found.get(&0, 0).map_err(map_err("BENCH_FOUND"))?;
+        Ok((duration, found))
     }
 
     /// Loads the programs with their maps pinned under `<pin_root>/v<LAYOUT_VERSION>`
@@ -395,7 +473,8 @@ impl Dataplane {
                 remove_pin(&dir.join(name))?;
             }
         }
-        let mut dataplane = Self::load_with(Some(Pins { dir, stale }), max_rules, max_flows)?;
+        let mut dataplane =
+            Self::load_with(Some(Pins { dir, stale }), max_rules, max_flows, false)?;
         dataplane.read_kernel()?;
         Ok(dataplane)
     }
@@ -404,8 +483,13 @@ impl Dataplane {
         pins: Option<Pins>,
         max_rules: u32,
         max_flows: u32,
+        bench: bool,
     ) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
+        if !bench {
+            // The benchmark's source table is 1 MiB of preallocated memory.
+            loader.map_max_entries("BENCH_SOURCES", 1);
+        }
         loader
             .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))
             .map_max_entries(MAP_ALLOW_V6, trie_capacity(max_rules))

@@ -16,12 +16,13 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod bench;
 mod flows;
 mod packet;
 
 use allowlist_common::{
-    Config, Counter, DEFAULT_MAX_RULES, GENERATION_BITS, GENERATIONS, Ipv4Key, Ipv6Key, Mode,
-    PROTECTED_PORT_WORDS, RuleId, ip_proto,
+    Config, Counter, DEFAULT_MAX_RULES, GENERATION_BITS, GENERATIONS, Ipv4Addr, Ipv4Key, Ipv6Addr,
+    Ipv6Key, Mode, PROTECTED_PORT_WORDS, RuleId, ip_proto,
 };
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -89,10 +90,8 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             if scoped && !protected(generation, packet::transport_v4(ip, end), end) {
                 return pass(Counter::PassedUnprotected);
             }
-            let [a, b, c, d] = addr;
-            let key = Key::new(GENERATION_BITS + 32, [generation, a, b, c, d]);
-            if let Some(rule) = ALLOW_V4.get(key) {
-                return pass_rule(*rule);
+            if let Some(rule) = lookup_v4(generation, addr) {
+                return pass_rule(rule);
             }
             // Only sources outside the allowlist get this far: the transport header is parsed
             // here, not before the lookup, so allowed sources never pay for it.
@@ -109,10 +108,8 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             if scoped && !protected(generation, packet::transport_v6(ip, end), end) {
                 return pass(Counter::PassedUnprotected);
             }
-            let mut data = [generation; 17];
-            data[1..].copy_from_slice(&addr);
-            if let Some(rule) = ALLOW_V6.get(Key::new(GENERATION_BITS + 128, data)) {
-                return pass_rule(*rule);
+            if let Some(rule) = lookup_v6(generation, &addr) {
+                return pass_rule(rule);
             }
             match packet::neighbor_discovery(ip, end) {
                 Some(true) => pass(Counter::PassedNeighborDiscovery),
@@ -129,6 +126,22 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
         }
     }
+}
+
+/// The rule of the longest prefix of `generation` covering the IPv4 source `addr`.
+#[inline(always)]
+fn lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
+    let [a, b, c, d] = addr;
+    let key = Key::new(GENERATION_BITS + 32, [generation, a, b, c, d]);
+    ALLOW_V4.get(key).copied()
+}
+
+/// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
+#[inline(always)]
+fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
+    let mut data = [generation; 17];
+    data[1..].copy_from_slice(addr);
+    ALLOW_V6.get(Key::new(GENERATION_BITS + 128, data)).copied()
 }
 
 /// The TC egress entry point: records the flows the host starts; never drops.
@@ -200,11 +213,17 @@ fn pass(counter: Counter) -> u32 {
 /// Counts an allowed packet and the hit on the rule that allowed it.
 #[inline(always)]
 fn pass_rule(rule: RuleId) -> u32 {
+    count_rule_hit(rule);
+    pass(Counter::PassedAllowed)
+}
+
+/// Counts a hit on `rule`.
+#[inline(always)]
+fn count_rule_hit(rule: RuleId) {
     if let Some(hits) = RULE_HITS.get_ptr_mut(rule) {
         // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *hits += 1 };
     }
-    pass(Counter::PassedAllowed)
 }
 
 /// Drops in enforce mode (counting `counter`); in monitor mode counts a would-drop

@@ -73,6 +73,8 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench => {
             system::require_root("cargo xtask bench")?;
+            system::ensure_bench_commands()?;
+            system::ensure_bpffs()?;
             build(true)?;
             run(Command::new("target/release/allowlist-bench").arg("bench/RESULTS.md"))
         }

@@ -14,6 +14,9 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("sysctl", "procps"),
 ];
 
+/// Commands the benchmark runs besides the tests' own: its peer and the tool that runs it.
+const BENCH_COMMANDS: &[(&str, &str)] = &[("xdp-filter", "xdp-tools"), ("bpftool", "bpftool")];
+
 /// Fails unless running as root: loading BPF programs and creating namespaces need it.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !is_root() {
@@ -29,9 +32,19 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Installs, with apt-get, the packages whose commands are missing.
+/// Installs, with apt-get, the packages whose commands the tests need and are missing.
 pub fn ensure_test_commands() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_COMMANDS
+    ensure_commands(TEST_COMMANDS)
+}
+
+/// As [`ensure_test_commands`], for the benchmark.
+pub fn ensure_bench_commands() -> anyhow::Result<()> {
+    ensure_commands(TEST_COMMANDS)?;
+    ensure_commands(BENCH_COMMANDS)
+}
+
+fn ensure_commands(commands: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = commands
         .iter()
         .filter(|(command, _)| which(command).is_none())
         .map(|(_, package)| *package)

@@ -1,0 +1,108 @@
+//! Programs for `cargo xtask bench` only; the daemon never loads them.
+//!
+//! - `bench_floor`: drops every frame, nothing else: what XDP itself costs.
+//! - `bench_varied`: runs the allowlist's trie lookup (the very functions the XDP program
+//!   uses, and its rule hit count) over many different sources in one test run: `bpf_loop`
+//!   draws a random source from [`BENCH_SOURCES`] each iteration. With lookups switched off
+//!   in [`BENCH_SETUP`] the same loop only draws the sources: the difference, divided by the
+//!   iterations, is the classification cost with varied keys, caches as cold as the table
+//!   size makes them.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_ABORTED, XDP_DROP},
+    helpers::{bpf_get_prandom_u32, bpf_loop},
+    macros::{map, xdp},
+    maps::Array,
+    programs::XdpContext,
+};
+
+use allowlist_common::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
+
+use crate::{config, count_rule_hit, lookup_v4, lookup_v6};
+
+/// Sources to draw from: IPv4 in the first 4 bytes.
+#[map]
+static BENCH_SOURCES: Array<[u8; 16]> = Array::with_max_entries(BENCH_SOURCE_SLOTS, 0);
+
+/// `[family (4 or 6), lookups (0 or 1)]`.
+#[map]
+static BENCH_SETUP: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Sources found in the allowlist in the last run (keeps the lookups from being optimised
+/// away, and tells the benchmark its allowed sources were allowed).
+#[map]
+static BENCH_FOUND: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The floor: drop.
+#[xdp]
+pub fn bench_floor(_ctx: XdpContext) -> u32 {
+    XDP_DROP
+}
+
+/// What each iteration of the loop needs.
+#[repr(C)]
+struct LoopState {
+    generation: u8,
+    family: u32,
+    lookups: u32,
+    found: u64,
+}
+
+/// Lookups of [`BENCH_LOOPS`] random sources of [`BENCH_SOURCES`].
+#[xdp]
+pub fn bench_varied(_ctx: XdpContext) -> u32 {
+    let (Some(config), Some(family), Some(lookups)) =
+        (config(), BENCH_SETUP.get(0), BENCH_SETUP.get(1))
+    else {
+        return XDP_ABORTED;
+    };
+    let mut state = LoopState {
+        generation: config.active.generation as u8,
+        family: *family,
+        lookups: *lookups,
+        found: 0,
+    };
+    // SAFETY: the callback has the signature bpf_loop expects and only touches `state`.
+    unsafe {
+        bpf_loop(
+            BENCH_LOOPS,
+            one_source as *mut c_void,
+            &mut state as *mut LoopState as *mut c_void,
+            0,
+        )
+    };
+    if let Some(found) = BENCH_FOUND.get_ptr_mut(0) {
+        // SAFETY: an array slot; the benchmark runs one test run at a time.
+        unsafe { *found = state.found };
+    }
+    XDP_DROP
+}
+
+extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LoopState` bench_varied passed to bpf_loop.
+    let state = unsafe { &mut *(ctx as *mut LoopState) };
+    // SAFETY: a helper without arguments.
+    let slot = unsafe { bpf_get_prandom_u32() } % BENCH_SOURCE_SLOTS;
+    let Some(source) = BENCH_SOURCES.get(slot) else {
+        return 1;
+    };
+    if state.lookups == 0 {
+        state.found += u64::from(source[0] & 1);
+        return 0;
+    }
+    let rule = if state.family == 4 {
+        lookup_v4(
+            state.generation,
+            [source[0], source[1], source[2], source[3]],
+        )
+    } else {
+        lookup_v6(state.generation, source)
+    };
+    if let Some(rule) = rule {
+        count_rule_hit(rule);
+        state.found += 1;
+    }
+    0
+}
