@@ -29,7 +29,7 @@ pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 /// Name of the per-CPU packet counter array, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Name of the per-CPU rule hit array, indexed by [`RuleId`].
+/// Name of the per-CPU rule use array: a [`RuleUsage`] per [`RuleId`].
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
 
 /// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].
@@ -157,6 +157,16 @@ impl Config {
             &self.active
         }
     }
+}
+
+/// How one CPU used one rule: the value of [`MAP_RULE_HITS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleUsage {
+    /// Packets the rule allowed.
+    pub hits: u64,
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last one; 0: none yet.
+    pub last_hit_ns: u64,
 }
 
 /// A flow the host started, as seen from the host: the key of [`MAP_FLOWS`].

@@ -296,6 +296,12 @@ struct EntryView {
     id: String,
     cidr: IpNet,
     description: String,
+    /// Packets allowed (in `GET /v1/allowlists/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hits: Option<u64>,
+    /// When it last allowed one, RFC 3339, `null` if never (in `GET /v1/allowlists/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_hit: Option<Option<String>>,
 }
 
 impl From<&Entry> for EntryView {
@@ -304,6 +310,8 @@ impl From<&Entry> for EntryView {
             id: entry.id.clone(),
             cidr: entry.cidr,
             description: entry.description.clone(),
+            hits: None,
+            last_hit: None,
         }
     }
 }
@@ -335,7 +343,14 @@ fn allowlist_view(model: &Model, list: &Allowlist) -> AllowlistView {
 
 /// One allowlist with its ETag.
 fn allowlist_response(status: StatusCode, model: &Model, list: &Allowlist) -> Response {
-    let mut response = (status, Json(allowlist_view(model, list))).into_response();
+    with_etag(
+        (status, Json(allowlist_view(model, list))).into_response(),
+        list,
+    )
+}
+
+/// Adds `list`'s version as the ETag.
+fn with_etag(mut response: Response, list: &Allowlist) -> Response {
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", list.version)) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -402,11 +417,17 @@ async fn get_allowlist(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     with_service(&state, move |service| {
+        let usage = service.entry_use(&id)?;
         let model = service.model();
-        Ok(allowlist_response(
-            StatusCode::OK,
-            model,
-            model.allowlist(&id)?,
+        let list = model.allowlist(&id)?;
+        let mut view = allowlist_view(model, list);
+        for (entry, used) in view.entries.iter_mut().zip(usage) {
+            entry.hits = Some(used.hits);
+            entry.last_hit = Some(used.last_hit.map(rfc3339));
+        }
+        Ok(with_etag(
+            (StatusCode::OK, Json(view)).into_response(),
+            list,
         ))
     })
     .await

@@ -13,7 +13,7 @@ use allowlist_common::{
     EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS, Ipv4Key, Ipv6Key,
     LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS,
     MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME, PROTECTED_PORT_WORDS,
-    RuleId,
+    RuleId, RuleUsage,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -45,6 +45,23 @@ struct ConfigValue(Config);
 
 // SAFETY: `Config` is `#[repr(C)]` plain integers without padding; every bit pattern is valid.
 unsafe impl aya::Pod for ConfigValue {}
+
+/// [`RuleUsage`] as a map value.
+#[repr(transparent)]
+#[derive(Clone, Copy, Default)]
+struct RuleUsageValue(RuleUsage);
+
+// SAFETY: `#[repr(C)]` integers without padding.
+unsafe impl aya::Pod for RuleUsageValue {}
+
+/// How much a rule was used, over all CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleUse {
+    /// Packets it allowed.
+    pub hits: u64,
+    /// How long ago it last allowed one (the coarse clock: to a few ms); `None`: never.
+    pub last_hit_ago: Option<Duration>,
+}
 
 /// [`FlowKey`] as a map key.
 #[repr(transparent)]
@@ -325,7 +342,7 @@ pub struct Dataplane {
     allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
     allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
     counters: PerCpuArray<MapData, u64>,
-    rule_hits: PerCpuArray<MapData, u64>,
+    rule_hits: PerCpuArray<MapData, RuleUsageValue>,
     protected_ports: Array<MapData, u64>,
     port_words: Vec<u64>,
     flows: HashMap<MapData, FlowKeyValue, FlowStateValue>,
@@ -1149,13 +1166,33 @@ impl Dataplane {
 
     /// How many packets `rule` has allowed, summed over CPUs.
     pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
+        Ok(self.rule_use(rule)?.hits)
+    }
+
+    /// How many packets `rule` has allowed and when it last did, over all CPUs.
+    pub fn rule_use(&self, rule: RuleId) -> Result<RuleUse, DataplaneError> {
         if rule >= self.max_rules {
             return Err(DataplaneError::RuleOutOfRange {
                 rule,
                 capacity: self.max_rules,
             });
         }
-        sum_per_cpu(&self.rule_hits, MAP_RULE_HITS, rule)
+        let values = self
+            .rule_hits
+            .get(&rule, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_RULE_HITS,
+                source,
+            })?;
+        let hits = values
+            .iter()
+            .fold(0u64, |sum, v| sum.wrapping_add(v.0.hits));
+        let last = values.iter().map(|v| v.0.last_hit_ns).max().unwrap_or(0);
+        Ok(RuleUse {
+            hits,
+            last_hit_ago: (last != 0)
+                .then(|| Duration::from_nanos(monotonic_now_ns().saturating_sub(last))),
+        })
     }
 
     /// Runs the egress program in the kernel on `frame`, as if the host sent it: records its
@@ -1170,7 +1207,8 @@ impl Dataplane {
     /// Zeroes the hit counter of `rule`, for a rule id given to a new entry.
     pub fn reset_rule_hits(&mut self, rule: RuleId) -> Result<(), DataplaneError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
-        let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(DataplaneError::Cpus)?;
+        let zeros = PerCpuValues::try_from(vec![RuleUsageValue::default(); cpus])
+            .map_err(DataplaneError::Cpus)?;
         self.rule_hits
             .set(rule, zeros, 0)
             .map_err(|source| DataplaneError::Map {
@@ -1284,7 +1322,13 @@ fn incompatible_pins(
             trie_capacity(max_rules),
         ),
         (MAP_COUNTERS, MapType::PerCpuArray, 4, 8, Counter::COUNT),
-        (MAP_RULE_HITS, MapType::PerCpuArray, 4, 8, max_rules),
+        (
+            MAP_RULE_HITS,
+            MapType::PerCpuArray,
+            4,
+            size(size_of::<RuleUsage>()),
+            max_rules,
+        ),
         (
             MAP_FLOWS,
             MapType::LruHash,

@@ -50,6 +50,15 @@ pub struct EntryHits {
     pub hits: u64,
 }
 
+/// How much one entry was used.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryUse {
+    /// Packets it allowed since it was created (or the program loaded).
+    pub hits: u64,
+    /// When it last allowed one; `None`: never.
+    pub last_hit: Option<OffsetDateTime>,
+}
+
 /// Hits of one always-allow prefix.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlwaysAllowHits {
@@ -460,6 +469,23 @@ impl Service {
     /// The packet counters.
     pub fn counters(&self) -> Result<crate::dataplane::Counters, DataplaneError> {
         self.dataplane.counters()
+    }
+
+    /// Hits and the time of the last hit of each entry of allowlist `id`, in entry order.
+    pub fn entry_use(&self, id: &str) -> Result<Vec<EntryUse>, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        self.model
+            .allowlist(id)?
+            .entries
+            .iter()
+            .map(|entry| {
+                let used = self.dataplane.rule_use(entry.rule)?;
+                Ok(EntryUse {
+                    hits: used.hits,
+                    last_hit: used.last_hit_ago.map(|ago| now - ago),
+                })
+            })
+            .collect()
     }
 
     /// Packet counters and hits per entry.

@@ -22,10 +22,11 @@ mod packet;
 
 use allowlist_common::{
     Config, Counter, DEFAULT_MAX_RULES, GENERATION_BITS, GENERATIONS, Ipv4Addr, Ipv4Key, Ipv6Addr,
-    Ipv6Key, Mode, PROTECTED_PORT_WORDS, RuleId, ip_proto,
+    Ipv6Key, Mode, PROTECTED_PORT_WORDS, RuleId, RuleUsage, ip_proto,
 };
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, map, xdp},
     maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::{TcContext, XdpContext},
@@ -51,7 +52,7 @@ static ALLOW_V6: LpmTrie<Ipv6Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MA
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[map]
-static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_RULES, 0);
+static RULE_HITS: PerCpuArray<RuleUsage> = PerCpuArray::with_max_entries(DEFAULT_MAX_RULES, 0);
 
 /// One bitmap per generation, one bit per port: TCP ports in the first half, UDP in the second.
 #[map]
@@ -217,12 +218,16 @@ fn pass_rule(rule: RuleId) -> u32 {
     pass(Counter::PassedAllowed)
 }
 
-/// Counts a hit on `rule`.
+/// Counts a hit on `rule` and notes its time (the coarse clock: a few ns, same cache line).
 #[inline(always)]
 fn count_rule_hit(rule: RuleId) {
-    if let Some(hits) = RULE_HITS.get_ptr_mut(rule) {
-        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *hits += 1 };
+    if let Some(usage) = RULE_HITS.get_ptr_mut(rule) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs; the helper
+        // takes no arguments.
+        unsafe {
+            (*usage).hits += 1;
+            (*usage).last_hit_ns = bpf_ktime_get_coarse_ns();
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use allowlist_tests::daemon::{Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::traffic::udp_gets_through;
 use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
 
 /// Short acknowledgement windows, through the flags.
 const WINDOWS: &[&str] = &["--ack-min", "1s", "--ack-max", "3s"];
@@ -846,6 +847,37 @@ fn stats_count_packets_per_entry() {
         .expect("v4 entry");
     assert!(v4["hits"].as_u64().is_some_and(|n| n >= 1), "{v4}");
     assert_eq!(v4["allowlist_id"], json!(id));
+
+    // Per entry, with the time of the last hit: a stale entry shows as never hit.
+    let added = d.call(
+        "POST",
+        &format!("/v1/allowlists/{id}/entries"),
+        Some(&json!({"entries": [{"cidr": "192.0.2.77"}]})),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    assert!(passes(&s.link, CLIENT_ALLOWED_V4));
+    let list = d.call("GET", &format!("/v1/allowlists/{id}"), None);
+    let entries = list.body["entries"].as_array().expect("entries");
+    let entry = |cidr: &str| {
+        entries
+            .iter()
+            .find(|e| e["cidr"] == cidr)
+            .unwrap_or_else(|| panic!("{cidr} in {list:?}"))
+    };
+    let used = entry(&format!("{CLIENT_ALLOWED_V4}/32"));
+    assert!(used["hits"].as_u64().is_some_and(|n| n >= 2), "{used}");
+    let last_hit = used["last_hit"]
+        .as_str()
+        .and_then(|at| time::OffsetDateTime::parse(at, &Rfc3339).ok())
+        .expect("last_hit");
+    let age = time::OffsetDateTime::now_utc() - last_hit;
+    assert!(
+        age >= time::Duration::seconds(-1) && age < time::Duration::seconds(30),
+        "last_hit {last_hit} is now: {used}"
+    );
+    let stale = entry("192.0.2.77/32");
+    assert_eq!(stale["hits"], 0, "{stale}");
+    assert_eq!(stale["last_hit"], Value::Null, "{stale}");
 }
 
 #[test]
