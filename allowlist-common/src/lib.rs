@@ -27,13 +27,28 @@ pub const MAP_CONFIG_SLOT: &str = "CONFIG_SLOT";
 pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
 /// Name of the IPv6 LPM trie: key [`Ipv6Key`], value a [`RuleId`].
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
-/// Name of the per-CPU packet counter array, indexed by [`Counter`].
+/// Name of the per-CPU packet counter array: [`Counter::COUNT`] counters per interface slot
+/// (slot `s`, counter `c` at `s * Counter::COUNT + c`), slot 0 for unlisted interfaces.
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the per-CPU rule use array: a [`RuleUsage`] per [`RuleId`].
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
 
 /// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].
 pub const MAP_FLOWS: &str = "FLOWS";
+/// Name of the `u32` array that gives each interface (by ifindex, below
+/// [`INTERFACE_SLOT_IFINDEXES`]) its counter slot, 1 to [`MAX_INTERFACES`]; 0: unlisted.
+pub const MAP_INTERFACE_SLOTS: &str = "INTERFACE_SLOTS";
+/// Interfaces with their own counters.
+pub const MAX_INTERFACES: u32 = 16;
+/// Interface indexes [`MAP_INTERFACE_SLOTS`] covers; higher ones count in slot 0.
+pub const INTERFACE_SLOT_IFINDEXES: u32 = 4096;
+
+/// Name of the LRU hash of sources refused (or, in monitor mode, that would be): key
+/// [`SourceKey`], value [`SourceSeen`]. Sampled: see [`Config::top_sample`].
+pub const MAP_TOP_SOURCES: &str = "TOP_SOURCES";
+/// Sources [`MAP_TOP_SOURCES`] remembers; the least recently seen go first.
+pub const TOP_SOURCES_CAPACITY: u32 = 4096;
+
 /// Name of the protected-port bitmaps: one of [`PROTECTED_PORT_WORDS`] `u64` words per
 /// generation (generation `g` starts at word `g * PROTECTED_PORT_WORDS`), TCP ports first.
 pub const MAP_PROTECTED_PORTS: &str = "PROTECTED_PORTS";
@@ -137,8 +152,8 @@ pub struct Config {
     pub revert_at_ns: u64,
     /// 1: pass replies to flows the host started (recorded by the egress program).
     pub replies: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// One refused packet in `top_sample` (at random) is noted in [`MAP_TOP_SOURCES`]; 0: none.
+    pub top_sample: u32,
     /// Idle time after which a TCP flow's replies are no longer passed.
     pub tcp_timeout_ns: u64,
     /// Idle time after which a UDP flow's replies are no longer passed.
@@ -157,6 +172,28 @@ impl Config {
             &self.active
         }
     }
+}
+
+/// A refused source: the key of [`MAP_TOP_SOURCES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// The address; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+    /// Zero.
+    pub padding: [u8; 3],
+}
+
+/// What is known of a refused source: the value of [`MAP_TOP_SOURCES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSeen {
+    /// Sampled packets noted (multiply by [`Config::top_sample`] for an estimate).
+    pub packets: u64,
+    /// `bpf_ktime_get_coarse_ns` of the last one noted.
+    pub last_seen_ns: u64,
 }
 
 /// How one CPU used one rule: the value of [`MAP_RULE_HITS`].

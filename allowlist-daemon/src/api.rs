@@ -56,6 +56,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/enforcement/scopes", put(set_scopes))
         .route("/evaluate", get(evaluate))
         .route("/stats", get(stats))
+        .route("/top", get(top))
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let metrics = Router::new()
@@ -589,6 +590,46 @@ async fn evaluate(
         .map_err(|_| bad_ip(format!("{raw:?} is not an IPv4 or IPv6 address")))?;
     with_service(&state, move |service| {
         Ok(Json(json!(service.model().evaluate(addr))))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct TopQuery {
+    window: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/top?window=60s&limit=20`: the sources refused most often lately.
+async fn top(
+    State(state): State<AppState>,
+    Query(query): Query<TopQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |field: &str, message: String| ApiError {
+        field: Some(field.into()),
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    };
+    let window = match &query.window {
+        None => std::time::Duration::from_secs(60),
+        Some(raw) => humantime::parse_duration(raw.trim())
+            .map_err(|err| bad("window", format!("window {raw:?}: {err} (e.g. 60s, 5m)")))?,
+    };
+    let limit = match &query.limit {
+        None => 20,
+        Some(raw) => raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=4096).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "limit",
+                    format!("limit {raw:?} is not a number from 1 to 4096"),
+                )
+            })?,
+    };
+    with_service(&state, move |service| {
+        Ok(Json(json!(service.top(window, limit)?)))
     })
     .await
 }

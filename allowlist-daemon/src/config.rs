@@ -187,6 +187,11 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_flows: Option<u32>,
 
+    /// Note one refused packet in N (at random) for `allowlistctl top`; 1 notes every one, 0
+    /// none. Sampling keeps a flood of refused packets cheap [default: 16].
+    #[arg(long, value_name = "N")]
+    pub top_sample: Option<u32>,
+
     /// Guard only this local port (tcp/22, udp/51820); repeat for several. Without it every
     /// inbound IP packet is checked. Used until scopes are set through the API.
     #[arg(long, value_name = "PROTO/PORT")]
@@ -245,6 +250,8 @@ pub struct Config {
     pub replies: Replies,
     /// Capacity of the flow map.
     pub max_flows: u32,
+    /// One refused packet in this many is noted for `top`; 0: none.
+    pub top_sample: u32,
     /// Ports guarded until scopes are set through the API; empty: all.
     pub protect: Vec<PortScope>,
 }
@@ -288,6 +295,7 @@ impl Options {
             reply_timeout_udp: self.reply_timeout_udp.or(file.reply_timeout_udp),
             reply_timeout_icmp: self.reply_timeout_icmp.or(file.reply_timeout_icmp),
             max_flows: self.max_flows.or(file.max_flows),
+            top_sample: self.top_sample.or(file.top_sample),
             protect: vec(self.protect, file.protect),
         }
     }
@@ -339,6 +347,7 @@ impl Options {
             max_flows: self
                 .max_flows
                 .unwrap_or(allowlist_common::DEFAULT_MAX_FLOWS),
+            top_sample: self.top_sample.unwrap_or(16),
             protect: self.protect,
         };
         ensure!(

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use allowlist_common::{
     BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM, Config, Counter,
-    EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS, Ipv4Key, Ipv6Key,
-    LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS,
-    MAP_FLOWS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, Mode, PROGRAM_NAME, PROTECTED_PORT_WORDS,
-    RuleId, RuleUsage,
+    EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS,
+    INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key, LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6,
+    MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS,
+    MAP_RULE_HITS, MAP_TOP_SOURCES, MAX_INTERFACES, Mode, PROGRAM_NAME, PROTECTED_PORT_WORDS,
+    RuleId, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -45,6 +46,33 @@ struct ConfigValue(Config);
 
 // SAFETY: `Config` is `#[repr(C)]` plain integers without padding; every bit pattern is valid.
 unsafe impl aya::Pod for ConfigValue {}
+
+/// [`SourceKey`] as a map key.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct SourceKeyValue(SourceKey);
+
+// SAFETY: `#[repr(C)]` bytes without padding.
+unsafe impl aya::Pod for SourceKeyValue {}
+
+/// [`SourceSeen`] as a map value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct SourceSeenValue(SourceSeen);
+
+// SAFETY: `#[repr(C)]` integers without padding.
+unsafe impl aya::Pod for SourceSeenValue {}
+
+/// A refused source the program noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceNoted {
+    /// The source address.
+    pub address: IpAddr,
+    /// Packets noted (sampled: one refused packet in the sample rate).
+    pub noted: u64,
+    /// How long ago the last one was noted.
+    pub last_seen_ago: Duration,
+}
 
 /// [`RuleUsage`] as a map value.
 #[repr(transparent)]
@@ -342,6 +370,10 @@ pub struct Dataplane {
     allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
     allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
     counters: PerCpuArray<MapData, u64>,
+    interface_slots: Array<MapData, u32>,
+    /// Interfaces with their own counter slot, and the slot.
+    slots: Vec<(String, u32)>,
+    top_sources: HashMap<MapData, SourceKeyValue, SourceSeenValue>,
     rule_hits: PerCpuArray<MapData, RuleUsageValue>,
     protected_ports: Array<MapData, u64>,
     port_words: Vec<u64>,
@@ -533,6 +565,9 @@ impl Dataplane {
             allow_v4: take_map(&mut ebpf, MAP_ALLOW_V4)?,
             allow_v6: take_map(&mut ebpf, MAP_ALLOW_V6)?,
             counters: take_map(&mut ebpf, MAP_COUNTERS)?,
+            interface_slots: take_map(&mut ebpf, MAP_INTERFACE_SLOTS)?,
+            slots: Vec::new(),
+            top_sources: take_map(&mut ebpf, MAP_TOP_SOURCES)?,
             rule_hits: take_map(&mut ebpf, MAP_RULE_HITS)?,
             ebpf,
             generations: vec![Generation::default(); GENERATIONS as usize],
@@ -650,6 +685,7 @@ impl Dataplane {
             self.unpin_link(&egress_pin)?;
             None
         };
+        self.assign_slot(interface)?;
         self.attachments.push(Attachment {
             interface: interface.to_owned(),
             mode: attached,
@@ -1108,7 +1144,7 @@ impl Dataplane {
     /// How full the flow map is.
     pub fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
         let live = self.flows.keys().filter(Result::is_ok).count() as u64;
-        let recorded = sum_per_cpu(&self.counters, MAP_COUNTERS, Counter::FlowsRecorded as u32)?;
+        let recorded = self.counters()?.get(Counter::FlowsRecorded);
         Ok(FlowStats {
             live,
             recorded,
@@ -1155,13 +1191,122 @@ impl Dataplane {
         result.map_err(|source| DataplaneError::Map { name, source })
     }
 
-    /// The packet counters, summed over CPUs.
+    /// The packet counters of every interface, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         let mut totals = Counters::default();
-        for counter in Counter::ALL {
-            totals.0[counter as usize] = sum_per_cpu(&self.counters, MAP_COUNTERS, counter as u32)?;
+        for slot in 0..=MAX_INTERFACES {
+            let counters = self.slot_counters(slot)?;
+            for (total, value) in totals.0.iter_mut().zip(counters.0) {
+                *total = total.wrapping_add(value);
+            }
         }
         Ok(totals)
+    }
+
+    /// The packet counters of each interface attached to, then of the others together
+    /// (named `other`: test runs, and interfaces beyond [`MAX_INTERFACES`]).
+    pub fn interface_counters(&self) -> Result<Vec<(String, Counters)>, DataplaneError> {
+        let mut all = Vec::new();
+        for (interface, slot) in &self.slots {
+            all.push((interface.clone(), self.slot_counters(*slot)?));
+        }
+        all.push(("other".to_owned(), self.slot_counters(0)?));
+        Ok(all)
+    }
+
+    fn slot_counters(&self, slot: u32) -> Result<Counters, DataplaneError> {
+        let mut counters = Counters::default();
+        for counter in Counter::ALL {
+            counters.0[counter as usize] = sum_per_cpu(
+                &self.counters,
+                MAP_COUNTERS,
+                slot * Counter::COUNT + counter as u32,
+            )?;
+        }
+        Ok(counters)
+    }
+
+    /// Gives `interface` a counter slot: the one it had (pinned maps of an earlier daemon),
+    /// else a free one with its counters zeroed; slot 0 (shared) when all are taken.
+    fn assign_slot(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        let map_err = |source| DataplaneError::Map {
+            name: MAP_INTERFACE_SLOTS,
+            source,
+        };
+        let Some(ifindex) = nix::net::if_::if_nametoindex(interface)
+            .ok()
+            .filter(|index| *index < INTERFACE_SLOT_IFINDEXES)
+        else {
+            tracing::warn!(
+                interface,
+                "no counter slot for this interface: counted as other"
+            );
+            return Ok(());
+        };
+        let taken = |slot: u32, slots: &[(String, u32)]| slots.iter().any(|(_, s)| *s == slot);
+        let had = self.interface_slots.get(&ifindex, 0).map_err(map_err)?;
+        let slot = if (1..=MAX_INTERFACES).contains(&had) && !taken(had, &self.slots) {
+            had
+        } else {
+            let Some(free) = (1..=MAX_INTERFACES).find(|slot| !taken(*slot, &self.slots)) else {
+                tracing::warn!(
+                    interface,
+                    "more than {MAX_INTERFACES} interfaces: this one is counted as other"
+                );
+                return Ok(());
+            };
+            let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
+            for counter in 0..Counter::COUNT {
+                let zeros =
+                    PerCpuValues::try_from(vec![0u64; cpus]).map_err(DataplaneError::Cpus)?;
+                self.counters
+                    .set(free * Counter::COUNT + counter, zeros, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: MAP_COUNTERS,
+                        source,
+                    })?;
+            }
+            self.interface_slots
+                .set(ifindex, free, 0)
+                .map_err(map_err)?;
+            free
+        };
+        self.slots.push((interface.to_owned(), slot));
+        Ok(())
+    }
+
+    /// Notes one refused packet in `sample` in the map of refused sources; 0: none.
+    pub fn set_top_sample(&mut self, sample: u32) -> Result<(), DataplaneError> {
+        self.switch(Config {
+            top_sample: sample,
+            ..self.current
+        })
+    }
+
+    /// The refused sources noted (at most [`allowlist_common::TOP_SOURCES_CAPACITY`], the
+    /// least recently seen forgotten first), with the sample rate their counts are taken at.
+    pub fn top_sources(&self) -> Result<(Vec<SourceNoted>, u32), DataplaneError> {
+        let now = coarse_now_ns();
+        let mut sources = Vec::new();
+        for item in self.top_sources.iter() {
+            let (key, seen) = item.map_err(|source| DataplaneError::Map {
+                name: MAP_TOP_SOURCES,
+                source,
+            })?;
+            let address = match key.0.family {
+                4 => {
+                    let [a, b, c, d, ..] = key.0.addr;
+                    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+                }
+                _ => IpAddr::V6(Ipv6Addr::from(key.0.addr)),
+            };
+            sources.push(SourceNoted {
+                address,
+                noted: seen.0.packets,
+                last_seen_ago: Duration::from_nanos(now.saturating_sub(seen.0.last_seen_ns)),
+            });
+        }
+        Ok((sources, self.current.top_sample))
     }
 
     /// How many packets `rule` has allowed, summed over CPUs.
@@ -1191,7 +1336,7 @@ impl Dataplane {
         Ok(RuleUse {
             hits,
             last_hit_ago: (last != 0)
-                .then(|| Duration::from_nanos(monotonic_now_ns().saturating_sub(last))),
+                .then(|| Duration::from_nanos(coarse_now_ns().saturating_sub(last))),
         })
     }
 
@@ -1286,7 +1431,9 @@ fn sum_per_cpu(
 }
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-const MAP_NAMES: [&str; 8] = [
+const MAP_NAMES: [&str; 10] = [
+    MAP_INTERFACE_SLOTS,
+    MAP_TOP_SOURCES,
     MAP_CONFIG,
     MAP_CONFIG_SLOT,
     MAP_ALLOW_V4,
@@ -1321,7 +1468,27 @@ fn incompatible_pins(
             4,
             trie_capacity(max_rules),
         ),
-        (MAP_COUNTERS, MapType::PerCpuArray, 4, 8, Counter::COUNT),
+        (
+            MAP_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            8,
+            (MAX_INTERFACES + 1) * Counter::COUNT,
+        ),
+        (
+            MAP_INTERFACE_SLOTS,
+            MapType::Array,
+            4,
+            4,
+            INTERFACE_SLOT_IFINDEXES,
+        ),
+        (
+            MAP_TOP_SOURCES,
+            MapType::LruHash,
+            size(size_of::<SourceKey>()),
+            size(size_of::<SourceSeen>()),
+            TOP_SOURCES_CAPACITY,
+        ),
         (
             MAP_RULE_HITS,
             MapType::PerCpuArray,
@@ -1497,6 +1664,19 @@ fn monotonic_now_ns() -> u64 {
     };
     // SAFETY: `clock_gettime` only writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: the clock of `bpf_ktime_get_coarse_ns`.
+fn coarse_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` only writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use allowlist_common::Counter;
 use time::OffsetDateTime;
 
 use crate::service::{Service, ServiceError};
@@ -34,17 +35,23 @@ pub fn render(service: &Service, requests: &RequestCounts) -> Result<String, Ser
         &mut out,
         "allowlist_packets_total",
         "counter",
-        "Packets seen by the XDP program, by verdict, with the program's current mode.",
+        "Packets seen by the XDP program, by interface (other: test runs and interfaces \
+         without a slot of their own) and verdict, with the program's current mode.",
     );
-    for (verdict, value) in &stats.counters {
-        if *verdict == "flows_recorded" {
-            continue;
+    for (interface, counters) in service.interface_counters()? {
+        for counter in Counter::ALL {
+            if counter == Counter::FlowsRecorded {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "allowlist_packets_total{{interface=\"{}\",mode=\"{}\",verdict=\"{}\"}} {}",
+                label(&interface),
+                service.mode_name(),
+                counter.name(),
+                counters.get(counter)
+            );
         }
-        let _ = writeln!(
-            out,
-            "allowlist_packets_total{{mode=\"{}\",verdict=\"{verdict}\"}} {value}",
-            service.mode_name()
-        );
     }
 
     family(

@@ -59,6 +59,29 @@ pub struct EntryUse {
     pub last_hit: Option<OffsetDateTime>,
 }
 
+/// The sources refused most often in a recent window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Top {
+    /// One refused packet in `sample` was noted (0: noting is off); packet counts are
+    /// estimates scaled by it.
+    pub sample: u32,
+    /// Only sources last seen this recently are listed.
+    pub window_seconds: u64,
+    /// Busiest first.
+    pub sources: Vec<TopSource>,
+}
+
+/// One refused source.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopSource {
+    /// The source address.
+    pub address: IpAddr,
+    /// Refused packets (estimated from the sample) since the map first noted it.
+    pub packets: u64,
+    /// When a packet of it was last noted (RFC 3339).
+    pub last_seen: String,
+}
+
 /// Hits of one always-allow prefix.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlwaysAllowHits {
@@ -178,6 +201,7 @@ impl Service {
             store.save(&model)?;
         }
         dataplane.set_replies(config.replies)?;
+        dataplane.set_top_sample(config.top_sample)?;
         let mut service = Service {
             model,
             store,
@@ -466,6 +490,13 @@ impl Service {
         }
     }
 
+    /// The packet counters of each interface, then of the others together.
+    pub fn interface_counters(
+        &self,
+    ) -> Result<Vec<(String, crate::dataplane::Counters)>, DataplaneError> {
+        self.dataplane.interface_counters()
+    }
+
     /// The packet counters.
     pub fn counters(&self) -> Result<crate::dataplane::Counters, DataplaneError> {
         self.dataplane.counters()
@@ -486,6 +517,29 @@ impl Service {
                 })
             })
             .collect()
+    }
+
+    /// The sources refused most often (or that would be, in monitor mode) among those last
+    /// seen within `window`: at most `limit`, busiest first.
+    pub fn top(&self, window: Duration, limit: usize) -> Result<Top, ServiceError> {
+        let (noted, sample) = self.dataplane.top_sources()?;
+        let now = OffsetDateTime::now_utc();
+        let mut sources: Vec<TopSource> = noted
+            .into_iter()
+            .filter(|source| source.last_seen_ago <= window)
+            .map(|source| TopSource {
+                address: source.address,
+                packets: source.noted.saturating_mul(u64::from(sample.max(1))),
+                last_seen: crate::model::rfc3339(now - source.last_seen_ago),
+            })
+            .collect();
+        sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.address.cmp(&b.address)));
+        sources.truncate(limit);
+        Ok(Top {
+            sample,
+            window_seconds: window.as_secs(),
+            sources,
+        })
     }
 
     /// Packet counters and hits per entry.

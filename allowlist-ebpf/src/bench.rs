@@ -20,7 +20,8 @@ use aya_ebpf::{
 
 use allowlist_common::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
 
-use crate::{config, count_rule_hit, lookup_v4, lookup_v6};
+use crate::tally::count_rule_hit;
+use crate::{config, lookup_v4, lookup_v6};
 
 /// Sources to draw from: IPv4 in the first 4 bytes.
 #[map]

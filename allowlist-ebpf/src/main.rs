@@ -19,21 +19,23 @@
 mod bench;
 mod flows;
 mod packet;
+mod tally;
+mod top;
 
 use allowlist_common::{
     Config, Counter, DEFAULT_MAX_RULES, GENERATION_BITS, GENERATIONS, Ipv4Addr, Ipv4Key, Ipv6Addr,
-    Ipv6Key, Mode, PROTECTED_PORT_WORDS, RuleId, RuleUsage, ip_proto,
+    Ipv6Key, Mode, PROTECTED_PORT_WORDS, RuleId, ip_proto,
 };
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_coarse_ns,
+    bindings::xdp_action::XDP_PASS,
     macros::{classifier, map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
 
 use crate::flows::Addr;
 use crate::packet::{Source, Transport};
+use crate::tally::Tally;
 
 /// Two slots; [`CONFIG_SLOT`] names the one in use.
 #[map]
@@ -47,12 +49,6 @@ static ALLOW_V4: LpmTrie<Ipv4Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MA
 
 #[map]
 static ALLOW_V6: LpmTrie<Ipv6Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
-
-#[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
-
-#[map]
-static RULE_HITS: PerCpuArray<RuleUsage> = PerCpuArray::with_max_entries(DEFAULT_MAX_RULES, 0);
 
 /// One bitmap per generation, one bit per port: TCP ports in the first half, UDP in the second.
 #[map]
@@ -83,16 +79,17 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
     }
     let generation = policy.generation as u8;
     let scoped = policy.scoped != 0;
+    let tally = Tally::of_interface(ctx.ingress_ifindex() as u32);
     let end = ctx.data_end();
     match packet::source(ctx.data(), end) {
-        Source::NotIp => pass(Counter::PassedNotIp),
-        Source::Malformed => refuse(mode, Counter::Malformed),
+        Source::NotIp => tally.pass(Counter::PassedNotIp),
+        Source::Malformed => tally.refuse(mode, Counter::Malformed),
         Source::V4(addr, ip) => {
             if scoped && !protected(generation, packet::transport_v4(ip, end), end) {
-                return pass(Counter::PassedUnprotected);
+                return tally.pass(Counter::PassedUnprotected);
             }
             if let Some(rule) = lookup_v4(generation, addr) {
-                return pass_rule(rule);
+                return tally.pass_rule(rule);
             }
             // Only sources outside the allowlist get this far: the transport header is parsed
             // here, not before the lookup, so allowed sources never pay for it.
@@ -100,29 +97,35 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
                 Some(t)
                     if config.replies != 0 && flows::is_reply(config, Addr::V4(addr), t, end) =>
                 {
-                    pass(Counter::PassedReply)
+                    tally.pass(Counter::PassedReply)
                 }
-                _ => refuse(mode, Counter::Dropped),
+                _ => {
+                    top::note(config, Addr::V4(addr));
+                    tally.refuse(mode, Counter::Dropped)
+                }
             }
         }
         Source::V6(addr, ip) => {
             if scoped && !protected(generation, packet::transport_v6(ip, end), end) {
-                return pass(Counter::PassedUnprotected);
+                return tally.pass(Counter::PassedUnprotected);
             }
             if let Some(rule) = lookup_v6(generation, &addr) {
-                return pass_rule(rule);
+                return tally.pass_rule(rule);
             }
             match packet::neighbor_discovery(ip, end) {
-                Some(true) => pass(Counter::PassedNeighborDiscovery),
-                None => refuse(mode, Counter::Malformed),
+                Some(true) => tally.pass(Counter::PassedNeighborDiscovery),
+                None => tally.refuse(mode, Counter::Malformed),
                 Some(false) => match packet::transport_v6(ip, end) {
                     Some(t)
                         if config.replies != 0
                             && flows::is_reply(config, Addr::V6(addr), t, end) =>
                     {
-                        pass(Counter::PassedReply)
+                        tally.pass(Counter::PassedReply)
                     }
-                    _ => refuse(mode, Counter::Dropped),
+                    _ => {
+                        top::note(config, Addr::V6(addr));
+                        tally.refuse(mode, Counter::Dropped)
+                    }
                 },
             }
         }
@@ -151,6 +154,8 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
     if let Some(config) = config()
         && config.replies != 0
     {
+        // SAFETY: the context's socket buffer, valid for this run.
+        let tally = Tally::of_interface(unsafe { (*ctx.skb.skb).ifindex });
         let end = ctx.data_end();
         match packet::source(ctx.data(), end) {
             Source::V4(_, ip) => {
@@ -158,7 +163,9 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
                     packet::destination_v4(ip, end),
                     packet::transport_v4(ip, end),
                 ) {
-                    flows::record(Addr::V4(remote), t, end, || count(Counter::FlowsRecorded));
+                    flows::record(Addr::V4(remote), t, end, || {
+                        tally.count(Counter::FlowsRecorded)
+                    });
                 }
             }
             Source::V6(_, ip) => {
@@ -166,7 +173,9 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
                     packet::destination_v6(ip, end),
                     packet::transport_v6(ip, end),
                 ) {
-                    flows::record(Addr::V6(remote), t, end, || count(Counter::FlowsRecorded));
+                    flows::record(Addr::V6(remote), t, end, || {
+                        tally.count(Counter::FlowsRecorded)
+                    });
                 }
             }
             Source::NotIp | Source::Malformed => {}
@@ -201,57 +210,6 @@ fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
     match PROTECTED_PORTS.get(half + u32::from(port / 64)) {
         Some(word) => word & (1u64 << (port % 64)) != 0,
         None => true,
-    }
-}
-
-/// Counts `counter` and passes the frame.
-#[inline(always)]
-fn pass(counter: Counter) -> u32 {
-    count(counter);
-    XDP_PASS
-}
-
-/// Counts an allowed packet and the hit on the rule that allowed it.
-#[inline(always)]
-fn pass_rule(rule: RuleId) -> u32 {
-    count_rule_hit(rule);
-    pass(Counter::PassedAllowed)
-}
-
-/// Counts a hit on `rule` and notes its time (the coarse clock: a few ns, same cache line).
-#[inline(always)]
-fn count_rule_hit(rule: RuleId) {
-    if let Some(usage) = RULE_HITS.get_ptr_mut(rule) {
-        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs; the helper
-        // takes no arguments.
-        unsafe {
-            (*usage).hits += 1;
-            (*usage).last_hit_ns = bpf_ktime_get_coarse_ns();
-        }
-    }
-}
-
-/// Drops in enforce mode (counting `counter`); in monitor mode counts a would-drop
-/// (or a malformed frame) and passes.
-#[inline(always)]
-fn refuse(mode: Mode, counter: Counter) -> u32 {
-    if mode == Mode::Enforce {
-        count(counter);
-        XDP_DROP
-    } else {
-        count(match counter {
-            Counter::Dropped => Counter::WouldDrop,
-            other => other,
-        });
-        XDP_PASS
-    }
-}
-
-#[inline(always)]
-fn count(counter: Counter) {
-    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *value += 1 };
     }
 }
 

@@ -110,6 +110,7 @@ fn every_endpoint_but_healthz_needs_the_token() {
         ("PUT", "/v1/enforcement/scopes"),
         ("GET", "/v1/evaluate?ip=192.0.2.1"),
         ("GET", "/v1/stats"),
+        ("GET", "/v1/top"),
         ("GET", "/v1/openapi.json"),
     ];
     let wrong = format!("Bearer {}x", s.daemon.token);
@@ -169,7 +170,13 @@ fn allowlists_can_be_created_read_replaced_edited_and_deleted() {
     );
     let one = d.call("GET", &format!("/v1/allowlists/{id}"), None);
     assert_eq!((one.status, one.header("etag")), (200, Some("\"1\"")));
-    assert_eq!(one.body, created.body);
+    // The same list, each entry with its use: none yet.
+    let mut expected = created.body.clone();
+    for entry in expected["entries"].as_array_mut().expect("entries") {
+        entry["hits"] = json!(0);
+        entry["last_hit"] = Value::Null;
+    }
+    assert_eq!(one.body, expected);
 
     let replaced = d.call(
         "PUT",
@@ -901,6 +908,7 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/allowlists/{id}/entries/{entry_id}", "delete"),
         ("/v1/enforcement", "get"),
         ("/v1/enforcement/enable", "post"),
+        ("/v1/top", "get"),
         ("/v1/enforcement/disable", "post"),
         ("/v1/enforcement/acknowledge", "post"),
         ("/v1/enforcement/scopes", "put"),
@@ -1217,10 +1225,18 @@ fn metrics_report_packets_hits_the_pending_change_and_requests() {
     assert!(
         metric(
             &text,
-            "allowlist_packets_total{mode=\"enforce\",verdict=\"dropped\"}"
+            "allowlist_packets_total{interface=\"srv0\",mode=\"enforce\",verdict=\"dropped\"}"
         )
         .is_some_and(|n| n >= 1.0),
         "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "allowlist_packets_total{interface=\"other\",mode=\"enforce\",verdict=\"dropped\"}"
+        ),
+        Some(0.0),
+        "packets of srv0 are counted as srv0's: {text}"
     );
     let hits = format!(
         "allowlist_entry_hits_total{{allowlist_id=\"{id}\",entry_id=\"{v4_entry}\",cidr=\"{CLIENT_ALLOWED_V4}/32\"}}"
@@ -1267,4 +1283,81 @@ fn metrics_report_packets_hits_the_pending_change_and_requests() {
     assert_eq!(metric(&text, "allowlist_pending_change"), Some(0.0));
     assert_eq!(metric(&text, "allowlist_enforcing"), Some(0.0));
     assert_eq!(metric(&text, "allowlist_pending_revert_seconds"), Some(0.0));
+}
+
+#[test]
+fn top_lists_who_monitor_mode_would_cut_off_busiest_first() {
+    let s = setup(&["--mode", "monitor", "--top-sample", "1"]);
+    let d = &s.daemon;
+    let id = create_office(d);
+    assert_eq!(
+        d.call(
+            "POST",
+            "/v1/enforcement/enable",
+            Some(&json!({"allowlist_ids": [id], "force": true}))
+        )
+        .status,
+        202
+    );
+    for _ in 0..5 {
+        assert!(passes(&s.link, CLIENT_DENIED_V4), "monitor mode passes");
+    }
+    assert!(passes(&s.link, CLIENT_DENIED_V6));
+    assert!(passes(&s.link, CLIENT_ALLOWED_V4));
+
+    let top = d.call("GET", "/v1/top", None);
+    assert_eq!(top.status, 200, "{top:?}");
+    assert_eq!(top.body["sample"], 1);
+    let sources = top.body["sources"].as_array().expect("sources");
+    assert_eq!(
+        sources[0]["address"],
+        CLIENT_DENIED_V4.to_string(),
+        "busiest first: {top:?}"
+    );
+    assert!(
+        sources[0]["packets"].as_u64().is_some_and(|n| n >= 5),
+        "{top:?}"
+    );
+    assert!(
+        sources
+            .iter()
+            .any(|s| s["address"] == CLIENT_DENIED_V6.to_string()),
+        "{top:?}"
+    );
+    assert!(
+        !sources
+            .iter()
+            .any(|s| s["address"] == CLIENT_ALLOWED_V4.to_string()
+                || s["address"] == CLIENT_ALLOWED_V6.to_string()),
+        "allowed sources are never listed: {top:?}"
+    );
+
+    let shown = d.ctl(&["top", "--limit", "1"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&CLIENT_DENIED_V4.to_string()), "{shown}");
+    assert!(
+        !shown.contains(&CLIENT_DENIED_V6.to_string()),
+        "--limit 1: {shown}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let recent = d.call("GET", "/v1/top?window=500ms", None);
+    let recent_sources = recent.body["sources"].as_array().expect("sources");
+    assert!(
+        !recent_sources
+            .iter()
+            .any(|s| s["address"] == CLIENT_DENIED_V4.to_string()
+                || s["address"] == CLIENT_DENIED_V6.to_string()),
+        "not seen in the last 500 ms: {recent:?}"
+    );
+    assert_error(
+        &d.call("GET", "/v1/top?limit=0", None),
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &d.call("GET", "/v1/top?window=soon", None),
+        400,
+        "invalid_request",
+    );
 }

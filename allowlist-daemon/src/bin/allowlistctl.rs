@@ -136,6 +136,16 @@ enum Command {
     },
     /// Packet counters and the busiest entries.
     Stats,
+    /// The sources refused most often lately (in monitor mode: those enforcing would cut
+    /// off). Counts are estimates from a sample (allowlistd --top-sample).
+    Top {
+        /// Only sources seen this recently (30s, 5m).
+        #[arg(long, default_value = "60s")]
+        window: String,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 /// The admin API, with the error body turned into an error.
@@ -385,6 +395,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Evaluate { ip } => Output::Evaluation(api.get(&format!("/v1/evaluate?ip={ip}"))?),
         Command::Stats => Output::Stats(api.get("/v1/stats")?),
+        Command::Top { window, limit } => {
+            Output::Top(api.get(&format!("/v1/top?window={window}&limit={limit}"))?)
+        }
     };
     output.print(cli.json)
 }
@@ -413,6 +426,7 @@ enum Output {
     List(Value),
     Evaluation(Value),
     Stats(Value),
+    Top(Value),
     Message(String),
 }
 
@@ -430,6 +444,7 @@ impl Output {
             | Output::List(v)
             | Output::Evaluation(v)
             | Output::Stats(v)
+            | Output::Top(v)
                 if as_json =>
             {
                 println!("{}", serde_json::to_string_pretty(&v)?)
@@ -525,6 +540,27 @@ impl Output {
                         text(&m["cidr"]),
                         text(&m["allowlist_id"]),
                         text(&m["entry_id"])
+                    );
+                }
+            }
+            Output::Top(v) => {
+                let sample = v["sample"].as_u64().unwrap_or(0);
+                if sample == 0 {
+                    println!("noting refused sources is off (allowlistd --top-sample 0)");
+                    return Ok(());
+                }
+                let heading = format!(
+                    "SOURCE (last {}s, 1 in {sample} noted)",
+                    v["window_seconds"]
+                );
+                println!("{heading:<40} {:>14}  LAST SEEN", "PACKETS");
+                let sources = v["sources"].as_array().into_iter().flatten();
+                for s in sources {
+                    println!(
+                        "{:<40} {:>14}  {}",
+                        text(&s["address"]),
+                        s["packets"],
+                        text(&s["last_seen"])
                     );
                 }
             }

@@ -1,0 +1,91 @@
+//! The packet counters, per interface, and the verdicts that count them.
+
+use allowlist_common::{
+    Counter, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleUsage,
+};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+
+#[map]
+static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries((MAX_INTERFACES + 1) * Counter::COUNT, 0);
+
+#[map]
+static INTERFACE_SLOTS: Array<u32> = Array::with_max_entries(INTERFACE_SLOT_IFINDEXES, 0);
+
+#[map]
+static RULE_HITS: PerCpuArray<RuleUsage> =
+    PerCpuArray::with_max_entries(allowlist_common::DEFAULT_MAX_RULES, 0);
+
+/// Where one packet's counts go: the counter slot of the interface it came in on.
+#[derive(Clone, Copy)]
+pub struct Tally {
+    base: u32,
+}
+
+impl Tally {
+    /// The tally of interface `ifindex` (slot 0 when it has none).
+    #[inline(always)]
+    pub fn of_interface(ifindex: u32) -> Tally {
+        let slot = INTERFACE_SLOTS.get(ifindex).copied().unwrap_or(0);
+        Tally {
+            base: slot.min(MAX_INTERFACES) * Counter::COUNT,
+        }
+    }
+
+    /// Counts `counter`.
+    #[inline(always)]
+    pub fn count(self, counter: Counter) {
+        if let Some(value) = COUNTERS.get_ptr_mut(self.base + counter as u32) {
+            // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
+            unsafe { *value += 1 };
+        }
+    }
+
+    /// Counts `counter` and passes the frame.
+    #[inline(always)]
+    pub fn pass(self, counter: Counter) -> u32 {
+        self.count(counter);
+        XDP_PASS
+    }
+
+    /// Counts an allowed packet and the hit on the rule that allowed it.
+    #[inline(always)]
+    pub fn pass_rule(self, rule: RuleId) -> u32 {
+        count_rule_hit(rule);
+        self.pass(Counter::PassedAllowed)
+    }
+
+    /// Drops in enforce mode (counting `counter`); in monitor mode counts a would-drop
+    /// (or a malformed frame) and passes.
+    #[inline(always)]
+    pub fn refuse(self, mode: Mode, counter: Counter) -> u32 {
+        if mode == Mode::Enforce {
+            self.count(counter);
+            XDP_DROP
+        } else {
+            self.count(match counter {
+                Counter::Dropped => Counter::WouldDrop,
+                other => other,
+            });
+            XDP_PASS
+        }
+    }
+}
+
+/// Counts a hit on `rule` and notes its time (the coarse clock: a few ns, same cache line).
+#[inline(always)]
+pub fn count_rule_hit(rule: RuleId) {
+    if let Some(usage) = RULE_HITS.get_ptr_mut(rule) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs; the helper
+        // takes no arguments.
+        unsafe {
+            (*usage).hits += 1;
+            (*usage).last_hit_ns = bpf_ktime_get_coarse_ns();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The sources refused most often: a bounded LRU map, sampled so that a flood of refused
+//! packets does not pay a map update each.
+
+use allowlist_common::{Config, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY};
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    macros::map,
+    maps::LruHashMap,
+};
+
+use crate::flows::Addr;
+
+#[map]
+static TOP_SOURCES: LruHashMap<SourceKey, SourceSeen> =
+    LruHashMap::with_max_entries(TOP_SOURCES_CAPACITY, 0);
+
+/// Notes one refused packet from `source`, one time in `config.top_sample`.
+#[inline(always)]
+pub fn note(config: &Config, source: Addr) {
+    let sample = config.top_sample;
+    // SAFETY: helpers without arguments.
+    if sample == 0 || (sample > 1 && unsafe { bpf_get_prandom_u32() } % sample != 0) {
+        return;
+    }
+    let mut key = SourceKey::default();
+    match source {
+        Addr::V4(v4) => {
+            key.addr[..4].copy_from_slice(&v4);
+            key.family = 4;
+        }
+        Addr::V6(v6) => {
+            key.addr = v6;
+            key.family = 6;
+        }
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    match TOP_SOURCES.get_ptr_mut(key) {
+        // SAFETY: a value of this map; concurrent updates from other CPUs may lose a count,
+        // which a sampled estimate tolerates.
+        Some(seen) => unsafe {
+            (*seen).packets += 1;
+            (*seen).last_seen_ns = now;
+        },
+        None => {
+            let _ = TOP_SOURCES.insert(
+                key,
+                SourceSeen {
+                    packets: 1,
+                    last_seen_ns: now,
+                },
+                0,
+            );
+        }
+    }
+}
