@@ -49,6 +49,11 @@ pub const MAP_TOP_SOURCES: &str = "TOP_SOURCES";
 /// Sources [`MAP_TOP_SOURCES`] remembers; the least recently seen go first.
 pub const TOP_SOURCES_CAPACITY: u32 = 4096;
 
+/// Name of the one-entry `u64` array user space keeps at `CLOCK_MONOTONIC_COARSE` (ns, a
+/// tick every 100 ms): the time the program notes as a rule's last hit, without a helper
+/// call per packet.
+pub const MAP_CLOCK: &str = "CLOCK";
+
 /// Name of the protected-port bitmaps: one of [`PROTECTED_PORT_WORDS`] `u64` words per
 /// generation (generation `g` starts at word `g * PROTECTED_PORT_WORDS`), TCP ports first.
 pub const MAP_PROTECTED_PORTS: &str = "PROTECTED_PORTS";
@@ -202,7 +207,7 @@ pub struct SourceSeen {
 pub struct RuleUsage {
     /// Packets the rule allowed.
     pub hits: u64,
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last one; 0: none yet.
+    /// [`MAP_CLOCK`] at the last one; 0: none yet.
     pub last_hit_ns: u64,
 }
 

@@ -12,9 +12,9 @@ use allowlist_common::{
     BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM, Config, Counter,
     EGRESS_PROGRAM_NAME, FlowKey, FlowState, GENERATION_BITS, GENERATIONS,
     INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key, LAYOUT_VERSION, MAP_ALLOW_V4, MAP_ALLOW_V6,
-    MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS,
-    MAP_RULE_HITS, MAP_TOP_SOURCES, MAX_INTERFACES, Mode, PROGRAM_NAME, PROTECTED_PORT_WORDS,
-    RuleId, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
+    MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_INTERFACE_SLOTS,
+    MAP_PROTECTED_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES, MAX_INTERFACES, Mode, PROGRAM_NAME,
+    PROTECTED_PORT_WORDS, RuleId, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -371,6 +371,7 @@ pub struct Dataplane {
     allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
     counters: PerCpuArray<MapData, u64>,
     interface_slots: Array<MapData, u32>,
+    clock: Array<MapData, u64>,
     /// Interfaces with their own counter slot, and the slot.
     slots: Vec<(String, u32)>,
     top_sources: HashMap<MapData, SourceKeyValue, SourceSeenValue>,
@@ -407,6 +408,7 @@ impl Dataplane {
     pub fn load(max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
         let mut dataplane = Self::load_with(None, max_rules, max_flows, false)?;
         dataplane.set_replies(Replies::default())?;
+        dataplane.tick_clock()?;
         Ok(dataplane)
     }
 
@@ -525,6 +527,7 @@ impl Dataplane {
         let mut dataplane =
             Self::load_with(Some(Pins { dir, stale }), max_rules, max_flows, false)?;
         dataplane.read_kernel()?;
+        dataplane.tick_clock()?;
         Ok(dataplane)
     }
 
@@ -566,6 +569,7 @@ impl Dataplane {
             allow_v6: take_map(&mut ebpf, MAP_ALLOW_V6)?,
             counters: take_map(&mut ebpf, MAP_COUNTERS)?,
             interface_slots: take_map(&mut ebpf, MAP_INTERFACE_SLOTS)?,
+            clock: take_map(&mut ebpf, MAP_CLOCK)?,
             slots: Vec::new(),
             top_sources: take_map(&mut ebpf, MAP_TOP_SOURCES)?,
             rule_hits: take_map(&mut ebpf, MAP_RULE_HITS)?,
@@ -1275,6 +1279,17 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Sets the clock the program notes last hits with to now; call it every 100 ms or so
+    /// (last hits are as precise as that).
+    pub fn tick_clock(&mut self) -> Result<(), DataplaneError> {
+        self.clock
+            .set(0, coarse_now_ns(), 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_CLOCK,
+                source,
+            })
+    }
+
     /// Notes one refused packet in `sample` in the map of refused sources; 0: none.
     pub fn set_top_sample(&mut self, sample: u32) -> Result<(), DataplaneError> {
         self.switch(Config {
@@ -1431,7 +1446,8 @@ fn sum_per_cpu(
 }
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-const MAP_NAMES: [&str; 10] = [
+const MAP_NAMES: [&str; 11] = [
+    MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
     MAP_CONFIG,
@@ -1454,6 +1470,7 @@ fn incompatible_pins(
     let expected = [
         (MAP_CONFIG, MapType::Array, 4, size(size_of::<Config>()), 2),
         (MAP_CONFIG_SLOT, MapType::Array, 4, 4, 1),
+        (MAP_CLOCK, MapType::Array, 4, 8, 1),
         (
             MAP_ALLOW_V4,
             MapType::LpmTrie,

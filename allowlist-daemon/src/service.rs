@@ -453,6 +453,11 @@ impl Service {
         )
     }
 
+    /// Moves the clock the program notes last hits with (every 100 ms).
+    pub fn tick_clock(&mut self) -> Result<(), DataplaneError> {
+        self.dataplane.tick_clock()
+    }
+
     /// Reverts the pending change if its time has come.
     pub fn revert_if_due(&mut self) -> Result<Option<Pending>, ServiceError> {
         let due = self

@@ -15,7 +15,11 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
 ];
 
 /// Commands the benchmark runs besides the tests' own: its peer and the tool that runs it.
-const BENCH_COMMANDS: &[(&str, &str)] = &[("xdp-filter", "xdp-tools"), ("bpftool", "bpftool")];
+const BENCH_COMMANDS: &[(&str, &str)] = &[
+    ("xdp-filter", "xdp-tools"),
+    ("bpftool", "bpftool"),
+    ("trafgen", "netsniff-ng"),
+];
 
 /// Fails unless running as root: loading BPF programs and creating namespaces need it.
 pub fn require_root(what: &str) -> anyhow::Result<()> {

@@ -171,17 +171,18 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reverts the pending change at its deadline.
+/// Reverts the pending change at its deadline, and keeps the program's clock for last hits.
 async fn revert_when_due(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
         let service = service.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            service
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .revert_if_due()
+            let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = service.tick_clock() {
+                tracing::warn!(error = %err, "moving the program's clock");
+            }
+            service.revert_if_due()
         })
         .await;
         match outcome {
