@@ -433,14 +433,56 @@ impl Dataplane {
             .duration)
     }
 
+    /// Copies the host routes (/32, /128) of the policy in force into the benchmark's
+    /// exact-match hashes, for [`Dataplane::bench_varied`] with `front`.
+    pub fn bench_host_routes(&mut self) -> Result<(), DataplaneError> {
+        let map_err = |name| move |source| DataplaneError::Map { name, source };
+        let generation = self.current.active.generation as u8;
+        let hosts: Vec<(IpNet, RuleId)> = self
+            .installed()
+            .iter()
+            .filter(|(net, _)| net.prefix_len() == net.max_prefix_len())
+            .map(|(net, rule)| (*net, *rule))
+            .collect();
+        let mut v4: aya::maps::HashMap<&mut MapData, [u8; 5], RuleId> = self
+            .ebpf
+            .map_mut("BENCH_HOSTS_V4")
+            .ok_or(DataplaneError::Missing("BENCH_HOSTS_V4"))?
+            .try_into()
+            .map_err(map_err("BENCH_HOSTS_V4"))?;
+        for (net, rule) in &hosts {
+            if let IpNet::V4(net) = net {
+                let [a, b, c, d] = net.addr().octets();
+                v4.insert([generation, a, b, c, d], rule, 0)
+                    .map_err(map_err("BENCH_HOSTS_V4"))?;
+            }
+        }
+        let mut v6: aya::maps::HashMap<&mut MapData, [u8; 17], RuleId> = self
+            .ebpf
+            .map_mut("BENCH_HOSTS_V6")
+            .ok_or(DataplaneError::Missing("BENCH_HOSTS_V6"))?
+            .try_into()
+            .map_err(map_err("BENCH_HOSTS_V6"))?;
+        for (net, rule) in &hosts {
+            if let IpNet::V6(net) = net {
+                let mut key = [generation; 17];
+                key[1..].copy_from_slice(&net.addr().octets());
+                v6.insert(key, rule, 0).map_err(map_err("BENCH_HOSTS_V6"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the varied-source program `repeat` times: each run looks up (or, without
-    /// `lookups`, only draws) [`allowlist_common::BENCH_LOOPS`] sources drawn at random from `sources` (all of
-    /// one family) in the policy in force. Returns the kernel's mean time per run and how
-    /// many sources of the last run the policy allowed.
+    /// `lookups`, only draws) [`allowlist_common::BENCH_LOOPS`] sources drawn at random from
+    /// `sources` (all of one family) in the policy in force, first in the host-route hashes
+    /// when `front`. Returns the kernel's mean time per run and how many sources of the last
+    /// run the policy allowed.
     pub fn bench_varied(
         &mut self,
         sources: &[IpAddr],
         lookups: bool,
+        front: bool,
         repeat: u32,
     ) -> Result<(Duration, u64), DataplaneError> {
         let map_err = |name| move |source| DataplaneError::Map { name, source };
@@ -473,6 +515,9 @@ impl Dataplane {
         setup.set(0, family, 0).map_err(map_err("BENCH_SETUP"))?;
         setup
             .set(1, u32::from(lookups), 0)
+            .map_err(map_err("BENCH_SETUP"))?;
+        setup
+            .set(2, u32::from(front), 0)
             .map_err(map_err("BENCH_SETUP"))?;
         let frame = [0u8; 64];
         let duration = program::<Xdp>(&self.ebpf, BENCH_VARIED_PROGRAM)?
@@ -538,9 +583,16 @@ impl Dataplane {
         bench: bool,
     ) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
-        if !bench {
-            // The benchmark's source table is 1 MiB of preallocated memory.
-            loader.map_max_entries("BENCH_SOURCES", 1);
+        if bench {
+            loader
+                .map_max_entries("BENCH_HOSTS_V4", max_rules.max(1))
+                .map_max_entries("BENCH_HOSTS_V6", max_rules.max(1));
+        } else {
+            // The benchmark's tables are preallocated: none of that memory in the daemon.
+            loader
+                .map_max_entries("BENCH_SOURCES", 1)
+                .map_max_entries("BENCH_HOSTS_V4", 1)
+                .map_max_entries("BENCH_HOSTS_V6", 1);
         }
         loader
             .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))

@@ -6,7 +6,9 @@
 //!   draws a random source from [`BENCH_SOURCES`] each iteration. With lookups switched off
 //!   in [`BENCH_SETUP`] the same loop only draws the sources: the difference, divided by the
 //!   iterations, is the classification cost with varied keys, caches as cold as the table
-//!   size makes them.
+//!   size makes them. With the front switched on, each source is first looked up in an
+//!   exact-match hash of the policy's host routes ([`BENCH_HOSTS_V4`], [`BENCH_HOSTS_V6`]),
+//!   the trie only on a miss: the structure the results propose to put in front.
 
 use core::ffi::c_void;
 
@@ -14,11 +16,11 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP},
     helpers::{bpf_get_prandom_u32, bpf_loop},
     macros::{map, xdp},
-    maps::Array,
+    maps::{Array, HashMap},
     programs::XdpContext,
 };
 
-use allowlist_common::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
+use allowlist_common::{BENCH_LOOPS, BENCH_SOURCE_SLOTS, RuleId};
 
 use crate::tally::count_rule_hit;
 use crate::{config, lookup_v4, lookup_v6};
@@ -27,9 +29,17 @@ use crate::{config, lookup_v4, lookup_v6};
 #[map]
 static BENCH_SOURCES: Array<[u8; 16]> = Array::with_max_entries(BENCH_SOURCE_SLOTS, 0);
 
-/// `[family (4 or 6), lookups (0 or 1)]`.
+/// `[family (4 or 6), lookups (0 or 1), host-route hash in front (0 or 1)]`.
 #[map]
-static BENCH_SETUP: Array<u32> = Array::with_max_entries(2, 0);
+static BENCH_SETUP: Array<u32> = Array::with_max_entries(3, 0);
+
+/// The policy's IPv4 host routes (generation byte, address), for the front.
+#[map]
+static BENCH_HOSTS_V4: HashMap<[u8; 5], RuleId> = HashMap::with_max_entries(1, 0);
+
+/// The policy's IPv6 host routes (generation byte, address), for the front.
+#[map]
+static BENCH_HOSTS_V6: HashMap<[u8; 17], RuleId> = HashMap::with_max_entries(1, 0);
 
 /// Sources found in the allowlist in the last run (keeps the lookups from being optimised
 /// away, and tells the benchmark its allowed sources were allowed).
@@ -48,21 +58,26 @@ struct LoopState {
     generation: u8,
     family: u32,
     lookups: u32,
+    front: u32,
     found: u64,
 }
 
 /// Lookups of [`BENCH_LOOPS`] random sources of [`BENCH_SOURCES`].
 #[xdp]
 pub fn bench_varied(_ctx: XdpContext) -> u32 {
-    let (Some(config), Some(family), Some(lookups)) =
-        (config(), BENCH_SETUP.get(0), BENCH_SETUP.get(1))
-    else {
+    let (Some(config), Some(family), Some(lookups), Some(front)) = (
+        config(),
+        BENCH_SETUP.get(0),
+        BENCH_SETUP.get(1),
+        BENCH_SETUP.get(2),
+    ) else {
         return XDP_ABORTED;
     };
     let mut state = LoopState {
         generation: config.active.generation as u8,
         family: *family,
         lookups: *lookups,
+        front: *front,
         found: 0,
     };
     // SAFETY: the callback has the signature bpf_loop expects and only touches `state`.
@@ -93,13 +108,26 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
         state.found += u64::from(source[0] & 1);
         return 0;
     }
+    let g = state.generation;
     let rule = if state.family == 4 {
-        lookup_v4(
-            state.generation,
-            [source[0], source[1], source[2], source[3]],
-        )
+        let addr = [source[0], source[1], source[2], source[3]];
+        let host = if state.front != 0 {
+            // SAFETY: the value is copied out at once.
+            unsafe { BENCH_HOSTS_V4.get([g, addr[0], addr[1], addr[2], addr[3]]) }.copied()
+        } else {
+            None
+        };
+        host.or_else(|| lookup_v4(g, addr))
     } else {
-        lookup_v6(state.generation, source)
+        let host = if state.front != 0 {
+            let mut key = [g; 17];
+            key[1..].copy_from_slice(source);
+            // SAFETY: the value is copied out at once.
+            unsafe { BENCH_HOSTS_V6.get(key) }.copied()
+        } else {
+            None
+        };
+        host.or_else(|| lookup_v6(g, source))
     };
     if let Some(rule) = rule {
         count_rule_hit(rule);
