@@ -47,6 +47,21 @@ impl TempDir {
     }
 }
 
+/// allowlistd in `link`'s server namespace guarding its veth, listening on [`API_ADDR`], with
+/// `state_dir`, its pin directory and `args`.
+fn command(link: &TestLink, state_dir: &Path, args: &[&str]) -> anyhow::Result<Command> {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", link.server.path()))
+        .arg(allowlistd_binary()?)
+        .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
+        .arg(state_dir)
+        .arg("--pin-dir")
+        .arg(pin_dir_for(state_dir))
+        .args(args);
+    Ok(command)
+}
+
 /// The pin directory [`Daemon::start`] gives a daemon whose state is in `state_dir`.
 fn pin_dir_for(state_dir: &Path) -> PathBuf {
     let name = state_dir.file_name().unwrap_or_default();
@@ -108,14 +123,7 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", ns.path()))
-            .arg(allowlistd_binary()?)
-            .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
-            .arg(state_dir)
-            .arg("--pin-dir")
-            .arg(pin_dir_for(state_dir))
-            .args(args)
+        let child = command(link, state_dir, args)?
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -160,14 +168,7 @@ impl Daemon {
         args: &[&str],
     ) -> anyhow::Result<(std::process::ExitStatus, String)> {
         let log = state_dir.with_extension("refusal.log");
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", link.server.path()))
-            .arg(allowlistd_binary()?)
-            .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
-            .arg(state_dir)
-            .arg("--pin-dir")
-            .arg(pin_dir_for(state_dir))
-            .args(args)
+        let mut child = command(link, state_dir, args)?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::netns::{NetNs, TestLink};
+use crate::netns::{NetNs, SERVER_V4, SERVER_V6, TestLink};
 
 /// How long a probe waits before it calls a packet dropped.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -57,6 +57,18 @@ pub fn udp_client(link: &TestLink, source: IpAddr) -> anyhow::Result<UdpSocket> 
         SocketAddr::new(source, 0),
     )?
     .into())
+}
+
+/// Whether a datagram from `source` reaches the server's address of the same family; for
+/// tests, which fail (panic) when the probe itself cannot run.
+pub fn passes(link: &TestLink, source: impl Into<IpAddr>) -> bool {
+    let source = source.into();
+    let server: IpAddr = if source.is_ipv4() {
+        SERVER_V4.into()
+    } else {
+        SERVER_V6.into()
+    };
+    udp_gets_through(link, source, server).expect("udp probe")
 }
 
 /// Sends one datagram from `source` to the server's `server` address and says whether it

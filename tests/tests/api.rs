@@ -1,12 +1,11 @@
 //! The admin API over real HTTP, against allowlistd with its program attached in a namespace,
 //! with packets showing the effect of each step.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use allowlist_tests::daemon::{Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
-use allowlist_tests::traffic::udp_gets_through;
+use allowlist_tests::traffic::passes;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
@@ -29,16 +28,6 @@ fn setup(args: &[&str]) -> Setup {
         link,
         _state: state,
     }
-}
-
-fn passes(link: &TestLink, source: impl Into<IpAddr>) -> bool {
-    let source = source.into();
-    let server: IpAddr = if source.is_ipv4() {
-        SERVER_V4.into()
-    } else {
-        SERVER_V6.into()
-    };
-    udp_gets_through(link, source, server).expect("udp probe")
 }
 
 /// Creates the list "office" allowing the client's allowed addresses; returns its id.
@@ -64,6 +53,15 @@ fn enable(daemon: &Daemon, ids: &[&str]) -> Response {
         "POST",
         "/v1/enforcement/enable",
         Some(&json!({ "allowlist_ids": ids })),
+    )
+}
+
+/// Enables one list past the lockout guard.
+fn enable_forced(daemon: &Daemon, id: &str) -> Response {
+    daemon.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({ "allowlist_ids": [id], "force": true })),
     )
 }
 
@@ -740,11 +738,7 @@ fn the_lockout_guard_protects_the_caller_and_established_sessions() {
     assert_eq!(state(d)["enforcing"], false, "refused: nothing changed");
     assert!(passes(&s.link, CLIENT_DENIED_V4));
 
-    let forced = d.call(
-        "POST",
-        "/v1/enforcement/enable",
-        Some(&json!({"allowlist_ids": [id], "force": true})),
-    );
+    let forced = enable_forced(d, &id);
     assert_eq!(forced.status, 202);
     assert!(!passes(&s.link, CLIENT_DENIED_V4));
     drop(session);
@@ -784,15 +778,7 @@ fn evaluate_says_why_an_address_passes() {
         ),
         (json!(true), json!("not_enforcing"))
     );
-    assert_eq!(
-        d.call(
-            "POST",
-            "/v1/enforcement/enable",
-            Some(&json!({"allowlist_ids": [id], "force": true}))
-        )
-        .status,
-        202
-    );
+    assert_eq!(enable_forced(d, &id).status, 202);
     assert_eq!(evaluate("198.18.0.9").body["reason"], "always_allow");
     let listed = evaluate(&CLIENT_ALLOWED_V6.to_string());
     assert_eq!(
@@ -822,15 +808,7 @@ fn stats_count_packets_per_entry() {
     let s = setup(&[]);
     let d = &s.daemon;
     let id = create_office(d);
-    assert_eq!(
-        d.call(
-            "POST",
-            "/v1/enforcement/enable",
-            Some(&json!({"allowlist_ids": [id], "force": true}))
-        )
-        .status,
-        202
-    );
+    assert_eq!(enable_forced(d, &id).status, 202);
     assert!(passes(&s.link, CLIENT_ALLOWED_V4));
     assert!(!passes(&s.link, CLIENT_DENIED_V4));
     let stats = d.call("GET", "/v1/stats", None);
@@ -1097,11 +1075,7 @@ fn scopes_change_through_the_api_and_revert_like_any_change() {
     let s = setup(&["--ack-min", "1s", "--ack-max", "4s", "--protect", "tcp/22"]);
     let d = &s.daemon;
     let id = create_office(d);
-    let enabled = d.call(
-        "POST",
-        "/v1/enforcement/enable",
-        Some(&json!({"allowlist_ids": [id], "force": true})),
-    );
+    let enabled = enable_forced(d, &id);
     assert_eq!(
         enabled.body["scopes"],
         json!(["tcp/22"]),
@@ -1205,15 +1179,7 @@ fn metrics_report_packets_hits_the_pending_change_and_requests() {
         .as_str()
         .expect("entry")
         .to_owned();
-    assert_eq!(
-        d.call(
-            "POST",
-            "/v1/enforcement/enable",
-            Some(&json!({"allowlist_ids": [id], "force": true}))
-        )
-        .status,
-        202
-    );
+    assert_eq!(enable_forced(d, &id).status, 202);
     assert!(passes(&s.link, CLIENT_ALLOWED_V4));
     assert!(!passes(&s.link, CLIENT_DENIED_V4));
 
@@ -1290,15 +1256,7 @@ fn top_lists_who_monitor_mode_would_cut_off_busiest_first() {
     let s = setup(&["--mode", "monitor", "--top-sample", "1"]);
     let d = &s.daemon;
     let id = create_office(d);
-    assert_eq!(
-        d.call(
-            "POST",
-            "/v1/enforcement/enable",
-            Some(&json!({"allowlist_ids": [id], "force": true}))
-        )
-        .status,
-        202
-    );
+    assert_eq!(enable_forced(d, &id).status, 202);
     for _ in 0..5 {
         assert!(passes(&s.link, CLIENT_DENIED_V4), "monitor mode passes");
     }

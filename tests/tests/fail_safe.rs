@@ -3,30 +3,19 @@
 //! replaced under traffic, and 50 writers at once. Each asserts with packets, the state file
 //! and the API.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use allowlist_tests::daemon::{Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
-use allowlist_tests::traffic::{UdpStream, udp_gets_through};
+use allowlist_tests::traffic::{UdpStream, passes};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A short window: acknowledgements after 1 s, reverts after 4 s.
 const WINDOW: [&str; 4] = ["--ack-min", "1s", "--ack-max", "4s"];
-
-fn passes(link: &TestLink, source: impl Into<IpAddr>) -> bool {
-    let source = source.into();
-    let server: IpAddr = if source.is_ipv4() {
-        SERVER_V4.into()
-    } else {
-        SERVER_V6.into()
-    };
-    udp_gets_through(link, source, server).expect("udp probe")
-}
 
 /// Whether the kernel enforces the "office" list: the allowed client passes, the denied
 /// one does not (both families).
@@ -71,6 +60,16 @@ fn acknowledge(daemon: &Daemon) {
     std::thread::sleep(Duration::from_millis(1050));
     let response = daemon.call("POST", "/v1/enforcement/acknowledge", None);
     assert_eq!(response.status, 200, "{response:?}");
+}
+
+/// allowlistd (with [`WINDOW`]) in `link`, keeping its state in `state`, enforcing the
+/// "office" list, enabled and acknowledged; and the list's id.
+fn enforcing_office_daemon(link: &TestLink, state: &TempDir) -> (Daemon, String) {
+    let daemon = Daemon::start(link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    (daemon, id)
 }
 
 fn enforcement(daemon: &Daemon) -> Value {
@@ -133,10 +132,7 @@ fn killed_inside_a_pending_window_the_kernel_reverts_by_itself() {
 fn killed_outside_a_window_and_restarted_under_traffic_nothing_changes() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
-    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
-    let id = create(&daemon, "office", &office());
-    enable(&daemon, &id);
-    acknowledge(&daemon);
+    let (mut daemon, _) = enforcing_office_daemon(&link, &state);
     assert!(enforcing_office(&link));
     let dropped_before = dropped(&daemon);
     let saved = std::fs::read(state_file(&state)).expect("state file");
@@ -272,10 +268,7 @@ impl Drop for ReadOnly<'_> {
 fn a_damaged_state_stops_the_daemon_and_the_kernel_keeps_enforcing() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
-    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
-    let id = create(&daemon, "office", &office());
-    enable(&daemon, &id);
-    acknowledge(&daemon);
+    let (mut daemon, id) = enforcing_office_daemon(&link, &state);
     daemon.stop().expect("SIGTERM");
     drop(daemon);
     assert!(enforcing_office(&link), "enforcing after the stop");
@@ -413,10 +406,7 @@ fn fifty_concurrent_writers_lose_no_update() {
 fn pins_of_another_layout_or_capacity_are_replaced_without_a_gap() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
-    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
-    let id = create(&daemon, "office", &office());
-    enable(&daemon, &id);
-    acknowledge(&daemon);
+    let (mut daemon, _) = enforcing_office_daemon(&link, &state);
     daemon.stop().expect("SIGTERM");
     drop(daemon);
 
