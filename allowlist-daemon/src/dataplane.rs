@@ -436,7 +436,6 @@ impl Dataplane {
     /// Copies the host routes (/32, /128) of the policy in force into the benchmark's
     /// exact-match hashes, for [`Dataplane::bench_varied`] with `front`.
     pub fn bench_host_routes(&mut self) -> Result<(), DataplaneError> {
-        let map_err = |name| move |source| DataplaneError::Map { name, source };
         let generation = self.current.active.generation as u8;
         let hosts: Vec<(IpNet, RuleId)> = self
             .installed()
@@ -444,58 +443,32 @@ impl Dataplane {
             .filter(|(net, _)| net.prefix_len() == net.max_prefix_len())
             .map(|(net, rule)| (*net, *rule))
             .collect();
-        let mut v4: aya::maps::HashMap<&mut MapData, [u8; 5], RuleId> = self
-            .ebpf
-            .map_mut("BENCH_HOSTS_V4")
-            .ok_or(DataplaneError::Missing("BENCH_HOSTS_V4"))?
-            .try_into()
-            .map_err(map_err("BENCH_HOSTS_V4"))?;
+        let mut v4: aya::maps::HashMap<_, [u8; 5], RuleId> =
+            bench_map(&mut self.ebpf, "BENCH_HOSTS_V4")?;
         for (net, rule) in &hosts {
             if let IpNet::V4(net) = net {
                 let [a, b, c, d] = net.addr().octets();
                 v4.insert([generation, a, b, c, d], rule, 0)
-                    .map_err(map_err("BENCH_HOSTS_V4"))?;
+                    .map_err(bench_map_error("BENCH_HOSTS_V4"))?;
             }
         }
-        let mut v6: aya::maps::HashMap<&mut MapData, [u8; 17], RuleId> = self
-            .ebpf
-            .map_mut("BENCH_HOSTS_V6")
-            .ok_or(DataplaneError::Missing("BENCH_HOSTS_V6"))?
-            .try_into()
-            .map_err(map_err("BENCH_HOSTS_V6"))?;
+        let mut v6: aya::maps::HashMap<_, [u8; 17], RuleId> =
+            bench_map(&mut self.ebpf, "BENCH_HOSTS_V6")?;
         for (net, rule) in &hosts {
             if let IpNet::V6(net) = net {
                 let mut key = [generation; 17];
                 key[1..].copy_from_slice(&net.addr().octets());
-                v6.insert(key, rule, 0).map_err(map_err("BENCH_HOSTS_V6"))?;
+                v6.insert(key, rule, 0)
+                    .map_err(bench_map_error("BENCH_HOSTS_V6"))?;
             }
         }
         Ok(())
     }
 
-    /// Runs the varied-source program `repeat` times: each run looks up (or, without
-    /// `lookups`, only draws) [`allowlist_common::BENCH_LOOPS`] sources drawn at random from
-    /// `sources` (all of one family) in the policy in force, first in the host-route hashes
-    /// when `front`. Returns the kernel's mean time per run and how many sources of the last
-    /// run the policy allowed.
-    pub fn bench_varied(
-        &mut self,
-        sources: &[IpAddr],
-        lookups: bool,
-        front: bool,
-        repeat: u32,
-    ) -> Result<(Duration, u64), DataplaneError> {
-        let map_err = |name| move |source| DataplaneError::Map { name, source };
-        let mut slots: Array<&mut MapData, [u8; 16]> = self
-            .ebpf
-            .map_mut("BENCH_SOURCES")
-            .ok_or(DataplaneError::Missing("BENCH_SOURCES"))?
-            .try_into()
-            .map_err(map_err("BENCH_SOURCES"))?;
-        let family = match sources.first() {
-            Some(IpAddr::V6(_)) => 6,
-            _ => 4,
-        };
+    /// Fills the table [`Dataplane::bench_varied`] draws its sources from with `sources`
+    /// (all of one family, repeated to fill it).
+    pub fn bench_sources(&mut self, sources: &[IpAddr]) -> Result<(), DataplaneError> {
+        let mut slots: Array<_, [u8; 16]> = bench_map(&mut self.ebpf, "BENCH_SOURCES")?;
         for (slot, source) in (0..BENCH_SOURCE_SLOTS).zip(sources.iter().cycle()) {
             let mut bytes = [0u8; 16];
             match source {
@@ -504,34 +477,44 @@ impl Dataplane {
             }
             slots
                 .set(slot, bytes, 0)
-                .map_err(map_err("BENCH_SOURCES"))?;
+                .map_err(bench_map_error("BENCH_SOURCES"))?;
         }
-        let mut setup: Array<&mut MapData, u32> = self
-            .ebpf
-            .map_mut("BENCH_SETUP")
-            .ok_or(DataplaneError::Missing("BENCH_SETUP"))?
-            .try_into()
-            .map_err(map_err("BENCH_SETUP"))?;
-        setup.set(0, family, 0).map_err(map_err("BENCH_SETUP"))?;
-        setup
-            .set(1, u32::from(lookups), 0)
-            .map_err(map_err("BENCH_SETUP"))?;
-        setup
-            .set(2, u32::from(front), 0)
-            .map_err(map_err("BENCH_SETUP"))?;
+        let family = match sources.first() {
+            Some(IpAddr::V6(_)) => 6,
+            _ => 4,
+        };
+        self.bench_setup(0, family)
+    }
+
+    /// Runs the varied-source program `repeat` times: each run looks up (or, without
+    /// `lookups`, only draws) [`allowlist_common::BENCH_LOOPS`] sources drawn at random from
+    /// those [`Dataplane::bench_sources`] set, in the policy in force, first in the host-route
+    /// hashes when `front`. Returns the kernel's mean time per run and how many sources of the
+    /// last run the policy allowed.
+    pub fn bench_varied(
+        &mut self,
+        lookups: bool,
+        front: bool,
+        repeat: u32,
+    ) -> Result<(Duration, u64), DataplaneError> {
+        self.bench_setup(1, u32::from(lookups))?;
+        self.bench_setup(2, u32::from(front))?;
         let frame = [0u8; 64];
         let duration = program::<Xdp>(&self.ebpf, BENCH_VARIED_PROGRAM)?
             .test_run(test_run_options(&frame, repeat))
             .map_err(DataplaneError::Program)?
             .duration;
-        let found: Array<&MapData, u64> = self
-            .ebpf
-            .map("BENCH_FOUND")
-            .ok_or(DataplaneError::Missing("BENCH_FOUND"))?
-            .try_into()
-            .map_err(map_err("BENCH_FOUND"))?;
-        let found = found.get(&0, 0).map_err(map_err("BENCH_FOUND"))?;
+        let found: Array<_, u64> = bench_map(&mut self.ebpf, "BENCH_FOUND")?;
+        let found = found.get(&0, 0).map_err(bench_map_error("BENCH_FOUND"))?;
         Ok((duration, found))
+    }
+
+    /// Sets entry `index` of the benchmark's setup array.
+    fn bench_setup(&mut self, index: u32, value: u32) -> Result<(), DataplaneError> {
+        let mut setup: Array<_, u32> = bench_map(&mut self.ebpf, "BENCH_SETUP")?;
+        setup
+            .set(index, value, 0)
+            .map_err(bench_map_error("BENCH_SETUP"))
     }
 
     /// Loads the programs with their maps pinned under `<pin_root>/v<LAYOUT_VERSION>`
@@ -1200,7 +1183,11 @@ impl Dataplane {
     /// How full the flow map is.
     pub fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
         let live = self.flows.keys().filter(Result::is_ok).count() as u64;
-        let recorded = self.counters()?.get(Counter::FlowsRecorded);
+        let mut recorded = 0u64;
+        for slot in 0..=MAX_INTERFACES {
+            let index = slot * Counter::COUNT + Counter::FlowsRecorded as u32;
+            recorded = recorded.wrapping_add(sum_per_cpu(&self.counters, MAP_COUNTERS, index)?);
+        }
         Ok(FlowStats {
             live,
             recorded,
@@ -1727,28 +1714,41 @@ fn raw_enforcement(generation: u32, enforcement: &Enforcement) -> allowlist_comm
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
 fn monotonic_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: the clock of `bpf_ktime_get_coarse_ns`.
+fn coarse_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// `clock` now, in ns.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `clock_gettime` only writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    unsafe { libc::clock_gettime(clock, &mut now) };
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
 }
 
-/// `CLOCK_MONOTONIC_COARSE` in ns: the clock of `bpf_ktime_get_coarse_ns`.
-fn coarse_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` only writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
+/// One of the benchmark's maps, by name, borrowed from `ebpf`.
+fn bench_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+{
+    ebpf.map_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()
+        .map_err(bench_map_error(name))
+}
+
+/// Names the benchmark map `name` in a map error.
+fn bench_map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
 }
 
 /// A program type whose pinned links this driver takes over.

@@ -314,12 +314,13 @@ impl Service {
     ) -> Result<T, ServiceError> {
         let mut next = self.model.clone();
         let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
-        let before = summary(&self.model);
+        // The dataplane holds the policy in force: its size needs no second computation.
+        let before = summary(&self.model, self.dataplane.installed().len());
         self.commit(next)?;
         tracing::info!(
             target: "audit",
             before = %before,
-            after = %summary(&self.model),
+            after = %summary(&self.model, self.dataplane.installed().len()),
             "{}",
             what(&value)
         );
@@ -609,13 +610,12 @@ fn describe(state: &KernelState) -> String {
     }
 }
 
-/// What the host enforces under `model`, for audit lines.
-fn summary(model: &Model) -> String {
+/// What the host enforces under `model`, with `prefixes` in force, for audit lines.
+fn summary(model: &Model, prefixes: usize) -> String {
     let mut text = format!(
-        "enforcing={} enabled={:?} prefixes={} lists={} scopes={}",
+        "enforcing={} enabled={:?} prefixes={prefixes} lists={} scopes={}",
         model.enforcing(),
         model.enabled(),
-        model.effective_policy().len(),
         model.allowlists().count(),
         model.scopes().len()
     );

@@ -199,10 +199,10 @@ fn scaling(size: u32) -> anyhow::Result<Scaling> {
         floor.push(dataplane.bench_floor(&floor_frame, REPEAT)?);
         for (case, sources) in cases.iter().enumerate() {
             let expected = if case % 2 == 0 { BENCH_LOOPS as u64 } else { 0 };
-            let (without, _) = dataplane.bench_varied(sources, false, false, VARIED_REPEAT)?;
+            dataplane.bench_sources(sources)?;
+            let (without, _) = dataplane.bench_varied(false, false, VARIED_REPEAT)?;
             for (hash_in_front, samples) in [(false, &mut varied), (true, &mut front)] {
-                let (with, found) =
-                    dataplane.bench_varied(sources, true, hash_in_front, VARIED_REPEAT)?;
+                let (with, found) = dataplane.bench_varied(true, hash_in_front, VARIED_REPEAT)?;
                 anyhow::ensure!(
                     found == expected,
                     "the varied-source run found {found} of {BENCH_LOOPS} sources, expected \
