@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 use crate::auth::AdminToken;
 use crate::metrics::RequestCounts;
 use crate::model::{
-    Action, Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, rfc3339,
+    Action, Allowlist, AllowlistInput, EntriesInput, Entry, Model, ModelError, rfc3339,
 };
 use crate::service::{Service, ServiceError};
 
@@ -137,14 +137,12 @@ impl From<ServiceError> for ApiError {
 impl From<ModelError> for ApiError {
     fn from(err: ModelError) -> Self {
         let status = match err {
-            ModelError::InvalidRequest { .. }
-            | ModelError::InvalidCidr { .. }
-            | ModelError::HostBitsSet { .. } => StatusCode::BAD_REQUEST,
+            ModelError::InvalidRequest { .. } | ModelError::Cidr { .. } => StatusCode::BAD_REQUEST,
             ModelError::NotFound { .. } => StatusCode::NOT_FOUND,
             ModelError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
-            ModelError::LimitExceeded { .. } | ModelError::EmptyPolicy => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ModelError::LimitExceeded { .. }
+            | ModelError::EmptyPolicy
+            | ModelError::AllowAllRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::CONFLICT,
         };
         ApiError {
@@ -323,6 +321,7 @@ struct AllowlistView {
     name: String,
     description: String,
     enabled: bool,
+    allow_all: bool,
     entries: Vec<EntryView>,
     created_at: String,
     updated_at: String,
@@ -335,6 +334,7 @@ fn allowlist_view(model: &Model, list: &Allowlist) -> AllowlistView {
         name: list.name.clone(),
         description: list.description.clone(),
         enabled: model.is_enabled(&list.id),
+        allow_all: list.allow_all,
         entries: list.entries.iter().map(EntryView::from).collect(),
         created_at: rfc3339(list.created_at),
         updated_at: rfc3339(list.updated_at),
@@ -371,6 +371,13 @@ fn enforcement_view(service: &Service) -> serde_json::Value {
     let model = service.model();
     json!({
         "enforcing": model.enforcing(),
+        "allow_all": model.allow_all_prefixes(),
+        "state_saved": service.unsaved().is_none(),
+        "save_error": service.unsaved().map(|failure| json!({
+            "message": failure.cause,
+            "since": rfc3339(failure.since),
+            "attempts": failure.attempts,
+        })),
         "enabled_allowlist_ids": model.enabled(),
         "always_allow": model.always_allow().iter().map(|(net, _)| net.to_string()).collect::<Vec<_>>(),
         "scopes": model.scopes(),
@@ -461,19 +468,13 @@ async fn delete_allowlist(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntriesInput {
-    entries: Vec<EntryInput>,
-}
-
 async fn add_entries(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<EntriesInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     with_service(&state, move |service| {
-        let added = service.add_entries(&id, input.entries)?;
+        let added = service.add_entries(&id, input)?;
         let views: Vec<EntryView> = added.iter().map(EntryView::from).collect();
         Ok((StatusCode::CREATED, Json(json!({ "entries": views }))))
     })

@@ -949,6 +949,12 @@ impl Dataplane {
         KernelState { active, fallback }
     }
 
+    /// Whether a pending change's deadline has passed in the kernel's clock: the program
+    /// enforces the fallback now.
+    pub fn fell_back(&self) -> bool {
+        self.current.revert_at_ns != 0 && monotonic_now_ns() >= self.current.revert_at_ns
+    }
+
     fn enforcement(&self, raw: &allowlist_common::Enforcement) -> Enforcement {
         let generation = self
             .generations

@@ -26,25 +26,50 @@ pub enum CidrError {
         /// The network the input probably meant: its address with the host bits cleared.
         network: IpNet,
     },
+    /// An IPv4-mapped IPv6 prefix (`::ffff:10.0.0.1`): IPv4 packets carry the IPv4 address,
+    /// so such an entry would never match them.
+    #[error("{input} is an IPv4-mapped IPv6 address, which IPv4 packets never carry: use {ipv4}")]
+    Ipv4Mapped {
+        /// What was given.
+        input: String,
+        /// The IPv4 prefix meant.
+        ipv4: IpNet,
+    },
 }
 
-/// Parses an allowlist entry: a plain address (meaning /32 or /128) or a CIDR whose host bits
-/// are clear.
-pub fn parse_cidr(input: &str) -> Result<IpNet, CidrError> {
-    let trimmed = input.trim();
-    if let Ok(addr) = trimmed.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
-    }
-    let net: IpNet = trimmed.parse().map_err(|_| CidrError::Invalid {
-        input: input.to_owned(),
-    })?;
+/// Checks a prefix as an allowlist entry must be: host bits clear, not IPv4-mapped. `input`
+/// is what the error shows.
+pub fn check_prefix(net: IpNet, input: &str) -> Result<IpNet, CidrError> {
     if net.trunc() != net {
         return Err(CidrError::HostBitsSet {
             input: input.to_owned(),
             network: net.trunc(),
         });
     }
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(ipv4) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return Err(CidrError::Ipv4Mapped {
+            input: input.to_owned(),
+            ipv4: IpNet::V4(ipv4),
+        });
+    }
     Ok(net)
+}
+
+/// Parses an allowlist entry: a plain address (meaning /32 or /128) or a CIDR whose host bits
+/// are clear; IPv4-mapped IPv6 prefixes are refused with the IPv4 prefix meant.
+pub fn parse_cidr(input: &str) -> Result<IpNet, CidrError> {
+    let trimmed = input.trim();
+    let net = match trimmed.parse::<IpAddr>() {
+        Ok(addr) => IpNet::from(addr),
+        Err(_) => trimmed.parse().map_err(|_| CidrError::Invalid {
+            input: input.to_owned(),
+        })?,
+    };
+    check_prefix(net, input)
 }
 
 /// A transport protocol whose ports a scope names.
@@ -268,6 +293,23 @@ mod tests {
             parse_cidr("2001:db8::1/64"),
             Err(CidrError::HostBitsSet { network, .. }) if network == net("2001:db8::/64")
         ));
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_name_the_ipv4_prefix_meant() {
+        let err = parse_cidr("::ffff:10.0.0.1").expect_err("mapped");
+        assert_eq!(
+            err.to_string(),
+            "::ffff:10.0.0.1 is an IPv4-mapped IPv6 address, which IPv4 packets never carry: \
+             use 10.0.0.1/32"
+        );
+        assert!(matches!(
+            parse_cidr("::ffff:10.0.0.0/104"),
+            Err(CidrError::Ipv4Mapped { ipv4, .. }) if ipv4 == net("10.0.0.0/8")
+        ));
+        // Wider IPv6 prefixes that happen to contain the mapped range are ordinary ones.
+        assert_eq!(parse_cidr("::/64"), Ok(net("::/64")));
+        assert_eq!(parse_cidr("::fffe:0:0/95"), Ok(net("::fffe:0:0/95")));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError, Enforcement, FlowStats, KernelState};
 use crate::host;
 use crate::model::{
-    Allowlist, AllowlistInput, Entry, EntryInput, Model, ModelError, Pending, Settings,
+    Allowlist, AllowlistInput, EntriesInput, Entry, Model, ModelError, Pending, Settings,
 };
 use crate::policy::PortScope;
 use crate::store::{Store, StoreError};
@@ -134,7 +134,24 @@ pub struct Service {
     protect_ports: Vec<u16>,
     enforce_mode: Mode,
     reverts: u64,
+    unsaved: Option<SaveFailure>,
 }
+
+/// A state that could not be saved after a revert (the kernel had reverted already, so the
+/// model did too): retried with backoff until a save succeeds.
+#[derive(Debug, Clone)]
+pub struct SaveFailure {
+    /// Why the last attempt failed, with its causes.
+    pub cause: String,
+    /// When the first attempt failed.
+    pub since: OffsetDateTime,
+    /// Attempts so far.
+    pub attempts: u32,
+    next_attempt: std::time::Instant,
+}
+
+/// The longest wait between two attempts to save a state that could not be saved.
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Rule ids available to allowlist entries: room for a full replacement of every entry (old
 /// and new side by side while it is applied).
@@ -145,6 +162,58 @@ fn entry_rule_capacity(config: &Config) -> RuleId {
 /// The number of rules the kernel maps need for `config`: entries, then always-allow.
 pub fn kernel_rule_capacity(config: &Config) -> u32 {
     entry_rule_capacity(config).saturating_add(config.always_allow.len() as u32)
+}
+
+/// The model's limits and windows under `config`.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        max_lists: config.max_lists,
+        max_entries: config.max_entries,
+        max_name_len: config.max_name_len,
+        max_description_len: config.max_description_len,
+        ack_min: config.ack_min,
+        ack_max: config.ack_max,
+        rule_capacity: entry_rule_capacity(config),
+    }
+}
+
+/// Gives `model` what comes from `config` rather than from the state: the always-allow
+/// prefixes (with their rule ids, after the entries') and the default scopes.
+fn configure(model: &mut Model, config: &Config) {
+    model.set_default_scopes(config.protect.iter().copied().collect());
+    model.set_always_allow(
+        config
+            .always_allow
+            .iter()
+            .zip(entry_rule_capacity(config)..)
+            .map(|(net, rule)| (*net, rule))
+            .collect(),
+    );
+}
+
+/// Reads the state in `store` and checks it against every invariant, with `config`'s limits
+/// and always-allow prefixes; `None` when there is no state yet. A state that breaks one is
+/// refused with the file, the problem and what to do; nothing touches the kernel before.
+pub fn load_state(config: &Config, store: &Store) -> Result<Option<Model>, StoreError> {
+    let Some(mut model) = store.load()? else {
+        return Ok(None);
+    };
+    configure(&mut model, config);
+    model
+        .validate(&settings(config))
+        .map_err(|problem| store.invalid(problem))?;
+    Ok(Some(model))
+}
+
+/// The error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// A fresh random id such as `al_1f0c93a4d2b7e650`.
@@ -162,32 +231,29 @@ fn new_id(prefix: &'static str) -> String {
 }
 
 impl Service {
-    /// Restores `model` (the state `store` loaded; reverting a pending change whose time has
-    /// passed) and makes `dataplane` enforce it, logging what the kernel held before if that
-    /// differs.
+    /// Restores `model` (the state [`load_state`] read, or an empty one; reverting a pending
+    /// change whose time has passed or that the kernel has already fallen back from) and makes
+    /// `dataplane` enforce it, logging what the kernel held before if that differs.
     pub fn start(
         config: &Config,
         mut dataplane: Dataplane,
         store: Store,
         mut model: Model,
-    ) -> anyhow::Result<Self> {
-        let capacity = entry_rule_capacity(config);
-        model.set_default_scopes(config.protect.iter().copied().collect());
-        model.set_always_allow(
-            config
-                .always_allow
-                .iter()
-                .zip(capacity..)
-                .map(|(net, rule)| (*net, rule))
-                .collect(),
-        );
+    ) -> Result<Self, ServiceError> {
+        let settings = settings(config);
+        configure(&mut model, config);
         let mut changed = false;
-        let renumbered = model.renumber_rules(capacity);
+        let renumbered = model.renumber_rules(settings.rule_capacity);
         if renumbered > 0 {
             tracing::warn!(renumbered, "entries had rule ids out of range; renumbered");
             changed = true;
         }
-        let expired = model.revert_if_due(OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc();
+        let expired = if dataplane.fell_back() {
+            model.revert_now(now)
+        } else {
+            model.revert_if_due(now)
+        };
         let reverted_at_start = expired.is_some();
         if let Some(pending) = expired {
             tracing::warn!(
@@ -206,18 +272,11 @@ impl Service {
             model,
             store,
             dataplane,
-            settings: Settings {
-                max_lists: config.max_lists,
-                max_entries: config.max_entries,
-                max_name_len: config.max_name_len,
-                max_description_len: config.max_description_len,
-                ack_min: config.ack_min,
-                ack_max: config.ack_max,
-                rule_capacity: capacity,
-            },
+            settings,
             protect_ports: config.protect_ports.clone(),
             enforce_mode: config.mode,
             reverts: u64::from(reverted_at_start),
+            unsaved: None,
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
@@ -285,6 +344,9 @@ impl Service {
             .copied()
             .collect();
         self.store.save(&next)?;
+        if let Some(failure) = self.unsaved.take() {
+            tracing::info!(attempts = failure.attempts, "the state is saved again");
+        }
         let previous = std::mem::replace(&mut self.model, next);
         if let Err(err) = self.sync_kernel() {
             tracing::error!(error = %err, "the kernel refused the change; rolling back");
@@ -312,6 +374,9 @@ impl Service {
         what: impl FnOnce(&T) -> String,
         change: impl FnOnce(&mut Model, &Settings, OffsetDateTime) -> Result<T, ModelError>,
     ) -> Result<T, ServiceError> {
+        // A change whose deadline has passed (in the kernel's clock too) is reverted first:
+        // no request acts on a pending change the kernel has already fallen back from.
+        self.revert_if_due();
         let mut next = self.model.clone();
         let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
         // The dataplane holds the policy in force: its size needs no second computation.
@@ -379,11 +444,11 @@ impl Service {
     pub fn add_entries(
         &mut self,
         id: &str,
-        inputs: Vec<EntryInput>,
+        input: EntriesInput,
     ) -> Result<Vec<Entry>, ServiceError> {
         self.transact(
             |added: &Vec<Entry>| format!("added {} entries to allowlist {id}", added.len()),
-            |model, settings, now| model.add_entries(id, inputs, now, settings, &mut new_id),
+            |model, settings, now| model.add_entries(id, input, now, settings, &mut new_id),
         )
     }
 
@@ -459,27 +524,92 @@ impl Service {
         self.dataplane.tick_clock()
     }
 
-    /// Reverts the pending change if its time has come.
-    pub fn revert_if_due(&mut self) -> Result<Option<Pending>, ServiceError> {
+    /// Reverts the pending change if its time has come, or if the kernel has already fallen
+    /// back from it (its clock decides: the wall clock may have stepped). The kernel reverts
+    /// by itself at the deadline, so the model follows whether or not the state can be saved
+    /// then: a failed save is logged once and retried with backoff ([`Service::retry_save`]),
+    /// and [`Service::unsaved`] says so meanwhile.
+    pub fn revert_if_due(&mut self) {
+        let now = OffsetDateTime::now_utc();
         let due = self
             .model
             .pending()
-            .is_some_and(|pending| OffsetDateTime::now_utc() >= pending.revert_at);
+            .is_some_and(|pending| pending.revert_at <= now || self.dataplane.fell_back());
         if !due {
-            return Ok(None);
+            return;
         }
-        let reverted = self.transact(
-            |pending: &Option<Pending>| match pending {
-                Some(p) => format!(
-                    "reverted the unacknowledged {:?} of {:?}",
-                    p.action, p.allowlist_ids
-                ),
-                None => "nothing to revert".into(),
-            },
-            |model, _, now| Ok(model.revert_if_due(now)),
-        )?;
-        self.reverts += u64::from(reverted.is_some());
-        Ok(reverted)
+        let before = summary(&self.model, self.dataplane.installed().len());
+        let Some(reverted) = self.model.revert_now(now) else {
+            return;
+        };
+        if let Err(err) = self.sync_kernel() {
+            tracing::error!(
+                error = %chain(&err),
+                "writing the reverted policy to the kernel (it falls back by itself at the deadline)"
+            );
+        }
+        self.save_or_retry_later();
+        self.reverts += 1;
+        tracing::warn!(
+            action = ?reverted.action,
+            allowlists = ?reverted.allowlist_ids,
+            "not acknowledged in time: reverted"
+        );
+        tracing::info!(
+            target: "audit",
+            before = %before,
+            after = %summary(&self.model, self.dataplane.installed().len()),
+            "reverted the unacknowledged {:?} of {:?}",
+            reverted.action,
+            reverted.allowlist_ids
+        );
+    }
+
+    /// Saves the model; on failure, logs it (the first time) and schedules a retry.
+    fn save_or_retry_later(&mut self) {
+        match self.store.save(&self.model) {
+            Ok(()) => {
+                if let Some(failure) = self.unsaved.take() {
+                    tracing::info!(attempts = failure.attempts, "the state is saved again");
+                }
+            }
+            Err(err) => {
+                let cause = chain(&err);
+                let failure = self.unsaved.get_or_insert_with(|| {
+                    tracing::error!(
+                        error = %cause,
+                        "saving the state failed; the kernel and the API show the reverted \
+                         state, and the save is retried with backoff"
+                    );
+                    SaveFailure {
+                        cause: cause.clone(),
+                        since: OffsetDateTime::now_utc(),
+                        attempts: 0,
+                        next_attempt: std::time::Instant::now(),
+                    }
+                });
+                failure.attempts += 1;
+                failure.cause = cause;
+                let backoff = Duration::from_secs(1 << failure.attempts.min(6)).min(SAVE_RETRY_MAX);
+                failure.next_attempt = std::time::Instant::now() + backoff;
+            }
+        }
+    }
+
+    /// Retries a failed save when its backoff has passed.
+    pub fn retry_save(&mut self) {
+        if self
+            .unsaved
+            .as_ref()
+            .is_some_and(|failure| std::time::Instant::now() >= failure.next_attempt)
+        {
+            self.save_or_retry_later();
+        }
+    }
+
+    /// The state in memory (and in the kernel) that could not be saved yet, and why.
+    pub fn unsaved(&self) -> Option<&SaveFailure> {
+        self.unsaved.as_ref()
     }
 
     /// Changes reverted because they were not acknowledged in time, since the daemon started.

@@ -43,6 +43,35 @@ pub enum StoreError {
         /// The previous version.
         backup: PathBuf,
     },
+    /// The state file parses but breaks an invariant of the model.
+    #[error(
+        "{} is not a valid state: {problem}; nothing was changed (the kernel keeps enforcing \
+         what it did): correct the file, or move its previous version {} into place if that \
+         one is good, then start again",
+        path.display(),
+        backup.display()
+    )]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where in the file.
+        problem: crate::model::InvalidState,
+        /// The previous version.
+        backup: PathBuf,
+    },
+    /// The state file is a symbolic link or not a regular file.
+    #[error(
+        "{} is not a regular file ({kind}): allowlistd keeps its state only in a regular file \
+         of the state directory, so that no link can redirect what it reads and writes; \
+         replace it with the file it stands for",
+        path.display()
+    )]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// The state file is gone but its previous version is there: something removed it.
     #[error(
         "{} is missing but its previous version {} exists: move that into place to restore \
@@ -91,22 +120,45 @@ impl Store {
         })
     }
 
-    /// The state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The state file.
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
 
+    /// The previous version of the state file.
+    fn backup(&self) -> PathBuf {
+        self.dir.join(PREVIOUS_FILE)
+    }
+
+    /// The error for a state file that breaks an invariant: names the file, the problem and
+    /// the previous version.
+    pub fn invalid(&self, problem: crate::model::InvalidState) -> StoreError {
+        StoreError::Invalid {
+            path: self.path(),
+            problem,
+            backup: self.backup(),
+        }
+    }
+
     /// Reads the state; `None` when there is none yet (neither it nor a previous version).
+    /// A state file that is a symbolic link, or not a regular file, is refused.
     pub fn load(&self) -> Result<Option<Model>, StoreError> {
         let path = self.path();
-        let backup = self.dir.join(PREVIOUS_FILE);
-        let text = match fs::read(&path) {
+        let backup = self.backup();
+        let text = match read_regular_file(&path) {
             Ok(text) => text,
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(StoreError::NotAFile {
+                    path,
+                    kind: "a symbolic link",
+                });
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(StoreError::NotAFile {
+                    path,
+                    kind: "not a regular file",
+                });
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && backup.exists() => {
                 return Err(StoreError::Missing { path, backup });
             }
@@ -126,7 +178,8 @@ impl Store {
             })
     }
 
-    /// Writes the state durably; the version it replaces becomes the previous version.
+    /// Writes the state durably; the version it replaces becomes the previous version. A
+    /// save that fails leaves no temporary file behind.
     pub fn save(&self, model: &Model) -> Result<(), StoreError> {
         let path = self.path();
         let temp = self.dir.join(format!("{STATE_FILE}.tmp"));
@@ -135,29 +188,60 @@ impl Store {
             path: path.clone(),
             source: err.into(),
         })?;
+        let _ = fs::remove_file(&temp);
+        let saved = self
+            .write_new(&temp, &json)
+            .and_then(|()| self.replace_with(&temp, &path));
+        if saved.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        saved
+    }
+
+    /// Writes `bytes` to the new file `temp` (never through a link) and syncs it.
+    fn write_new(&self, temp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
-            .open(&temp)
-            .map_err(io("creating", &temp))?;
-        file.write_all(&json).map_err(io("writing", &temp))?;
-        file.sync_all().map_err(io("syncing", &temp))?;
-        drop(file);
+            .open(temp)
+            .map_err(io("creating", temp))?;
+        file.write_all(bytes).map_err(io("writing", temp))?;
+        file.sync_all().map_err(io("syncing", temp))
+    }
 
+    /// Makes the synced `temp` the state file `path`, keeping the one it replaces as the
+    /// previous version, and syncs the directory.
+    fn replace_with(&self, temp: &Path, path: &Path) -> Result<(), StoreError> {
         if path.exists() {
-            let previous = self.dir.join(PREVIOUS_FILE);
+            let previous = self.backup();
             let previous_temp = self.dir.join(format!("{PREVIOUS_FILE}.tmp"));
             let _ = fs::remove_file(&previous_temp);
-            fs::hard_link(&path, &previous_temp).map_err(io("linking", &previous_temp))?;
+            fs::hard_link(path, &previous_temp).map_err(io("linking", &previous_temp))?;
             fs::rename(&previous_temp, &previous).map_err(io("renaming", &previous))?;
         }
-        fs::rename(&temp, &path).map_err(io("renaming", &path))?;
+        fs::rename(temp, path).map_err(io("renaming", path))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(io("syncing", &self.dir))
     }
+}
+
+/// Reads `path` without following a symbolic link (`ELOOP` if it is one); `InvalidInput`
+/// if it is not a regular file.
+fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -198,6 +282,43 @@ mod tests {
             assert!(err.contains("state.json is corrupt"), "{err}");
             assert!(err.contains("state.json.prev"), "{err}");
         }
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_symlinked_or_odd_state_file_is_refused() {
+        let dir = scratch();
+        let store = Store::open(&dir).expect("open");
+        let elsewhere = dir.join("elsewhere.json");
+        fs::write(
+            &elsewhere,
+            serde_json::to_vec(&Model::default()).expect("json"),
+        )
+        .expect("write");
+        std::os::unix::fs::symlink(&elsewhere, store.path()).expect("symlink");
+        let err = store.load().expect_err("symlink").to_string();
+        assert!(
+            err.contains("state.json is not a regular file (a symbolic link)"),
+            "{err}"
+        );
+        fs::remove_file(store.path()).expect("remove link");
+        fs::create_dir(store.path()).expect("dir");
+        let err = store.load().expect_err("directory").to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        let dir = scratch();
+        let store = Store::open(&dir).expect("open");
+        // The rename fails: a directory sits where the state file goes.
+        fs::create_dir(store.path()).expect("dir");
+        fs::write(store.path().join("x"), b"x").expect("fill");
+        store
+            .save(&Model::default())
+            .expect_err("rename over a directory");
+        assert!(!dir.join("state.json.tmp").exists());
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

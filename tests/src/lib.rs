@@ -5,7 +5,10 @@
 //! `cargo xtask test`.
 pub mod daemon;
 pub mod frames;
+pub mod mounts;
 pub mod netns;
+pub mod reference;
+pub mod scenario;
 pub mod traffic;
 
 use std::path::PathBuf;

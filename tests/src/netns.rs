@@ -176,18 +176,16 @@ impl TestLink {
             ),
         ] {
             for addr in addrs {
-                match addr {
-                    IpAddr::V4(_) => {
-                        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname])?
-                    }
-                    IpAddr::V6(_) => {
-                        ns.ip(&["addr", "add", &format!("{addr}/64"), "dev", ifname, "nodad"])?
-                    }
-                };
+                add_address(ns, ifname, *addr)?;
             }
             ns.ip(&["link", "set", ifname, "up"])?;
         }
         Ok(link)
+    }
+
+    /// Gives the client one more source address (on the test link's subnet of its family).
+    pub fn add_client_address(&self, addr: IpAddr) -> anyhow::Result<()> {
+        add_address(&self.client, CLIENT_IF, addr)
     }
 
     /// Whether an XDP program is attached to the server's interface, as `ip link` shows it.
@@ -195,6 +193,15 @@ impl TestLink {
         let output = self.server.ip(&["-details", "link", "show", SERVER_IF])?;
         Ok(String::from_utf8_lossy(&output.stdout).contains("prog/xdp"))
     }
+}
+
+/// Puts `addr` on `ifname` in `ns`, in the test link's /24 or /64, usable at once.
+fn add_address(ns: &NetNs, ifname: &str, addr: IpAddr) -> anyhow::Result<()> {
+    match addr {
+        IpAddr::V4(_) => ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname])?,
+        IpAddr::V6(_) => ns.ip(&["addr", "add", &format!("{addr}/64"), "dev", ifname, "nodad"])?,
+    };
+    Ok(())
 }
 
 /// Runs a command and fails, with its output, unless it succeeds.

@@ -234,3 +234,68 @@ impl UdpStream {
         self.outlasted
     }
 }
+
+/// One socket per client source and one receiver per family on the server, kept open to ask
+/// many times which of the sources get through.
+pub struct Probes {
+    senders: Vec<(IpAddr, UdpSocket)>,
+    receivers: Vec<UdpSocket>,
+    round: u64,
+}
+
+impl Probes {
+    /// Sockets for `sources` (addresses of the client) and the server's receivers.
+    pub fn new(link: &TestLink, sources: &[IpAddr]) -> anyhow::Result<Probes> {
+        let receivers = [IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)]
+            .into_iter()
+            .map(|server| {
+                let socket = udp_server(link, server)?;
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let senders = sources
+            .iter()
+            .map(|source| Ok((*source, udp_client(link, *source)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Probes {
+            senders,
+            receivers,
+            round: 0,
+        })
+    }
+
+    /// The sources whose datagram reaches the server: each sends one, and what arrives
+    /// within `wait` counts. A datagram of an earlier round is ignored.
+    pub fn passing(
+        &mut self,
+        wait: Duration,
+    ) -> anyhow::Result<std::collections::BTreeSet<IpAddr>> {
+        self.round += 1;
+        let token = self.round.to_be_bytes();
+        for (source, socket) in &self.senders {
+            let receiver = &self.receivers[usize::from(source.is_ipv6())];
+            socket
+                .send_to(&token, receiver.local_addr()?)
+                .with_context(|| format!("sending from {source}"))?;
+        }
+        let mut arrived = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 16];
+        while Instant::now() < deadline && arrived.len() < self.senders.len() {
+            let mut idle = true;
+            for receiver in &self.receivers {
+                while let Ok((len, from)) = receiver.recv_from(&mut buf) {
+                    idle = false;
+                    if buf[..len] == token {
+                        arrived.insert(from.ip());
+                    }
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(arrived)
+    }
+}

@@ -149,6 +149,43 @@ fn an_ack_window_that_closes_before_it_opens_is_refused() {
 }
 
 #[test]
+fn settings_out_of_their_bounds_are_refused_at_start() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    for (args, expected) in [
+        (
+            &["--ack-max", "1000000000y"][..],
+            "--ack-max 1000000000years is out of range: give 1s to 1day",
+        ),
+        (
+            &["--ack-min", "3s", "--ack-max", "3s"][..],
+            "--ack-min 3s and --ack-max 3s leave no time to acknowledge",
+        ),
+        (
+            &["--max-body-bytes", "0"][..],
+            "--max-body-bytes 0 is out of range",
+        ),
+        (
+            &["--max-entries", "100000000"][..],
+            "--max-entries 100000000 is out of range: give 1 to 2097152",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, log) = Daemon::refusal(&link, state.path(), args).expect("refusal");
+        assert!(!status.success(), "{args:?}");
+        assert!(
+            log.contains(&format!("error: {expected}")),
+            "{args:?}: {log}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{args:?} refused at once, before the kernel"
+        );
+        assert!(!link.server_has_xdp().expect("ip link"), "{args:?}");
+    }
+}
+
+#[test]
 fn a_config_file_supplies_the_flags() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");

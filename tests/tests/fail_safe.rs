@@ -3,87 +3,16 @@
 //! replaced under traffic, and 50 writers at once. Each asserts with packets, the state file
 //! and the API.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use allowlist_tests::daemon::{Daemon, Response, TempDir};
+use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::mounts::ReadOnly;
 use allowlist_tests::netns::*;
+use allowlist_tests::scenario::*;
 use allowlist_tests::traffic::{UdpStream, passes};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// A short window: acknowledgements after 1 s, reverts after 4 s.
-const WINDOW: [&str; 4] = ["--ack-min", "1s", "--ack-max", "4s"];
-
-/// Whether the kernel enforces the "office" list: the allowed client passes, the denied
-/// one does not (both families).
-fn enforcing_office(link: &TestLink) -> bool {
-    let enforced = passes(link, CLIENT_ALLOWED_V4)
-        && passes(link, CLIENT_ALLOWED_V6)
-        && !passes(link, CLIENT_DENIED_V4)
-        && !passes(link, CLIENT_DENIED_V6);
-    assert!(
-        enforced || (passes(link, CLIENT_DENIED_V4) && passes(link, CLIENT_DENIED_V6)),
-        "neither the office policy nor no policy"
-    );
-    enforced
-}
-
-fn create(daemon: &Daemon, name: &str, cidrs: &[String]) -> String {
-    let entries: Vec<Value> = cidrs.iter().map(|cidr| json!({ "cidr": cidr })).collect();
-    let response = daemon.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&json!({ "name": name, "entries": entries })),
-    );
-    assert_eq!(response.status, 201, "{response:?}");
-    response.body["id"].as_str().expect("id").to_owned()
-}
-
-fn office() -> Vec<String> {
-    vec![CLIENT_ALLOWED_V4.to_string(), CLIENT_ALLOWED_V6.to_string()]
-}
-
-fn enable(daemon: &Daemon, id: &str) -> Response {
-    let response = daemon.call(
-        "POST",
-        "/v1/enforcement/enable",
-        Some(&json!({ "allowlist_ids": [id] })),
-    );
-    assert_eq!(response.status, 202, "{response:?}");
-    response
-}
-
-fn acknowledge(daemon: &Daemon) {
-    std::thread::sleep(Duration::from_millis(1050));
-    let response = daemon.call("POST", "/v1/enforcement/acknowledge", None);
-    assert_eq!(response.status, 200, "{response:?}");
-}
-
-/// allowlistd (with [`WINDOW`]) in `link`, keeping its state in `state`, enforcing the
-/// "office" list, enabled and acknowledged; and the list's id.
-fn enforcing_office_daemon(link: &TestLink, state: &TempDir) -> (Daemon, String) {
-    let daemon = Daemon::start(link, state.path(), &WINDOW).expect("allowlistd");
-    let id = create(&daemon, "office", &office());
-    enable(&daemon, &id);
-    acknowledge(&daemon);
-    (daemon, id)
-}
-
-fn enforcement(daemon: &Daemon) -> Value {
-    daemon.call("GET", "/v1/enforcement", None).body
-}
-
-fn dropped(daemon: &Daemon) -> u64 {
-    let stats = daemon.call("GET", "/v1/stats", None);
-    stats.body["counters"]["dropped"].as_u64().expect("dropped")
-}
-
-fn state_file(state: &TempDir) -> std::path::PathBuf {
-    state.path().join("state.json")
-}
 
 #[test]
 fn killed_inside_a_pending_window_the_kernel_reverts_by_itself() {
@@ -235,33 +164,6 @@ fn a_100k_entry_list_is_replaced_under_traffic_without_losing_a_packet() {
         shown.body["entries"].as_array().map(Vec::len),
         Some(100_002)
     );
-}
-
-/// A read-only bind mount of a directory over itself, undone when dropped.
-struct ReadOnly<'a>(&'a Path);
-
-impl<'a> ReadOnly<'a> {
-    fn mount(dir: &'a Path) -> ReadOnly<'a> {
-        let run = |args: &[&str]| {
-            let status = Command::new("mount")
-                .args(args)
-                .arg(dir)
-                .arg(dir)
-                .status()
-                .expect("mount");
-            assert!(status.success(), "mount {args:?}");
-        };
-        run(&["--bind"]);
-        let guard = ReadOnly(dir);
-        run(&["-o", "remount,ro,bind"]);
-        guard
-    }
-}
-
-impl Drop for ReadOnly<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
 }
 
 #[test]

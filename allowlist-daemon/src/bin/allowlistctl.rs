@@ -66,6 +66,9 @@ enum Command {
         /// An entry: CIDR or address, optionally followed by =DESCRIPTION; repeat for several.
         #[arg(long = "entry", short, value_name = "CIDR[=DESCRIPTION]")]
         entries: Vec<String>,
+        /// Let the list hold 0.0.0.0/0 or ::/0, which allow every source of their family.
+        #[arg(long)]
+        allow_all: bool,
     },
     /// Add entries to an allowlist.
     Add {
@@ -77,6 +80,9 @@ enum Command {
         /// Description of the new entries.
         #[arg(long, short)]
         description: Option<String>,
+        /// Let the list hold 0.0.0.0/0 or ::/0, which allow every source of their family.
+        #[arg(long)]
+        allow_all: bool,
     },
     /// Remove one entry from an allowlist.
     Remove {
@@ -242,7 +248,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("allowlistctl: {err:#}");
+            eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -278,6 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             description,
             entries,
+            allow_all,
         } => {
             let entries: Vec<Value> = entries
                 .iter()
@@ -286,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => json!({"cidr": entry}),
                 })
                 .collect();
-            let mut body = json!({"name": name, "entries": entries});
+            let mut body = json!({"name": name, "entries": entries, "allow_all": allow_all});
             if let Some(description) = description {
                 body["description"] = json!(description);
             }
@@ -296,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             list,
             cidrs,
             description,
+            allow_all,
         } => {
             let id = api.resolve_id(&list)?;
             let entries: Vec<Value> = cidrs
@@ -304,7 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             api.post(
                 &format!("/v1/allowlists/{id}/entries"),
-                &json!({ "entries": entries }),
+                &json!({ "entries": entries, "allow_all": allow_all }),
             )?;
             Output::List(api.get(&format!("/v1/allowlists/{id}"))?)
         }
@@ -469,6 +477,21 @@ impl Output {
                         scopes
                     }
                 );
+                for prefix in v["allow_all"].as_array().into_iter().flatten() {
+                    println!(
+                        "warning:       {} is in force: every source of its family passes",
+                        text(prefix)
+                    );
+                }
+                if let Some(failure) = v["save_error"].as_object() {
+                    println!(
+                        "warning:       the state in force is not saved yet (since {}, {} \
+                         attempts): {}",
+                        text(&failure["since"]),
+                        failure["attempts"],
+                        text(&failure["message"])
+                    );
+                }
                 match &v["pending"] {
                     Value::Null => println!("pending:       none"),
                     p => {

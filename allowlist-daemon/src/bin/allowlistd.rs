@@ -9,7 +9,7 @@ use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
 use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
-use allowlist_daemon::service::{Service, kernel_rule_capacity};
+use allowlist_daemon::service::{Service, kernel_rule_capacity, load_state};
 use allowlist_daemon::store::Store;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -57,8 +57,20 @@ enum Command {
     },
 }
 
+/// Runs the daemon; prints an error and its causes on one line (`error: ...`), never a
+/// debug dump or a backtrace.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -85,9 +97,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = options.resolve()?;
 
-    // The state is read before the kernel is touched: a bad state file changes nothing there.
+    // The state is read and checked before the kernel is touched: a bad state file changes
+    // nothing there.
     let store = Store::open(&config.state_dir)?;
-    let saved = store.load()?;
+    let saved = load_state(&config, &store)?;
     let (token, created) = AdminToken::load_or_create(&config.token_file)?;
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
@@ -171,7 +184,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reverts the pending change at its deadline, and keeps the program's clock for last hits.
+/// Reverts the pending change at its deadline, retries a failed save, and keeps the
+/// program's clock for last hits.
 async fn revert_when_due(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -182,18 +196,12 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
             if let Err(err) = service.tick_clock() {
                 tracing::warn!(error = %err, "moving the program's clock");
             }
-            service.revert_if_due()
+            service.revert_if_due();
+            service.retry_save();
         })
         .await;
-        match outcome {
-            Ok(Ok(Some(pending))) => tracing::warn!(
-                action = ?pending.action,
-                allowlists = ?pending.allowlist_ids,
-                "not acknowledged in time: reverted"
-            ),
-            Ok(Ok(None)) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "reverting the pending change"),
-            Err(err) => tracing::error!(error = %err, "the revert task failed"),
+        if let Err(err) = outcome {
+            tracing::error!(error = %err, "the revert task failed");
         }
     }
 }

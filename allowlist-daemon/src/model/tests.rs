@@ -1,4 +1,12 @@
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use time::OffsetDateTime;
+
 use super::*;
+use crate::policy::PortScope;
 
 fn settings() -> Settings {
     Settings {
@@ -38,6 +46,7 @@ fn input(name: &str, cidrs: &[&str]) -> AllowlistInput {
                 })
                 .collect(),
         ),
+        allow_all: false,
     }
 }
 
@@ -334,8 +343,21 @@ fn the_lockout_guard_names_who_would_be_cut_off_and_yields_to_force() {
         .expect("widening");
 }
 
+fn entries(cidrs: &[&str]) -> EntriesInput {
+    EntriesInput {
+        entries: cidrs
+            .iter()
+            .map(|cidr| EntryInput {
+                cidr: (*cidr).into(),
+                description: None,
+            })
+            .collect(),
+        allow_all: false,
+    }
+}
+
 #[test]
-fn removing_from_an_enabled_list_is_pending_and_reverts_by_putting_entries_back() {
+fn removing_from_an_enabled_list_is_pending_and_reverts_to_the_list_as_it_was() {
     let mut model = Model::default();
     let mut next_id = ids();
     let id = create(
@@ -344,12 +366,14 @@ fn removing_from_an_enabled_list_is_pending_and_reverts_by_putting_entries_back(
         "office",
         &["192.0.2.0/24", "198.51.100.7"],
     );
+    let lab = create(&mut model, &mut next_id, "lab", &["203.0.113.0/25"]);
     model
-        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .enable(&[id.clone(), lab.clone()], &[], false, t(0), &settings())
         .expect("enable");
     model.acknowledge(t(60), &settings()).expect("ack");
+    let acknowledged = model.allowlist(&id).expect("list").clone();
 
-    let gone = model.allowlist(&id).expect("list").entries[1].clone();
+    let gone = acknowledged.entries[1].clone();
     model
         .remove_entry(&id, &gone.id, None, t(100), &settings())
         .expect("remove");
@@ -360,40 +384,60 @@ fn removing_from_an_enabled_list_is_pending_and_reverts_by_putting_entries_back(
         "reserved until resolved"
     );
 
-    // Adding is not narrowing: allowed while the change is pending.
+    // The list the change concerns stays as the change left it until the change ends.
+    for refused in [
+        model
+            .add_entries(
+                &id,
+                entries(&["203.0.113.128/25"]),
+                t(101),
+                &settings(),
+                &mut next_id,
+            )
+            .map(|_| ()),
+        model
+            .replace(
+                &id,
+                input("office", &["192.0.2.0/24"]),
+                None,
+                t(102),
+                &settings(),
+                &mut next_id,
+            )
+            .map(|_| ()),
+    ] {
+        let err = refused.expect_err("frozen");
+        assert_eq!(err.code(), "change_pending");
+        assert!(
+            err.to_string()
+                .contains(&format!("allowlist {id} is part of the pending change")),
+            "{err}"
+        );
+    }
+    // Another enabled list may widen: enabled before and after, it needs no acknowledgement.
     model
         .add_entries(
-            &id,
-            vec![EntryInput {
-                cidr: "203.0.113.0/24".into(),
-                description: None,
-            }],
-            t(101),
+            &lab,
+            entries(&["203.0.113.128/25"]),
+            t(103),
             &settings(),
             &mut next_id,
         )
-        .expect("add");
-    let err = model
-        .replace(
-            &id,
-            input("office", &["192.0.2.0/24"]),
-            None,
-            t(102),
-            &settings(),
-            &mut next_id,
-        )
-        .expect_err("narrowing while pending");
-    assert_eq!(err.code(), "change_pending");
+        .expect("add to another list");
 
     model.revert_if_due(t(220)).expect("reverted");
     let list = model.allowlist(&id).expect("list");
-    assert!(
-        list.entries.contains(&gone),
-        "the removed entry is back, same id and rule"
+    assert_eq!(
+        list.entries, acknowledged.entries,
+        "exactly as acknowledged"
     );
+    assert!(list.version > acknowledged.version + 1, "a new version");
     assert!(
-        list.entries.iter().any(|e| e.cidr == net("203.0.113.0/24")),
-        "the addition stays"
+        model
+            .effective_policy()
+            .lookup(addr("203.0.113.200"))
+            .is_some(),
+        "the widening of the other list stays"
     );
 }
 
@@ -562,5 +606,36 @@ fn scope_changes_are_pending_and_revert_to_the_default() {
         model.pending(),
         None,
         "setting the same scopes changes nothing"
+    );
+}
+
+#[test]
+fn a_list_being_enabled_may_widen_but_not_narrow_and_its_revert_disables_it() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    model
+        .add_entries(
+            &id,
+            entries(&["198.51.100.7"]),
+            t(1),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("widening the list being enabled");
+    let first = model.allowlist(&id).expect("list").entries[0].id.clone();
+    let err = model
+        .remove_entry(&id, &first, None, t(2), &settings())
+        .expect_err("narrowing while pending");
+    assert_eq!(err.code(), "change_pending");
+    model.revert_if_due(t(120)).expect("reverted");
+    assert!(!model.enforcing(), "disabled again");
+    assert_eq!(
+        model.allowlist(&id).expect("list").entries.len(),
+        2,
+        "nothing lost"
     );
 }

@@ -7,12 +7,39 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use allowlist_common::Mode;
-use anyhow::{Context as _, ensure};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::dataplane::{Replies, XdpMode};
 use crate::policy::{PortScope, parse_cidr};
+
+pub mod bounds;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML of these options.
+    #[error("parsing {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A setting is out of its bounds, or settings contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// A duration written as `90s`, `2m`, `1h30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +145,13 @@ pub struct Options {
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
 
-    /// Earliest acknowledgement of a change [default: 60s].
+    /// Earliest acknowledgement of a change, at least 1s before --ack-max [default: 60s].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "from_str")]
     pub ack_min: Option<HumanDuration>,
 
-    /// Latest acknowledgement of a change; without one, it is reverted then [default: 120s].
+    /// Latest acknowledgement of a change; without one, it is reverted then: 1s to 24h
+    /// [default: 120s].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "from_str")]
     pub ack_max: Option<HumanDuration>,
@@ -142,7 +170,8 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_lists: Option<usize>,
 
-    /// Most entries over all allowlists [default: 262144].
+    /// Most entries over all allowlists, at most 2097152. Each entry reserves 32 bytes of
+    /// kernel memory per CPU for hit counters, allocated at load [default: 262144].
     #[arg(long, value_name = "N")]
     pub max_entries: Option<usize>,
 
@@ -154,7 +183,8 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_description_len: Option<usize>,
 
-    /// Largest request body, in bytes [default: 67108864].
+    /// Largest request body, in bytes: at least what one entry with the longest name and
+    /// descriptions takes, at most 1 GiB [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
 
@@ -183,7 +213,8 @@ pub struct Options {
     #[serde(default, deserialize_with = "from_str")]
     pub reply_timeout_icmp: Option<HumanDuration>,
 
-    /// Most flows remembered for replies; the oldest go first [default: 65536].
+    /// Most flows remembered for replies, at most 4194304; the oldest go first
+    /// [default: 65536].
     #[arg(long, value_name = "N")]
     pub max_flows: Option<u32>,
 
@@ -261,10 +292,15 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/allowlist";
 
 impl Options {
     /// Reads a TOML configuration file.
-    pub fn from_file(path: &Path) -> anyhow::Result<Options> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Fills what these options leave unset from `file`.
@@ -300,8 +336,8 @@ impl Options {
         }
     }
 
-    /// Applies the defaults and checks the result.
-    pub fn resolve(self) -> anyhow::Result<Config> {
+    /// Applies the defaults and checks the result against [`bounds`].
+    pub fn resolve(self) -> Result<Config, ConfigError> {
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/allowlistd"));
@@ -350,26 +386,7 @@ impl Options {
             top_sample: self.top_sample.unwrap_or(16),
             protect: self.protect,
         };
-        ensure!(
-            !config.interfaces.is_empty(),
-            "no interface to guard: give --iface"
-        );
-        ensure!(
-            config.ack_min <= config.ack_max,
-            "--ack-min ({:?}) is longer than --ack-max ({:?})",
-            config.ack_min,
-            config.ack_max
-        );
-        ensure!(
-            !config.ack_max.is_zero(),
-            "--ack-max must be longer than zero"
-        );
-        ensure!(
-            !config.stats_interval.is_zero(),
-            "--stats-interval must be longer than zero"
-        );
-        ensure!(config.max_entries > 0, "--max-entries must be at least 1");
-        ensure!(config.max_flows > 0, "--max-flows must be at least 1");
+        bounds::check(&config)?;
         Ok(config)
     }
 }
@@ -444,7 +461,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_config_is_valid() {
-        let example: Options = toml::from_str(include_str!("../../packaging/allowlistd.toml"))
+        let example: Options = toml::from_str(include_str!("../../../packaging/allowlistd.toml"))
             .expect("packaging/allowlistd.toml parses");
         let config = example.resolve().expect("resolves");
         assert_eq!(config.interfaces, ["eth0"]);
@@ -468,5 +485,59 @@ mod tests {
                 .to_string()
                 .contains("longer than --ack-max")
         );
+    }
+
+    #[test]
+    fn settings_out_of_their_bounds_are_refused_with_the_bound() {
+        let with = |toml_text: &str| -> String {
+            let mut options: Options = toml::from_str(toml_text).expect("parse");
+            options.iface = vec!["eth1".into()];
+            match options.resolve() {
+                Ok(_) => String::new(),
+                Err(err) => err.to_string(),
+            }
+        };
+        for (setting, expected) in [
+            (
+                "ack-max = \"1000000000y\"",
+                "--ack-max 1000000000years is out of range: give 1s to 1day",
+            ),
+            (
+                "ack-min = \"3s\"\nack-max = \"3s\"",
+                "--ack-min 3s and --ack-max 3s leave no time to acknowledge: keep at least 1s",
+            ),
+            (
+                "max-body-bytes = 0",
+                "--max-body-bytes 0 is out of range: give 13568 to",
+            ),
+            (
+                "max-entries = 100000000",
+                "--max-entries 100000000 is out of range: give 1 to 2097152",
+            ),
+            ("max-entries = 0", "--max-entries 0 is out of range"),
+            (
+                "max-flows = 100000000",
+                "--max-flows 100000000 is out of range",
+            ),
+            ("max-name-len = 0", "--max-name-len 0 is out of range"),
+            (
+                "stats-interval = \"0s\"",
+                "--stats-interval 0s is out of range",
+            ),
+            (
+                "reply-timeout-udp = \"8d\"",
+                "--reply-timeout-udp 8days is out of range",
+            ),
+            ("protect-port = [0]", "--protect-port 0 is no port"),
+        ] {
+            let err = with(setting);
+            assert!(err.starts_with(expected), "{setting}: {err}");
+        }
+        assert_eq!(
+            with("ack-min = \"0s\"\nack-max = \"1s\""),
+            "",
+            "the tightest window"
+        );
+        assert_eq!(with("max-entries = 2097152"), "", "the bound itself");
     }
 }

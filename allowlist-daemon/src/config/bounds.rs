@@ -1,0 +1,169 @@
+//! The bounds every setting is checked against at start, each with the reason for it.
+
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+/// The shortest `--ack-max`.
+pub const ACK_MAX_MIN: Duration = Duration::from_secs(1);
+/// The longest `--ack-max`: a change nobody acknowledges comes back within a day.
+pub const ACK_MAX_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The shortest acknowledgement window (`--ack-max` minus `--ack-min`).
+pub const ACK_WINDOW_MIN: Duration = Duration::from_secs(1);
+/// The most entries: at load the kernel allocates and zeroes the hit counters of two rules
+/// per entry on every CPU (32 bytes per entry and CPU), which took 3.4 s for this bound on
+/// 2 CPUs (1.9 s at 1M, 17 s at 8M, 29 s at 16M), and 64 MiB per CPU.
+pub const MAX_ENTRIES_MAX: usize = 1 << 21;
+/// The most flows remembered for replies: the kernel preallocates them (about 100 bytes
+/// each, 0.9 s to load this bound, 2.7 s for 16M).
+pub const MAX_FLOWS_MAX: u32 = 1 << 22;
+/// The most allowlists.
+pub const MAX_LISTS_MAX: usize = 65_536;
+/// The longest name limit.
+pub const MAX_NAME_LEN_MAX: usize = 1024;
+/// The longest description limit.
+pub const MAX_DESCRIPTION_LEN_MAX: usize = 65_536;
+/// The largest body limit.
+pub const MAX_BODY_BYTES_MAX: usize = 1 << 30;
+/// The shortest and longest reply timeout.
+pub const REPLY_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+/// The shortest and longest interval between counter logs.
+pub const STATS_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+
+/// The smallest body that holds one request for one entry with the longest name and
+/// descriptions the limits allow: every character escaped in JSON (`\uXXXX`, 6 bytes), the
+/// prefix and the keys around them.
+pub fn min_body_bytes(max_name_len: usize, max_description_len: usize) -> usize {
+    512 + 6 * (max_name_len + 2 * max_description_len)
+}
+
+fn human(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(duration)
+}
+
+fn refuse(message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(message))
+}
+
+fn check_range(
+    flag: &str,
+    value: Duration,
+    (min, max): (Duration, Duration),
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return refuse(format!(
+            "{flag} {} is out of range: give {} to {}",
+            human(value),
+            human(min),
+            human(max)
+        ));
+    }
+    Ok(())
+}
+
+fn check_count(
+    flag: &str,
+    value: usize,
+    min: usize,
+    max: usize,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return refuse(format!(
+            "{flag} {value} is out of range: give {min} to {max}{why}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every setting of `config` against its bound.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    if config.interfaces.is_empty() {
+        return refuse("no interface to guard: give --iface".into());
+    }
+    if config.ack_max < ACK_MAX_MIN || config.ack_max > ACK_MAX_MAX {
+        return refuse(format!(
+            "--ack-max {} is out of range: give {} to {}, so that a change nobody acknowledges \
+             comes back within a day",
+            human(config.ack_max),
+            human(ACK_MAX_MIN),
+            human(ACK_MAX_MAX)
+        ));
+    }
+    if config.ack_min > config.ack_max {
+        return refuse(format!(
+            "--ack-min {} is longer than --ack-max {}",
+            human(config.ack_min),
+            human(config.ack_max)
+        ));
+    }
+    if config.ack_max - config.ack_min < ACK_WINDOW_MIN {
+        return refuse(format!(
+            "--ack-min {} and --ack-max {} leave no time to acknowledge: keep at least {} \
+             between them",
+            human(config.ack_min),
+            human(config.ack_max),
+            human(ACK_WINDOW_MIN)
+        ));
+    }
+    check_count(
+        "--max-entries",
+        config.max_entries,
+        1,
+        MAX_ENTRIES_MAX,
+        " (at load the kernel allocates and zeroes 32 bytes per entry on every CPU for hit \
+         counters: seconds per million entries)",
+    )?;
+    check_count(
+        "--max-flows",
+        config.max_flows as usize,
+        1,
+        MAX_FLOWS_MAX as usize,
+        " (the kernel preallocates every flow)",
+    )?;
+    check_count("--max-lists", config.max_lists, 1, MAX_LISTS_MAX, "")?;
+    check_count(
+        "--max-name-len",
+        config.max_name_len,
+        1,
+        MAX_NAME_LEN_MAX,
+        "",
+    )?;
+    check_count(
+        "--max-description-len",
+        config.max_description_len,
+        0,
+        MAX_DESCRIPTION_LEN_MAX,
+        "",
+    )?;
+    let min_body = min_body_bytes(config.max_name_len, config.max_description_len);
+    check_count(
+        "--max-body-bytes",
+        config.max_body_bytes,
+        min_body,
+        MAX_BODY_BYTES_MAX,
+        &format!(
+            " (a request for one entry with the longest name and descriptions that \
+             --max-name-len {} and --max-description-len {} allow takes up to {min_body} bytes)",
+            config.max_name_len, config.max_description_len
+        ),
+    )?;
+    check_range(
+        "--stats-interval",
+        config.stats_interval,
+        STATS_INTERVAL_RANGE,
+    )?;
+    for (flag, timeout) in [
+        ("--reply-timeout-tcp", config.replies.tcp_timeout),
+        ("--reply-timeout-udp", config.replies.udp_timeout),
+        ("--reply-timeout-icmp", config.replies.icmp_timeout),
+    ] {
+        check_range(flag, timeout, REPLY_TIMEOUT_RANGE)?;
+    }
+    if config.protect_ports.contains(&0) {
+        return refuse("--protect-port 0 is no port: give 1 to 65535".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The model itself: the lists, the enabled set, the scopes and the pending change, with the
+//! readers that say what the kernel must enforce.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use allowlist_common::RuleId;
+use ipnet::IpNet;
+use time::OffsetDateTime;
+
+use super::allowlist::Allowlist;
+use super::error::ModelError;
+use super::pending::Pending;
+use crate::policy::{Policy, PortScope};
+
+/// Limits and windows that come from the daemon's configuration, not from the state.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most allowlists.
+    pub max_lists: usize,
+    /// Most entries over all allowlists.
+    pub max_entries: usize,
+    /// Longest name, in characters.
+    pub max_name_len: usize,
+    /// Longest description, in characters.
+    pub max_description_len: usize,
+    /// Earliest acknowledgement after a change.
+    pub ack_min: Duration,
+    /// Latest acknowledgement after a change; the revert time.
+    pub ack_max: Duration,
+    /// Rule ids available to entries: `0..rule_capacity`.
+    pub rule_capacity: RuleId,
+}
+
+/// Makes new ids: called with a prefix ("al" or "en"), returns an id never used before.
+pub type IdSource<'a> = &'a mut dyn FnMut(&'static str) -> String;
+
+/// The state the admin API manages, as persisted (see the module's invariants).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    pub(super) allowlists: BTreeMap<String, Allowlist>,
+    pub(super) enabled: BTreeSet<String>,
+    pub(super) pending: Option<Pending>,
+    /// The protected ports set through the API; `None` until then.
+    pub(super) scopes: Option<BTreeSet<PortScope>>,
+    /// The always-allow prefixes (from the daemon's configuration, never persisted).
+    pub(super) always_allow: Vec<(IpNet, RuleId)>,
+    /// The protected ports until the API sets some (configuration, never persisted).
+    pub(super) default_scopes: BTreeSet<PortScope>,
+}
+
+impl Model {
+    /// Sets the always-allow prefixes and their rule ids (configuration, not state).
+    pub fn set_always_allow(&mut self, always_allow: Vec<(IpNet, RuleId)>) {
+        self.always_allow = always_allow;
+    }
+
+    /// The always-allow prefixes.
+    pub fn always_allow(&self) -> &[(IpNet, RuleId)] {
+        &self.always_allow
+    }
+
+    /// Sets the protected ports used until the API sets some (configuration, not state).
+    pub fn set_default_scopes(&mut self, scopes: BTreeSet<PortScope>) {
+        self.default_scopes = scopes;
+    }
+
+    /// The protected ports in force; empty: every port is checked.
+    pub fn scopes(&self) -> &BTreeSet<PortScope> {
+        self.scopes.as_ref().unwrap_or(&self.default_scopes)
+    }
+
+    /// All allowlists, by id.
+    pub fn allowlists(&self) -> impl Iterator<Item = &Allowlist> {
+        self.allowlists.values()
+    }
+
+    /// One allowlist.
+    pub fn allowlist(&self, id: &str) -> Result<&Allowlist, ModelError> {
+        self.allowlists.get(id).ok_or_else(|| not_found(id))
+    }
+
+    /// Whether an allowlist is enabled.
+    pub fn is_enabled(&self, id: &str) -> bool {
+        self.enabled.contains(id)
+    }
+
+    /// The enabled allowlists' ids.
+    pub fn enabled(&self) -> &BTreeSet<String> {
+        &self.enabled
+    }
+
+    /// The change waiting for acknowledgement.
+    pub fn pending(&self) -> Option<&Pending> {
+        self.pending.as_ref()
+    }
+
+    /// Whether the host enforces a policy: some allowlist is enabled.
+    pub fn enforcing(&self) -> bool {
+        !self.enabled.is_empty()
+    }
+
+    /// The policy for the kernel: the always-allow prefixes and the entries of the enabled
+    /// allowlists.
+    pub fn effective_policy(&self) -> Policy {
+        let mut policy: Policy = self.always_allow.iter().copied().collect();
+        for list in self.enabled_lists() {
+            for entry in &list.entries {
+                policy.insert(entry.cidr, entry.rule);
+            }
+        }
+        policy
+    }
+
+    /// The prefixes in force that allow every source of their family (`0.0.0.0/0`, `::/0`).
+    pub fn allow_all_prefixes(&self) -> BTreeSet<IpNet> {
+        let lists = self.enabled_lists().flat_map(|list| &list.entries);
+        self.always_allow
+            .iter()
+            .map(|(net, _)| *net)
+            .chain(lists.map(|entry| entry.cidr))
+            .filter(|net| net.prefix_len() == 0)
+            .collect()
+    }
+
+    /// The enabled allowlists.
+    pub(super) fn enabled_lists(&self) -> impl Iterator<Item = &Allowlist> {
+        self.enabled.iter().filter_map(|id| self.allowlists.get(id))
+    }
+
+    /// The state a revert of the pending change would give (itself when nothing is pending):
+    /// what the kernel falls back to on its own at the deadline.
+    pub fn reverted(&self) -> Model {
+        let mut reverted = self.clone();
+        if let Some(pending) = &self.pending {
+            reverted.revert(pending.revert_at);
+        }
+        reverted
+    }
+
+    /// Reverts the pending change if its time has come; returns it if so.
+    pub fn revert_if_due(&mut self, now: OffsetDateTime) -> Option<Pending> {
+        if self.pending.as_ref().is_some_and(|p| now >= p.revert_at) {
+            self.revert(now)
+        } else {
+            None
+        }
+    }
+
+    /// Reverts the pending change now, whatever its deadline (the kernel has fallen back
+    /// already); returns it.
+    pub fn revert_now(&mut self, now: OffsetDateTime) -> Option<Pending> {
+        self.revert(now)
+    }
+
+    /// Entries over all allowlists now.
+    pub(super) fn total_entries(&self) -> usize {
+        self.allowlists
+            .values()
+            .map(|list| list.entries.len())
+            .sum()
+    }
+
+    /// Entries over all allowlists once the pending change is reverted.
+    pub(super) fn total_entries_reverted(&self) -> usize {
+        let Some(pending) = &self.pending else {
+            return self.total_entries();
+        };
+        pending
+            .revert_to
+            .lists
+            .iter()
+            .fold(self.total_entries(), |total, restored| {
+                let now = self
+                    .allowlists
+                    .get(&restored.id)
+                    .map_or(0, |l| l.entries.len());
+                total - now + restored.entries.len()
+            })
+    }
+}
+
+pub(super) fn not_found(id: &str) -> ModelError {
+    ModelError::NotFound {
+        what: "allowlist",
+        id: id.to_owned(),
+    }
+}
+
+/// Formats a time as RFC 3339.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}

@@ -1,0 +1,335 @@
+//! A few hundred short random sequences of operations against a real allowlistd with fast
+//! windows. After each sequence's change takes hold, and again after it is acknowledged or
+//! reverted (and across restarts), real packets from a dozen client addresses must pass
+//! exactly when the reference model allows them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use allowlist_tests::daemon::{Daemon, Response, TempDir};
+use allowlist_tests::netns::*;
+use allowlist_tests::reference::Reference;
+use allowlist_tests::traffic::Probes;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+/// Sequences run; each is a few operations, then an acknowledgement or a revert.
+const SEQUENCES: u32 = 200;
+/// Acknowledgements are accepted at once; changes revert after 2 s.
+const WINDOW: [&str; 4] = ["--ack-min", "0s", "--ack-max", "2s"];
+const NAMES: [&str; 3] = ["a", "b", "c"];
+/// How long a probe waits for the datagrams that get through.
+const PROBE_WAIT: Duration = Duration::from_millis(150);
+
+/// splitmix64: a seeded generator, so that a failing run can be replayed with its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+fn sources() -> Vec<IpAddr> {
+    let v4 = (2..8u8).map(|n| IpAddr::from([198, 18, 0, n]));
+    let v6 = (2..8u16).map(|n| IpAddr::from([0xfd00, 0xa11, 0, 0, 0, 0, 0, n]));
+    v4.chain(v6).collect()
+}
+
+/// Prefixes entries are drawn from: each source alone, and prefixes covering several.
+fn pool() -> Vec<IpNet> {
+    let mut pool: Vec<IpNet> = sources().into_iter().map(IpNet::from).collect();
+    for wider in [
+        "198.18.0.4/31",
+        "198.18.0.0/29",
+        "fd00:a11::4/127",
+        "fd00:a11::/125",
+    ] {
+        pool.push(wider.parse().expect("prefix"));
+    }
+    pool
+}
+
+struct Run {
+    daemon: Daemon,
+    reference: Reference,
+    ids: BTreeMap<&'static str, String>,
+    rng: Rng,
+    pool: Vec<IpNet>,
+    log: Vec<String>,
+}
+
+impl Run {
+    fn some_prefixes(&mut self) -> BTreeSet<IpNet> {
+        let count = 1 + self.rng.below(3);
+        (0..count).map(|_| *self.rng.pick(&self.pool)).collect()
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> Response {
+        let response = self.daemon.call(method, path, body.as_ref());
+        self.log.push(format!(
+            "{method} {path} {} -> {} {}",
+            body.map(|b| b.to_string()).unwrap_or_default(),
+            response.status,
+            response.code()
+        ));
+        response
+    }
+
+    /// One random operation; the reference follows what the daemon accepted.
+    fn operate(&mut self) {
+        let name = *self.rng.pick(&NAMES);
+        let id = self.ids.get(name).cloned();
+        let entries = |prefixes: &BTreeSet<IpNet>| -> Vec<Value> {
+            prefixes
+                .iter()
+                .map(|p| json!({ "cidr": p.to_string() }))
+                .collect()
+        };
+        match (self.rng.below(7), id) {
+            (0, None) | (1..=3, None) => {
+                let prefixes = self.some_prefixes();
+                let body = json!({"name": name, "entries": entries(&prefixes)});
+                let created = self.call("POST", "/v1/allowlists", Some(body));
+                if created.status == 201 {
+                    let id = created.body["id"].as_str().expect("id").to_owned();
+                    self.reference.create(&id, prefixes);
+                    self.ids.insert(name, id);
+                }
+            }
+            (0, Some(id)) => {
+                if self
+                    .call("DELETE", &format!("/v1/allowlists/{id}"), None)
+                    .status
+                    == 204
+                {
+                    self.reference.delete(&id);
+                    self.ids.remove(name);
+                }
+            }
+            (1, Some(id)) => {
+                let added = self.some_prefixes();
+                let body = json!({ "entries": entries(&added) });
+                let path = format!("/v1/allowlists/{id}/entries");
+                if self.call("POST", &path, Some(body)).status == 201 {
+                    let mut now = self.reference.entries(&id);
+                    now.extend(added);
+                    self.reference.set_entries(0, &id, now);
+                }
+            }
+            (2, Some(id)) => {
+                let list = self
+                    .daemon
+                    .call("GET", &format!("/v1/allowlists/{id}"), None);
+                let listed = list.body["entries"].as_array().cloned().unwrap_or_default();
+                if listed.is_empty() {
+                    return;
+                }
+                let entry = &listed[self.rng.below(listed.len())];
+                let path = format!(
+                    "/v1/allowlists/{id}/entries/{}",
+                    entry["id"].as_str().expect("id")
+                );
+                if self.call("DELETE", &path, None).status == 204 {
+                    let cidr: IpNet = entry["cidr"].as_str().expect("cidr").parse().expect("cidr");
+                    let mut now = self.reference.entries(&id);
+                    now.remove(&cidr);
+                    self.reference.set_entries(0, &id, now);
+                }
+            }
+            (3, Some(id)) => {
+                let prefixes = self.some_prefixes();
+                let body = json!({"name": name, "entries": entries(&prefixes)});
+                if self
+                    .call("PUT", &format!("/v1/allowlists/{id}"), Some(body))
+                    .status
+                    == 200
+                {
+                    self.reference.set_entries(0, &id, prefixes);
+                }
+            }
+            (4 | 5, _) => {
+                let ids = self.ids_to_switch();
+                let path = "/v1/enforcement/enable";
+                if !ids.is_empty()
+                    && self
+                        .call("POST", path, Some(json!({"allowlist_ids": ids})))
+                        .status
+                        == 202
+                {
+                    self.reference.enable(0, &ids);
+                }
+            }
+            (_, _) => {
+                let ids = self.ids_to_switch();
+                let path = "/v1/enforcement/disable";
+                if !ids.is_empty()
+                    && self
+                        .call("POST", path, Some(json!({"allowlist_ids": ids})))
+                        .status
+                        == 202
+                {
+                    self.reference.disable(0, &ids);
+                }
+            }
+        }
+    }
+
+    /// One or two existing lists, for an enable or a disable.
+    fn ids_to_switch(&mut self) -> Vec<String> {
+        let existing: Vec<String> = self.ids.values().cloned().collect();
+        if existing.is_empty() {
+            return Vec::new();
+        }
+        let mut ids = vec![self.rng.pick(&existing).clone()];
+        if self.rng.below(3) == 0 {
+            let other = self.rng.pick(&existing).clone();
+            if other != ids[0] {
+                ids.push(other);
+            }
+        }
+        ids
+    }
+
+    /// Ends the pending change, if any: acknowledged (two times in three) or left to revert.
+    fn resolve(&mut self) {
+        if self.reference.pending.is_none() {
+            return;
+        }
+        if self.rng.below(3) > 0 {
+            let acked = self.call("POST", "/v1/enforcement/acknowledge", None);
+            assert_eq!(acked.status, 200, "{acked:?}\n{}", self.log.join("\n"));
+            self.reference.acknowledge();
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while !self.daemon.call("GET", "/v1/enforcement", None).body["pending"].is_null() {
+                assert!(
+                    Instant::now() < deadline,
+                    "no revert\n{}",
+                    self.log.join("\n")
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.log.push("reverted".into());
+            self.reference.revert();
+        }
+    }
+
+    /// The daemon has a pending change exactly when the reference does.
+    fn check_pending(&self) {
+        let state = self.daemon.call("GET", "/v1/enforcement", None).body;
+        assert_eq!(
+            state["pending"].is_null(),
+            self.reference.pending.is_none(),
+            "{state}\n{}",
+            self.log.join("\n")
+        );
+    }
+
+    /// Packets from every source pass exactly when the reference allows them.
+    fn check_packets(&mut self, probes: &mut Probes, sources: &[IpAddr]) {
+        let expected: BTreeSet<IpAddr> = sources
+            .iter()
+            .copied()
+            .filter(|s| self.reference.now.allows(*s))
+            .collect();
+        let mut passed = probes.passing(PROBE_WAIT).expect("probe");
+        if passed.is_subset(&expected) && passed != expected {
+            // A datagram of an allowed source may wait for neighbour resolution: once more.
+            passed.extend(probes.passing(PROBE_WAIT * 4).expect("probe"));
+        }
+        assert_eq!(
+            passed,
+            expected,
+            "packets disagree with the reference {:?}\n{}",
+            self.reference.now,
+            self.log.join("\n")
+        );
+    }
+}
+
+#[test]
+fn random_sequences_enforce_what_the_reference_allows() {
+    let seed = std::env::var("ALLOWLIST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("ALLOWLIST_SEED={seed}");
+    let link = TestLink::create().expect("test link");
+    let sources = sources();
+    for source in &sources {
+        if ![CLIENT_ALLOWED_V4, CLIENT_DENIED_V4]
+            .map(IpAddr::V4)
+            .contains(source)
+            && ![CLIENT_ALLOWED_V6, CLIENT_DENIED_V6]
+                .map(IpAddr::V6)
+                .contains(source)
+        {
+            link.add_client_address(*source).expect("client address");
+        }
+    }
+    let state = TempDir::new().expect("state dir");
+    let mut probes = Probes::new(&link, &sources).expect("probes");
+    let mut run = Run {
+        daemon: Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd"),
+        reference: Reference::new(0, 2),
+        ids: BTreeMap::new(),
+        rng: Rng(seed),
+        pool: pool(),
+        log: Vec::new(),
+    };
+    for sequence in 0..SEQUENCES {
+        run.log.push(format!("-- sequence {sequence}"));
+        for _ in 0..1 + run.rng.below(4) {
+            run.operate();
+        }
+        run.check_pending();
+        run.check_packets(&mut probes, &sources);
+        if run.rng.below(20) == 0 {
+            // A restart, maybe inside the window: the change keeps its deadline.
+            run.daemon.stop().expect("SIGTERM");
+            run.daemon = Daemon::start(&link, state.path(), &WINDOW).expect("restart");
+            run.log.push("restarted".into());
+            if run.reference.pending.is_some()
+                && run.daemon.call("GET", "/v1/enforcement", None).body["pending"].is_null()
+            {
+                run.log.push("reverted during the restart".into());
+                run.reference.revert();
+            }
+        }
+        run.resolve();
+        run.check_pending();
+        run.check_packets(&mut probes, &sources);
+    }
+    let count = |what: &str| run.log.iter().filter(|line| line.contains(what)).count();
+    eprintln!(
+        "{SEQUENCES} sequences: {} requests accepted, {} refused as change_pending, {} reverts, \
+         {} restarts",
+        count("-> 20"),
+        count("change_pending"),
+        count("reverted"),
+        count("restarted")
+    );
+    assert!(
+        count("reverted") > SEQUENCES as usize / 10,
+        "reverts were exercised"
+    );
+    assert!(count("change_pending") > 0, "refusals were exercised");
+}
