@@ -532,6 +532,9 @@ impl Output {
                     "enabled:     {}",
                     if l["enabled"] == true { "yes" } else { "no" }
                 );
+                if l["allow_all"] == true {
+                    println!("allow all:   yes (may hold 0.0.0.0/0 or ::/0)");
+                }
                 println!(
                     "version:     {}  (updated {})",
                     l["version"],
