@@ -1,8 +1,14 @@
 //! The ABI shared by the allowlist XDP program and its user-space driver.
 //!
 //! Everything here is `#[repr(C)]` plain data: the kernel side reads it out of BPF maps and
-//! user space writes it in, so layout changes here are layout changes of the maps.
-#![no_std]
+//! user space writes it in, so layout changes here are layout changes of the maps. The key
+//! and index layouts are `const fn`s both sides call. With the `user` feature the map types
+//! are [`aya::Pod`], so user space reads and writes them as they are.
+#![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "user")]
+mod pod;
 
 /// Name of the XDP program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "allowlist";
@@ -65,14 +71,18 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// How long a TCP flow still passes replies after a FIN was seen.
 pub const TCP_CLOSE_LINGER_NS: u64 = 10_000_000_000;
 
-/// Iterations of the benchmark's varied-source loop per test run.
-pub const BENCH_LOOPS: u32 = 1024;
-/// Sources the benchmark's varied-source loop draws from.
-pub const BENCH_SOURCE_SLOTS: u32 = 65_536;
-/// Name of the benchmark's drop-only program.
-pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
-/// Name of the benchmark's varied-source lookup program.
-pub const BENCH_VARIED_PROGRAM: &str = "bench_varied";
+/// What the benchmark-only programs share with the benchmark (only in a `bench` build).
+#[cfg(feature = "bench")]
+pub mod bench {
+    /// Iterations of the benchmark's varied-source loop per test run.
+    pub const BENCH_LOOPS: u32 = 1024;
+    /// Sources the benchmark's varied-source loop draws from.
+    pub const BENCH_SOURCE_SLOTS: u32 = 65_536;
+    /// Name of the benchmark's drop-only program.
+    pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
+    /// Name of the benchmark's varied-source lookup program.
+    pub const BENCH_VARIED_PROGRAM: &str = "bench_varied";
+}
 
 /// IP protocol numbers the programs look at.
 pub mod ip_proto {
@@ -103,6 +113,55 @@ pub type Ipv4Key = [u8; 5];
 pub type Ipv6Key = [u8; 17];
 /// Bits of the generation byte in front of a trie key.
 pub const GENERATION_BITS: u32 = 8;
+
+/// The prefix length, in a trie, of a prefix of `len` bits: the generation byte comes first.
+pub const fn trie_prefix_len(len: u32) -> u32 {
+    GENERATION_BITS + len
+}
+
+/// The key data of IPv4 address `addr` in `generation` of the IPv4 trie.
+pub const fn ipv4_key(generation: u8, addr: Ipv4Addr) -> Ipv4Key {
+    [generation, addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// The key data of IPv6 address `addr` in `generation` of the IPv6 trie.
+pub const fn ipv6_key(generation: u8, addr: &Ipv6Addr) -> Ipv6Key {
+    let mut key = [generation; 17];
+    let mut i = 0;
+    while i < 16 {
+        key[i + 1] = addr[i];
+        i += 1;
+    }
+    key
+}
+
+/// The generation and address of IPv4 trie key data (the inverse of [`ipv4_key`]).
+pub const fn ipv4_key_parts(key: &Ipv4Key) -> (u8, Ipv4Addr) {
+    (key[0], [key[1], key[2], key[3], key[4]])
+}
+
+/// The generation and address of IPv6 trie key data (the inverse of [`ipv6_key`]).
+pub const fn ipv6_key_parts(key: &Ipv6Key) -> (u8, Ipv6Addr) {
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        addr[i] = key[i + 1];
+        i += 1;
+    }
+    (key[0], addr)
+}
+
+/// The word of [`MAP_PROTECTED_PORTS`] that holds `port` of TCP (or, with `udp`, UDP) in
+/// `generation`'s bitmap.
+pub const fn protected_port_word(generation: u32, udp: bool, port: u16) -> u32 {
+    let half = if udp { PROTECTED_PORT_WORDS / 2 } else { 0 };
+    generation * PROTECTED_PORT_WORDS + half + port as u32 / 64
+}
+
+/// The bit of `port` in its word of [`MAP_PROTECTED_PORTS`].
+pub const fn protected_port_mask(port: u16) -> u64 {
+    1 << (port % 64)
+}
 
 /// What the XDP program does with IP packets whose source is not allowed.
 ///
@@ -266,8 +325,13 @@ pub enum Counter {
 }
 
 impl Counter {
-    /// Number of counters, the size of [`MAP_COUNTERS`].
+    /// Number of counters per interface slot of [`MAP_COUNTERS`].
     pub const COUNT: u32 = 9;
+
+    /// The index of this counter of interface slot `slot` in [`MAP_COUNTERS`].
+    pub const fn index(self, slot: u32) -> u32 {
+        slot * Counter::COUNT + self as u32
+    }
 
     /// All counters, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -295,5 +359,53 @@ impl Counter {
             Counter::PassedUnprotected => "passed_unprotected",
             Counter::FlowsRecorded => "flows_recorded",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trie_keys_put_the_generation_first_and_read_back() {
+        let v4 = ipv4_key(2, [192, 0, 2, 7]);
+        assert_eq!(v4, [2, 192, 0, 2, 7]);
+        assert_eq!(ipv4_key_parts(&v4), (2, [192, 0, 2, 7]));
+        let addr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let v6 = ipv6_key(1, &addr);
+        assert_eq!(v6[0], 1);
+        assert_eq!(&v6[1..], &addr);
+        assert_eq!(ipv6_key_parts(&v6), (1, addr));
+        assert_eq!(trie_prefix_len(24), 32, "a /24 follows the generation byte");
+    }
+
+    #[test]
+    fn counters_of_a_slot_are_contiguous() {
+        assert_eq!(Counter::PassedAllowed.index(0), 0);
+        assert_eq!(Counter::FlowsRecorded.index(0), Counter::COUNT - 1);
+        assert_eq!(Counter::Dropped.index(2), 2 * Counter::COUNT + 3);
+        let last = Counter::FlowsRecorded.index(MAX_INTERFACES);
+        assert_eq!(
+            last + 1,
+            (MAX_INTERFACES + 1) * Counter::COUNT,
+            "fills the map"
+        );
+    }
+
+    #[test]
+    fn port_bits_are_per_generation_tcp_then_udp() {
+        assert_eq!(protected_port_word(0, false, 0), 0);
+        assert_eq!(
+            protected_port_word(0, false, 65_535),
+            PROTECTED_PORT_WORDS / 2 - 1
+        );
+        assert_eq!(protected_port_word(0, true, 0), PROTECTED_PORT_WORDS / 2);
+        assert_eq!(
+            protected_port_word(2, true, 65_535),
+            3 * PROTECTED_PORT_WORDS - 1
+        );
+        assert_eq!(protected_port_word(1, false, 64), PROTECTED_PORT_WORDS + 1);
+        assert_eq!(protected_port_mask(22), 1 << 22);
+        assert_eq!(protected_port_mask(64 + 3), 1 << 3);
     }
 }

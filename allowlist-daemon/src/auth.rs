@@ -5,8 +5,29 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use anyhow::Context as _;
 use subtle::ConstantTimeEq as _;
+
+/// Why the token cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A file operation failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The token file.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file holds no token.
+    #[error("the token file {} is empty", .0.display())]
+    Empty(std::path::PathBuf),
+    /// No randomness for a new token.
+    #[error("drawing a random token")]
+    Random(#[source] getrandom::Error),
+}
 
 /// The bearer token every API call but `/healthz` must present, and its name for audit
 /// lines (the token file's name without extension, e.g. `admin`).
@@ -18,39 +39,42 @@ pub struct AdminToken {
 impl AdminToken {
     /// Reads the token from `path`; when the file does not exist, creates it (mode 0600) with a
     /// new random token. Returns the token and whether it was created.
-    pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), TokenError> {
         let name = path.file_stem().map_or_else(
             || "admin".to_owned(),
             |stem| stem.to_string_lossy().into_owned(),
         );
         let token = |secret| AdminToken { secret, name };
+        let io = |action| {
+            move |source| TokenError::Io {
+                action,
+                path: path.to_owned(),
+                source,
+            }
+        };
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let secret = text.trim().to_owned();
-                anyhow::ensure!(
-                    !secret.is_empty(),
-                    "the token file {} is empty",
-                    path.display()
-                );
+                if secret.is_empty() {
+                    return Err(TokenError::Empty(path.to_owned()));
+                }
                 Ok((token(secret), false))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("getrandom: {err}"))?;
+                getrandom::fill(&mut bytes).map_err(TokenError::Random)?;
                 let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                writeln!(file, "{secret}")
-                    .with_context(|| format!("writing {}", path.display()))?;
-                file.sync_all()
-                    .with_context(|| format!("syncing {}", path.display()))?;
+                    .map_err(io("creating"))?;
+                writeln!(file, "{secret}").map_err(io("writing"))?;
+                file.sync_all().map_err(io("syncing"))?;
                 Ok((token(secret), true))
             }
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+            Err(err) => Err(io("reading")(err)),
         }
     }
 

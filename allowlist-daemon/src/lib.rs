@@ -7,6 +7,8 @@
 //! - [`host`]: established sessions, for the lockout guard.
 //! - [`auth`]: the admin token.
 //! - [`metrics`]: the Prometheus text of `GET /metrics`.
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -17,3 +19,14 @@ pub mod model;
 pub mod policy;
 pub mod service;
 pub mod store;
+
+/// An error and its causes on one line: `what: why: why`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}

@@ -182,11 +182,6 @@ impl Policy {
         self.prefixes.remove(&net.trunc())
     }
 
-    /// Whether `net` itself (not a covering prefix) is in the policy.
-    pub fn contains(&self, net: &IpNet) -> bool {
-        self.prefixes.contains_key(&net.trunc())
-    }
-
     /// Number of prefixes.
     pub fn len(&self) -> usize {
         self.prefixes.len()

@@ -147,7 +147,7 @@ impl Store {
         let backup = self.backup();
         let text = match read_regular_file(&path) {
             Ok(text) => text,
-            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            Err(err) if err.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
                 return Err(StoreError::NotAFile {
                     path,
                     kind: "a symbolic link",
@@ -203,7 +203,7 @@ impl Store {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .mode(0o600)
             .open(temp)
             .map_err(io("creating", temp))?;
@@ -234,7 +234,7 @@ fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::ErrorKind::InvalidInput.into());

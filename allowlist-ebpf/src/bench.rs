@@ -1,4 +1,5 @@
-//! Programs for `cargo xtask bench` only; the daemon never loads them.
+//! Programs for `cargo xtask bench` only, compiled with the `bench` feature: the object the
+//! daemon ships has neither these programs nor their maps.
 //!
 //! - `bench_floor`: drops every frame, nothing else: what XDP itself costs.
 //! - `bench_varied`: runs the allowlist's trie lookup (the very functions the XDP program
@@ -20,7 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use allowlist_common::{BENCH_LOOPS, BENCH_SOURCE_SLOTS, RuleId};
+use allowlist_common::bench::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
+use allowlist_common::{RuleId, ipv4_key, ipv6_key};
 
 use crate::tally::count_rule_hit;
 use crate::{config, lookup_v4, lookup_v6};
@@ -113,17 +115,15 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
         let addr = [source[0], source[1], source[2], source[3]];
         let host = if state.front != 0 {
             // SAFETY: the value is copied out at once.
-            unsafe { BENCH_HOSTS_V4.get([g, addr[0], addr[1], addr[2], addr[3]]) }.copied()
+            unsafe { BENCH_HOSTS_V4.get(ipv4_key(g, addr)) }.copied()
         } else {
             None
         };
         host.or_else(|| lookup_v4(g, addr))
     } else {
         let host = if state.front != 0 {
-            let mut key = [g; 17];
-            key[1..].copy_from_slice(source);
             // SAFETY: the value is copied out at once.
-            unsafe { BENCH_HOSTS_V6.get(key) }.copied()
+            unsafe { BENCH_HOSTS_V6.get(ipv6_key(g, source)) }.copied()
         } else {
             None
         };

@@ -16,6 +16,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(feature = "bench")]
 mod bench;
 mod flows;
 mod packet;
@@ -23,8 +24,9 @@ mod tally;
 mod top;
 
 use allowlist_common::{
-    Config, Counter, DEFAULT_MAX_RULES, GENERATION_BITS, GENERATIONS, Ipv4Addr, Ipv4Key, Ipv6Addr,
-    Ipv6Key, Mode, PROTECTED_PORT_WORDS, RuleId, ip_proto,
+    Config, Counter, DEFAULT_MAX_RULES, GENERATIONS, Ipv4Addr, Ipv4Key, Ipv6Addr, Ipv6Key, Mode,
+    PROTECTED_PORT_WORDS, RuleId, ip_proto, ipv4_key, ipv6_key, protected_port_mask,
+    protected_port_word, trie_prefix_len,
 };
 use aya_ebpf::{
     bindings::xdp_action::XDP_PASS,
@@ -135,17 +137,15 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
 /// The rule of the longest prefix of `generation` covering the IPv4 source `addr`.
 #[inline(always)]
 fn lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
-    let [a, b, c, d] = addr;
-    let key = Key::new(GENERATION_BITS + 32, [generation, a, b, c, d]);
+    let key = Key::new(trie_prefix_len(32), ipv4_key(generation, addr));
     ALLOW_V4.get(key).copied()
 }
 
 /// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
 #[inline(always)]
 fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
-    let mut data = [generation; 17];
-    data[1..].copy_from_slice(addr);
-    ALLOW_V6.get(Key::new(GENERATION_BITS + 128, data)).copied()
+    let key = Key::new(trie_prefix_len(128), ipv6_key(generation, addr));
+    ALLOW_V6.get(key).copied()
 }
 
 /// The TC egress entry point: records the flows the host starts; never drops.
@@ -195,10 +195,9 @@ fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
     let Some(transport) = transport else {
         return true;
     };
-    let bitmap = u32::from(generation) * PROTECTED_PORT_WORDS;
-    let half = match transport.protocol {
-        ip_proto::TCP => bitmap,
-        ip_proto::UDP => bitmap + PROTECTED_PORT_WORDS / 2,
+    let udp = match transport.protocol {
+        ip_proto::TCP => false,
+        ip_proto::UDP => true,
         ip_proto::ICMP | ip_proto::ICMPV6 => return false,
         // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6.
         0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => return true,
@@ -207,8 +206,8 @@ fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
     let Some((_, port)) = packet::ports(transport.at, end) else {
         return true;
     };
-    match PROTECTED_PORTS.get(half + u32::from(port / 64)) {
-        Some(word) => word & (1u64 << (port % 64)) != 0,
+    match PROTECTED_PORTS.get(protected_port_word(u32::from(generation), udp, port)) {
+        Some(word) => word & protected_port_mask(port) != 0,
         None => true,
     }
 }

@@ -26,7 +26,7 @@ static RULE_HITS: PerCpuArray<RuleUsage> =
 /// Where one packet's counts go: the counter slot of the interface it came in on.
 #[derive(Clone, Copy)]
 pub struct Tally {
-    base: u32,
+    slot: u32,
 }
 
 impl Tally {
@@ -35,14 +35,14 @@ impl Tally {
     pub fn of_interface(ifindex: u32) -> Tally {
         let slot = INTERFACE_SLOTS.get(ifindex).copied().unwrap_or(0);
         Tally {
-            base: slot.min(MAX_INTERFACES) * Counter::COUNT,
+            slot: slot.min(MAX_INTERFACES),
         }
     }
 
     /// Counts `counter`.
     #[inline(always)]
     pub fn count(self, counter: Counter) {
-        if let Some(value) = COUNTERS.get_ptr_mut(self.base + counter as u32) {
+        if let Some(value) = COUNTERS.get_ptr_mut(counter.index(self.slot)) {
             // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
             unsafe { *value += 1 };
         }

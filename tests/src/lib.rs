@@ -3,6 +3,8 @@
 //!
 //! The tests need root (they load BPF programs and create network namespaces); run them with
 //! `cargo xtask test`.
+#![warn(missing_docs)]
+
 pub mod daemon;
 pub mod frames;
 pub mod mounts;

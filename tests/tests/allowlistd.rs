@@ -264,3 +264,25 @@ fn systemd_hears_ready_only_once_the_program_is_attached() {
     assert!(attached, "the program was attached when READY=1 arrived");
     assert!(stopping.is_ok(), "STOPPING=1 on SIGTERM");
 }
+
+#[test]
+fn the_daemon_carries_no_benchmark_program_map_or_method() {
+    let binary = std::fs::read(allowlistd_binary().expect("allowlistd")).expect("reading it");
+    let binary = String::from_utf8_lossy(&binary);
+    let holds = |name: &str| binary.contains(name);
+    // Names of the object's own programs and maps are there to be found...
+    for present in ["allowlist_egress", "TOP_SOURCES", "RULE_HITS"] {
+        assert!(holds(present), "{present} should be in allowlistd");
+    }
+    // ...and none of the benchmark's: they exist only in the `bench` build.
+    for absent in [
+        "bench_floor",
+        "bench_varied",
+        "BENCH_SOURCES",
+        "BENCH_HOSTS_V4",
+        "BENCH_FOUND",
+        "load_for_bench",
+    ] {
+        assert!(!holds(absent), "{absent} is in allowlistd");
+    }
+}

@@ -2,7 +2,7 @@
 //! attached to the receiving side in native and in skb mode.
 
 use allowlist_common::{Counter, Mode};
-use allowlist_daemon::dataplane::{AttachedMode, Dataplane, XdpMode};
+use allowlist_daemon::dataplane::{AttachMode, AttachedMode, Dataplane};
 use allowlist_tests::netns::*;
 use allowlist_tests::traffic::{UdpStream, ping_answers, tcp_connects, udp_gets_through};
 use allowlist_tests::{loaded, policy};
@@ -10,7 +10,7 @@ use allowlist_tests::{loaded, policy};
 const POLICY: &[&str] = &["198.18.0.2", "fd00:a11::2"];
 
 /// Loads the program with POLICY in `mode` and attaches it to the server side of `link`.
-fn guard(link: &TestLink, xdp_mode: XdpMode, mode: Mode) -> Dataplane {
+fn guard(link: &TestLink, xdp_mode: AttachMode, mode: Mode) -> Dataplane {
     let mut dataplane = loaded(POLICY, mode);
     let attached = link
         .server
@@ -18,8 +18,8 @@ fn guard(link: &TestLink, xdp_mode: XdpMode, mode: Mode) -> Dataplane {
         .expect("entering the server namespace")
         .expect("attaching");
     let expected = match xdp_mode {
-        XdpMode::Skb => AttachedMode::Skb,
-        XdpMode::Native | XdpMode::Auto => AttachedMode::Native,
+        AttachMode::Skb => AttachedMode::Skb,
+        AttachMode::Native | AttachMode::Auto => AttachedMode::Native,
     };
     assert_eq!(attached, expected);
     let shown = link
@@ -38,7 +38,7 @@ fn guard(link: &TestLink, xdp_mode: XdpMode, mode: Mode) -> Dataplane {
     dataplane
 }
 
-fn allowed_pass_and_denied_drop(xdp_mode: XdpMode) {
+fn allowed_pass_and_denied_drop(xdp_mode: AttachMode) {
     let link = TestLink::create().expect("test link");
     let dataplane = guard(&link, xdp_mode, Mode::Enforce);
     for (allowed, denied, server) in PROBES {
@@ -91,18 +91,18 @@ fn allowed_pass_and_denied_drop(xdp_mode: XdpMode) {
 
 #[test]
 fn native_mode_drops_denied_sources_and_passes_allowed_ones() {
-    allowed_pass_and_denied_drop(XdpMode::Native);
+    allowed_pass_and_denied_drop(AttachMode::Native);
 }
 
 #[test]
 fn skb_mode_drops_denied_sources_and_passes_allowed_ones() {
-    allowed_pass_and_denied_drop(XdpMode::Skb);
+    allowed_pass_and_denied_drop(AttachMode::Skb);
 }
 
 #[test]
 fn auto_mode_gets_native_on_veth() {
     let link = TestLink::create().expect("test link");
-    let dataplane = guard(&link, XdpMode::Auto, Mode::Enforce);
+    let dataplane = guard(&link, AttachMode::Auto, Mode::Enforce);
     assert!(udp_gets_through(&link, CLIENT_ALLOWED_V4.into(), SERVER_V4.into()).expect("udp"));
     assert_eq!(dataplane.attachments().len(), 1);
 }
@@ -110,7 +110,7 @@ fn auto_mode_gets_native_on_veth() {
 #[test]
 fn monitor_mode_passes_denied_sources_and_counts_them() {
     let link = TestLink::create().expect("test link");
-    let dataplane = guard(&link, XdpMode::Native, Mode::Monitor);
+    let dataplane = guard(&link, AttachMode::Native, Mode::Monitor);
     for (_, denied, server) in PROBES {
         assert!(
             udp_gets_through(&link, denied, server).expect("udp"),
@@ -124,7 +124,7 @@ fn monitor_mode_passes_denied_sources_and_counts_them() {
 
 #[test]
 fn policy_changes_while_traffic_flows_never_drop_an_address_allowed_throughout() {
-    for xdp_mode in [XdpMode::Native, XdpMode::Skb] {
+    for xdp_mode in [AttachMode::Native, AttachMode::Skb] {
         let link = TestLink::create().expect("test link");
         let mut dataplane = guard(&link, xdp_mode, Mode::Enforce);
         // Both policies allow 198.18.0.2, through different prefixes and rules; only the

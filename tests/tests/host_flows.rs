@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use allowlist_common::{Counter, Mode};
-use allowlist_daemon::dataplane::{Dataplane, Replies, XdpMode};
+use allowlist_daemon::dataplane::{AttachMode, Dataplane, Replies};
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::frames::{IPPROTO_TCP, ipv6, tcp, tcp_segment};
 use allowlist_tests::loaded;
@@ -19,7 +19,7 @@ const POLICY: &[&str] = &["198.18.0.2", "fd00:a11::2"];
 
 /// Loads the program allowing only the client's allowed addresses, UDP replies idling out
 /// after 1 s, and attaches it (XDP and the egress recorder) to the server side.
-fn guard(link: &TestLink, xdp_mode: XdpMode) -> Dataplane {
+fn guard(link: &TestLink, xdp_mode: AttachMode) -> Dataplane {
     let mut dataplane = loaded(POLICY, Mode::Enforce);
     dataplane
         .set_replies(Replies {
@@ -108,7 +108,7 @@ fn server_queries(link: &TestLink, remote: IpAddr, server: IpAddr) -> (bool, Udp
     (answered, asker, responder)
 }
 
-fn replies_pass_for_connections_the_host_opens(xdp_mode: XdpMode) {
+fn replies_pass_for_connections_the_host_opens(xdp_mode: AttachMode) {
     let link = TestLink::create().expect("test link");
     let dataplane = guard(&link, xdp_mode);
     for (_, denied, server) in PROBES {
@@ -147,12 +147,12 @@ fn replies_pass_for_connections_the_host_opens(xdp_mode: XdpMode) {
 
 #[test]
 fn native_mode_passes_replies_to_connections_the_host_opens() {
-    replies_pass_for_connections_the_host_opens(XdpMode::Native);
+    replies_pass_for_connections_the_host_opens(AttachMode::Native);
 }
 
 #[test]
 fn skb_mode_passes_replies_to_connections_the_host_opens() {
-    replies_pass_for_connections_the_host_opens(XdpMode::Skb);
+    replies_pass_for_connections_the_host_opens(AttachMode::Skb);
 }
 
 /// An ICMPv6 packet-too-big from `source` to the server quoting a TCP segment the server sent
@@ -186,7 +186,7 @@ fn packet_too_big(
 
 #[test]
 fn a_packet_too_big_about_a_flow_the_host_opened_passes() {
-    for xdp_mode in [XdpMode::Native, XdpMode::Skb] {
+    for xdp_mode in [AttachMode::Native, AttachMode::Skb] {
         let link = TestLink::create().expect("test link");
         let dataplane = guard(&link, xdp_mode);
         let listener = link
@@ -249,7 +249,7 @@ fn a_packet_too_big_about_a_flow_the_host_opened_passes() {
 
 #[test]
 fn with_scopes_a_denied_source_reaches_unprotected_ports_only() {
-    for xdp_mode in [XdpMode::Native, XdpMode::Skb] {
+    for xdp_mode in [AttachMode::Native, AttachMode::Skb] {
         let link = TestLink::create().expect("test link");
         let mut dataplane = guard(&link, xdp_mode);
         let scopes: BTreeSet<PortScope> = BTreeSet::from(["tcp/22".parse().expect("scope")]);

@@ -48,7 +48,8 @@ enum Task {
         destdir: Option<PathBuf>,
     },
     /// Run every test (as root): unit tests, verdict tests in the kernel, end-to-end tests
-    /// with real packets between network namespaces.
+    /// with real packets between network namespaces. (A plain `cargo test` runs only the unit
+    /// tests, which need no root.)
     Test {
         /// Extra arguments for `cargo test`, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -66,6 +67,14 @@ fn main() -> anyhow::Result<()> {
             build(true)?;
             if args.is_empty() {
                 system::ensure_test_commands()?;
+                run(Command::new("cargo").args([
+                    "build",
+                    "--release",
+                    "--package",
+                    "allowlist-tests",
+                    "--bin",
+                    "allowlist-demo",
+                ]))?;
                 exec(&mut Command::new("target/release/allowlist-demo"))
             } else {
                 exec(Command::new("target/release/allowlistd").args(args))
@@ -76,6 +85,13 @@ fn main() -> anyhow::Result<()> {
             system::ensure_bench_commands()?;
             system::ensure_bpffs()?;
             build(true)?;
+            // Its own package: the benchmark's programs exist only in this build.
+            run(Command::new("cargo").args([
+                "build",
+                "--release",
+                "--package",
+                "allowlist-bench",
+            ]))?;
             run(Command::new("target/release/allowlist-bench").arg("bench/RESULTS.md"))
         }
         Task::Install { prefix, destdir } => {
@@ -87,7 +103,10 @@ fn main() -> anyhow::Result<()> {
             system::ensure_test_commands()?;
             system::ensure_bpffs()?;
             build(false)?;
-            let tests = run(Command::new("cargo").arg("test").args(&args));
+            // Everything but the benchmark: unit tests, the kernel verdicts, real packets.
+            let tests = run(Command::new("cargo")
+                .args(["test", "--workspace", "--exclude", "allowlist-bench"])
+                .args(&args));
             let leftovers = system::check_no_leftovers(TEST_NAMESPACE_PREFIX);
             tests.and(leftovers)
         }

@@ -32,8 +32,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Installs, with apt-get, the packages whose commands the tests need and are missing.

@@ -10,7 +10,7 @@ use allowlist_common::Mode;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::dataplane::{Replies, XdpMode};
+use crate::dataplane::{AttachMode, Replies};
 use crate::policy::{PortScope, parse_cidr};
 
 pub mod bounds;
@@ -85,6 +85,28 @@ where
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// How to attach the XDP program, as the command line and the file say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports it, otherwise skb (generic) mode.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode only: works on every interface, slower.
+    Skb,
+}
+
+impl From<XdpMode> for AttachMode {
+    fn from(mode: XdpMode) -> AttachMode {
+        match mode {
+            XdpMode::Auto => AttachMode::Auto,
+            XdpMode::Native => AttachMode::Native,
+            XdpMode::Skb => AttachMode::Skb,
+        }
+    }
 }
 
 /// What enforcing means: drop, or only count.
@@ -246,7 +268,7 @@ pub struct Config {
     /// Interfaces to guard.
     pub interfaces: Vec<String>,
     /// XDP attach mode.
-    pub xdp_mode: XdpMode,
+    pub xdp_mode: AttachMode,
     /// Always-allowed prefixes.
     pub always_allow: Vec<IpNet>,
     /// Mode of the program while enforcing.
@@ -343,7 +365,7 @@ impl Options {
             .unwrap_or_else(|| PathBuf::from("/var/lib/allowlistd"));
         let config = Config {
             interfaces: self.iface,
-            xdp_mode: self.xdp_mode.unwrap_or(XdpMode::Auto),
+            xdp_mode: self.xdp_mode.unwrap_or(XdpMode::Auto).into(),
             always_allow: self.allow.into_iter().map(|allow| allow.0).collect(),
             mode: self.mode.unwrap_or(EnforceMode::Enforce).into(),
             listen: self
@@ -423,7 +445,7 @@ mod tests {
         );
         assert_eq!(config.ack_min, Duration::from_secs(30), "the flag wins");
         assert_eq!(config.ack_max, Duration::from_secs(180));
-        assert_eq!(config.xdp_mode, XdpMode::Skb);
+        assert_eq!(config.xdp_mode, AttachMode::Skb);
         assert_eq!(config.protect_ports, [22, 2222]);
         assert!(!config.replies.enabled);
         assert_eq!(config.replies.udp_timeout, Duration::from_secs(5));

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use allowlist_common::{BENCH_LOOPS, Mode};
-use allowlist_daemon::dataplane::XdpMode;
+use allowlist_common::Mode;
+use allowlist_common::bench::BENCH_LOOPS;
+use allowlist_daemon::dataplane::AttachMode;
 use allowlist_daemon::dataplane::{Dataplane, Replies};
 use allowlist_daemon::policy::Policy;
 use allowlist_tests::daemon::{Daemon, TempDir};
@@ -886,7 +887,7 @@ fn flood() -> anyhow::Result<Flood> {
     dataplane.apply(&allowed)?;
     dataplane.set_mode(Mode::Enforce)?;
     link.server
-        .enter(|| dataplane.attach(SERVER_IF, XdpMode::Native))??;
+        .enter(|| dataplane.attach(SERVER_IF, AttachMode::Native))??;
     let config = std::env::temp_dir().join(format!("allowlist-flood-{}.cfg", std::process::id()));
     std::fs::write(
         &config,

@@ -1,0 +1,12 @@
+//! The map types as [`aya::Pod`], for user space (the `user` feature).
+
+use crate::{Config, FlowKey, FlowState, RuleUsage, SourceKey, SourceSeen};
+
+// SAFETY (every impl below): the type is `#[repr(C)]`, `Copy`, made of integers and byte
+// arrays laid out without padding, so every bit pattern of its size is a valid value.
+unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for SourceKey {}
+unsafe impl aya::Pod for SourceSeen {}
+unsafe impl aya::Pod for RuleUsage {}
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowState {}

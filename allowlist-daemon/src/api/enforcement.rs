@@ -1,0 +1,114 @@
+//! The routes of enforcement: its state, enable, disable, scopes, acknowledge, evaluate.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::JsonBody;
+use super::views::enforcement_view;
+use super::{ApiError, AppState, with_service};
+
+pub(super) async fn enforcement(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    with_service(&state, |service| Ok(Json(enforcement_view(service)))).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EnableInput {
+    allowlist_ids: Vec<String>,
+    #[serde(default)]
+    client_ip: Option<IpAddr>,
+    #[serde(default)]
+    force: bool,
+}
+
+pub(super) async fn enable(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<EnableInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    with_service(&state, move |service| {
+        service.enable(&input.allowlist_ids, input.client_ip, input.force)?;
+        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DisableInput {
+    allowlist_ids: Vec<String>,
+}
+
+pub(super) async fn disable(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<DisableInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    with_service(&state, move |service| {
+        service.disable(&input.allowlist_ids)?;
+        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScopesInput {
+    protect: Vec<String>,
+}
+
+pub(super) async fn set_scopes(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<ScopesInput>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let mut scopes = std::collections::BTreeSet::new();
+    for (index, text) in input.protect.iter().enumerate() {
+        let scope = text
+            .parse()
+            .map_err(|message: String| ApiError::invalid(format!("protect[{index}]"), message))?;
+        scopes.insert(scope);
+    }
+    with_service(&state, move |service| {
+        service.set_scopes(scopes)?;
+        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+    })
+    .await
+}
+
+pub(super) async fn acknowledge(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    with_service(&state, |service| {
+        service.acknowledge()?;
+        Ok(Json(enforcement_view(service)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct EvaluateQuery {
+    ip: Option<String>,
+}
+
+pub(super) async fn evaluate(
+    State(state): State<AppState>,
+    Query(query): Query<EvaluateQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad_ip = |message: String| ApiError::invalid("ip", message);
+    let raw = query
+        .ip
+        .ok_or_else(|| bad_ip("give the address to evaluate as ?ip=ADDR".into()))?;
+    let addr: IpAddr = raw
+        .trim()
+        .parse()
+        .map_err(|_| bad_ip(format!("{raw:?} is not an IPv4 or IPv6 address")))?;
+    with_service(&state, move |service| {
+        Ok(Json(json!(service.model().evaluate(addr))))
+    })
+    .await
+}

@@ -1,0 +1,147 @@
+//! The admin HTTP API: routes, authentication and the work of each handler off the async
+//! workers; [`error`] has the error envelope, [`views`] the JSON shapes, then one file per
+//! group of routes.
+
+mod enforcement;
+mod error;
+mod lists;
+mod readings;
+mod views;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde_json::json;
+use tracing::Instrument as _;
+
+use crate::auth::AdminToken;
+use crate::metrics::RequestCounts;
+use crate::service::Service;
+
+pub use error::ApiError;
+
+use enforcement::{acknowledge, disable, enable, enforcement, evaluate, set_scopes};
+use lists::{
+    add_entries, create_allowlist, delete_allowlist, get_allowlist, list_allowlists, remove_entry,
+    replace_allowlist,
+};
+use readings::{metrics, openapi, stats, top};
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service; one operation at a time.
+    pub service: Arc<Mutex<Service>>,
+    /// The admin token.
+    pub token: Arc<AdminToken>,
+    /// Requests served, by route and status, for `GET /metrics`.
+    pub requests: Arc<Mutex<RequestCounts>>,
+}
+
+/// The API's routes.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/allowlists", get(list_allowlists).post(create_allowlist))
+        .route(
+            "/allowlists/{id}",
+            get(get_allowlist)
+                .put(replace_allowlist)
+                .delete(delete_allowlist),
+        )
+        .route("/allowlists/{id}/entries", post(add_entries))
+        .route("/allowlists/{id}/entries/{entry_id}", delete(remove_entry))
+        .route("/enforcement", get(enforcement))
+        .route("/enforcement/enable", post(enable))
+        .route("/enforcement/disable", post(disable))
+        .route("/enforcement/acknowledge", post(acknowledge))
+        .route("/enforcement/scopes", put(set_scopes))
+        .route("/evaluate", get(evaluate))
+        .route("/stats", get(stats))
+        .route("/top", get(top))
+        .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .nest("/v1", v1)
+        .merge(metrics)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Counts each request by its route (the pattern, not the ids in it) and status.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let mut requests = state
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    *requests
+        .entry((route, response.status().as_u16()))
+        .or_default() += 1;
+    response
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if state.token.accepts(authorization) {
+        // Audit lines written while serving the request name the token.
+        let span = tracing::info_span!(
+            "api",
+            token = state.token.name(),
+            request = %format_args!("{} {}", request.method(), request.uri().path()),
+        );
+        next.run(request).instrument(span).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        )
+        .into_response()
+    }
+}
+
+/// Runs `operation` on the service off the async workers (it syncs files and writes maps).
+async fn with_service<T: Send + 'static>(
+    state: &AppState,
+    operation: impl FnOnce(&mut Service) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = state.service.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+        operation(&mut service)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            err.to_string(),
+        )
+    })?
+}

@@ -1,0 +1,93 @@
+//! The admin API as allowlistctl calls it.
+
+use anyhow::{Context as _, anyhow};
+use serde_json::Value;
+
+/// The admin API, with the error body turned into an error.
+pub(crate) struct Api {
+    pub(crate) agent: ureq::Agent,
+    pub(crate) url: String,
+    pub(crate) authorization: String,
+}
+
+impl Api {
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<u64>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("Authorization", &self.authorization);
+        if let Some(version) = if_match {
+            builder = builder.header("If-Match", format!("\"{version}\""));
+        }
+        let request = match body {
+            Some(body) => builder
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(body)?)?,
+            None => builder.body(Vec::new())?,
+        };
+        let mut response = self
+            .agent
+            .run(request)
+            .with_context(|| format!("cannot reach allowlistd at {}", self.url))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_string()
+            .context("reading the response")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        let mut message = format!(
+            "{} ({}, HTTP {})",
+            error["message"].as_str().unwrap_or("request failed"),
+            error["code"].as_str().unwrap_or("unknown"),
+            status.as_u16()
+        );
+        if let Some(field) = error["field"].as_str() {
+            message.push_str(&format!(" [field {field}]"));
+        }
+        Err(anyhow!(message))
+    }
+
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.request("GET", path, None, None)
+    }
+
+    pub(crate) fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.request("POST", path, Some(body), None)
+    }
+
+    /// Finds a list by id or by name.
+    pub(crate) fn resolve(&self, list: &str) -> anyhow::Result<Value> {
+        let all = self.get("/v1/allowlists")?;
+        let lists = all["allowlists"].as_array().cloned().unwrap_or_default();
+        lists
+            .iter()
+            .find(|l| l["id"] == list)
+            .or_else(|| lists.iter().find(|l| l["name"] == list))
+            .cloned()
+            .ok_or_else(|| anyhow!("no allowlist with id or name {list:?}"))
+    }
+
+    pub(crate) fn resolve_id(&self, list: &str) -> anyhow::Result<String> {
+        Ok(self.resolve(list)?["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+}

@@ -1,0 +1,213 @@
+//! What allowlistctl prints: tables for people, the API's JSON with `--json`.
+
+use serde_json::Value;
+
+/// What a command prints.
+pub(crate) enum Output {
+    State(Value),
+    Lists(Value),
+    List(Value),
+    Evaluation(Value),
+    Stats(Value),
+    Top(Value),
+    Message(String),
+}
+
+impl Output {
+    pub(crate) fn print(self, as_json: bool) -> anyhow::Result<()> {
+        let text = |v: &Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        };
+        match self {
+            Output::Message(message) => println!("{message}"),
+            Output::State(v)
+            | Output::Lists(v)
+            | Output::List(v)
+            | Output::Evaluation(v)
+            | Output::Stats(v)
+            | Output::Top(v)
+                if as_json =>
+            {
+                println!("{}", serde_json::to_string_pretty(&v)?)
+            }
+            Output::State(v) => {
+                println!(
+                    "enforcing:     {}",
+                    if v["enforcing"] == true {
+                        "yes"
+                    } else {
+                        "no (everything passes)"
+                    }
+                );
+                println!("enabled lists: {}", join(&v["enabled_allowlist_ids"]));
+                println!("always allow:  {}", join(&v["always_allow"]));
+                let scopes = join(&v["scopes"]);
+                println!(
+                    "guarded ports: {}",
+                    if scopes == "none" {
+                        "all".to_owned()
+                    } else {
+                        scopes
+                    }
+                );
+                for prefix in v["allow_all"].as_array().into_iter().flatten() {
+                    println!(
+                        "warning:       {} is in force: every source of its family passes",
+                        text(prefix)
+                    );
+                }
+                if let Some(failure) = v["save_error"].as_object() {
+                    println!(
+                        "warning:       the state in force is not saved yet (since {}, {} \
+                         attempts): {}",
+                        text(&failure["since"]),
+                        failure["attempts"],
+                        text(&failure["message"])
+                    );
+                }
+                match &v["pending"] {
+                    Value::Null => println!("pending:       none"),
+                    p => {
+                        println!(
+                            "pending:       {} of {}",
+                            text(&p["action"]),
+                            join(&p["allowlist_ids"])
+                        );
+                        println!("  acknowledge after {}", text(&p["acknowledge_after"]));
+                        println!(
+                            "  reverted at       {} unless acknowledged (allowlistctl ack)",
+                            text(&p["revert_at"])
+                        );
+                    }
+                }
+            }
+            Output::Lists(v) => {
+                println!(
+                    "{:<22} {:<24} {:<8} {:>8}  DESCRIPTION",
+                    "ID", "NAME", "ENABLED", "ENTRIES"
+                );
+                for l in v["allowlists"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<22} {:<24} {:<8} {:>8}  {}",
+                        text(&l["id"]),
+                        text(&l["name"]),
+                        if l["enabled"] == true { "yes" } else { "no" },
+                        l["entries"].as_array().map_or(0, Vec::len),
+                        text(&l["description"])
+                    );
+                }
+            }
+            Output::List(l) => {
+                println!("id:          {}", text(&l["id"]));
+                println!("name:        {}", text(&l["name"]));
+                println!("description: {}", text(&l["description"]));
+                println!(
+                    "enabled:     {}",
+                    if l["enabled"] == true { "yes" } else { "no" }
+                );
+                if l["allow_all"] == true {
+                    println!("allow all:   yes (may hold 0.0.0.0/0 or ::/0)");
+                }
+                println!(
+                    "version:     {}  (updated {})",
+                    l["version"],
+                    text(&l["updated_at"])
+                );
+                println!("\n{:<22} {:<43}  DESCRIPTION", "ENTRY", "CIDR");
+                for e in l["entries"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<22} {:<43}  {}",
+                        text(&e["id"]),
+                        text(&e["cidr"]),
+                        text(&e["description"])
+                    );
+                }
+            }
+            Output::Evaluation(v) => {
+                println!(
+                    "{} ({})",
+                    if v["allowed"] == true {
+                        "allowed"
+                    } else {
+                        "dropped"
+                    },
+                    text(&v["reason"])
+                );
+                for m in v["matches"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} in {} (entry {})",
+                        text(&m["cidr"]),
+                        text(&m["allowlist_id"]),
+                        text(&m["entry_id"])
+                    );
+                }
+            }
+            Output::Top(v) => {
+                let sample = v["sample"].as_u64().unwrap_or(0);
+                if sample == 0 {
+                    println!("noting refused sources is off (allowlistd --top-sample 0)");
+                    return Ok(());
+                }
+                let heading = format!(
+                    "SOURCE (last {}s, 1 in {sample} noted)",
+                    v["window_seconds"]
+                );
+                println!("{heading:<40} {:>14}  LAST SEEN", "PACKETS");
+                let sources = v["sources"].as_array().into_iter().flatten();
+                for s in sources {
+                    println!(
+                        "{:<40} {:>14}  {}",
+                        text(&s["address"]),
+                        s["packets"],
+                        text(&s["last_seen"])
+                    );
+                }
+            }
+            Output::Stats(v) => {
+                for (name, value) in v["counters"].as_object().into_iter().flatten() {
+                    println!("{name:<28} {value:>14}");
+                }
+                let mut entries: Vec<&Value> =
+                    v["entries"].as_array().into_iter().flatten().collect();
+                entries.sort_by_key(|e| std::cmp::Reverse(e["hits"].as_u64().unwrap_or(0)));
+                println!(
+                    "\n{:<43} {:<22} {:>14}",
+                    "BUSIEST ENTRIES", "ALLOWLIST", "HITS"
+                );
+                for e in entries.iter().take(20) {
+                    println!(
+                        "{:<43} {:<22} {:>14}",
+                        text(&e["cidr"]),
+                        text(&e["allowlist_id"]),
+                        e["hits"]
+                    );
+                }
+                for a in v["always_allow"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<43} {:<22} {:>14}",
+                        text(&a["cidr"]),
+                        "(always allow)",
+                        a["hits"]
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn join(values: &Value) -> String {
+    let items: Vec<String> = values
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,128 @@
+//! The benchmark's programs and methods (the `bench` feature): the XDP_DROP floor, and the
+//! very lookup of the XDP program over many random sources in one test run. A shipped
+//! allowlistd is built without them, and its object has neither these programs nor maps.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use allowlist_common::bench::{BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM};
+use allowlist_common::{Ipv4Key, Ipv6Key, RuleId, ipv4_key, ipv6_key};
+use aya::Ebpf;
+use aya::maps::{Array, HashMap, MapError};
+use aya::programs::{TestRun, Xdp};
+use ipnet::IpNet;
+
+use super::Dataplane;
+use super::error::{DataplaneError, map_error, program_error};
+use super::load::{program, program_mut};
+use super::test_run::test_run_options;
+
+impl Dataplane {
+    /// As [`Dataplane::load`], with the benchmark's programs loaded too (see
+    /// [`Dataplane::bench_floor`] and [`Dataplane::bench_varied`]).
+    pub fn load_for_bench(max_rules: u32) -> Result<Self, DataplaneError> {
+        let mut dataplane = Self::load(max_rules, 1024)?;
+        for name in [BENCH_FLOOR_PROGRAM, BENCH_VARIED_PROGRAM] {
+            program_mut::<Xdp>(&mut dataplane.ebpf, name)?
+                .load()
+                .map_err(program_error(name))?;
+        }
+        Ok(dataplane)
+    }
+
+    /// Runs the drop-only program on `frame` `repeat` times: the kernel's mean time per run.
+    pub fn bench_floor(&self, frame: &[u8], repeat: u32) -> Result<Duration, DataplaneError> {
+        Ok(program::<Xdp>(&self.ebpf, BENCH_FLOOR_PROGRAM)?
+            .test_run(test_run_options(frame, repeat))
+            .map_err(program_error(BENCH_FLOOR_PROGRAM))?
+            .duration)
+    }
+
+    /// Copies the host routes (/32, /128) of the policy in force into the benchmark's
+    /// exact-match hashes, for [`Dataplane::bench_varied`] with `front`.
+    pub fn bench_host_routes(&mut self) -> Result<(), DataplaneError> {
+        let generation = self.current.active.generation as u8;
+        let hosts: Vec<(IpNet, RuleId)> = self
+            .installed()
+            .iter()
+            .filter(|(net, _)| net.prefix_len() == net.max_prefix_len())
+            .map(|(net, rule)| (*net, *rule))
+            .collect();
+        let mut v4: HashMap<_, Ipv4Key, RuleId> = bench_map(&mut self.ebpf, "BENCH_HOSTS_V4")?;
+        for (net, rule) in &hosts {
+            if let IpNet::V4(net) = net {
+                v4.insert(ipv4_key(generation, net.addr().octets()), rule, 0)
+                    .map_err(map_error("BENCH_HOSTS_V4"))?;
+            }
+        }
+        let mut v6: HashMap<_, Ipv6Key, RuleId> = bench_map(&mut self.ebpf, "BENCH_HOSTS_V6")?;
+        for (net, rule) in &hosts {
+            if let IpNet::V6(net) = net {
+                v6.insert(ipv6_key(generation, &net.addr().octets()), rule, 0)
+                    .map_err(map_error("BENCH_HOSTS_V6"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills the table [`Dataplane::bench_varied`] draws its sources from with `sources`
+    /// (all of one family, repeated to fill it).
+    pub fn bench_sources(&mut self, sources: &[IpAddr]) -> Result<(), DataplaneError> {
+        let mut slots: Array<_, [u8; 16]> = bench_map(&mut self.ebpf, "BENCH_SOURCES")?;
+        for (slot, source) in (0..BENCH_SOURCE_SLOTS).zip(sources.iter().cycle()) {
+            let mut bytes = [0u8; 16];
+            match source {
+                IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => bytes = v6.octets(),
+            }
+            slots
+                .set(slot, bytes, 0)
+                .map_err(map_error("BENCH_SOURCES"))?;
+        }
+        let family = match sources.first() {
+            Some(IpAddr::V6(_)) => 6,
+            _ => 4,
+        };
+        self.bench_setup(0, family)
+    }
+
+    /// Runs the varied-source program `repeat` times: each run looks up (or, without
+    /// `lookups`, only draws) [`allowlist_common::bench::BENCH_LOOPS`] sources drawn at
+    /// random from those [`Dataplane::bench_sources`] set, in the policy in force, first in
+    /// the host-route hashes when `front`. Returns the kernel's mean time per run and how
+    /// many sources of the last run the policy allowed.
+    pub fn bench_varied(
+        &mut self,
+        lookups: bool,
+        front: bool,
+        repeat: u32,
+    ) -> Result<(Duration, u64), DataplaneError> {
+        self.bench_setup(1, u32::from(lookups))?;
+        self.bench_setup(2, u32::from(front))?;
+        let frame = [0u8; 64];
+        let duration = program::<Xdp>(&self.ebpf, BENCH_VARIED_PROGRAM)?
+            .test_run(test_run_options(&frame, repeat))
+            .map_err(program_error(BENCH_VARIED_PROGRAM))?
+            .duration;
+        let found: Array<_, u64> = bench_map(&mut self.ebpf, "BENCH_FOUND")?;
+        let found = found.get(&0, 0).map_err(map_error("BENCH_FOUND"))?;
+        Ok((duration, found))
+    }
+
+    /// Sets entry `index` of the benchmark's setup array.
+    fn bench_setup(&mut self, index: u32, value: u32) -> Result<(), DataplaneError> {
+        let mut setup: Array<_, u32> = bench_map(&mut self.ebpf, "BENCH_SETUP")?;
+        setup.set(index, value, 0).map_err(map_error("BENCH_SETUP"))
+    }
+}
+
+/// One of the benchmark's maps, by name, borrowed from `ebpf`.
+fn bench_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+{
+    ebpf.map_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()
+        .map_err(map_error(name))
+}

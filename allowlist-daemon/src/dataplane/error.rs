@@ -1,0 +1,149 @@
+//! What can go wrong talking to the kernel, with aya's own errors kept as typed sources.
+
+use std::path::PathBuf;
+
+use allowlist_common::RuleId;
+use aya::maps::MapError;
+use aya::pin::PinError;
+use aya::programs::ProgramError;
+use aya::programs::links::LinkError;
+
+use super::types::AttachMode;
+
+/// Errors of the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The kernel refused the object (maps or program).
+    #[error("loading the eBPF object into the kernel")]
+    Load(#[source] aya::EbpfError),
+    /// The embedded object lacks a map or program this driver needs.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// A map operation failed.
+    #[error("BPF map {name}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: MapError,
+    },
+    /// Loading or running a program failed.
+    #[error("program {name}")]
+    Program {
+        /// The program.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: ProgramError,
+    },
+    /// Attaching to an interface failed.
+    #[error("attaching to {interface} in {mode:?} mode")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode asked for.
+        mode: AttachMode,
+        /// What failed (for auto mode: the skb attempt).
+        #[source]
+        source: ProgramError,
+    },
+    /// Attaching the egress program to an interface failed.
+    #[error("attaching the egress flow recorder to {interface}")]
+    AttachEgress {
+        /// The interface.
+        interface: String,
+        /// What failed.
+        #[source]
+        source: ProgramError,
+    },
+    /// The kernel gave a link that cannot be pinned (XDP and TCX links need Linux 6.6).
+    #[error("the kernel attached to {0} without a BPF link; pinning needs Linux 6.6 or later")]
+    LinkKind(String),
+    /// A link pinned by an earlier daemon could not be taken over.
+    #[error("taking over the link pinned at {}", path.display())]
+    Adopt {
+        /// The pin.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: AdoptError,
+    },
+    /// A link could not be pinned.
+    #[error("pinning the link at {}", path.display())]
+    PinLink {
+        /// Where.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: PinError,
+    },
+    /// A pin or its directory could not be made, read or removed.
+    #[error("{action} {}", path.display())]
+    Pin {
+        /// What was being done.
+        action: &'static str,
+        /// The pin or directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The BPF file system is missing and could not be mounted.
+    #[error("the BPF file system at {}", path.display())]
+    Bpffs {
+        /// Where it was expected.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every policy generation is in use (a bug: there is always one free).
+    #[error("no free policy generation")]
+    NoFreeGeneration,
+    /// The possible CPUs could not be read.
+    #[error("reading the possible CPUs")]
+    Cpus(#[source] std::io::Error),
+    /// A rule id does not fit the rule hit array.
+    #[error("rule id {rule} is beyond the capacity of {capacity} rules")]
+    RuleOutOfRange {
+        /// The rule id.
+        rule: RuleId,
+        /// The capacity chosen at load.
+        capacity: u32,
+    },
+    /// Old and new prefixes of one family do not fit side by side.
+    #[error(
+        "the change needs room for {needed} IPv{family} prefixes at once (old and new side by \
+         side), but the capacity is {capacity}; raise the maximum number of rules"
+    )]
+    CapacityExceeded {
+        /// 4 or 6.
+        family: u8,
+        /// Prefixes of that family in the kernel once the additions are made.
+        needed: usize,
+        /// The capacity chosen at load.
+        capacity: u32,
+    },
+}
+
+/// Why a pinned link could not be taken over.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The pin could not be opened as a link, or the link is not of the expected kind.
+    #[error("opening the link")]
+    Link(#[source] LinkError),
+    /// The program could not be put on the link.
+    #[error("attaching the program to the link")]
+    Program(#[source] ProgramError),
+}
+
+/// Names map `name` in a [`MapError`].
+pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// Names program `name` in a [`ProgramError`].
+pub(super) fn program_error(name: &'static str) -> impl Fn(ProgramError) -> DataplaneError {
+    move |source| DataplaneError::Program { name, source }
+}

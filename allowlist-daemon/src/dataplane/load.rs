@@ -1,0 +1,74 @@
+//! The embedded eBPF object and how it is loaded: map capacities, pins, the two programs.
+
+use allowlist_common::{
+    EGRESS_PROGRAM_NAME, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME,
+};
+use aya::programs::{ProgramError, SchedClassifier, Xdp};
+use aya::{Ebpf, EbpfLoader};
+
+use super::error::{DataplaneError, program_error};
+use super::maps::{MAP_NAMES, trie_capacity};
+use super::pins::Pins;
+
+/// The eBPF object built from `allowlist-ebpf` by the build script.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
+
+/// Loads the object with room for `max_rules` prefixes per family and policy and
+/// `max_flows` flows, its maps pinned in `pins` (reusing maps pinned there), and loads the
+/// XDP and egress programs into the kernel.
+pub(super) fn load_object(
+    pins: Option<&Pins>,
+    max_rules: u32,
+    max_flows: u32,
+) -> Result<Ebpf, DataplaneError> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))
+        .map_max_entries(MAP_ALLOW_V6, trie_capacity(max_rules))
+        .map_max_entries(MAP_RULE_HITS, max_rules)
+        .map_max_entries(MAP_FLOWS, max_flows);
+    // The benchmark's host-route hashes hold a whole policy.
+    #[cfg(feature = "bench")]
+    loader
+        .map_max_entries("BENCH_HOSTS_V4", max_rules.max(1))
+        .map_max_entries("BENCH_HOSTS_V6", max_rules.max(1));
+    if let Some(pins) = pins {
+        for name in MAP_NAMES {
+            loader.map_pin_path(name, pins.dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(DataplaneError::Load)?;
+    program_mut::<Xdp>(&mut ebpf, PROGRAM_NAME)?
+        .load()
+        .map_err(program_error(PROGRAM_NAME))?;
+    program_mut::<SchedClassifier>(&mut ebpf, EGRESS_PROGRAM_NAME)?
+        .load()
+        .map_err(program_error(EGRESS_PROGRAM_NAME))?;
+    Ok(ebpf)
+}
+
+/// One of the object's programs, by name (to run it on a crafted frame).
+#[cfg(feature = "test-util")]
+pub(super) fn program<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, DataplaneError>
+where
+    &'a T: TryFrom<&'a aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()
+        .map_err(program_error(name))
+}
+
+/// As [`program`], mutable (to load, attach and detach).
+pub(super) fn program_mut<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()
+        .map_err(program_error(name))
+}

@@ -1,0 +1,173 @@
+//! The maps the driver uses, taken from the loaded object once with their types, and the
+//! layout each must have to be reused from pins.
+
+use allowlist_common::{
+    Config, Counter, FlowKey, FlowState, GENERATIONS, INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key,
+    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS,
+    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES, MAX_INTERFACES,
+    PROTECTED_PORT_WORDS, RuleId, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
+};
+use aya::Ebpf;
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, MapType, PerCpuArray};
+
+use super::error::{DataplaneError, map_error};
+
+/// The maps, by name: all are pinned when the dataplane is opened with pins.
+pub(super) const MAP_NAMES: [&str; 11] = [
+    MAP_CLOCK,
+    MAP_INTERFACE_SLOTS,
+    MAP_TOP_SOURCES,
+    MAP_CONFIG,
+    MAP_CONFIG_SLOT,
+    MAP_ALLOW_V4,
+    MAP_ALLOW_V6,
+    MAP_COUNTERS,
+    MAP_RULE_HITS,
+    MAP_FLOWS,
+    MAP_PROTECTED_PORTS,
+];
+
+/// Prefixes a trie holds: [`GENERATIONS`] policies of up to `max_rules` prefixes each.
+pub(super) fn trie_capacity(max_rules: u32) -> u32 {
+    max_rules.saturating_mul(GENERATIONS)
+}
+
+/// The typed handles of every map.
+pub(super) struct Maps {
+    /// Two configuration slots.
+    pub(super) config: Array<MapData, Config>,
+    /// Which configuration slot is in use.
+    pub(super) config_slot: Array<MapData, u32>,
+    /// The IPv4 trie of every generation.
+    pub(super) allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
+    /// The IPv6 trie of every generation.
+    pub(super) allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
+    /// The protected-port bitmap of every generation.
+    pub(super) protected_ports: Array<MapData, u64>,
+    /// Packet counters per interface slot.
+    pub(super) counters: PerCpuArray<MapData, u64>,
+    /// Interface index to counter slot.
+    pub(super) interface_slots: Array<MapData, u32>,
+    /// The coarse clock user space keeps.
+    pub(super) clock: Array<MapData, u64>,
+    /// Hits and last hit per rule.
+    pub(super) rule_hits: PerCpuArray<MapData, RuleUsage>,
+    /// The sampled refused sources.
+    pub(super) top_sources: HashMap<MapData, SourceKey, SourceSeen>,
+    /// The flows the host started.
+    pub(super) flows: HashMap<MapData, FlowKey, FlowState>,
+}
+
+impl Maps {
+    /// Takes every map out of `ebpf`.
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
+        Ok(Maps {
+            config: take(ebpf, MAP_CONFIG)?,
+            config_slot: take(ebpf, MAP_CONFIG_SLOT)?,
+            allow_v4: take(ebpf, MAP_ALLOW_V4)?,
+            allow_v6: take(ebpf, MAP_ALLOW_V6)?,
+            protected_ports: take(ebpf, MAP_PROTECTED_PORTS)?,
+            counters: take(ebpf, MAP_COUNTERS)?,
+            interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
+            clock: take(ebpf, MAP_CLOCK)?,
+            rule_hits: take(ebpf, MAP_RULE_HITS)?,
+            top_sources: take(ebpf, MAP_TOP_SOURCES)?,
+            flows: take(ebpf, MAP_FLOWS)?,
+        })
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+/// What a pinned map must be to be reused.
+pub(super) struct MapLayout {
+    /// Its name.
+    pub(super) name: &'static str,
+    /// Its type.
+    pub(super) map_type: MapType,
+    /// Key size in bytes.
+    pub(super) key_size: u32,
+    /// Value size in bytes.
+    pub(super) value_size: u32,
+    /// Capacity.
+    pub(super) max_entries: u32,
+}
+
+/// The layout of every map for these capacities.
+pub(super) fn expected_layouts(max_rules: u32, max_flows: u32) -> [MapLayout; 11] {
+    let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
+        name,
+        map_type,
+        key_size: key as u32,
+        value_size: value as u32,
+        max_entries,
+    };
+    [
+        layout(MAP_CONFIG, MapType::Array, 4, size_of::<Config>(), 2),
+        layout(MAP_CONFIG_SLOT, MapType::Array, 4, 4, 1),
+        layout(MAP_CLOCK, MapType::Array, 4, 8, 1),
+        layout(
+            MAP_ALLOW_V4,
+            MapType::LpmTrie,
+            size_of::<Key<Ipv4Key>>(),
+            4,
+            trie_capacity(max_rules),
+        ),
+        layout(
+            MAP_ALLOW_V6,
+            MapType::LpmTrie,
+            size_of::<Key<Ipv6Key>>(),
+            4,
+            trie_capacity(max_rules),
+        ),
+        layout(
+            MAP_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            8,
+            (MAX_INTERFACES + 1) * Counter::COUNT,
+        ),
+        layout(
+            MAP_INTERFACE_SLOTS,
+            MapType::Array,
+            4,
+            4,
+            INTERFACE_SLOT_IFINDEXES,
+        ),
+        layout(
+            MAP_TOP_SOURCES,
+            MapType::LruHash,
+            size_of::<SourceKey>(),
+            size_of::<SourceSeen>(),
+            TOP_SOURCES_CAPACITY,
+        ),
+        layout(
+            MAP_RULE_HITS,
+            MapType::PerCpuArray,
+            4,
+            size_of::<RuleUsage>(),
+            max_rules,
+        ),
+        layout(
+            MAP_FLOWS,
+            MapType::LruHash,
+            size_of::<FlowKey>(),
+            size_of::<FlowState>(),
+            max_flows,
+        ),
+        layout(
+            MAP_PROTECTED_PORTS,
+            MapType::Array,
+            4,
+            8,
+            GENERATIONS * PROTECTED_PORT_WORDS,
+        ),
+    ]
+}

@@ -1,0 +1,104 @@
+//! The kernel driver: the only module that talks to the kernel. It loads the XDP program and
+//! the TC egress flow recorder, pins their maps and links, attaches them to interfaces,
+//! writes policies into generations and switches between them, and reads the counters.
+//!
+//! One concern per file: [`types`] and [`error`] at the bottom, the pure [`codec`] of map
+//! bytes, then [`load`] (the object), [`maps`] (typed handles), [`pins`] (bpffs), [`links`]
+//! (attachments), [`generations`] (policies and the switch), [`counters`], [`top`],
+//! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`] with `bench`.
+
+#[cfg(feature = "bench")]
+mod bench;
+mod clock;
+mod codec;
+mod counters;
+mod error;
+mod generations;
+mod links;
+mod load;
+mod maps;
+mod pins;
+#[cfg(feature = "test-util")]
+mod test_run;
+mod top;
+mod types;
+
+use std::path::{Path, PathBuf};
+
+use allowlist_common::{Config, GENERATIONS, PROTECTED_PORT_WORDS};
+use aya::Ebpf;
+
+pub use error::{AdoptError, DataplaneError};
+pub use links::Attachment;
+pub use types::{
+    AttachMode, AttachedMode, Counters, Enforcement, FlowStats, FrameRun, KernelState, Replies,
+    RuleUse, SourceNoted, Verdict,
+};
+
+use generations::Generation;
+use maps::Maps;
+use pins::Pins;
+
+/// The loaded programs and their maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    maps: Maps,
+    /// Interfaces with their own counter slot, and the slot.
+    slots: Vec<(String, u32)>,
+    /// What the port bitmaps hold, word by word.
+    port_words: Vec<u64>,
+    /// What each generation holds.
+    generations: Vec<Generation>,
+    /// The configuration slot in use.
+    slot: u32,
+    /// The configuration in use.
+    current: Config,
+    /// Prefixes per family and policy, and rule ids.
+    max_rules: u32,
+    /// Where maps and links are pinned; `None`: nowhere.
+    pins: Option<Pins>,
+    attachments: Vec<Attachment>,
+}
+
+impl Dataplane {
+    /// Loads the programs with their maps pinned under `<pin_root>/v<LAYOUT_VERSION>`
+    /// (mounting bpffs at `/sys/fs/bpf` if it is missing). Maps pinned there by an earlier
+    /// daemon are reused, policy, counters and flows included, when their layout matches;
+    /// otherwise they are replaced, with a log line saying why. Links pinned there (or under
+    /// another layout version) are taken over by [`Dataplane::attach`] without a gap.
+    pub fn open(pin_root: &Path, max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
+        let pins = Pins::prepare(pin_root, max_rules, max_flows)?;
+        let mut dataplane = Self::with_object(Some(pins), max_rules, max_flows)?;
+        dataplane.read_back()?;
+        dataplane.tick_clock()?;
+        Ok(dataplane)
+    }
+
+    /// The object loaded (its maps pinned in `pins`), nothing read back yet.
+    fn with_object(
+        pins: Option<Pins>,
+        max_rules: u32,
+        max_flows: u32,
+    ) -> Result<Self, DataplaneError> {
+        let mut ebpf = load::load_object(pins.as_ref(), max_rules, max_flows)?;
+        Ok(Self {
+            maps: Maps::take(&mut ebpf)?,
+            ebpf,
+            slots: Vec::new(),
+            port_words: vec![0; (GENERATIONS * PROTECTED_PORT_WORDS) as usize],
+            generations: vec![Generation::default(); GENERATIONS as usize],
+            slot: 0,
+            current: Config::default(),
+            max_rules,
+            pins,
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Removes everything pinned under `pin_root` (every layout version): the links go, so
+    /// the programs are detached from their interfaces, and the maps with them. Returns the
+    /// paths removed. Run it with the daemon stopped: a running daemon still holds its links.
+    pub fn teardown(pin_root: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+        pins::teardown(pin_root)
+    }
+}

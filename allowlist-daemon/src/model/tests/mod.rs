@@ -1,0 +1,91 @@
+//! Unit tests of the pure model, with the helpers they share.
+
+mod changes;
+mod lists;
+mod saved;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::policy::PortScope;
+
+fn settings() -> Settings {
+    Settings {
+        max_lists: 4,
+        max_entries: 8,
+        max_name_len: 16,
+        max_description_len: 20,
+        ack_min: Duration::from_secs(60),
+        ack_max: Duration::from_secs(120),
+        rule_capacity: 16,
+    }
+}
+
+fn t(seconds: i64) -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000 + seconds)
+}
+
+/// Deterministic ids: al1, en2, ...
+fn ids() -> impl FnMut(&'static str) -> String {
+    let mut n = 0;
+    move |prefix| {
+        n += 1;
+        format!("{prefix}{n}")
+    }
+}
+
+fn input(name: &str, cidrs: &[&str]) -> AllowlistInput {
+    AllowlistInput {
+        name: name.into(),
+        description: None,
+        entries: Some(
+            cidrs
+                .iter()
+                .map(|cidr| EntryInput {
+                    cidr: (*cidr).into(),
+                    description: None,
+                })
+                .collect(),
+        ),
+        allow_all: false,
+    }
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test CIDR")
+}
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn create(
+    model: &mut Model,
+    next_id: &mut impl FnMut(&'static str) -> String,
+    name: &str,
+    cidrs: &[&str],
+) -> String {
+    model
+        .create(input(name, cidrs), t(0), &settings(), next_id)
+        .expect("create")
+        .id
+        .clone()
+}
+
+fn entries(cidrs: &[&str]) -> EntriesInput {
+    EntriesInput {
+        entries: cidrs
+            .iter()
+            .map(|cidr| EntryInput {
+                cidr: (*cidr).into(),
+                description: None,
+            })
+            .collect(),
+        allow_all: false,
+    }
+}

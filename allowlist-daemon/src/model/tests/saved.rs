@@ -1,0 +1,78 @@
+//! The state as saved and read back.
+
+use super::*;
+
+#[test]
+fn the_model_survives_a_json_round_trip() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(
+        &mut model,
+        &mut next_id,
+        "office",
+        &["192.0.2.0/24", "2001:db8::/48"],
+    );
+    model
+        .enable(&[id], &[], false, t(0), &settings())
+        .expect("enable");
+    let json = serde_json::to_string(&model).expect("serialize");
+    let back: Model = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, model);
+}
+
+#[test]
+fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
+    let entry = |id: &str, cidr: &str, rule: u32| serde_json::json!({"id": id, "cidr": cidr, "description": "", "rule": rule});
+    let list = |id: &str, name: &str, entries: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "id": id, "name": name, "description": "", "entries": entries,
+            "created_at": "2027-01-15T08:00:00Z", "updated_at": "2027-01-15T08:00:00Z",
+            "version": 3,
+        })
+    };
+    // Written by the release before format 2: a narrowing update of "office" is pending.
+    let saved = serde_json::json!({
+        "allowlists": {
+            "al1": list("al1", "office", vec![entry("en1", "192.0.2.0/24", 0)]),
+            "al2": list("al2", "open", vec![entry("en3", "0.0.0.0/0", 2)]),
+        },
+        "enabled": ["al1"],
+        "pending": {
+            "action": "update",
+            "allowlist_ids": ["al1"],
+            "applied_at": "2027-01-15T08:00:00Z",
+            "acknowledge_after": "2027-01-15T08:01:00Z",
+            "revert_at": "2027-01-15T08:02:00Z",
+            "restore": {"entries": {"allowlist_id": "al1", "entries": [entry("en2", "198.51.100.7/32", 1)]}},
+        },
+        "scopes": null,
+    });
+    let mut model: Model = serde_json::from_value(saved).expect("format 1 reads");
+    model.validate(&settings()).expect("valid");
+    assert!(
+        model.allowlist("al2").expect("open").allow_all,
+        "asked for then"
+    );
+    assert!(
+        model.rules_in_use().contains(&1),
+        "the entry to restore keeps its rule"
+    );
+    let resaved: serde_json::Value = serde_json::to_value(&model).expect("json");
+    assert_eq!(resaved["format"], 2);
+    model.revert_if_due(t(1_000_000)).expect("reverted");
+    let cidrs: Vec<IpNet> = model
+        .allowlist("al1")
+        .expect("office")
+        .entries
+        .iter()
+        .map(|e| e.cidr)
+        .collect();
+    assert_eq!(cidrs, [net("192.0.2.0/24"), net("198.51.100.7/32")]);
+
+    let newer = serde_json::json!({"format": 3, "allowlists": {}, "enabled": [], "pending": null});
+    let err = serde_json::from_value::<Model>(newer).expect_err("newer format");
+    assert!(
+        err.to_string().contains("written by a newer allowlistd"),
+        "{err}"
+    );
+}

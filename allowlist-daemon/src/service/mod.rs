@@ -1,0 +1,243 @@
+//! The admin service: each operation is one transaction that changes a copy of the model,
+//! saves it durably, then makes the kernel match. A change the kernel refuses is rolled back.
+//! A change nobody acknowledges is reverted at its deadline ([`revert`]).
+
+mod error;
+mod operations;
+mod readings;
+mod revert;
+mod setup;
+
+use std::time::Duration;
+
+use allowlist_common::{Mode, RuleId};
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::dataplane::{Dataplane, DataplaneError, Enforcement, KernelState};
+use crate::model::{Model, ModelError, Settings};
+use crate::store::Store;
+
+pub use error::ServiceError;
+pub use readings::{AlwaysAllowHits, EntryHits, EntryUse, FlowStatsView, Stats, Top, TopSource};
+pub use revert::SaveFailure;
+pub use setup::{kernel_rule_capacity, load_state, settings};
+
+use setup::configure;
+
+/// The model, its store and the kernel, kept in step.
+pub struct Service {
+    model: Model,
+    store: Store,
+    dataplane: Dataplane,
+    settings: Settings,
+    protect_ports: Vec<u16>,
+    enforce_mode: Mode,
+    reverts: u64,
+    unsaved: Option<SaveFailure>,
+}
+
+impl Service {
+    /// Restores `model` (the state [`load_state`] read, or an empty one; reverting a pending
+    /// change whose time has passed or that the kernel has already fallen back from) and makes
+    /// `dataplane` enforce it, logging what the kernel held before if that differs.
+    pub fn start(
+        config: &Config,
+        mut dataplane: Dataplane,
+        store: Store,
+        mut model: Model,
+    ) -> Result<Self, ServiceError> {
+        let settings = settings(config);
+        configure(&mut model, config);
+        let mut changed = false;
+        let renumbered = model.renumber_rules(settings.rule_capacity);
+        if renumbered > 0 {
+            tracing::warn!(renumbered, "entries had rule ids out of range; renumbered");
+            changed = true;
+        }
+        let now = OffsetDateTime::now_utc();
+        let expired = if dataplane.fell_back() {
+            model.revert_now(now)
+        } else {
+            model.revert_if_due(now)
+        };
+        let reverted_at_start = expired.is_some();
+        if let Some(pending) = expired {
+            tracing::warn!(
+                action = ?pending.action,
+                allowlists = ?pending.allowlist_ids,
+                "the pending change expired while the daemon was down: reverted"
+            );
+            changed = true;
+        }
+        if changed {
+            store.save(&model)?;
+        }
+        dataplane.set_replies(config.replies)?;
+        dataplane.set_top_sample(config.top_sample)?;
+        let mut service = Service {
+            model,
+            store,
+            dataplane,
+            settings,
+            protect_ports: config.protect_ports.clone(),
+            enforce_mode: config.mode,
+            reverts: u64::from(reverted_at_start),
+            unsaved: None,
+        };
+        let before = service.dataplane.kernel_state();
+        if let Some((_, Duration::ZERO)) = &before.fallback {
+            tracing::warn!(
+                "the kernel had already fallen back to the previous policy at the revert deadline"
+            );
+        }
+        service.sync_kernel()?;
+        let after = service.dataplane.kernel_state();
+        let fallback = |state: &KernelState| state.fallback.as_ref().map(|(e, _)| e.clone());
+        if before.active == after.active && fallback(&before) == fallback(&after) {
+            tracing::info!(kernel = %describe(&after), "the kernel already enforced the state on disk");
+        } else {
+            tracing::warn!(
+                before = %describe(&before),
+                after = %describe(&after),
+                "reconciled the kernel with the state on disk"
+            );
+        }
+        Ok(service)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The dataplane (for attaching and reading counters).
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
+    }
+
+    /// What the kernel must enforce for `model`.
+    fn enforcement(&self, model: &Model) -> Enforcement {
+        Enforcement {
+            policy: model.effective_policy(),
+            scopes: model.scopes().clone(),
+            mode: if model.enforcing() {
+                self.enforce_mode
+            } else {
+                Mode::Off
+            },
+        }
+    }
+
+    /// Makes the kernel enforce the model and, while a change is pending, fall back by itself
+    /// to the state before it at the revert deadline.
+    fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
+        let active = self.enforcement(&self.model);
+        let fallback = self.model.pending().map(|pending| {
+            let left = pending.revert_at - OffsetDateTime::now_utc();
+            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+            (self.enforcement(&self.model.reverted()), left)
+        });
+        self.dataplane
+            .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))
+    }
+
+    /// Saves `next`, makes it current and the kernel match; rolls back if the kernel refuses.
+    fn commit(&mut self, next: Model) -> Result<(), ServiceError> {
+        let freed: Vec<RuleId> = self
+            .model
+            .rules_in_use()
+            .difference(&next.rules_in_use())
+            .copied()
+            .collect();
+        self.store.save(&next)?;
+        self.saved();
+        let previous = std::mem::replace(&mut self.model, next);
+        if let Err(err) = self.sync_kernel() {
+            tracing::error!(error = %err, "the kernel refused the change; rolling back");
+            self.model = previous;
+            if let Err(save) = self.store.save(&self.model) {
+                tracing::error!(error = %save, "saving the rolled-back state");
+            }
+            if let Err(sync) = self.sync_kernel() {
+                tracing::error!(error = %sync, "restoring the previous policy in the kernel");
+            }
+            return Err(err.into());
+        }
+        for rule in freed {
+            if let Err(err) = self.dataplane.reset_rule_hits(rule) {
+                tracing::warn!(rule, error = %err, "zeroing the hits of a freed rule");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `change` on a copy of the model and commits it; logs `what` as an audit line with
+    /// what the host enforced before and after (the API's span adds who asked).
+    fn transact<T>(
+        &mut self,
+        what: impl FnOnce(&T) -> String,
+        change: impl FnOnce(&mut Model, &Settings, OffsetDateTime) -> Result<T, ModelError>,
+    ) -> Result<T, ServiceError> {
+        // A change whose deadline has passed (in the kernel's clock too) is reverted first:
+        // no request acts on a pending change the kernel has already fallen back from.
+        self.revert_if_due();
+        let mut next = self.model.clone();
+        let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
+        // The dataplane holds the policy in force: its size needs no second computation.
+        let before = summary(&self.model, self.dataplane.installed().len());
+        self.commit(next)?;
+        tracing::info!(
+            target: "audit",
+            before = %before,
+            after = %summary(&self.model, self.dataplane.installed().len()),
+            "{}",
+            what(&value)
+        );
+        Ok(value)
+    }
+}
+
+/// A one-line summary of what the kernel enforces, for logs.
+fn describe(state: &KernelState) -> String {
+    let one = |e: &Enforcement| {
+        let mode = match e.mode {
+            Mode::Off => "off",
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        };
+        format!(
+            "{mode} with {} prefixes and {} protected ports",
+            e.policy.len(),
+            e.scopes.len()
+        )
+    };
+    match &state.fallback {
+        None => one(&state.active),
+        Some((fallback, left)) => format!(
+            "{}, falling back to {} in {}s",
+            one(&state.active),
+            one(fallback),
+            left.as_secs()
+        ),
+    }
+}
+
+/// What the host enforces under `model`, with `prefixes` in force, for audit lines.
+fn summary(model: &Model, prefixes: usize) -> String {
+    let mut text = format!(
+        "enforcing={} enabled={:?} prefixes={prefixes} lists={} scopes={}",
+        model.enforcing(),
+        model.enabled(),
+        model.allowlists().count(),
+        model.scopes().len()
+    );
+    if let Some(pending) = model.pending() {
+        text.push_str(&format!(
+            " pending={:?} revert_at={}",
+            pending.action,
+            crate::model::rfc3339(pending.revert_at)
+        ));
+    }
+    text
+}

@@ -1,0 +1,140 @@
+//! The operations of the API, each one transaction: the model's rules decide, the state is
+//! saved, the kernel follows.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::setup::new_id;
+use super::{Service, ServiceError};
+use crate::host;
+use crate::model::{Allowlist, AllowlistInput, EntriesInput, Entry, Pending};
+use crate::policy::PortScope;
+
+impl Service {
+    /// Creates an allowlist.
+    pub fn create(&mut self, input: AllowlistInput) -> Result<Allowlist, ServiceError> {
+        self.transact(
+            |list: &Allowlist| {
+                format!(
+                    "created allowlist {} ({:?}) with {} entries",
+                    list.id,
+                    list.name,
+                    list.entries.len()
+                )
+            },
+            |model, settings, now| model.create(input, now, settings, &mut new_id).cloned(),
+        )
+    }
+
+    /// Replaces an allowlist.
+    pub fn replace(
+        &mut self,
+        id: &str,
+        input: AllowlistInput,
+        if_match: Option<u64>,
+    ) -> Result<Allowlist, ServiceError> {
+        self.transact(
+            |list: &Allowlist| {
+                format!(
+                    "replaced allowlist {} ({:?}): now {} entries, version {}",
+                    list.id,
+                    list.name,
+                    list.entries.len(),
+                    list.version
+                )
+            },
+            |model, settings, now| {
+                model
+                    .replace(id, input, if_match, now, settings, &mut new_id)
+                    .cloned()
+            },
+        )
+    }
+
+    /// Deletes an allowlist.
+    pub fn delete(&mut self, id: &str, if_match: Option<u64>) -> Result<Allowlist, ServiceError> {
+        self.transact(
+            |list: &Allowlist| format!("deleted allowlist {} ({:?})", list.id, list.name),
+            |model, _, _| model.delete(id, if_match),
+        )
+    }
+
+    /// Adds entries to an allowlist.
+    pub fn add_entries(
+        &mut self,
+        id: &str,
+        input: EntriesInput,
+    ) -> Result<Vec<Entry>, ServiceError> {
+        self.transact(
+            |added: &Vec<Entry>| format!("added {} entries to allowlist {id}", added.len()),
+            |model, settings, now| model.add_entries(id, input, now, settings, &mut new_id),
+        )
+    }
+
+    /// Removes one entry.
+    pub fn remove_entry(
+        &mut self,
+        id: &str,
+        entry_id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Entry, ServiceError> {
+        self.transact(
+            |entry: &Entry| {
+                format!(
+                    "removed entry {} ({}) from allowlist {id}",
+                    entry.id, entry.cidr
+                )
+            },
+            |model, settings, now| model.remove_entry(id, entry_id, if_match, now, settings),
+        )
+    }
+
+    /// Enables allowlists, guarding `client_ip` and established sessions to protected ports.
+    pub fn enable(
+        &mut self,
+        ids: &[String],
+        client_ip: Option<IpAddr>,
+        force: bool,
+    ) -> Result<(), ServiceError> {
+        let mut guarded = if self.model.enforcing() || force {
+            Vec::new()
+        } else {
+            host::established_inbound_sources(&self.protect_ports).map_err(ServiceError::Host)?
+        };
+        guarded.extend(client_ip);
+        self.transact(
+            |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
+            |model, settings, now| model.enable(ids, &guarded, force, now, settings),
+        )
+    }
+
+    /// Disables allowlists.
+    pub fn disable(&mut self, ids: &[String]) -> Result<(), ServiceError> {
+        self.transact(
+            |_| format!("disabled {ids:?}"),
+            |model, settings, now| model.disable(ids, now, settings),
+        )
+    }
+
+    /// Changes the protected ports.
+    pub fn set_scopes(&mut self, scopes: BTreeSet<PortScope>) -> Result<(), ServiceError> {
+        let shown: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        self.transact(
+            |_| format!("set the protected ports to {shown:?}"),
+            |model, settings, now| model.set_scopes(scopes, now, settings),
+        )
+    }
+
+    /// Acknowledges the pending change.
+    pub fn acknowledge(&mut self) -> Result<Pending, ServiceError> {
+        self.transact(
+            |pending: &Pending| {
+                format!(
+                    "acknowledged the {:?} of {:?}",
+                    pending.action, pending.allowlist_ids
+                )
+            },
+            |model, settings, now| model.acknowledge(now, settings),
+        )
+    }
+}
