@@ -56,6 +56,17 @@ pub fn enable(daemon: &Daemon, id: &str) -> Response {
     response
 }
 
+/// Disables the list `id`; fails unless it is accepted.
+pub fn disable(daemon: &Daemon, id: &str) -> Response {
+    let response = daemon.call(
+        "POST",
+        "/v1/enforcement/disable",
+        Some(&json!({ "allowlist_ids": [id] })),
+    );
+    assert_eq!(response.status, 202, "{response:?}");
+    response
+}
+
 /// Acknowledges the pending change once [`WINDOW`] allows it.
 pub fn acknowledge(daemon: &Daemon) {
     std::thread::sleep(Duration::from_millis(1050));

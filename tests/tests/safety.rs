@@ -53,12 +53,7 @@ fn a_list_whose_disable_is_pending_cannot_be_edited_and_the_revert_keeps_the_adm
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
     let (daemon, id) = enforcing_office_daemon(&link, &state);
-    let disabled = daemon.call(
-        "POST",
-        "/v1/enforcement/disable",
-        Some(&json!({ "allowlist_ids": [id] })),
-    );
-    assert_eq!(disabled.status, 202, "{disabled:?}");
+    disable(&daemon, &id);
     let entry = daemon
         .call("GET", &format!("/v1/allowlists/{id}"), None)
         .body["entries"][0]["id"]
@@ -163,12 +158,7 @@ fn a_save_that_fails_at_the_deadline_still_reverts_and_the_api_says_so() {
     let state = TempDir::new().expect("state dir");
     let disk = SmallDisk::mount(state.path(), 256 * 1024);
     let (daemon, id) = enforcing_office_daemon(&link, &state);
-    let disabled = daemon.call(
-        "POST",
-        "/v1/enforcement/disable",
-        Some(&json!({ "allowlist_ids": [id] })),
-    );
-    assert_eq!(disabled.status, 202, "{disabled:?}");
+    disable(&daemon, &id);
     assert!(!enforcing_office(&link), "disabled: everything passes");
     disk.fill();
 

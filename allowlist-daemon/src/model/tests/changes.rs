@@ -6,10 +6,7 @@ use super::*;
 fn enable_is_pending_until_acknowledged_in_its_window() {
     let mut model = Model::default();
     let mut next_id = ids();
-    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    model
-        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
-        .expect("enable");
+    let id = create_enabled(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     assert!(model.enforcing());
     let pending = model.pending().expect("pending").clone();
     assert_eq!(
@@ -225,10 +222,7 @@ fn removing_from_an_enabled_list_is_pending_and_reverts_to_the_list_as_it_was() 
 fn emptying_the_only_enabled_list_is_refused() {
     let mut model = Model::default();
     let mut next_id = ids();
-    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    model
-        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
-        .expect("enable");
+    let id = create_enabled(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model.acknowledge(t(60), &settings()).expect("ack");
     let entry = model.allowlist(&id).expect("list").entries[0].id.clone();
     let err = model
@@ -242,10 +236,7 @@ fn emptying_the_only_enabled_list_is_refused() {
 fn a_list_a_pending_disable_would_restore_cannot_be_deleted() {
     let mut model = Model::default();
     let mut next_id = ids();
-    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    model
-        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
-        .expect("enable");
+    let id = create_enabled(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model.acknowledge(t(60), &settings()).expect("ack");
     model
         .disable(std::slice::from_ref(&id), t(70), &settings())
@@ -305,10 +296,7 @@ fn scope_changes_are_pending_and_revert_to_the_default() {
 fn a_list_being_enabled_may_widen_but_not_narrow_and_its_revert_disables_it() {
     let mut model = Model::default();
     let mut next_id = ids();
-    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    model
-        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
-        .expect("enable");
+    let id = create_enabled(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model
         .add_entries(
             &id,

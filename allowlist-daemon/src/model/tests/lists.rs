@@ -144,10 +144,7 @@ fn replace_keeps_ids_of_kept_prefixes_and_checks_the_version() {
 fn an_enabled_list_cannot_be_deleted() {
     let mut model = Model::default();
     let mut next_id = ids();
-    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    model
-        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
-        .expect("enable");
+    let id = create_enabled(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     assert_eq!(
         model.delete(&id, None).expect_err("enabled").code(),
         "allowlist_enabled"

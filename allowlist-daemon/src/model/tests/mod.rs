@@ -43,17 +43,20 @@ fn input(name: &str, cidrs: &[&str]) -> AllowlistInput {
     AllowlistInput {
         name: name.into(),
         description: None,
-        entries: Some(
-            cidrs
-                .iter()
-                .map(|cidr| EntryInput {
-                    cidr: (*cidr).into(),
-                    description: None,
-                })
-                .collect(),
-        ),
+        entries: Some(entry_inputs(cidrs)),
         allow_all: false,
     }
+}
+
+/// `cidrs` as the entries of a request.
+fn entry_inputs(cidrs: &[&str]) -> Vec<EntryInput> {
+    cidrs
+        .iter()
+        .map(|cidr| EntryInput {
+            cidr: (*cidr).into(),
+            description: None,
+        })
+        .collect()
 }
 
 fn net(s: &str) -> IpNet {
@@ -79,13 +82,21 @@ fn create(
 
 fn entries(cidrs: &[&str]) -> EntriesInput {
     EntriesInput {
-        entries: cidrs
-            .iter()
-            .map(|cidr| EntryInput {
-                cidr: (*cidr).into(),
-                description: None,
-            })
-            .collect(),
+        entries: entry_inputs(cidrs),
         allow_all: false,
     }
+}
+
+/// Creates list `name` with `cidrs` and enables it at `t(0)`: pending until acknowledged.
+fn create_enabled(
+    model: &mut Model,
+    next_id: &mut impl FnMut(&'static str) -> String,
+    name: &str,
+    cidrs: &[&str],
+) -> String {
+    let id = create(model, next_id, name, cidrs);
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    id
 }
