@@ -13,10 +13,12 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dataplane;
+pub mod fleet;
 pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod policy_file;
 pub mod service;
 pub mod store;
 

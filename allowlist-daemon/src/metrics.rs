@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use allowlist_common::Counter;
 use time::OffsetDateTime;
 
+use crate::fleet::{FleetState, FleetView};
 use crate::service::{Service, ServiceError};
 
 /// Requests served by the API, by route and status code.
@@ -26,7 +27,11 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders every metric.
-pub fn render(service: &Service, requests: &RequestCounts) -> Result<String, ServiceError> {
+pub fn render(
+    service: &Service,
+    requests: &RequestCounts,
+    fleet: Option<&FleetView>,
+) -> Result<String, ServiceError> {
     let stats = service.stats()?;
     let model = service.model();
     let mut out = String::new();
@@ -179,7 +184,63 @@ pub fn render(service: &Service, requests: &RequestCounts) -> Result<String, Ser
             label(route)
         );
     }
+    if let Some(fleet) = fleet {
+        render_fleet(&mut out, fleet);
+    }
     Ok(out)
+}
+
+/// The fleet follower's series: connected, where the host stands, which release.
+fn render_fleet(out: &mut String, fleet: &FleetView) {
+    family(
+        out,
+        "allowlist_fleet_connected",
+        "gauge",
+        "1 while the fleet's etcd answers.",
+    );
+    let _ = writeln!(
+        out,
+        "allowlist_fleet_connected {}",
+        u8::from(fleet.connected)
+    );
+    family(
+        out,
+        "allowlist_fleet_state",
+        "gauge",
+        "1 for where the host stands with the fleet's current release.",
+    );
+    for state in [
+        FleetState::Waiting,
+        FleetState::Applying,
+        FleetState::Pending,
+        FleetState::Acknowledged,
+        FleetState::Reverted,
+        FleetState::Failed,
+        FleetState::Detached,
+    ] {
+        let name = serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "allowlist_fleet_state{{state=\"{name}\"}} {}",
+            u8::from(fleet.state == state)
+        );
+    }
+    family(
+        out,
+        "allowlist_fleet_release_info",
+        "gauge",
+        "The fleet's current release and the one acknowledged on this host.",
+    );
+    let _ = writeln!(
+        out,
+        "allowlist_fleet_release_info{{fleet=\"{}\",release=\"{}\",applied=\"{}\"}} 1",
+        label(&fleet.fleet),
+        label(fleet.release.as_deref().unwrap_or("")),
+        label(fleet.applied.as_deref().unwrap_or(""))
+    );
 }
 
 #[cfg(test)]

@@ -273,6 +273,16 @@ impl Daemon {
         ))
     }
 
+    /// `GET /metrics` with the admin token: the Prometheus text.
+    pub fn scrape(&self) -> String {
+        let auth = format!("Bearer {}", self.token);
+        let (status, text) = self
+            .raw_text("GET", "/metrics", &[("Authorization", auth.as_str())])
+            .expect("scrape");
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     /// Sends a request with a raw body.
     pub fn raw(
         &self,

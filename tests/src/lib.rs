@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod daemon;
+pub mod etcd;
 pub mod frames;
 pub mod mounts;
 pub mod netns;

@@ -132,6 +132,50 @@ impl Reference {
         }
     }
 
+    /// Converges to `desired` (list id, prefixes, enabled) and deletes `deleted`, as one
+    /// change: pending when it narrows what is enforced or changes the enabled set, or when
+    /// `always_pending` (a fleet release).
+    pub fn apply(
+        &mut self,
+        at: i64,
+        desired: &[(String, BTreeSet<IpNet>, bool)],
+        deleted: &[String],
+        always_pending: bool,
+    ) {
+        let before = self.now.clone();
+        let mut next = self.now.clone();
+        for (id, entries, enabled) in desired {
+            next.lists.insert(id.clone(), entries.clone());
+            if *enabled {
+                next.enabled.insert(id.clone());
+            } else {
+                next.enabled.remove(id);
+            }
+        }
+        for id in deleted {
+            next.lists.remove(id);
+            next.enabled.remove(id);
+        }
+        let narrows = before.enabled != next.enabled
+            || before.enabled.iter().any(|id| {
+                let old = before.lists.get(id).cloned().unwrap_or_default();
+                !next.lists.get(id).is_some_and(|new| old.is_subset(new))
+            });
+        if always_pending || narrows {
+            let ids: BTreeSet<&String> = before.lists.keys().chain(next.lists.keys()).collect();
+            let touched = ids
+                .into_iter()
+                .filter(|id| {
+                    before.lists.get(*id) != next.lists.get(*id)
+                        || before.enabled.contains(*id) != next.enabled.contains(*id)
+                })
+                .cloned()
+                .collect();
+            self.begin(at, touched);
+        }
+        self.now = next;
+    }
+
     /// Confirms the pending change.
     pub fn acknowledge(&mut self) {
         self.pending = None;
@@ -145,9 +189,11 @@ impl Reference {
             state.enabled = pending.before.enabled.clone();
             state.scopes = pending.before.scopes.clone();
             for id in &pending.concerned {
-                if let Some(entries) = pending.before.lists.get(id) {
-                    state.lists.insert(id.clone(), entries.clone());
-                }
+                match pending.before.lists.get(id) {
+                    Some(entries) => state.lists.insert(id.clone(), entries.clone()),
+                    // Created by the change: a revert deletes it.
+                    None => state.lists.remove(id),
+                };
             }
         }
         state

@@ -110,6 +110,10 @@ fn every_endpoint_but_healthz_needs_the_token() {
         ("GET", "/v1/stats"),
         ("GET", "/v1/top"),
         ("GET", "/v1/openapi.json"),
+        ("POST", "/v1/apply"),
+        ("GET", "/v1/fleet"),
+        ("POST", "/v1/fleet/detach"),
+        ("POST", "/v1/fleet/attach"),
     ];
     let wrong = format!("Bearer {}x", s.daemon.token);
     for (method, path) in routes {
@@ -893,6 +897,10 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/evaluate", "get"),
         ("/v1/stats", "get"),
         ("/v1/openapi.json", "get"),
+        ("/v1/apply", "post"),
+        ("/v1/fleet", "get"),
+        ("/v1/fleet/detach", "post"),
+        ("/v1/fleet/attach", "post"),
     ] {
         assert!(
             doc.body["paths"][path][method].is_object(),
@@ -1159,15 +1167,6 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|line| line[series.len()..].trim().parse().ok())
 }
 
-fn scrape(daemon: &Daemon) -> String {
-    let auth = format!("Bearer {}", daemon.token);
-    let response = daemon
-        .raw_text("GET", "/metrics", &[("Authorization", auth.as_str())])
-        .expect("scrape");
-    assert_eq!(response.0, 200);
-    response.1
-}
-
 #[test]
 fn metrics_report_packets_hits_the_pending_change_and_requests() {
     let s = setup(&["--ack-min", "1s", "--ack-max", "3s"]);
@@ -1183,7 +1182,7 @@ fn metrics_report_packets_hits_the_pending_change_and_requests() {
     assert!(passes(&s.link, CLIENT_ALLOWED_V4));
     assert!(!passes(&s.link, CLIENT_DENIED_V4));
 
-    let text = scrape(d);
+    let text = d.scrape();
     assert_eq!(metric(&text, "allowlist_enforcing"), Some(1.0));
     assert_eq!(metric(&text, "allowlist_pending_change"), Some(1.0));
     let revert_in = metric(&text, "allowlist_pending_revert_seconds").expect("seconds to revert");
@@ -1240,7 +1239,7 @@ fn metrics_report_packets_hits_the_pending_change_and_requests() {
     assert_eq!(metric(&text, "allowlist_reverts_total"), Some(0.0));
 
     std::thread::sleep(Duration::from_millis(3300));
-    let text = scrape(d);
+    let text = d.scrape();
     assert_eq!(
         metric(&text, "allowlist_reverts_total"),
         Some(1.0),

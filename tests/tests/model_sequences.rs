@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use allowlist_daemon::model::{
-    AllowlistInput, EntriesInput, EntryInput, Model, ModelError, Settings,
+    AllowlistInput, DesiredList, EntriesInput, EntryInput, IdSource, Model, ModelError, Scope,
+    Settings,
 };
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::reference::{Enforced, Reference};
@@ -72,11 +73,40 @@ enum Op {
     Scopes {
         ports: Vec<usize>,
     },
+    /// `allowlistctl apply`: each named list with its prefixes and enabled flag.
+    Apply {
+        lists: Vec<(usize, Vec<usize>, bool)>,
+        prune: bool,
+    },
+    /// A fleet release of these lists.
+    Release {
+        lists: Vec<(usize, Vec<usize>, bool)>,
+    },
+    /// The fleet acknowledges the pending release.
+    FleetAck,
     Acknowledge,
     Wait {
         seconds: i64,
     },
     Restart,
+}
+
+/// Lists as a policy file or a release declares them: distinct names, prefixes, enabled.
+fn declared() -> impl Strategy<Value = Vec<(usize, Vec<usize>, bool)>> {
+    proptest::collection::btree_map(
+        0..NAMES.len(),
+        (
+            proptest::collection::vec(0..POOL.len(), 0..4),
+            any::<bool>(),
+        ),
+        0..3,
+    )
+    .prop_map(|lists| {
+        lists
+            .into_iter()
+            .map(|(name, (cidrs, enabled))| (name, cidrs, enabled))
+            .collect()
+    })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -93,6 +123,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec(0..NAMES.len(), 1..3).prop_map(|lists| Op::Disable { lists }),
         1 => proptest::collection::vec(0..PORTS.len(), 0..3).prop_map(|ports| Op::Scopes { ports }),
         2 => Just(Op::Acknowledge),
+        1 => (declared(), any::<bool>()).prop_map(|(lists, prune)| Op::Apply { lists, prune }),
+        1 => declared().prop_map(|lists| Op::Release { lists }),
+        1 => Just(Op::FleetAck),
         3 => prop_oneof![Just(1i64), Just(30), Just(61), Just(125), 0..130i64]
             .prop_map(|seconds| Op::Wait { seconds }),
         1 => Just(Op::Restart),
@@ -104,6 +137,7 @@ struct Harness {
     reference: Reference,
     at: i64,
     next_id: u64,
+    release: u64,
 }
 
 fn time(at: i64) -> OffsetDateTime {
@@ -165,6 +199,7 @@ impl Harness {
             reference: Reference::new(ACK_MIN, ACK_MAX),
             at: 0,
             next_id: 0,
+            release: 0,
         }
     }
 
@@ -180,6 +215,40 @@ impl Harness {
             .iter()
             .map(|&l| self.id_of(l).unwrap_or_else(|| format!("missing-{l}")))
             .collect()
+    }
+
+    /// Applies the declared lists in `scope`; the reference follows what the model did.
+    fn apply(
+        &mut self,
+        lists: &[(usize, Vec<usize>, bool)],
+        scope: Scope<'_>,
+        now: OffsetDateTime,
+        ids: IdSource,
+    ) -> Result<(), ModelError> {
+        let desired = lists
+            .iter()
+            .map(|(name, cidrs, enabled)| DesiredList {
+                name: NAMES[*name].to_owned(),
+                description: String::new(),
+                enabled: *enabled,
+                allow_all: false,
+                entries: entries(cidrs),
+            })
+            .collect();
+        let before: BTreeSet<String> = self.model.allowlists().map(|l| l.id.clone()).collect();
+        self.model
+            .apply(desired, scope, &[], false, now, &settings(), ids)?;
+        let declared = lists
+            .iter()
+            .filter_map(|(name, cidrs, enabled)| {
+                Some((self.id_of(*name)?, parsed(cidrs), *enabled))
+            })
+            .collect::<Vec<_>>();
+        let after: BTreeSet<String> = self.model.allowlists().map(|l| l.id.clone()).collect();
+        let deleted: Vec<String> = before.difference(&after).cloned().collect();
+        let release = matches!(scope, Scope::Fleet { .. });
+        self.reference.apply(self.at, &declared, &deleted, release);
+        Ok(())
     }
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -276,6 +345,30 @@ impl Harness {
                     .set_scopes(scopes.clone(), now, &settings)
                     .map(|()| self.reference.set_scopes(self.at, scopes, changes))
             }
+            Op::Apply { lists, prune } => {
+                let scope = Scope::Local { prune: *prune };
+                self.apply(lists, scope, now, &mut ids)
+            }
+            Op::Release { lists } => {
+                self.release += 1;
+                let release = format!("r{}", self.release);
+                let scope = Scope::Fleet {
+                    fleet: "fleet",
+                    release: &release,
+                };
+                self.apply(lists, scope, now, &mut ids)
+            }
+            Op::FleetAck => {
+                let release = self.model.pending_release().map(str::to_owned);
+                let result = match release {
+                    Some(release) => self.model.acknowledge_release(&release, now, &settings),
+                    None => Err(ModelError::NothingPending),
+                };
+                if result.is_ok() {
+                    self.reference.acknowledge();
+                }
+                result.map(|_| ())
+            }
             Op::Acknowledge => {
                 let result = self.model.acknowledge(now, &settings).map(|_| ());
                 match (&result, &self.reference.pending) {
@@ -285,7 +378,10 @@ impl Harness {
                     }
                     (Ok(()), None) => prop_assert!(false, "acknowledged nothing"),
                     (Err(err), _) => {
-                        prop_assert!(["too_early", "nothing_pending"].contains(&err.code()));
+                        prop_assert!(
+                            ["too_early", "nothing_pending", "fleet_release_pending"]
+                                .contains(&err.code())
+                        );
                         self.reference.revert_if_due(self.at);
                     }
                 }
@@ -317,7 +413,10 @@ impl Harness {
         let pending_after = self.model.pending().map(|p| p.applied_at);
         if outcome.is_err() {
             prop_assert_eq!(&after, &before, "a refused {:?} changed nothing", op);
-        } else if !matches!(op, Op::Wait { .. } | Op::Restart | Op::Acknowledge) {
+        } else if !matches!(
+            op,
+            Op::Wait { .. } | Op::Restart | Op::Acknowledge | Op::FleetAck
+        ) {
             // No change escapes its acknowledgement.
             match (pending_before, pending_after) {
                 (None, None) => prop_assert!(

@@ -115,6 +115,7 @@ fn main() -> anyhow::Result<()> {
 
 fn build(release: bool) -> anyhow::Result<()> {
     toolchain::ensure()?;
+    system::ensure_build_packages()?;
     let mut cargo = Command::new("cargo");
     cargo.args(["build", "--bins"]);
     if release {

@@ -12,7 +12,15 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("nsenter", "util-linux"),
     ("sysctl", "procps"),
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
 ];
+
+/// What building the daemon needs: `protoc` and the well-known `.proto` files, for the
+/// etcd client's generated code.
+const BUILD_COMMANDS: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+/// A file of `libprotobuf-dev` that `protoc` imports.
+const PROTOBUF_INCLUDE: &str = "/usr/include/google/protobuf/descriptor.proto";
 
 /// Commands the benchmark runs besides the tests' own: its peer and the tool that runs it.
 const BENCH_COMMANDS: &[(&str, &str)] = &[
@@ -40,6 +48,15 @@ pub fn ensure_test_commands() -> anyhow::Result<()> {
     ensure_commands(TEST_COMMANDS)
 }
 
+/// Installs what building the daemon needs and is missing: protoc and its includes.
+pub fn ensure_build_packages() -> anyhow::Result<()> {
+    ensure_commands(BUILD_COMMANDS)?;
+    if !std::path::Path::new(PROTOBUF_INCLUDE).exists() {
+        install(&["libprotobuf-dev"])?;
+    }
+    Ok(())
+}
+
 /// As [`ensure_test_commands`], for the benchmark.
 pub fn ensure_bench_commands() -> anyhow::Result<()> {
     ensure_commands(TEST_COMMANDS)?;
@@ -55,11 +72,16 @@ fn ensure_commands(commands: &[(&str, &str)]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing Debian packages {}", missing.join(" "));
+    install(&missing)
+}
+
+/// Installs Debian packages, after `apt-get update`.
+fn install(packages: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: installing Debian packages {}", packages.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 

@@ -2,8 +2,10 @@
 //! workers; [`error`] has the error envelope, [`views`] the JSON shapes, then one file per
 //! group of routes.
 
+mod apply;
 mod enforcement;
 mod error;
+mod fleet;
 mod lists;
 mod readings;
 mod views;
@@ -20,12 +22,15 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::auth::AdminToken;
+use crate::fleet::FleetView;
 use crate::metrics::RequestCounts;
 use crate::service::Service;
 
 pub use error::ApiError;
 
+use apply::apply;
 use enforcement::{acknowledge, disable, enable, enforcement, evaluate, set_scopes};
+use fleet::{attach, detach, fleet};
 use lists::{
     add_entries, create_allowlist, delete_allowlist, get_allowlist, list_allowlists, remove_entry,
     replace_allowlist,
@@ -44,6 +49,8 @@ pub struct AppState {
     pub token: Arc<AdminToken>,
     /// Requests served, by route and status, for `GET /metrics`.
     pub requests: Arc<Mutex<RequestCounts>>,
+    /// The fleet follower's state, when the host follows a fleet.
+    pub fleet: Option<Arc<Mutex<FleetView>>>,
 }
 
 /// The API's routes.
@@ -64,6 +71,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/enforcement/acknowledge", post(acknowledge))
         .route("/enforcement/scopes", put(set_scopes))
         .route("/evaluate", get(evaluate))
+        .route("/apply", post(apply))
+        .route("/fleet", get(fleet))
+        .route("/fleet/detach", post(detach))
+        .route("/fleet/attach", post(attach))
         .route("/stats", get(stats))
         .route("/top", get(top))
         .route("/openapi.json", get(openapi))

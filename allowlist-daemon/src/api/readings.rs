@@ -60,8 +60,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let fleet = state
+        .fleet
+        .as_ref()
+        .map(|view| view.lock().unwrap_or_else(PoisonError::into_inner).clone());
     let text = with_service(&state, move |service| {
-        Ok(crate::metrics::render(service, &requests)?)
+        Ok(crate::metrics::render(service, &requests, fleet.as_ref())?)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())

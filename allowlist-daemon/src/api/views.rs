@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::ApiError;
-use crate::model::{Action, Allowlist, Entry, Model, rfc3339};
+use crate::model::{Action, Allowlist, Entry, FleetOrigin, Model, rfc3339};
 use crate::service::Service;
 
 /// The version named by an `If-Match` header; `*` and no header match any.
@@ -66,6 +66,8 @@ pub(super) struct AllowlistView {
     pub(super) description: String,
     pub(super) enabled: bool,
     pub(super) allow_all: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) fleet: Option<FleetOrigin>,
     pub(super) entries: Vec<EntryView>,
     pub(super) created_at: String,
     pub(super) updated_at: String,
@@ -79,6 +81,7 @@ pub(super) fn allowlist_view(model: &Model, list: &Allowlist) -> AllowlistView {
         description: list.description.clone(),
         enabled: model.is_enabled(&list.id),
         allow_all: list.allow_all,
+        fleet: list.fleet.clone(),
         entries: list.entries.iter().map(EntryView::from).collect(),
         created_at: rfc3339(list.created_at),
         updated_at: rfc3339(list.updated_at),

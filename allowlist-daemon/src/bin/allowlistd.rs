@@ -9,6 +9,8 @@ use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
 use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
+use allowlist_daemon::fleet::FleetView;
+use allowlist_daemon::fleet::follower::Follower;
 use allowlist_daemon::service::{Service, kernel_rule_capacity, load_state};
 use allowlist_daemon::store::Store;
 use anyhow::Context as _;
@@ -154,12 +156,18 @@ async fn run() -> anyhow::Result<()> {
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
     tokio::spawn(log_counters(service.clone(), config.stats_interval));
+    let fleet = config.fleet.clone().map(|fleet| {
+        let view = Arc::new(Mutex::new(FleetView::new(&fleet)));
+        tokio::spawn(Follower::new(fleet, service.clone(), view.clone()).run());
+        view
+    });
 
     let app = router(
         AppState {
             service: service.clone(),
             token: Arc::new(token),
             requests: Arc::default(),
+            fleet,
         },
         config.max_body_bytes,
     );

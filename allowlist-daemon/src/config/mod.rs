@@ -14,6 +14,9 @@ use crate::dataplane::{AttachMode, Replies};
 use crate::policy::{PortScope, parse_cidr};
 
 pub mod bounds;
+mod fleet;
+
+pub use fleet::FleetOptions;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +253,11 @@ pub struct Options {
     #[arg(long, value_name = "PROTO/PORT")]
     #[serde(default, deserialize_with = "vec_from_str")]
     pub protect: Vec<PortScope>,
+
+    /// The fleet to follow (a `[fleet]` table in the file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub fleet: FleetOptions,
 }
 
 /// A switch.
@@ -307,6 +315,8 @@ pub struct Config {
     pub top_sample: u32,
     /// Ports guarded until scopes are set through the API; empty: all.
     pub protect: Vec<PortScope>,
+    /// The fleet to follow, if any.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// Where maps and links are pinned unless configured otherwise.
@@ -355,6 +365,7 @@ impl Options {
             max_flows: self.max_flows.or(file.max_flows),
             top_sample: self.top_sample.or(file.top_sample),
             protect: vec(self.protect, file.protect),
+            fleet: self.fleet.or(file.fleet),
         }
     }
 
@@ -407,6 +418,7 @@ impl Options {
                 .unwrap_or(allowlist_common::DEFAULT_MAX_FLOWS),
             top_sample: self.top_sample.unwrap_or(16),
             protect: self.protect,
+            fleet: self.fleet.resolve()?,
         };
         bounds::check(&config)?;
         Ok(config)

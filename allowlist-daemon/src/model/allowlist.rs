@@ -33,6 +33,10 @@ pub struct Allowlist {
     /// (`0.0.0.0/0`, `::/0`): only when the request said so.
     #[serde(default)]
     pub allow_all: bool,
+    /// Where the list comes from: `None` for the host's own lists, else the fleet release
+    /// that declared it (read-only through the API while the host follows the fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetOrigin>,
     /// When the list was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -41,6 +45,15 @@ pub struct Allowlist {
     pub updated_at: OffsetDateTime,
     /// Bumped on every change; the HTTP ETag.
     pub version: u64,
+}
+
+/// The fleet release a list comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetOrigin {
+    /// The fleet.
+    pub fleet: String,
+    /// The release that declared the list as it is.
+    pub release: String,
 }
 
 impl Allowlist {

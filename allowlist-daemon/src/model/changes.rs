@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::allowlist::Allowlist;
 use super::error::ModelError;
 use super::pending::{Action, Pending};
-use super::state::{Model, Settings};
+use super::state::{Model, Settings, rfc3339};
 use crate::policy::PortScope;
 
 impl Model {
@@ -96,8 +96,26 @@ impl Model {
         Ok(())
     }
 
-    /// Confirms the pending change.
+    /// Confirms the pending change; a fleet release only the fleet confirms
+    /// ([`Model::acknowledge_release`]).
     pub fn acknowledge(
+        &mut self,
+        now: OffsetDateTime,
+        settings: &Settings,
+    ) -> Result<Pending, ModelError> {
+        if let (Some(release), Some(pending)) = (self.pending_release(), &self.pending)
+            && now < pending.revert_at
+        {
+            return Err(ModelError::ReleasePending {
+                release: release.to_owned(),
+                revert_at: rfc3339(pending.revert_at),
+            });
+        }
+        self.acknowledge_any(now, settings)
+    }
+
+    /// Confirms the pending change, whatever made it: too early is refused, too late reverts.
+    pub(super) fn acknowledge_any(
         &mut self,
         now: OffsetDateTime,
         settings: &Settings,
@@ -178,7 +196,7 @@ impl Model {
                     field: Some(format!("allowlist_ids[{index}]")),
                 });
             }
-            self.allowlist(id)?;
+            self.check_local_edit(self.allowlist(id)?)?;
         }
         Ok(())
     }

@@ -92,6 +92,30 @@ pub enum ModelError {
         /// The list the request would edit, when it is one the pending change concerns.
         allowlist_id: Option<String>,
     },
+    /// The list belongs to the fleet the host follows: edit the fleet's release instead.
+    #[error(
+        "allowlist {id} comes from release {release} of fleet {fleet}: change it there \
+         (allowlistctl fleet publish), or detach this host from the fleet first"
+    )]
+    FleetManaged {
+        /// The list.
+        id: String,
+        /// The fleet.
+        fleet: String,
+        /// The release it comes from.
+        release: String,
+    },
+    /// The pending change is a fleet release, which only the fleet acknowledges.
+    #[error(
+        "the pending change is release {release} of the fleet: acknowledge it for the fleet \
+         (allowlistctl fleet ack {release}), or it reverts at {revert_at}"
+    )]
+    ReleasePending {
+        /// The release.
+        release: String,
+        /// When it reverts.
+        revert_at: String,
+    },
     /// Nothing to acknowledge.
     #[error("no change is pending")]
     NothingPending,
@@ -151,6 +175,8 @@ impl ModelError {
             ModelError::LimitExceeded { .. } => "limit_exceeded",
             ModelError::VersionMismatch { .. } => "precondition_failed",
             ModelError::ChangePending { .. } => "change_pending",
+            ModelError::FleetManaged { .. } => "fleet_managed",
+            ModelError::ReleasePending { .. } => "fleet_release_pending",
             ModelError::NothingPending => "nothing_pending",
             ModelError::TooEarly { .. } => "too_early",
             ModelError::AllowlistEnabled { .. } => "allowlist_enabled",

@@ -13,7 +13,7 @@ use super::validate::{check_allow_all, check_description};
 use crate::policy::parse_cidr;
 
 /// An entry as a client sends it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryInput {
     /// A CIDR or a plain address.

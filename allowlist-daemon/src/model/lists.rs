@@ -20,7 +20,7 @@ impl Model {
         settings: &Settings,
         ids: IdSource,
     ) -> Result<&Allowlist, ModelError> {
-        if self.allowlists.len() >= settings.max_lists {
+        if self.allowlists.len().max(self.lists_reverted()) >= settings.max_lists {
             return Err(ModelError::LimitExceeded {
                 what: "too many allowlists".into(),
                 limit: settings.max_lists,
@@ -40,6 +40,7 @@ impl Model {
             description,
             entries,
             allow_all: input.allow_all,
+            fleet: None,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -72,6 +73,7 @@ impl Model {
             description,
             entries,
             allow_all: input.allow_all,
+            fleet: current.fleet.clone(),
             created_at: current.created_at,
             updated_at: now,
             version: current.version,
@@ -82,7 +84,9 @@ impl Model {
 
     /// Deletes an allowlist that is not enabled and that no pending change concerns.
     pub fn delete(&mut self, id: &str, if_match: Option<u64>) -> Result<Allowlist, ModelError> {
-        check_version(self.allowlist(id)?, if_match)?;
+        let list = self.allowlist(id)?;
+        check_version(list, if_match)?;
+        self.check_local_edit(list)?;
         if self.is_enabled(id) {
             return Err(ModelError::AllowlistEnabled { id: id.to_owned() });
         }
@@ -166,6 +170,7 @@ impl Model {
         let id = list.id.clone();
         self.check_not_frozen(&id)?;
         let current = self.allowlist(&id)?;
+        self.check_local_edit(current)?;
         let narrowing = self.is_enabled(&id) && !current.is_covered_by(&list);
         if narrowing {
             self.check_no_pending()?;

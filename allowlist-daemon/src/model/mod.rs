@@ -29,14 +29,20 @@
 //!    that says `allow_all`; enable and disable name each list once.
 //! 6. **The pending change is coherent**: it concerns existing lists, its times are ordered,
 //!    and what it restores names existing lists.
+//! 7. **The fleet's lists are the fleet's.** A list that came with a fleet release is edited,
+//!    enabled, disabled or deleted only by the next release (or once the host is detached);
+//!    a release is one pending change, acknowledged only for the fleet, and applies as a
+//!    whole or not at all, like every [`Model::apply`].
 //!
-//! The service adds the seventh: the kernel enforces [`Model::effective_policy`] and, while
+//! The service adds the eighth: the kernel enforces [`Model::effective_policy`] and, while
 //! a change is pending, falls back by itself to that of [`Model::reverted`] at the deadline.
 
 mod allowlist;
+mod apply;
 mod changes;
 mod error;
 mod evaluate;
+mod fleet;
 mod input;
 mod lists;
 mod pending;
@@ -45,9 +51,11 @@ mod saved;
 mod state;
 mod validate;
 
-pub use allowlist::{Allowlist, Entry};
+pub use allowlist::{Allowlist, Entry, FleetOrigin};
+pub use apply::{ApplyReport, DesiredList, ListChange, Scope};
 pub use error::{InvalidState, ModelError};
 pub use evaluate::{Evaluation, Match, Reason};
+pub use fleet::FleetMemo;
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};
 pub use state::{IdSource, Model, Settings, rfc3339};

@@ -23,6 +23,10 @@ pub enum Action {
     Update,
     /// Changed the protected ports.
     Scopes,
+    /// Converged the host's own lists to a policy file (`allowlistctl apply`).
+    Apply,
+    /// Applied a fleet release (acknowledged when the release is, for the fleet).
+    Release,
 }
 
 impl fmt::Display for Action {
@@ -32,6 +36,8 @@ impl fmt::Display for Action {
             Action::Disable => "disable",
             Action::Update => "narrowing update",
             Action::Scopes => "scopes change",
+            Action::Apply => "apply",
+            Action::Release => "fleet release",
         })
     }
 }
@@ -43,8 +49,12 @@ pub struct Restore {
     pub enabled: BTreeSet<String>,
     /// The scopes set through the API (`None`: the daemon's `--protect` default).
     pub scopes: Option<BTreeSet<PortScope>>,
-    /// The lists the change edited, exactly as they were (entries, ids and rules included).
+    /// The lists the change edited or deleted, exactly as they were (entries, ids and rules
+    /// included).
     pub lists: Vec<Allowlist>,
+    /// The lists the change created: a revert deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created: Vec<String>,
 }
 
 /// A change applied to the kernel that must be acknowledged within its window.
@@ -64,6 +74,9 @@ pub struct Pending {
     /// Without acknowledgement, the change is reverted at this time.
     #[serde(with = "time::serde::rfc3339")]
     pub revert_at: OffsetDateTime,
+    /// The fleet release it applied, for [`Action::Release`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// What a revert restores.
     pub revert_to: Restore,
 }
@@ -79,7 +92,7 @@ impl Pending {
     /// ends. A list being enabled is not frozen: a revert disables it, whatever it holds.
     pub fn freezes(&self, id: &str) -> bool {
         match self.action {
-            Action::Update | Action::Disable => self.concerns(id),
+            Action::Update | Action::Disable | Action::Apply | Action::Release => self.concerns(id),
             Action::Enable | Action::Scopes => false,
         }
     }
@@ -112,6 +125,7 @@ impl Model {
             enabled: self.enabled.clone(),
             scopes: self.scopes.clone(),
             lists,
+            created: Vec::new(),
         }
     }
 
@@ -131,6 +145,7 @@ impl Model {
             applied_at: now,
             acknowledge_after: now + settings.ack_min,
             revert_at: now + settings.ack_max,
+            release: None,
             revert_to,
         });
     }
@@ -140,8 +155,15 @@ impl Model {
     /// one see that it changed again.
     pub(super) fn revert(&mut self, at: OffsetDateTime) -> Option<Pending> {
         let pending = self.pending.take()?;
+        if pending.action == Action::Release {
+            // Nobody acknowledged it in time: the host does not apply it again.
+            self.fleet.reverted = pending.release.clone();
+        }
         self.enabled = pending.revert_to.enabled.clone();
         self.scopes = pending.revert_to.scopes.clone();
+        for id in &pending.revert_to.created {
+            self.allowlists.remove(id);
+        }
         for list in &pending.revert_to.lists {
             let version = self
                 .allowlists

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use super::allowlist::{Allowlist, Entry};
+use super::fleet::FleetMemo;
 use super::pending::{Action, Pending, Restore};
 use super::state::Model;
 use crate::policy::PortScope;
@@ -17,12 +18,13 @@ const FORMAT: u32 = 2;
 
 impl Serialize for Model {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut state = serializer.serialize_struct("Model", 5)?;
+        let mut state = serializer.serialize_struct("Model", 6)?;
         state.serialize_field("format", &FORMAT)?;
         state.serialize_field("allowlists", &self.allowlists)?;
         state.serialize_field("enabled", &self.enabled)?;
         state.serialize_field("pending", &self.pending)?;
         state.serialize_field("scopes", &self.scopes)?;
+        state.serialize_field("fleet", &self.fleet)?;
         state.end()
     }
 }
@@ -47,6 +49,8 @@ struct Saved {
     pending: Option<SavedPending>,
     #[serde(default)]
     scopes: Option<BTreeSet<PortScope>>,
+    #[serde(default)]
+    fleet: FleetMemo,
 }
 
 fn format_1() -> u32 {
@@ -65,6 +69,8 @@ struct SavedPending {
     acknowledge_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     revert_at: OffsetDateTime,
+    #[serde(default)]
+    release: Option<String>,
     #[serde(default)]
     revert_to: Option<Restore>,
     #[serde(default)]
@@ -120,6 +126,7 @@ impl Saved {
                     applied_at: saved.applied_at,
                     acknowledge_after: saved.acknowledge_after,
                     revert_at: saved.revert_at,
+                    release: saved.release,
                     revert_to,
                 })
             }
@@ -129,6 +136,7 @@ impl Saved {
             enabled: self.enabled,
             pending,
             scopes: self.scopes,
+            fleet: self.fleet,
             ..Model::default()
         })
     }
@@ -146,6 +154,7 @@ impl LegacyRestore {
             enabled: enabled.clone(),
             scopes: scopes.clone(),
             lists: Vec::new(),
+            created: Vec::new(),
         };
         match self {
             LegacyRestore::Enabled(before) => restore.enabled = before,

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::allowlist::Allowlist;
 use super::error::ModelError;
+use super::fleet::FleetMemo;
 use super::pending::Pending;
 use crate::policy::{Policy, PortScope};
 
@@ -43,6 +44,8 @@ pub struct Model {
     pub(super) pending: Option<Pending>,
     /// The protected ports set through the API; `None` until then.
     pub(super) scopes: Option<BTreeSet<PortScope>>,
+    /// What the host keeps of the fleet it follows.
+    pub(super) fleet: FleetMemo,
     /// The always-allow prefixes (from the daemon's configuration, never persisted).
     pub(super) always_allow: Vec<(IpNet, RuleId)>,
     /// The protected ports until the API sets some (configuration, never persisted).
@@ -159,6 +162,26 @@ impl Model {
             .values()
             .map(|list| list.entries.len())
             .sum()
+    }
+
+    /// Allowlists once the pending change is reverted: without those it created, with
+    /// those it deleted.
+    pub(super) fn lists_reverted(&self) -> usize {
+        let Some(pending) = &self.pending else {
+            return self.allowlists.len();
+        };
+        let restore = &pending.revert_to;
+        let created = restore
+            .created
+            .iter()
+            .filter(|id| self.allowlists.contains_key(*id))
+            .count();
+        let deleted = restore
+            .lists
+            .iter()
+            .filter(|list| !self.allowlists.contains_key(&list.id))
+            .count();
+        self.allowlists.len() - created + deleted
     }
 
     /// Entries over all allowlists once the pending change is reverted.

@@ -123,8 +123,9 @@ impl Model {
         };
         let at = "pending";
         let mut concerned = BTreeSet::new();
+        let restored = |id: &String| pending.revert_to.lists.iter().any(|list| &list.id == id);
         for id in &pending.allowlist_ids {
-            if !self.allowlists.contains_key(id) {
+            if !self.allowlists.contains_key(id) && !restored(id) {
                 return Err(InvalidState::at(
                     at,
                     format!("names allowlist {id}, which does not exist"),
@@ -163,7 +164,7 @@ impl Model {
             .revert_to
             .enabled
             .iter()
-            .find(|id| !self.allowlists.contains_key(*id))
+            .find(|id| !self.allowlists.contains_key(*id) && !restored(id))
         {
             return Err(InvalidState::at(
                 at,

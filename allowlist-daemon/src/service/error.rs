@@ -16,6 +16,9 @@ pub enum ServiceError {
     /// The kernel refused the change; it was rolled back.
     #[error("writing the policy to the kernel")]
     Dataplane(#[from] DataplaneError),
+    /// The worker running the operation failed.
+    #[error("the worker running the operation failed: {0}")]
+    Task(String),
     /// The lockout guard could not read the host's sessions.
     #[error("reading established sessions for the lockout guard")]
     Host(#[source] std::io::Error),

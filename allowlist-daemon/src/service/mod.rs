@@ -3,6 +3,7 @@
 //! A change nobody acknowledges is reverted at its deadline ([`revert`]).
 
 mod error;
+mod fleet;
 mod operations;
 mod readings;
 mod revert;
@@ -19,6 +20,7 @@ use crate::model::{Model, ModelError, Settings};
 use crate::store::Store;
 
 pub use error::ServiceError;
+pub use fleet::FleetSnapshot;
 pub use readings::{AlwaysAllowHits, EntryHits, EntryUse, FlowStatsView, Stats, Top, TopSource};
 pub use revert::SaveFailure;
 pub use setup::{kernel_rule_capacity, load_state, settings};

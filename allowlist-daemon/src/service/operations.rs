@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use super::setup::new_id;
 use super::{Service, ServiceError};
 use crate::host;
-use crate::model::{Allowlist, AllowlistInput, EntriesInput, Entry, Pending};
+use crate::model::{
+    Allowlist, AllowlistInput, ApplyReport, DesiredList, EntriesInput, Entry, Pending, Scope,
+};
 use crate::policy::PortScope;
 
 impl Service {
@@ -96,15 +98,62 @@ impl Service {
         client_ip: Option<IpAddr>,
         force: bool,
     ) -> Result<(), ServiceError> {
+        let guarded = self.guarded(client_ip, force)?;
+        self.transact(
+            |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
+            |model, settings, now| model.enable(ids, &guarded, force, now, settings),
+        )
+    }
+
+    /// The addresses the lockout guard protects when the host starts enforcing: `client_ip`
+    /// and the sources of established sessions to the protected ports (none once enforcing,
+    /// or with `force`).
+    pub(super) fn guarded(
+        &self,
+        client_ip: Option<IpAddr>,
+        force: bool,
+    ) -> Result<Vec<IpAddr>, ServiceError> {
         let mut guarded = if self.model.enforcing() || force {
             Vec::new()
         } else {
             host::established_inbound_sources(&self.protect_ports).map_err(ServiceError::Host)?
         };
         guarded.extend(client_ip);
+        Ok(guarded)
+    }
+
+    /// Converges the host's own lists to `desired` as one change (see
+    /// [`crate::model::Model::apply`]);
+    /// with `dry_run`, says what would change and changes nothing.
+    pub fn apply(
+        &mut self,
+        desired: Vec<DesiredList>,
+        prune: bool,
+        dry_run: bool,
+        client_ip: Option<IpAddr>,
+        force: bool,
+    ) -> Result<ApplyReport, ServiceError> {
+        let guarded = self.guarded(client_ip, force)?;
+        let scope = Scope::Local { prune };
+        if dry_run {
+            let mut copy = self.model.clone();
+            let now = time::OffsetDateTime::now_utc();
+            let report = copy.apply(
+                desired,
+                scope,
+                &guarded,
+                force,
+                now,
+                &self.settings,
+                &mut new_id,
+            )?;
+            return Ok(report);
+        }
         self.transact(
-            |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
-            |model, settings, now| model.enable(ids, &guarded, force, now, settings),
+            |report: &ApplyReport| format!("applied a policy file: {}", describe(report)),
+            |model, settings, now| {
+                model.apply(desired, scope, &guarded, force, now, settings, &mut new_id)
+            },
         )
     }
 
@@ -137,4 +186,28 @@ impl Service {
             |model, settings, now| model.acknowledge(now, settings),
         )
     }
+}
+
+/// An apply report on one line, for audit lines.
+pub(super) fn describe(report: &ApplyReport) -> String {
+    if report.is_empty() {
+        return "no change".into();
+    }
+    let mut parts = Vec::new();
+    let mut named = |what: &str, names: &[String]| {
+        if !names.is_empty() {
+            parts.push(format!("{what} {}", names.join(", ")));
+        }
+    };
+    named("created", &report.created);
+    named("deleted", &report.deleted);
+    named("enabled", &report.enabled);
+    named("disabled", &report.disabled);
+    for change in &report.updated {
+        parts.push(format!(
+            "updated {} (+{} -{})",
+            change.name, change.added, change.removed
+        ));
+    }
+    parts.join("; ")
 }

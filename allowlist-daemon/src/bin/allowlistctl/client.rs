@@ -1,16 +1,57 @@
 //! The admin API as allowlistctl calls it.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::{Context as _, anyhow};
 use serde_json::Value;
 
-/// The admin API, with the error body turned into an error.
+/// The admin API, with the error body turned into an error. The token is read on the
+/// first call: commands that talk to etcd only need none.
 pub(crate) struct Api {
-    pub(crate) agent: ureq::Agent,
-    pub(crate) url: String,
-    pub(crate) authorization: String,
+    agent: ureq::Agent,
+    url: String,
+    token: std::cell::OnceCell<String>,
+    given: Option<String>,
+    token_file: PathBuf,
 }
 
 impl Api {
+    /// The API at `url`, with `token`, else the token in `token_file`.
+    pub(crate) fn new(url: String, token: Option<String>, token_file: PathBuf) -> Api {
+        Api {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(120)))
+                .build()
+                .into(),
+            url,
+            token: std::cell::OnceCell::new(),
+            given: token,
+            token_file,
+        }
+    }
+
+    /// `Bearer <token>`.
+    fn authorization(&self) -> anyhow::Result<String> {
+        if let Some(token) = self.token.get() {
+            return Ok(format!("Bearer {token}"));
+        }
+        let token = match &self.given {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string(&self.token_file)
+                .with_context(|| {
+                    format!(
+                        "reading the admin token from {} (or give --token / ALLOWLIST_TOKEN)",
+                        self.token_file.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        };
+        Ok(format!("Bearer {}", self.token.get_or_init(|| token)))
+    }
+
     pub(crate) fn request(
         &self,
         method: &str,
@@ -22,7 +63,7 @@ impl Api {
         let mut builder = ureq::http::Request::builder()
             .method(method)
             .uri(&url)
-            .header("Authorization", &self.authorization);
+            .header("Authorization", self.authorization()?);
         if let Some(version) = if_match {
             builder = builder.header("If-Match", format!("\"{version}\""));
         }

@@ -1,6 +1,7 @@
 //! `allowlistctl`: the command-line client of allowlistd's admin API.
 
 mod client;
+mod fleet;
 mod output;
 
 use std::io::Read as _;
@@ -141,6 +142,38 @@ enum Command {
     },
     /// Acknowledge the pending change.
     Ack,
+    /// Converge this host's own lists to a policy file (TOML, or JSON of the same shape):
+    /// create and update the lists it names, enable and disable them as it says, leave the
+    /// others alone (--prune deletes them). A change to what is enforced is one pending change;
+    /// applying the same file twice changes nothing.
+    Apply {
+        /// The policy file (- for standard input).
+        #[arg(long = "file", short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        /// Delete this host's own lists the file does not name.
+        #[arg(long)]
+        prune: bool,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until the change may be acknowledged, then acknowledge it: proves that this
+        /// client still reaches the host through the new policy.
+        #[arg(long)]
+        wait_ack: bool,
+        /// The address to protect from lockout [default: the client address in SSH_CONNECTION].
+        #[arg(long)]
+        client_ip: Option<IpAddr>,
+        /// Apply even if it would cut off your address or established sessions.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print this host's own lists as a policy file (TOML; --json for JSON), which `apply`
+    /// reads back unchanged.
+    Export,
+    /// Fleets: publish a policy file to many hosts through etcd, acknowledge it, see each
+    /// host's state; detach this host from its fleet.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Would this address pass now, and why.
     Evaluate {
         /// The address.
@@ -172,27 +205,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let token = match cli.token {
-        Some(token) => token,
-        None => std::fs::read_to_string(&cli.token_file)
-            .with_context(|| {
-                format!(
-                    "reading the admin token from {} (or give --token / ALLOWLIST_TOKEN)",
-                    cli.token_file.display()
-                )
-            })?
-            .trim()
-            .to_owned(),
-    };
-    let api = Api {
-        agent: ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into(),
-        url: cli.url,
-        authorization: format!("Bearer {token}"),
-    };
+    let api = Api::new(cli.url, cli.token, cli.token_file);
     let output = match cli.command {
         Command::Status => Output::State(api.get("/v1/enforcement")?),
         Command::List => Output::Lists(api.get("/v1/allowlists")?),
@@ -315,6 +328,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(&json!({ "protect": ports })),
             None,
         )?),
+        Command::Apply {
+            file,
+            prune,
+            dry_run,
+            wait_ack,
+            client_ip,
+            force,
+        } => {
+            let policy = read_policy_file(&file)?;
+            let mut body = json!({
+                "allowlists": policy.allowlists,
+                "prune": prune,
+                "dry_run": dry_run,
+                "force": force,
+            });
+            if let Some(ip) = client_ip.or_else(ssh_client_ip) {
+                body["client_ip"] = json!(ip);
+            }
+            let applied = api.post("/v1/apply", &body)?;
+            if wait_ack && !dry_run && !applied["enforcement"]["pending"].is_null() {
+                wait_and_acknowledge(&api, &applied["enforcement"]["pending"])?;
+                let mut acknowledged = applied;
+                acknowledged["acknowledged"] = json!(true);
+                Output::Applied(acknowledged)
+            } else {
+                Output::Applied(applied)
+            }
+        }
+        Command::Export => {
+            let lists = api.get("/v1/allowlists")?;
+            let file = allowlist_daemon::policy_file::PolicyFile {
+                base: None,
+                allowlists: lists["allowlists"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|list| list["fleet"].is_null())
+                    .map(declared)
+                    .collect(),
+            };
+            Output::File(file)
+        }
+        Command::Fleet(command) => fleet::run(command, &api)?,
         Command::Ack => {
             Output::State(api.request("POST", "/v1/enforcement/acknowledge", None, None)?)
         }
@@ -325,6 +381,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     output.print(cli.json)
+}
+
+/// A list as the API shows it, as a policy file declares it.
+fn declared(list: &Value) -> allowlist_daemon::model::DesiredList {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    allowlist_daemon::model::DesiredList {
+        name: text(&list["name"]),
+        description: text(&list["description"]),
+        enabled: list["enabled"] == true,
+        allow_all: list["allow_all"] == true,
+        entries: list["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|entry| allowlist_daemon::model::EntryInput {
+                cidr: text(&entry["cidr"]),
+                description: Some(text(&entry["description"])).filter(|d| !d.is_empty()),
+            })
+            .collect(),
+    }
+}
+
+/// Reads a policy file (`-`: standard input), checked as a whole.
+pub(crate) fn read_policy_file(
+    path: &std::path::Path,
+) -> anyhow::Result<allowlist_daemon::policy_file::PolicyFile> {
+    use allowlist_daemon::policy_file::PolicyFile;
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        return Ok(PolicyFile::parse(std::path::Path::new("<stdin>"), &text)?);
+    }
+    Ok(PolicyFile::read(path)?)
+}
+
+/// Waits until the pending change may be acknowledged, then acknowledges it.
+fn wait_and_acknowledge(api: &Api, pending: &Value) -> anyhow::Result<()> {
+    let after = pending["acknowledge_after"]
+        .as_str()
+        .and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .context("the pending change has no acknowledge_after")?;
+    let wait = after - time::OffsetDateTime::now_utc();
+    if let Ok(wait) = Duration::try_from(wait) {
+        eprintln!(
+            "waiting {}s until the change may be acknowledged",
+            wait.as_secs() + 1
+        );
+        std::thread::sleep(wait + Duration::from_millis(200));
+    }
+    api.request("POST", "/v1/enforcement/acknowledge", None, None)?;
+    Ok(())
 }
 
 /// The CIDR an entry argument names, normalised as the API shows it (`/32` added).

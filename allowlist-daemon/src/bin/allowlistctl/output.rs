@@ -10,6 +10,9 @@ pub(crate) enum Output {
     Evaluation(Value),
     Stats(Value),
     Top(Value),
+    Applied(Value),
+    Fleet(Value),
+    File(allowlist_daemon::policy_file::PolicyFile),
     Message(String),
 }
 
@@ -22,6 +25,14 @@ impl Output {
         };
         match self {
             Output::Message(message) => println!("{message}"),
+            Output::File(file) if as_json => {
+                println!("{}", serde_json::to_string_pretty(&file)?)
+            }
+            Output::File(file) => print!("{}", file.to_toml()),
+            Output::Applied(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Applied(v) => print_applied(&v),
+            Output::Fleet(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Fleet(v) => print_fleet(&v),
             Output::State(v)
             | Output::Lists(v)
             | Output::List(v)
@@ -209,5 +220,81 @@ fn join(values: &Value) -> String {
         "none".into()
     } else {
         items.join(", ")
+    }
+}
+
+/// What an apply changed, a line per list, then the pending change.
+fn print_applied(v: &Value) {
+    let report = &v["report"];
+    let prefix = if v["dry_run"] == true {
+        "would be "
+    } else {
+        ""
+    };
+    let names = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.as_str().map(str::to_owned))
+            .collect()
+    };
+    for (key, what) in [("created", "created"), ("deleted", "deleted")] {
+        for name in names(key) {
+            println!("{prefix}{what}: {name}");
+        }
+    }
+    for change in report["updated"].as_array().into_iter().flatten() {
+        println!(
+            "{prefix}updated: {} (+{} -{} prefixes)",
+            change["name"].as_str().unwrap_or_default(),
+            change["added"],
+            change["removed"]
+        );
+    }
+    for (key, what) in [("enabled", "enabled"), ("disabled", "disabled")] {
+        for name in names(key) {
+            println!("{prefix}{what}: {name}");
+        }
+    }
+    if v["changed"] != true {
+        println!("nothing to change: the host already matches the file");
+        return;
+    }
+    let pending = &v["enforcement"]["pending"];
+    if v["acknowledged"] == true {
+        println!("acknowledged");
+    } else if v["dry_run"] != true && !pending.is_null() {
+        println!(
+            "pending: acknowledge between {} and {} (allowlistctl ack), or it reverts",
+            pending["acknowledge_after"].as_str().unwrap_or_default(),
+            pending["revert_at"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+/// Each host of a fleet, a line each.
+fn print_fleet(v: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    println!(
+        "fleet {}: current release {}",
+        text(&v["fleet"]),
+        text(&v["current"])
+    );
+    println!(
+        "{:<24} {:<13} {:<24} {:<24} {:<22} {:<22} REASON",
+        "HOST", "STATE", "RELEASE", "APPLIED", "REVERT AT", "LAST SEEN"
+    );
+    for host in v["hosts"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<13} {:<24} {:<24} {:<22} {:<22} {}",
+            text(&host["host"]),
+            text(&host["state"]),
+            text(&host["release"]),
+            text(&host["applied"]),
+            text(&host["revert_at"]),
+            text(&host["updated_at"]),
+            host["reason"].as_str().unwrap_or("")
+        );
     }
 }

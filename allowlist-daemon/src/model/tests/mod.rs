@@ -1,5 +1,6 @@
 //! Unit tests of the pure model, with the helpers they share.
 
+mod apply;
 mod changes;
 mod lists;
 mod saved;

@@ -1,0 +1,133 @@
+//! The options of fleet following: on the command line `--fleet-*`, in the file a `[fleet]`
+//! table (`endpoints = [...]`, `name = "web"`, ...).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::fleet::{EtcdOptions, FleetConfig};
+
+/// How this host follows a fleet; all unset: it follows none.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FleetOptions {
+    /// etcd endpoints of the fleet to follow (http://10.0.0.5:2379, https://...); repeat or
+    /// separate with commas.
+    #[arg(long = "fleet-endpoints", value_name = "URL", value_delimiter = ',')]
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+
+    /// The fleet to follow (letters, digits, `.`, `_`, `-`).
+    #[arg(long = "fleet", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// This host's name in the fleet [default: the system's host name].
+    #[arg(long = "host-name", value_name = "NAME")]
+    pub host_name: Option<String>,
+
+    /// CA certificate (PEM) that signed etcd's certificates; turns TLS on.
+    #[arg(long = "fleet-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcds that ask for one; with --fleet-key.
+    #[arg(long = "fleet-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// The client certificate's key (PEM).
+    #[arg(long = "fleet-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// etcd user, for etcds with authentication; with --fleet-password-file.
+    #[arg(long = "fleet-user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// File holding the etcd user's password.
+    #[arg(long = "fleet-password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Whether `name` may name a fleet or a host: it becomes part of etcd keys.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl FleetOptions {
+    /// Fills what these options leave unset from `file`.
+    pub fn or(self, file: FleetOptions) -> FleetOptions {
+        FleetOptions {
+            endpoints: if self.endpoints.is_empty() {
+                file.endpoints
+            } else {
+                self.endpoints
+            },
+            name: self.name.or(file.name),
+            host_name: self.host_name.or(file.host_name),
+            ca: self.ca.or(file.ca),
+            cert: self.cert.or(file.cert),
+            key: self.key.or(file.key),
+            user: self.user.or(file.user),
+            password_file: self.password_file.or(file.password_file),
+        }
+    }
+
+    /// The fleet to follow, checked; `None` when no fleet is configured.
+    pub fn resolve(self) -> Result<Option<FleetConfig>, ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let fleet = match (self.name, self.endpoints.is_empty()) {
+            (None, true) => return Ok(None),
+            (Some(_), true) => return invalid("--fleet needs --fleet-endpoints".into()),
+            (None, false) => return invalid("--fleet-endpoints needs --fleet NAME".into()),
+            (Some(name), false) => name,
+        };
+        if !valid_name(&fleet) {
+            return invalid(format!(
+                "--fleet {fleet:?}: use letters, digits, '.', '_' and '-' (at most 128)"
+            ));
+        }
+        let host = match self.host_name {
+            Some(host) => host,
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .unwrap_or_default(),
+        };
+        if !valid_name(&host) {
+            return invalid(format!(
+                "the host name {host:?} cannot name this host in the fleet: give --host-name \
+                 (letters, digits, '.', '_' and '-')"
+            ));
+        }
+        let identity = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return invalid("--fleet-cert and --fleet-key go together".into()),
+        };
+        if identity.is_some() && self.ca.is_none() {
+            return invalid("--fleet-cert needs --fleet-ca (TLS)".into());
+        }
+        let user = match (self.user, self.password_file) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(&file)
+                    .map_err(|source| ConfigError::Read { path: file, source })?;
+                Some((user, password.trim().to_owned()))
+            }
+            (None, None) => None,
+            _ => return invalid("--fleet-user and --fleet-password-file go together".into()),
+        };
+        Ok(Some(FleetConfig {
+            etcd: EtcdOptions {
+                endpoints: self.endpoints,
+                ca: self.ca,
+                identity,
+                user,
+            },
+            fleet,
+            host,
+        }))
+    }
+}

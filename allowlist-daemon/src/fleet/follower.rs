@@ -1,0 +1,469 @@
+//! The host's side of a fleet: follow the fleet's current release, apply it as one pending
+//! change, acknowledge it once the fleet did, report under a lease; reconnect with jittered
+//! backoff when etcd is away (enforcement is the kernel's and goes on), resume the watch
+//! where it was, and relist when that revision was compacted.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::keys::Keys;
+use super::status::{FleetState, HostStatus};
+use super::store::{EtcdOptions, FleetError, FleetStore};
+use crate::model::{ModelError, rfc3339};
+use crate::service::{FleetSnapshot, Service, ServiceError};
+
+/// The host's status key lives this long without renewal: a dead host shows as gone then.
+const LEASE_TTL_SECONDS: i64 = 10;
+/// How often the lease is renewed and the status rewritten.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How often the follower looks at the clock (acknowledgement windows, reverts).
+const TICK: Duration = Duration::from_millis(500);
+/// The longest wait before reconnecting.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Which fleet the host follows, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// How to reach etcd.
+    pub etcd: EtcdOptions,
+    /// The fleet.
+    pub fleet: String,
+    /// This host's name in the fleet.
+    pub host: String,
+}
+
+/// The follower's state, for `GET /v1/fleet` and the metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetView {
+    /// The fleet followed.
+    pub fleet: String,
+    /// This host's name in it.
+    pub host: String,
+    /// Whether etcd answers.
+    pub connected: bool,
+    /// Where the host stands with the current release.
+    pub state: FleetState,
+    /// The fleet's current release, as last seen.
+    pub release: Option<String>,
+    /// The release acknowledged on this host.
+    pub applied: Option<String>,
+    /// Why it failed, reverted or waits.
+    pub reason: Option<String>,
+    /// When a pending release reverts unless acknowledged (RFC 3339).
+    pub revert_at: Option<String>,
+    /// When the host last heard from etcd (RFC 3339).
+    pub last_sync: Option<String>,
+    /// The last error talking to etcd.
+    pub last_error: Option<String>,
+}
+
+impl FleetView {
+    /// The view before the first connection.
+    pub fn new(config: &FleetConfig) -> FleetView {
+        FleetView {
+            fleet: config.fleet.clone(),
+            host: config.host.clone(),
+            connected: false,
+            state: FleetState::Waiting,
+            release: None,
+            applied: None,
+            reason: Some("connecting to etcd".into()),
+            revert_at: None,
+            last_sync: None,
+            last_error: None,
+        }
+    }
+}
+
+/// What one pass over the state decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Standing {
+    state: FleetState,
+    reason: Option<String>,
+    revert_at: Option<OffsetDateTime>,
+}
+
+/// The follower: runs until the daemon stops.
+pub struct Follower {
+    config: FleetConfig,
+    service: Arc<Mutex<Service>>,
+    view: Arc<Mutex<FleetView>>,
+    keys: Keys,
+    /// The fleet's current release, as last read.
+    current: Option<String>,
+    /// The releases acknowledged for the fleet, as last read.
+    acks: BTreeSet<String>,
+    /// Releases this host could not apply, with why (tried again after a restart).
+    failed: Option<(String, String)>,
+    /// The last revision seen: a new connection resumes watching after it.
+    revision: Option<i64>,
+}
+
+impl Follower {
+    /// A follower of `config`'s fleet, driving `service` and reporting in `view`.
+    pub fn new(
+        config: FleetConfig,
+        service: Arc<Mutex<Service>>,
+        view: Arc<Mutex<FleetView>>,
+    ) -> Follower {
+        Follower {
+            keys: Keys::new(&config.fleet),
+            config,
+            service,
+            view,
+            current: None,
+            acks: BTreeSet::new(),
+            failed: None,
+            revision: None,
+        }
+    }
+
+    /// Follows the fleet for ever, reconnecting with jittered backoff.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let snapshot = self.snapshot().await;
+            self.show(|view| view.applied = snapshot.applied.clone());
+            if snapshot.detached {
+                self.show(|view| {
+                    view.state = FleetState::Detached;
+                    view.reason =
+                        Some("detached by the operator (allowlistctl fleet attach)".into());
+                });
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            match self.session().await {
+                Ok(()) => backoff = Duration::from_millis(500),
+                Err(err) => {
+                    let text = crate::error_chain(&err);
+                    let was_connected = self.show(|view| {
+                        let was = view.connected;
+                        view.connected = false;
+                        view.last_error = Some(text.clone());
+                        was
+                    });
+                    if was_connected {
+                        tracing::warn!(error = %text, "lost the fleet's etcd; enforcement goes on, reconnecting");
+                    }
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One connection: register, catch up, then follow the watch until something fails or
+    /// the host is detached.
+    async fn session(&mut self) -> Result<(), FleetError> {
+        let mut store = FleetStore::connect(&self.config.etcd, &self.config.fleet).await?;
+        let lease = store
+            .client()
+            .lease_grant(LEASE_TTL_SECONDS, None)
+            .await
+            .map_err(etcd("granting the status lease"))?
+            .id();
+        let (mut keeper, mut renewals) = store
+            .client()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(etcd("keeping the status lease"))?;
+        store.join(&self.config.host).await?;
+        self.show(|view| {
+            view.connected = true;
+            view.last_error = None;
+        });
+        tracing::info!(fleet = %self.config.fleet, host = %self.config.host, "connected to the fleet");
+        let mut watch = match self.revision {
+            // Resume where the last connection stopped: nothing published meanwhile is lost.
+            Some(revision) => self.watch(&mut store, revision + 1).await?,
+            None => {
+                let revision = self.relist(&mut store).await?;
+                self.watch(&mut store, revision + 1).await?
+            }
+        };
+        let mut tick = tokio::time::interval(TICK);
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        let mut reported: Option<HostStatus> = None;
+        loop {
+            tokio::select! {
+                message = watch.message() => {
+                    let response = message
+                        .map_err(etcd("watching the fleet"))?
+                        .ok_or_else(|| FleetError::Etcd {
+                            action: "watching the fleet".into(),
+                            source: etcd_client::Error::WatchError("the watch ended".into()),
+                        })?;
+                    if response.compact_revision() > 0 || response.canceled() {
+                        tracing::warn!(
+                            compacted = response.compact_revision(),
+                            "the watch's revision was compacted: relisting the fleet"
+                        );
+                        let revision = self.relist(&mut store).await?;
+                        watch = self.watch(&mut store, revision + 1).await?;
+                        continue;
+                    }
+                    if let Some(header) = response.header() {
+                        self.revision = Some(header.revision());
+                    }
+                    for event in response.events() {
+                        if let Some(kv) = event.kv() {
+                            self.note(kv.key(), kv.value(), event.event_type());
+                        }
+                    }
+                }
+                _ = tick.tick() => {}
+                _ = renew.tick() => {
+                    keeper.keep_alive().await.map_err(etcd("renewing the status lease"))?;
+                    renewals.message().await.map_err(etcd("renewing the status lease"))?;
+                    reported = None;
+                }
+            }
+            self.show(|view| view.last_sync = Some(rfc3339(OffsetDateTime::now_utc())));
+            let snapshot = self.snapshot().await;
+            if snapshot.detached {
+                return Ok(());
+            }
+            let standing = self.step(&mut store, snapshot).await?;
+            let applied = self.snapshot().await.applied;
+            let status = self.status(&standing, applied);
+            if reported.as_ref() != Some(&status) {
+                let written = HostStatus {
+                    updated_at: rfc3339(OffsetDateTime::now_utc()),
+                    ..status.clone()
+                };
+                store.report(&written, lease).await?;
+                reported = Some(status);
+            }
+        }
+    }
+
+    /// Reads the fleet's current release and acknowledgements afresh; returns the revision
+    /// read at.
+    async fn relist(&mut self, store: &mut FleetStore) -> Result<i64, FleetError> {
+        let response = store
+            .client()
+            .get(
+                self.keys.prefix(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(etcd("listing the fleet"))?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let ack_prefix = self.keys.ack("");
+        self.acks = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                String::from_utf8_lossy(kv.key())
+                    .strip_prefix(&ack_prefix)
+                    .map(str::to_owned)
+            })
+            .collect();
+        self.current = store.current().await?.map(|(id, _)| id);
+        self.revision = Some(revision);
+        Ok(revision)
+    }
+
+    /// Watches, from revision `from`, what the follower acts on: the current release and the
+    /// acknowledgements (not the releases' content, which it reads when it needs it).
+    async fn watch(
+        &mut self,
+        store: &mut FleetStore,
+        from: i64,
+    ) -> Result<etcd_client::WatchStream, FleetError> {
+        let mut watch = store
+            .client()
+            .watch(
+                self.keys.current(),
+                Some(WatchOptions::new().with_start_revision(from)),
+            )
+            .await
+            .map_err(etcd("watching the fleet"))?;
+        watch
+            .watch(
+                self.keys.ack(""),
+                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+            )
+            .await
+            .map_err(etcd("watching the fleet's acknowledgements"))?;
+        Ok(watch)
+    }
+
+    /// Takes in one watched change: the current release or an acknowledgement.
+    fn note(&mut self, key: &[u8], value: &[u8], kind: EventType) {
+        let key = String::from_utf8_lossy(key);
+        if key == self.keys.current() {
+            self.current =
+                (kind == EventType::Put).then(|| String::from_utf8_lossy(value).into_owned());
+        } else if let Some(id) = key.strip_prefix(&self.keys.ack("")) {
+            match kind {
+                EventType::Put => self.acks.insert(id.to_owned()),
+                EventType::Delete => self.acks.remove(id),
+            };
+        }
+    }
+
+    /// Decides and does what the current release asks of this host now.
+    async fn step(
+        &mut self,
+        store: &mut FleetStore,
+        snapshot: FleetSnapshot,
+    ) -> Result<Standing, FleetError> {
+        let standing = |state, reason: Option<String>, revert_at| Standing {
+            state,
+            reason,
+            revert_at,
+        };
+        let Some(current) = self.current.clone() else {
+            return Ok(standing(
+                FleetState::Waiting,
+                Some("no release published yet".into()),
+                None,
+            ));
+        };
+        if let Some((pending, acknowledge_after, revert_at)) = snapshot.pending {
+            if self.acks.contains(&pending) && OffsetDateTime::now_utc() >= acknowledge_after {
+                let release = pending.clone();
+                match self
+                    .with_service(move |s| s.acknowledge_release(&release))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(release = %pending, "release acknowledged for the fleet")
+                    }
+                    Err(err) => {
+                        tracing::warn!(release = %pending, error = %crate::error_chain(&err), "acknowledging the release")
+                    }
+                }
+                return Ok(standing(FleetState::Acknowledged, None, None));
+            }
+            let reason = (pending != current)
+                .then(|| format!("release {pending} is pending; {current} waits for it"));
+            return Ok(standing(FleetState::Pending, reason, Some(revert_at)));
+        }
+        if snapshot.applied.as_deref() == Some(current.as_str()) {
+            return Ok(standing(FleetState::Acknowledged, None, None));
+        }
+        if snapshot.reverted.as_deref() == Some(current.as_str()) {
+            let reason = "nobody acknowledged it in time: reverted to the previous policy".into();
+            return Ok(standing(FleetState::Reverted, Some(reason), None));
+        }
+        if let Some((release, reason)) = &self.failed
+            && *release == current
+        {
+            return Ok(standing(FleetState::Failed, Some(reason.clone()), None));
+        }
+        if snapshot.local_pending {
+            let reason = "a local change is pending: the release waits for it".into();
+            return Ok(standing(FleetState::Waiting, Some(reason), None));
+        }
+        self.show(|view| view.state = FleetState::Applying);
+        let release = store.release(&current).await?;
+        let fleet = self.config.fleet.clone();
+        match self
+            .with_service(move |s| s.apply_release(&fleet, &release))
+            .await
+        {
+            Ok(report) => {
+                tracing::info!(release = %current, changes = %format!("{report:?}"), "applied a fleet release; pending until the fleet acknowledges it");
+                let snapshot = self.snapshot().await;
+                Ok(standing(
+                    FleetState::Pending,
+                    None,
+                    snapshot.pending.map(|(_, _, at)| at),
+                ))
+            }
+            Err(ServiceError::Refused(ModelError::ChangePending { .. })) => Ok(standing(
+                FleetState::Waiting,
+                Some("a local change is pending: the release waits for it".into()),
+                None,
+            )),
+            Err(err) => {
+                let reason = crate::error_chain(&err);
+                tracing::error!(release = %current, reason, "cannot apply the fleet release: staying on the previous policy");
+                self.failed = Some((current, reason.clone()));
+                Ok(standing(FleetState::Failed, Some(reason), None))
+            }
+        }
+    }
+
+    /// The status to publish for `standing` (its time left to the writer), and the view to
+    /// show.
+    fn status(&self, standing: &Standing, applied: Option<String>) -> HostStatus {
+        let status = HostStatus {
+            host: self.config.host.clone(),
+            state: standing.state,
+            release: self.current.clone(),
+            applied,
+            reason: standing.reason.clone(),
+            revert_at: standing.revert_at.map(rfc3339),
+            updated_at: String::new(),
+        };
+        self.show(|view| {
+            view.state = status.state;
+            view.release = status.release.clone();
+            view.applied = status.applied.clone();
+            view.reason = status.reason.clone();
+            view.revert_at = status.revert_at.clone();
+        });
+        status
+    }
+
+    async fn snapshot(&self) -> FleetSnapshot {
+        let service = self.service.clone();
+        tokio::task::spawn_blocking(move || {
+            service
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .fleet_snapshot()
+        })
+        .await
+        // The worker died: act as if a local change were pending (do nothing).
+        .unwrap_or(FleetSnapshot {
+            detached: false,
+            applied: None,
+            reverted: None,
+            pending: None,
+            local_pending: true,
+        })
+    }
+
+    /// Runs `operation` on the service off the async workers.
+    async fn with_service<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&mut Service) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let service = self.service.clone();
+        tokio::task::spawn_blocking(move || {
+            operation(&mut service.lock().unwrap_or_else(PoisonError::into_inner))
+        })
+        .await
+        .unwrap_or_else(|err| Err(ServiceError::Task(err.to_string())))
+    }
+
+    /// Changes the view; returns what `change` returns.
+    fn show<T>(&self, change: impl FnOnce(&mut FleetView) -> T) -> T {
+        change(&mut self.view.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn etcd(action: &'static str) -> impl FnOnce(etcd_client::Error) -> FleetError {
+    move |source| FleetError::Etcd {
+        action: action.into(),
+        source,
+    }
+}
+
+/// `wait`, 20 % shorter or longer at random: hosts that lost etcd together do not all come
+/// back at the same moment.
+fn jitter(wait: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    wait.mul_f64(0.8 + 0.4 * f64::from(byte[0]) / 255.0)
+}

@@ -1,0 +1,75 @@
+//! Where a fleet lives in etcd: every key under `/allowlist/fleets/<fleet>/`.
+//!
+//! | key | value |
+//! |---|---|
+//! | `current` | the id of the release hosts follow |
+//! | `releases/<id>` | the release's [`super::release::Header`] |
+//! | `releases/<id>/chunks/<n>` | the n-th chunk of its content |
+//! | `acks/<id>` | the operator's acknowledgement of the release |
+//! | `members/<host>` | that a host follows the fleet (kept) |
+//! | `hosts/<host>` | the host's status, bound to its lease (gone with the host) |
+
+/// The keys of one fleet.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// The keys of fleet `fleet`.
+    pub fn new(fleet: &str) -> Keys {
+        Keys {
+            prefix: format!("/allowlist/fleets/{fleet}/"),
+        }
+    }
+
+    /// The prefix of every key of the fleet.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The id of the current release.
+    pub fn current(&self) -> String {
+        format!("{}current", self.prefix)
+    }
+
+    /// A release's header.
+    pub fn release(&self, id: &str) -> String {
+        format!("{}releases/{id}", self.prefix)
+    }
+
+    /// Chunk `n` of a release's content.
+    pub fn chunk(&self, id: &str, n: usize) -> String {
+        format!("{}releases/{id}/chunks/{n:06}", self.prefix)
+    }
+
+    /// The prefix of a release's chunks.
+    pub fn chunks(&self, id: &str) -> String {
+        format!("{}releases/{id}/chunks/", self.prefix)
+    }
+
+    /// The acknowledgement of a release.
+    pub fn ack(&self, id: &str) -> String {
+        format!("{}acks/{id}", self.prefix)
+    }
+
+    /// The prefix of every host's status.
+    pub fn hosts(&self) -> String {
+        format!("{}hosts/", self.prefix)
+    }
+
+    /// A host's status.
+    pub fn host(&self, host: &str) -> String {
+        format!("{}{host}", self.hosts())
+    }
+
+    /// The prefix of every member.
+    pub fn members(&self) -> String {
+        format!("{}members/", self.prefix)
+    }
+
+    /// That a host follows the fleet.
+    pub fn member(&self, host: &str) -> String {
+        format!("{}{host}", self.members())
+    }
+}

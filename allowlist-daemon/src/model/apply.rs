@@ -1,0 +1,324 @@
+//! Converging to a declared set of lists in one transaction: `allowlistctl apply` for the
+//! host's own lists, and fleet releases for the fleet's lists.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::allowlist::{Allowlist, FleetOrigin};
+use super::error::ModelError;
+use super::input::{EntryInput, allocate_entries, parse_entries};
+use super::pending::{Action, Restore};
+use super::rules::RuleAllocator;
+use super::state::{IdSource, Model, Settings};
+use super::validate::{check_description, check_name};
+
+/// One list as a policy file or a fleet release declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredList {
+    /// Its name: lists are matched by name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Whether it is enabled.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Whether it may hold `0.0.0.0/0` or `::/0`.
+    #[serde(default)]
+    pub allow_all: bool,
+    /// Its entries.
+    #[serde(default)]
+    pub entries: Vec<EntryInput>,
+}
+
+/// Which lists an apply converges.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The host's own lists; with `prune`, own lists the declaration does not name are
+    /// deleted, else left alone.
+    Local {
+        /// Delete own lists not named.
+        prune: bool,
+    },
+    /// The lists of `fleet` as `release` declares them; fleet lists it does not name are
+    /// deleted. A release is always one pending change, acknowledged for the fleet.
+    Fleet {
+        /// The fleet.
+        fleet: &'a str,
+        /// The release.
+        release: &'a str,
+    },
+}
+
+/// One list an apply changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListChange {
+    /// The list's name.
+    pub name: String,
+    /// Prefixes added.
+    pub added: usize,
+    /// Prefixes removed.
+    pub removed: usize,
+}
+
+/// What an apply changed (or, for a dry run, would change), by list name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    /// Lists created.
+    pub created: Vec<String>,
+    /// Lists whose entries, description or flags changed.
+    pub updated: Vec<ListChange>,
+    /// Lists deleted.
+    pub deleted: Vec<String>,
+    /// Lists enabled.
+    pub enabled: Vec<String>,
+    /// Lists disabled.
+    pub disabled: Vec<String>,
+}
+
+impl ApplyReport {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty()
+            && self.updated.is_empty()
+            && self.deleted.is_empty()
+            && self.enabled.is_empty()
+            && self.disabled.is_empty()
+    }
+}
+
+impl Model {
+    /// Converges the lists of `scope` to `desired`, in one transaction: creates and replaces
+    /// lists by name, deletes what the scope says, enables and disables as declared. A change
+    /// that narrows what is enforced or changes which lists are enabled (and any fleet
+    /// release) becomes the one pending change, whose revert restores every list it touched
+    /// and the enabled set exactly. Refused as a whole, changing nothing, if any part is
+    /// invalid, if a change is pending, or (not enforcing yet, without `force`) if it would
+    /// drop `guarded`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        desired: Vec<DesiredList>,
+        scope: Scope<'_>,
+        guarded: &[IpAddr],
+        force: bool,
+        now: OffsetDateTime,
+        settings: &Settings,
+        ids: IdSource,
+    ) -> Result<ApplyReport, ModelError> {
+        let mut next = self.clone();
+        let mut report = ApplyReport::default();
+        let mut touched = BTreeSet::new();
+        let mut snapshots = Vec::new();
+        let mut created = Vec::new();
+        let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
+        let mut names = BTreeSet::new();
+        for (index, list) in desired.iter().enumerate() {
+            let at = format!("allowlists[{index}]");
+            let name = list.name.trim();
+            check_name(name, &format!("{at}.name"), settings)?;
+            check_description(&list.description, &format!("{at}.description"), settings)?;
+            if !names.insert(name.to_owned()) {
+                return Err(ModelError::DuplicateName {
+                    name: name.to_owned(),
+                });
+            }
+            let existing = self.allowlists().find(|l| l.name == name);
+            if let Some(existing) = existing {
+                self.check_owner(existing, scope)?;
+            }
+            let entries = list.entries.clone();
+            let previous = existing.map_or(&[][..], |l| &l.entries);
+            let parsed = parse_entries(
+                entries,
+                &format!("{at}.entries"),
+                &[],
+                list.allow_all,
+                settings,
+            )?;
+            let entries = allocate_entries(parsed, previous, &mut allocator, ids)?;
+            let origin = match scope {
+                Scope::Local { .. } => existing.and_then(|l| l.fleet.clone()),
+                Scope::Fleet { fleet, release } => Some(FleetOrigin {
+                    fleet: fleet.to_owned(),
+                    release: release.to_owned(),
+                }),
+            };
+            let id = match existing {
+                Some(old) => {
+                    let new = Allowlist {
+                        name: name.to_owned(),
+                        description: list.description.clone(),
+                        entries,
+                        allow_all: list.allow_all,
+                        fleet: origin,
+                        updated_at: now,
+                        version: old.version + 1,
+                        ..old.clone()
+                    };
+                    if !same_content(old, &new) {
+                        report.updated.push(change(old, &new));
+                        snapshots.push(old.clone());
+                        touched.insert(old.id.clone());
+                        next.allowlists.insert(old.id.clone(), new);
+                    }
+                    old.id.clone()
+                }
+                None => {
+                    let id = ids("al");
+                    report.created.push(name.to_owned());
+                    created.push(id.clone());
+                    touched.insert(id.clone());
+                    next.allowlists.insert(
+                        id.clone(),
+                        Allowlist {
+                            id: id.clone(),
+                            name: name.to_owned(),
+                            description: list.description.clone(),
+                            entries,
+                            allow_all: list.allow_all,
+                            fleet: origin,
+                            created_at: now,
+                            updated_at: now,
+                            version: 1,
+                        },
+                    );
+                    id
+                }
+            };
+            let was_enabled = self.is_enabled(&id);
+            if list.enabled && !was_enabled {
+                report.enabled.push(name.to_owned());
+                touched.insert(id.clone());
+                next.enabled.insert(id);
+            } else if !list.enabled && was_enabled {
+                report.disabled.push(name.to_owned());
+                touched.insert(id.clone());
+                next.enabled.remove(&id);
+            }
+        }
+        for list in self.allowlists() {
+            if !names.contains(&list.name) && scope.deletes(list) {
+                report.deleted.push(list.name.clone());
+                if next.enabled.remove(&list.id) {
+                    report.disabled.push(list.name.clone());
+                }
+                touched.insert(list.id.clone());
+                snapshots.push(list.clone());
+                next.allowlists.remove(&list.id);
+            }
+        }
+        let release = matches!(scope, Scope::Fleet { .. });
+        if report.is_empty() && !release {
+            return Ok(report);
+        }
+        self.check_no_pending()?;
+        next.check_apply_limits(self, settings)?;
+        next.check_allows_something(&next.enabled, None)?;
+        if !self.enforcing() && next.enforcing() && !force {
+            let mut cut_off: Vec<IpAddr> = guarded
+                .iter()
+                .copied()
+                .filter(|addr| !next.evaluate(*addr).allowed)
+                .collect();
+            cut_off.sort();
+            cut_off.dedup();
+            if !cut_off.is_empty() {
+                return Err(ModelError::WouldLockOut { addresses: cut_off });
+            }
+        }
+        if release || self.apply_narrows(&next) {
+            let restore = Restore {
+                created,
+                ..self.restore_point(snapshots)
+            };
+            let action = if release {
+                Action::Release
+            } else {
+                Action::Apply
+            };
+            next.begin_pending(
+                action,
+                touched.into_iter().collect(),
+                restore,
+                now,
+                settings,
+            );
+            if let (Some(pending), Scope::Fleet { release, .. }) = (&mut next.pending, scope) {
+                pending.release = Some(release.to_owned());
+            }
+        }
+        *self = next;
+        Ok(report)
+    }
+
+    /// Whether `next` enforces less than this model: another enabled set, or an enabled
+    /// list that lost a prefix.
+    fn apply_narrows(&self, next: &Model) -> bool {
+        self.enabled != next.enabled
+            || self.enabled_lists().any(|old| {
+                next.allowlists
+                    .get(&old.id)
+                    .is_none_or(|new| !old.is_covered_by(new))
+            })
+    }
+
+    /// The list and entry limits, for the state an apply leads to.
+    fn check_apply_limits(&self, before: &Model, settings: &Settings) -> Result<(), ModelError> {
+        if self.allowlists.len() > settings.max_lists.max(before.allowlists.len()) {
+            return Err(ModelError::LimitExceeded {
+                what: format!("too many allowlists ({})", self.allowlists.len()),
+                limit: settings.max_lists,
+                field: Some("allowlists".into()),
+            });
+        }
+        let total = self.total_entries();
+        if total > settings.max_entries {
+            return Err(ModelError::LimitExceeded {
+                what: format!("too many entries ({total})"),
+                limit: settings.max_entries,
+                field: Some("allowlists".into()),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Scope<'_> {
+    /// Whether a list the declaration does not name is deleted.
+    fn deletes(&self, list: &Allowlist) -> bool {
+        match self {
+            Scope::Local { prune } => *prune && list.fleet.is_none(),
+            Scope::Fleet { fleet, .. } => list.fleet.as_ref().is_some_and(|o| o.fleet == *fleet),
+        }
+    }
+}
+
+/// Whether two versions of a list hold the same: name, description, flags, origin, entries.
+fn same_content(old: &Allowlist, new: &Allowlist) -> bool {
+    old.name == new.name
+        && old.description == new.description
+        && old.allow_all == new.allow_all
+        && old.fleet == new.fleet
+        && old.entries.len() == new.entries.len()
+        && old
+            .entries
+            .iter()
+            .zip(&new.entries)
+            .all(|(a, b)| a.cidr == b.cidr && a.description == b.description)
+}
+
+/// How `old` became `new`, in prefixes.
+fn change(old: &Allowlist, new: &Allowlist) -> ListChange {
+    let before: BTreeSet<_> = old.entries.iter().map(|e| e.cidr).collect();
+    let after: BTreeSet<_> = new.entries.iter().map(|e| e.cidr).collect();
+    ListChange {
+        name: new.name.clone(),
+        added: after.difference(&before).count(),
+        removed: before.difference(&after).count(),
+    }
+}

@@ -1,0 +1,98 @@
+//! What the fleet follower asks of the service: where the host stands, applying a release,
+//! acknowledging it for the fleet, and detaching.
+
+use time::OffsetDateTime;
+
+use super::setup::new_id;
+use super::{Service, ServiceError};
+use crate::fleet::Release;
+use crate::model::{ApplyReport, Pending, Scope};
+
+/// Where the host stands with its fleet, as the model says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSnapshot {
+    /// The operator detached the host.
+    pub detached: bool,
+    /// The last release acknowledged on this host.
+    pub applied: Option<String>,
+    /// The last release this host reverted.
+    pub reverted: Option<String>,
+    /// The release pending here: its id, when it may be acknowledged, when it reverts.
+    pub pending: Option<(String, OffsetDateTime, OffsetDateTime)>,
+    /// Whether some other change is pending (a local one).
+    pub local_pending: bool,
+}
+
+impl Service {
+    /// Where the host stands with its fleet.
+    pub fn fleet_snapshot(&self) -> FleetSnapshot {
+        let model = self.model();
+        let memo = model.fleet();
+        let pending = model.pending();
+        FleetSnapshot {
+            detached: memo.detached,
+            applied: memo.applied.clone(),
+            reverted: memo.reverted.clone(),
+            pending: model.pending_release().and_then(|release| {
+                pending.map(|p| (release.to_owned(), p.acknowledge_after, p.revert_at))
+            }),
+            local_pending: pending.is_some() && model.pending_release().is_none(),
+        }
+    }
+
+    /// Applies `release` of fleet `fleet` as one pending change, guarded against cutting off
+    /// established sessions to the protected ports.
+    pub fn apply_release(
+        &mut self,
+        fleet: &str,
+        release: &Release,
+    ) -> Result<ApplyReport, ServiceError> {
+        let guarded = self.guarded(None, false)?;
+        let scope = Scope::Fleet {
+            fleet,
+            release: &release.id,
+        };
+        self.transact(
+            |report: &ApplyReport| {
+                format!(
+                    "applied release {} of fleet {fleet}: {}",
+                    release.id,
+                    super::operations::describe(report)
+                )
+            },
+            |model, settings, now| {
+                model.apply(
+                    release.allowlists.clone(),
+                    scope,
+                    &guarded,
+                    false,
+                    now,
+                    settings,
+                    &mut new_id,
+                )
+            },
+        )
+    }
+
+    /// Acknowledges the pending release `release`, which the fleet acknowledged.
+    pub fn acknowledge_release(&mut self, release: &str) -> Result<Pending, ServiceError> {
+        self.transact(
+            |_| format!("acknowledged release {release} for the fleet"),
+            |model, settings, now| model.acknowledge_release(release, now, settings),
+        )
+    }
+
+    /// Stops following the fleet (its lists become editable), or follows it again.
+    pub fn set_fleet_detached(&mut self, detached: bool) -> Result<(), ServiceError> {
+        self.transact(
+            |_| {
+                if detached {
+                    "detached from the fleet".to_owned()
+                } else {
+                    "attached to the fleet again".to_owned()
+                }
+            },
+            |model, _, _| model.set_detached(detached),
+        )
+    }
+}
