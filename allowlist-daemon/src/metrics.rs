@@ -72,7 +72,7 @@ pub fn render(
             out,
             "allowlist_entry_hits_total{{allowlist_id=\"{}\",entry_id=\"{}\",cidr=\"{}\"}} {}",
             label(&entry.allowlist_id),
-            label(&entry.entry_id),
+            label(&entry.entry_id.to_string()),
             entry.cidr,
             entry.hits
         );

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use allowlist_daemon::model::{
-    AllowlistInput, DesiredList, EntriesInput, EntryInput, IdSource, Model, ModelError, Scope,
-    Settings,
+    AllowlistInput, DesiredList, EntriesInput, EntryId, EntryInput, IdSource, Model, ModelError,
+    NewIds, Scope, Settings,
 };
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::reference::{Enforced, Reference};
@@ -130,6 +130,21 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|seconds| Op::Wait { seconds }),
         1 => Just(Op::Restart),
     ]
+}
+
+/// Deterministic ids, counted on across steps.
+struct SeqIds(u64);
+
+impl NewIds for SeqIds {
+    fn list_id(&mut self) -> String {
+        self.0 += 1;
+        format!("al{}", self.0)
+    }
+
+    fn entry_id(&mut self) -> EntryId {
+        self.0 += 1;
+        EntryId(self.0)
+    }
 }
 
 struct Harness {
@@ -257,11 +272,7 @@ impl Harness {
         let before = seen(&self.model);
         let reverted_before = seen(&self.model.reverted());
         let pending_before = self.model.pending().map(|p| p.applied_at);
-        let mut next = self.next_id;
-        let mut ids = |prefix: &'static str| {
-            next += 1;
-            format!("{prefix}{next}")
-        };
+        let mut ids = SeqIds(self.next_id);
         let outcome: Result<(), ModelError> = match op {
             Op::Create { list, cidrs } => self
                 .model
@@ -294,9 +305,9 @@ impl Harness {
                 let target = self.model.allowlist(&id).ok().and_then(|l| {
                     (!l.entries.is_empty()).then(|| l.entries[entry % l.entries.len()].clone())
                 });
-                let entry_id = target.as_ref().map_or("none".into(), |e| e.id.clone());
+                let entry_id = target.as_ref().map_or(EntryId(u64::MAX), |e| e.id);
                 self.model
-                    .remove_entry(&id, &entry_id, None, now, &settings)
+                    .remove_entry(&id, entry_id, None, now, &settings)
                     .map(|removed| {
                         let mut set = self.reference.entries(&id);
                         set.remove(&removed.cidr);
@@ -408,7 +419,7 @@ impl Harness {
                 Ok(())
             }
         };
-        self.next_id = next;
+        self.next_id = ids.0;
         let after = seen(&self.model);
         let pending_after = self.model.pending().map(|p| p.applied_at);
         if outcome.is_err() {

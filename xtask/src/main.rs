@@ -36,8 +36,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Measure the data path (as root) and write bench/RESULTS.md.
-    Bench,
+    /// Measure the data path, the control plane and a flood (as root), beside peers, and
+    /// write bench/RESULTS.md.
+    Bench {
+        /// Run only these sections (replies, scaling, control, flood) and print them; the
+        /// report is written only by a run of every section.
+        #[arg(long, value_name = "SECTION")]
+        only: Vec<String>,
+    },
     /// Install allowlistd and allowlistctl, the systemd unit and an example config.
     Install {
         /// Installation prefix of the binaries.
@@ -80,7 +86,7 @@ fn main() -> anyhow::Result<()> {
                 exec(Command::new("target/release/allowlistd").args(args))
             }
         }
-        Task::Bench => {
+        Task::Bench { only } => {
             system::require_root("cargo xtask bench")?;
             system::ensure_bench_commands()?;
             system::ensure_bpffs()?;
@@ -92,7 +98,14 @@ fn main() -> anyhow::Result<()> {
                 "--package",
                 "allowlist-bench",
             ]))?;
-            run(Command::new("target/release/allowlist-bench").arg("bench/RESULTS.md"))
+            let mut bench = Command::new("target/release/allowlist-bench");
+            for section in &only {
+                bench.args(["--only", section]);
+            }
+            if only.is_empty() {
+                bench.arg("bench/RESULTS.md");
+            }
+            run(&mut bench)
         }
         Task::Install { prefix, destdir } => {
             build(true)?;

@@ -11,7 +11,7 @@ use super::views::{
     AllowlistView, EntryView, allowlist_response, allowlist_view, if_match, with_etag,
 };
 use super::{ApiError, AppState, with_service};
-use crate::model::{AllowlistInput, EntriesInput, rfc3339};
+use crate::model::{AllowlistInput, EntriesInput, ModelError, rfc3339};
 
 pub(super) async fn list_allowlists(
     State(state): State<AppState>,
@@ -110,7 +110,11 @@ pub(super) async fn remove_entry(
 ) -> Result<StatusCode, ApiError> {
     let version = if_match(&headers)?;
     with_service(&state, move |service| {
-        service.remove_entry(&id, &entry_id, version)?;
+        let entry_id = entry_id.parse().map_err(|_| ModelError::NotFound {
+            what: "entry",
+            id: entry_id.clone(),
+        })?;
+        service.remove_entry(&id, entry_id, version)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::ApiError;
-use crate::model::{Action, Allowlist, Entry, FleetOrigin, Model, rfc3339};
+use std::sync::Arc;
+
+use crate::model::{Action, Allowlist, Entry, EntryId, FleetOrigin, Model, rfc3339};
 use crate::service::Service;
 
 /// The version named by an `If-Match` header; `*` and no header match any.
@@ -36,9 +38,10 @@ pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 #[derive(Serialize)]
 pub(super) struct EntryView {
-    pub(super) id: String,
+    pub(super) id: EntryId,
     pub(super) cidr: IpNet,
-    pub(super) description: String,
+    #[serde(serialize_with = "text_or_empty")]
+    pub(super) description: Option<Arc<str>>,
     /// Packets allowed (in `GET /v1/allowlists/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) hits: Option<u64>,
@@ -47,10 +50,18 @@ pub(super) struct EntryView {
     pub(super) last_hit: Option<Option<String>>,
 }
 
+/// A description as the API shows it: empty when there is none.
+fn text_or_empty<S: serde::Serializer>(
+    text: &Option<Arc<str>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(text.as_deref().unwrap_or(""))
+}
+
 impl From<&Entry> for EntryView {
     fn from(entry: &Entry) -> Self {
         EntryView {
-            id: entry.id.clone(),
+            id: entry.id,
             cidr: entry.cidr,
             description: entry.description.clone(),
             hits: None,

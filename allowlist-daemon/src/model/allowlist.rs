@@ -1,21 +1,68 @@
 //! An allowlist and its entries, as the model keeps them.
 
+use std::fmt;
+use std::sync::Arc;
+
 use allowlist_common::RuleId;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// An entry's id, unique across lists: 64 bits, written `en_` and 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId(pub u64);
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "en_{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for EntryId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix("en_")
+            .filter(|hex| (1..=16).contains(&hex.len()))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(EntryId)
+            .ok_or_else(|| format!("{s:?} is not an entry id (en_ and 16 hex digits)"))
+    }
+}
+
+impl Serialize for EntryId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// One allowed prefix in an allowlist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Generated id, unique across lists.
-    pub id: String,
+    pub id: EntryId,
     /// The prefix (host bits clear).
     pub cidr: IpNet,
-    /// Free text.
-    pub description: String,
+    /// Free text, shared between entries that have the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Arc<str>>,
     /// Index of the entry's hit counter in the kernel.
     pub rule: RuleId,
+}
+
+impl Entry {
+    /// The description, empty when there is none.
+    pub fn description(&self) -> &str {
+        self.description.as_deref().unwrap_or("")
+    }
 }
 
 /// A named allowlist.
@@ -27,8 +74,9 @@ pub struct Allowlist {
     pub name: String,
     /// Free text.
     pub description: String,
-    /// The entries, in the order they were added.
-    pub entries: Vec<Entry>,
+    /// The entries, sorted by prefix, each prefix once; shared between copies of the model
+    /// until one of them edits the list.
+    pub entries: Arc<Vec<Entry>>,
     /// Whether the list may hold a prefix that allows every source of a family
     /// (`0.0.0.0/0`, `::/0`): only when the request said so.
     #[serde(default)]
@@ -60,8 +108,16 @@ impl Allowlist {
     /// Whether every prefix of this list is also in `other`: replacing this list by `other`
     /// does not narrow what it allows.
     pub fn is_covered_by(&self, other: &Allowlist) -> bool {
-        let kept: std::collections::BTreeSet<IpNet> =
-            other.entries.iter().map(|entry| entry.cidr).collect();
-        self.entries.iter().all(|entry| kept.contains(&entry.cidr))
+        self.entries
+            .iter()
+            .all(|entry| other.entry(&entry.cidr).is_some())
+    }
+
+    /// The entry of prefix `cidr`, if the list has one (a binary search: entries are sorted).
+    pub fn entry(&self, cidr: &IpNet) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|entry| entry.cidr.cmp(cidr))
+            .ok()
+            .map(|index| &self.entries[index])
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -132,7 +133,7 @@ impl Model {
                 self.check_owner(existing, scope)?;
             }
             let entries = list.entries.clone();
-            let previous = existing.map_or(&[][..], |l| &l.entries);
+            let previous = existing.map_or(&[][..], |l| l.entries.as_slice());
             let parsed = parse_entries(
                 entries,
                 &format!("{at}.entries"),
@@ -153,7 +154,7 @@ impl Model {
                     let new = Allowlist {
                         name: name.to_owned(),
                         description: list.description.clone(),
-                        entries,
+                        entries: Arc::new(entries),
                         allow_all: list.allow_all,
                         fleet: origin,
                         updated_at: now,
@@ -169,7 +170,7 @@ impl Model {
                     old.id.clone()
                 }
                 None => {
-                    let id = ids("al");
+                    let id = ids.list_id();
                     report.created.push(name.to_owned());
                     created.push(id.clone());
                     touched.insert(id.clone());
@@ -179,7 +180,7 @@ impl Model {
                             id: id.clone(),
                             name: name.to_owned(),
                             description: list.description.clone(),
-                            entries,
+                            entries: Arc::new(entries),
                             allow_all: list.allow_all,
                             fleet: origin,
                             created_at: now,
@@ -308,7 +309,7 @@ fn same_content(old: &Allowlist, new: &Allowlist) -> bool {
         && old
             .entries
             .iter()
-            .zip(&new.entries)
+            .zip(new.entries.iter())
             .all(|(a, b)| a.cidr == b.cidr && a.description == b.description)
 }
 

@@ -177,7 +177,7 @@ impl Model {
         let lists = enabled.iter().filter_map(|id| self.allowlists.get(id));
         self.always_allow.iter().any(|(net, _)| net.contains(&addr))
             || lists
-                .flat_map(|list| &list.entries)
+                .flat_map(|list| list.entries.iter())
                 .any(|entry| entry.cidr.contains(&addr))
     }
 

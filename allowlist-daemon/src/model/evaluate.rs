@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::allowlist::EntryId;
 use super::state::Model;
 
 /// Why an address would pass or not.
@@ -27,7 +28,7 @@ pub struct Match {
     /// The allowlist.
     pub allowlist_id: String,
     /// The entry.
-    pub entry_id: String,
+    pub entry_id: EntryId,
     /// The entry's prefix.
     pub cidr: IpNet,
 }
@@ -55,7 +56,7 @@ impl Model {
                     .filter(move |entry| entry.cidr.contains(&addr))
                     .map(move |entry| Match {
                         allowlist_id: list.id.clone(),
-                        entry_id: entry.id.clone(),
+                        entry_id: entry.id,
                         cidr: entry.cidr,
                     })
             })

@@ -1,6 +1,7 @@
 //! What clients send, and how it is checked and turned into entries.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -51,58 +52,90 @@ pub struct EntriesInput {
     pub allow_all: bool,
 }
 
+/// A parsed entry: its prefix and its description (shared with equal ones).
+pub(super) type ParsedEntry = (IpNet, Option<Arc<str>>);
+
 /// Parses and checks entries: valid CIDRs, descriptions within the limit, no duplicates among
-/// themselves or with `existing`, allow-all prefixes only with `allow_all`.
+/// themselves or with `existing` (sorted), allow-all prefixes only with `allow_all`. Returns
+/// them sorted by prefix; equal descriptions share one allocation.
 pub(super) fn parse_entries(
     inputs: Vec<EntryInput>,
     field: &str,
     existing: &[Entry],
     allow_all: bool,
     settings: &Settings,
-) -> Result<Vec<(IpNet, String)>, ModelError> {
-    let mut seen: BTreeSet<IpNet> = existing.iter().map(|entry| entry.cidr).collect();
+) -> Result<Vec<ParsedEntry>, ModelError> {
+    let mut descriptions: HashMap<String, Arc<str>> = HashMap::new();
     let mut parsed = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
-        let at = format!("{field}[{index}]");
         let cidr = parse_cidr(&input.cidr).map_err(|source| ModelError::Cidr {
-            field: format!("{at}.cidr"),
+            field: format!("{field}[{index}].cidr"),
             source,
         })?;
-        check_allow_all(cidr, &format!("{at}.cidr"), allow_all)?;
-        let description = input.description.unwrap_or_default();
-        check_description(&description, &format!("{at}.description"), settings)?;
-        if !seen.insert(cidr) {
-            return Err(ModelError::DuplicateEntry {
-                field: format!("{at}.cidr"),
-                cidr,
-            });
+        if cidr.prefix_len() == 0 && !allow_all {
+            check_allow_all(cidr, &format!("{field}[{index}].cidr"), allow_all)?;
         }
-        parsed.push((cidr, description));
+        let description = match input.description {
+            Some(text) if !text.is_empty() => {
+                // A description no longer in bytes than the limit is within it in characters.
+                if text.len() > settings.max_description_len {
+                    check_description(&text, &format!("{field}[{index}].description"), settings)?;
+                }
+                let shared = descriptions
+                    .entry(text)
+                    .or_insert_with_key(|text| Arc::from(text.as_str()));
+                Some(shared.clone())
+            }
+            _ => None,
+        };
+        parsed.push((cidr, description, index));
     }
-    Ok(parsed)
+    parsed.sort_by_key(|(cidr, _, index)| (*cidr, *index));
+    // The first duplicate in the request's order: the later of two equal prefixes.
+    let duplicate = parsed
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0)
+        .map(|pair| (pair[1].2, pair[1].0))
+        .chain(
+            parsed
+                .iter()
+                .filter(|(cidr, ..)| existing.binary_search_by(|e| e.cidr.cmp(cidr)).is_ok())
+                .map(|(cidr, _, index)| (*index, *cidr)),
+        )
+        .min();
+    if let Some((index, cidr)) = duplicate {
+        return Err(ModelError::DuplicateEntry {
+            field: format!("{field}[{index}].cidr"),
+            cidr,
+        });
+    }
+    Ok(parsed
+        .into_iter()
+        .map(|(cidr, description, _)| (cidr, description))
+        .collect())
 }
 
-/// Turns parsed entries into entries, reusing the id and rule of a `previous` entry with the
-/// same prefix and allocating fresh ones otherwise.
+/// Turns parsed entries (sorted by prefix) into entries, reusing the id and rule of a
+/// `previous` entry (sorted) with the same prefix and allocating fresh ones otherwise.
 pub(super) fn allocate_entries(
-    parsed: Vec<(IpNet, String)>,
+    parsed: Vec<ParsedEntry>,
     previous: &[Entry],
     allocator: &mut RuleAllocator,
     ids: IdSource,
 ) -> Result<Vec<Entry>, ModelError> {
-    let previous: BTreeMap<IpNet, &Entry> =
-        previous.iter().map(|entry| (entry.cidr, entry)).collect();
+    let mut previous = previous.iter().peekable();
     parsed
         .into_iter()
         .map(|(cidr, description)| {
-            if let Some(old) = previous.get(&cidr) {
+            while previous.next_if(|old| old.cidr < cidr).is_some() {}
+            if let Some(old) = previous.next_if(|old| old.cidr == cidr) {
                 return Ok(Entry {
                     description,
-                    ..(*old).clone()
+                    ..old.clone()
                 });
             }
             Ok(Entry {
-                id: ids("en"),
+                id: ids.entry_id(),
                 cidr,
                 description,
                 rule: allocator.allocate()?,

@@ -3,7 +3,9 @@
 
 use time::OffsetDateTime;
 
-use super::allowlist::{Allowlist, Entry};
+use std::sync::Arc;
+
+use super::allowlist::{Allowlist, Entry, EntryId};
 use super::error::ModelError;
 use super::input::{AllowlistInput, EntriesInput, allocate_entries, parse_entries};
 use super::pending::Action;
@@ -33,12 +35,12 @@ impl Model {
         self.check_totals(parsed.len(), 0, false, settings)?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let entries = allocate_entries(parsed, &[], &mut allocator, ids)?;
-        let id = ids("al");
+        let id = ids.list_id();
         let list = Allowlist {
             id: id.clone(),
             name,
             description,
-            entries,
+            entries: Arc::new(entries),
             allow_all: input.allow_all,
             fleet: None,
             created_at: now,
@@ -71,7 +73,7 @@ impl Model {
             id: current.id.clone(),
             name,
             description,
-            entries,
+            entries: Arc::new(entries),
             allow_all: input.allow_all,
             fleet: current.fleet.clone(),
             created_at: current.created_at,
@@ -125,7 +127,11 @@ impl Model {
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let added = allocate_entries(parsed, &[], &mut allocator, ids)?;
         let mut next = current.clone();
-        next.entries.extend(added.iter().cloned());
+        let mut merged = Vec::with_capacity(current.entries.len() + added.len());
+        merged.extend(current.entries.iter().cloned());
+        merged.extend(added.iter().cloned());
+        merged.sort_by_key(|a| a.cidr);
+        next.entries = Arc::new(merged);
         next.allow_all = allow_all;
         self.put_list(next, now, settings)?;
         Ok(added)
@@ -135,7 +141,7 @@ impl Model {
     pub fn remove_entry(
         &mut self,
         id: &str,
-        entry_id: &str,
+        entry_id: EntryId,
         if_match: Option<u64>,
         now: OffsetDateTime,
         settings: &Settings,
@@ -148,10 +154,10 @@ impl Model {
             .position(|entry| entry.id == entry_id)
             .ok_or_else(|| ModelError::NotFound {
                 what: "entry",
-                id: entry_id.to_owned(),
+                id: entry_id.to_string(),
             })?;
         let mut next = current.clone();
-        let removed = next.entries.remove(index);
+        let removed = Arc::make_mut(&mut next.entries).remove(index);
         self.put_list(next, now, settings)?;
         Ok(removed)
     }

@@ -51,14 +51,14 @@ mod saved;
 mod state;
 mod validate;
 
-pub use allowlist::{Allowlist, Entry, FleetOrigin};
+pub use allowlist::{Allowlist, Entry, EntryId, FleetOrigin};
 pub use apply::{ApplyReport, DesiredList, ListChange, Scope};
 pub use error::{InvalidState, ModelError};
 pub use evaluate::{Evaluation, Match, Reason};
 pub use fleet::FleetMemo;
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};
-pub use state::{IdSource, Model, Settings, rfc3339};
+pub use state::{IdSource, Model, NewIds, Settings, rfc3339};
 
 #[cfg(test)]
 mod tests;

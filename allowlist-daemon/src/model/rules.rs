@@ -1,6 +1,7 @@
 //! Rule ids: the index of each entry's hit counter in the kernel.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use allowlist_common::RuleId;
 use ipnet::IpNet;
@@ -72,7 +73,9 @@ impl Model {
             .chain(restorable)
             .flat_map(|list| {
                 let id = list.id.as_str();
-                list.entries.iter_mut().map(move |entry| (id, entry))
+                Arc::make_mut(&mut list.entries)
+                    .iter_mut()
+                    .map(move |entry| (id, entry))
             })
             .collect();
         let mut owner: BTreeMap<RuleId, (&str, IpNet)> = BTreeMap::new();

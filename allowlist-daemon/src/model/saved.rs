@@ -2,6 +2,7 @@
 //! earlier releases, read and converted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
@@ -99,6 +100,12 @@ impl Saved {
             ));
         }
         let mut allowlists = self.allowlists;
+        // Entries are kept sorted by prefix (format 1 kept them in the order they came).
+        for list in allowlists.values_mut() {
+            if !list.entries.is_sorted_by(|a, b| a.cidr < b.cidr) {
+                Arc::make_mut(&mut list.entries).sort_by_key(|a| a.cidr);
+            }
+        }
         if self.format == 1 {
             // Format 1 took allow-all prefixes without asking: they were asked for then.
             for list in allowlists.values_mut() {
@@ -165,11 +172,13 @@ impl LegacyRestore {
             } => {
                 if let Some(current) = allowlists.get(&allowlist_id) {
                     let mut list = current.clone();
+                    let restored = Arc::make_mut(&mut list.entries);
                     for entry in entries {
-                        if !list.entries.iter().any(|e| e.cidr == entry.cidr) {
-                            list.entries.push(entry);
+                        if !restored.iter().any(|e| e.cidr == entry.cidr) {
+                            restored.push(entry);
                         }
                     }
+                    restored.sort_by_key(|a| a.cidr);
                     restore.lists.push(list);
                 }
             }

@@ -8,7 +8,7 @@ use allowlist_common::RuleId;
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
-use super::allowlist::Allowlist;
+use super::allowlist::{Allowlist, EntryId};
 use super::error::ModelError;
 use super::fleet::FleetMemo;
 use super::pending::Pending;
@@ -33,8 +33,16 @@ pub struct Settings {
     pub rule_capacity: RuleId,
 }
 
-/// Makes new ids: called with a prefix ("al" or "en"), returns an id never used before.
-pub type IdSource<'a> = &'a mut dyn FnMut(&'static str) -> String;
+/// Makes ids never used before, for new lists and entries.
+pub trait NewIds {
+    /// A new list id (`al_...`).
+    fn list_id(&mut self) -> String;
+    /// A new entry id.
+    fn entry_id(&mut self) -> EntryId;
+}
+
+/// Where a model operation takes its new ids from.
+pub type IdSource<'a> = &'a mut dyn NewIds;
 
 /// The state the admin API manages, as persisted (see the module's invariants).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,7 +116,7 @@ impl Model {
     pub fn effective_policy(&self) -> Policy {
         let mut policy: Policy = self.always_allow.iter().copied().collect();
         for list in self.enabled_lists() {
-            for entry in &list.entries {
+            for entry in list.entries.iter() {
                 policy.insert(entry.cidr, entry.rule);
             }
         }
@@ -117,7 +125,7 @@ impl Model {
 
     /// The prefixes in force that allow every source of their family (`0.0.0.0/0`, `::/0`).
     pub fn allow_all_prefixes(&self) -> BTreeSet<IpNet> {
-        let lists = self.enabled_lists().flat_map(|list| &list.entries);
+        let lists = self.enabled_lists().flat_map(|list| list.entries.iter());
         self.always_allow
             .iter()
             .map(|(net, _)| *net)

@@ -1,11 +1,11 @@
 //! The checks a request and a saved state both go through, and the check of a whole saved
 //! state against the invariants.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use ipnet::IpNet;
 
-use super::allowlist::Allowlist;
+use super::allowlist::{Allowlist, EntryId};
 use super::error::{InvalidState, ModelError};
 use super::state::{Model, Settings};
 
@@ -76,7 +76,7 @@ fn check_list(
     list: &Allowlist,
     at: &str,
     settings: &Settings,
-    entry_ids: &mut BTreeSet<String>,
+    entry_ids: &mut HashSet<EntryId>,
 ) -> Result<(), InvalidState> {
     let fail = |err: ModelError| InvalidState::at(at, err);
     if list.id.is_empty() {
@@ -84,26 +84,22 @@ fn check_list(
     }
     check_name(&list.name, "name", settings).map_err(fail)?;
     check_description(&list.description, "description", settings).map_err(fail)?;
-    let mut prefixes = BTreeSet::new();
     for (index, entry) in list.entries.iter().enumerate() {
-        let field = format!("entries[{index}]");
-        check_prefix(entry.cidr, &format!("{field}.cidr"), list.allow_all).map_err(fail)?;
-        check_description(
-            &entry.description,
-            &format!("{field}.description"),
-            settings,
-        )
-        .map_err(fail)?;
-        if !prefixes.insert(entry.cidr) {
+        // The entry's place, written only for an error: a state holds millions of them.
+        let place = || format!("{at}.entries[{index}]");
+        let fail_entry = |err: ModelError| InvalidState::at(place(), err);
+        check_prefix(entry.cidr, "cidr", list.allow_all).map_err(fail_entry)?;
+        check_description(entry.description(), "description", settings).map_err(fail_entry)?;
+        if index > 0 && list.entries[index - 1].cidr >= entry.cidr {
             return Err(InvalidState::at(
-                format!("{at}.{field}"),
-                format!("{} is in the list twice", entry.cidr),
+                place(),
+                format!("{} is in the list twice, or out of order", entry.cidr),
             ));
         }
-        if entry.id.is_empty() || !entry_ids.insert(entry.id.clone()) {
+        if !entry_ids.insert(entry.id) {
             return Err(InvalidState::at(
-                format!("{at}.{field}"),
-                format!("entry id {:?} is empty or used twice", entry.id),
+                place(),
+                format!("entry id {} is used twice", entry.id),
             ));
         }
     }
@@ -157,7 +153,7 @@ impl Model {
                 list,
                 &format!("{at}.revert_to.{}", list.id),
                 settings,
-                &mut BTreeSet::new(),
+                &mut HashSet::new(),
             )?;
         }
         if let Some(missing) = pending
@@ -189,7 +185,7 @@ impl Model {
             ));
         }
         let mut names = BTreeSet::new();
-        let mut entry_ids = BTreeSet::new();
+        let mut entry_ids = HashSet::new();
         for (key, list) in &self.allowlists {
             let at = format!("allowlists.{key}");
             if *key != list.id {

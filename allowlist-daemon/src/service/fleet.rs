@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::setup::new_id;
+use super::setup::RandomIds;
 use super::{Service, ServiceError};
 use crate::fleet::Release;
 use crate::model::{ApplyReport, Pending, Scope};
@@ -68,7 +68,7 @@ impl Service {
                     false,
                     now,
                     settings,
-                    &mut new_id,
+                    &mut RandomIds,
                 )
             },
         )

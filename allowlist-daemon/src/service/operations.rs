@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::setup::new_id;
+use super::setup::RandomIds;
 use super::{Service, ServiceError};
 use crate::host;
 use crate::model::{
-    Allowlist, AllowlistInput, ApplyReport, DesiredList, EntriesInput, Entry, Pending, Scope,
+    Allowlist, AllowlistInput, ApplyReport, DesiredList, EntriesInput, Entry, EntryId, Pending,
+    Scope,
 };
 use crate::policy::PortScope;
 
@@ -24,7 +25,7 @@ impl Service {
                     list.entries.len()
                 )
             },
-            |model, settings, now| model.create(input, now, settings, &mut new_id).cloned(),
+            |model, settings, now| model.create(input, now, settings, &mut RandomIds).cloned(),
         )
     }
 
@@ -47,7 +48,7 @@ impl Service {
             },
             |model, settings, now| {
                 model
-                    .replace(id, input, if_match, now, settings, &mut new_id)
+                    .replace(id, input, if_match, now, settings, &mut RandomIds)
                     .cloned()
             },
         )
@@ -69,7 +70,7 @@ impl Service {
     ) -> Result<Vec<Entry>, ServiceError> {
         self.transact(
             |added: &Vec<Entry>| format!("added {} entries to allowlist {id}", added.len()),
-            |model, settings, now| model.add_entries(id, input, now, settings, &mut new_id),
+            |model, settings, now| model.add_entries(id, input, now, settings, &mut RandomIds),
         )
     }
 
@@ -77,7 +78,7 @@ impl Service {
     pub fn remove_entry(
         &mut self,
         id: &str,
-        entry_id: &str,
+        entry_id: EntryId,
         if_match: Option<u64>,
     ) -> Result<Entry, ServiceError> {
         self.transact(
@@ -145,14 +146,22 @@ impl Service {
                 force,
                 now,
                 &self.settings,
-                &mut new_id,
+                &mut RandomIds,
             )?;
             return Ok(report);
         }
         self.transact(
             |report: &ApplyReport| format!("applied a policy file: {}", describe(report)),
             |model, settings, now| {
-                model.apply(desired, scope, &guarded, force, now, settings, &mut new_id)
+                model.apply(
+                    desired,
+                    scope,
+                    &guarded,
+                    force,
+                    now,
+                    settings,
+                    &mut RandomIds,
+                )
             },
         )
     }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::{Service, ServiceError};
 use crate::dataplane::{Counters, DataplaneError, FlowStats};
-use crate::model::rfc3339;
+use crate::model::{EntryId, rfc3339};
 
 /// Hits of one allowlist entry.
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +19,7 @@ pub struct EntryHits {
     /// The allowlist.
     pub allowlist_id: String,
     /// The entry.
-    pub entry_id: String,
+    pub entry_id: EntryId,
     /// Its prefix.
     pub cidr: IpNet,
     /// Packets it allowed.
@@ -176,10 +176,10 @@ impl Service {
         let counters = self.dataplane.counters()?;
         let mut entries = Vec::new();
         for list in self.model.allowlists() {
-            for entry in &list.entries {
+            for entry in list.entries.iter() {
                 entries.push(EntryHits {
                     allowlist_id: list.id.clone(),
-                    entry_id: entry.id.clone(),
+                    entry_id: entry.id,
                     cidr: entry.cidr,
                     hits: self.dataplane.rule_hits(entry.rule)?,
                 });

@@ -1,13 +1,14 @@
 //! From the configuration to the model: limits, rule capacities, the always-allow prefixes,
 //! the state loaded and checked, and new ids.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use allowlist_common::RuleId;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::model::{Model, Settings};
+use crate::model::{EntryId, Model, NewIds, Settings};
 use crate::store::{Store, StoreError};
 
 /// Rule ids available to allowlist entries: room for a full replacement of every entry (old
@@ -62,16 +63,35 @@ pub fn load_state(config: &Config, store: &Store) -> Result<Option<Model>, Store
     Ok(Some(model))
 }
 
-/// A fresh random id such as `al_1f0c93a4d2b7e650`.
-pub(super) fn new_id(prefix: &'static str) -> String {
-    static FALLBACK: AtomicU64 = AtomicU64::new(0);
-    let mut bytes = [0u8; 8];
-    let value = match getrandom::fill(&mut bytes) {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => {
-            let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
-            nanos ^ FALLBACK.fetch_add(1, Ordering::Relaxed).rotate_left(32)
-        }
-    };
-    format!("{prefix}_{value:016x}")
+/// New ids: a process-wide counter started at random and mixed (splitmix64's finalizer, a
+/// bijection), so ids are unique within a run and collide across runs with a chance of one
+/// in 2^64 per pair, without a system call per id.
+pub(super) struct RandomIds;
+
+impl RandomIds {
+    fn next() -> u64 {
+        static STATE: OnceLock<AtomicU64> = OnceLock::new();
+        let state = STATE.get_or_init(|| {
+            let mut seed = [0u8; 8];
+            if getrandom::fill(&mut seed).is_err() {
+                let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+                seed = nanos.to_le_bytes();
+            }
+            AtomicU64::new(u64::from_le_bytes(seed))
+        });
+        let mut z = state.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl NewIds for RandomIds {
+    fn list_id(&mut self) -> String {
+        format!("al_{:016x}", RandomIds::next())
+    }
+
+    fn entry_id(&mut self) -> EntryId {
+        EntryId(RandomIds::next())
+    }
 }

@@ -152,7 +152,7 @@ fn removing_from_an_enabled_list_is_pending_and_reverts_to_the_list_as_it_was() 
 
     let gone = acknowledged.entries[1].clone();
     model
-        .remove_entry(&id, &gone.id, None, t(100), &settings())
+        .remove_entry(&id, gone.id, None, t(100), &settings())
         .expect("remove");
     assert_eq!(model.pending().map(|p| p.action), Some(Action::Update));
     assert_eq!(model.effective_policy().lookup(addr("198.51.100.7")), None);
@@ -224,9 +224,9 @@ fn emptying_the_only_enabled_list_is_refused() {
     let mut next_id = ids();
     let id = create_enabled(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
     model.acknowledge(t(60), &settings()).expect("ack");
-    let entry = model.allowlist(&id).expect("list").entries[0].id.clone();
+    let entry = model.allowlist(&id).expect("list").entries[0].id;
     let err = model
-        .remove_entry(&id, &entry, None, t(70), &settings())
+        .remove_entry(&id, entry, None, t(70), &settings())
         .expect_err("empty");
     assert_eq!(err.code(), "empty_policy");
     assert_eq!(model.allowlist(&id).expect("list").entries.len(), 1);
@@ -306,9 +306,9 @@ fn a_list_being_enabled_may_widen_but_not_narrow_and_its_revert_disables_it() {
             &mut next_id,
         )
         .expect("widening the list being enabled");
-    let first = model.allowlist(&id).expect("list").entries[0].id.clone();
+    let first = model.allowlist(&id).expect("list").entries[0].id;
     let err = model
-        .remove_entry(&id, &first, None, t(2), &settings())
+        .remove_entry(&id, first, None, t(2), &settings())
         .expect_err("narrowing while pending");
     assert_eq!(err.code(), "change_pending");
     model.revert_if_due(t(120)).expect("reverted");

@@ -202,7 +202,7 @@ fn rules_are_reused_after_deletion_and_renumbered_when_out_of_range() {
         "nothing fits: nothing can change"
     );
     let mut small = model.clone();
-    small.allowlists.get_mut(&b).expect("list").entries[0].rule = 40;
+    std::sync::Arc::make_mut(&mut small.allowlists.get_mut(&b).expect("list").entries)[0].rule = 40;
     assert_eq!(small.renumber_rules(16), 1);
     assert_eq!(small.allowlist(&b).expect("list").entries[0].rule, 0);
 }

@@ -33,8 +33,8 @@ fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
     // Written by the release before format 2: a narrowing update of "office" is pending.
     let saved = serde_json::json!({
         "allowlists": {
-            "al1": list("al1", "office", vec![entry("en1", "192.0.2.0/24", 0)]),
-            "al2": list("al2", "open", vec![entry("en3", "0.0.0.0/0", 2)]),
+            "al1": list("al1", "office", vec![entry("en_1", "192.0.2.0/24", 0)]),
+            "al2": list("al2", "open", vec![entry("en_3", "0.0.0.0/0", 2)]),
         },
         "enabled": ["al1"],
         "pending": {
@@ -43,7 +43,7 @@ fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
             "applied_at": "2027-01-15T08:00:00Z",
             "acknowledge_after": "2027-01-15T08:01:00Z",
             "revert_at": "2027-01-15T08:02:00Z",
-            "restore": {"entries": {"allowlist_id": "al1", "entries": [entry("en2", "198.51.100.7/32", 1)]}},
+            "restore": {"entries": {"allowlist_id": "al1", "entries": [entry("en_2", "198.51.100.7/32", 1)]}},
         },
         "scopes": null,
     });

@@ -1,0 +1,294 @@
+//! How the per-packet cost grows with the policy: the floor, the lookup over varied sources,
+//! one repeated frame, and a hash of the host routes in front of the trie.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use allowlist_common::Mode;
+use allowlist_common::bench::BENCH_LOOPS;
+use allowlist_daemon::dataplane::{Dataplane, Replies};
+use allowlist_daemon::policy::Policy;
+use allowlist_tests::frames::udp_frame;
+use anyhow::Context as _;
+use ipnet::IpNet;
+
+use crate::replies::REPEAT;
+use crate::sources::{Xorshift, inside, random_prefixes};
+use crate::xdp_filter::{peer_report, xdp_filter};
+
+/// Policy sizes of the scaling benchmark (prefixes per address family).
+const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+/// Runs of each scaling measurement; the median is reported.
+pub const SCALING_RUNS: usize = 7;
+/// Test runs per varied-source sample (each looks up `BENCH_LOOPS` sources).
+const VARIED_REPEAT: u32 = 100;
+/// Sources each varied-source sample draws from.
+const VARIED_SOURCES: usize = 4096;
+
+/// Medians of one policy size, in ns per packet.
+pub struct Scaling {
+    /// Prefixes per family.
+    pub size: u32,
+    /// The XDP_DROP floor.
+    pub floor: f64,
+    /// Varied-source classification cost: [v4 allowed, v4 denied, v6 allowed, v6 denied].
+    pub varied: [f64; 4],
+    /// The whole program on one repeated frame, same order.
+    pub repeated: [f64; 4],
+    /// As `varied`, with an exact-match hash of the host routes in front of the trie.
+    front: [f64; 4],
+    /// The policy's IPv4 prefixes as addresses, for xdp-filter (which holds exact ones).
+    pub v4_addresses: Vec<Ipv4Addr>,
+}
+
+/// Measures every policy size, beside xdp-filter, and writes the section; returns the
+/// medians for the chart.
+pub fn scaling_section(text: &mut String) -> anyhow::Result<Vec<Scaling>> {
+    let mut results = Vec::new();
+    let mut peer = Vec::new();
+    for size in SIZES {
+        eprintln!("allowlist-bench: {size} prefixes per family");
+        let result = scaling(size)?;
+        peer.push((
+            size,
+            xdp_filter(&result.v4_addresses).context("measuring xdp-filter")?,
+        ));
+        results.push(result);
+    }
+    scaling_report(text, &results)?;
+    peer_report(text, &results, &peer)?;
+    Ok(results)
+}
+
+/// Medians of one policy size.
+fn scaling(size: u32) -> anyhow::Result<Scaling> {
+    let mut random = Xorshift(0x5ca1_ab1e ^ u64::from(size));
+    let v4 = random_prefixes(&mut random, false, size);
+    let v6 = random_prefixes(&mut random, true, size);
+    let policy: Policy = v4.iter().chain(&v6).copied().zip(0..).collect();
+    let mut dataplane = Dataplane::load_for_bench((2 * size).max(1024))
+        .context("loading the XDP program (are you root?)")?;
+    dataplane.apply(&policy).context("writing the policy")?;
+    dataplane.set_mode(Mode::Enforce)?;
+    dataplane.set_replies(Replies {
+        enabled: false,
+        ..Replies::default()
+    })?;
+    dataplane.bench_host_routes()?;
+    let sources = |nets: &[IpNet], random: &mut Xorshift, allowed: bool| -> Vec<IpAddr> {
+        let mut sources = Vec::with_capacity(VARIED_SOURCES);
+        for _ in 0..VARIED_SOURCES * 100 {
+            if sources.len() == VARIED_SOURCES {
+                break;
+            }
+            let source = if allowed {
+                let pick = (random.next() % nets.len() as u64) as usize;
+                inside(random, &nets[pick])
+            } else if nets[0].addr().is_ipv4() {
+                IpAddr::V4(Ipv4Addr::from(random.next() as u32))
+            } else {
+                let bits = (u128::from(random.next()) << 64 | u128::from(random.next())) >> 3
+                    | (1u128 << 125);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            };
+            if policy.lookup(source).is_some() == allowed {
+                sources.push(source);
+            }
+        }
+        sources
+    };
+    let cases = [
+        sources(&v4, &mut random, true),
+        sources(&v4, &mut random, false),
+        sources(&v6, &mut random, true),
+        sources(&v6, &mut random, false),
+    ];
+    anyhow::ensure!(
+        cases.iter().all(|sources| !sources.is_empty()),
+        "no sources found for a case at {size} prefixes"
+    );
+    let frames: Vec<Vec<u8>> = cases.iter().map(|sources| udp_frame(sources[0])).collect();
+    let floor_frame = udp_frame(cases[0][0]);
+    let mut floor = Vec::new();
+    let mut varied: [Vec<f64>; 4] = Default::default();
+    let mut front: [Vec<f64>; 4] = Default::default();
+    let mut repeated: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..SCALING_RUNS {
+        floor.push(dataplane.bench_floor(&floor_frame, REPEAT)?);
+        for (case, sources) in cases.iter().enumerate() {
+            let expected = if case % 2 == 0 { BENCH_LOOPS as u64 } else { 0 };
+            dataplane.bench_sources(sources)?;
+            let (without, _) = dataplane.bench_varied(false, false, VARIED_REPEAT)?;
+            for (hash_in_front, samples) in [(false, &mut varied), (true, &mut front)] {
+                let (with, found) = dataplane.bench_varied(true, hash_in_front, VARIED_REPEAT)?;
+                anyhow::ensure!(
+                    found == expected,
+                    "the varied-source run found {found} of {BENCH_LOOPS} sources, expected \
+                     {expected}"
+                );
+                let per_lookup =
+                    (with.as_nanos() as f64 - without.as_nanos() as f64) / f64::from(BENCH_LOOPS);
+                samples[case].push(per_lookup.max(0.0));
+            }
+            repeated[case].push(dataplane.run_frame(&frames[case], REPEAT)?.duration);
+        }
+    }
+    let median_f = |mut samples: Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    };
+    Ok(Scaling {
+        size,
+        floor: median(floor),
+        varied: varied.map(median_f),
+        repeated: repeated.map(median),
+        front: front.map(median_f),
+        v4_addresses: v4
+            .iter()
+            .filter_map(|net| match net {
+                IpNet::V4(net) => Some(net.network()),
+                IpNet::V6(_) => None,
+            })
+            .collect(),
+    })
+}
+
+/// The median of `samples`, in ns.
+pub fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_nanos() as f64
+}
+
+/// Writes the scaling section of the report: the table, the targets and the chart.
+fn scaling_report(text: &mut String, results: &[Scaling]) -> anyhow::Result<()> {
+    writeln!(text, "\n## Scaling with the policy size\n")?;
+    writeln!(
+        text,
+        "Policies of N IPv4 and N IPv6 prefixes (half host routes, half IPv4 /20-/31 and IPv6 \
+         /32-/64), median of {SCALING_RUNS} interleaved runs. *Floor*: a program that only \
+         returns `XDP_DROP`, run on the same frame ({REPEAT} repeats). *Varied*: the \
+         allowlist's lookup and hit count over {BENCH_LOOPS} sources per test run drawn at \
+         random from {VARIED_SOURCES} (`bpf_loop`, {VARIED_REPEAT} runs per sample), minus \
+         the same loop without the lookup: the classification cost when every packet has \
+         another source, the figure of record. *Repeated*: the whole program on one frame \
+         repeated (warm caches).\n"
+    )?;
+    writeln!(
+        text,
+        "| prefixes per family | floor (ns) | IPv4 allowed, varied (ns) | IPv4 denied, varied | \
+         IPv6 allowed, varied | IPv6 denied, varied | IPv4 allowed, repeated | IPv4 denied, \
+         repeated | IPv6 allowed, repeated | IPv6 denied, repeated |"
+    )?;
+    writeln!(text, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for r in results {
+        writeln!(
+            text,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            r.size,
+            r.floor,
+            r.varied[0],
+            r.varied[1],
+            r.varied[2],
+            r.varied[3],
+            r.repeated[0],
+            r.repeated[1],
+            r.repeated[2],
+            r.repeated[3]
+        )?;
+    }
+    writeln!(text, "\n### Targets\n")?;
+    writeln!(
+        text,
+        "Per-packet cost = floor + varied classification cost (the worse of allowed and \
+         denied), as a multiple of the floor, same run.\n"
+    )?;
+    writeln!(text, "| target | measured | verdict |")?;
+    writeln!(text, "|---|---:|---|")?;
+    let targets = [
+        ("IPv4, 1k prefixes", 1_000, 0, 1.5),
+        ("IPv4, 1M prefixes", 1_000_000, 0, 2.0),
+        ("IPv6, 1k prefixes", 1_000, 2, 2.0),
+        ("IPv6, 1M prefixes", 1_000_000, 2, 3.0),
+    ];
+    let mut missed = false;
+    for (name, size, family, limit) in targets {
+        let Some(r) = results.iter().find(|r| r.size == size) else {
+            continue;
+        };
+        let cost = r.varied[family].max(r.varied[family + 1]);
+        let ratio = (r.floor + cost) / r.floor;
+        missed |= ratio > limit;
+        writeln!(
+            text,
+            "| {name}: at most {limit}x the floor | {ratio:.2}x ({:.0} + {cost:.0} ns) | {} |",
+            r.floor,
+            if ratio <= limit { "met" } else { "missed" }
+        )?;
+    }
+    if missed {
+        writeln!(
+            text,
+            "\nA target missed is a finding. The floor here is the kernel's test run of a program \
+             that touches no memory; any lookup in a table too big for the CPU's caches costs \
+             more than that. The kernel's LPM trie walks one node per distinguishing prefix \
+             bit, each node a likely cache miss once keys vary: the varied column grows with the \
+             table while the repeated one (warm caches) barely moves. Published kernel figures \
+             for the trie with varied keys are ~85 ns at 1k and ~665 ns at 1M. A structure in \
+             front of the trie that could earn its place: an exact-match hash of the host \
+             routes (half of these policies, and most of real allowlists), one bucket probe \
+             instead of a 32- or 128-level walk, with the trie kept as the map of record for \
+             the shorter prefixes. It is measured below."
+        )?;
+    }
+    writeln!(
+        text,
+        "\n### A hash of the host routes in front of the trie\n"
+    )?;
+    writeln!(
+        text,
+        "The same varied-source runs with every source first looked up in an exact-match hash \
+         of the policy's host routes (/32, /128), the trie only on a miss. Half the allowed \
+         sources here fall in host routes, half in shorter prefixes (a hash miss, then the \
+         trie); denied sources always pay both. Classification cost in ns, trie alone → \
+         with the hash in front.\n"
+    )?;
+    writeln!(
+        text,
+        "| prefixes per family | IPv4 allowed | IPv4 denied | IPv6 allowed | IPv6 denied |"
+    )?;
+    writeln!(text, "|---:|---:|---:|---:|---:|")?;
+    for r in results {
+        let cell = |i: usize| format!("{:.0} → {:.0}", r.varied[i], r.front[i]);
+        writeln!(
+            text,
+            "| {} | {} | {} | {} | {} |",
+            r.size,
+            cell(0),
+            cell(1),
+            cell(2),
+            cell(3)
+        )?;
+    }
+    let change = |r: &Scaling, i: usize| 100.0 * (r.front[i] - r.varied[i]) / r.varied[i].max(1.0);
+    for r in results.iter().filter(|r| r.size >= 1_000) {
+        writeln!(
+            text,
+            "{}At {} prefixes the hash changes allowed sources by {:+.0}% (IPv4) and {:+.0}% \
+             (IPv6), denied ones by {:+.0}% and {:+.0}%.",
+            if r.size == 1_000 { "\n" } else { "" },
+            r.size,
+            change(r, 0),
+            change(r, 2),
+            change(r, 1),
+            change(r, 3)
+        )?;
+    }
+    writeln!(
+        text,
+        "\nThe hash pays where host routes dominate a large policy and costs everyone else (a \
+         flood of denied sources most): it is a candidate for large host-route lists, not a \
+         default, and the data path keeps the trie alone."
+    )?;
+    Ok(())
+}

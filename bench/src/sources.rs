@@ -1,0 +1,64 @@
+//! The benchmark's inputs: deterministic random prefixes and the addresses inside them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// A deterministic generator (xorshift), so every run measures the same policy.
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    /// The next pseudo-random number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `count` random prefixes of one family: half host routes, half of the lengths allowlists
+/// hold (IPv4 /20-/31, IPv6 /32-/64 in global unicast space).
+pub fn random_prefixes(random: &mut Xorshift, v6: bool, count: u32) -> Vec<IpNet> {
+    let mut nets = std::collections::BTreeSet::new();
+    while nets.len() < count as usize {
+        let host = random.next().is_multiple_of(2);
+        let net = if v6 {
+            let len = if host {
+                128
+            } else {
+                32 + (random.next() % 33) as u8
+            };
+            // Global unicast space, like the sources of real traffic.
+            let bits =
+                (u128::from(random.next()) << 64 | u128::from(random.next())) >> 3 | (1u128 << 125);
+            IpNet::new(IpAddr::V6(Ipv6Addr::from(bits)), len)
+        } else {
+            let len = if host {
+                32
+            } else {
+                20 + (random.next() % 12) as u8
+            };
+            IpNet::new(IpAddr::V4(Ipv4Addr::from(random.next() as u32)), len)
+        };
+        if let Ok(net) = net {
+            nets.insert(net.trunc());
+        }
+    }
+    nets.into_iter().collect()
+}
+
+/// A random address inside `net`.
+pub fn inside(random: &mut Xorshift, net: &IpNet) -> IpAddr {
+    match net {
+        IpNet::V4(v4) => {
+            let host = (random.next() as u32) & !u32::from(v4.netmask());
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4.network()) | host))
+        }
+        IpNet::V6(v6) => {
+            let bits = u128::from(random.next()) << 64 | u128::from(random.next());
+            let host = bits & !u128::from(v6.netmask());
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6.network()) | host))
+        }
+    }
+}
