@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use allowlist_common::Counter;
 use time::OffsetDateTime;
 
+use crate::dataplane::DataplaneError;
 use crate::fleet::{FleetState, FleetView};
-use crate::service::{Service, ServiceError};
+use crate::service::{Snapshot, Usage};
 
 /// Requests served by the API, by route and status code.
 pub type RequestCounts = BTreeMap<(String, u16), u64>;
@@ -26,14 +27,18 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every metric.
+/// Renders every metric: per interface, per list, per always-allow prefix, and per entry
+/// only for the `top_entries` entries with the most hits, so that a scrape stays small
+/// whatever the size of the lists.
 pub fn render(
-    service: &Service,
+    snapshot: &Snapshot,
+    usage: &Usage,
+    top_entries: usize,
     requests: &RequestCounts,
     fleet: Option<&FleetView>,
-) -> Result<String, ServiceError> {
-    let stats = service.stats()?;
-    let model = service.model();
+) -> Result<String, DataplaneError> {
+    let stats = usage.stats(snapshot, top_entries)?;
+    let model = &snapshot.model;
     let mut out = String::new();
 
     family(
@@ -43,7 +48,7 @@ pub fn render(
         "Packets seen by the XDP program, by interface (other: test runs and interfaces \
          without a slot of their own) and verdict, with the program's current mode.",
     );
-    for (interface, counters) in service.interface_counters()? {
+    for (interface, counters) in usage.interface_counters()? {
         for counter in Counter::ALL {
             if counter == Counter::FlowsRecorded {
                 continue;
@@ -52,7 +57,7 @@ pub fn render(
                 out,
                 "allowlist_packets_total{{interface=\"{}\",mode=\"{}\",verdict=\"{}\"}} {}",
                 label(&interface),
-                service.mode_name(),
+                snapshot.mode,
                 counter.name(),
                 counters.get(counter)
             );
@@ -61,36 +66,51 @@ pub fn render(
 
     family(
         &mut out,
-        "allowlist_entry_hits_total",
-        "counter",
-        "Packets allowed by each allowlist entry.",
-    );
-    let mut per_list: BTreeMap<&str, u64> = BTreeMap::new();
-    for entry in &stats.entries {
-        *per_list.entry(entry.allowlist_id.as_str()).or_default() += entry.hits;
-        let _ = writeln!(
-            out,
-            "allowlist_entry_hits_total{{allowlist_id=\"{}\",entry_id=\"{}\",cidr=\"{}\"}} {}",
-            label(&entry.allowlist_id),
-            label(&entry.entry_id.to_string()),
-            entry.cidr,
-            entry.hits
-        );
-    }
-    family(
-        &mut out,
         "allowlist_allowlist_hits_total",
         "counter",
         "Packets allowed by each allowlist.",
     );
-    for list in model.allowlists() {
-        let hits = per_list.get(list.id.as_str()).copied().unwrap_or(0);
+    for list in &stats.allowlists {
         let _ = writeln!(
             out,
-            "allowlist_allowlist_hits_total{{allowlist_id=\"{}\",name=\"{}\",enabled=\"{}\"}} {hits}",
-            label(&list.id),
+            "allowlist_allowlist_hits_total{{allowlist_id=\"{}\",name=\"{}\",enabled=\"{}\"}} {}",
+            label(&list.allowlist_id),
             label(&list.name),
-            model.is_enabled(&list.id)
+            list.enabled,
+            list.hits
+        );
+    }
+    family(
+        &mut out,
+        "allowlist_allowlist_entries",
+        "gauge",
+        "Entries in each allowlist.",
+    );
+    for list in &stats.allowlists {
+        let _ = writeln!(
+            out,
+            "allowlist_allowlist_entries{{allowlist_id=\"{}\",name=\"{}\"}} {}",
+            label(&list.allowlist_id),
+            label(&list.name),
+            list.entries
+        );
+    }
+    family(
+        &mut out,
+        "allowlist_entry_hits_total",
+        "counter",
+        "Packets allowed by the entries with the most hits (--metrics-top-entries of them, \
+         those with none left out); every entry's hits are in GET /v1/stats and the list's \
+         entries.",
+    );
+    for entry in stats.entries.iter().filter(|entry| entry.hits > 0) {
+        let _ = writeln!(
+            out,
+            "allowlist_entry_hits_total{{allowlist_id=\"{}\",entry_id=\"{}\",cidr=\"{}\"}} {}",
+            label(&entry.allowlist_id),
+            entry.entry_id,
+            entry.cidr,
+            entry.hits
         );
     }
     family(
@@ -143,7 +163,7 @@ pub fn render(
         "counter",
         "Changes reverted because they were not acknowledged in time.",
     );
-    let _ = writeln!(out, "allowlist_reverts_total {}", service.reverts());
+    let _ = writeln!(out, "allowlist_reverts_total {}", snapshot.reverts);
 
     family(
         &mut out,

@@ -141,7 +141,7 @@ fn flood() -> anyhow::Result<Flood> {
 
 /// Packets the program dropped on the server's interface.
 fn srv0_dropped(dataplane: &Dataplane) -> anyhow::Result<u64> {
-    let counters = dataplane.interface_counters()?;
+    let counters = dataplane.readings().interface_counters()?;
     counters
         .iter()
         .find(|(interface, _)| interface == SERVER_IF)

@@ -10,6 +10,7 @@
 //! REPORT is named.
 
 mod chart;
+mod control_peers;
 mod control_plane;
 mod flood;
 mod replies;

@@ -62,3 +62,32 @@ pub fn inside(random: &mut Xorshift, net: &IpNet) -> IpAddr {
         }
     }
 }
+
+/// `count` IPv4 prefixes (at most 2^20) as operators' big lists hold them, none overlapping
+/// another: half host routes, half /20 to /28, each in a /20 block of its own picked at
+/// random. `seed` picks the blocks and lengths: two seeds give two mostly different sets.
+pub fn disjoint_v4_prefixes(seed: u64, count: u32) -> Vec<IpNet> {
+    let mut random = Xorshift(seed | 1);
+    let mut blocks: Vec<u32> = (0..1u32 << 20).collect();
+    // A partial Fisher-Yates shuffle: the first `count` blocks, at random.
+    let count = (count as usize).min(blocks.len());
+    for i in 0..count {
+        let j = i + (random.next() % (blocks.len() - i) as u64) as usize;
+        blocks.swap(i, j);
+    }
+    blocks[..count]
+        .iter()
+        .map(|block| {
+            let len = if random.next().is_multiple_of(2) {
+                32
+            } else {
+                20 + (random.next() % 9) as u8
+            };
+            // A random position in the block, aligned to the prefix.
+            let host_bits = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            let offset = random.next() as u32 & 0xfff & !host_bits;
+            let addr = IpAddr::V4(Ipv4Addr::from((block << 12) | offset));
+            IpNet::new(addr, len).map_or_else(|_| IpNet::from(addr), |net| net.trunc())
+        })
+        .collect()
+}

@@ -214,12 +214,29 @@ impl Daemon {
 
     /// The daemon's peak resident memory so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.memory_kib("VmHWM")
+    }
+
+    /// The daemon's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.memory_kib("VmRSS")
+    }
+
+    /// A memory figure of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+    fn memory_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// A connection to the API, from inside the daemon's namespace.
+    pub fn connect(&self) -> anyhow::Result<TcpStream> {
+        Ok(NetNs::enter_path(&self.ns_path, || {
+            TcpStream::connect(API_ADDR)
+        })??)
     }
 
     /// Kills the daemon with SIGKILL.
@@ -297,14 +314,14 @@ impl Daemon {
 
     /// Sends one HTTP/1.1 request on a connection opened in the daemon's namespace and returns
     /// the raw response.
-    fn exchange(
+    pub fn exchange(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Vec<u8>> {
-        let mut stream = NetNs::enter_path(&self.ns_path, || TcpStream::connect(API_ADDR))??;
+        let mut stream = self.connect()?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nHost: {API_ADDR}\r\nConnection: close\r\n");
@@ -356,7 +373,8 @@ impl Drop for Daemon {
     }
 }
 
-fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
+/// Parses a raw HTTP/1.1 response (a chunked body is joined).
+pub fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

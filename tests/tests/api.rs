@@ -190,8 +190,10 @@ fn allowlists_can_be_created_read_replaced_edited_and_deleted() {
         (200, Some("\"2\""))
     );
     assert_eq!(replaced.body["name"], "hq");
+    // Entries come sorted by prefix, IPv4 first, whatever the order given.
+    assert_eq!(replaced.body["entries"][0]["cidr"], "198.51.100.0/24");
     assert_eq!(
-        replaced.body["entries"][0]["id"], kept_entry,
+        replaced.body["entries"][1]["id"], kept_entry,
         "a kept prefix keeps its id"
     );
 

@@ -67,7 +67,7 @@ fn allowed_pass_and_denied_drop(xdp_mode: AttachMode) {
             "ping from {denied}"
         );
     }
-    let counters = dataplane.counters().expect("counters");
+    let counters = dataplane.readings().counters().expect("counters");
     assert!(counters.get(Counter::Dropped) >= 6, "{counters}");
     assert!(counters.get(Counter::PassedAllowed) >= 6, "{counters}");
     assert!(counters.get(Counter::PassedNotIp) >= 1, "ARP: {counters}");
@@ -117,7 +117,7 @@ fn monitor_mode_passes_denied_sources_and_counts_them() {
             "UDP from {denied}"
         );
     }
-    let counters = dataplane.counters().expect("counters");
+    let counters = dataplane.readings().counters().expect("counters");
     assert!(counters.get(Counter::WouldDrop) >= 2, "{counters}");
     assert_eq!(counters.get(Counter::Dropped), 0, "{counters}");
 }

@@ -23,12 +23,13 @@ const SOURCES: [Ipv4Addr; 4] = [
 /// `which * 10_000`).
 fn only(which: usize, extra: u32) -> Enforcement {
     let base = which as u32 * 10_000;
-    let mut policy = Policy::new();
-    policy.insert(IpAddr::V4(SOURCES[which]).into(), base);
-    for n in 0..extra {
+    let others = (0..extra).map(|n| {
         let addr = Ipv4Addr::from(0x0a00_0000 + (which as u32) * 0x0010_0000 + n);
-        policy.insert(IpAddr::V4(addr).into(), base + 1 + n);
-    }
+        (IpAddr::V4(addr).into(), base + 1 + n)
+    });
+    let policy: Policy = std::iter::once((IpAddr::V4(SOURCES[which]).into(), base))
+        .chain(others)
+        .collect();
     Enforcement {
         policy,
         scopes: BTreeSet::new(),

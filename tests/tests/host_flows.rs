@@ -35,7 +35,11 @@ fn guard(link: &TestLink, xdp_mode: AttachMode) -> Dataplane {
 }
 
 fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
-    dataplane.counters().expect("counters").get(counter)
+    dataplane
+        .readings()
+        .counters()
+        .expect("counters")
+        .get(counter)
 }
 
 /// The server opens a TCP connection to a listener on `remote` (a client address) and
@@ -140,9 +144,9 @@ fn replies_pass_for_connections_the_host_opens(xdp_mode: AttachMode) {
     assert!(
         counter(&dataplane, Counter::PassedReply) >= 4,
         "{}",
-        dataplane.counters().expect("counters")
+        dataplane.readings().counters().expect("counters")
     );
-    assert!(dataplane.flow_stats().expect("flows").recorded >= 4);
+    assert!(dataplane.readings().flow_stats().expect("flows").recorded >= 4);
 }
 
 #[test]

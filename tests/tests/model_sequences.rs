@@ -521,7 +521,7 @@ impl Harness {
             }
         }
         let rules = self.model.rules_in_use();
-        prop_assert!(rules.iter().all(|r| *r < settings.rule_capacity));
+        prop_assert!(rules.ones().all(|r| r < settings.rule_capacity as usize));
         Ok(())
     }
 }

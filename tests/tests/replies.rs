@@ -51,7 +51,11 @@ fn send(dataplane: &Dataplane, frame: &[u8]) {
 }
 
 fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
-    dataplane.counters().expect("counters").get(counter)
+    dataplane
+        .readings()
+        .counters()
+        .expect("counters")
+        .get(counter)
 }
 
 #[test]
@@ -90,7 +94,7 @@ fn udp_replies_to_a_flow_the_host_started_pass_until_it_idles_out() {
     }
     assert_eq!(counter(&dataplane, Counter::PassedReply), 2);
     assert_eq!(counter(&dataplane, Counter::FlowsRecorded), 2);
-    assert_eq!(dataplane.flow_stats().expect("flows").live, 2);
+    assert_eq!(dataplane.readings().flow_stats().expect("flows").live, 2);
     std::thread::sleep(Duration::from_millis(400));
     for (local, remote, _) in families() {
         let late = ip_frame(remote, local, IPPROTO_UDP, &udp(53, 40000));
@@ -415,7 +419,7 @@ fn a_full_flow_map_pushes_out_the_oldest_flows_and_counts_them() {
             &ip_frame(local, remote, IPPROTO_UDP, &udp(41000 + port, 53)),
         );
     }
-    let flows = dataplane.flow_stats().expect("flows");
+    let flows = dataplane.readings().flow_stats().expect("flows");
     assert_eq!(flows.recorded, 64);
     assert!(flows.live <= 16, "{flows:?}");
     assert!(flows.evicted >= 48, "{flows:?}");

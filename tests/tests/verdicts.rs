@@ -23,12 +23,16 @@ fn verdict(dataplane: &Dataplane, frame: &[u8]) -> Verdict {
 }
 
 fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
-    dataplane.counters().expect("counters").get(counter)
+    dataplane
+        .readings()
+        .counters()
+        .expect("counters")
+        .get(counter)
 }
 
 /// Asserts the counters equal `expected` and every other counter is zero.
 fn assert_counters(dataplane: &Dataplane, expected: &[(Counter, u64)]) {
-    let counters = dataplane.counters().expect("counters");
+    let counters = dataplane.readings().counters().expect("counters");
     for c in Counter::ALL {
         let want = expected
             .iter()
@@ -66,8 +70,8 @@ fn ipv4_allowed_source_passes_and_denied_source_drops() {
         &dataplane,
         &[(Counter::PassedAllowed, 2), (Counter::Dropped, 2)],
     );
-    assert_eq!(dataplane.rule_hits(0).expect("hits"), 2);
-    assert_eq!(dataplane.rule_hits(1).expect("hits"), 0);
+    assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), 2);
+    assert_eq!(dataplane.readings().rule_hits(1).expect("hits"), 0);
 }
 
 #[test]
@@ -86,7 +90,7 @@ fn ipv6_allowed_source_passes_and_denied_source_drops() {
         &dataplane,
         &[(Counter::PassedAllowed, 2), (Counter::Dropped, 1)],
     );
-    assert_eq!(dataplane.rule_hits(1).expect("hits"), 2);
+    assert_eq!(dataplane.readings().rule_hits(1).expect("hits"), 2);
 }
 
 #[test]
@@ -319,7 +323,7 @@ fn a_host_route_inside_an_allowed_prefix_can_come_and_go() {
     let frame = udp4_frame(ALLOWED_V4);
     assert_eq!(verdict(&dataplane, &frame), Verdict::Pass);
     assert_eq!(
-        dataplane.rule_hits(1).expect("hits"),
+        dataplane.readings().rule_hits(1).expect("hits"),
         1,
         "the /32 is the longest match"
     );
@@ -330,7 +334,7 @@ fn a_host_route_inside_an_allowed_prefix_can_come_and_go() {
         Verdict::Pass,
         "still inside the /24"
     );
-    assert_eq!(dataplane.rule_hits(0).expect("hits"), 1);
+    assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), 1);
 
     dataplane.apply(&policy(&["198.18.1.0/24"])).expect("apply");
     assert_eq!(verdict(&dataplane, &frame), Verdict::Drop);
@@ -397,5 +401,5 @@ fn repeated_runs_count_every_packet() {
         .expect("test run");
     assert_eq!(run.verdict, Verdict::Pass);
     assert_eq!(counter(&dataplane, Counter::PassedAllowed), 1000);
-    assert_eq!(dataplane.rule_hits(0).expect("hits"), 1000);
+    assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), 1000);
 }

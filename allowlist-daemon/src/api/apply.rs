@@ -45,7 +45,7 @@ pub(super) async fn apply(
             "changed": !report.is_empty(),
             "dry_run": input.dry_run,
             "report": report,
-            "enforcement": enforcement_view(service),
+            "enforcement": enforcement_view(&service.snapshot()),
         })))
     })
     .await

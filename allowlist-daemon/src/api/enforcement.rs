@@ -12,10 +12,8 @@ use super::error::JsonBody;
 use super::views::enforcement_view;
 use super::{ApiError, AppState, with_service};
 
-pub(super) async fn enforcement(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    with_service(&state, |service| Ok(Json(enforcement_view(service)))).await
+pub(super) async fn enforcement(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(enforcement_view(&state.published.latest()))
 }
 
 #[derive(Deserialize)]
@@ -34,7 +32,10 @@ pub(super) async fn enable(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     with_service(&state, move |service| {
         service.enable(&input.allowlist_ids, input.client_ip, input.force)?;
-        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(enforcement_view(&service.snapshot())),
+        ))
     })
     .await
 }
@@ -51,7 +52,10 @@ pub(super) async fn disable(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     with_service(&state, move |service| {
         service.disable(&input.allowlist_ids)?;
-        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(enforcement_view(&service.snapshot())),
+        ))
     })
     .await
 }
@@ -75,7 +79,10 @@ pub(super) async fn set_scopes(
     }
     with_service(&state, move |service| {
         service.set_scopes(scopes)?;
-        Ok((StatusCode::ACCEPTED, Json(enforcement_view(service))))
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(enforcement_view(&service.snapshot())),
+        ))
     })
     .await
 }
@@ -85,7 +92,7 @@ pub(super) async fn acknowledge(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     with_service(&state, |service| {
         service.acknowledge()?;
-        Ok(Json(enforcement_view(service)))
+        Ok(Json(enforcement_view(&service.snapshot())))
     })
     .await
 }
@@ -107,8 +114,6 @@ pub(super) async fn evaluate(
         .trim()
         .parse()
         .map_err(|_| bad_ip(format!("{raw:?} is not an IPv4 or IPv6 address")))?;
-    with_service(&state, move |service| {
-        Ok(Json(json!(service.model().evaluate(addr))))
-    })
-    .await
+    let snapshot = state.published.latest();
+    Ok(Json(json!(snapshot.model.evaluate(addr))))
 }

@@ -3,10 +3,10 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -55,6 +55,14 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
             }
         }
+    }
+}
+
+impl From<crate::dataplane::DataplaneError> for ApiError {
+    fn from(err: crate::dataplane::DataplaneError) -> Self {
+        let message = format!("reading the counters: {}", crate::error_chain(&err));
+        tracing::error!(error = %message, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 }
 
@@ -119,29 +127,69 @@ impl IntoResponse for ApiError {
 /// A JSON body whose rejections are API errors: 413 when too large, 400 otherwise.
 pub(super) struct JsonBody<T>(pub(super) T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+/// Bodies up to this size are parsed where they arrive; larger ones off the async workers,
+/// which keep answering other requests meanwhile.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
+
+impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|essence| {
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection.status(), rejection.body_text()))?;
+        let parsed = if bytes.len() <= PARSE_INLINE_BYTES {
+            Json::<T>::from_bytes(&bytes)
+        } else {
+            tokio::task::spawn_blocking(move || Json::<T>::from_bytes(&bytes))
+                .await
+                .map_err(|err| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        err.to_string(),
+                    )
+                })?
+        };
+        match parsed {
             Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(body_rejection(rejection.status(), rejection.body_text())),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// The error for a body that could not be read (`status` 413 when too large) or parsed.
+fn body_rejection(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             "the request body is larger than the limit (--max-body-bytes)",
         )
     } else {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            rejection.body_text(),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", text)
     }
 }

@@ -17,14 +17,11 @@ pub(super) async fn fleet(
         .fleet
         .as_ref()
         .map(|view| view.lock().unwrap_or_else(PoisonError::into_inner).clone());
-    with_service(&state, move |service| {
-        let detached = service.model().fleet().detached;
-        Ok(Json(match view {
-            Some(view) => json!({ "following": true, "detached": detached, "fleet": view }),
-            None => json!({ "following": false, "detached": detached }),
-        }))
-    })
-    .await
+    let detached = state.published.latest().model.fleet().detached;
+    Ok(Json(match view {
+        Some(view) => json!({ "following": true, "detached": detached, "fleet": view }),
+        None => json!({ "following": false, "detached": detached }),
+    }))
 }
 
 /// `POST /v1/fleet/detach`: the host stops following its fleet; the fleet's lists become

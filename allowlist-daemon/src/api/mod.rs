@@ -8,6 +8,7 @@ mod error;
 mod fleet;
 mod lists;
 mod readings;
+mod stream;
 mod views;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +25,7 @@ use tracing::Instrument as _;
 use crate::auth::AdminToken;
 use crate::fleet::FleetView;
 use crate::metrics::RequestCounts;
-use crate::service::Service;
+use crate::service::{Published, Service, Snapshot, Usage};
 
 pub use error::ApiError;
 
@@ -32,8 +33,8 @@ use apply::apply;
 use enforcement::{acknowledge, disable, enable, enforcement, evaluate, set_scopes};
 use fleet::{attach, detach, fleet};
 use lists::{
-    add_entries, create_allowlist, delete_allowlist, get_allowlist, list_allowlists, remove_entry,
-    replace_allowlist,
+    add_entries, create_allowlist, delete_allowlist, get_allowlist, list_allowlists, list_entries,
+    remove_entry, replace_allowlist,
 };
 use readings::{metrics, openapi, stats, top};
 
@@ -43,8 +44,14 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// The service; one operation at a time.
+    /// The service; one change at a time.
     pub service: Arc<Mutex<Service>>,
+    /// The service's latest snapshot, which reads are answered from.
+    pub published: Published,
+    /// The counters, read without the service.
+    pub usage: Arc<Usage>,
+    /// Entries `GET /metrics` gives a series of their own.
+    pub metrics_top_entries: usize,
     /// The admin token.
     pub token: Arc<AdminToken>,
     /// Requests served, by route and status, for `GET /metrics`.
@@ -63,7 +70,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .put(replace_allowlist)
                 .delete(delete_allowlist),
         )
-        .route("/allowlists/{id}/entries", post(add_entries))
+        .route(
+            "/allowlists/{id}/entries",
+            get(list_entries).post(add_entries),
+        )
         .route("/allowlists/{id}/entries/{entry_id}", delete(remove_entry))
         .route("/enforcement", get(enforcement))
         .route("/enforcement/enable", post(enable))
@@ -133,6 +143,29 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         )
         .into_response()
     }
+}
+
+/// Runs `read` on the latest snapshot, off the async workers (it may read counters from the
+/// kernel); it never waits for a change in progress.
+async fn with_snapshot<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(Arc<Snapshot>, &Usage) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let snapshot = state.published.latest();
+    let usage = state.usage.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        read(snapshot, &usage)
+    })
+    .await
+    .map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            err.to_string(),
+        )
+    })?
 }
 
 /// Runs `operation` on the service off the async workers (it syncs files and writes maps).

@@ -1,4 +1,5 @@
-//! The routes that read: refused sources, stats, metrics and the OpenAPI document.
+//! The routes that read counters: refused sources, stats, metrics; and the OpenAPI document.
+//! None of them waits for a change in progress.
 
 use std::sync::PoisonError;
 
@@ -9,7 +10,24 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState, OPENAPI, with_service};
+use super::{ApiError, AppState, OPENAPI, with_snapshot};
+
+/// A number from 1 to `max` given as query parameter `field`; `default` when absent.
+fn count(raw: Option<&str>, field: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!("{field} {raw:?} is not a number from 1 to {max}"),
+            )
+        })
+}
 
 #[derive(Deserialize)]
 pub(super) struct TopQuery {
@@ -22,38 +40,37 @@ pub(super) async fn top(
     State(state): State<AppState>,
     Query(query): Query<TopQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let bad = |field: &str, message: String| ApiError::invalid(field, message);
     let window = match &query.window {
         None => std::time::Duration::from_secs(60),
-        Some(raw) => humantime::parse_duration(raw.trim())
-            .map_err(|err| bad("window", format!("window {raw:?}: {err} (e.g. 60s, 5m)")))?,
+        Some(raw) => humantime::parse_duration(raw.trim()).map_err(|err| {
+            ApiError::invalid("window", format!("window {raw:?}: {err} (e.g. 60s, 5m)"))
+        })?,
     };
-    let limit = match &query.limit {
-        None => 20,
-        Some(raw) => raw
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=4096).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "limit",
-                    format!("limit {raw:?} is not a number from 1 to 4096"),
-                )
-            })?,
-    };
-    with_service(&state, move |service| {
-        Ok(Json(json!(service.top(window, limit)?)))
+    let limit = count(query.limit.as_deref(), "limit", 20, 4096)?;
+    with_snapshot(&state, move |_, usage| {
+        Ok(Json(json!(usage.top(window, limit)?)))
     })
     .await
 }
 
-pub(super) async fn stats(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    with_service(&state, |service| Ok(Json(json!(service.stats()?)))).await
+#[derive(Deserialize)]
+pub(super) struct StatsQuery {
+    top: Option<String>,
 }
 
+/// `GET /v1/stats?top=100`: packet counters, hits per list, the `top` busiest entries.
+pub(super) async fn stats(
+    State(state): State<AppState>,
+    Query(query): Query<StatsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let top = count(query.top.as_deref(), "top", 100, 10_000)?;
+    with_snapshot(&state, move |snapshot, usage| {
+        Ok(Json(json!(usage.stats(&snapshot, top)?)))
+    })
+    .await
+}
+
+/// `GET /metrics`: the Prometheus text, bounded whatever the size of the lists.
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let requests = state
         .requests
@@ -64,8 +81,15 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         .fleet
         .as_ref()
         .map(|view| view.lock().unwrap_or_else(PoisonError::into_inner).clone());
-    let text = with_service(&state, move |service| {
-        Ok(crate::metrics::render(service, &requests, fleet.as_ref())?)
+    let top_entries = state.metrics_top_entries;
+    let text = with_snapshot(&state, move |snapshot, usage| {
+        Ok(crate::metrics::render(
+            &snapshot,
+            usage,
+            top_entries,
+            &requests,
+            fleet.as_ref(),
+        )?)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())

@@ -1,17 +1,20 @@
-//! The JSON shapes of lists, entries and the enforcement state, and the ETag of a list.
+//! The JSON shapes of lists, entries and the enforcement state, serialized straight from the
+//! model (no copy of the entries), and the ETag of a list.
 
-use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use ipnet::IpNet;
-use serde::Serialize;
-use serde_json::json;
-
-use super::ApiError;
 use std::sync::Arc;
 
-use crate::model::{Action, Allowlist, Entry, EntryId, FleetOrigin, Model, rfc3339};
-use crate::service::Service;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::ser::SerializeStruct as _;
+use serde::{Serialize, Serializer};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::ApiError;
+use super::stream::json_stream;
+use crate::dataplane::{RuleTable, RuleUse};
+use crate::model::{Action, Allowlist, Entry, Model, rfc3339};
+use crate::service::Snapshot;
 
 /// The version named by an `If-Match` header; `*` and no header match any.
 pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -36,84 +39,153 @@ pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         })
 }
 
-#[derive(Serialize)]
-pub(super) struct EntryView {
-    pub(super) id: EntryId,
-    pub(super) cidr: IpNet,
-    #[serde(serialize_with = "text_or_empty")]
-    pub(super) description: Option<Arc<str>>,
-    /// Packets allowed (in `GET /v1/allowlists/{id}` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) hits: Option<u64>,
-    /// When it last allowed one, RFC 3339, `null` if never (in `GET /v1/allowlists/{id}`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) last_hit: Option<Option<String>>,
+/// One entry as the API shows it; with its use when read with the list.
+pub(super) struct EntryView<'a> {
+    entry: &'a Entry,
+    used: Option<(RuleUse, OffsetDateTime)>,
 }
 
-/// A description as the API shows it: empty when there is none.
-fn text_or_empty<S: serde::Serializer>(
-    text: &Option<Arc<str>>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(text.as_deref().unwrap_or(""))
-}
+impl<'a> EntryView<'a> {
+    /// `entry` alone.
+    pub(super) fn new(entry: &'a Entry) -> Self {
+        EntryView { entry, used: None }
+    }
 
-impl From<&Entry> for EntryView {
-    fn from(entry: &Entry) -> Self {
+    /// `entry` with its hits and last hit from `table`, read at `now`.
+    pub(super) fn with_use(entry: &'a Entry, table: &RuleTable, now: OffsetDateTime) -> Self {
         EntryView {
-            id: entry.id,
-            cidr: entry.cidr,
-            description: entry.description.clone(),
-            hits: None,
-            last_hit: None,
+            entry,
+            used: Some((table.get(entry.rule), now)),
         }
     }
 }
 
-#[derive(Serialize)]
-pub(super) struct AllowlistView {
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) description: String,
+impl Serialize for EntryView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = if self.used.is_some() { 5 } else { 3 };
+        let mut view = serializer.serialize_struct("Entry", fields)?;
+        view.serialize_field("id", &self.entry.id)?;
+        view.serialize_field("cidr", &self.entry.cidr)?;
+        // No description is an empty one.
+        view.serialize_field("description", self.entry.description())?;
+        if let Some((used, now)) = &self.used {
+            view.serialize_field("hits", &used.hits)?;
+            let last_hit = used.last_hit_ago.map(|ago| rfc3339(*now - ago));
+            view.serialize_field("last_hit", &last_hit)?;
+        }
+        view.end()
+    }
+}
+
+/// Entries as a JSON array, serialized one by one; with their use when a table is given.
+pub(super) struct EntriesView<'a> {
+    pub(super) entries: &'a [Entry],
+    pub(super) used: Option<(&'a RuleTable, OffsetDateTime)>,
+}
+
+impl Serialize for EntriesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.entries.iter().map(|entry| match self.used {
+            Some((table, now)) => EntryView::with_use(entry, table, now),
+            None => EntryView::new(entry),
+        }))
+    }
+}
+
+/// One allowlist as the API shows it, its entries with their use when a table is given.
+pub(super) struct AllowlistView<'a> {
+    pub(super) list: &'a Allowlist,
     pub(super) enabled: bool,
-    pub(super) allow_all: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) fleet: Option<FleetOrigin>,
-    pub(super) entries: Vec<EntryView>,
-    pub(super) created_at: String,
-    pub(super) updated_at: String,
-    pub(super) version: u64,
+    pub(super) used: Option<(&'a RuleTable, OffsetDateTime)>,
 }
 
-pub(super) fn allowlist_view(model: &Model, list: &Allowlist) -> AllowlistView {
-    AllowlistView {
-        id: list.id.clone(),
-        name: list.name.clone(),
-        description: list.description.clone(),
-        enabled: model.is_enabled(&list.id),
-        allow_all: list.allow_all,
-        fleet: list.fleet.clone(),
-        entries: list.entries.iter().map(EntryView::from).collect(),
-        created_at: rfc3339(list.created_at),
-        updated_at: rfc3339(list.updated_at),
-        version: list.version,
+impl<'a> AllowlistView<'a> {
+    /// `list` of `model`, its entries without their use.
+    pub(super) fn new(model: &Model, list: &'a Allowlist) -> Self {
+        AllowlistView {
+            list,
+            enabled: model.is_enabled(&list.id),
+            used: None,
+        }
     }
 }
 
-/// One allowlist with its ETag.
-pub(super) fn allowlist_response(status: StatusCode, model: &Model, list: &Allowlist) -> Response {
-    with_etag(
-        (status, Json(allowlist_view(model, list))).into_response(),
-        list,
-    )
+impl Serialize for AllowlistView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let list = self.list;
+        let mut view = serializer.serialize_struct("Allowlist", 10)?;
+        view.serialize_field("id", &list.id)?;
+        view.serialize_field("name", &list.name)?;
+        view.serialize_field("description", &list.description)?;
+        view.serialize_field("enabled", &self.enabled)?;
+        view.serialize_field("allow_all", &list.allow_all)?;
+        if let Some(fleet) = &list.fleet {
+            view.serialize_field("fleet", fleet)?;
+        }
+        view.serialize_field(
+            "entries",
+            &EntriesView {
+                entries: &list.entries,
+                used: self.used,
+            },
+        )?;
+        view.serialize_field("created_at", &rfc3339(list.created_at))?;
+        view.serialize_field("updated_at", &rfc3339(list.updated_at))?;
+        view.serialize_field("version", &list.version)?;
+        view.end()
+    }
 }
 
-/// Adds `list`'s version as the ETag.
-pub(super) fn with_etag(mut response: Response, list: &Allowlist) -> Response {
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", list.version)) {
-        response.headers_mut().insert(header::ETAG, etag);
+/// Every allowlist of `snapshot`, as `GET /v1/allowlists` shows them.
+pub(super) struct AllowlistsView(pub(super) Arc<Snapshot>);
+
+impl Serialize for AllowlistsView {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let model = &self.0.model;
+        let mut view = serializer.serialize_struct("Allowlists", 1)?;
+        let lists: Vec<AllowlistView> = model
+            .allowlists()
+            .map(|list| AllowlistView::new(model, list))
+            .collect();
+        view.serialize_field("allowlists", &lists)?;
+        view.end()
     }
-    response
+}
+
+/// One allowlist, streamed, with its version as the ETag.
+pub(super) fn allowlist_response(
+    status: StatusCode,
+    snapshot: Arc<Snapshot>,
+    list: Allowlist,
+    used: Option<Arc<RuleTable>>,
+) -> Response {
+    let version = list.version;
+    json_stream(status, Some(version), move || {
+        let now = OffsetDateTime::now_utc();
+        Owned {
+            enabled: snapshot.model.is_enabled(&list.id),
+            list,
+            used: used.map(|table| (table, now)),
+        }
+    })
+}
+
+/// An [`AllowlistView`] that owns what it shows, for a response written after the handler.
+struct Owned {
+    list: Allowlist,
+    enabled: bool,
+    used: Option<(Arc<RuleTable>, OffsetDateTime)>,
+}
+
+impl Serialize for Owned {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AllowlistView {
+            list: &self.list,
+            enabled: self.enabled,
+            used: self.used.as_ref().map(|(table, now)| (&**table, *now)),
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Serialize)]
@@ -125,13 +197,13 @@ pub(super) struct PendingView {
     revert_at: String,
 }
 
-pub(super) fn enforcement_view(service: &Service) -> serde_json::Value {
-    let model = service.model();
+pub(super) fn enforcement_view(snapshot: &Snapshot) -> serde_json::Value {
+    let model = &snapshot.model;
     json!({
         "enforcing": model.enforcing(),
         "allow_all": model.allow_all_prefixes(),
-        "state_saved": service.unsaved().is_none(),
-        "save_error": service.unsaved().map(|failure| json!({
+        "state_saved": snapshot.unsaved.is_none(),
+        "save_error": snapshot.unsaved.as_ref().map(|failure| json!({
             "message": failure.cause,
             "since": rfc3339(failure.since),
             "attempts": failure.attempts,

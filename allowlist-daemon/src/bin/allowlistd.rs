@@ -11,7 +11,7 @@ use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
-use allowlist_daemon::service::{Service, kernel_rule_capacity, load_state};
+use allowlist_daemon::service::{Service, Usage, kernel_rule_capacity, load_state};
 use allowlist_daemon::store::Store;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -153,9 +153,15 @@ async fn run() -> anyhow::Result<()> {
     if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %err, "telling systemd we are ready");
     }
+    let published = service.published();
+    let usage = Arc::new(
+        service
+            .usage()
+            .context("opening the counters for reading")?,
+    );
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
-    tokio::spawn(log_counters(service.clone(), config.stats_interval));
+    tokio::spawn(log_counters(usage.clone(), config.stats_interval));
     let fleet = config.fleet.clone().map(|fleet| {
         let view = Arc::new(Mutex::new(FleetView::new(&fleet)));
         tokio::spawn(Follower::new(fleet, service.clone(), view.clone()).run());
@@ -165,6 +171,9 @@ async fn run() -> anyhow::Result<()> {
     let app = router(
         AppState {
             service: service.clone(),
+            published,
+            usage: usage.clone(),
+            metrics_top_entries: config.metrics_top_entries,
             token: Arc::new(token),
             requests: Arc::default(),
             fleet,
@@ -184,7 +193,7 @@ async fn run() -> anyhow::Result<()> {
         .context("serving the admin API")?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    log_counters_now(&service.lock().unwrap_or_else(PoisonError::into_inner));
+    log_counters_now(&usage);
     tracing::info!(
         pins = %config.pin_dir.display(),
         "stopped; the policy stays enforced (`allowlistd teardown` removes it)"
@@ -214,17 +223,17 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
     }
 }
 
-async fn log_counters(service: Arc<Mutex<Service>>, every: Duration) {
+async fn log_counters(usage: Arc<Usage>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
-        log_counters_now(&service.lock().unwrap_or_else(PoisonError::into_inner));
+        log_counters_now(&usage);
     }
 }
 
-fn log_counters_now(service: &Service) {
-    match service.counters() {
+fn log_counters_now(usage: &Usage) {
+    match usage.counters() {
         Ok(counters) => tracing::info!(%counters, "counters"),
         Err(err) => tracing::warn!(error = %err, "reading counters"),
     }

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use super::{Config, ConfigError};
 
+/// Most entries `GET /metrics` gives a series of their own.
+pub const METRICS_TOP_ENTRIES_MAX: usize = 1000;
+
 /// The shortest `--ack-max`.
 pub const ACK_MAX_MIN: Duration = Duration::from_secs(1);
 /// The longest `--ack-max`: a change nobody acknowledges comes back within a day.
@@ -149,6 +152,13 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
              --max-name-len {} and --max-description-len {} allow takes up to {min_body} bytes)",
             config.max_name_len, config.max_description_len
         ),
+    )?;
+    check_count(
+        "--metrics-top-entries",
+        config.metrics_top_entries,
+        0,
+        METRICS_TOP_ENTRIES_MAX,
+        " (each is a series of its own in every scrape)",
     )?;
     check_range(
         "--stats-interval",

@@ -248,6 +248,11 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub top_sample: Option<u32>,
 
+    /// Entries with the most hits that `GET /metrics` gives a series each, at most 1000; 0:
+    /// none. Every entry's hits stay in `GET /v1/stats` and the list's entries [default: 10].
+    #[arg(long, value_name = "N")]
+    pub metrics_top_entries: Option<usize>,
+
     /// Guard only this local port (tcp/22, udp/51820); repeat for several. Without it every
     /// inbound IP packet is checked. Used until scopes are set through the API.
     #[arg(long, value_name = "PROTO/PORT")]
@@ -313,6 +318,8 @@ pub struct Config {
     pub max_flows: u32,
     /// One refused packet in this many is noted for `top`; 0: none.
     pub top_sample: u32,
+    /// Entries with the most hits that get a series of their own in `GET /metrics`.
+    pub metrics_top_entries: usize,
     /// Ports guarded until scopes are set through the API; empty: all.
     pub protect: Vec<PortScope>,
     /// The fleet to follow, if any.
@@ -364,6 +371,7 @@ impl Options {
             reply_timeout_icmp: self.reply_timeout_icmp.or(file.reply_timeout_icmp),
             max_flows: self.max_flows.or(file.max_flows),
             top_sample: self.top_sample.or(file.top_sample),
+            metrics_top_entries: self.metrics_top_entries.or(file.metrics_top_entries),
             protect: vec(self.protect, file.protect),
             fleet: self.fleet.or(file.fleet),
         }
@@ -417,6 +425,7 @@ impl Options {
                 .max_flows
                 .unwrap_or(allowlist_common::DEFAULT_MAX_FLOWS),
             top_sample: self.top_sample.unwrap_or(16),
+            metrics_top_entries: self.metrics_top_entries.unwrap_or(10),
             protect: self.protect,
             fleet: self.fleet.resolve()?,
         };

@@ -1,73 +1,22 @@
-//! Reading the counters: packets per interface slot, hits and last hit per rule, flows.
+//! Writing the counters: a counter slot for each interface attached to, zeroed hits for a
+//! rule given to a new entry. Reading them is [`Readings`](super::Readings)'s.
 
 use allowlist_common::{
     Counter, INTERFACE_SLOT_IFINDEXES, MAP_COUNTERS, MAP_INTERFACE_SLOTS, MAP_RULE_HITS,
     MAX_INTERFACES, RuleId, RuleUsage,
 };
-use aya::maps::PerCpuValues;
-use std::time::Duration;
+use std::sync::PoisonError;
+
+use aya::maps::{IterableMap as _, PerCpuValues};
 
 use super::Dataplane;
-use super::clock::coarse_now_ns;
-use super::error::{DataplaneError, map_error};
-use super::types::{Counters, FlowStats, RuleUse};
+use super::error::{DataplaneError, batch_error, map_error};
+use super::sys::BatchMap;
+
+/// Rules zeroed per batch.
+const RESET_CHUNK: usize = 16_384;
 
 impl Dataplane {
-    /// The packet counters of every interface, summed over CPUs.
-    pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let mut totals = Counters::default();
-        for slot in 0..=MAX_INTERFACES {
-            let counters = self.slot_counters(slot)?;
-            for (total, value) in totals.0.iter_mut().zip(counters.0) {
-                *total = total.wrapping_add(value);
-            }
-        }
-        Ok(totals)
-    }
-
-    /// The packet counters of each interface attached to, then of the others together
-    /// (named `other`: test runs, and interfaces beyond [`MAX_INTERFACES`]).
-    pub fn interface_counters(&self) -> Result<Vec<(String, Counters)>, DataplaneError> {
-        let mut all = Vec::new();
-        for (interface, slot) in &self.slots {
-            all.push((interface.clone(), self.slot_counters(*slot)?));
-        }
-        all.push(("other".to_owned(), self.slot_counters(0)?));
-        Ok(all)
-    }
-
-    fn slot_counters(&self, slot: u32) -> Result<Counters, DataplaneError> {
-        let mut counters = Counters::default();
-        for counter in Counter::ALL {
-            counters.0[counter as usize] = self.counter(counter.index(slot))?;
-        }
-        Ok(counters)
-    }
-
-    /// One counter at `index` of the counter map, summed over CPUs.
-    fn counter(&self, index: u32) -> Result<u64, DataplaneError> {
-        let values = self
-            .maps
-            .counters
-            .get(&index, 0)
-            .map_err(map_error(MAP_COUNTERS))?;
-        Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
-    }
-
-    /// How full the flow map is.
-    pub fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
-        let live = self.maps.flows.keys().filter(Result::is_ok).count() as u64;
-        let mut recorded = 0u64;
-        for slot in 0..=MAX_INTERFACES {
-            recorded = recorded.wrapping_add(self.counter(Counter::FlowsRecorded.index(slot))?);
-        }
-        Ok(FlowStats {
-            live,
-            recorded,
-            evicted: recorded.saturating_sub(live),
-        })
-    }
-
     /// Gives `interface` a counter slot: the one it had (pinned maps of an earlier daemon),
     /// else a free one with its counters zeroed; slot 0 (shared) when all are taken.
     pub(super) fn assign_slot(&mut self, interface: &str) -> Result<(), DataplaneError> {
@@ -81,16 +30,17 @@ impl Dataplane {
             );
             return Ok(());
         };
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
         let taken = |slot: u32, slots: &[(String, u32)]| slots.iter().any(|(_, s)| *s == slot);
         let had = self
             .maps
             .interface_slots
             .get(&ifindex, 0)
             .map_err(map_error(MAP_INTERFACE_SLOTS))?;
-        let slot = if (1..=MAX_INTERFACES).contains(&had) && !taken(had, &self.slots) {
+        let slot = if (1..=MAX_INTERFACES).contains(&had) && !taken(had, &slots) {
             had
         } else {
-            let Some(free) = (1..=MAX_INTERFACES).find(|slot| !taken(*slot, &self.slots)) else {
+            let Some(free) = (1..=MAX_INTERFACES).find(|slot| !taken(*slot, &slots)) else {
                 tracing::warn!(
                     interface,
                     "more than {MAX_INTERFACES} interfaces: this one is counted as other"
@@ -109,39 +59,26 @@ impl Dataplane {
                 .map_err(map_error(MAP_INTERFACE_SLOTS))?;
             free
         };
-        self.slots.push((interface.to_owned(), slot));
+        slots.push((interface.to_owned(), slot));
         Ok(())
     }
 
-    /// How many packets `rule` has allowed, summed over CPUs.
-    pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
-        Ok(self.rule_use(rule)?.hits)
-    }
-
-    /// How many packets `rule` has allowed and when it last did, over all CPUs.
-    pub fn rule_use(&self, rule: RuleId) -> Result<RuleUse, DataplaneError> {
-        self.check_rule(rule)?;
-        let values = self
-            .maps
-            .rule_hits
-            .get(&rule, 0)
-            .map_err(map_error(MAP_RULE_HITS))?;
-        let hits = values.iter().fold(0u64, |sum, v| sum.wrapping_add(v.hits));
-        let last = values.iter().map(|v| v.last_hit_ns).max().unwrap_or(0);
-        Ok(RuleUse {
-            hits,
-            last_hit_ago: (last != 0)
-                .then(|| Duration::from_nanos(coarse_now_ns().saturating_sub(last))),
-        })
-    }
-
-    /// Zeroes the hit counter of `rule`, for a rule id given to a new entry.
-    pub fn reset_rule_hits(&mut self, rule: RuleId) -> Result<(), DataplaneError> {
-        self.check_rule(rule)?;
-        self.maps
-            .rule_hits
-            .set(rule, per_cpu(RuleUsage::default())?, 0)
-            .map_err(map_error(MAP_RULE_HITS))
+    /// Zeroes the hits and last hit of `rules`, ids given up by entries that are gone: the
+    /// next entry given one starts from zero.
+    pub fn reset_rule_hits(&mut self, rules: &[RuleId]) -> Result<(), DataplaneError> {
+        if let Some(rule) = rules.iter().find(|rule| **rule >= self.max_rules) {
+            self.check_rule(*rule)?;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
+        let map = BatchMap::<RuleId, RuleUsage>::new(self.maps.rule_hits.map(), Some(cpus))
+            .map_err(batch_error(MAP_RULE_HITS))?;
+        // One chunk's zeroes, reused: a million rules need no million-element buffer.
+        let zeroes = vec![RuleUsage::default(); RESET_CHUNK * cpus];
+        for chunk in rules.chunks(RESET_CHUNK) {
+            map.update(chunk, &zeroes[..chunk.len() * cpus])
+                .map_err(batch_error(MAP_RULE_HITS))?;
+        }
+        Ok(())
     }
 
     fn check_rule(&self, rule: RuleId) -> Result<(), DataplaneError> {

@@ -8,6 +8,7 @@ use aya::pin::PinError;
 use aya::programs::ProgramError;
 use aya::programs::links::LinkError;
 
+use super::sys::BatchError;
 use super::types::AttachMode;
 
 /// Errors of the dataplane.
@@ -27,6 +28,15 @@ pub enum DataplaneError {
         /// What failed.
         #[source]
         source: MapError,
+    },
+    /// A batch operation on a map failed.
+    #[error("BPF map {name}")]
+    Batch {
+        /// The map.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: BatchError,
     },
     /// Loading or running a program failed.
     #[error("program {name}")]
@@ -141,6 +151,11 @@ pub enum AdoptError {
 /// Names map `name` in a [`MapError`].
 pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
+}
+
+/// Names map `name` in a [`BatchError`].
+pub(super) fn batch_error(name: &'static str) -> impl Fn(BatchError) -> DataplaneError {
+    move |source| DataplaneError::Batch { name, source }
 }
 
 /// Names program `name` in a [`ProgramError`].

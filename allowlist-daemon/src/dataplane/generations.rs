@@ -5,17 +5,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use allowlist_common::{
-    Config, GENERATIONS, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CONFIG, MAP_CONFIG_SLOT,
-    MAP_PROTECTED_PORTS, Mode, PROTECTED_PORT_WORDS, RuleId,
+    Config, GENERATIONS, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_PROTECTED_PORTS, Mode,
+    PROTECTED_PORT_WORDS,
 };
-use ipnet::IpNet;
 
 use super::Dataplane;
 use super::clock::monotonic_now_ns;
-use super::codec::{
-    TrieKey, port_words, raw_enforcement, scopes_of, trie_key, v4_prefix, v6_prefix,
-};
+use super::codec::{port_words, raw_enforcement, scopes_of};
 use super::error::{DataplaneError, map_error};
+use super::tries::Written;
 use super::types::{Enforcement, KernelState, Replies};
 use crate::policy::{Policy, PortScope};
 
@@ -62,37 +60,9 @@ impl Dataplane {
             .config
             .get(&self.slot, 0)
             .map_err(map_error(MAP_CONFIG))?;
-        let generations = &mut self.generations;
-        let mut note = |read: Option<(u32, IpNet)>, rule| {
-            let slot = read.and_then(|(g, net)| Some((generations.get_mut(g as usize)?, net)));
-            slot.map(|(generation, net)| generation.policy.insert(net, rule))
-                .is_some()
-        };
-        let mut strays4 = Vec::new();
-        for item in self.maps.allow_v4.iter() {
-            let (key, rule) = item.map_err(map_error(MAP_ALLOW_V4))?;
-            if !note(v4_prefix(&key), rule) {
-                strays4.push(key);
-            }
-        }
-        let mut strays6 = Vec::new();
-        for item in self.maps.allow_v6.iter() {
-            let (key, rule) = item.map_err(map_error(MAP_ALLOW_V6))?;
-            if !note(v6_prefix(&key), rule) {
-                strays6.push(key);
-            }
-        }
-        for key in strays4 {
-            self.maps
-                .allow_v4
-                .remove(&key)
-                .map_err(map_error(MAP_ALLOW_V4))?;
-        }
-        for key in strays6 {
-            self.maps
-                .allow_v6
-                .remove(&key)
-                .map_err(map_error(MAP_ALLOW_V6))?;
+        let read = self.read_tries()?;
+        for (generation, prefixes) in self.generations.iter_mut().zip(read) {
+            generation.policy = prefixes.into_iter().collect();
         }
         for (index, word) in (0u32..).zip(self.port_words.iter_mut()) {
             *word = self
@@ -205,25 +175,23 @@ impl Dataplane {
         if let Some(found) = (0u32..).zip(&self.generations).find(|(_, g)| g.holds(want)) {
             return Ok(found.0);
         }
-        let cost = |g: u32| {
-            let diff = self.generations[g as usize].policy.diff(&want.policy);
-            diff.upserts.len() + diff.removals.len()
-        };
+        let cost = |g: u32| self.generations[g as usize].policy.diff(&want.policy).len();
         let generation = choose_generation(&self.generations_in_force(), keep, cost)
             .ok_or(DataplaneError::NoFreeGeneration)?;
-        let diff = self.generations[generation as usize]
-            .policy
-            .diff(&want.policy);
-        // No packet uses this generation: removals first keep the trie within its capacity.
-        for net in diff.removals {
-            self.write_prefix(generation, net, None)?;
-            self.generations[generation as usize].policy.remove(&net);
-        }
-        for (net, rule) in diff.upserts {
-            self.write_prefix(generation, net, Some(rule))?;
-            let policy = &mut self.generations[generation as usize].policy;
-            policy.remove(&net);
-            policy.insert(net, rule);
+        let index = generation as usize;
+        let diff = self.generations[index].policy.diff(&want.policy);
+        // No packet uses this generation: it may hold anything while it is written.
+        let mut written = Written::default();
+        match self.write_diff(generation, &diff, &mut written) {
+            Ok(()) => self.generations[index].policy = want.policy.clone(),
+            Err(err) => {
+                let held = &self.generations[index].policy;
+                self.generations[index].policy = held.patched(
+                    &diff.removals[..written.removals],
+                    &diff.upserts[..written.upserts],
+                );
+                return Err(err);
+            }
         }
         if !want.scopes.is_empty() {
             self.write_scopes(generation, &want.scopes)?;
@@ -320,27 +288,6 @@ impl Dataplane {
         }
         self.generations[generation as usize].scopes = scopes.clone();
         Ok(())
-    }
-
-    /// Inserts `net` with `rule` into `generation` of its family's trie, or removes it when
-    /// `rule` is `None`.
-    fn write_prefix(
-        &mut self,
-        generation: u32,
-        net: IpNet,
-        rule: Option<RuleId>,
-    ) -> Result<(), DataplaneError> {
-        match (trie_key(generation, net), rule) {
-            (TrieKey::V4(key), Some(rule)) => self.maps.allow_v4.insert(&key, rule, 0),
-            (TrieKey::V4(key), None) => self.maps.allow_v4.remove(&key),
-            (TrieKey::V6(key), Some(rule)) => self.maps.allow_v6.insert(&key, rule, 0),
-            (TrieKey::V6(key), None) => self.maps.allow_v6.remove(&key),
-        }
-        .map_err(map_error(if net.addr().is_ipv4() {
-            MAP_ALLOW_V4
-        } else {
-            MAP_ALLOW_V6
-        }))
     }
 }
 

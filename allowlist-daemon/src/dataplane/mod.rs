@@ -18,9 +18,11 @@ mod links;
 mod load;
 mod maps;
 mod pins;
+mod readings;
+mod sys;
 #[cfg(feature = "test-util")]
 mod test_run;
-mod top;
+mod tries;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ use aya::Ebpf;
 
 pub use error::{AdoptError, DataplaneError};
 pub use links::Attachment;
+pub use readings::{Readings, RuleTable};
+pub use sys::BatchError;
 pub use types::{
     AttachMode, AttachedMode, Counters, Enforcement, FlowStats, FrameRun, KernelState, Replies,
     RuleUse, SourceNoted, Verdict,
@@ -38,13 +42,16 @@ pub use types::{
 use generations::Generation;
 use maps::Maps;
 use pins::Pins;
+use readings::Slots;
 
 /// The loaded programs and their maps.
 pub struct Dataplane {
     ebpf: Ebpf,
     maps: Maps,
     /// Interfaces with their own counter slot, and the slot.
-    slots: Vec<(String, u32)>,
+    slots: Slots,
+    /// Handles of their own on the counting maps.
+    readings: Readings,
     /// What the port bitmaps hold, word by word.
     port_words: Vec<u64>,
     /// What each generation holds.
@@ -81,10 +88,13 @@ impl Dataplane {
         max_flows: u32,
     ) -> Result<Self, DataplaneError> {
         let mut ebpf = load::load_object(pins.as_ref(), max_rules, max_flows)?;
+        let maps = Maps::take(&mut ebpf)?;
+        let slots = Slots::default();
         Ok(Self {
-            maps: Maps::take(&mut ebpf)?,
+            readings: Readings::new(&maps, slots.clone())?,
+            maps,
             ebpf,
-            slots: Vec::new(),
+            slots,
             port_words: vec![0; (GENERATIONS * PROTECTED_PORT_WORDS) as usize],
             generations: vec![Generation::default(); GENERATIONS as usize],
             slot: 0,
@@ -93,6 +103,12 @@ impl Dataplane {
             pins,
             attachments: Vec::new(),
         })
+    }
+
+    /// The counters, read through handles of their own ([`Readings::try_clone`] gives a set
+    /// for another thread).
+    pub fn readings(&self) -> &Readings {
+        &self.readings
     }
 
     /// Removes everything pinned under `pin_root` (every layout version): the links go, so

@@ -1,25 +1,29 @@
 //! Rule ids: the index of each entry's hit counter in the kernel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use allowlist_common::RuleId;
+use fixedbitset::FixedBitSet;
 use ipnet::IpNet;
 
 use super::allowlist::Entry;
 use super::error::ModelError;
 use super::state::Model;
 
+/// A set of rule ids, one bit each.
+pub type RuleSet = FixedBitSet;
+
 /// Hands out the smallest free rule ids.
 pub(super) struct RuleAllocator {
-    used: BTreeSet<RuleId>,
+    used: RuleSet,
     next: RuleId,
     capacity: RuleId,
 }
 
 impl RuleAllocator {
     /// An allocator of ids below `capacity` that are not in `used`.
-    pub(super) fn new(used: BTreeSet<RuleId>, capacity: RuleId) -> Self {
+    pub(super) fn new(used: RuleSet, capacity: RuleId) -> Self {
         Self {
             used,
             next: 0,
@@ -32,7 +36,8 @@ impl RuleAllocator {
         while self.next < self.capacity {
             let candidate = self.next;
             self.next += 1;
-            if self.used.insert(candidate) {
+            if !self.used.contains(candidate as usize) {
+                self.used.grow_and_insert(candidate as usize);
                 return Ok(candidate);
             }
         }
@@ -46,7 +51,27 @@ impl RuleAllocator {
 
 impl Model {
     /// Every rule id in use, including those of entries a pending change may restore.
-    pub fn rules_in_use(&self) -> BTreeSet<RuleId> {
+    pub fn rules_in_use(&self) -> RuleSet {
+        let mut used = RuleSet::new();
+        for rule in self.rules() {
+            used.grow_and_insert(rule as usize);
+        }
+        used
+    }
+
+    /// One more than the highest rule id in use (0: none): the rule ids below it are all the
+    /// hit counters the model's entries and always-allow prefixes can read.
+    pub fn rule_bound(&self) -> RuleId {
+        let always = self.always_allow.iter().map(|(_, rule)| *rule);
+        self.rules()
+            .chain(always)
+            .max()
+            .map_or(0, |max| max.saturating_add(1))
+    }
+
+    /// The rule ids of every entry, including those a pending change may restore (with
+    /// repeats).
+    fn rules(&self) -> impl Iterator<Item = RuleId> {
         let restorable = self
             .pending
             .iter()
@@ -55,7 +80,6 @@ impl Model {
             .values()
             .chain(restorable)
             .flat_map(|list| list.entries.iter().map(|entry| entry.rule))
-            .collect()
     }
 
     /// Gives fresh rule ids to entries whose rule is out of `0..capacity` or shared with an
@@ -63,6 +87,9 @@ impl Model {
     /// file). An entry a pending change would restore shares the rule of the same prefix in
     /// the same list now. Returns how many entries changed.
     pub fn renumber_rules(&mut self, capacity: RuleId) -> usize {
+        if self.rules_are_sound(capacity) {
+            return 0;
+        }
         let restorable = self
             .pending
             .iter_mut()
@@ -94,7 +121,8 @@ impl Model {
                 bad.push(index);
             }
         }
-        let mut allocator = RuleAllocator::new(owner.keys().copied().collect(), capacity);
+        let used = owner.keys().map(|rule| *rule as usize).collect();
+        let mut allocator = RuleAllocator::new(used, capacity);
         for index in bad {
             let key = (entries[index].0, entries[index].1.cidr);
             if !given.contains_key(&key)
@@ -113,5 +141,40 @@ impl Model {
             }
         }
         changed
+    }
+
+    /// Whether every entry's rule is below `capacity` and its own: the same only for the same
+    /// prefix of the same list now and in a restorable version (the check before
+    /// [`Model::renumber_rules`], linear in the entries).
+    fn rules_are_sound(&self, capacity: RuleId) -> bool {
+        let mut used = RuleSet::with_capacity(capacity as usize);
+        let mut claim = |rule: RuleId| {
+            let free = rule < capacity && !used.contains(rule as usize);
+            if free {
+                used.insert(rule as usize);
+            }
+            free
+        };
+        if !self
+            .allowlists
+            .values()
+            .flat_map(|list| list.entries.iter())
+            .all(|entry| claim(entry.rule))
+        {
+            return false;
+        }
+        let restorable = self
+            .pending
+            .iter()
+            .flat_map(|pending| &pending.revert_to.lists);
+        restorable.into_iter().all(|list| {
+            let now = self.allowlists.get(&list.id);
+            list.entries.iter().all(|entry| {
+                let same = now
+                    .and_then(|now| now.entry(&entry.cidr))
+                    .is_some_and(|current| current.rule == entry.rule);
+                same || claim(entry.rule)
+            })
+        })
     }
 }

@@ -114,13 +114,13 @@ impl Model {
     /// The policy for the kernel: the always-allow prefixes and the entries of the enabled
     /// allowlists.
     pub fn effective_policy(&self) -> Policy {
-        let mut policy: Policy = self.always_allow.iter().copied().collect();
-        for list in self.enabled_lists() {
-            for entry in list.entries.iter() {
-                policy.insert(entry.cidr, entry.rule);
-            }
-        }
-        policy
+        // The always-allow prefixes first: they keep a prefix a list names too.
+        let lists = self.enabled_lists().flat_map(|list| list.entries.iter());
+        self.always_allow
+            .iter()
+            .copied()
+            .chain(lists.map(|entry| (entry.cidr, entry.rule)))
+            .collect()
     }
 
     /// The prefixes in force that allow every source of their family (`0.0.0.0/0`, `::/0`).

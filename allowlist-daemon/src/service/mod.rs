@@ -5,11 +5,12 @@
 mod error;
 mod fleet;
 mod operations;
-mod readings;
 mod revert;
 mod setup;
+mod snapshot;
+mod usage;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use allowlist_common::{Mode, RuleId};
 use time::OffsetDateTime;
@@ -21,9 +22,12 @@ use crate::store::Store;
 
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
-pub use readings::{AlwaysAllowHits, EntryHits, EntryUse, FlowStatsView, Stats, Top, TopSource};
 pub use revert::SaveFailure;
 pub use setup::{kernel_rule_capacity, load_state, settings};
+pub use snapshot::{Published, Snapshot};
+pub use usage::{
+    AlwaysAllowHits, EntryHits, FlowStatsView, ListHits, MAX_AGE, Stats, Top, TopSource, Usage,
+};
 
 use setup::configure;
 
@@ -37,6 +41,8 @@ pub struct Service {
     enforce_mode: Mode,
     reverts: u64,
     unsaved: Option<SaveFailure>,
+    top_sample: u32,
+    published: Published,
 }
 
 impl Service {
@@ -86,6 +92,8 @@ impl Service {
             enforce_mode: config.mode,
             reverts: u64::from(reverted_at_start),
             unsaved: None,
+            top_sample: config.top_sample,
+            published: Published::default(),
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
@@ -105,6 +113,7 @@ impl Service {
                 "reconciled the kernel with the state on disk"
             );
         }
+        service.publish();
         Ok(service)
     }
 
@@ -113,9 +122,22 @@ impl Service {
         &self.model
     }
 
-    /// The dataplane (for attaching and reading counters).
+    /// The dataplane (for attaching).
     pub fn dataplane_mut(&mut self) -> &mut Dataplane {
         &mut self.dataplane
+    }
+
+    /// The counters for readers, through handles of their own.
+    pub fn usage(&self) -> Result<Usage, DataplaneError> {
+        Ok(Usage::new(
+            self.dataplane.readings().try_clone()?,
+            self.top_sample,
+        ))
+    }
+
+    /// Moves the clock the program notes last hits with (every 100 ms).
+    pub fn tick_clock(&mut self) -> Result<(), DataplaneError> {
+        self.dataplane.tick_clock()
     }
 
     /// What the kernel must enforce for `model`.
@@ -146,14 +168,16 @@ impl Service {
 
     /// Saves `next`, makes it current and the kernel match; rolls back if the kernel refuses.
     fn commit(&mut self, next: Model) -> Result<(), ServiceError> {
+        let started = Instant::now();
         let freed: Vec<RuleId> = self
             .model
             .rules_in_use()
             .difference(&next.rules_in_use())
-            .copied()
+            .filter_map(|rule| RuleId::try_from(rule).ok())
             .collect();
         self.store.save(&next)?;
         self.saved();
+        let saved = Instant::now();
         let previous = std::mem::replace(&mut self.model, next);
         if let Err(err) = self.sync_kernel() {
             tracing::error!(error = %err, "the kernel refused the change; rolling back");
@@ -164,13 +188,20 @@ impl Service {
             if let Err(sync) = self.sync_kernel() {
                 tracing::error!(error = %sync, "restoring the previous policy in the kernel");
             }
+            self.publish();
             return Err(err.into());
         }
-        for rule in freed {
-            if let Err(err) = self.dataplane.reset_rule_hits(rule) {
-                tracing::warn!(rule, error = %err, "zeroing the hits of a freed rule");
-            }
+        let synced = Instant::now();
+        self.publish();
+        if let Err(err) = self.dataplane.reset_rule_hits(&freed) {
+            tracing::warn!(rules = freed.len(), error = %err, "zeroing the hits of freed rules");
         }
+        tracing::debug!(
+            save_ms = (saved - started).as_millis() as u64,
+            kernel_ms = (synced - saved).as_millis() as u64,
+            reset_ms = synced.elapsed().as_millis() as u64,
+            "committed"
+        );
         Ok(())
     }
 
@@ -184,8 +215,10 @@ impl Service {
         // A change whose deadline has passed (in the kernel's clock too) is reverted first:
         // no request acts on a pending change the kernel has already fallen back from.
         self.revert_if_due();
+        let started = Instant::now();
         let mut next = self.model.clone();
         let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
+        tracing::debug!(model_ms = started.elapsed().as_millis() as u64, "changed");
         // The dataplane holds the policy in force: its size needs no second computation.
         let before = summary(&self.model, self.dataplane.installed().len());
         self.commit(next)?;

@@ -48,8 +48,8 @@ impl Service {
                 "writing the reverted policy to the kernel (it falls back by itself at the deadline)"
             );
         }
-        self.save_or_retry_later();
         self.reverts += 1;
+        self.save_or_retry_later();
         tracing::warn!(
             action = ?reverted.action,
             allowlists = ?reverted.allowlist_ids,
@@ -90,6 +90,7 @@ impl Service {
                 failure.next_attempt = Instant::now() + backoff;
             }
         }
+        self.publish();
     }
 
     /// Notes that the model is saved: a save failure, if any, is over.

@@ -157,7 +157,7 @@ fn removing_from_an_enabled_list_is_pending_and_reverts_to_the_list_as_it_was() 
     assert_eq!(model.pending().map(|p| p.action), Some(Action::Update));
     assert_eq!(model.effective_policy().lookup(addr("198.51.100.7")), None);
     assert!(
-        model.rules_in_use().contains(&gone.rule),
+        model.rules_in_use().contains(gone.rule as usize),
         "reserved until resolved"
     );
 

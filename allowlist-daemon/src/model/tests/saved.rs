@@ -54,7 +54,7 @@ fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
         "asked for then"
     );
     assert!(
-        model.rules_in_use().contains(&1),
+        model.rules_in_use().contains(1),
         "the entry to restore keeps its rule"
     );
     let resaved: serde_json::Value = serde_json::to_value(&model).expect("json");

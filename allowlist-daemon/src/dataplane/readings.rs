@@ -1,0 +1,217 @@
+//! Reading the counters through handles of their own: packets per interface slot, hits and
+//! last hit per rule (in batches), flows, refused sources. [`Readings`] is separate from the
+//! driver so that it can be used from any thread while the driver writes a policy: reads
+//! never wait for writes.
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use allowlist_common::{
+    Counter, FlowKey, FlowState, MAP_COUNTERS, MAP_FLOWS, MAP_RULE_HITS, MAP_TOP_SOURCES,
+    MAX_INTERFACES, RuleId, RuleUsage, SourceKey, SourceSeen,
+};
+use aya::maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
+
+use super::clock::coarse_now_ns;
+use super::codec::source_address;
+use super::error::{DataplaneError, batch_error, map_error};
+use super::maps::Maps;
+use super::sys::BatchMap;
+use super::types::{Counters, FlowStats, RuleUse, SourceNoted};
+
+/// Interfaces with a counter slot of their own, and the slot; shared with the driver, which
+/// adds one per interface it attaches to.
+pub(super) type Slots = Arc<RwLock<Vec<(String, u32)>>>;
+
+/// Handles on the maps that count, for reading.
+pub struct Readings {
+    counters: PerCpuArray<MapData, u64>,
+    rule_hits: PerCpuArray<MapData, RuleUsage>,
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    top_sources: HashMap<MapData, SourceKey, SourceSeen>,
+    slots: Slots,
+    cpus: usize,
+}
+
+/// Hits and last hit of the rules below some id, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct RuleTable {
+    /// Per rule id: packets allowed, summed over CPUs.
+    hits: Vec<u64>,
+    /// Per rule id: the coarse clock at its last hit (the latest over CPUs); 0: never.
+    last_hit_ns: Vec<u64>,
+    /// The coarse clock when read.
+    read_at_ns: u64,
+}
+
+impl RuleTable {
+    /// How much `rule` was used when the table was read; rules beyond it: never.
+    pub fn get(&self, rule: RuleId) -> RuleUse {
+        let index = rule as usize;
+        let last = self.last_hit_ns.get(index).copied().unwrap_or(0);
+        RuleUse {
+            hits: self.hits(rule),
+            last_hit_ago: (last != 0)
+                .then(|| Duration::from_nanos(self.read_at_ns.saturating_sub(last))),
+        }
+    }
+
+    /// Packets `rule` allowed.
+    pub fn hits(&self, rule: RuleId) -> u64 {
+        self.hits.get(rule as usize).copied().unwrap_or(0)
+    }
+}
+
+/// A handle of its own on the map behind `map`.
+fn duplicate(map: &MapData, name: &'static str) -> Result<MapData, DataplaneError> {
+    let id = map.info().map_err(map_error(name))?.id();
+    MapData::from_id(id).map_err(map_error(name))
+}
+
+/// A typed handle of its own on `map`, a map of the kind `kind` makes.
+fn own<T: TryFrom<Map, Error = MapError>>(
+    map: &MapData,
+    kind: fn(MapData) -> Map,
+    name: &'static str,
+) -> Result<T, DataplaneError> {
+    T::try_from(kind(duplicate(map, name)?)).map_err(map_error(name))
+}
+
+impl Readings {
+    /// Handles of their own on the counting maps of `maps`.
+    pub(super) fn new(maps: &Maps, slots: Slots) -> Result<Self, DataplaneError> {
+        Ok(Readings {
+            counters: own(maps.counters.map(), Map::PerCpuArray, MAP_COUNTERS)?,
+            rule_hits: own(maps.rule_hits.map(), Map::PerCpuArray, MAP_RULE_HITS)?,
+            flows: own(maps.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
+            top_sources: own(maps.top_sources.map(), Map::LruHashMap, MAP_TOP_SOURCES)?,
+            slots,
+            cpus: aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?,
+        })
+    }
+
+    /// Another set of handles on the same maps, for another thread.
+    pub fn try_clone(&self) -> Result<Self, DataplaneError> {
+        Ok(Readings {
+            counters: own(self.counters.map(), Map::PerCpuArray, MAP_COUNTERS)?,
+            rule_hits: own(self.rule_hits.map(), Map::PerCpuArray, MAP_RULE_HITS)?,
+            flows: own(self.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
+            top_sources: own(self.top_sources.map(), Map::LruHashMap, MAP_TOP_SOURCES)?,
+            slots: self.slots.clone(),
+            cpus: self.cpus,
+        })
+    }
+
+    /// The packet counters of every interface, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let mut totals = Counters::default();
+        for slot in 0..=MAX_INTERFACES {
+            let counters = self.slot_counters(slot)?;
+            for (total, value) in totals.0.iter_mut().zip(counters.0) {
+                *total = total.wrapping_add(value);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// The packet counters of each interface attached to, then of the others together
+    /// (named `other`: test runs, and interfaces beyond [`MAX_INTERFACES`]).
+    pub fn interface_counters(&self) -> Result<Vec<(String, Counters)>, DataplaneError> {
+        let slots = self
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut all = Vec::new();
+        for (interface, slot) in slots {
+            all.push((interface, self.slot_counters(slot)?));
+        }
+        all.push(("other".to_owned(), self.slot_counters(0)?));
+        Ok(all)
+    }
+
+    fn slot_counters(&self, slot: u32) -> Result<Counters, DataplaneError> {
+        let mut counters = Counters::default();
+        for counter in Counter::ALL {
+            counters.0[counter as usize] = self.counter(counter.index(slot))?;
+        }
+        Ok(counters)
+    }
+
+    /// One counter at `index` of the counter map, summed over CPUs.
+    fn counter(&self, index: u32) -> Result<u64, DataplaneError> {
+        let values = self
+            .counters
+            .get(&index, 0)
+            .map_err(map_error(MAP_COUNTERS))?;
+        Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+    }
+
+    /// How full the flow map is (a walk of the map: its cost grows with the flows in it).
+    pub fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
+        let flows = BatchMap::<FlowKey, FlowState>::new(self.flows.map(), None)
+            .map_err(batch_error(MAP_FLOWS))?;
+        let mut live = 0u64;
+        flows
+            .lookup(usize::MAX, |_, _| live += 1)
+            .map_err(batch_error(MAP_FLOWS))?;
+        let mut recorded = 0u64;
+        for slot in 0..=MAX_INTERFACES {
+            recorded = recorded.wrapping_add(self.counter(Counter::FlowsRecorded.index(slot))?);
+        }
+        Ok(FlowStats {
+            live,
+            recorded,
+            evicted: recorded.saturating_sub(live),
+        })
+    }
+
+    /// How many packets `rule` has allowed, summed over CPUs.
+    pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
+        let values = self
+            .rule_hits
+            .get(&rule, 0)
+            .map_err(map_error(MAP_RULE_HITS))?;
+        Ok(values.iter().fold(0u64, |sum, v| sum.wrapping_add(v.hits)))
+    }
+
+    /// Hits and last hit of rules `0..len`, in batches.
+    pub fn rule_table(&self, len: u32) -> Result<RuleTable, DataplaneError> {
+        let len = len as usize;
+        let mut table = RuleTable {
+            hits: Vec::with_capacity(len),
+            last_hit_ns: Vec::with_capacity(len),
+            read_at_ns: coarse_now_ns(),
+        };
+        if len == 0 {
+            return Ok(table);
+        }
+        let rules = BatchMap::<u32, RuleUsage>::new(self.rule_hits.map(), Some(self.cpus))
+            .map_err(batch_error(MAP_RULE_HITS))?;
+        rules
+            .lookup(len, |_, per_cpu| {
+                let hits = per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(v.hits));
+                let last = per_cpu.iter().map(|v| v.last_hit_ns).max().unwrap_or(0);
+                table.hits.push(hits);
+                table.last_hit_ns.push(last);
+            })
+            .map_err(batch_error(MAP_RULE_HITS))?;
+        Ok(table)
+    }
+
+    /// The refused sources noted (at most [`allowlist_common::TOP_SOURCES_CAPACITY`], the
+    /// least recently seen forgotten first).
+    pub fn top_sources(&self) -> Result<Vec<SourceNoted>, DataplaneError> {
+        let now = coarse_now_ns();
+        let mut sources = Vec::new();
+        for item in self.top_sources.iter() {
+            let (key, seen) = item.map_err(map_error(MAP_TOP_SOURCES))?;
+            sources.push(SourceNoted {
+                address: source_address(&key),
+                noted: seen.packets,
+                last_seen_ago: Duration::from_nanos(now.saturating_sub(seen.last_seen_ns)),
+            });
+        }
+        Ok(sources)
+    }
+}

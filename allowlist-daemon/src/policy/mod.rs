@@ -1,0 +1,10 @@
+//! The policy model: which prefixes are allowed and which rule allows each, and what an
+//! entry or a scope may be. Pure: no I/O, no kernel.
+
+mod cidr;
+mod prefixes;
+mod scope;
+
+pub use cidr::{CidrError, check_prefix, parse_cidr};
+pub use prefixes::{Policy, PolicyDiff};
+pub use scope::{PortScope, Transport};
