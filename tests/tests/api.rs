@@ -889,6 +889,7 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/allowlists/{id}", "put"),
         ("/v1/allowlists/{id}", "delete"),
         ("/v1/allowlists/{id}/entries", "post"),
+        ("/v1/allowlists/{id}/entries", "get"),
         ("/v1/allowlists/{id}/entries/{entry_id}", "delete"),
         ("/v1/enforcement", "get"),
         ("/v1/enforcement/enable", "post"),

@@ -241,7 +241,7 @@ fn a_state_that_breaks_an_invariant_is_refused_and_the_kernel_keeps_enforcing() 
                     .iter_mut()
                     .enumerate()
                 {
-                    entry["id"] = json!(format!("en_twin{n}"));
+                    entry["id"] = json!(format!("en_{:016x}", 0x7717_0000 + n));
                 }
                 s["allowlists"]["al_twin"] = twin;
             },

@@ -2,7 +2,7 @@
 //! bounded, a list read in pages gives every entry exactly once while it changes, and a
 //! read during a long write is answered from the state before it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -272,4 +272,53 @@ fn a_read_during_a_long_write_is_answered_from_the_state_before_it() {
     let after = daemon.call("GET", &format!("{path}/entries?limit=5"), None);
     assert_eq!(after.body["version"], version + 1);
     assert_eq!(after.body["total"], 400_000);
+}
+
+#[test]
+fn allowlistctl_pages_through_a_list_larger_than_a_page() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    // allowlistctl asks for pages of 10 000 entries: three pages and a bit.
+    let cidrs = hosts(0, 32_000);
+    let (id, _) = create(&daemon, "paged", &cidrs);
+
+    let shown = daemon.ctl(&["show", "paged"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(stdout.contains("entries:     32000"), "the count is shown");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|cidr| cidr.starts_with("10."))
+        .collect();
+    assert_eq!(rows.len(), cidrs.len(), "every entry shown, once");
+    let shown: BTreeSet<&str> = rows.iter().copied().collect();
+    let expected: Vec<String> = cidrs.iter().map(|cidr| format!("{cidr}/32")).collect();
+    assert!(
+        expected.iter().all(|cidr| shown.contains(cidr.as_str())),
+        "every entry shown"
+    );
+
+    // An entry named by its CIDR, found on the fourth page, is removed.
+    let listed = daemon.ctl(&["list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("32000"));
+    let removed = daemon.ctl(&["remove", "paged", &cidrs[31_000]]);
+    assert!(removed.status.success(), "{removed:?}");
+    let page = daemon.call(
+        "GET",
+        &format!(
+            "/v1/allowlists/{id}/entries?limit=1&after={}%2F32",
+            cidrs[30_999]
+        ),
+        None,
+    );
+    assert_eq!(page.body["total"], 31_999);
+    let summaries = daemon.call("GET", "/v1/allowlists?entries=false", None);
+    assert_eq!(summaries.body["allowlists"][0]["entry_count"], 31_999);
+    assert!(summaries.body["allowlists"][0].get("entries").is_none());
+    assert_eq!(
+        page.body["entries"][0]["cidr"],
+        format!("{}/32", cidrs[31_001])
+    );
 }

@@ -63,8 +63,18 @@ enum Task {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run_task(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the task `cli` names.
+fn run_task(cli: Cli) -> anyhow::Result<()> {
     std::env::set_current_dir(workspace_root()).context("entering the workspace")?;
     match cli.command {
         Task::Build { release } => build(release),

@@ -28,9 +28,33 @@ const PAGE_DEFAULT: usize = 1000;
 /// Most entries in a page.
 const PAGE_MAX: usize = 10_000;
 
-pub(super) async fn list_allowlists(State(state): State<AppState>) -> Response {
+/// The query of `GET /v1/allowlists`.
+#[derive(Deserialize)]
+pub(super) struct ListsQuery {
+    entries: Option<String>,
+}
+
+/// `GET /v1/allowlists[?entries=false]`: every list, with its entries unless `entries=false`
+/// (then only their `entry_count`, for lists too large to read whole).
+pub(super) async fn list_allowlists(
+    State(state): State<AppState>,
+    Query(query): Query<ListsQuery>,
+) -> Result<Response, ApiError> {
+    let with_entries = match query.entries.as_deref().map(str::trim) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(raw) => {
+            return Err(ApiError::invalid(
+                "entries",
+                format!("entries {raw:?} is neither true nor false"),
+            ));
+        }
+    };
     let snapshot = state.published.latest();
-    json_stream(StatusCode::OK, None, move || AllowlistsView(snapshot))
+    Ok(json_stream(StatusCode::OK, None, move || AllowlistsView {
+        snapshot,
+        with_entries,
+    }))
 }
 
 pub(super) async fn create_allowlist(

@@ -97,15 +97,18 @@ pub(super) struct AllowlistView<'a> {
     pub(super) list: &'a Allowlist,
     pub(super) enabled: bool,
     pub(super) used: Option<(&'a RuleTable, OffsetDateTime)>,
+    /// Whether the entries are shown, or only their count.
+    pub(super) with_entries: bool,
 }
 
 impl<'a> AllowlistView<'a> {
-    /// `list` of `model`, its entries without their use.
-    pub(super) fn new(model: &Model, list: &'a Allowlist) -> Self {
+    /// `list` of `model`, its entries (if `with_entries`) without their use.
+    pub(super) fn new(model: &Model, list: &'a Allowlist, with_entries: bool) -> Self {
         AllowlistView {
             list,
             enabled: model.is_enabled(&list.id),
             used: None,
+            with_entries,
         }
     }
 }
@@ -113,7 +116,7 @@ impl<'a> AllowlistView<'a> {
 impl Serialize for AllowlistView<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let list = self.list;
-        let mut view = serializer.serialize_struct("Allowlist", 10)?;
+        let mut view = serializer.serialize_struct("Allowlist", 11)?;
         view.serialize_field("id", &list.id)?;
         view.serialize_field("name", &list.name)?;
         view.serialize_field("description", &list.description)?;
@@ -122,13 +125,16 @@ impl Serialize for AllowlistView<'_> {
         if let Some(fleet) = &list.fleet {
             view.serialize_field("fleet", fleet)?;
         }
-        view.serialize_field(
-            "entries",
-            &EntriesView {
-                entries: &list.entries,
-                used: self.used,
-            },
-        )?;
+        view.serialize_field("entry_count", &list.entries.len())?;
+        if self.with_entries {
+            view.serialize_field(
+                "entries",
+                &EntriesView {
+                    entries: &list.entries,
+                    used: self.used,
+                },
+            )?;
+        }
         view.serialize_field("created_at", &rfc3339(list.created_at))?;
         view.serialize_field("updated_at", &rfc3339(list.updated_at))?;
         view.serialize_field("version", &list.version)?;
@@ -136,16 +142,21 @@ impl Serialize for AllowlistView<'_> {
     }
 }
 
-/// Every allowlist of `snapshot`, as `GET /v1/allowlists` shows them.
-pub(super) struct AllowlistsView(pub(super) Arc<Snapshot>);
+/// Every allowlist of a snapshot, as `GET /v1/allowlists` shows them.
+pub(super) struct AllowlistsView {
+    /// The snapshot.
+    pub(super) snapshot: Arc<Snapshot>,
+    /// Whether each list's entries are shown, or only their count.
+    pub(super) with_entries: bool,
+}
 
 impl Serialize for AllowlistsView {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let model = &self.0.model;
+        let model = &self.snapshot.model;
         let mut view = serializer.serialize_struct("Allowlists", 1)?;
         let lists: Vec<AllowlistView> = model
             .allowlists()
-            .map(|list| AllowlistView::new(model, list))
+            .map(|list| AllowlistView::new(model, list, self.with_entries))
             .collect();
         view.serialize_field("allowlists", &lists)?;
         view.end()
@@ -183,6 +194,7 @@ impl Serialize for Owned {
             list: &self.list,
             enabled: self.enabled,
             used: self.used.as_ref().map(|(table, now)| (&**table, *now)),
+            with_entries: true,
         }
         .serialize(serializer)
     }

@@ -101,8 +101,8 @@ async fn run() -> anyhow::Result<()> {
 
     // The state is read and checked before the kernel is touched: a bad state file changes
     // nothing there.
-    let store = Store::open(&config.state_dir)?;
-    let saved = load_state(&config, &store)?;
+    let mut store = Store::open(&config.state_dir)?;
+    let saved = load_state(&config, &mut store)?;
     let (token, created) = AdminToken::load_or_create(&config.token_file)?;
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");

@@ -1,51 +1,94 @@
-//! The model as `state.json` holds it: format 2, written by this release, and format 1 of
-//! earlier releases, read and converted.
+//! The model as `state.json` holds it: format 3, written by this release, and formats 2 and
+//! 1 of earlier releases, read and converted. In format 3 a list's entries are either in the
+//! state itself (`entries`) or, for large lists, in a file of their own that the store names
+//! (`entries_file`), so that a change that leaves a large list alone does not rewrite it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 
-use super::allowlist::{Allowlist, Entry};
+use super::allowlist::{Allowlist, Entry, FleetOrigin};
 use super::fleet::FleetMemo;
 use super::pending::{Action, Pending, Restore};
 use super::state::Model;
 use crate::policy::PortScope;
 
 /// The format this release writes.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 impl Serialize for Model {
+    /// The model with every list's entries inline.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut state = serializer.serialize_struct("Model", 6)?;
-        state.serialize_field("format", &FORMAT)?;
-        state.serialize_field("allowlists", &self.allowlists)?;
-        state.serialize_field("enabled", &self.enabled)?;
-        state.serialize_field("pending", &self.pending)?;
-        state.serialize_field("scopes", &self.scopes)?;
-        state.serialize_field("fleet", &self.fleet)?;
-        state.end()
+        self.to_saved(|_| None).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Model {
+    /// A model whose lists hold their entries inline.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Saved::deserialize(deserializer)?
-            .into_model()
+        SavedState::deserialize(deserializer)?
+            .into_model(|name| {
+                Err(format!(
+                    "entries_file {name:?} is read only with the state directory"
+                ))
+            })
             .map_err(serde::de::Error::custom)
     }
 }
 
-/// `state.json` as read.
-#[derive(Deserialize)]
+impl Model {
+    /// Every list the model keeps: the lists, then the lists a revert restores.
+    pub fn kept_lists(&self) -> impl Iterator<Item = &Allowlist> {
+        self.allowlists.values().chain(
+            self.pending
+                .iter()
+                .flat_map(|pending| pending.revert_to.lists.iter()),
+        )
+    }
+
+    /// The model as the state file holds it; `file_of` names the file that holds a list's
+    /// entries, `None` to keep them inline.
+    pub fn to_saved(&self, file_of: impl Fn(&Allowlist) -> Option<String>) -> SavedState {
+        let saved_list = |list: &Allowlist| SavedList::new(list, file_of(list));
+        SavedState {
+            format: FORMAT,
+            allowlists: self
+                .allowlists
+                .iter()
+                .map(|(id, list)| (id.clone(), saved_list(list)))
+                .collect(),
+            enabled: self.enabled.clone(),
+            pending: self.pending.as_ref().map(|pending| SavedPending {
+                action: pending.action,
+                allowlist_ids: pending.allowlist_ids.clone(),
+                applied_at: pending.applied_at,
+                acknowledge_after: pending.acknowledge_after,
+                revert_at: pending.revert_at,
+                release: pending.release.clone(),
+                revert_to: Some(SavedRestore {
+                    enabled: pending.revert_to.enabled.clone(),
+                    scopes: pending.revert_to.scopes.clone(),
+                    lists: pending.revert_to.lists.iter().map(saved_list).collect(),
+                    created: pending.revert_to.created.clone(),
+                }),
+                restore: None,
+            }),
+            scopes: self.scopes.clone(),
+            fleet: self.fleet.clone(),
+        }
+    }
+}
+
+/// `state.json`: the model with each list's entries inline or named by their file.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Saved {
+pub struct SavedState {
     /// Absent in format 1.
     #[serde(default = "format_1")]
     format: u32,
-    allowlists: BTreeMap<String, Allowlist>,
+    allowlists: BTreeMap<String, SavedList>,
     enabled: BTreeSet<String>,
     pending: Option<SavedPending>,
     #[serde(default)]
@@ -58,8 +101,79 @@ fn format_1() -> u32 {
     1
 }
 
-/// A pending change as read: `revert_to` in format 2, `restore` in format 1.
-#[derive(Deserialize)]
+/// A list as saved: its entries inline, or the file that holds them.
+#[derive(Serialize, Deserialize)]
+struct SavedList {
+    id: String,
+    name: String,
+    description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entries: Option<Arc<Vec<Entry>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entries_file: Option<String>,
+    #[serde(default)]
+    allow_all: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetOrigin>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+    version: u64,
+}
+
+impl SavedList {
+    /// `list`, its entries in `file` if given, else inline.
+    fn new(list: &Allowlist, file: Option<String>) -> Self {
+        SavedList {
+            id: list.id.clone(),
+            name: list.name.clone(),
+            description: list.description.clone(),
+            entries: file.is_none().then(|| list.entries.clone()),
+            entries_file: file,
+            allow_all: list.allow_all,
+            fleet: list.fleet.clone(),
+            created_at: list.created_at,
+            updated_at: list.updated_at,
+            version: list.version,
+        }
+    }
+
+    /// The list, its entries read through `read` if they are in a file; sorted by prefix
+    /// (format 1 kept them in the order they came).
+    fn into_allowlist(
+        self,
+        read: &mut impl FnMut(&str) -> Result<Arc<Vec<Entry>>, String>,
+    ) -> Result<Allowlist, String> {
+        let mut entries = match (self.entries, self.entries_file) {
+            (Some(entries), None) => entries,
+            (None, Some(file)) => read(&file)?,
+            _ => {
+                return Err(format!(
+                    "allowlist {} needs `entries` or `entries_file`, one of them",
+                    self.id
+                ));
+            }
+        };
+        if !entries.is_sorted_by(|a, b| a.cidr < b.cidr) {
+            Arc::make_mut(&mut entries).sort_by_key(|a| a.cidr);
+        }
+        Ok(Allowlist {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            entries,
+            allow_all: self.allow_all,
+            fleet: self.fleet,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+        })
+    }
+}
+
+/// A pending change as saved: `revert_to` in formats 2 and 3, `restore` in format 1.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SavedPending {
     action: Action,
@@ -70,12 +184,23 @@ struct SavedPending {
     acknowledge_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     revert_at: OffsetDateTime,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     release: Option<String>,
-    #[serde(default)]
-    revert_to: Option<Restore>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revert_to: Option<SavedRestore>,
+    #[serde(default, skip_serializing)]
     restore: Option<LegacyRestore>,
+}
+
+/// What a revert restores, as saved.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedRestore {
+    enabled: BTreeSet<String>,
+    scopes: Option<BTreeSet<PortScope>>,
+    lists: Vec<SavedList>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    created: Vec<String>,
 }
 
 /// What format 1 kept for a revert: one part of the state.
@@ -90,21 +215,35 @@ enum LegacyRestore {
     Scopes(Option<BTreeSet<PortScope>>),
 }
 
-impl Saved {
-    fn into_model(self) -> Result<Model, String> {
+impl SavedState {
+    /// The files this state names for the entries of its lists.
+    pub fn entry_files(&self) -> impl Iterator<Item = &str> {
+        let restored = self
+            .pending
+            .iter()
+            .flat_map(|pending| pending.revert_to.iter())
+            .flat_map(|restore| restore.lists.iter());
+        self.allowlists
+            .values()
+            .chain(restored)
+            .filter_map(|list| list.entries_file.as_deref())
+    }
+
+    /// The model, the entries of lists kept in files read through `read`.
+    pub fn into_model(
+        self,
+        mut read: impl FnMut(&str) -> Result<Arc<Vec<Entry>>, String>,
+    ) -> Result<Model, String> {
         if self.format > FORMAT {
             return Err(format!(
-                "format {} was written by a newer allowlistd (this one reads formats 1 and \
+                "format {} was written by a newer allowlistd (this one reads formats 1 to \
                  {FORMAT})",
                 self.format
             ));
         }
-        let mut allowlists = self.allowlists;
-        // Entries are kept sorted by prefix (format 1 kept them in the order they came).
-        for list in allowlists.values_mut() {
-            if !list.entries.is_sorted_by(|a, b| a.cidr < b.cidr) {
-                Arc::make_mut(&mut list.entries).sort_by_key(|a| a.cidr);
-            }
+        let mut allowlists = BTreeMap::new();
+        for (id, list) in self.allowlists {
+            allowlists.insert(id, list.into_allowlist(&mut read)?);
         }
         if self.format == 1 {
             // Format 1 took allow-all prefixes without asking: they were asked for then.
@@ -116,15 +255,23 @@ impl Saved {
             None => None,
             Some(saved) => {
                 let revert_to = match (saved.revert_to, saved.restore) {
-                    (Some(revert_to), None) if self.format == FORMAT => revert_to,
+                    (Some(revert_to), None) if self.format >= 2 => Restore {
+                        enabled: revert_to.enabled,
+                        scopes: revert_to.scopes,
+                        lists: revert_to
+                            .lists
+                            .into_iter()
+                            .map(|list| list.into_allowlist(&mut read))
+                            .collect::<Result<_, _>>()?,
+                        created: revert_to.created,
+                    },
                     (None, Some(legacy)) if self.format == 1 => {
                         legacy.into_restore(&allowlists, &self.enabled, &self.scopes)
                     }
                     _ => {
-                        return Err(format!(
-                            "the pending change needs `revert_to` (format {FORMAT}) or `restore` \
-                             (format 1), one of them"
-                        ));
+                        return Err("the pending change needs `revert_to` (formats 2 and 3) or \
+                             `restore` (format 1), one of them"
+                            .to_owned());
                     }
                 };
                 Some(Pending {

@@ -52,7 +52,7 @@ impl Service {
     pub fn start(
         config: &Config,
         mut dataplane: Dataplane,
-        store: Store,
+        mut store: Store,
         mut model: Model,
     ) -> Result<Self, ServiceError> {
         let settings = settings(config);

@@ -52,7 +52,7 @@ pub(super) fn configure(model: &mut Model, config: &Config) {
 /// Reads the state in `store` and checks it against every invariant, with `config`'s limits
 /// and always-allow prefixes; `None` when there is no state yet. A state that breaks one is
 /// refused with the file, the problem and what to do; nothing touches the kernel before.
-pub fn load_state(config: &Config, store: &Store) -> Result<Option<Model>, StoreError> {
+pub fn load_state(config: &Config, store: &mut Store) -> Result<Option<Model>, StoreError> {
     let Some(mut model) = store.load()? else {
         return Ok(None);
     };

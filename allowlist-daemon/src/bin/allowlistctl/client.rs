@@ -6,6 +6,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use serde_json::Value;
 
+/// Entries asked for in each page of a list.
+const ENTRY_PAGE: usize = 10_000;
+
 /// The admin API, with the error body turned into an error. The token is read on the
 /// first call: commands that talk to etcd only need none.
 pub(crate) struct Api {
@@ -113,9 +116,36 @@ impl Api {
         self.request("POST", path, Some(body), None)
     }
 
-    /// Finds a list by id or by name.
+    /// Visits the entries of list `id` page by page, in prefix order, until `visit` answers
+    /// false or the last page is read.
+    pub(crate) fn entry_pages(
+        &self,
+        id: &str,
+        mut visit: impl FnMut(&[Value]) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut after: Option<String> = None;
+        loop {
+            let cursor = after
+                .as_deref()
+                .map(|cidr| format!("&after={}", cidr.replace('/', "%2F")))
+                .unwrap_or_default();
+            let page = self.get(&format!(
+                "/v1/allowlists/{id}/entries?limit={ENTRY_PAGE}{cursor}"
+            ))?;
+            let entries = page["entries"].as_array().map_or(&[][..], Vec::as_slice);
+            if !visit(entries) {
+                return Ok(());
+            }
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Finds a list by id or by name: its summary, without its entries.
     pub(crate) fn resolve(&self, list: &str) -> anyhow::Result<Value> {
-        let all = self.get("/v1/allowlists")?;
+        let all = self.get("/v1/allowlists?entries=false")?;
         let lists = all["allowlists"].as_array().cloned().unwrap_or_default();
         lists
             .iter()

@@ -208,8 +208,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let api = Api::new(cli.url, cli.token, cli.token_file);
     let output = match cli.command {
         Command::Status => Output::State(api.get("/v1/enforcement")?),
-        Command::List => Output::Lists(api.get("/v1/allowlists")?),
-        Command::Show { list } => Output::List(api.resolve(&list)?),
+        Command::List if cli.json => Output::Lists(api.get("/v1/allowlists")?),
+        Command::List => Output::Lists(api.get("/v1/allowlists?entries=false")?),
+        Command::Show { list } => show(&api, &list, cli.json)?,
         Command::Create {
             name,
             description,
@@ -244,20 +245,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!("/v1/allowlists/{id}/entries"),
                 &json!({ "entries": entries, "allow_all": allow_all }),
             )?;
-            Output::List(api.get(&format!("/v1/allowlists/{id}"))?)
+            show(&api, &id, cli.json)?
         }
         Command::Remove { list, entry } => {
             let current = api.resolve(&list)?;
             let id = current["id"].as_str().unwrap_or_default();
-            let entries = current["entries"].as_array().cloned().unwrap_or_default();
-            let wanted = normalized_cidr(&entry);
-            let found = entries
-                .iter()
-                .find(|e| {
-                    e["id"] == entry.as_str() || wanted.as_deref().is_some_and(|w| e["cidr"] == w)
-                })
-                .ok_or_else(|| anyhow!("{id} has no entry with id or CIDR {entry:?}"))?;
-            let entry_id = found["id"].as_str().unwrap_or_default();
+            let entry_id = find_entry(&api, id, &entry)?;
             api.request(
                 "DELETE",
                 &format!("/v1/allowlists/{id}/entries/{entry_id}"),
@@ -437,10 +430,45 @@ fn wait_and_acknowledge(api: &Api, pending: &Value) -> anyhow::Result<()> {
 }
 
 /// The CIDR an entry argument names, normalised as the API shows it (`/32` added).
-fn normalized_cidr(entry: &str) -> Option<String> {
-    allowlist_daemon::policy::parse_cidr(entry)
-        .ok()
-        .map(|net| net.to_string())
+/// Shows a list: as the API's JSON, or its summary and then its entries page by page, so
+/// that a list of a million entries prints without being held whole.
+fn show(api: &Api, list: &str, as_json: bool) -> anyhow::Result<Output> {
+    let summary = api.resolve(list)?;
+    let id = summary["id"].as_str().unwrap_or_default();
+    if as_json {
+        return Ok(Output::List(api.get(&format!("/v1/allowlists/{id}"))?));
+    }
+    output::print_list_header(&summary);
+    api.entry_pages(id, |entries| {
+        output::print_entry_rows(entries);
+        true
+    })?;
+    Ok(Output::Printed)
+}
+
+/// The id of the entry of list `id` named by its id or by its CIDR.
+fn find_entry(api: &Api, id: &str, entry: &str) -> anyhow::Result<String> {
+    if entry.starts_with("en_") {
+        return Ok(entry.to_owned());
+    }
+    let wanted = allowlist_daemon::policy::parse_cidr(entry)
+        .map_err(|err| anyhow!("{entry:?} is neither an entry id nor a CIDR: {err}"))?;
+    let mut found = None;
+    api.entry_pages(id, |entries| {
+        for e in entries {
+            let cidr = e["cidr"]
+                .as_str()
+                .and_then(|c| c.parse::<ipnet::IpNet>().ok());
+            if cidr == Some(wanted) {
+                found = e["id"].as_str().map(str::to_owned);
+            }
+            if found.is_some() || cidr.is_some_and(|cidr| cidr > wanted) {
+                return false;
+            }
+        }
+        true
+    })?;
+    found.ok_or_else(|| anyhow!("{id} has no entry with CIDR {wanted}"))
 }
 
 /// The client address of the SSH session this runs in, if any.

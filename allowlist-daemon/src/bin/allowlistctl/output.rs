@@ -14,17 +14,15 @@ pub(crate) enum Output {
     Fleet(Value),
     File(allowlist_daemon::policy_file::PolicyFile),
     Message(String),
+    /// Already printed, page by page.
+    Printed,
 }
 
 impl Output {
     pub(crate) fn print(self, as_json: bool) -> anyhow::Result<()> {
-        let text = |v: &Value| {
-            v.as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string())
-        };
         match self {
             Output::Message(message) => println!("{message}"),
+            Output::Printed => {}
             Output::File(file) if as_json => {
                 println!("{}", serde_json::to_string_pretty(&file)?)
             }
@@ -105,36 +103,14 @@ impl Output {
                         text(&l["id"]),
                         text(&l["name"]),
                         if l["enabled"] == true { "yes" } else { "no" },
-                        l["entries"].as_array().map_or(0, Vec::len),
+                        l["entry_count"],
                         text(&l["description"])
                     );
                 }
             }
             Output::List(l) => {
-                println!("id:          {}", text(&l["id"]));
-                println!("name:        {}", text(&l["name"]));
-                println!("description: {}", text(&l["description"]));
-                println!(
-                    "enabled:     {}",
-                    if l["enabled"] == true { "yes" } else { "no" }
-                );
-                if l["allow_all"] == true {
-                    println!("allow all:   yes (may hold 0.0.0.0/0 or ::/0)");
-                }
-                println!(
-                    "version:     {}  (updated {})",
-                    l["version"],
-                    text(&l["updated_at"])
-                );
-                println!("\n{:<22} {:<43}  DESCRIPTION", "ENTRY", "CIDR");
-                for e in l["entries"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<22} {:<43}  {}",
-                        text(&e["id"]),
-                        text(&e["cidr"]),
-                        text(&e["description"])
-                    );
-                }
+                print_list_header(&l);
+                print_entry_rows(l["entries"].as_array().map_or(&[][..], Vec::as_slice));
             }
             Output::Evaluation(v) => {
                 println!(
@@ -297,4 +273,50 @@ fn print_fleet(v: &Value) {
             host["reason"].as_str().unwrap_or("")
         );
     }
+}
+
+/// Prints what a list is, above its entries.
+pub(crate) fn print_list_header(l: &Value) {
+    println!("id:          {}", text(&l["id"]));
+    println!("name:        {}", text(&l["name"]));
+    println!("description: {}", text(&l["description"]));
+    println!(
+        "enabled:     {}",
+        if l["enabled"] == true { "yes" } else { "no" }
+    );
+    if l["allow_all"] == true {
+        println!("allow all:   yes (may hold 0.0.0.0/0 or ::/0)");
+    }
+    println!(
+        "version:     {}  (updated {})",
+        l["version"],
+        text(&l["updated_at"])
+    );
+    println!("entries:     {}", l["entry_count"]);
+    println!(
+        "\n{:<22} {:<43} {:>10}  DESCRIPTION",
+        "ENTRY", "CIDR", "HITS"
+    );
+}
+
+/// Prints entries of a list, one row each.
+pub(crate) fn print_entry_rows(entries: &[Value]) {
+    for e in entries {
+        println!(
+            "{:<22} {:<43} {:>10}  {}",
+            text(&e["id"]),
+            text(&e["cidr"]),
+            e["hits"]
+                .as_u64()
+                .map_or("-".to_owned(), |hits| hits.to_string()),
+            text(&e["description"])
+        );
+    }
+}
+
+/// A JSON value as text: strings without their quotes.
+fn text(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v.to_string())
 }

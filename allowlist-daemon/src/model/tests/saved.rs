@@ -58,7 +58,7 @@ fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
         "the entry to restore keeps its rule"
     );
     let resaved: serde_json::Value = serde_json::to_value(&model).expect("json");
-    assert_eq!(resaved["format"], 2);
+    assert_eq!(resaved["format"], 3);
     model.revert_if_due(t(1_000_000)).expect("reverted");
     let cidrs: Vec<IpNet> = model
         .allowlist("al1")
@@ -69,7 +69,7 @@ fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
         .collect();
     assert_eq!(cidrs, [net("192.0.2.0/24"), net("198.51.100.7/32")]);
 
-    let newer = serde_json::json!({"format": 3, "allowlists": {}, "enabled": [], "pending": null});
+    let newer = serde_json::json!({"format": 4, "allowlists": {}, "enabled": [], "pending": null});
     let err = serde_json::from_value::<Model>(newer).expect_err("newer format");
     assert!(
         err.to_string().contains("written by a newer allowlistd"),
