@@ -17,7 +17,7 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Policy generations kept side by side in the tries. The active policy and, while a change
 /// is pending, the one it reverts to are two; the third is where the next one is written
@@ -36,8 +36,13 @@ pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 /// Name of the per-CPU packet counter array: [`Counter::COUNT`] counters per interface slot
 /// (slot `s`, counter `c` at `s * Counter::COUNT + c`), slot 0 for unlisted interfaces.
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Name of the per-CPU rule use array: a [`RuleUsage`] per [`RuleId`].
+/// Name of the rule use array, memory-mapped by user space: a region of [`RuleUsage`] per
+/// possible CPU, each of [`GLOBAL_RULE_CAPACITY`] rules, written only by its CPU (see
+/// [`rule_usage_slot`]).
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
+/// Name of the program's read-only global that user space sets at load: the rules in each
+/// CPU's region of [`MAP_RULE_HITS`].
+pub const GLOBAL_RULE_CAPACITY: &str = "RULE_CAPACITY";
 
 /// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].
 pub const MAP_FLOWS: &str = "FLOWS";
@@ -98,6 +103,18 @@ pub mod ip_proto {
 
 /// Capacity of each LPM trie and of the rule hit array unless user space sets another at load.
 pub const DEFAULT_MAX_RULES: u32 = 262_144;
+
+/// Where CPU `cpu` keeps the use of `rule` in [`MAP_RULE_HITS`], whose CPUs have regions of
+/// `capacity` rules each; `None` for a rule beyond the capacity.
+pub const fn rule_usage_slot(cpu: u32, rule: RuleId, capacity: u32) -> Option<u32> {
+    if rule >= capacity {
+        return None;
+    }
+    match cpu.checked_mul(capacity) {
+        Some(start) => start.checked_add(rule),
+        None => None,
+    }
+}
 
 /// Identifies the rule (allowlist entry) that put a prefix into a trie; indexes [`MAP_RULE_HITS`].
 pub type RuleId = u32;
@@ -365,6 +382,14 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_cpu_counts_rules_in_a_region_of_its_own() {
+        assert_eq!(rule_usage_slot(0, 5, 100), Some(5));
+        assert_eq!(rule_usage_slot(1, 5, 100), Some(105));
+        assert_eq!(rule_usage_slot(1, 100, 100), None, "beyond the capacity");
+        assert_eq!(rule_usage_slot(u32::MAX, 1, 100), None, "past the map");
+    }
 
     #[test]
     fn trie_keys_put_the_generation_first_and_read_back() {

@@ -1,10 +1,14 @@
 //! The packet counters, per interface, and the verdicts that count them.
 
 use allowlist_common::{
-    Counter, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleUsage,
+    Counter, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleUsage, rule_usage_slot,
 };
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::{
+        BPF_F_MMAPABLE,
+        xdp_action::{XDP_DROP, XDP_PASS},
+    },
+    helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, PerCpuArray},
 };
@@ -19,9 +23,16 @@ static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static INTERFACE_SLOTS: Array<u32> = Array::with_max_entries(INTERFACE_SLOT_IFINDEXES, 0);
 
+/// A region of [`RULE_CAPACITY`] rules per CPU, memory-mapped by user space so that a million
+/// rules read in milliseconds.
 #[map]
-static RULE_HITS: PerCpuArray<RuleUsage> =
-    PerCpuArray::with_max_entries(allowlist_common::DEFAULT_MAX_RULES, 0);
+static RULE_HITS: Array<RuleUsage> =
+    Array::with_max_entries(allowlist_common::DEFAULT_MAX_RULES, BPF_F_MMAPABLE);
+
+/// The rules in each CPU's region of [`RULE_HITS`]; user space sets it at load
+/// ([`allowlist_common::GLOBAL_RULE_CAPACITY`]).
+#[unsafe(no_mangle)]
+static RULE_CAPACITY: u32 = allowlist_common::DEFAULT_MAX_RULES;
 
 /// Where one packet's counts go: the counter slot of the interface it came in on.
 #[derive(Clone, Copy)]
@@ -83,9 +94,17 @@ impl Tally {
 /// load, where a clock helper would cost a call on every allowed packet).
 #[inline(always)]
 pub fn count_rule_hit(rule: RuleId) {
-    if let Some(usage) = RULE_HITS.get_ptr_mut(rule) {
+    // SAFETY: a plain read of a global the loader set; volatile so that the compiler does
+    // not take the default for the value.
+    let capacity = unsafe { core::ptr::read_volatile(&RULE_CAPACITY) };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(slot) = rule_usage_slot(cpu, rule, capacity) else {
+        return;
+    };
+    if let Some(usage) = RULE_HITS.get_ptr_mut(slot) {
         let now = CLOCK.get(0).copied().unwrap_or(0);
-        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
+        // SAFETY: in this CPU's region, which only this CPU writes while this program runs.
         unsafe {
             (*usage).hits += 1;
             (*usage).last_hit_ns = now;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use allowlist_common::LAYOUT_VERSION;
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::mounts::ReadOnly;
 use allowlist_tests::netns::*;
@@ -314,7 +315,9 @@ fn pins_of_another_layout_or_capacity_are_replaced_without_a_gap() {
 
     // What an older allowlistd would have left: the same pins under another layout version.
     let pins = state.pin_dir();
-    std::fs::rename(pins.join("v2"), pins.join("v1")).expect("rename the layout dir");
+    let current = format!("v{LAYOUT_VERSION}");
+    let older = format!("v{}", LAYOUT_VERSION - 1);
+    std::fs::rename(pins.join(&current), pins.join(&older)).expect("rename the layout dir");
     assert!(enforcing_office(&link), "the renamed pins still enforce");
     let mut restarted = None;
     let stream = UdpStream::run(
@@ -334,11 +337,11 @@ fn pins_of_another_layout_or_capacity_are_replaced_without_a_gap() {
     let log = daemon.log();
     assert!(log.contains("pins of another layout version"), "{log}");
     assert!(
-        !pins.join("v1").exists(),
+        !pins.join(&older).exists(),
         "the old layout's pins are removed"
     );
     assert!(
-        pins.join("v2").join("xdp_srv0").exists(),
+        pins.join(&current).join("xdp_srv0").exists(),
         "the link is re-pinned"
     );
     assert!(

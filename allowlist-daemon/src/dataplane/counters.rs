@@ -3,7 +3,7 @@
 
 use allowlist_common::{
     Counter, INTERFACE_SLOT_IFINDEXES, MAP_COUNTERS, MAP_INTERFACE_SLOTS, MAP_RULE_HITS,
-    MAX_INTERFACES, RuleId, RuleUsage,
+    MAX_INTERFACES, RuleId, RuleUsage, rule_usage_slot,
 };
 use std::sync::PoisonError;
 
@@ -70,12 +70,21 @@ impl Dataplane {
             self.check_rule(*rule)?;
         }
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
-        let map = BatchMap::<RuleId, RuleUsage>::new(self.maps.rule_hits.map(), Some(cpus))
+        let map = BatchMap::<u32, RuleUsage>::new(self.maps.rule_hits.map(), None)
             .map_err(batch_error(MAP_RULE_HITS))?;
         // One chunk's zeroes, reused: a million rules need no million-element buffer.
         let zeroes = vec![RuleUsage::default(); RESET_CHUNK * cpus];
+        let mut slots = Vec::with_capacity(RESET_CHUNK * cpus);
         for chunk in rules.chunks(RESET_CHUNK) {
-            map.update(chunk, &zeroes[..chunk.len() * cpus])
+            slots.clear();
+            for cpu in 0..cpus as u32 {
+                slots.extend(
+                    chunk
+                        .iter()
+                        .filter_map(|rule| rule_usage_slot(cpu, *rule, self.max_rules)),
+                );
+            }
+            map.update(&slots, &zeroes[..slots.len()])
                 .map_err(batch_error(MAP_RULE_HITS))?;
         }
         Ok(())

@@ -114,6 +114,23 @@ pub enum DataplaneError {
     /// The possible CPUs could not be read.
     #[error("reading the possible CPUs")]
     Cpus(#[source] std::io::Error),
+    /// The rule hit array would be too large: a region of every rule per possible CPU.
+    #[error("{cpus} possible CPUs with {rules} rules each do not fit one array")]
+    TooManyCpus {
+        /// Possible CPUs.
+        cpus: usize,
+        /// Rules per CPU.
+        rules: u32,
+    },
+    /// Memory-mapping a map failed.
+    #[error("memory-mapping BPF map {name}")]
+    Mapping {
+        /// The map.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: nix::errno::Errno,
+    },
     /// A rule id does not fit the rule hit array.
     #[error("rule id {rule} is beyond the capacity of {capacity} rules")]
     RuleOutOfRange {

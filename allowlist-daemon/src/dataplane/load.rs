@@ -1,13 +1,14 @@
 //! The embedded eBPF object and how it is loaded: map capacities, pins, the two programs.
 
 use allowlist_common::{
-    EGRESS_PROGRAM_NAME, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME,
+    EGRESS_PROGRAM_NAME, GLOBAL_RULE_CAPACITY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_FLOWS,
+    MAP_RULE_HITS, PROGRAM_NAME,
 };
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::maps::{MAP_NAMES, trie_capacity};
+use super::maps::{MAP_NAMES, rule_hits_len, trie_capacity};
 use super::pins::Pins;
 
 /// The eBPF object built from `allowlist-ebpf` by the build script.
@@ -25,7 +26,8 @@ pub(super) fn load_object(
     loader
         .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))
         .map_max_entries(MAP_ALLOW_V6, trie_capacity(max_rules))
-        .map_max_entries(MAP_RULE_HITS, max_rules)
+        .map_max_entries(MAP_RULE_HITS, rule_hits_len(max_rules)?)
+        .override_global(GLOBAL_RULE_CAPACITY, &max_rules, true)
         .map_max_entries(MAP_FLOWS, max_flows);
     // The benchmark's host-route hashes hold a whole policy.
     #[cfg(feature = "bench")]

@@ -51,8 +51,8 @@ pub(super) struct Maps {
     pub(super) interface_slots: Array<MapData, u32>,
     /// The coarse clock user space keeps.
     pub(super) clock: Array<MapData, u64>,
-    /// Hits and last hit per rule.
-    pub(super) rule_hits: PerCpuArray<MapData, RuleUsage>,
+    /// Hits and last hit per rule, a region per CPU.
+    pub(super) rule_hits: Array<MapData, RuleUsage>,
     /// The sampled refused sources.
     pub(super) top_sources: HashMap<MapData, SourceKey, SourceSeen>,
     /// The flows the host started.
@@ -100,8 +100,23 @@ pub(super) struct MapLayout {
     pub(super) max_entries: u32,
 }
 
+/// Elements of the rule hit array for `max_rules` rules: a region per possible CPU.
+pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
+    u32::try_from(cpus)
+        .ok()
+        .and_then(|cpus| cpus.checked_mul(max_rules))
+        .ok_or(DataplaneError::TooManyCpus {
+            cpus,
+            rules: max_rules,
+        })
+}
+
 /// The layout of every map for these capacities.
-pub(super) fn expected_layouts(max_rules: u32, max_flows: u32) -> [MapLayout; 11] {
+pub(super) fn expected_layouts(
+    max_rules: u32,
+    max_flows: u32,
+) -> Result<[MapLayout; 11], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -109,7 +124,7 @@ pub(super) fn expected_layouts(max_rules: u32, max_flows: u32) -> [MapLayout; 11
         value_size: value as u32,
         max_entries,
     };
-    [
+    Ok([
         layout(MAP_CONFIG, MapType::Array, 4, size_of::<Config>(), 2),
         layout(MAP_CONFIG_SLOT, MapType::Array, 4, 4, 1),
         layout(MAP_CLOCK, MapType::Array, 4, 8, 1),
@@ -150,10 +165,10 @@ pub(super) fn expected_layouts(max_rules: u32, max_flows: u32) -> [MapLayout; 11
         ),
         layout(
             MAP_RULE_HITS,
-            MapType::PerCpuArray,
+            MapType::Array,
             4,
             size_of::<RuleUsage>(),
-            max_rules,
+            rule_hits_len(max_rules)?,
         ),
         layout(
             MAP_FLOWS,
@@ -169,5 +184,5 @@ pub(super) fn expected_layouts(max_rules: u32, max_flows: u32) -> [MapLayout; 11
             8,
             GENERATIONS * PROTECTED_PORT_WORDS,
         ),
-    ]
+    ])
 }

@@ -91,7 +91,7 @@ impl Dataplane {
         let maps = Maps::take(&mut ebpf)?;
         let slots = Slots::default();
         Ok(Self {
-            readings: Readings::new(&maps, slots.clone())?,
+            readings: Readings::new(&maps, slots.clone(), max_rules)?,
             maps,
             ebpf,
             slots,

@@ -101,7 +101,7 @@ fn incompatible_pins(
     max_rules: u32,
     max_flows: u32,
 ) -> Result<Option<String>, DataplaneError> {
-    let expected = expected_layouts(max_rules, max_flows);
+    let expected = expected_layouts(max_rules, max_flows)?;
     if !expected.iter().any(|layout| dir.join(layout.name).exists()) {
         return Ok(None);
     }

@@ -8,16 +8,19 @@ use std::time::Duration;
 
 use allowlist_common::{
     Counter, FlowKey, FlowState, MAP_COUNTERS, MAP_FLOWS, MAP_RULE_HITS, MAP_TOP_SOURCES,
-    MAX_INTERFACES, RuleId, RuleUsage, SourceKey, SourceSeen,
+    MAX_INTERFACES, RuleId, RuleUsage, SourceKey, SourceSeen, rule_usage_slot,
 };
-use aya::maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
 
 use super::clock::coarse_now_ns;
 use super::codec::source_address;
 use super::error::{DataplaneError, batch_error, map_error};
 use super::maps::Maps;
-use super::sys::BatchMap;
+use super::sys::{ArrayWindow, BatchMap};
 use super::types::{Counters, FlowStats, RuleUse, SourceNoted};
+
+/// Rules mapped at once when reading the rule hit array: 4 MiB.
+const RULE_WINDOW: usize = 1 << 18;
 
 /// Interfaces with a counter slot of their own, and the slot; shared with the driver, which
 /// adds one per interface it attaches to.
@@ -26,7 +29,9 @@ pub(super) type Slots = Arc<RwLock<Vec<(String, u32)>>>;
 /// Handles on the maps that count, for reading.
 pub struct Readings {
     counters: PerCpuArray<MapData, u64>,
-    rule_hits: PerCpuArray<MapData, RuleUsage>,
+    rule_hits: Array<MapData, RuleUsage>,
+    /// Rules in each CPU's region of `rule_hits`.
+    rule_capacity: u32,
     flows: HashMap<MapData, FlowKey, FlowState>,
     top_sources: HashMap<MapData, SourceKey, SourceSeen>,
     slots: Slots,
@@ -78,11 +83,17 @@ fn own<T: TryFrom<Map, Error = MapError>>(
 }
 
 impl Readings {
-    /// Handles of their own on the counting maps of `maps`.
-    pub(super) fn new(maps: &Maps, slots: Slots) -> Result<Self, DataplaneError> {
+    /// Handles of their own on the counting maps of `maps`, whose rule hit array has regions
+    /// of `rule_capacity` rules.
+    pub(super) fn new(
+        maps: &Maps,
+        slots: Slots,
+        rule_capacity: u32,
+    ) -> Result<Self, DataplaneError> {
         Ok(Readings {
             counters: own(maps.counters.map(), Map::PerCpuArray, MAP_COUNTERS)?,
-            rule_hits: own(maps.rule_hits.map(), Map::PerCpuArray, MAP_RULE_HITS)?,
+            rule_hits: own(maps.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
+            rule_capacity,
             flows: own(maps.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
             top_sources: own(maps.top_sources.map(), Map::LruHashMap, MAP_TOP_SOURCES)?,
             slots,
@@ -94,7 +105,8 @@ impl Readings {
     pub fn try_clone(&self) -> Result<Self, DataplaneError> {
         Ok(Readings {
             counters: own(self.counters.map(), Map::PerCpuArray, MAP_COUNTERS)?,
-            rule_hits: own(self.rule_hits.map(), Map::PerCpuArray, MAP_RULE_HITS)?,
+            rule_hits: own(self.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
+            rule_capacity: self.rule_capacity,
             flows: own(self.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
             top_sources: own(self.top_sources.map(), Map::LruHashMap, MAP_TOP_SOURCES)?,
             slots: self.slots.clone(),
@@ -168,34 +180,53 @@ impl Readings {
 
     /// How many packets `rule` has allowed, summed over CPUs.
     pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
-        let values = self
-            .rule_hits
-            .get(&rule, 0)
-            .map_err(map_error(MAP_RULE_HITS))?;
-        Ok(values.iter().fold(0u64, |sum, v| sum.wrapping_add(v.hits)))
+        let mut hits = 0u64;
+        for cpu in 0..self.cpus as u32 {
+            let Some(slot) = rule_usage_slot(cpu, rule, self.rule_capacity) else {
+                return Err(DataplaneError::RuleOutOfRange {
+                    rule,
+                    capacity: self.rule_capacity,
+                });
+            };
+            let usage = self
+                .rule_hits
+                .get(&slot, 0)
+                .map_err(map_error(MAP_RULE_HITS))?;
+            hits = hits.wrapping_add(usage.hits);
+        }
+        Ok(hits)
     }
 
-    /// Hits and last hit of rules `0..len`, in batches.
+    /// Hits and last hit of rules `0..len` (at most the capacity), read from memory: each
+    /// CPU's region mapped a window at a time.
     pub fn rule_table(&self, len: u32) -> Result<RuleTable, DataplaneError> {
-        let len = len as usize;
+        let len = len.min(self.rule_capacity) as usize;
         let mut table = RuleTable {
-            hits: Vec::with_capacity(len),
-            last_hit_ns: Vec::with_capacity(len),
+            hits: vec![0; len],
+            last_hit_ns: vec![0; len],
             read_at_ns: coarse_now_ns(),
         };
-        if len == 0 {
-            return Ok(table);
+        let mapping = |source| DataplaneError::Mapping {
+            name: MAP_RULE_HITS,
+            source,
+        };
+        for cpu in 0..self.cpus {
+            let region = cpu * self.rule_capacity as usize;
+            for start in (0..len).step_by(RULE_WINDOW) {
+                let count = (len - start).min(RULE_WINDOW);
+                let window =
+                    ArrayWindow::<RuleUsage>::map(self.rule_hits.map(), region + start, count)
+                        .map_err(mapping)?;
+                let hits = &mut table.hits[start..start + count];
+                let last = &mut table.last_hit_ns[start..start + count];
+                for (index, (hits, last)) in hits.iter_mut().zip(last).enumerate() {
+                    if let Some(usage) = window.get(index) {
+                        *hits = hits.wrapping_add(usage.hits);
+                        *last = (*last).max(usage.last_hit_ns);
+                    }
+                }
+            }
         }
-        let rules = BatchMap::<u32, RuleUsage>::new(self.rule_hits.map(), Some(self.cpus))
-            .map_err(batch_error(MAP_RULE_HITS))?;
-        rules
-            .lookup(len, |_, per_cpu| {
-                let hits = per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(v.hits));
-                let last = per_cpu.iter().map(|v| v.last_hit_ns).max().unwrap_or(0);
-                table.hits.push(hits);
-                table.last_hit_ns.push(last);
-            })
-            .map_err(batch_error(MAP_RULE_HITS))?;
         Ok(table)
     }
 

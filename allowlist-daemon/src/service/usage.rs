@@ -177,6 +177,11 @@ impl Usage {
         let read_at = Instant::now();
         let table = Arc::new(self.readings.rule_table(snapshot.rule_bound)?);
         let flows = self.readings.flow_stats()?;
+        tracing::debug!(
+            bound = snapshot.rule_bound,
+            read_ms = read_at.elapsed().as_millis() as u64,
+            "rules read"
+        );
         *cached = Some(Cached {
             read_at,
             bound: snapshot.rule_bound,

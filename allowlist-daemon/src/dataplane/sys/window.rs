@@ -1,0 +1,94 @@
+//! A read-only window on a memory-mappable array map (`BPF_F_MMAPABLE`, Linux 5.5): its
+//! elements read as memory, without a system call each. A window maps only part of the
+//! array, so that reading a large one never maps all of it at once.
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+
+use aya::Pod;
+use aya::maps::MapData;
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::unistd::{SysconfVar, sysconf};
+
+/// Elements `start..start + len` of an array map, mapped read-only.
+pub(in crate::dataplane) struct ArrayWindow<V> {
+    /// The start of the mapping (page aligned).
+    mapping: NonNull<c_void>,
+    /// The length of the mapping in bytes.
+    mapping_len: usize,
+    /// The first element, within the mapping.
+    first: NonNull<V>,
+    /// Elements in the window.
+    len: usize,
+    values: PhantomData<V>,
+}
+
+impl<V: Pod> ArrayWindow<V> {
+    /// Maps elements `start..start + len` of the memory-mappable array `map`, whose values
+    /// are `V`s. `len` must be at least 1 and the elements within the map (else `EINVAL`).
+    pub(in crate::dataplane) fn map(
+        map: &MapData,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, Errno> {
+        let page = sysconf(SysconfVar::PAGE_SIZE)?
+            .and_then(|size| usize::try_from(size).ok())
+            .filter(|size| *size > 0)
+            .ok_or(Errno::EINVAL)?;
+        let size = size_of::<V>();
+        let from = start.checked_mul(size).ok_or(Errno::EINVAL)?;
+        let offset = from / page * page;
+        let skip = from - offset;
+        let mapping_len = len
+            .checked_mul(size)
+            .and_then(|bytes| bytes.checked_add(skip))
+            .and_then(NonZeroUsize::new)
+            .ok_or(Errno::EINVAL)?;
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: a new shared, read-only mapping of the map's file descriptor; the kernel
+        // checks that it lies within the map. Nothing else refers to the address it returns.
+        let mapping = unsafe {
+            mmap(
+                None,
+                mapping_len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                map.fd().as_fd(),
+                offset,
+            )?
+        };
+        // SAFETY: `skip` bytes into a mapping longer than that; array values are laid out
+        // at multiples of their size from the page-aligned start of the array, so the
+        // element is aligned as `V` is.
+        let first = unsafe { NonNull::new_unchecked(mapping.as_ptr().cast::<u8>().add(skip)) };
+        Ok(ArrayWindow {
+            mapping,
+            mapping_len: mapping_len.get(),
+            first: first.cast(),
+            len,
+            values: PhantomData,
+        })
+    }
+
+    /// The element `index` of the window, as the kernel holds it now; `None` past the end.
+    pub(in crate::dataplane) fn get(&self, index: usize) -> Option<V> {
+        if index >= self.len {
+            return None;
+        }
+        // SAFETY: within the mapping, aligned (see `map`), and any bit pattern is a `V`
+        // (`Pod`). The program may be writing the element meanwhile: a volatile read takes
+        // whatever is there without assuming it stays.
+        Some(unsafe { self.first.as_ptr().add(index).read_volatile() })
+    }
+}
+
+impl<V> Drop for ArrayWindow<V> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once; nothing refers to it afterwards.
+        let _ = unsafe { munmap(self.mapping, self.mapping_len) };
+    }
+}
