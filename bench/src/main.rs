@@ -26,7 +26,18 @@ use anyhow::Context as _;
 /// The report's sections, in order.
 const SECTIONS: [&str; 4] = ["replies", "scaling", "control", "flood"];
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the sections asked for, every one without `--only`.
+fn run() -> anyhow::Result<()> {
     let mut only = Vec::new();
     let mut report = None;
     let mut args = std::env::args().skip(1);

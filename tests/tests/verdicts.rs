@@ -403,3 +403,26 @@ fn repeated_runs_count_every_packet() {
     assert_eq!(counter(&dataplane, Counter::PassedAllowed), 1000);
     assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), 1000);
 }
+
+#[test]
+fn hits_of_a_rule_given_up_start_again_from_zero() {
+    let mut dataplane = loaded(POLICY, Mode::Enforce);
+    for _ in 0..3 {
+        assert_eq!(verdict(&dataplane, &udp4_frame(ALLOWED_V4)), Verdict::Pass);
+    }
+    assert_eq!(verdict(&dataplane, &udp6_frame(ALLOWED_V6)), Verdict::Pass);
+    let before = dataplane.readings().rule_table(2).expect("table");
+    assert_eq!(before.get(0).hits, 3);
+    assert!(
+        before.get(0).last_hit_ago.is_some(),
+        "the last hit is noted"
+    );
+    assert_eq!(before.get(1).hits, 1);
+
+    dataplane.reset_rule_hits(&[0]).expect("reset");
+    let after = dataplane.readings().rule_table(2).expect("table");
+    assert_eq!(after.get(0).hits, 0);
+    assert_eq!(after.get(0).last_hit_ago, None);
+    assert_eq!(after.get(1).hits, 1, "other rules keep their hits");
+    assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), 0);
+}

@@ -22,11 +22,13 @@ const BUILD_COMMANDS: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
 /// A file of `libprotobuf-dev` that `protoc` imports.
 const PROTOBUF_INCLUDE: &str = "/usr/include/google/protobuf/descriptor.proto";
 
-/// Commands the benchmark runs besides the tests' own: its peer and the tool that runs it.
+/// Commands the benchmark runs besides the tests' own: its peers and the tools that run them.
 const BENCH_COMMANDS: &[(&str, &str)] = &[
     ("xdp-filter", "xdp-tools"),
     ("bpftool", "bpftool"),
     ("trafgen", "netsniff-ng"),
+    ("nft", "nftables"),
+    ("ipset", "ipset"),
 ];
 
 /// Fails unless running as root: loading BPF programs and creating namespaces need it.

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -162,9 +163,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Js
             .await
             .map_err(|rejection| body_rejection(rejection.status(), rejection.body_text()))?;
         let parsed = if bytes.len() <= PARSE_INLINE_BYTES {
-            Json::<T>::from_bytes(&bytes)
+            parse_body(&bytes)
         } else {
-            tokio::task::spawn_blocking(move || Json::<T>::from_bytes(&bytes))
+            tokio::task::spawn_blocking(move || parse_body(&bytes))
                 .await
                 .map_err(|err| {
                     ApiError::new(
@@ -175,9 +176,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Js
                 })?
         };
         match parsed {
-            Ok(Json(value)) => Ok(JsonBody(value)),
+            Ok(value) => Ok(JsonBody(value)),
             Err(rejection) => Err(body_rejection(rejection.status(), rejection.body_text())),
         }
+    }
+}
+
+/// Parses a JSON body: directly, and only when that fails again through axum's parser, which
+/// tracks the path to the error for the message (at a cost per element a large body feels).
+fn parse_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, JsonRejection> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(_) => Json::<T>::from_bytes(bytes).map(|Json(value)| value),
     }
 }
 

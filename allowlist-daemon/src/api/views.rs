@@ -14,6 +14,7 @@ use super::ApiError;
 use super::stream::json_stream;
 use crate::dataplane::{RuleTable, RuleUse};
 use crate::model::{Action, Allowlist, Entry, Model, rfc3339};
+use crate::policy::CidrText;
 use crate::service::Snapshot;
 
 /// The version named by an `If-Match` header; `*` and no header match any.
@@ -65,7 +66,7 @@ impl Serialize for EntryView<'_> {
         let fields = if self.used.is_some() { 5 } else { 3 };
         let mut view = serializer.serialize_struct("Entry", fields)?;
         view.serialize_field("id", &self.entry.id)?;
-        view.serialize_field("cidr", &self.entry.cidr)?;
+        view.serialize_field("cidr", CidrText::new(&self.entry.cidr).as_str())?;
         // No description is an empty one.
         view.serialize_field("description", self.entry.description())?;
         if let Some((used, now)) = &self.used {

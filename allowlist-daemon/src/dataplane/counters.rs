@@ -3,18 +3,16 @@
 
 use allowlist_common::{
     Counter, INTERFACE_SLOT_IFINDEXES, MAP_COUNTERS, MAP_INTERFACE_SLOTS, MAP_RULE_HITS,
-    MAX_INTERFACES, RuleId, RuleUsage, rule_usage_slot,
+    MAX_INTERFACES, RuleId, RuleUsage,
 };
 use std::sync::PoisonError;
 
 use aya::maps::{IterableMap as _, PerCpuValues};
 
 use super::Dataplane;
-use super::error::{DataplaneError, batch_error, map_error};
-use super::sys::BatchMap;
-
-/// Rules zeroed per batch.
-const RESET_CHUNK: usize = 16_384;
+use super::error::{DataplaneError, map_error};
+use super::readings::RULE_WINDOW;
+use super::sys::{Access, ArrayWindow};
 
 impl Dataplane {
     /// Gives `interface` a counter slot: the one it had (pinned maps of an earlier daemon),
@@ -64,28 +62,43 @@ impl Dataplane {
     }
 
     /// Zeroes the hits and last hit of `rules`, ids given up by entries that are gone: the
-    /// next entry given one starts from zero.
+    /// next entry given one starts from zero. Written as memory, a window of each CPU's
+    /// region at a time.
     pub fn reset_rule_hits(&mut self, rules: &[RuleId]) -> Result<(), DataplaneError> {
         if let Some(rule) = rules.iter().find(|rule| **rule >= self.max_rules) {
             self.check_rule(*rule)?;
         }
+        let mut rules = rules.to_vec();
+        rules.sort_unstable();
+        rules.dedup();
+        let (Some(&lowest), Some(&highest)) = (rules.first(), rules.last()) else {
+            return Ok(());
+        };
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
-        let map = BatchMap::<u32, RuleUsage>::new(self.maps.rule_hits.map(), None)
-            .map_err(batch_error(MAP_RULE_HITS))?;
-        // One chunk's zeroes, reused: a million rules need no million-element buffer.
-        let zeroes = vec![RuleUsage::default(); RESET_CHUNK * cpus];
-        let mut slots = Vec::with_capacity(RESET_CHUNK * cpus);
-        for chunk in rules.chunks(RESET_CHUNK) {
-            slots.clear();
-            for cpu in 0..cpus as u32 {
-                slots.extend(
-                    chunk
-                        .iter()
-                        .filter_map(|rule| rule_usage_slot(cpu, *rule, self.max_rules)),
-                );
+        let mapping = |source| DataplaneError::Mapping {
+            name: MAP_RULE_HITS,
+            source,
+        };
+        for cpu in 0..cpus {
+            let region = cpu * self.max_rules as usize;
+            let mut rest = &rules[..];
+            let mut start = lowest as usize;
+            while start <= highest as usize {
+                let len = (highest as usize + 1 - start).min(RULE_WINDOW);
+                let window = ArrayWindow::<RuleUsage>::map(
+                    self.maps.rule_hits.map(),
+                    region + start,
+                    len,
+                    Access::ReadWrite,
+                )
+                .map_err(mapping)?;
+                let inside = rest.partition_point(|rule| (*rule as usize) < start + len);
+                for rule in &rest[..inside] {
+                    window.set(*rule as usize - start, RuleUsage::default());
+                }
+                rest = &rest[inside..];
+                start += len;
             }
-            map.update(&slots, &zeroes[..slots.len()])
-                .map_err(batch_error(MAP_RULE_HITS))?;
         }
         Ok(())
     }

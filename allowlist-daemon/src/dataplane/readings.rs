@@ -16,11 +16,11 @@ use super::clock::coarse_now_ns;
 use super::codec::source_address;
 use super::error::{DataplaneError, batch_error, map_error};
 use super::maps::Maps;
-use super::sys::{ArrayWindow, BatchMap};
+use super::sys::{Access, ArrayWindow, BatchMap};
 use super::types::{Counters, FlowStats, RuleUse, SourceNoted};
 
-/// Rules mapped at once when reading the rule hit array: 4 MiB.
-const RULE_WINDOW: usize = 1 << 18;
+/// Rules mapped at once when going through the rule hit array: 4 MiB.
+pub(super) const RULE_WINDOW: usize = 1 << 18;
 
 /// Interfaces with a counter slot of their own, and the slot; shared with the driver, which
 /// adds one per interface it attaches to.
@@ -214,9 +214,13 @@ impl Readings {
             let region = cpu * self.rule_capacity as usize;
             for start in (0..len).step_by(RULE_WINDOW) {
                 let count = (len - start).min(RULE_WINDOW);
-                let window =
-                    ArrayWindow::<RuleUsage>::map(self.rule_hits.map(), region + start, count)
-                        .map_err(mapping)?;
+                let window = ArrayWindow::<RuleUsage>::map(
+                    self.rule_hits.map(),
+                    region + start,
+                    count,
+                    Access::Read,
+                )
+                .map_err(mapping)?;
                 let hits = &mut table.hits[start..start + count];
                 let last = &mut table.last_hit_ns[start..start + count];
                 for (index, (hits, last)) in hits.iter_mut().zip(last).enumerate() {

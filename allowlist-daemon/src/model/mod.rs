@@ -58,7 +58,7 @@ pub use evaluate::{Evaluation, Match, Reason};
 pub use fleet::FleetMemo;
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};
-pub use saved::SavedState;
+pub use saved::{SavedFileNames, SavedState};
 pub use state::{IdSource, Model, NewIds, Settings, rfc3339};
 
 #[cfg(test)]

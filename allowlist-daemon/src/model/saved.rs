@@ -203,6 +203,52 @@ struct SavedRestore {
     created: Vec<String>,
 }
 
+/// Only the entry files a state names, read without its entries: what the store needs of the
+/// previous version of the state.
+#[derive(Deserialize)]
+pub struct SavedFileNames {
+    #[serde(default)]
+    allowlists: BTreeMap<String, FileOfList>,
+    #[serde(default)]
+    pending: Option<PendingFileNames>,
+}
+
+/// A list's entry file, if it has one.
+#[derive(Deserialize)]
+struct FileOfList {
+    #[serde(default)]
+    entries_file: Option<String>,
+}
+
+/// The entry files of what a pending change restores.
+#[derive(Deserialize)]
+struct PendingFileNames {
+    #[serde(default)]
+    revert_to: Option<RestoreFileNames>,
+}
+
+/// The entry files of the lists a revert restores.
+#[derive(Deserialize)]
+struct RestoreFileNames {
+    #[serde(default)]
+    lists: Vec<FileOfList>,
+}
+
+impl SavedFileNames {
+    /// The files named.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let restored = self
+            .pending
+            .iter()
+            .flat_map(|pending| pending.revert_to.iter())
+            .flat_map(|restore| restore.lists.iter());
+        self.allowlists
+            .values()
+            .chain(restored)
+            .filter_map(|list| list.entries_file.as_deref())
+    }
+}
+
 /// What format 1 kept for a revert: one part of the state.
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -4,7 +4,9 @@
 mod cidr;
 mod prefixes;
 mod scope;
+mod text;
 
 pub use cidr::{CidrError, check_prefix, parse_cidr};
 pub use prefixes::{Policy, PolicyDiff};
 pub use scope::{PortScope, Transport};
+pub use text::{CidrText, serialize_cidr};

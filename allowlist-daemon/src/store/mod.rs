@@ -19,7 +19,7 @@ use entry_files::EntryFiles;
 use error::io;
 use files::{ReadError, open_regular_file, read_json, sync_dir, write_new_json};
 
-use crate::model::{Model, SavedState};
+use crate::model::{Model, SavedFileNames, SavedState};
 
 /// File name of the state.
 const STATE_FILE: &str = "state.json";
@@ -123,12 +123,12 @@ impl Store {
             (Err(_), Some(failure)) => return Err(failure),
             (Err(problem), None) => return Err(corrupt(problem)),
         };
-        let previous = open_regular_file(&backup)
-            .ok()
-            .and_then(|file| read_json::<SavedState>(file).ok())
-            .map(|saved| saved.entry_files().map(str::to_owned).collect());
+        // The previous version's files stay; if it cannot be read, every file stays.
         let previous = if backup.exists() {
-            previous
+            open_regular_file(&backup)
+                .ok()
+                .and_then(|file| read_json::<SavedFileNames>(file).ok())
+                .map(|saved| saved.names().map(str::to_owned).collect())
         } else {
             Some(BTreeSet::new())
         };

@@ -191,9 +191,14 @@ fn a_large_list_is_written_once_and_old_files_are_collected() {
         written
     );
 
-    // Read back whole, by a new store as at a restart.
+    // Read back whole, by a new store as at a restart; a file no state names (left by a save
+    // cut short) is removed.
+    let stray = dir.join("lists").join("al1.0.1.json");
+    fs::write(&stray, b"[]").expect("stray file");
     let mut restarted = Store::open(&dir).expect("open");
     assert_eq!(restarted.load().expect("load"), Some(edited.clone()));
+    assert!(!stray.exists(), "the stray file is removed");
+    assert_eq!(entry_files(&dir), files);
 
     // Replaced twice: the files of the state and of its previous version stay, no other.
     let replaced = model_with_large_list(5000, 2000);

@@ -6,4 +6,4 @@ mod window;
 
 pub use batch::BatchError;
 pub(super) use batch::BatchMap;
-pub(super) use window::ArrayWindow;
+pub(super) use window::{Access, ArrayWindow};

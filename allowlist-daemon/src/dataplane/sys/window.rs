@@ -1,6 +1,6 @@
-//! A read-only window on a memory-mappable array map (`BPF_F_MMAPABLE`, Linux 5.5): its
-//! elements read as memory, without a system call each. A window maps only part of the
-//! array, so that reading a large one never maps all of it at once.
+//! A window on a memory-mappable array map (`BPF_F_MMAPABLE`, Linux 5.5): its elements read
+//! and written as memory, without a system call each. A window maps only part of the array,
+//! so that going through a large one never maps all of it at once.
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -14,7 +14,16 @@ use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use nix::unistd::{SysconfVar, sysconf};
 
-/// Elements `start..start + len` of an array map, mapped read-only.
+/// What a window may do with the elements it maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::dataplane) enum Access {
+    /// Read them.
+    Read,
+    /// Read and write them.
+    ReadWrite,
+}
+
+/// Elements `start..start + len` of an array map, mapped.
 pub(in crate::dataplane) struct ArrayWindow<V> {
     /// The start of the mapping (page aligned).
     mapping: NonNull<c_void>,
@@ -24,16 +33,20 @@ pub(in crate::dataplane) struct ArrayWindow<V> {
     first: NonNull<V>,
     /// Elements in the window.
     len: usize,
+    /// Whether the mapping is writable.
+    access: Access,
     values: PhantomData<V>,
 }
 
 impl<V: Pod> ArrayWindow<V> {
     /// Maps elements `start..start + len` of the memory-mappable array `map`, whose values
-    /// are `V`s. `len` must be at least 1 and the elements within the map (else `EINVAL`).
+    /// are `V`s, for `access`. `len` must be at least 1 and the elements within the map (else
+    /// `EINVAL`).
     pub(in crate::dataplane) fn map(
         map: &MapData,
         start: usize,
         len: usize,
+        access: Access,
     ) -> Result<Self, Errno> {
         let page = sysconf(SysconfVar::PAGE_SIZE)?
             .and_then(|size| usize::try_from(size).ok())
@@ -49,13 +62,17 @@ impl<V: Pod> ArrayWindow<V> {
             .and_then(NonZeroUsize::new)
             .ok_or(Errno::EINVAL)?;
         let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        // SAFETY: a new shared, read-only mapping of the map's file descriptor; the kernel
-        // checks that it lies within the map. Nothing else refers to the address it returns.
+        let protection = match access {
+            Access::Read => ProtFlags::PROT_READ,
+            Access::ReadWrite => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        };
+        // SAFETY: a new shared mapping of the map's file descriptor; the kernel checks that it
+        // lies within the map. Nothing else refers to the address it returns.
         let mapping = unsafe {
             mmap(
                 None,
                 mapping_len,
-                ProtFlags::PROT_READ,
+                protection,
                 MapFlags::MAP_SHARED,
                 map.fd().as_fd(),
                 offset,
@@ -70,6 +87,7 @@ impl<V: Pod> ArrayWindow<V> {
             mapping_len: mapping_len.get(),
             first: first.cast(),
             len,
+            access,
             values: PhantomData,
         })
     }
@@ -83,6 +101,18 @@ impl<V: Pod> ArrayWindow<V> {
         // (`Pod`). The program may be writing the element meanwhile: a volatile read takes
         // whatever is there without assuming it stays.
         Some(unsafe { self.first.as_ptr().add(index).read_volatile() })
+    }
+
+    /// Sets element `index` of the window to `value`; false past the end or in a read-only
+    /// window.
+    pub(in crate::dataplane) fn set(&self, index: usize, value: V) -> bool {
+        if index >= self.len || self.access != Access::ReadWrite {
+            return false;
+        }
+        // SAFETY: within a writable mapping, aligned (see `map`); the kernel's array is plain
+        // memory that the program reads and writes without locks, as this does.
+        unsafe { self.first.as_ptr().add(index).write_volatile(value) };
+        true
     }
 }
 
