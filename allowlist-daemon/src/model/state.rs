@@ -2,13 +2,14 @@
 //! readers that say what the kernel must enforce.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use allowlist_common::RuleId;
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
-use super::allowlist::{Allowlist, EntryId};
+use super::allowlist::{Allowlist, Entry, EntryId};
 use super::error::ModelError;
 use super::fleet::FleetMemo;
 use super::pending::Pending;
@@ -132,6 +133,12 @@ impl Model {
             .chain(lists.map(|entry| entry.cidr))
             .filter(|net| net.prefix_len() == 0)
             .collect()
+    }
+
+    /// The entries of the enabled lists, in the order [`Model::effective_policy`] takes
+    /// them: with the always-allow prefixes, all that policy depends on.
+    pub fn enabled_entries(&self) -> impl Iterator<Item = &Arc<Vec<Entry>>> {
+        self.enabled_lists().map(|list| &list.entries)
     }
 
     /// The enabled allowlists.

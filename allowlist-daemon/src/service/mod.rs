@@ -5,6 +5,7 @@
 mod error;
 mod fleet;
 mod operations;
+mod policy_cache;
 mod revert;
 mod setup;
 mod snapshot;
@@ -18,6 +19,7 @@ use time::OffsetDateTime;
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError, Enforcement, KernelState};
 use crate::model::{Model, ModelError, Settings};
+use crate::policy::Policy;
 use crate::store::Store;
 
 pub use error::ServiceError;
@@ -29,6 +31,7 @@ pub use usage::{
     AlwaysAllowHits, EntryHits, FlowStatsView, ListHits, MAX_AGE, Stats, Top, TopSource, Usage,
 };
 
+use policy_cache::PolicyCache;
 use setup::configure;
 
 /// The model, its store and the kernel, kept in step.
@@ -43,6 +46,10 @@ pub struct Service {
     unsaved: Option<SaveFailure>,
     top_sample: u32,
     published: Published,
+    /// The policy in force, for reuse while its lists stay the same.
+    active_policy: PolicyCache,
+    /// The policy a revert falls back to, likewise.
+    fallback_policy: PolicyCache,
 }
 
 impl Service {
@@ -94,6 +101,8 @@ impl Service {
             unsaved: None,
             top_sample: config.top_sample,
             published: Published::default(),
+            active_policy: PolicyCache::default(),
+            fallback_policy: PolicyCache::default(),
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
@@ -140,10 +149,10 @@ impl Service {
         self.dataplane.tick_clock()
     }
 
-    /// What the kernel must enforce for `model`.
-    fn enforcement(&self, model: &Model) -> Enforcement {
+    /// What the kernel must enforce for `model`, whose effective policy is `policy`.
+    fn enforcement(&self, model: &Model, policy: Policy) -> Enforcement {
         Enforcement {
-            policy: model.effective_policy(),
+            policy,
             scopes: model.scopes().clone(),
             mode: if model.enforcing() {
                 self.enforce_mode
@@ -156,12 +165,21 @@ impl Service {
     /// Makes the kernel enforce the model and, while a change is pending, fall back by itself
     /// to the state before it at the revert deadline.
     fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
-        let active = self.enforcement(&self.model);
-        let fallback = self.model.pending().map(|pending| {
-            let left = pending.revert_at - OffsetDateTime::now_utc();
-            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-            (self.enforcement(&self.model.reverted()), left)
-        });
+        let policy = self.active_policy.policy(&self.model);
+        let active = self.enforcement(&self.model, policy);
+        let fallback = match self.model.pending() {
+            Some(pending) => {
+                let left = pending.revert_at - OffsetDateTime::now_utc();
+                let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                let reverted = self.model.reverted();
+                let policy = self.fallback_policy.policy(&reverted);
+                Some((self.enforcement(&reverted, policy), left))
+            }
+            None => {
+                self.fallback_policy.clear();
+                None
+            }
+        };
         self.dataplane
             .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))
     }
