@@ -101,8 +101,13 @@ async fn run() -> anyhow::Result<()> {
 
     // The state is read and checked before the kernel is touched: a bad state file changes
     // nothing there.
+    let started = std::time::Instant::now();
     let mut store = Store::open(&config.state_dir)?;
     let saved = load_state(&config, &mut store)?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "state read and checked"
+    );
     let (token, created) = AdminToken::load_or_create(&config.token_file)?;
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
@@ -113,6 +118,10 @@ async fn run() -> anyhow::Result<()> {
         config.max_flows,
     )
     .context("loading the XDP program")?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "program loaded, tries read"
+    );
     if saved.is_none() && dataplane.kernel_state().active.mode != Mode::Off {
         anyhow::bail!(
             "{} holds no state, but the kernel enforces a policy an earlier allowlistd pinned \
@@ -125,6 +134,10 @@ async fn run() -> anyhow::Result<()> {
     }
     let mut service = Service::start(&config, dataplane, store, saved.unwrap_or_default())
         .context("restoring the state")?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "the kernel enforces the state"
+    );
     for interface in &config.interfaces {
         let mode = service
             .dataplane_mut()

@@ -44,9 +44,22 @@ impl Serialize for EntryId {
 
 impl<'de> Deserialize<'de> for EntryId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        /// Parses the text where the deserializer holds it: no allocation per id.
+        struct Text;
+
+        impl serde::de::Visitor<'_> for Text {
+            type Value = EntryId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an entry id (en_ and 16 hex digits)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<EntryId, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(Text)
     }
 }
 

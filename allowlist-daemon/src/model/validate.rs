@@ -1,7 +1,7 @@
 //! The checks a request and a saved state both go through, and the check of a whole saved
 //! state against the invariants.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
@@ -63,21 +63,19 @@ pub(super) fn check_allow_all(net: IpNet, field: &str, allow_all: bool) -> Resul
 /// Checks a stored prefix as [`crate::policy::parse_cidr`] checks a given one, and
 /// [`check_allow_all`].
 fn check_prefix(net: IpNet, field: &str, allow_all: bool) -> Result<(), ModelError> {
-    crate::policy::check_prefix(net, &net.to_string()).map_err(|source| ModelError::Cidr {
-        field: field.to_owned(),
-        source,
-    })?;
+    // The prefix's text only for the error: a state holds millions of prefixes.
+    if crate::policy::check_prefix(net, "").is_err() {
+        crate::policy::check_prefix(net, &net.to_string()).map_err(|source| ModelError::Cidr {
+            field: field.to_owned(),
+            source,
+        })?;
+    }
     check_allow_all(net, field, allow_all)
 }
 
 /// Checks one stored list: id, name, description, and its entries (prefixes, descriptions,
-/// no prefix twice); collects its entry ids into `entry_ids`, refusing one seen before.
-fn check_list(
-    list: &Allowlist,
-    at: &str,
-    settings: &Settings,
-    entry_ids: &mut HashSet<EntryId>,
-) -> Result<(), InvalidState> {
+/// no prefix twice). Entry ids are checked by [`check_unique_ids`].
+fn check_list(list: &Allowlist, at: &str, settings: &Settings) -> Result<(), InvalidState> {
     let fail = |err: ModelError| InvalidState::at(at, err);
     if list.id.is_empty() {
         return Err(InvalidState::at(at, "the id is empty"));
@@ -96,14 +94,45 @@ fn check_list(
                 format!("{} is in the list twice, or out of order", entry.cidr),
             ));
         }
-        if !entry_ids.insert(entry.id) {
-            return Err(InvalidState::at(
-                place(),
-                format!("entry id {} is used twice", entry.id),
-            ));
-        }
     }
     Ok(())
+}
+
+/// Refuses an entry id used twice among `lists` (each with its place), naming the second
+/// use. Sorted rather than hashed: a state holds millions of ids.
+fn check_unique_ids<'a>(
+    lists: impl Iterator<Item = (String, &'a Allowlist)> + Clone,
+) -> Result<(), InvalidState> {
+    let mut ids: Vec<EntryId> = lists
+        .clone()
+        .flat_map(|(_, list)| list.entries.iter().map(|entry| entry.id))
+        .collect();
+    ids.sort_unstable();
+    let Some(twice) = ids
+        .windows(2)
+        .find(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+    else {
+        return Ok(());
+    };
+    let mut seen = false;
+    for (at, list) in lists {
+        for (index, entry) in list.entries.iter().enumerate() {
+            if entry.id == twice {
+                if seen {
+                    return Err(InvalidState::at(
+                        format!("{at}.entries[{index}]"),
+                        format!("entry id {twice} is used twice"),
+                    ));
+                }
+                seen = true;
+            }
+        }
+    }
+    Err(InvalidState::at(
+        "allowlists",
+        format!("entry id {twice} is used twice"),
+    ))
 }
 
 impl Model {
@@ -149,12 +178,9 @@ impl Model {
                     ),
                 ));
             }
-            check_list(
-                list,
-                &format!("{at}.revert_to.{}", list.id),
-                settings,
-                &mut HashSet::new(),
-            )?;
+            let place = format!("{at}.revert_to.{}", list.id);
+            check_list(list, &place, settings)?;
+            check_unique_ids(std::iter::once((place, list)))?;
         }
         if let Some(missing) = pending
             .revert_to
@@ -185,7 +211,6 @@ impl Model {
             ));
         }
         let mut names = BTreeSet::new();
-        let mut entry_ids = HashSet::new();
         for (key, list) in &self.allowlists {
             let at = format!("allowlists.{key}");
             if *key != list.id {
@@ -194,7 +219,7 @@ impl Model {
                     format!("the list's id is {:?}", list.id),
                 ));
             }
-            check_list(list, &at, settings, &mut entry_ids)?;
+            check_list(list, &at, settings)?;
             if !names.insert(&list.name) {
                 return Err(InvalidState::at(
                     at,
@@ -202,6 +227,11 @@ impl Model {
                 ));
             }
         }
+        check_unique_ids(
+            self.allowlists
+                .iter()
+                .map(|(key, list)| (format!("allowlists.{key}"), list)),
+        )?;
         let total = self.total_entries();
         if total > settings.max_entries {
             return Err(InvalidState::at(

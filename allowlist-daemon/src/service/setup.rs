@@ -53,9 +53,11 @@ pub(super) fn configure(model: &mut Model, config: &Config) {
 /// and always-allow prefixes; `None` when there is no state yet. A state that breaks one is
 /// refused with the file, the problem and what to do; nothing touches the kernel before.
 pub fn load_state(config: &Config, store: &mut Store) -> Result<Option<Model>, StoreError> {
+    let started = std::time::Instant::now();
     let Some(mut model) = store.load()? else {
         return Ok(None);
     };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "state read");
     configure(&mut model, config);
     model
         .validate(&settings(config))

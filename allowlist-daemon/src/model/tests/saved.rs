@@ -76,3 +76,37 @@ fn a_state_of_format_1_loads_with_its_pending_change_and_allow_all_lists() {
         "{err}"
     );
 }
+
+#[test]
+fn an_entry_id_used_twice_is_refused_where_it_is_used_the_second_time() {
+    let list = |id: &str, name: &str, entry_id: &str, cidr: &str| {
+        serde_json::json!({
+            "id": id, "name": name, "description": "",
+            "entries": [{"id": entry_id, "cidr": cidr, "rule": if id == "al1" { 0 } else { 1 }}],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "version": 1,
+        })
+    };
+    let state = |second_id: &str| {
+        serde_json::json!({
+            "format": 3,
+            "allowlists": {
+                "al1": list("al1", "a", "en_0000000000000001", "192.0.2.1/32"),
+                "al2": list("al2", "b", second_id, "192.0.2.2/32"),
+            },
+            "enabled": [],
+            "pending": null,
+        })
+    };
+    let model: Model = serde_json::from_value(state("en_0000000000000002")).expect("state");
+    model.validate(&settings()).expect("ids once each");
+    let model: Model = serde_json::from_value(state("en_0000000000000001")).expect("state");
+    let err = model
+        .validate(&settings())
+        .expect_err("an id twice")
+        .to_string();
+    assert!(
+        err.contains("allowlists.al2.entries[0]") && err.contains("is used twice"),
+        "{err}"
+    );
+}
