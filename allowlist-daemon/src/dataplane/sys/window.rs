@@ -53,6 +53,11 @@ impl<V: Pod> ArrayWindow<V> {
             .filter(|size| *size > 0)
             .ok_or(Errno::EINVAL)?;
         let size = size_of::<V>();
+        // The kernel lays values out every `round_up(size, 8)` bytes: only sizes that are
+        // multiples of 8 index as a slice of `V`.
+        if size == 0 || size % 8 != 0 {
+            return Err(Errno::EINVAL);
+        }
         let from = start.checked_mul(size).ok_or(Errno::EINVAL)?;
         let offset = from / page * page;
         let skip = from - offset;
