@@ -55,7 +55,7 @@ impl<V: Pod> ArrayWindow<V> {
         let size = size_of::<V>();
         // The kernel lays values out every `round_up(size, 8)` bytes: only sizes that are
         // multiples of 8 index as a slice of `V`.
-        if size == 0 || size % 8 != 0 {
+        if size == 0 || !size.is_multiple_of(8) {
             return Err(Errno::EINVAL);
         }
         let from = start.checked_mul(size).ok_or(Errno::EINVAL)?;
