@@ -272,6 +272,22 @@ fn unknown_ids_get_404() {
     ] {
         assert_error(&d.call(method, &path, body), 404, "not_found");
     }
+    // A method a route does not take: 405 in the same envelope, with the methods it takes.
+    for (method, path, allowed) in [
+        ("DELETE", "/v1/enforcement", "GET"),
+        ("GET", "/v1/enforcement/acknowledge", "POST"),
+        ("POST", "/healthz", "GET"),
+        ("PUT", "/metrics", "GET"),
+    ] {
+        let response = d.call(method, path, None);
+        assert_error(&response, 405, "method_not_allowed");
+        assert!(
+            response
+                .header("allow")
+                .is_some_and(|allow| allow.contains(allowed)),
+            "{method} {path}: {response:?}"
+        );
+    }
 }
 
 #[test]

@@ -88,14 +88,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/stats", get(stats))
         .route("/top", get(top))
         .route("/openapi.json", get(openapi))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let metrics = Router::new()
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .nest("/v1", v1)
         .merge(metrics)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -103,6 +106,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// The answer to a method a route does not take, in the error envelope (axum adds `Allow`).
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "the route does not take this method (see Allow, and GET /v1/openapi.json)",
+    )
 }
 
 /// Counts each request by its route (the pattern, not the ids in it) and status.
