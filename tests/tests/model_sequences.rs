@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use allowlist_daemon::model::{
     AllowlistInput, DesiredList, EntriesInput, EntryId, EntryInput, IdSource, Model, ModelError,
-    NewIds, Scope, Settings,
+    Scope, SequentialIds, Settings,
 };
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::reference::{Enforced, Reference};
@@ -130,21 +130,6 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|seconds| Op::Wait { seconds }),
         1 => Just(Op::Restart),
     ]
-}
-
-/// Deterministic ids, counted on across steps.
-struct SeqIds(u64);
-
-impl NewIds for SeqIds {
-    fn list_id(&mut self) -> String {
-        self.0 += 1;
-        format!("al{}", self.0)
-    }
-
-    fn entry_id(&mut self) -> EntryId {
-        self.0 += 1;
-        EntryId(self.0)
-    }
 }
 
 struct Harness {
@@ -272,7 +257,7 @@ impl Harness {
         let before = seen(&self.model);
         let reverted_before = seen(&self.model.reverted());
         let pending_before = self.model.pending().map(|p| p.applied_at);
-        let mut ids = SeqIds(self.next_id);
+        let mut ids = SequentialIds(self.next_id);
         let outcome: Result<(), ModelError> = match op {
             Op::Create { list, cidrs } => self
                 .model

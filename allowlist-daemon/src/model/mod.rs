@@ -48,6 +48,8 @@ mod lists;
 mod pending;
 mod rules;
 mod saved;
+#[cfg(any(test, feature = "test-util"))]
+mod sequential_ids;
 mod state;
 mod validate;
 
@@ -59,6 +61,8 @@ pub use fleet::FleetMemo;
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};
 pub use saved::{SavedFileNames, SavedState};
+#[cfg(any(test, feature = "test-util"))]
+pub use sequential_ids::SequentialIds;
 pub use state::{IdSource, Model, NewIds, Settings, rfc3339};
 
 #[cfg(test)]

@@ -31,23 +31,8 @@ fn t(seconds: i64) -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000 + seconds)
 }
 
-/// Deterministic ids: al1, en_...02, ...
-struct SeqIds(u64);
-
-impl NewIds for SeqIds {
-    fn list_id(&mut self) -> String {
-        self.0 += 1;
-        format!("al{}", self.0)
-    }
-
-    fn entry_id(&mut self) -> EntryId {
-        self.0 += 1;
-        EntryId(self.0)
-    }
-}
-
-fn ids() -> SeqIds {
-    SeqIds(0)
+fn ids() -> SequentialIds {
+    SequentialIds(0)
 }
 
 fn input(name: &str, cidrs: &[&str]) -> AllowlistInput {
@@ -78,7 +63,7 @@ fn addr(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
-fn create(model: &mut Model, next_id: &mut SeqIds, name: &str, cidrs: &[&str]) -> String {
+fn create(model: &mut Model, next_id: &mut SequentialIds, name: &str, cidrs: &[&str]) -> String {
     model
         .create(input(name, cidrs), t(0), &settings(), next_id)
         .expect("create")
@@ -94,7 +79,12 @@ fn entries(cidrs: &[&str]) -> EntriesInput {
 }
 
 /// Creates list `name` with `cidrs` and enables it at `t(0)`: pending until acknowledged.
-fn create_enabled(model: &mut Model, next_id: &mut SeqIds, name: &str, cidrs: &[&str]) -> String {
+fn create_enabled(
+    model: &mut Model,
+    next_id: &mut SequentialIds,
+    name: &str,
+    cidrs: &[&str],
+) -> String {
     let id = create(model, next_id, name, cidrs);
     model
         .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
