@@ -46,6 +46,17 @@ impl ApiError {
     }
 }
 
+impl From<tokio::task::JoinError> for ApiError {
+    /// A blocking task that panicked or was cancelled.
+    fn from(err: tokio::task::JoinError) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            err.to_string(),
+        )
+    }
+}
+
 impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         match err {
@@ -165,15 +176,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Js
         let parsed = if bytes.len() <= PARSE_INLINE_BYTES {
             parse_body(&bytes)
         } else {
-            tokio::task::spawn_blocking(move || parse_body(&bytes))
-                .await
-                .map_err(|err| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal_error",
-                        err.to_string(),
-                    )
-                })?
+            tokio::task::spawn_blocking(move || parse_body(&bytes)).await?
         };
         match parsed {
             Ok(value) => Ok(JsonBody(value)),

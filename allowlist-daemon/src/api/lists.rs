@@ -15,6 +15,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::error::JsonBody;
+use super::readings::count;
 use super::stream::json_stream;
 use super::views::{AllowlistsView, EntriesView, EntryView, allowlist_response, if_match};
 use super::{ApiError, AppState, with_service, with_snapshot};
@@ -106,20 +107,7 @@ pub(super) async fn list_entries(
     Path(id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = match &query.limit {
-        None => PAGE_DEFAULT,
-        Some(raw) => raw
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=PAGE_MAX).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "limit",
-                    format!("limit {raw:?} is not a number from 1 to {PAGE_MAX}"),
-                )
-            })?,
-    };
+    let limit = count(query.limit.as_deref(), "limit", PAGE_DEFAULT, PAGE_MAX)?;
     let after: Option<IpNet> = query
         .after
         .as_deref()

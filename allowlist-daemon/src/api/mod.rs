@@ -170,14 +170,7 @@ async fn with_snapshot<T: Send + 'static>(
         let _span = span.enter();
         read(snapshot, &usage)
     })
-    .await
-    .map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            err.to_string(),
-        )
-    })?
+    .await?
 }
 
 /// Runs `operation` on the service off the async workers (it syncs files and writes maps).
@@ -192,12 +185,5 @@ async fn with_service<T: Send + 'static>(
         let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
         operation(&mut service)
     })
-    .await
-    .map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            err.to_string(),
-        )
-    })?
+    .await?
 }

@@ -13,7 +13,12 @@ use serde_json::json;
 use super::{ApiError, AppState, OPENAPI, with_snapshot};
 
 /// A number from 1 to `max` given as query parameter `field`; `default` when absent.
-fn count(raw: Option<&str>, field: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(super) fn count(
+    raw: Option<&str>,
+    field: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     let Some(raw) = raw else {
         return Ok(default);
     };
