@@ -2,8 +2,8 @@
 //! rule given to a new entry. Reading them is [`Readings`](super::Readings)'s.
 
 use allowlist_common::{
-    Counter, INTERFACE_SLOT_IFINDEXES, MAP_COUNTERS, MAP_INTERFACE_SLOTS, MAP_RULE_HITS,
-    MAX_INTERFACES, RuleId, RuleUsage,
+    Counter, INTERFACE_SLOT_IFINDEXES, MAP_COUNTERS, MAP_INTERFACE_SLOTS, MAX_INTERFACES, RuleId,
+    RuleUsage,
 };
 use std::sync::PoisonError;
 
@@ -11,8 +11,8 @@ use aya::maps::{IterableMap as _, PerCpuValues};
 
 use super::Dataplane;
 use super::error::{DataplaneError, map_error};
-use super::readings::RULE_WINDOW;
-use super::sys::{Access, ArrayWindow};
+use super::readings::each_rule_window;
+use super::sys::Access;
 
 impl Dataplane {
     /// Gives `interface` a counter slot: the one it had (pinned maps of an earlier daemon),
@@ -75,31 +75,20 @@ impl Dataplane {
             return Ok(());
         };
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
-        let mapping = |source| DataplaneError::Mapping {
-            name: MAP_RULE_HITS,
-            source,
-        };
-        for cpu in 0..cpus {
-            let region = cpu * self.max_rules as usize;
-            let mut rest = &rules[..];
-            let mut start = lowest as usize;
-            while start <= highest as usize {
-                let len = (highest as usize + 1 - start).min(RULE_WINDOW);
-                let window = ArrayWindow::<RuleUsage>::map(
-                    self.maps.rule_hits.map(),
-                    region + start,
-                    len,
-                    Access::ReadWrite,
-                )
-                .map_err(mapping)?;
-                let inside = rest.partition_point(|rule| (*rule as usize) < start + len);
-                for rule in &rest[..inside] {
-                    window.set(*rule as usize - start, RuleUsage::default());
+        each_rule_window(
+            self.maps.rule_hits.map(),
+            cpus,
+            self.max_rules,
+            lowest as usize..highest as usize + 1,
+            Access::ReadWrite,
+            |first, window| {
+                let from = rules.partition_point(|rule| (*rule as usize) < first);
+                let to = rules.partition_point(|rule| (*rule as usize) < first + window.len());
+                for rule in &rules[from..to] {
+                    window.set(*rule as usize - first, RuleUsage::default());
                 }
-                rest = &rest[inside..];
-                start += len;
-            }
-        }
+            },
+        )?;
         Ok(())
     }
 

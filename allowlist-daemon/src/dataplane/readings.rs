@@ -3,6 +3,7 @@
 //! driver so that it can be used from any thread while the driver writes a policy: reads
 //! never wait for writes.
 
+use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -20,7 +21,34 @@ use super::sys::{Access, ArrayWindow, BatchMap};
 use super::types::{Counters, FlowStats, RuleUse, SourceNoted};
 
 /// Rules mapped at once when going through the rule hit array: 4 MiB.
-pub(super) const RULE_WINDOW: usize = 1 << 18;
+const RULE_WINDOW: usize = 1 << 18;
+
+/// Maps rules `rules` of every CPU's region of the rule hit array `map` (regions of
+/// `capacity` rules for `cpus` CPUs), a window at a time, and calls `visit` with each window
+/// and the rule its first element holds.
+pub(super) fn each_rule_window(
+    map: &MapData,
+    cpus: usize,
+    capacity: u32,
+    rules: Range<usize>,
+    access: Access,
+    mut visit: impl FnMut(usize, &ArrayWindow<RuleUsage>),
+) -> Result<(), DataplaneError> {
+    for cpu in 0..cpus {
+        let region = cpu * capacity as usize;
+        for first in rules.clone().step_by(RULE_WINDOW) {
+            let len = (rules.end - first).min(RULE_WINDOW);
+            let window = ArrayWindow::map(map, region + first, len, access).map_err(|source| {
+                DataplaneError::Mapping {
+                    name: MAP_RULE_HITS,
+                    source,
+                }
+            })?;
+            visit(first, &window);
+        }
+    }
+    Ok(())
+}
 
 /// Interfaces with a counter slot of their own, and the slot; shared with the driver, which
 /// adds one per interface it attaches to.
@@ -206,31 +234,23 @@ impl Readings {
             last_hit_ns: vec![0; len],
             read_at_ns: coarse_now_ns(),
         };
-        let mapping = |source| DataplaneError::Mapping {
-            name: MAP_RULE_HITS,
-            source,
-        };
-        for cpu in 0..self.cpus {
-            let region = cpu * self.rule_capacity as usize;
-            for start in (0..len).step_by(RULE_WINDOW) {
-                let count = (len - start).min(RULE_WINDOW);
-                let window = ArrayWindow::<RuleUsage>::map(
-                    self.rule_hits.map(),
-                    region + start,
-                    count,
-                    Access::Read,
-                )
-                .map_err(mapping)?;
-                let hits = &mut table.hits[start..start + count];
-                let last = &mut table.last_hit_ns[start..start + count];
+        each_rule_window(
+            self.rule_hits.map(),
+            self.cpus,
+            self.rule_capacity,
+            0..len,
+            Access::Read,
+            |first, window| {
+                let hits = &mut table.hits[first..first + window.len()];
+                let last = &mut table.last_hit_ns[first..first + window.len()];
                 for (index, (hits, last)) in hits.iter_mut().zip(last).enumerate() {
                     if let Some(usage) = window.get(index) {
                         *hits = hits.wrapping_add(usage.hits);
                         *last = (*last).max(usage.last_hit_ns);
                     }
                 }
-            }
-        }
+            },
+        )?;
         Ok(table)
     }
 

@@ -97,6 +97,11 @@ impl<V: Pod> ArrayWindow<V> {
         })
     }
 
+    /// Elements in the window.
+    pub(in crate::dataplane) fn len(&self) -> usize {
+        self.len
+    }
+
     /// The element `index` of the window, as the kernel holds it now; `None` past the end.
     pub(in crate::dataplane) fn get(&self, index: usize) -> Option<V> {
         if index >= self.len {
