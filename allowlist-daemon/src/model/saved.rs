@@ -262,19 +262,6 @@ enum LegacyRestore {
 }
 
 impl SavedState {
-    /// The files this state names for the entries of its lists.
-    pub fn entry_files(&self) -> impl Iterator<Item = &str> {
-        let restored = self
-            .pending
-            .iter()
-            .flat_map(|pending| pending.revert_to.iter())
-            .flat_map(|restore| restore.lists.iter());
-        self.allowlists
-            .values()
-            .chain(restored)
-            .filter_map(|list| list.entries_file.as_deref())
-    }
-
     /// The model, the entries of lists kept in files read through `read`.
     pub fn into_model(
         self,

@@ -108,10 +108,12 @@ impl Store {
             Err(ReadError::Io(err)) => return Err(io("reading", &path)(err)),
             Err(ReadError::Corrupt(problem)) => return Err(corrupt(problem)),
         };
-        let named: BTreeSet<String> = saved.entry_files().map(str::to_owned).collect();
+        // The files the state names: those read for it.
+        let mut named = BTreeSet::new();
         let mut failure = None;
         let entry_files = &mut self.entry_files;
         let model = saved.into_model(|name| {
+            named.insert(name.to_owned());
             entry_files.read(name, &path, &backup).map_err(|err| {
                 let problem = err.to_string();
                 failure = Some(err);
@@ -145,7 +147,10 @@ impl Store {
         let _ = fs::remove_file(&temp);
         let written = self.entry_files.write_new(model)?;
         let saved = model.to_saved(|list| self.entry_files.file_of(list));
-        let named: BTreeSet<String> = saved.entry_files().map(str::to_owned).collect();
+        let named: BTreeSet<String> = model
+            .kept_lists()
+            .filter_map(|list| self.entry_files.file_of(list))
+            .collect();
         let result = write_new_json(&temp, &saved).and_then(|()| self.replace_with(&temp, &path));
         match result {
             Ok(()) => {
