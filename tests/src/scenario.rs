@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, Response, TempDir};
 use crate::netns::{
-    CLIENT_ALLOWED_V4, CLIENT_ALLOWED_V6, CLIENT_DENIED_V4, CLIENT_DENIED_V6, TestLink,
+    CLIENT_ALLOWED_V4, CLIENT_ALLOWED_V6, CLIENT_DENIED_V4, CLIENT_DENIED_V6, SERVER_V4, TestLink,
 };
-use crate::traffic::passes;
+use crate::traffic::{UdpStream, passes};
 
 /// A short window: acknowledgements after 1 s, reverts after 4 s.
 pub const WINDOW: [&str; 4] = ["--ack-min", "1s", "--ack-max", "4s"];
@@ -98,4 +98,54 @@ pub fn dropped(daemon: &Daemon) -> u64 {
 /// The state file in `state`.
 pub fn state_file(state: &TempDir) -> std::path::PathBuf {
     state.path().join("state.json")
+}
+
+/// How [`restart_under_stream`] takes the daemon down.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// SIGTERM: it stops as it would under systemd.
+    Terminate,
+    /// SIGKILL: it dies without a word.
+    Kill,
+}
+
+/// Takes `daemon` down (`stop`) while the allowed client streams `datagrams` UDP datagrams
+/// to the server, checks that the denied client is dropped while it is down, and starts a
+/// daemon again on `state` with `args`. Asserts that the stream outlasted the restart and
+/// that no datagram of it was lost; returns the new daemon (`daemon` is kept, stopped: its
+/// log is the new one's).
+pub fn restart_under_stream(
+    link: &TestLink,
+    daemon: &mut Daemon,
+    stop: Stop,
+    state: &TempDir,
+    args: &[&str],
+    datagrams: u64,
+) -> Daemon {
+    let mut restarted = None;
+    let mut denied_passed_while_down = None;
+    let stream = UdpStream::run(
+        link,
+        CLIENT_ALLOWED_V4.into(),
+        SERVER_V4.into(),
+        datagrams,
+        || {
+            match stop {
+                Stop::Terminate => daemon.stop()?,
+                Stop::Kill => daemon.kill()?,
+            }
+            denied_passed_while_down = Some(passes(link, CLIENT_DENIED_V4));
+            restarted = Some(Daemon::start(link, state.path(), args)?);
+            Ok(())
+        },
+    )
+    .expect("stream");
+    assert!(stream.outlasted(), "the restart happened under traffic");
+    assert_eq!(
+        stream.received(),
+        stream.sent(),
+        "no packet of the allowed source was lost"
+    );
+    assert_eq!(denied_passed_while_down, Some(false), "denied while down");
+    restarted.expect("restarted")
 }

@@ -10,7 +10,7 @@ use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::mounts::ReadOnly;
 use allowlist_tests::netns::*;
 use allowlist_tests::scenario::*;
-use allowlist_tests::traffic::{UdpStream, passes};
+use allowlist_tests::traffic::UdpStream;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -67,33 +67,7 @@ fn killed_outside_a_window_and_restarted_under_traffic_nothing_changes() {
     let dropped_before = dropped(&daemon);
     let saved = std::fs::read(state_file(&state)).expect("state file");
 
-    let mut restarted = None;
-    let mut denied_passed_while_down = None;
-    let stream = UdpStream::run(
-        &link,
-        CLIENT_ALLOWED_V4.into(),
-        SERVER_V4.into(),
-        200_000,
-        || {
-            daemon.kill()?;
-            denied_passed_while_down = Some(passes(&link, CLIENT_DENIED_V4));
-            restarted = Some(Daemon::start(&link, state.path(), &WINDOW)?);
-            Ok(())
-        },
-    )
-    .expect("stream");
-    assert!(
-        stream.outlasted(),
-        "the kill and restart happened under traffic"
-    );
-    assert_eq!(
-        stream.received(),
-        stream.sent(),
-        "no packet of the allowed source was lost"
-    );
-    assert_eq!(denied_passed_while_down, Some(false), "denied while down");
-
-    let daemon = restarted.expect("restarted");
+    let daemon = restart_under_stream(&link, &mut daemon, Stop::Kill, &state, &WINDOW, 200_000);
     assert!(enforcing_office(&link));
     assert_eq!(
         std::fs::read(state_file(&state)).expect("state file"),

@@ -7,9 +7,11 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use allowlist_tests::daemon::{Daemon, TempDir};
-use allowlist_tests::netns::{CLIENT_ALLOWED_V4, CLIENT_DENIED_V4, SERVER_V4, TestLink};
-use allowlist_tests::scenario::{WINDOW, acknowledge, enable, enforcing_office, office};
-use allowlist_tests::traffic::{UdpStream, passes};
+use allowlist_tests::netns::{CLIENT_ALLOWED_V4, TestLink};
+use allowlist_tests::scenario::{
+    Stop, WINDOW, acknowledge, enable, enforcing_office, office, restart_under_stream,
+};
+use allowlist_tests::traffic::passes;
 use serde_json::{Value, json};
 
 /// `count` host entries in 10.0.0.0/8, from the `first`-th on.
@@ -47,29 +49,7 @@ fn a_restart_with_a_large_state_enforces_without_a_gap() {
     acknowledge(&daemon);
     assert!(enforcing_office(&link));
 
-    let mut restarted = None;
-    let mut denied_passed_while_down = None;
-    let stream = UdpStream::run(
-        &link,
-        CLIENT_ALLOWED_V4.into(),
-        SERVER_V4.into(),
-        400_000,
-        || {
-            daemon.stop()?;
-            denied_passed_while_down = Some(passes(&link, CLIENT_DENIED_V4));
-            restarted = Some(Daemon::start(&link, state.path(), &args)?);
-            Ok(())
-        },
-    )
-    .expect("stream");
-    assert!(stream.outlasted(), "the restart happened under traffic");
-    assert_eq!(
-        stream.received(),
-        stream.sent(),
-        "no packet of the allowed source was lost"
-    );
-    assert_eq!(denied_passed_while_down, Some(false), "denied while down");
-    let daemon = restarted.expect("restarted");
+    let daemon = restart_under_stream(&link, &mut daemon, Stop::Terminate, &state, &args, 400_000);
     assert!(enforcing_office(&link));
     let log = daemon.log();
     assert!(
