@@ -9,6 +9,7 @@
 
 #[cfg(feature = "user")]
 mod pod;
+pub mod ranges;
 
 /// Name of the XDP program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "allowlist";
@@ -17,7 +18,7 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Policy generations kept side by side in the tries. The active policy and, while a change
 /// is pending, the one it reverts to are two; the third is where the next one is written
@@ -29,7 +30,9 @@ pub const MAP_CONFIG: &str = "CONFIG";
 /// Name of the one-entry `u32` array that says which slot of [`MAP_CONFIG`] is in use. User
 /// space writes the other slot completely, then this: the one write that switches policy.
 pub const MAP_CONFIG_SLOT: &str = "CONFIG_SLOT";
-/// Name of the IPv4 LPM trie: key [`Ipv4Key`], value a [`RuleId`].
+/// Name of the IPv4 LPM trie: key [`Ipv4Key`], value a [`RuleId`]. The map of record of
+/// every generation's IPv4 prefixes; the program classifies IPv4 sources with the
+/// [`ranges`] table built from them.
 pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
 /// Name of the IPv6 LPM trie: key [`Ipv6Key`], value a [`RuleId`].
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";

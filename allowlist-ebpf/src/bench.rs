@@ -2,46 +2,37 @@
 //! daemon ships has neither these programs nor their maps.
 //!
 //! - `bench_floor`: drops every frame, nothing else: what XDP itself costs.
-//! - `bench_varied`: runs the allowlist's trie lookup (the very functions the XDP program
+//! - `bench_varied`: runs the allowlist's classification (the very functions the XDP program
 //!   uses, and its rule hit count) over many different sources in one test run: `bpf_loop`
 //!   draws a random source from [`BENCH_SOURCES`] each iteration. With lookups switched off
 //!   in [`BENCH_SETUP`] the same loop only draws the sources: the difference, divided by the
 //!   iterations, is the classification cost with varied keys, caches as cold as the table
-//!   size makes them. With the front switched on, each source is first looked up in an
-//!   exact-match hash of the policy's host routes ([`BENCH_HOSTS_V4`], [`BENCH_HOSTS_V6`]),
-//!   the trie only on a miss: the structure the results propose to put in front.
+//!   size makes them. With the baseline switched on, IPv4 sources are looked up in the LPM
+//!   trie alone, the structure the range table replaced, for comparison in the same run.
 
 use core::ffi::c_void;
 
+use allowlist_common::bench::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
+use allowlist_common::{Ipv4Addr, RuleId, ipv4_key, trie_prefix_len};
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP},
     helpers::{bpf_get_prandom_u32, bpf_loop},
     macros::{map, xdp},
-    maps::{Array, HashMap},
+    maps::{Array, lpm_trie::Key},
     programs::XdpContext,
 };
 
-use allowlist_common::bench::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
-use allowlist_common::{RuleId, ipv4_key, ipv6_key};
-
+use crate::ranges::lookup_v4;
 use crate::tally::count_rule_hit;
-use crate::{config, lookup_v4, lookup_v6};
+use crate::{ALLOW_V4, config, lookup_v6};
 
 /// Sources to draw from: IPv4 in the first 4 bytes.
 #[map]
 static BENCH_SOURCES: Array<[u8; 16]> = Array::with_max_entries(BENCH_SOURCE_SLOTS, 0);
 
-/// `[family (4 or 6), lookups (0 or 1), host-route hash in front (0 or 1)]`.
+/// `[family (4 or 6), lookups (0 or 1), IPv4 through the trie alone (0 or 1)]`.
 #[map]
 static BENCH_SETUP: Array<u32> = Array::with_max_entries(3, 0);
-
-/// The policy's IPv4 host routes (generation byte, address), for the front.
-#[map]
-static BENCH_HOSTS_V4: HashMap<[u8; 5], RuleId> = HashMap::with_max_entries(1, 0);
-
-/// The policy's IPv6 host routes (generation byte, address), for the front.
-#[map]
-static BENCH_HOSTS_V6: HashMap<[u8; 17], RuleId> = HashMap::with_max_entries(1, 0);
 
 /// Sources found in the allowlist in the last run (keeps the lookups from being optimised
 /// away, and tells the benchmark its allowed sources were allowed).
@@ -60,14 +51,14 @@ struct LoopState {
     generation: u8,
     family: u32,
     lookups: u32,
-    front: u32,
+    trie: u32,
     found: u64,
 }
 
 /// Lookups of [`BENCH_LOOPS`] random sources of [`BENCH_SOURCES`].
 #[xdp]
 pub fn bench_varied(_ctx: XdpContext) -> u32 {
-    let (Some(config), Some(family), Some(lookups), Some(front)) = (
+    let (Some(config), Some(family), Some(lookups), Some(trie)) = (
         config(),
         BENCH_SETUP.get(0),
         BENCH_SETUP.get(1),
@@ -79,7 +70,7 @@ pub fn bench_varied(_ctx: XdpContext) -> u32 {
         generation: config.active.generation as u8,
         family: *family,
         lookups: *lookups,
-        front: *front,
+        trie: *trie,
         found: 0,
     };
     // SAFETY: the callback has the signature bpf_loop expects and only touches `state`.
@@ -111,27 +102,24 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
         return 0;
     }
     let g = state.generation;
-    let rule = if state.family == 4 {
-        let addr = [source[0], source[1], source[2], source[3]];
-        let host = if state.front != 0 {
-            // SAFETY: the value is copied out at once.
-            unsafe { BENCH_HOSTS_V4.get(ipv4_key(g, addr)) }.copied()
-        } else {
-            None
-        };
-        host.or_else(|| lookup_v4(g, addr))
+    let rule = if state.family != 4 {
+        lookup_v6(g, source)
+    } else if state.trie != 0 {
+        trie_lookup_v4(g, [source[0], source[1], source[2], source[3]])
     } else {
-        let host = if state.front != 0 {
-            // SAFETY: the value is copied out at once.
-            unsafe { BENCH_HOSTS_V6.get(ipv6_key(g, source)) }.copied()
-        } else {
-            None
-        };
-        host.or_else(|| lookup_v6(g, source))
+        lookup_v4(g, [source[0], source[1], source[2], source[3]])
     };
     if let Some(rule) = rule {
         count_rule_hit(rule);
         state.found += 1;
     }
     0
+}
+
+/// The rule of the longest prefix of `generation` covering the IPv4 source `addr`, from the
+/// trie alone: the baseline the range table is measured against.
+#[inline(always)]
+fn trie_lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
+    let key = Key::new(trie_prefix_len(32), ipv4_key(generation, addr));
+    ALLOW_V4.get(key).copied()
 }

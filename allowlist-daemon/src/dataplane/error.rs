@@ -139,6 +139,17 @@ pub enum DataplaneError {
         /// The capacity chosen at load.
         capacity: u32,
     },
+    /// A policy's IPv4 ranges do not fit a generation of the range table.
+    #[error(
+        "the policy's IPv4 prefixes make {ranges} ranges, but a generation of the range table \
+         holds {capacity}"
+    )]
+    RangesExceeded {
+        /// Ranges the policy makes.
+        ranges: usize,
+        /// Ranges a generation holds.
+        capacity: u32,
+    },
     /// Old and new prefixes of one family do not fit side by side.
     #[error(
         "the change needs room for {needed} IPv{family} prefixes at once (old and new side by \

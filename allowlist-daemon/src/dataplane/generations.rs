@@ -1,5 +1,6 @@
-//! Policy generations: three policies side by side in the tries and port bitmaps, two
-//! configuration slots, and the one write that switches every CPU from one to another.
+//! Policy generations: three policies side by side in the tries, range tables and port
+//! bitmaps, two configuration slots, and the one write that switches every CPU from one to
+//! another.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,11 +18,16 @@ use super::tries::Written;
 use super::types::{Enforcement, KernelState, Replies};
 use crate::policy::{Policy, PortScope};
 
-/// What one generation of the tries and port bitmaps holds, as written to the kernel.
+/// What one generation of the tries, range tables and port bitmaps holds, as written to the
+/// kernel.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Generation {
-    /// Its prefixes.
+    /// Its prefixes, as the tries (the map of record) hold them.
     pub(super) policy: Policy,
+    /// Whether its range table is known to be built from `policy`: true once written, and
+    /// for the generations in force when pins are read back (written before their switch).
+    /// A generation not in force may have been half written by a daemon that died.
+    pub(super) ranges_written: bool,
     /// Its port bitmap.
     pub(super) scopes: BTreeSet<PortScope>,
 }
@@ -29,7 +35,9 @@ pub(super) struct Generation {
 impl Generation {
     /// Whether it can enforce `want` as it is (its scopes matter only when `want` has some).
     fn holds(&self, want: &Enforcement) -> bool {
-        self.policy == want.policy && (want.scopes.is_empty() || self.scopes == want.scopes)
+        self.ranges_written
+            && self.policy == want.policy
+            && (want.scopes.is_empty() || self.scopes == want.scopes)
     }
 }
 
@@ -61,8 +69,10 @@ impl Dataplane {
             .get(&self.slot, 0)
             .map_err(map_error(MAP_CONFIG))?;
         let read = self.read_tries()?;
-        for (generation, prefixes) in self.generations.iter_mut().zip(read) {
+        let in_force = self.generations_in_force();
+        for ((index, generation), prefixes) in (0u32..).zip(self.generations.iter_mut()).zip(read) {
             generation.policy = prefixes.into_iter().collect();
+            generation.ranges_written = in_force.contains(&index);
         }
         for (index, word) in (0u32..).zip(self.port_words.iter_mut()) {
             *word = self
@@ -182,6 +192,7 @@ impl Dataplane {
         let diff = self.generations[index].policy.diff(&want.policy);
         // No packet uses this generation: it may hold anything while it is written.
         let mut written = Written::default();
+        self.generations[index].ranges_written = false;
         match self.write_diff(generation, &diff, &mut written) {
             Ok(()) => self.generations[index].policy = want.policy.clone(),
             Err(err) => {
@@ -193,6 +204,8 @@ impl Dataplane {
                 return Err(err);
             }
         }
+        self.write_ranges(generation, &want.policy)?;
+        self.generations[index].ranges_written = true;
         if !want.scopes.is_empty() {
             self.write_scopes(generation, &want.scopes)?;
         }
@@ -328,8 +341,9 @@ mod tests {
             .into_iter()
             .collect();
         let ssh: BTreeSet<PortScope> = ["tcp/22".parse().expect("scope")].into();
-        let generation = Generation {
+        let mut generation = Generation {
             policy: policy.clone(),
+            ranges_written: true,
             scopes: ssh.clone(),
         };
         let mut want = Enforcement {
@@ -341,6 +355,13 @@ mod tests {
         assert!(generation.holds(&want));
         want.scopes = ["udp/53".parse().expect("scope")].into();
         assert!(!generation.holds(&want));
+        want.scopes.clear();
+        generation.ranges_written = false;
+        assert!(
+            !generation.holds(&want),
+            "a range table not known to be written"
+        );
+        generation.ranges_written = true;
         want.policy = Policy::new();
         want.scopes.clear();
         assert!(!generation.holds(&want));

@@ -1,6 +1,9 @@
 //! The maps the driver uses, taken from the loaded object once with their types, and the
 //! layout each must have to be reused from pins.
 
+use allowlist_common::ranges::{
+    MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, V4_BUCKET_COUNT, v4_range_capacity,
+};
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key,
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS,
@@ -14,7 +17,7 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, MapType, PerCpuArray
 use super::error::{DataplaneError, map_error};
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 11] = [
+pub(super) const MAP_NAMES: [&str; 14] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -26,11 +29,26 @@ pub(super) const MAP_NAMES: [&str; 11] = [
     MAP_RULE_HITS,
     MAP_FLOWS,
     MAP_PROTECTED_PORTS,
+    MAP_V4_BUCKETS,
+    MAP_V4_STARTS,
+    MAP_V4_RULES,
 ];
 
 /// Prefixes a trie holds: [`GENERATIONS`] policies of up to `max_rules` prefixes each.
 pub(super) fn trie_capacity(max_rules: u32) -> u32 {
     max_rules.saturating_mul(GENERATIONS)
+}
+
+/// Words of the range start array: a region of [`v4_range_capacity`] ranges per generation,
+/// four to a word.
+pub(super) fn v4_starts_len(max_rules: u32) -> u32 {
+    (v4_range_capacity(max_rules) / 4).saturating_mul(GENERATIONS)
+}
+
+/// Words of the range rule array: a region of [`v4_range_capacity`] ranges per generation,
+/// two to a word.
+pub(super) fn v4_rules_len(max_rules: u32) -> u32 {
+    (v4_range_capacity(max_rules) / 2).saturating_mul(GENERATIONS)
 }
 
 /// The typed handles of every map.
@@ -43,6 +61,12 @@ pub(super) struct Maps {
     pub(super) allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
     /// The IPv6 trie of every generation.
     pub(super) allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
+    /// The range table's bucket words, every generation.
+    pub(super) v4_buckets: Array<MapData, u64>,
+    /// The range table's range starts, every generation.
+    pub(super) v4_starts: Array<MapData, u64>,
+    /// The range table's range rules, every generation.
+    pub(super) v4_rules: Array<MapData, u64>,
     /// The protected-port bitmap of every generation.
     pub(super) protected_ports: Array<MapData, u64>,
     /// Packet counters per interface slot.
@@ -67,6 +91,9 @@ impl Maps {
             config_slot: take(ebpf, MAP_CONFIG_SLOT)?,
             allow_v4: take(ebpf, MAP_ALLOW_V4)?,
             allow_v6: take(ebpf, MAP_ALLOW_V6)?,
+            v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
+            v4_starts: take(ebpf, MAP_V4_STARTS)?,
+            v4_rules: take(ebpf, MAP_V4_RULES)?,
             protected_ports: take(ebpf, MAP_PROTECTED_PORTS)?,
             counters: take(ebpf, MAP_COUNTERS)?,
             interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
@@ -116,7 +143,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 pub(super) fn expected_layouts(
     max_rules: u32,
     max_flows: u32,
-) -> Result<[MapLayout; 11], DataplaneError> {
+) -> Result<[MapLayout; 14], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -184,5 +211,20 @@ pub(super) fn expected_layouts(
             8,
             GENERATIONS * PROTECTED_PORT_WORDS,
         ),
+        layout(
+            MAP_V4_BUCKETS,
+            MapType::Array,
+            4,
+            8,
+            GENERATIONS * V4_BUCKET_COUNT,
+        ),
+        layout(
+            MAP_V4_STARTS,
+            MapType::Array,
+            4,
+            8,
+            v4_starts_len(max_rules),
+        ),
+        layout(MAP_V4_RULES, MapType::Array, 4, 8, v4_rules_len(max_rules)),
     ])
 }

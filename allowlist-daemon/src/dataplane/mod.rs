@@ -3,9 +3,11 @@
 //! writes policies into generations and switches between them, and reads the counters.
 //!
 //! One concern per file: [`types`] and [`error`] at the bottom, the pure [`codec`] of map
-//! bytes, then [`load`] (the object), [`maps`] (typed handles), [`pins`] (bpffs), [`links`]
-//! (attachments), [`generations`] (policies and the switch), [`counters`], [`top`],
-//! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`] with `bench`.
+//! bytes and the pure [`range_table`] (a policy as IPv4 ranges), then [`load`] (the object),
+//! [`maps`] (typed handles), [`pins`] (bpffs), [`links`] (attachments), [`generations`]
+//! (policies and the switch) with [`tries`] and [`ranges`] (what a generation holds),
+//! [`counters`], [`readings`], [`clock`]; [`test_run`] with the `test-util` feature and
+//! [`bench`] with `bench`.
 
 #[cfg(feature = "bench")]
 mod bench;
@@ -18,6 +20,8 @@ mod links;
 mod load;
 mod maps;
 mod pins;
+mod range_table;
+mod ranges;
 mod readings;
 mod sys;
 #[cfg(feature = "test-util")]
@@ -62,6 +66,8 @@ pub struct Dataplane {
     current: Config,
     /// Prefixes per family and policy, and rule ids.
     max_rules: u32,
+    /// Ranges per generation of the IPv4 range table.
+    range_capacity: u32,
     /// Where maps and links are pinned; `None`: nowhere.
     pins: Option<Pins>,
     attachments: Vec<Attachment>,
@@ -100,6 +106,7 @@ impl Dataplane {
             slot: 0,
             current: Config::default(),
             max_rules,
+            range_capacity: allowlist_common::ranges::v4_range_capacity(max_rules),
             pins,
             attachments: Vec::new(),
         })

@@ -126,6 +126,22 @@ impl<V: Pod> ArrayWindow<V> {
     }
 }
 
+impl<V: Pod> ArrayWindow<V> {
+    /// Sets the window's first `values.len()` elements to `values`; false when they do not
+    /// fit or the window is read-only.
+    pub(in crate::dataplane) fn copy_from(&self, values: &[V]) -> bool {
+        if values.len() > self.len || self.access != Access::ReadWrite {
+            return false;
+        }
+        // SAFETY: within a writable mapping, aligned (see `map`), not overlapping `values`
+        // (a slice of this process's heap or stack, never a map's mapping handed out).
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.first.as_ptr(), values.len())
+        };
+        true
+    }
+}
+
 impl<V> Drop for ArrayWindow<V> {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once; nothing refers to it afterwards.

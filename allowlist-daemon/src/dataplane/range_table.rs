@@ -1,0 +1,277 @@
+//! A policy's IPv4 prefixes as the words of one generation of the range table (the layout
+//! and the lookup are `allowlist_common::ranges`). Pure: built in user space in one pass over
+//! the sorted prefixes, then copied whole into a generation no packet reads.
+
+use allowlist_common::RuleId;
+use allowlist_common::ranges::{
+    NO_RULE, RangeWords, V4_BUCKET_COUNT, listed_bucket, uniform_bucket,
+};
+use ipnet::IpNet;
+
+use crate::policy::Policy;
+
+/// Addresses per bucket: those sharing their top 16 bits.
+const BUCKET_SPAN: u64 = 1 << 16;
+
+/// One generation's words of the three range maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RangeTable {
+    /// [`V4_BUCKET_COUNT`] bucket words.
+    pub(super) buckets: Vec<u64>,
+    /// Range starts, four to a word.
+    pub(super) starts: Vec<u64>,
+    /// Range rules, two to a word.
+    pub(super) rules: Vec<u64>,
+    /// Ranges listed (the words above hold them, padded).
+    pub(super) ranges: usize,
+}
+
+/// Where the covering rule changes: the first address and the rule from there on
+/// ([`NO_RULE`]: none), sorted, the first at address 0, no two neighbours with one rule.
+fn change_points(policy: &Policy) -> Vec<(u64, RuleId)> {
+    let mut prefixes: Vec<(u64, u64, RuleId)> = policy
+        .iter()
+        .map_while(|(net, rule)| match net {
+            IpNet::V4(net) => Some((
+                u64::from(u32::from(net.network())),
+                u64::from(u32::from(net.broadcast())),
+                *rule,
+            )),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    // Containing prefixes before those they contain (the policy's order, unless a prefix
+    // kept host bits).
+    let order = |p: &(u64, u64, RuleId)| (p.0, u64::MAX - p.1);
+    if !prefixes.is_sorted_by_key(order) {
+        prefixes.sort_unstable_by_key(order);
+    }
+    let mut points: Vec<(u64, RuleId)> = vec![(0, NO_RULE)];
+    let mut emit = |at: u64, rule: RuleId| {
+        let len = points.len();
+        match points.last_mut() {
+            Some(last) if last.0 == at => {
+                last.1 = rule;
+                if len >= 2 && points[len - 2].1 == rule {
+                    points.pop();
+                }
+            }
+            Some(last) if last.1 == rule => {}
+            _ => points.push((at, rule)),
+        }
+    };
+    // The prefixes that contain the current address, innermost last.
+    let mut open: Vec<(u64, RuleId)> = Vec::new();
+    for (start, end, rule) in prefixes {
+        while let Some(&(top_end, _)) = open.last().filter(|(top_end, _)| *top_end < start) {
+            open.pop();
+            emit(top_end + 1, open.last().map_or(NO_RULE, |top| top.1));
+        }
+        open.push((end, rule));
+        emit(start, rule);
+    }
+    while let Some((top_end, _)) = open.pop() {
+        emit(top_end + 1, open.last().map_or(NO_RULE, |top| top.1));
+    }
+    points
+}
+
+impl RangeTable {
+    /// The table of `policy`'s IPv4 prefixes.
+    pub(super) fn of(policy: &Policy) -> RangeTable {
+        let points = change_points(policy);
+        let mut buckets = Vec::with_capacity(V4_BUCKET_COUNT as usize);
+        let mut starts: Vec<u16> = Vec::new();
+        let mut rules: Vec<RuleId> = Vec::new();
+        // points[at] is the last change at or before the current bucket's first address.
+        let mut at = 0;
+        for bucket in 0..u64::from(V4_BUCKET_COUNT) {
+            let first = bucket * BUCKET_SPAN;
+            while points.get(at + 1).is_some_and(|p| p.0 <= first) {
+                at += 1;
+            }
+            let rule = points[at].1;
+            let inside = points[at + 1..]
+                .iter()
+                .take_while(|p| p.0 < first + BUCKET_SPAN);
+            let listed = starts.len();
+            for (point, point_rule) in inside {
+                if starts.len() == listed {
+                    starts.push(0);
+                    rules.push(rule);
+                }
+                starts.push((point - first) as u16);
+                rules.push(*point_rule);
+            }
+            buckets.push(if starts.len() == listed {
+                uniform_bucket((rule != NO_RULE).then_some(rule))
+            } else {
+                listed_bucket(listed as u32, (starts.len() - listed) as u32)
+            });
+        }
+        let pack = |values: &[u64], bits: u32| -> Vec<u64> {
+            values
+                .chunks(64 / bits as usize)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .fold(0, |word, (i, value)| word | value << (bits as usize * i))
+                })
+                .collect()
+        };
+        let ranges = starts.len();
+        RangeTable {
+            buckets,
+            starts: pack(
+                &starts.iter().map(|s| u64::from(*s)).collect::<Vec<_>>(),
+                16,
+            ),
+            rules: pack(&rules.iter().map(|r| u64::from(*r)).collect::<Vec<_>>(), 32),
+            ranges,
+        }
+    }
+}
+
+impl RangeWords for RangeTable {
+    fn bucket(&self, bucket: u32) -> Option<u64> {
+        self.buckets.get(bucket as usize).copied()
+    }
+
+    fn starts(&self, word: u32) -> Option<u64> {
+        self.starts.get(word as usize).copied()
+    }
+
+    fn rules(&self, word: u32) -> Option<u64> {
+        self.rules.get(word as usize).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use allowlist_common::ranges::classify_v4;
+
+    use super::*;
+
+    fn policy(prefixes: &[(&str, RuleId)]) -> Policy {
+        prefixes
+            .iter()
+            .map(|(net, rule)| (net.parse::<IpNet>().expect("test prefix"), *rule))
+            .collect()
+    }
+
+    fn lookup(table: &RangeTable, addr: &str) -> Option<RuleId> {
+        let addr: Ipv4Addr = addr.parse().expect("test address");
+        classify_v4(table, u32::from(addr))
+    }
+
+    #[test]
+    fn an_empty_policy_is_one_uniform_table() {
+        let table = RangeTable::of(&Policy::new());
+        assert_eq!(table.buckets, vec![0; V4_BUCKET_COUNT as usize]);
+        assert_eq!(table.ranges, 0);
+        assert_eq!(lookup(&table, "192.0.2.1"), None);
+    }
+
+    #[test]
+    fn nested_prefixes_give_the_longest_match() {
+        let table = RangeTable::of(&policy(&[
+            ("10.0.0.0/8", 1),
+            ("10.1.0.0/16", 2),
+            ("10.1.2.0/24", 3),
+            ("10.1.2.3/32", 4),
+            ("0.0.0.0/0", 5),
+            ("255.255.255.255/32", 6),
+            ("2001:db8::/32", 7),
+        ]));
+        for (addr, rule) in [
+            ("9.255.255.255", 5),
+            ("10.0.0.0", 1),
+            ("10.1.0.0", 2),
+            ("10.1.2.2", 3),
+            ("10.1.2.3", 4),
+            ("10.1.2.4", 3),
+            ("10.1.3.0", 2),
+            ("10.2.0.0", 1),
+            ("11.0.0.0", 5),
+            ("255.255.255.254", 5),
+            ("255.255.255.255", 6),
+        ] {
+            assert_eq!(lookup(&table, addr), Some(rule), "{addr}");
+        }
+        assert_eq!(
+            table.buckets[0x0a00],
+            uniform_bucket(Some(1)),
+            "10.0/16 lies inside 10/8"
+        );
+        assert_eq!(
+            table.buckets[0x0a01] >> 32,
+            5,
+            "10.1/16 lists the /16, /24, /32, /24 and /16 ranges"
+        );
+    }
+
+    #[test]
+    fn neighbours_with_one_rule_are_one_range() {
+        let table = RangeTable::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
+        assert_eq!(table.ranges, 3, "start of bucket, the /24's worth, after");
+        assert_eq!(lookup(&table, "192.0.2.200"), Some(1));
+        assert_eq!(lookup(&table, "192.0.3.0"), None);
+    }
+
+    /// The differential test: the range table and the policy's own longest-prefix match
+    /// agree on every address probed, for random policies.
+    #[test]
+    fn random_policies_classify_as_the_longest_prefix_match() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200 {
+            // Prefixes clustered in a few /12s so that they nest and touch.
+            let size = 1 + next() % 300;
+            let mut prefixes = Vec::new();
+            for rule in 0..size as RuleId {
+                let base = (next() % 4) as u32 * 0x0010_0000 + 0x0a00_0000;
+                let addr = base | (next() as u32 & 0x000f_ffff);
+                let len = (next() % 33) as u8;
+                let len = if round % 2 == 0 { len.max(8) } else { len };
+                let net = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len)
+                    .expect("length at most 32")
+                    .trunc();
+                prefixes.push((IpNet::V4(net), rule));
+            }
+            let policy: Policy = prefixes.iter().copied().collect();
+            let table = RangeTable::of(&policy);
+            let mut probes: Vec<u32> = (0..200).map(|_| next() as u32).collect();
+            for (net, _) in &prefixes {
+                let IpNet::V4(net) = net else { continue };
+                let (first, last) = (u32::from(net.network()), u32::from(net.broadcast()));
+                let inside = first | (next() as u32 & !u32::from(net.netmask()));
+                probes.extend([
+                    first.wrapping_sub(1),
+                    first,
+                    last,
+                    last.wrapping_add(1),
+                    inside,
+                ]);
+            }
+            for addr in probes {
+                let expected = policy
+                    .lookup(IpAddr::V4(Ipv4Addr::from(addr)))
+                    .map(|(_, rule)| rule);
+                assert_eq!(
+                    classify_v4(&table, addr),
+                    expected,
+                    "round {round}: {}",
+                    Ipv4Addr::from(addr)
+                );
+            }
+        }
+    }
+}
