@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+pub mod flow_filter;
 #[cfg(feature = "user")]
 mod pod;
 pub mod ranges;
@@ -244,6 +245,10 @@ pub struct Config {
     pub udp_timeout_ns: u64,
     /// Idle time after which an ICMP echo's replies are no longer passed.
     pub icmp_timeout_ns: u64,
+    /// Which of the [`flow_filter`]s the reply check reads (0 or 1).
+    pub flow_filter: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 impl Config {

@@ -1,15 +1,58 @@
 //! The flows the host started: recorded on egress, consulted on ingress for packets from
-//! sources outside the allowlist.
+//! sources outside the allowlist, through the flow filter first (see
+//! [`allowlist_common::flow_filter`]).
 
+use allowlist_common::flow_filter::{
+    FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, flow_filter_byte, flow_filter_slot,
+};
 use allowlist_common::{
     Config, DEFAULT_MAX_FLOWS, FlowKey, FlowState, TCP_CLOSE_LINGER_NS, ip_proto,
 };
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, LruHashMap},
+};
 
 use crate::packet::{self, Transport};
 
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// Two filters of the flows in [`FLOWS`], a byte per slot; user space renews them.
+#[map]
+static FLOW_FILTER: Array<FlowFilterLine> =
+    Array::with_max_entries(FLOW_FILTERS * FLOW_FILTER_LINES, BPF_F_MMAPABLE);
+
+/// Sets `flow`'s byte in both filters (after the flow is recorded: see the module's doc).
+#[inline(always)]
+fn note_in_filters(flow: &FlowKey) {
+    let slot = flow_filter_slot(flow);
+    for filter in 0..FLOW_FILTERS {
+        let (line, byte) = flow_filter_byte(filter, slot);
+        if let Some(line) = FLOW_FILTER.get_ptr_mut(line) {
+            // SAFETY: a map value; a byte store of a constant, so concurrent stores to this
+            // line lose nothing. Read first: a set byte is not written again, so a busy
+            // flow does not keep the line bouncing between CPUs.
+            unsafe {
+                if (*line)[byte & 63] == 0 {
+                    (*line)[byte & 63] = 1;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `flow` may be recorded: false only when the filter in use says it is not.
+#[inline(always)]
+fn may_be_recorded(config: &Config, flow: &FlowKey) -> bool {
+    let (line, byte) = flow_filter_byte(config.flow_filter & 1, flow_filter_slot(flow));
+    match FLOW_FILTER.get(line) {
+        Some(line) => line[byte & 63] != 0,
+        None => true,
+    }
+}
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -130,6 +173,7 @@ pub fn record(remote: Addr, transport: Transport, end: usize, counted: impl Fn()
             Some(flags) => note_tcp_flags(state, flags, now),
             None => state.last_seen_ns = now,
         }
+        note_in_filters(&flow);
         return;
     }
     let starts = match tcp {
@@ -143,6 +187,7 @@ pub fn record(remote: Addr, transport: Transport, end: usize, counted: impl Fn()
             padding: 0,
         };
         if FLOWS.insert(flow, state, 0).is_ok() {
+            note_in_filters(&flow);
             counted();
         }
     }
@@ -172,6 +217,9 @@ pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize)
                 return false;
             };
             let flow = key(remote, remote_port, local_port, transport.protocol);
+            if !may_be_recorded(config, &flow) {
+                return false;
+            }
             let Some(state) = FLOWS.get_ptr_mut(flow) else {
                 return false;
             };
@@ -217,6 +265,9 @@ pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize)
 /// Whether `flow` is recorded and fresh (without refreshing it).
 #[inline(always)]
 fn known(config: &Config, flow: &FlowKey) -> bool {
+    if !may_be_recorded(config, flow) {
+        return false;
+    }
     // SAFETY: the value is only read.
     match unsafe { FLOWS.get(flow) } {
         Some(state) => fresh(state, timeout(config, flow.protocol), now()),

@@ -26,7 +26,7 @@ mod tally;
 mod top;
 
 use allowlist_common::{
-    Config, Counter, DEFAULT_MAX_RULES, GENERATIONS, Ipv4Addr, Ipv4Key, Ipv6Addr, Ipv6Key, Mode,
+    Config, Counter, DEFAULT_MAX_RULES, GENERATIONS, Ipv4Key, Ipv6Addr, Ipv6Key, Mode,
     PROTECTED_PORT_WORDS, RuleId, ip_proto, ipv6_key, protected_port_mask, protected_port_word,
     trie_prefix_len,
 };

@@ -435,3 +435,47 @@ fn a_full_flow_map_pushes_out_the_oldest_flows_and_counts_them() {
         "the newest flow is there"
     );
 }
+
+#[test]
+fn the_flow_filter_renewed_keeps_live_flows_and_forgets_idle_ones() {
+    let mut dataplane = loaded(POLICY, Mode::Enforce);
+    dataplane
+        .set_replies(Replies {
+            udp_timeout: Duration::from_millis(300),
+            ..Replies::default()
+        })
+        .expect("replies");
+    let (local, remote, _) = families()[0];
+    let reply = |port| ip_frame(remote, local, IPPROTO_UDP, &udp(53, port));
+    send(
+        &dataplane,
+        &ip_frame(local, remote, IPPROTO_UDP, &udp(40000, 53)),
+    );
+    // Each renewal switches the check to the other filter: both must know the flow.
+    for renewal in 0..3 {
+        assert_eq!(dataplane.renew_flow_filter().expect("renewal"), 1);
+        assert_eq!(
+            verdict(&dataplane, &reply(40000)),
+            Verdict::Pass,
+            "after renewal {renewal}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        dataplane.renew_flow_filter().expect("renewal"),
+        0,
+        "an idle flow is left out"
+    );
+    send(
+        &dataplane,
+        &ip_frame(local, remote, IPPROTO_UDP, &udp(40001, 53)),
+    );
+    assert_eq!(
+        verdict(&dataplane, &reply(40001)),
+        Verdict::Pass,
+        "a flow started after the renewal"
+    );
+    assert_eq!(verdict(&dataplane, &reply(40000)), Verdict::Drop);
+    assert_eq!(dataplane.renew_flow_filter().expect("renewal"), 1);
+    assert_eq!(verdict(&dataplane, &reply(40001)), Verdict::Pass);
+}

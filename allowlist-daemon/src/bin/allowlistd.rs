@@ -174,6 +174,7 @@ async fn run() -> anyhow::Result<()> {
     );
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
+    tokio::spawn(renew_flow_filter(service.clone()));
     tokio::spawn(log_counters(usage.clone(), config.stats_interval));
     let fleet = config.fleet.clone().map(|fleet| {
         let view = Arc::new(Mutex::new(FleetView::new(&fleet)));
@@ -232,6 +233,31 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
         .await;
         if let Err(err) = outcome {
             tracing::error!(error = %err, "the revert task failed");
+        }
+    }
+}
+
+/// How often the reply check's flow filter is renewed from the flows still live.
+const FLOW_FILTER_RENEWAL: Duration = Duration::from_secs(10);
+
+/// Renews the reply check's flow filter every [`FLOW_FILTER_RENEWAL`], so that flows long
+/// gone stop costing denied packets a flow map lookup.
+async fn renew_flow_filter(service: Arc<Mutex<Service>>) {
+    let mut tick = tokio::time::interval(FLOW_FILTER_RENEWAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let service = service.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+            match service.renew_flow_filter() {
+                Ok(flows) => tracing::debug!(flows, "renewed the flow filter"),
+                Err(err) => tracing::warn!(error = %err, "renewing the flow filter"),
+            }
+        })
+        .await;
+        if let Err(err) = outcome {
+            tracing::error!(error = %err, "the flow filter task failed");
         }
     }
 }

@@ -6,11 +6,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use allowlist_common::bench::{BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM};
-use allowlist_common::{Ipv4Key, Ipv6Key, RuleId, ipv4_key, ipv6_key};
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapError};
+use aya::maps::{Array, MapError};
 use aya::programs::{TestRun, Xdp};
-use ipnet::IpNet;
 
 use super::Dataplane;
 use super::error::{DataplaneError, map_error, program_error};
@@ -38,33 +36,6 @@ impl Dataplane {
             .duration)
     }
 
-    /// Copies the host routes (/32, /128) of the policy in force into the benchmark's
-    /// exact-match hashes, for [`Dataplane::bench_varied`] with `front`.
-    pub fn bench_host_routes(&mut self) -> Result<(), DataplaneError> {
-        let generation = self.current.active.generation as u8;
-        let hosts: Vec<(IpNet, RuleId)> = self
-            .installed()
-            .iter()
-            .filter(|(net, _)| net.prefix_len() == net.max_prefix_len())
-            .map(|(net, rule)| (*net, *rule))
-            .collect();
-        let mut v4: HashMap<_, Ipv4Key, RuleId> = bench_map(&mut self.ebpf, "BENCH_HOSTS_V4")?;
-        for (net, rule) in &hosts {
-            if let IpNet::V4(net) = net {
-                v4.insert(ipv4_key(generation, net.addr().octets()), rule, 0)
-                    .map_err(map_error("BENCH_HOSTS_V4"))?;
-            }
-        }
-        let mut v6: HashMap<_, Ipv6Key, RuleId> = bench_map(&mut self.ebpf, "BENCH_HOSTS_V6")?;
-        for (net, rule) in &hosts {
-            if let IpNet::V6(net) = net {
-                v6.insert(ipv6_key(generation, &net.addr().octets()), rule, 0)
-                    .map_err(map_error("BENCH_HOSTS_V6"))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Fills the table [`Dataplane::bench_varied`] draws its sources from with `sources`
     /// (all of one family, repeated to fill it).
     pub fn bench_sources(&mut self, sources: &[IpAddr]) -> Result<(), DataplaneError> {
@@ -88,17 +59,18 @@ impl Dataplane {
 
     /// Runs the varied-source program `repeat` times: each run looks up (or, without
     /// `lookups`, only draws) [`allowlist_common::bench::BENCH_LOOPS`] sources drawn at
-    /// random from those [`Dataplane::bench_sources`] set, in the policy in force, first in
-    /// the host-route hashes when `front`. Returns the kernel's mean time per run and how
-    /// many sources of the last run the policy allowed.
+    /// random from those [`Dataplane::bench_sources`] set, in the policy in force; IPv4
+    /// sources in the trie alone when `trie` (the baseline), else as the program does.
+    /// Returns the kernel's mean time per run and how many sources of the last run the
+    /// policy allowed.
     pub fn bench_varied(
         &mut self,
         lookups: bool,
-        front: bool,
+        trie: bool,
         repeat: u32,
     ) -> Result<(Duration, u64), DataplaneError> {
         self.bench_setup(1, u32::from(lookups))?;
-        self.bench_setup(2, u32::from(front))?;
+        self.bench_setup(2, u32::from(trie))?;
         let frame = [0u8; 64];
         let duration = program::<Xdp>(&self.ebpf, BENCH_VARIED_PROGRAM)?
             .test_run(test_run_options(&frame, repeat))

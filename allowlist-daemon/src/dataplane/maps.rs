@@ -1,6 +1,9 @@
 //! The maps the driver uses, taken from the loaded object once with their types, and the
 //! layout each must have to be reused from pins.
 
+use allowlist_common::flow_filter::{
+    FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
+};
 use allowlist_common::ranges::{
     MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, V4_BUCKET_COUNT, v4_range_capacity,
 };
@@ -17,7 +20,7 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, MapType, PerCpuArray
 use super::error::{DataplaneError, map_error};
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 14] = [
+pub(super) const MAP_NAMES: [&str; 15] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -32,6 +35,7 @@ pub(super) const MAP_NAMES: [&str; 14] = [
     MAP_V4_BUCKETS,
     MAP_V4_STARTS,
     MAP_V4_RULES,
+    MAP_FLOW_FILTER,
 ];
 
 /// Prefixes a trie holds: [`GENERATIONS`] policies of up to `max_rules` prefixes each.
@@ -81,6 +85,8 @@ pub(super) struct Maps {
     pub(super) top_sources: HashMap<MapData, SourceKey, SourceSeen>,
     /// The flows the host started.
     pub(super) flows: HashMap<MapData, FlowKey, FlowState>,
+    /// The two filters of those flows.
+    pub(super) flow_filter: Array<MapData, FlowFilterLine>,
 }
 
 impl Maps {
@@ -101,6 +107,7 @@ impl Maps {
             rule_hits: take(ebpf, MAP_RULE_HITS)?,
             top_sources: take(ebpf, MAP_TOP_SOURCES)?,
             flows: take(ebpf, MAP_FLOWS)?,
+            flow_filter: take(ebpf, MAP_FLOW_FILTER)?,
         })
     }
 }
@@ -143,7 +150,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 pub(super) fn expected_layouts(
     max_rules: u32,
     max_flows: u32,
-) -> Result<[MapLayout; 14], DataplaneError> {
+) -> Result<[MapLayout; 15], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -226,5 +233,12 @@ pub(super) fn expected_layouts(
             v4_starts_len(max_rules),
         ),
         layout(MAP_V4_RULES, MapType::Array, 4, 8, v4_rules_len(max_rules)),
+        layout(
+            MAP_FLOW_FILTER,
+            MapType::Array,
+            4,
+            size_of::<FlowFilterLine>(),
+            FLOW_FILTERS * FLOW_FILTER_LINES,
+        ),
     ])
 }

@@ -6,7 +6,7 @@
 //! bytes and the pure [`range_table`] (a policy as IPv4 ranges), then [`load`] (the object),
 //! [`maps`] (typed handles), [`pins`] (bpffs), [`links`] (attachments), [`generations`]
 //! (policies and the switch) with [`tries`] and [`ranges`] (what a generation holds),
-//! [`counters`], [`readings`], [`clock`]; [`test_run`] with the `test-util` feature and
+//! [`counters`], [`readings`], [`flow_filter`], [`clock`]; [`test_run`] with the `test-util` feature and
 //! [`bench`] with `bench`.
 
 #[cfg(feature = "bench")]
@@ -15,6 +15,7 @@ mod clock;
 mod codec;
 mod counters;
 mod error;
+mod flow_filter;
 mod generations;
 mod links;
 mod load;
@@ -83,6 +84,7 @@ impl Dataplane {
         let pins = Pins::prepare(pin_root, max_rules, max_flows)?;
         let mut dataplane = Self::with_object(Some(pins), max_rules, max_flows)?;
         dataplane.read_back()?;
+        dataplane.renew_flow_filter()?;
         dataplane.tick_clock()?;
         Ok(dataplane)
     }

@@ -149,6 +149,12 @@ impl Service {
         self.dataplane.tick_clock()
     }
 
+    /// Renews the flow filter of the reply check from the flows still live (every few
+    /// seconds); returns the flows it holds.
+    pub fn renew_flow_filter(&mut self) -> Result<usize, DataplaneError> {
+        self.dataplane.renew_flow_filter()
+    }
+
     /// What the kernel must enforce for `model`, whose effective policy is `policy`.
     fn enforcement(&self, model: &Model, policy: Policy) -> Enforcement {
         Enforcement {

@@ -127,6 +127,25 @@ impl<V: Pod> ArrayWindow<V> {
 }
 
 impl<V: Pod> ArrayWindow<V> {
+    /// Sets byte `byte` of element `index` to `value`, leaving the element's other bytes as
+    /// they are (the program may be writing them meanwhile); false past the element or the
+    /// window, or in a read-only window.
+    pub(in crate::dataplane) fn set_byte(&self, index: usize, byte: usize, value: u8) -> bool {
+        if index >= self.len || byte >= size_of::<V>() || self.access != Access::ReadWrite {
+            return false;
+        }
+        // SAFETY: a byte of an element within a writable mapping (checked above).
+        unsafe {
+            self.first
+                .as_ptr()
+                .add(index)
+                .cast::<u8>()
+                .add(byte)
+                .write_volatile(value)
+        };
+        true
+    }
+
     /// Sets the window's first `values.len()` elements to `values`; false when they do not
     /// fit or the window is read-only.
     pub(in crate::dataplane) fn copy_from(&self, values: &[V]) -> bool {
