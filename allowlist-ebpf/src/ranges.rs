@@ -1,13 +1,13 @@
 //! The IPv4 range table's maps (see [`allowlist_common::ranges`]): the program's IPv4
 //! classification, every lookup an inlined array read.
 
-use allowlist_common::ranges::{RangeWords, V4_BUCKET_COUNT, classify_v4};
+use allowlist_common::ranges::{RangeWords, V4_BUCKET_COUNT, V4Bucket, classify_v4};
 use allowlist_common::{GENERATIONS, Ipv4Addr, RuleId};
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 
-/// [`V4_BUCKET_COUNT`] bucket words per generation.
+/// [`V4_BUCKET_COUNT`] buckets per generation.
 #[map]
-static V4_BUCKETS: Array<u64> =
+static V4_BUCKETS: Array<V4Bucket> =
     Array::with_max_entries(GENERATIONS * V4_BUCKET_COUNT, BPF_F_MMAPABLE);
 
 /// Range starts, [`V4_RANGE_CAPACITY`] ranges (four to a word) per generation.
@@ -32,8 +32,8 @@ struct Generation {
 
 impl RangeWords for Generation {
     #[inline(always)]
-    fn bucket(&self, bucket: u32) -> Option<u64> {
-        V4_BUCKETS.get(self.buckets + bucket).copied()
+    fn bucket(&self, bucket: u32) -> Option<&V4Bucket> {
+        V4_BUCKETS.get(self.buckets + bucket)
     }
 
     #[inline(always)]

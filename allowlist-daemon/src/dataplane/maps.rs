@@ -5,7 +5,7 @@ use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
 };
 use allowlist_common::ranges::{
-    MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, V4_BUCKET_COUNT, v4_range_capacity,
+    MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, V4_BUCKET_COUNT, V4Bucket, v4_range_capacity,
 };
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key,
@@ -65,8 +65,8 @@ pub(super) struct Maps {
     pub(super) allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
     /// The IPv6 trie of every generation.
     pub(super) allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
-    /// The range table's bucket words, every generation.
-    pub(super) v4_buckets: Array<MapData, u64>,
+    /// The range table's buckets, every generation.
+    pub(super) v4_buckets: Array<MapData, V4Bucket>,
     /// The range table's range starts, every generation.
     pub(super) v4_starts: Array<MapData, u64>,
     /// The range table's range rules, every generation.
@@ -222,7 +222,7 @@ pub(super) fn expected_layouts(
             MAP_V4_BUCKETS,
             MapType::Array,
             4,
-            8,
+            size_of::<V4Bucket>(),
             GENERATIONS * V4_BUCKET_COUNT,
         ),
         layout(

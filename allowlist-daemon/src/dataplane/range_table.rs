@@ -4,7 +4,7 @@
 
 use allowlist_common::RuleId;
 use allowlist_common::ranges::{
-    NO_RULE, RangeWords, V4_BUCKET_COUNT, listed_bucket, uniform_bucket,
+    NO_RULE, RangeWords, V4_BUCKET_COUNT, V4_INLINE_RANGES, V4Bucket, listed_bucket, uniform_bucket,
 };
 use ipnet::IpNet;
 
@@ -13,16 +13,16 @@ use crate::policy::Policy;
 /// Addresses per bucket: those sharing their top 16 bits.
 const BUCKET_SPAN: u64 = 1 << 16;
 
-/// One generation's words of the three range maps.
+/// One generation of the three range maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RangeTable {
-    /// [`V4_BUCKET_COUNT`] bucket words.
-    pub(super) buckets: Vec<u64>,
-    /// Range starts, four to a word.
+    /// [`V4_BUCKET_COUNT`] buckets.
+    pub(super) buckets: Vec<V4Bucket>,
+    /// Starts of the ranges of buckets too full to hold them, four to a word.
     pub(super) starts: Vec<u64>,
-    /// Range rules, two to a word.
+    /// Their rules, two to a word.
     pub(super) rules: Vec<u64>,
-    /// Ranges listed (the words above hold them, padded).
+    /// Ranges in those two (the words above hold them, padded).
     pub(super) ranges: usize,
 }
 
@@ -76,6 +76,37 @@ fn change_points(policy: &Policy) -> Vec<(u64, RuleId)> {
     points
 }
 
+/// Packs `values` of `bits` bits each into words, the first in the low bits.
+fn pack(values: impl Iterator<Item = u64>, bits: usize) -> Vec<u64> {
+    let per_word = 64 / bits;
+    let mut words = Vec::new();
+    for (i, value) in values.enumerate() {
+        if i % per_word == 0 {
+            words.push(0);
+        }
+        if let Some(word) = words.last_mut() {
+            *word |= value << (bits * (i % per_word));
+        }
+    }
+    words
+}
+
+/// The /24 blocks of a bucket that hold an allowed address, given its ranges (first
+/// addresses within the bucket, and rules).
+fn covered_blocks(starts: &[u16], rules: &[RuleId]) -> [u64; 4] {
+    let mut covered = [0u64; 4];
+    for (i, (start, rule)) in starts.iter().zip(rules).enumerate() {
+        if *rule == NO_RULE {
+            continue;
+        }
+        let last = starts.get(i + 1).map_or(u16::MAX, |next| next - 1);
+        for block in (start >> 8)..=(last >> 8) {
+            covered[usize::from(block / 64)] |= 1 << (block % 64);
+        }
+    }
+    covered
+}
+
 impl RangeTable {
     /// The table of `policy`'s IPv4 prefixes.
     pub(super) fn of(policy: &Policy) -> RangeTable {
@@ -83,6 +114,7 @@ impl RangeTable {
         let mut buckets = Vec::with_capacity(V4_BUCKET_COUNT as usize);
         let mut starts: Vec<u16> = Vec::new();
         let mut rules: Vec<RuleId> = Vec::new();
+        let (mut bucket_starts, mut bucket_rules) = (Vec::new(), Vec::new());
         // points[at] is the last change at or before the current bucket's first address.
         let mut at = 0;
         for bucket in 0..u64::from(V4_BUCKET_COUNT) {
@@ -91,51 +123,65 @@ impl RangeTable {
                 at += 1;
             }
             let rule = points[at].1;
-            let inside = points[at + 1..]
+            bucket_starts.clear();
+            bucket_rules.clear();
+            for (point, point_rule) in points[at + 1..]
                 .iter()
-                .take_while(|p| p.0 < first + BUCKET_SPAN);
-            let listed = starts.len();
-            for (point, point_rule) in inside {
-                if starts.len() == listed {
-                    starts.push(0);
-                    rules.push(rule);
+                .take_while(|p| p.0 < first + BUCKET_SPAN)
+            {
+                if bucket_starts.is_empty() {
+                    bucket_starts.push(0);
+                    bucket_rules.push(rule);
                 }
-                starts.push((point - first) as u16);
-                rules.push(*point_rule);
+                bucket_starts.push((point - first) as u16);
+                bucket_rules.push(*point_rule);
             }
-            buckets.push(if starts.len() == listed {
-                uniform_bucket((rule != NO_RULE).then_some(rule))
+            buckets.push(if bucket_starts.is_empty() {
+                let covered = if rule == NO_RULE {
+                    [0; 4]
+                } else {
+                    [u64::MAX; 4]
+                };
+                V4Bucket {
+                    ranges: uniform_bucket((rule != NO_RULE).then_some(rule)),
+                    covered,
+                    ..V4Bucket::default()
+                }
             } else {
-                listed_bucket(listed as u32, (starts.len() - listed) as u32)
+                let count = bucket_starts.len();
+                let covered = covered_blocks(&bucket_starts, &bucket_rules);
+                if count <= V4_INLINE_RANGES as usize {
+                    let inline_rules = pack(bucket_rules.iter().map(|r| u64::from(*r)), 32);
+                    V4Bucket {
+                        ranges: listed_bucket(0, count as u32),
+                        covered,
+                        inline_starts: pack(bucket_starts.iter().map(|s| u64::from(*s)), 16)[0],
+                        inline_rules: [inline_rules[0], inline_rules.get(1).copied().unwrap_or(0)],
+                    }
+                } else {
+                    let listed = starts.len();
+                    starts.extend_from_slice(&bucket_starts);
+                    rules.extend_from_slice(&bucket_rules);
+                    V4Bucket {
+                        ranges: listed_bucket(listed as u32, count as u32),
+                        covered,
+                        ..V4Bucket::default()
+                    }
+                }
             });
         }
-        let pack = |values: &[u64], bits: u32| -> Vec<u64> {
-            values
-                .chunks(64 / bits as usize)
-                .map(|chunk| {
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .fold(0, |word, (i, value)| word | value << (bits as usize * i))
-                })
-                .collect()
-        };
-        let ranges = starts.len();
         RangeTable {
             buckets,
-            starts: pack(
-                &starts.iter().map(|s| u64::from(*s)).collect::<Vec<_>>(),
-                16,
-            ),
-            rules: pack(&rules.iter().map(|r| u64::from(*r)).collect::<Vec<_>>(), 32),
-            ranges,
+            starts: pack(starts.iter().map(|s| u64::from(*s)), 16),
+            rules: pack(rules.iter().map(|r| u64::from(*r)), 32),
+            ranges: starts.len(),
         }
     }
 }
 
 impl RangeWords for RangeTable {
-    fn bucket(&self, bucket: u32) -> Option<u64> {
-        self.buckets.get(bucket as usize).copied()
+    fn bucket(&self, bucket: u32) -> Option<&V4Bucket> {
+        self.buckets.get(bucket as usize)
     }
 
     fn starts(&self, word: u32) -> Option<u64> {
@@ -170,7 +216,10 @@ mod tests {
     #[test]
     fn an_empty_policy_is_one_uniform_table() {
         let table = RangeTable::of(&Policy::new());
-        assert_eq!(table.buckets, vec![0; V4_BUCKET_COUNT as usize]);
+        assert_eq!(
+            table.buckets,
+            vec![V4Bucket::default(); V4_BUCKET_COUNT as usize]
+        );
         assert_eq!(table.ranges, 0);
         assert_eq!(lookup(&table, "192.0.2.1"), None);
     }
@@ -202,21 +251,29 @@ mod tests {
             assert_eq!(lookup(&table, addr), Some(rule), "{addr}");
         }
         assert_eq!(
-            table.buckets[0x0a00],
+            table.buckets[0x0a00].ranges,
             uniform_bucket(Some(1)),
             "10.0/16 lies inside 10/8"
         );
         assert_eq!(
-            table.buckets[0x0a01] >> 32,
+            table.buckets[0x0a01].ranges >> 32,
             5,
             "10.1/16 lists the /16, /24, /32, /24 and /16 ranges"
         );
+        assert_eq!(table.ranges, 5, "too many to hold in the bucket");
     }
 
     #[test]
     fn neighbours_with_one_rule_are_one_range() {
         let table = RangeTable::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
-        assert_eq!(table.ranges, 3, "start of bucket, the /24's worth, after");
+        let bucket = &table.buckets[0xc000];
+        assert_eq!(
+            bucket.ranges >> 32,
+            3,
+            "start of bucket, the /24's worth, after"
+        );
+        assert_eq!(table.ranges, 0, "held in the bucket");
+        assert_eq!(bucket.covered, [1 << 2, 0, 0, 0], "block 2 of 256");
         assert_eq!(lookup(&table, "192.0.2.200"), Some(1));
         assert_eq!(lookup(&table, "192.0.3.0"), None);
     }

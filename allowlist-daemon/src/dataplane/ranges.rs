@@ -2,6 +2,7 @@
 //! through memory mappings, into a generation no packet reads.
 
 use allowlist_common::ranges::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, V4_BUCKET_COUNT};
+use aya::Pod;
 use aya::maps::{IterableMap as _, MapData};
 
 use super::Dataplane;
@@ -10,20 +11,20 @@ use super::range_table::RangeTable;
 use super::sys::{Access, ArrayWindow};
 use crate::policy::Policy;
 
-/// Copies `words` to the region of `name` that starts at word `start`.
-fn copy_region(
+/// Copies `values` to the region of `name` that starts at element `start`.
+fn copy_region<V: Pod>(
     map: &MapData,
     name: &'static str,
     start: usize,
-    words: &[u64],
+    values: &[V],
 ) -> Result<(), DataplaneError> {
-    if words.is_empty() {
+    if values.is_empty() {
         return Ok(());
     }
     let mapping_error = |source| DataplaneError::Mapping { name, source };
-    let window = ArrayWindow::<u64>::map(map, start, words.len(), Access::ReadWrite)
+    let window = ArrayWindow::<V>::map(map, start, values.len(), Access::ReadWrite)
         .map_err(mapping_error)?;
-    if window.copy_from(words) {
+    if window.copy_from(values) {
         Ok(())
     } else {
         Err(mapping_error(nix::errno::Errno::EINVAL))
