@@ -1,6 +1,7 @@
 //! The map types as [`aya::Pod`], for user space (the `user` feature).
 
-use crate::ranges::V4Bucket;
+use crate::ranges::RangeBucket;
+use crate::ranges::v6::V6Header;
 use crate::{Config, FlowKey, FlowState, RuleUsage, SourceKey, SourceSeen};
 
 // SAFETY (every impl below): the type is `#[repr(C)]`, `Copy`, made of integers and byte
@@ -11,4 +12,5 @@ unsafe impl aya::Pod for SourceSeen {}
 unsafe impl aya::Pod for RuleUsage {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}
-unsafe impl aya::Pod for V4Bucket {}
+unsafe impl aya::Pod for RangeBucket {}
+unsafe impl aya::Pod for V6Header {}

@@ -7,13 +7,13 @@
 //!   draws a random source from [`BENCH_SOURCES`] each iteration. With lookups switched off
 //!   in [`BENCH_SETUP`] the same loop only draws the sources: the difference, divided by the
 //!   iterations, is the classification cost with varied keys, caches as cold as the table
-//!   size makes them. With the baseline switched on, IPv4 sources are looked up in the LPM
-//!   trie alone, the structure the range table replaced, for comparison in the same run.
+//!   size makes them. With the baseline switched on, sources are looked up in the LPM tries
+//!   alone, the structure the range tables replaced, for comparison in the same run.
 
 use core::ffi::c_void;
 
 use allowlist_common::bench::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
-use allowlist_common::{Ipv4Addr, RuleId, ipv4_key, trie_prefix_len};
+use allowlist_common::{Ipv4Addr, Ipv6Addr, RuleId, ipv4_key, ipv6_key, trie_prefix_len};
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP},
     helpers::{bpf_get_prandom_u32, bpf_loop},
@@ -22,15 +22,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::ranges::lookup_v4;
+use crate::ranges::{lookup_v4, lookup_v6};
 use crate::tally::count_rule_hit;
-use crate::{ALLOW_V4, config, lookup_v6};
+use crate::{ALLOW_V4, ALLOW_V6, config};
 
 /// Sources to draw from: IPv4 in the first 4 bytes.
 #[map]
 static BENCH_SOURCES: Array<[u8; 16]> = Array::with_max_entries(BENCH_SOURCE_SLOTS, 0);
 
-/// `[family (4 or 6), lookups (0 or 1), IPv4 through the trie alone (0 or 1)]`.
+/// `[family (4 or 6), lookups (0 or 1), through the trie alone (0 or 1)]`.
 #[map]
 static BENCH_SETUP: Array<u32> = Array::with_max_entries(3, 0);
 
@@ -102,12 +102,12 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
         return 0;
     }
     let g = state.generation;
-    let rule = if state.family != 4 {
-        lookup_v6(g, source)
-    } else if state.trie != 0 {
-        trie_lookup_v4(g, [source[0], source[1], source[2], source[3]])
-    } else {
-        lookup_v4(g, [source[0], source[1], source[2], source[3]])
+    let v4 = [source[0], source[1], source[2], source[3]];
+    let rule = match (state.family == 4, state.trie != 0) {
+        (true, false) => lookup_v4(g, v4),
+        (true, true) => trie_lookup_v4(g, v4),
+        (false, false) => lookup_v6(g, source),
+        (false, true) => trie_lookup_v6(g, source),
     };
     if let Some(rule) = rule {
         count_rule_hit(rule);
@@ -122,4 +122,11 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
 fn trie_lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
     let key = Key::new(trie_prefix_len(32), ipv4_key(generation, addr));
     ALLOW_V4.get(key).copied()
+}
+
+/// As [`trie_lookup_v4`], for IPv6.
+#[inline(always)]
+fn trie_lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
+    let key = Key::new(trie_prefix_len(128), ipv6_key(generation, addr));
+    ALLOW_V6.get(key).copied()
 }

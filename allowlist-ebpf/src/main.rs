@@ -1,19 +1,21 @@
 //! The allowlist programs.
 //!
 //! - `allowlist` (XDP, ingress): passes IP packets whose source address is covered by the
-//!   allowlist tries, replies to flows the host started, IPv6 neighbour discovery, and (when
+//!   policy's range tables, replies to flows the host started, IPv6 neighbour discovery, and (when
 //!   scopes are set) packets to unprotected ports; drops (or, in monitor mode, counts) the
 //!   others; passes everything that is not IP.
 //! - `allowlist_egress` (TC, egress): records the flows the host starts.
 //!
 //! The per-packet path does no logging. An allowed source costs the config lookup, the
-//! classification (IPv4: the range table, two to six array reads; IPv6: one trie lookup)
-//! and the counters; the reply check runs only for sources outside the allowlist.
+//! classification (a few array reads in the range tables) and the counters; the reply check
+//! runs only for sources outside the allowlist.
 //!
-//! Policies are double-buffered: the tries and range tables hold [`GENERATIONS`] policies
-//! side by side (a generation byte in front of every trie key, a region of each range map), and the configuration slot in use says which one
-//! is in force and, while a change is pending, which one to fall back to at what time. The
-//! program falls back by itself, so a daemon that dies in a pending window locks nobody out.
+//! Policies are double-buffered: the range tables hold [`GENERATIONS`] policies side by side
+//! (a region of each map), and the configuration slot in use says which one is in force
+//! and, while a change is pending, which one to fall back to at what time. The program
+//! falls back by itself, so a daemon that dies in a pending window locks nobody out. The
+//! LPM tries are the maps of record of every generation's prefixes, which user space reads
+//! back after a restart; the program does not read them.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -26,20 +28,19 @@ mod tally;
 mod top;
 
 use allowlist_common::{
-    Config, Counter, DEFAULT_MAX_RULES, GENERATIONS, Ipv4Key, Ipv6Addr, Ipv6Key, Mode,
-    PROTECTED_PORT_WORDS, RuleId, ip_proto, ipv6_key, protected_port_mask, protected_port_word,
-    trie_prefix_len,
+    Config, Counter, DEFAULT_MAX_RULES, GENERATIONS, Ipv4Key, Ipv6Key, Mode, PROTECTED_PORT_WORDS,
+    RuleId, ip_proto, protected_port_mask, protected_port_word,
 };
 use aya_ebpf::{
     bindings::xdp_action::XDP_PASS,
     macros::{classifier, map, xdp},
-    maps::{Array, LpmTrie, lpm_trie::Key},
+    maps::{Array, LpmTrie},
     programs::{TcContext, XdpContext},
 };
 
 use crate::flows::Addr;
 use crate::packet::{Source, Transport};
-use crate::ranges::lookup_v4;
+use crate::ranges::{lookup_v4, lookup_v6};
 use crate::tally::Tally;
 
 /// Two slots; [`CONFIG_SLOT`] names the one in use.
@@ -49,9 +50,11 @@ static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
 #[map]
 static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
+/// The map of record of every generation's IPv4 prefixes (user space reads it back).
 #[map]
 static ALLOW_V4: LpmTrie<Ipv4Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
 
+/// The map of record of every generation's IPv6 prefixes.
 #[map]
 static ALLOW_V6: LpmTrie<Ipv6Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
 
@@ -135,13 +138,6 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
         }
     }
-}
-
-/// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
-#[inline(always)]
-fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
-    let key = Key::new(trie_prefix_len(128), ipv6_key(generation, addr));
-    ALLOW_V6.get(key).copied()
 }
 
 /// The TC egress entry point: records the flows the host starts; never drops.

@@ -1,62 +1,136 @@
-//! The IPv4 range table's maps (see [`allowlist_common::ranges`]): the program's IPv4
-//! classification, every lookup an inlined array read.
+//! The range tables' maps (see [`allowlist_common::ranges`]): the program's classification,
+//! every lookup an inlined array read.
 
-use allowlist_common::ranges::{RangeWords, V4_BUCKET_COUNT, V4Bucket, classify_v4};
-use allowlist_common::{GENERATIONS, Ipv4Addr, RuleId};
+use allowlist_common::ranges::v4::{V4Words, classify_v4};
+use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, classify_v6};
+use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket};
+use allowlist_common::{GENERATIONS, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 
-/// [`V4_BUCKET_COUNT`] buckets per generation.
+/// IPv4: [`BUCKET_COUNT`] buckets per generation.
 #[map]
-static V4_BUCKETS: Array<V4Bucket> =
-    Array::with_max_entries(GENERATIONS * V4_BUCKET_COUNT, BPF_F_MMAPABLE);
+static V4_BUCKETS: Array<RangeBucket> =
+    Array::with_max_entries(GENERATIONS * BUCKET_COUNT, BPF_F_MMAPABLE);
 
-/// Range starts, [`V4_RANGE_CAPACITY`] ranges (four to a word) per generation.
+/// IPv4 range starts, [`RANGE_CAPACITY`] ranges (four to a word) per generation.
 #[map]
 static V4_STARTS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Range rules, [`V4_RANGE_CAPACITY`] ranges (two to a word) per generation.
+/// IPv4 range rules, [`RANGE_CAPACITY`] ranges (two to a word) per generation.
 #[map]
 static V4_RULES: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The ranges of each generation's region of [`V4_STARTS`] and [`V4_RULES`]; user space sets
-/// it at load ([`allowlist_common::ranges::GLOBAL_V4_RANGE_CAPACITY`]).
-#[unsafe(no_mangle)]
-static V4_RANGE_CAPACITY: u32 = 0;
+/// IPv6: one header per generation.
+#[map]
+static V6_HEADERS: Array<V6Header> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
 
-/// One generation's regions of the three maps.
+/// IPv6: [`BUCKET_COUNT`] buckets per generation.
+#[map]
+static V6_BUCKETS: Array<RangeBucket> =
+    Array::with_max_entries(GENERATIONS * BUCKET_COUNT, BPF_F_MMAPABLE);
+
+/// IPv6 range starts, [`RANGE_CAPACITY`] per generation.
+#[map]
+static V6_STARTS: Array<V6Words> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// IPv6 range rules, [`RANGE_CAPACITY`] ranges (two to a word) per generation.
+#[map]
+static V6_RULES: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The ranges of each generation's region of the shared arrays, either family; user space
+/// sets it at load ([`allowlist_common::ranges::GLOBAL_RANGE_CAPACITY`]).
+#[unsafe(no_mangle)]
+static RANGE_CAPACITY: u32 = 0;
+
+/// One generation's regions of the maps.
 struct Generation {
+    index: u32,
     buckets: u32,
-    starts: u32,
-    rules: u32,
+    capacity: u32,
 }
 
-impl RangeWords for Generation {
+impl Generation {
     #[inline(always)]
-    fn bucket(&self, bucket: u32) -> Option<&V4Bucket> {
-        V4_BUCKETS.get(self.buckets + bucket)
+    fn of(generation: u8) -> Generation {
+        // SAFETY: a read-only global the loader sets before the program runs.
+        let capacity = unsafe { core::ptr::read_volatile(&RANGE_CAPACITY) };
+        let index = u32::from(generation);
+        Generation {
+            index,
+            buckets: index * BUCKET_COUNT,
+            capacity,
+        }
+    }
+}
+
+/// [`Generation`] read as its IPv4 table.
+struct V4(Generation);
+
+impl V4Words for V4 {
+    #[inline(always)]
+    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
+        V4_BUCKETS.get(self.0.buckets + bucket)
     }
 
     #[inline(always)]
     fn starts(&self, word: u32) -> Option<u64> {
-        V4_STARTS.get(self.starts + word).copied()
+        V4_STARTS
+            .get(self.0.index * (self.0.capacity / 4) + word)
+            .copied()
     }
 
     #[inline(always)]
     fn rules(&self, word: u32) -> Option<u64> {
-        V4_RULES.get(self.rules + word).copied()
+        V4_RULES
+            .get(self.0.index * (self.0.capacity / 2) + word)
+            .copied()
+    }
+}
+
+/// [`Generation`] read as its IPv6 table.
+struct V6(Generation);
+
+impl V6Tables for V6 {
+    #[inline(always)]
+    fn header(&self) -> Option<&V6Header> {
+        V6_HEADERS.get(self.0.index)
+    }
+
+    #[inline(always)]
+    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
+        V6_BUCKETS.get(self.0.buckets + bucket)
+    }
+
+    #[inline(always)]
+    fn start(&self, range: u32) -> Option<V6Words> {
+        V6_STARTS
+            .get(self.0.index * self.0.capacity + range)
+            .copied()
+    }
+
+    #[inline(always)]
+    fn rules(&self, word: u32) -> Option<u64> {
+        V6_RULES
+            .get(self.0.index * (self.0.capacity / 2) + word)
+            .copied()
     }
 }
 
 /// The rule of the longest prefix of `generation` covering the IPv4 source `addr`.
 #[inline(always)]
 pub fn lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
-    // SAFETY: a read-only global the loader sets before the program runs.
-    let capacity = unsafe { core::ptr::read_volatile(&V4_RANGE_CAPACITY) };
-    let g = u32::from(generation);
-    let table = Generation {
-        buckets: g * V4_BUCKET_COUNT,
-        starts: g * (capacity / 4),
-        rules: g * (capacity / 2),
-    };
-    classify_v4(&table, u32::from_be_bytes(addr))
+    classify_v4(&V4(Generation::of(generation)), u32::from_be_bytes(addr))
+}
+
+/// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
+#[inline(always)]
+pub fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
+    let mut high = [0u8; 8];
+    let mut low = [0u8; 8];
+    high.copy_from_slice(&addr[..8]);
+    low.copy_from_slice(&addr[8..]);
+    classify_v6(
+        &V6(Generation::of(generation)),
+        [u64::from_be_bytes(high), u64::from_be_bytes(low)],
+    )
 }

@@ -139,10 +139,10 @@ pub enum DataplaneError {
         /// The capacity chosen at load.
         capacity: u32,
     },
-    /// A policy's IPv4 ranges do not fit a generation of the range table.
+    /// A policy's ranges of one family do not fit a generation of the range table.
     #[error(
-        "the policy's IPv4 prefixes make {ranges} ranges, but a generation of the range table \
-         holds {capacity}"
+        "the policy's prefixes make {ranges} ranges of one family, but a generation of the \
+         range table holds {capacity}"
     )]
     RangesExceeded {
         /// Ranges the policy makes.

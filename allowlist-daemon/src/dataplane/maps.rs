@@ -4,9 +4,11 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
 };
-use allowlist_common::ranges::{
-    MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, V4_BUCKET_COUNT, V4Bucket, v4_range_capacity,
+use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS};
+use allowlist_common::ranges::v6::{
+    MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, V6Header, V6Words,
 };
+use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, range_capacity};
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key,
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS,
@@ -20,7 +22,7 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, MapType, PerCpuArray
 use super::error::{DataplaneError, map_error};
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 15] = [
+pub(super) const MAP_NAMES: [&str; 19] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -35,6 +37,10 @@ pub(super) const MAP_NAMES: [&str; 15] = [
     MAP_V4_BUCKETS,
     MAP_V4_STARTS,
     MAP_V4_RULES,
+    MAP_V6_HEADERS,
+    MAP_V6_BUCKETS,
+    MAP_V6_STARTS,
+    MAP_V6_RULES,
     MAP_FLOW_FILTER,
 ];
 
@@ -43,16 +49,22 @@ pub(super) fn trie_capacity(max_rules: u32) -> u32 {
     max_rules.saturating_mul(GENERATIONS)
 }
 
-/// Words of the range start array: a region of [`v4_range_capacity`] ranges per generation,
-/// four to a word.
+/// Words of the IPv4 range start array: a region of [`range_capacity`] ranges per
+/// generation, four to a word.
 pub(super) fn v4_starts_len(max_rules: u32) -> u32 {
-    (v4_range_capacity(max_rules) / 4).saturating_mul(GENERATIONS)
+    (range_capacity(max_rules) / 4).saturating_mul(GENERATIONS)
 }
 
-/// Words of the range rule array: a region of [`v4_range_capacity`] ranges per generation,
-/// two to a word.
-pub(super) fn v4_rules_len(max_rules: u32) -> u32 {
-    (v4_range_capacity(max_rules) / 2).saturating_mul(GENERATIONS)
+/// Words of either family's range rule array: a region of [`range_capacity`] ranges per
+/// generation, two to a word.
+pub(super) fn rules_len(max_rules: u32) -> u32 {
+    (range_capacity(max_rules) / 2).saturating_mul(GENERATIONS)
+}
+
+/// Elements of the IPv6 range start array: a region of [`range_capacity`] ranges per
+/// generation.
+pub(super) fn v6_starts_len(max_rules: u32) -> u32 {
+    range_capacity(max_rules).saturating_mul(GENERATIONS)
 }
 
 /// The typed handles of every map.
@@ -65,12 +77,20 @@ pub(super) struct Maps {
     pub(super) allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
     /// The IPv6 trie of every generation.
     pub(super) allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
-    /// The range table's buckets, every generation.
-    pub(super) v4_buckets: Array<MapData, V4Bucket>,
-    /// The range table's range starts, every generation.
+    /// The IPv4 range table's buckets, every generation.
+    pub(super) v4_buckets: Array<MapData, RangeBucket>,
+    /// The IPv4 range table's range starts, every generation.
     pub(super) v4_starts: Array<MapData, u64>,
-    /// The range table's range rules, every generation.
+    /// The IPv4 range table's range rules, every generation.
     pub(super) v4_rules: Array<MapData, u64>,
+    /// The IPv6 range table's headers, one per generation.
+    pub(super) v6_headers: Array<MapData, V6Header>,
+    /// The IPv6 range table's buckets, every generation.
+    pub(super) v6_buckets: Array<MapData, RangeBucket>,
+    /// The IPv6 range table's range starts, every generation.
+    pub(super) v6_starts: Array<MapData, V6Words>,
+    /// The IPv6 range table's range rules, every generation.
+    pub(super) v6_rules: Array<MapData, u64>,
     /// The protected-port bitmap of every generation.
     pub(super) protected_ports: Array<MapData, u64>,
     /// Packet counters per interface slot.
@@ -100,6 +120,10 @@ impl Maps {
             v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
             v4_starts: take(ebpf, MAP_V4_STARTS)?,
             v4_rules: take(ebpf, MAP_V4_RULES)?,
+            v6_headers: take(ebpf, MAP_V6_HEADERS)?,
+            v6_buckets: take(ebpf, MAP_V6_BUCKETS)?,
+            v6_starts: take(ebpf, MAP_V6_STARTS)?,
+            v6_rules: take(ebpf, MAP_V6_RULES)?,
             protected_ports: take(ebpf, MAP_PROTECTED_PORTS)?,
             counters: take(ebpf, MAP_COUNTERS)?,
             interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
@@ -150,7 +174,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 pub(super) fn expected_layouts(
     max_rules: u32,
     max_flows: u32,
-) -> Result<[MapLayout; 15], DataplaneError> {
+) -> Result<[MapLayout; 19], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -222,9 +246,31 @@ pub(super) fn expected_layouts(
             MAP_V4_BUCKETS,
             MapType::Array,
             4,
-            size_of::<V4Bucket>(),
-            GENERATIONS * V4_BUCKET_COUNT,
+            size_of::<RangeBucket>(),
+            GENERATIONS * BUCKET_COUNT,
         ),
+        layout(
+            MAP_V6_HEADERS,
+            MapType::Array,
+            4,
+            size_of::<V6Header>(),
+            GENERATIONS,
+        ),
+        layout(
+            MAP_V6_BUCKETS,
+            MapType::Array,
+            4,
+            size_of::<RangeBucket>(),
+            GENERATIONS * BUCKET_COUNT,
+        ),
+        layout(
+            MAP_V6_STARTS,
+            MapType::Array,
+            4,
+            size_of::<V6Words>(),
+            v6_starts_len(max_rules),
+        ),
+        layout(MAP_V6_RULES, MapType::Array, 4, 8, rules_len(max_rules)),
         layout(
             MAP_V4_STARTS,
             MapType::Array,
@@ -232,7 +278,7 @@ pub(super) fn expected_layouts(
             8,
             v4_starts_len(max_rules),
         ),
-        layout(MAP_V4_RULES, MapType::Array, 4, 8, v4_rules_len(max_rules)),
+        layout(MAP_V4_RULES, MapType::Array, 4, 8, rules_len(max_rules)),
         layout(
             MAP_FLOW_FILTER,
             MapType::Array,

@@ -3,7 +3,7 @@
 //! writes policies into generations and switches between them, and reads the counters.
 //!
 //! One concern per file: [`types`] and [`error`] at the bottom, the pure [`codec`] of map
-//! bytes and the pure [`range_table`] (a policy as IPv4 ranges), then [`load`] (the object),
+//! bytes, then [`load`] (the object),
 //! [`maps`] (typed handles), [`pins`] (bpffs), [`links`] (attachments), [`generations`]
 //! (policies and the switch) with [`tries`] and [`ranges`] (what a generation holds),
 //! [`counters`], [`readings`], [`flow_filter`], [`clock`]; [`test_run`] with the `test-util` feature and
@@ -21,7 +21,6 @@ mod links;
 mod load;
 mod maps;
 mod pins;
-mod range_table;
 mod ranges;
 mod readings;
 mod sys;
@@ -67,7 +66,7 @@ pub struct Dataplane {
     current: Config,
     /// Prefixes per family and policy, and rule ids.
     max_rules: u32,
-    /// Ranges per generation of the IPv4 range table.
+    /// Ranges per generation and family of the range tables.
     range_capacity: u32,
     /// Where maps and links are pinned; `None`: nowhere.
     pins: Option<Pins>,
@@ -108,7 +107,7 @@ impl Dataplane {
             slot: 0,
             current: Config::default(),
             max_rules,
-            range_capacity: allowlist_common::ranges::v4_range_capacity(max_rules),
+            range_capacity: allowlist_common::ranges::range_capacity(max_rules),
             pins,
             attachments: Vec::new(),
         })

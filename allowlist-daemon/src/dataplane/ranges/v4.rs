@@ -1,23 +1,23 @@
-//! A policy's IPv4 prefixes as the words of one generation of the range table (the layout
-//! and the lookup are `allowlist_common::ranges`). Pure: built in user space in one pass over
-//! the sorted prefixes, then copied whole into a generation no packet reads.
+//! A policy's IPv4 prefixes as one generation of the IPv4 range table (the layout and the
+//! lookup are `allowlist_common::ranges::v4`). Pure: built in one pass over the sorted
+//! prefixes.
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::{
-    NO_RULE, RangeWords, V4_BUCKET_COUNT, V4_INLINE_RANGES, V4Bucket, listed_bucket, uniform_bucket,
-};
+use allowlist_common::ranges::v4::{V4_INLINE_RANGES, V4Words};
+use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
 use ipnet::IpNet;
 
+use super::points::{change_points, pack};
 use crate::policy::Policy;
 
 /// Addresses per bucket: those sharing their top 16 bits.
 const BUCKET_SPAN: u64 = 1 << 16;
 
-/// One generation of the three range maps.
+/// One generation of the IPv4 range maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct RangeTable {
-    /// [`V4_BUCKET_COUNT`] buckets.
-    pub(super) buckets: Vec<V4Bucket>,
+pub(super) struct V4Table {
+    /// [`BUCKET_COUNT`] buckets.
+    pub(super) buckets: Vec<RangeBucket>,
     /// Starts of the ranges of buckets too full to hold them, four to a word.
     pub(super) starts: Vec<u64>,
     /// Their rules, two to a word.
@@ -26,10 +26,9 @@ pub(super) struct RangeTable {
     pub(super) ranges: usize,
 }
 
-/// Where the covering rule changes: the first address and the rule from there on
-/// ([`NO_RULE`]: none), sorted, the first at address 0, no two neighbours with one rule.
-fn change_points(policy: &Policy) -> Vec<(u64, RuleId)> {
-    let mut prefixes: Vec<(u64, u64, RuleId)> = policy
+/// The IPv4 prefixes of `policy` as (first address, last address, rule).
+fn prefixes(policy: &Policy) -> Vec<(u64, u64, RuleId)> {
+    policy
         .iter()
         .map_while(|(net, rule)| match net {
             IpNet::V4(net) => Some((
@@ -39,56 +38,7 @@ fn change_points(policy: &Policy) -> Vec<(u64, RuleId)> {
             )),
             IpNet::V6(_) => None,
         })
-        .collect();
-    // Containing prefixes before those they contain (the policy's order, unless a prefix
-    // kept host bits).
-    let order = |p: &(u64, u64, RuleId)| (p.0, u64::MAX - p.1);
-    if !prefixes.is_sorted_by_key(order) {
-        prefixes.sort_unstable_by_key(order);
-    }
-    let mut points: Vec<(u64, RuleId)> = vec![(0, NO_RULE)];
-    let mut emit = |at: u64, rule: RuleId| {
-        let len = points.len();
-        match points.last_mut() {
-            Some(last) if last.0 == at => {
-                last.1 = rule;
-                if len >= 2 && points[len - 2].1 == rule {
-                    points.pop();
-                }
-            }
-            Some(last) if last.1 == rule => {}
-            _ => points.push((at, rule)),
-        }
-    };
-    // The prefixes that contain the current address, innermost last.
-    let mut open: Vec<(u64, RuleId)> = Vec::new();
-    for (start, end, rule) in prefixes {
-        while let Some(&(top_end, _)) = open.last().filter(|(top_end, _)| *top_end < start) {
-            open.pop();
-            emit(top_end + 1, open.last().map_or(NO_RULE, |top| top.1));
-        }
-        open.push((end, rule));
-        emit(start, rule);
-    }
-    while let Some((top_end, _)) = open.pop() {
-        emit(top_end + 1, open.last().map_or(NO_RULE, |top| top.1));
-    }
-    points
-}
-
-/// Packs `values` of `bits` bits each into words, the first in the low bits.
-fn pack(values: impl Iterator<Item = u64>, bits: usize) -> Vec<u64> {
-    let per_word = 64 / bits;
-    let mut words = Vec::new();
-    for (i, value) in values.enumerate() {
-        if i % per_word == 0 {
-            words.push(0);
-        }
-        if let Some(word) = words.last_mut() {
-            *word |= value << (bits * (i % per_word));
-        }
-    }
-    words
+        .collect()
 }
 
 /// The /24 blocks of a bucket that hold an allowed address, given its ranges (first
@@ -107,17 +57,17 @@ fn covered_blocks(starts: &[u16], rules: &[RuleId]) -> [u64; 4] {
     covered
 }
 
-impl RangeTable {
+impl V4Table {
     /// The table of `policy`'s IPv4 prefixes.
-    pub(super) fn of(policy: &Policy) -> RangeTable {
-        let points = change_points(policy);
-        let mut buckets = Vec::with_capacity(V4_BUCKET_COUNT as usize);
+    pub(super) fn of(policy: &Policy) -> V4Table {
+        let points = change_points(prefixes(policy));
+        let mut buckets = Vec::with_capacity(BUCKET_COUNT as usize);
         let mut starts: Vec<u16> = Vec::new();
         let mut rules: Vec<RuleId> = Vec::new();
         let (mut bucket_starts, mut bucket_rules) = (Vec::new(), Vec::new());
         // points[at] is the last change at or before the current bucket's first address.
         let mut at = 0;
-        for bucket in 0..u64::from(V4_BUCKET_COUNT) {
+        for bucket in 0..u64::from(BUCKET_COUNT) {
             let first = bucket * BUCKET_SPAN;
             while points.get(at + 1).is_some_and(|p| p.0 <= first) {
                 at += 1;
@@ -142,17 +92,17 @@ impl RangeTable {
                 } else {
                     [u64::MAX; 4]
                 };
-                V4Bucket {
+                RangeBucket {
                     ranges: uniform_bucket((rule != NO_RULE).then_some(rule)),
                     covered,
-                    ..V4Bucket::default()
+                    ..RangeBucket::default()
                 }
             } else {
                 let count = bucket_starts.len();
                 let covered = covered_blocks(&bucket_starts, &bucket_rules);
                 if count <= V4_INLINE_RANGES as usize {
                     let inline_rules = pack(bucket_rules.iter().map(|r| u64::from(*r)), 32);
-                    V4Bucket {
+                    RangeBucket {
                         ranges: listed_bucket(0, count as u32),
                         covered,
                         inline_starts: pack(bucket_starts.iter().map(|s| u64::from(*s)), 16)[0],
@@ -162,15 +112,15 @@ impl RangeTable {
                     let listed = starts.len();
                     starts.extend_from_slice(&bucket_starts);
                     rules.extend_from_slice(&bucket_rules);
-                    V4Bucket {
+                    RangeBucket {
                         ranges: listed_bucket(listed as u32, count as u32),
                         covered,
-                        ..V4Bucket::default()
+                        ..RangeBucket::default()
                     }
                 }
             });
         }
-        RangeTable {
+        V4Table {
             buckets,
             starts: pack(starts.iter().map(|s| u64::from(*s)), 16),
             rules: pack(rules.iter().map(|r| u64::from(*r)), 32),
@@ -179,8 +129,8 @@ impl RangeTable {
     }
 }
 
-impl RangeWords for RangeTable {
-    fn bucket(&self, bucket: u32) -> Option<&V4Bucket> {
+impl V4Words for V4Table {
+    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
         self.buckets.get(bucket as usize)
     }
 
@@ -197,7 +147,7 @@ impl RangeWords for RangeTable {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use allowlist_common::ranges::classify_v4;
+    use allowlist_common::ranges::v4::classify_v4;
 
     use super::*;
 
@@ -208,17 +158,17 @@ mod tests {
             .collect()
     }
 
-    fn lookup(table: &RangeTable, addr: &str) -> Option<RuleId> {
+    fn lookup(table: &V4Table, addr: &str) -> Option<RuleId> {
         let addr: Ipv4Addr = addr.parse().expect("test address");
         classify_v4(table, u32::from(addr))
     }
 
     #[test]
     fn an_empty_policy_is_one_uniform_table() {
-        let table = RangeTable::of(&Policy::new());
+        let table = V4Table::of(&Policy::new());
         assert_eq!(
             table.buckets,
-            vec![V4Bucket::default(); V4_BUCKET_COUNT as usize]
+            vec![RangeBucket::default(); BUCKET_COUNT as usize]
         );
         assert_eq!(table.ranges, 0);
         assert_eq!(lookup(&table, "192.0.2.1"), None);
@@ -226,7 +176,7 @@ mod tests {
 
     #[test]
     fn nested_prefixes_give_the_longest_match() {
-        let table = RangeTable::of(&policy(&[
+        let table = V4Table::of(&policy(&[
             ("10.0.0.0/8", 1),
             ("10.1.0.0/16", 2),
             ("10.1.2.0/24", 3),
@@ -265,7 +215,7 @@ mod tests {
 
     #[test]
     fn neighbours_with_one_rule_are_one_range() {
-        let table = RangeTable::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
+        let table = V4Table::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
         let bucket = &table.buckets[0xc000];
         assert_eq!(
             bucket.ranges >> 32,
@@ -304,7 +254,7 @@ mod tests {
                 prefixes.push((IpNet::V4(net), rule));
             }
             let policy: Policy = prefixes.iter().copied().collect();
-            let table = RangeTable::of(&policy);
+            let table = V4Table::of(&policy);
             let mut probes: Vec<u32> = (0..200).map(|_| next() as u32).collect();
             for (net, _) in &prefixes {
                 let IpNet::V4(net) = net else { continue };

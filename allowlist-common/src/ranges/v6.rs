@@ -1,0 +1,236 @@
+//! The IPv6 range table (see [`super`]). IPv6 policies live in a small part of the space
+//! (most of it inside `2000::/3`), so each generation has a region ([`V6Header`]): the
+//! longest prefix shared by every point where the covering rule changes. Outside it one
+//! rule holds below and one above; inside it, buckets are the 16 bits after the region's
+//! prefix and blocks the next 8. Buckets list their ranges in the shared arrays: each
+//! range's first address, whole, and its rule, two to a word.
+
+use super::{RangeBucket, rule_in_word, some_rule};
+use crate::RuleId;
+
+/// Name of the bucket array: [`super::BUCKET_COUNT`] [`RangeBucket`]s per generation.
+pub const MAP_V6_BUCKETS: &str = "V6_BUCKETS";
+/// Name of the range start array: per generation, each range's first address as two
+/// host-order words (the high 64 bits first).
+pub const MAP_V6_STARTS: &str = "V6_STARTS";
+/// Name of the range rule array: per generation, each range's rule
+/// ([`NO_RULE`](super::NO_RULE): none), two to a word.
+pub const MAP_V6_RULES: &str = "V6_RULES";
+/// Name of the header array: one [`V6Header`] per generation.
+pub const MAP_V6_HEADERS: &str = "V6_HEADERS";
+
+/// The longest region prefix: buckets and blocks take the 24 bits after it.
+pub const V6_MAX_REGION_BITS: u32 = 104;
+/// Halvings that find a range among any number of a bucket.
+pub const V6_SEARCH_STEPS: u32 = 32;
+
+/// An IPv6 address as two host-order words, the high 64 bits first: how the table stores
+/// and compares addresses.
+pub type V6Words = [u64; 2];
+
+/// Where one generation's IPv6 policy lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V6Header {
+    /// Bits of the region's prefix, at most [`V6_MAX_REGION_BITS`].
+    pub region_bits: u32,
+    /// The rule of every address above the region ([`NO_RULE`](super::NO_RULE): none).
+    pub rule_above: RuleId,
+    /// The region's first address.
+    pub region: V6Words,
+    /// The rule of every address below the region.
+    pub rule_below: RuleId,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Reads one generation of the IPv6 range table (indexes within the generation's region).
+pub trait V6Tables {
+    /// The generation's [`V6Header`].
+    fn header(&self) -> Option<&V6Header>;
+    /// Bucket `bucket` of [`MAP_V6_BUCKETS`].
+    fn bucket(&self, bucket: u32) -> Option<&RangeBucket>;
+    /// The first address of range `range` ([`MAP_V6_STARTS`]).
+    fn start(&self, range: u32) -> Option<V6Words>;
+    /// Word `word` of [`MAP_V6_RULES`].
+    fn rules(&self, word: u32) -> Option<u64>;
+}
+
+/// The 64 bits of `addr` from bit `from` (0: the highest), zero-filled past the end.
+#[inline(always)]
+pub const fn bits_from(addr: V6Words, from: u32) -> u64 {
+    if from == 0 {
+        addr[0]
+    } else if from < 64 {
+        addr[0] << from | addr[1] >> (64 - from)
+    } else if from < 128 {
+        addr[1] << (from - 64)
+    } else {
+        0
+    }
+}
+
+/// `a <= b` as addresses.
+#[inline(always)]
+const fn not_after(a: V6Words, b: V6Words) -> bool {
+    a[0] < b[0] || (a[0] == b[0] && a[1] <= b[1])
+}
+
+/// The rule of the longest prefix covering the IPv6 address `addr`, if any.
+#[inline(always)]
+pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
+    let header = table.header()?;
+    let region_bits = header.region_bits;
+    if region_bits > V6_MAX_REGION_BITS {
+        return None;
+    }
+    if region_bits > 0 {
+        // Compare the region's prefix: the bits shifted out when aligning below it.
+        let outside = region_bits.min(64);
+        let high_differs = (addr[0] ^ header.region[0]) >> (64 - outside) != 0;
+        let low_differs =
+            region_bits > 64 && (addr[1] ^ header.region[1]) >> (128 - region_bits) != 0;
+        if high_differs || low_differs {
+            let rule = if not_after(addr, header.region) {
+                header.rule_below
+            } else {
+                header.rule_above
+            };
+            return some_rule(rule);
+        }
+    }
+    let index = (bits_from(addr, region_bits) >> 40) as u32;
+    let bucket = table.bucket(index >> 8)?;
+    if !bucket.covers(index & 0xff) {
+        return None;
+    }
+    let first = bucket.ranges as u32;
+    let count = (bucket.ranges >> 32) as u32;
+    if count == 0 {
+        return first.checked_sub(1);
+    }
+    // The bucket's first range starts at or before its first address: the answer is in
+    // lo..hi.
+    let (mut lo, mut hi) = (0u32, count);
+    for _ in 0..V6_SEARCH_STEPS {
+        if hi - lo <= 1 {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        if not_after(table.start(first + mid)?, addr) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let range = first + lo;
+    some_rule(rule_in_word(table.rules(range / 2)?, range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NO_RULE, listed_bucket, uniform_bucket};
+    use super::*;
+
+    #[test]
+    fn bits_are_taken_across_the_two_words() {
+        let addr = [0x2001_0db8_0000_0001, 0xffff_0000_0000_0002];
+        assert_eq!(bits_from(addr, 0), addr[0]);
+        assert_eq!(bits_from(addr, 16) >> 48, 0x0db8);
+        assert_eq!(bits_from(addr, 48) >> 32, 0x0001_ffff);
+        assert_eq!(bits_from(addr, 64), addr[1]);
+        assert_eq!(bits_from(addr, 112), 2 << 48);
+        assert_eq!(bits_from(addr, 128), 0);
+    }
+
+    struct Table {
+        header: V6Header,
+        buckets: Vec<RangeBucket>,
+        starts: Vec<V6Words>,
+        rules: Vec<u64>,
+    }
+
+    impl V6Tables for Table {
+        fn header(&self) -> Option<&V6Header> {
+            Some(&self.header)
+        }
+        fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
+            self.buckets.get(bucket as usize)
+        }
+        fn start(&self, range: u32) -> Option<V6Words> {
+            self.starts.get(range as usize).copied()
+        }
+        fn rules(&self, word: u32) -> Option<u64> {
+            self.rules.get(word as usize).copied()
+        }
+    }
+
+    #[test]
+    fn addresses_outside_the_region_take_the_rule_below_or_above() {
+        // Region 2001:db8::/32 (bucket bits 32..48): 2001:db8:1::/48 is rule 5.
+        let mut buckets = vec![RangeBucket::default(); 1 << 16];
+        buckets[1] = RangeBucket {
+            ranges: uniform_bucket(Some(5)),
+            covered: [u64::MAX; 4],
+            ..RangeBucket::default()
+        };
+        let table = Table {
+            header: V6Header {
+                region_bits: 32,
+                rule_above: 9,
+                region: [0x2001_0db8_0000_0000, 0],
+                rule_below: NO_RULE,
+                reserved: 0,
+            },
+            buckets,
+            starts: vec![],
+            rules: vec![],
+        };
+        assert_eq!(classify_v6(&table, [0x2001_0db8_0001_0000, 7]), Some(5));
+        assert_eq!(classify_v6(&table, [0x2001_0db8_0002_0000, 0]), None);
+        assert_eq!(
+            classify_v6(&table, [0x2001_0db7_ffff_ffff, 0]),
+            None,
+            "below"
+        );
+        assert_eq!(
+            classify_v6(&table, [0x2001_0db9_0000_0000, 0]),
+            Some(9),
+            "above"
+        );
+    }
+
+    #[test]
+    fn a_listed_bucket_searches_whole_addresses() {
+        // Region ::/0; bucket 0x2001 lists: its start (none), 2001:db8::1 (rule 3),
+        // 2001:db8::2 (none).
+        let mut buckets = vec![RangeBucket::default(); 1 << 16];
+        buckets[0x2001] = RangeBucket {
+            ranges: listed_bucket(0, 3),
+            covered: [1 << 0x0d, 0, 0, 0],
+            ..RangeBucket::default()
+        };
+        let table = Table {
+            header: V6Header {
+                rule_above: NO_RULE,
+                rule_below: NO_RULE,
+                ..V6Header::default()
+            },
+            buckets,
+            starts: vec![
+                [0x2001_0000_0000_0000, 0],
+                [0x2001_0db8_0000_0000, 1],
+                [0x2001_0db8_0000_0000, 2],
+            ],
+            rules: vec![u64::from(NO_RULE) | 3 << 32, u64::from(NO_RULE)],
+        };
+        assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 1]), Some(3));
+        assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 0]), None);
+        assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 2]), None);
+        assert_eq!(
+            classify_v6(&table, [0x2001_0c00_0000_0000, 1]),
+            None,
+            "block clear"
+        );
+    }
+}
