@@ -21,9 +21,9 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
 pub const LAYOUT_VERSION: u32 = 4;
 
-/// Policy generations kept side by side in the tries. The active policy and, while a change
-/// is pending, the one it reverts to are two; the third is where the next one is written
-/// before a single write to [`MAP_CONFIG_SLOT`] switches every CPU to it.
+/// Policy generations kept side by side in the range tables. The active policy and, while a
+/// change is pending, the one it reverts to are two; the third is where the next one is
+/// written before a single write to [`MAP_CONFIG_SLOT`] switches every CPU to it.
 pub const GENERATIONS: u32 = 3;
 
 /// Name of the [`Config`] array map: two slots, the one in use named by [`MAP_CONFIG_SLOT`].
@@ -31,12 +31,10 @@ pub const MAP_CONFIG: &str = "CONFIG";
 /// Name of the one-entry `u32` array that says which slot of [`MAP_CONFIG`] is in use. User
 /// space writes the other slot completely, then this: the one write that switches policy.
 pub const MAP_CONFIG_SLOT: &str = "CONFIG_SLOT";
-/// Name of the IPv4 LPM trie: key [`Ipv4Key`], value a [`RuleId`]. The map of record of
-/// every generation's IPv4 prefixes; the program classifies IPv4 sources with the
-/// [`ranges`] table built from them.
-pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
-/// Name of the IPv6 LPM trie: key [`Ipv6Key`], value a [`RuleId`].
-pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
+/// Name of the array of [`GenerationRecord`]s, one per generation: what user space wrote
+/// into each generation of the [`ranges`] tables, read back after a restart. The program
+/// does not read it.
+pub const MAP_GENERATION_RECORDS: &str = "GENERATION_RECORDS";
 /// Name of the per-CPU packet counter array: [`Counter::COUNT`] counters per interface slot
 /// (slot `s`, counter `c` at `s * Counter::COUNT + c`), slot 0 for unlisted interfaces.
 pub const MAP_COUNTERS: &str = "COUNTERS";
@@ -105,7 +103,8 @@ pub mod ip_proto {
     pub const ICMPV6: u8 = 58;
 }
 
-/// Capacity of each LPM trie and of the rule hit array unless user space sets another at load.
+/// Prefixes per family and policy, and rules in the rule hit array, unless user space sets
+/// another capacity at load.
 pub const DEFAULT_MAX_RULES: u32 = 262_144;
 
 /// Where CPU `cpu` keeps the use of `rule` in [`MAP_RULE_HITS`], whose CPUs have regions of
@@ -120,57 +119,14 @@ pub const fn rule_usage_slot(cpu: u32, rule: RuleId, capacity: u32) -> Option<u3
     }
 }
 
-/// Identifies the rule (allowlist entry) that put a prefix into a trie; indexes [`MAP_RULE_HITS`].
+/// Identifies the rule (allowlist entry) that put a prefix into a policy; indexes
+/// [`MAP_RULE_HITS`].
 pub type RuleId = u32;
 
 /// An IPv4 address in network byte order.
 pub type Ipv4Addr = [u8; 4];
 /// An IPv6 address in network byte order.
 pub type Ipv6Addr = [u8; 16];
-/// Key data of the IPv4 trie: the generation, then the address bytes in network order. A
-/// prefix `a.b.c.d/n` of generation `g` is stored with prefix length `8 + n`.
-pub type Ipv4Key = [u8; 5];
-/// Key data of the IPv6 trie: the generation, then the address bytes in network order.
-pub type Ipv6Key = [u8; 17];
-/// Bits of the generation byte in front of a trie key.
-pub const GENERATION_BITS: u32 = 8;
-
-/// The prefix length, in a trie, of a prefix of `len` bits: the generation byte comes first.
-pub const fn trie_prefix_len(len: u32) -> u32 {
-    GENERATION_BITS + len
-}
-
-/// The key data of IPv4 address `addr` in `generation` of the IPv4 trie.
-pub const fn ipv4_key(generation: u8, addr: Ipv4Addr) -> Ipv4Key {
-    [generation, addr[0], addr[1], addr[2], addr[3]]
-}
-
-/// The key data of IPv6 address `addr` in `generation` of the IPv6 trie.
-pub const fn ipv6_key(generation: u8, addr: &Ipv6Addr) -> Ipv6Key {
-    let mut key = [generation; 17];
-    let mut i = 0;
-    while i < 16 {
-        key[i + 1] = addr[i];
-        i += 1;
-    }
-    key
-}
-
-/// The generation and address of IPv4 trie key data (the inverse of [`ipv4_key`]).
-pub const fn ipv4_key_parts(key: &Ipv4Key) -> (u8, Ipv4Addr) {
-    (key[0], [key[1], key[2], key[3], key[4]])
-}
-
-/// The generation and address of IPv6 trie key data (the inverse of [`ipv6_key`]).
-pub const fn ipv6_key_parts(key: &Ipv6Key) -> (u8, Ipv6Addr) {
-    let mut addr = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        addr[i] = key[i + 1];
-        i += 1;
-    }
-    (key[0], addr)
-}
 
 /// The word of [`MAP_PROTECTED_PORTS`] that holds `port` of TCP (or, with `udp`, UDP) in
 /// `generation`'s bitmap.
@@ -210,11 +166,11 @@ impl Mode {
     }
 }
 
-/// One policy as the program enforces it: which generation of the tries, in which mode.
+/// One policy as the program enforces it: which generation of the range tables, in which mode.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Enforcement {
-    /// The generation of the tries and port bitmap (below [`GENERATIONS`]).
+    /// The generation of the range tables and port bitmap (below [`GENERATIONS`]).
     pub generation: u32,
     /// A [`Mode`] as `u32`.
     pub mode: u32,
@@ -261,6 +217,18 @@ impl Config {
             &self.active
         }
     }
+}
+
+/// What one generation of the range tables holds: the value of [`MAP_GENERATION_RECORDS`].
+/// User space zeroes it before it writes the generation and fills it in after, so a daemon
+/// that died halfway leaves a record that names no policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenerationRecord {
+    /// SHA-256 of the policy written (user space defines the encoding); zero: unknown.
+    pub digest: [u8; 32],
+    /// Prefixes in the policy, both families.
+    pub prefixes: u64,
 }
 
 /// A refused source: the key of [`MAP_TOP_SOURCES`].
@@ -397,19 +365,6 @@ mod tests {
         assert_eq!(rule_usage_slot(1, 5, 100), Some(105));
         assert_eq!(rule_usage_slot(1, 100, 100), None, "beyond the capacity");
         assert_eq!(rule_usage_slot(u32::MAX, 1, 100), None, "past the map");
-    }
-
-    #[test]
-    fn trie_keys_put_the_generation_first_and_read_back() {
-        let v4 = ipv4_key(2, [192, 0, 2, 7]);
-        assert_eq!(v4, [2, 192, 0, 2, 7]);
-        assert_eq!(ipv4_key_parts(&v4), (2, [192, 0, 2, 7]));
-        let addr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let v6 = ipv6_key(1, &addr);
-        assert_eq!(v6[0], 1);
-        assert_eq!(&v6[1..], &addr);
-        assert_eq!(ipv6_key_parts(&v6), (1, addr));
-        assert_eq!(trie_prefix_len(24), 32, "a /24 follows the generation byte");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::ranges::RangeBucket;
 use crate::ranges::v6::V6Header;
-use crate::{Config, FlowKey, FlowState, RuleUsage, SourceKey, SourceSeen};
+use crate::{Config, FlowKey, FlowState, GenerationRecord, RuleUsage, SourceKey, SourceSeen};
 
 // SAFETY (every impl below): the type is `#[repr(C)]`, `Copy`, made of integers and byte
 // arrays laid out without padding, so every bit pattern of its size is a valid value.
@@ -12,5 +12,6 @@ unsafe impl aya::Pod for SourceSeen {}
 unsafe impl aya::Pod for RuleUsage {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}
+unsafe impl aya::Pod for GenerationRecord {}
 unsafe impl aya::Pod for RangeBucket {}
 unsafe impl aya::Pod for V6Header {}

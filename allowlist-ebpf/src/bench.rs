@@ -7,24 +7,33 @@
 //!   draws a random source from [`BENCH_SOURCES`] each iteration. With lookups switched off
 //!   in [`BENCH_SETUP`] the same loop only draws the sources: the difference, divided by the
 //!   iterations, is the classification cost with varied keys, caches as cold as the table
-//!   size makes them. With the baseline switched on, sources are looked up in the LPM tries
-//!   alone, the structure the range tables replaced, for comparison in the same run.
+//!   size makes them. With the baseline switched on, sources are looked up in LPM tries of
+//!   the policy in force ([`BENCH_TRIE_V4`], [`BENCH_TRIE_V6`]), the structure the range
+//!   tables replaced, for comparison in the same run.
 
 use core::ffi::c_void;
 
 use allowlist_common::bench::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
-use allowlist_common::{Ipv4Addr, Ipv6Addr, RuleId, ipv4_key, ipv6_key, trie_prefix_len};
+use allowlist_common::{DEFAULT_MAX_RULES, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP},
     helpers::{bpf_get_prandom_u32, bpf_loop},
     macros::{map, xdp},
-    maps::{Array, lpm_trie::Key},
+    maps::{Array, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
 
+use crate::config;
 use crate::ranges::{lookup_v4, lookup_v6};
 use crate::tally::count_rule_hit;
-use crate::{ALLOW_V4, ALLOW_V6, config};
+
+/// The IPv4 prefixes of the policy in force, in the kernel's LPM trie: the baseline.
+#[map]
+static BENCH_TRIE_V4: LpmTrie<Ipv4Addr, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
+
+/// The IPv6 prefixes of the policy in force, in the kernel's LPM trie.
+#[map]
+static BENCH_TRIE_V6: LpmTrie<Ipv6Addr, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
 
 /// Sources to draw from: IPv4 in the first 4 bytes.
 #[map]
@@ -105,28 +114,13 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
     let v4 = [source[0], source[1], source[2], source[3]];
     let rule = match (state.family == 4, state.trie != 0) {
         (true, false) => lookup_v4(g, v4),
-        (true, true) => trie_lookup_v4(g, v4),
+        (true, true) => BENCH_TRIE_V4.get(Key::new(32, v4)).copied(),
         (false, false) => lookup_v6(g, source),
-        (false, true) => trie_lookup_v6(g, source),
+        (false, true) => BENCH_TRIE_V6.get(Key::new(128, *source)).copied(),
     };
     if let Some(rule) = rule {
         count_rule_hit(rule);
         state.found += 1;
     }
     0
-}
-
-/// The rule of the longest prefix of `generation` covering the IPv4 source `addr`, from the
-/// trie alone: the baseline the range table is measured against.
-#[inline(always)]
-fn trie_lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
-    let key = Key::new(trie_prefix_len(32), ipv4_key(generation, addr));
-    ALLOW_V4.get(key).copied()
-}
-
-/// As [`trie_lookup_v4`], for IPv6.
-#[inline(always)]
-fn trie_lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
-    let key = Key::new(trie_prefix_len(128), ipv6_key(generation, addr));
-    ALLOW_V6.get(key).copied()
 }

@@ -13,9 +13,7 @@
 //! Policies are double-buffered: the range tables hold [`GENERATIONS`] policies side by side
 //! (a region of each map), and the configuration slot in use says which one is in force
 //! and, while a change is pending, which one to fall back to at what time. The program
-//! falls back by itself, so a daemon that dies in a pending window locks nobody out. The
-//! LPM tries are the maps of record of every generation's prefixes, which user space reads
-//! back after a restart; the program does not read them.
+//! falls back by itself, so a daemon that dies in a pending window locks nobody out.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -28,13 +26,13 @@ mod tally;
 mod top;
 
 use allowlist_common::{
-    Config, Counter, DEFAULT_MAX_RULES, GENERATIONS, Ipv4Key, Ipv6Key, Mode, PROTECTED_PORT_WORDS,
-    RuleId, ip_proto, protected_port_mask, protected_port_word,
+    Config, Counter, GENERATIONS, GenerationRecord, Mode, PROTECTED_PORT_WORDS, ip_proto,
+    protected_port_mask, protected_port_word,
 };
 use aya_ebpf::{
     bindings::xdp_action::XDP_PASS,
     macros::{classifier, map, xdp},
-    maps::{Array, LpmTrie},
+    maps::Array,
     programs::{TcContext, XdpContext},
 };
 
@@ -50,13 +48,9 @@ static CONFIG: Array<Config> = Array::with_max_entries(2, 0);
 #[map]
 static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
-/// The map of record of every generation's IPv4 prefixes (user space reads it back).
+/// What user space wrote into each generation, for itself after a restart.
 #[map]
-static ALLOW_V4: LpmTrie<Ipv4Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
-
-/// The map of record of every generation's IPv6 prefixes.
-#[map]
-static ALLOW_V6: LpmTrie<Ipv6Key, RuleId> = LpmTrie::with_max_entries(DEFAULT_MAX_RULES, 0);
+static GENERATION_RECORDS: Array<GenerationRecord> = Array::with_max_entries(GENERATIONS, 0);
 
 /// One bitmap per generation, one bit per port: TCP ports in the first half, UDP in the second.
 #[map]

@@ -75,6 +75,7 @@ fn scaling(size: u32) -> anyhow::Result<Scaling> {
         enabled: false,
         ..Replies::default()
     })?;
+    dataplane.bench_tries()?;
     let sources = |nets: &[IpNet], random: &mut Xorshift, allowed: bool| -> Vec<IpAddr> {
         let mut sources = Vec::with_capacity(VARIED_SOURCES);
         for _ in 0..VARIED_SOURCES * 100 {

@@ -61,7 +61,10 @@ fn a_pending_change_falls_back_in_the_kernel_at_its_deadline() {
         .expect("pending change");
     assert_eq!(passing(&dataplane), [1], "the change is in force");
     let state = dataplane.kernel_state();
-    assert_eq!(state.fallback.as_ref().map(|f| &f.0), Some(&only(0, 0)));
+    let (fallback, _) = state.fallback.expect("a fallback");
+    assert_eq!((fallback.prefixes, fallback.mode), (1, Mode::Enforce));
+    assert!(fallback.digest.is_some(), "its record names the policy");
+    assert_ne!(fallback.digest, state.active.digest);
 
     std::thread::sleep(delay + Duration::from_millis(100));
     assert_eq!(
@@ -106,7 +109,7 @@ fn changes_while_a_change_is_pending_keep_both_policies_whole() {
         .install(&only(2, 1000), Some((&only(3, 1000), delay)))
         .expect("second pending change");
     assert_eq!(passing(&dataplane), [2]);
-    assert_eq!(dataplane.installed(), &only(2, 1000).policy);
+    assert_eq!(dataplane.installed(), Some(&only(2, 1000).policy));
     std::thread::sleep(delay + Duration::from_millis(100));
     assert_eq!(passing(&dataplane), [3], "fell back to the new fallback");
 

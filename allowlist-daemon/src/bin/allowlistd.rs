@@ -120,7 +120,7 @@ async fn run() -> anyhow::Result<()> {
     .context("loading the XDP program")?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
-        "program loaded, tries read"
+        "program loaded, generation records read"
     );
     if saved.is_none() && dataplane.kernel_state().active.mode != Mode::Off {
         anyhow::bail!(

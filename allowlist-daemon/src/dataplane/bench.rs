@@ -5,10 +5,13 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use allowlist_common::RuleId;
 use allowlist_common::bench::{BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM};
 use aya::Ebpf;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapError};
 use aya::programs::{TestRun, Xdp};
+use ipnet::IpNet;
 
 use super::Dataplane;
 use super::error::{DataplaneError, map_error, program_error};
@@ -34,6 +37,32 @@ impl Dataplane {
             .test_run(test_run_options(frame, repeat))
             .map_err(program_error(BENCH_FLOOR_PROGRAM))?
             .duration)
+    }
+
+    /// Copies the policy in force into the benchmark's baseline LPM tries (one insert a
+    /// prefix: seconds at a million), for [`Dataplane::bench_varied`] with `trie`.
+    pub fn bench_tries(&mut self) -> Result<(), DataplaneError> {
+        let prefixes: Vec<(IpNet, RuleId)> = self
+            .installed()
+            .map(|policy| policy.iter().map(|(net, rule)| (*net, *rule)).collect())
+            .unwrap_or_default();
+        let mut v4: LpmTrie<_, [u8; 4], RuleId> = bench_map(&mut self.ebpf, "BENCH_TRIE_V4")?;
+        for (net, rule) in &prefixes {
+            if let IpNet::V4(net) = net {
+                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                v4.insert(&key, rule, 0)
+                    .map_err(map_error("BENCH_TRIE_V4"))?;
+            }
+        }
+        let mut v6: LpmTrie<_, [u8; 16], RuleId> = bench_map(&mut self.ebpf, "BENCH_TRIE_V6")?;
+        for (net, rule) in &prefixes {
+            if let IpNet::V6(net) = net {
+                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                v6.insert(&key, rule, 0)
+                    .map_err(map_error("BENCH_TRIE_V6"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Fills the table [`Dataplane::bench_varied`] draws its sources from with `sources`

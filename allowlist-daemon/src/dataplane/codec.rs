@@ -1,53 +1,42 @@
-//! Pure translations between the driver's values and the maps' bytes: trie keys, port
+//! Pure translations between the driver's values and the maps' bytes: policy digests, port
 //! bitmaps, refused-source keys, the raw enforcement config. No kernel here; the layouts are
 //! the shared `const fn`s of `allowlist-common`.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use allowlist_common::{
-    Ipv4Key, Ipv6Key, PROTECTED_PORT_WORDS, SourceKey, ipv4_key, ipv4_key_parts, ipv6_key,
-    ipv6_key_parts, protected_port_mask, protected_port_word, trie_prefix_len,
-};
-use aya::maps::lpm_trie::Key;
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use allowlist_common::{PROTECTED_PORT_WORDS, SourceKey, protected_port_mask, protected_port_word};
+use ipnet::IpNet;
+use sha2::{Digest as _, Sha256};
 
 use super::types::Enforcement;
-use crate::policy::{PortScope, Transport};
+use crate::policy::{Policy, PortScope, Transport};
 
-/// A prefix of one generation as a key of its family's trie.
-#[derive(Clone, Copy)]
-pub(super) enum TrieKey {
-    /// A key of the IPv4 trie.
-    V4(Key<Ipv4Key>),
-    /// A key of the IPv6 trie.
-    V6(Key<Ipv6Key>),
-}
-
-/// The trie key of `net` in `generation`.
-pub(super) fn trie_key(generation: u32, net: IpNet) -> TrieKey {
-    let g = generation as u8;
-    let prefix_len = trie_prefix_len(u32::from(net.prefix_len()));
-    match net {
-        IpNet::V4(v4) => TrieKey::V4(Key::new(prefix_len, ipv4_key(g, v4.addr().octets()))),
-        IpNet::V6(v6) => TrieKey::V6(Key::new(prefix_len, ipv6_key(g, &v6.addr().octets()))),
+/// The digest a generation's record names `policy` by: SHA-256 over each prefix (family
+/// byte, address, length) and its rule (little-endian), in the policy's order.
+pub(super) fn policy_digest(policy: &Policy) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    for (net, rule) in policy.iter() {
+        match net {
+            IpNet::V4(v4) => {
+                buffer.push(4);
+                buffer.extend_from_slice(&v4.addr().octets());
+            }
+            IpNet::V6(v6) => {
+                buffer.push(6);
+                buffer.extend_from_slice(&v6.addr().octets());
+            }
+        }
+        buffer.push(net.prefix_len());
+        buffer.extend_from_slice(&rule.to_le_bytes());
+        if buffer.len() >= 64 * 1024 - 32 {
+            hasher.update(&buffer);
+            buffer.clear();
+        }
     }
-}
-
-/// The generation and prefix of an IPv4 trie key; `None` for a key no policy writes.
-pub(super) fn v4_prefix(key: &Key<Ipv4Key>) -> Option<(u32, IpNet)> {
-    let (generation, addr) = ipv4_key_parts(&key.data());
-    let len = key.prefix_len().checked_sub(trie_prefix_len(0))?;
-    let net = Ipv4Net::new(Ipv4Addr::from(addr), u8::try_from(len).ok()?).ok()?;
-    Some((u32::from(generation), IpNet::V4(net)))
-}
-
-/// The generation and prefix of an IPv6 trie key; `None` for a key no policy writes.
-pub(super) fn v6_prefix(key: &Key<Ipv6Key>) -> Option<(u32, IpNet)> {
-    let (generation, addr) = ipv6_key_parts(&key.data());
-    let len = key.prefix_len().checked_sub(trie_prefix_len(0))?;
-    let net = Ipv6Net::new(Ipv6Addr::from(addr), u8::try_from(len).ok()?).ok()?;
-    Some((u32::from(generation), IpNet::V6(net)))
+    hasher.update(&buffer);
+    hasher.finalize().into()
 }
 
 /// The port bitmap words of `scopes` in generation `generation`: (map index, word) for each
@@ -121,49 +110,21 @@ mod tests {
     }
 
     #[test]
-    fn trie_keys_read_back_as_the_generation_and_prefix_written() {
-        for (generation, prefix) in [
-            (0, "192.0.2.0/24"),
-            (2, "0.0.0.0/0"),
-            (1, "198.51.100.7/32"),
-            (2, "2001:db8::/32"),
-            (0, "::/0"),
-            (1, "2001:db8::1/128"),
-        ] {
-            let read = match trie_key(generation, net(prefix)) {
-                TrieKey::V4(key) => v4_prefix(&key),
-                TrieKey::V6(key) => v6_prefix(&key),
-            };
-            assert_eq!(read, Some((generation, net(prefix))), "{prefix}");
-        }
-        let TrieKey::V4(key) = trie_key(1, net("10.0.0.0/8")) else {
-            panic!("an IPv4 key")
+    fn digests_tell_policies_apart_by_prefix_length_rule_and_family() {
+        let of = |prefixes: &[(&str, u32)]| {
+            policy_digest(&prefixes.iter().map(|(p, r)| (net(p), *r)).collect())
         };
+        let base = of(&[("192.0.2.0/24", 1), ("2001:db8::/32", 2)]);
         assert_eq!(
-            key.prefix_len(),
-            16,
-            "8 bits of generation, then 8 of prefix"
+            base,
+            of(&[("2001:db8::/32", 2), ("192.0.2.0/24", 1)]),
+            "order given"
         );
-        assert_eq!(key.data(), [1, 10, 0, 0, 0]);
-    }
-
-    #[test]
-    fn keys_no_policy_writes_are_recognised() {
-        assert_eq!(
-            v4_prefix(&Key::new(4, [0, 10, 0, 0, 0])),
-            None,
-            "shorter than a generation"
-        );
-        assert_eq!(
-            v4_prefix(&Key::new(8 + 33, [0, 10, 0, 0, 0])),
-            None,
-            "longer than IPv4"
-        );
-        assert_eq!(
-            v6_prefix(&Key::new(8 + 129, [0; 17])),
-            None,
-            "longer than IPv6"
-        );
+        assert_ne!(base, of(&[("192.0.2.0/25", 1), ("2001:db8::/32", 2)]));
+        assert_ne!(base, of(&[("192.0.2.0/24", 3), ("2001:db8::/32", 2)]));
+        assert_ne!(base, of(&[("192.0.2.0/24", 1)]));
+        assert_ne!(of(&[("::c000:200/120", 1)]), of(&[("192.0.2.0/24", 1)]));
+        assert_ne!(of(&[]), [0; 32], "the empty policy has a digest too");
     }
 
     #[test]

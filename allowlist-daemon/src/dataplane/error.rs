@@ -150,10 +150,10 @@ pub enum DataplaneError {
         /// Ranges a generation holds.
         capacity: u32,
     },
-    /// Old and new prefixes of one family do not fit side by side.
+    /// A policy has more prefixes of one family than a generation holds.
     #[error(
-        "the change needs room for {needed} IPv{family} prefixes at once (old and new side by \
-         side), but the capacity is {capacity}; raise the maximum number of rules"
+        "the policy has {needed} IPv{family} prefixes, but a generation holds {capacity}; raise \
+         the maximum number of entries"
     )]
     CapacityExceeded {
         /// 4 or 6.

@@ -1,61 +1,56 @@
-//! Policy generations: three policies side by side in the tries, range tables and port
-//! bitmaps, two configuration slots, and the one write that switches every CPU from one to
-//! another.
+//! Policy generations: three policies side by side in the range tables and port bitmaps,
+//! each with a record of what it holds, two configuration slots, and the one write that
+//! switches every CPU from one to another.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use allowlist_common::{
-    Config, GENERATIONS, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_PROTECTED_PORTS, Mode,
-    PROTECTED_PORT_WORDS,
+    Config, GENERATIONS, GenerationRecord, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_GENERATION_RECORDS,
+    MAP_PROTECTED_PORTS, Mode, PROTECTED_PORT_WORDS,
 };
 
 use super::Dataplane;
 use super::clock::monotonic_now_ns;
-use super::codec::{port_words, raw_enforcement, scopes_of};
+use super::codec::{policy_digest, port_words, raw_enforcement, scopes_of};
 use super::error::{DataplaneError, map_error};
-use super::tries::Written;
-use super::types::{Enforcement, KernelState, Replies};
+use super::types::{Enforced, Enforcement, KernelState, Replies};
 use crate::policy::{Policy, PortScope};
 
-/// What one generation of the tries, range tables and port bitmaps holds, as written to the
-/// kernel.
+/// What one generation of the range tables and port bitmaps holds, as written to the kernel.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Generation {
-    /// Its prefixes, as the tries (the map of record) hold them.
-    pub(super) policy: Policy,
-    /// Whether its range table is known to be built from `policy`: true once written, and
-    /// for the generations in force when pins are read back (written before their switch).
-    /// A generation not in force may have been half written by a daemon that died.
-    pub(super) ranges_written: bool,
+    /// Its policy, when this daemon knows it: it wrote it, or found its digest in the record.
+    pub(super) policy: Option<Policy>,
+    /// The record in the kernel: the digest of the policy (zero: none).
+    pub(super) record: GenerationRecord,
     /// Its port bitmap.
     pub(super) scopes: BTreeSet<PortScope>,
 }
 
 impl Generation {
-    /// Whether it can enforce `want` as it is (its scopes matter only when `want` has some).
-    fn holds(&self, want: &Enforcement) -> bool {
-        self.ranges_written
-            && self.policy == want.policy
-            && (want.scopes.is_empty() || self.scopes == want.scopes)
+    /// Whether it can enforce `want` as it is (its scopes matter only when `want` has
+    /// some). A generation known only by its record is compared by `digest`, the digest of
+    /// `want`'s policy, when given.
+    fn holds(&self, want: &Enforcement, digest: Option<&[u8; 32]>) -> bool {
+        let policy_held = match (&self.policy, digest) {
+            (Some(policy), _) => *policy == want.policy,
+            (None, Some(digest)) => self.record.digest == *digest,
+            (None, None) => false,
+        };
+        policy_held && (want.scopes.is_empty() || self.scopes == want.scopes)
     }
 }
 
-/// The generation to write a new policy into: one no packet may read (not `in_force`, not
-/// `keep`), the one whose writes (`cost`) are fewest; `None` when every one is taken.
-pub(super) fn choose_generation(
-    in_force: &[u32],
-    keep: Option<u32>,
-    cost: impl Fn(u32) -> usize,
-) -> Option<u32> {
-    (0..GENERATIONS)
-        .filter(|g| !in_force.contains(g) && Some(*g) != keep)
-        .min_by_key(|g| cost(*g))
+/// The generation to write a new policy into: the first no packet may read (not
+/// `in_force`, not `keep`); `None` when every one is taken.
+pub(super) fn choose_generation(in_force: &[u32], keep: Option<u32>) -> Option<u32> {
+    (0..GENERATIONS).find(|g| !in_force.contains(g) && Some(*g) != keep)
 }
 
 impl Dataplane {
-    /// Reads what pinned maps hold: the configuration in use, every generation's prefixes
-    /// and port bitmap. Keys that fit no generation are removed.
+    /// Reads what pinned maps hold: the configuration in use, every generation's record and
+    /// port bitmap.
     pub(super) fn read_back(&mut self) -> Result<(), DataplaneError> {
         self.slot = self
             .maps
@@ -68,11 +63,17 @@ impl Dataplane {
             .config
             .get(&self.slot, 0)
             .map_err(map_error(MAP_CONFIG))?;
-        let read = self.read_tries()?;
-        let in_force = self.generations_in_force();
-        for ((index, generation), prefixes) in (0u32..).zip(self.generations.iter_mut()).zip(read) {
-            generation.policy = prefixes.into_iter().collect();
-            generation.ranges_written = in_force.contains(&index);
+        for (index, generation) in (0u32..).zip(self.generations.iter_mut()) {
+            generation.record = self
+                .maps
+                .generation_records
+                .get(&index, 0)
+                .map_err(map_error(MAP_GENERATION_RECORDS))?;
+        }
+        if self.current == Config::default() {
+            // Never switched: the configuration names generation 0, which nothing writes
+            // while it is named, so its tables are as created: empty.
+            self.generations[0].policy = Some(Policy::new());
         }
         for (index, word) in (0u32..).zip(self.port_words.iter_mut()) {
             *word = self
@@ -93,11 +94,11 @@ impl Dataplane {
 
     /// What the kernel enforces now.
     pub fn kernel_state(&self) -> KernelState {
-        let active = self.enforcement(&self.current.active);
+        let active = self.enforced(&self.current.active);
         let fallback = (self.current.revert_at_ns != 0).then(|| {
             let remaining = self.current.revert_at_ns.saturating_sub(monotonic_now_ns());
             (
-                self.enforcement(&self.current.fallback),
+                self.enforced(&self.current.fallback),
                 Duration::from_nanos(remaining),
             )
         });
@@ -110,26 +111,53 @@ impl Dataplane {
         self.current.revert_at_ns != 0 && monotonic_now_ns() >= self.current.revert_at_ns
     }
 
-    /// The policy in force in the kernel (not counting a pending fallback).
-    pub fn installed(&self) -> &Policy {
+    /// The policy in force in the kernel (not counting a pending fallback); `None` until
+    /// this daemon knows it (after a restart: until it installs a policy).
+    pub fn installed(&self) -> Option<&Policy> {
         let generation = self.current.active.generation as usize % self.generations.len();
-        &self.generations[generation].policy
+        self.generations[generation].policy.as_ref()
     }
 
-    /// The enforcement a raw configuration entry names.
-    pub(super) fn enforcement(&self, raw: &allowlist_common::Enforcement) -> Enforcement {
+    /// Prefixes of the policy in force in the kernel (not counting a pending fallback), as
+    /// its generation's record says.
+    pub fn installed_prefixes(&self) -> u64 {
+        let generation = self.current.active.generation as usize % self.generations.len();
+        self.generations[generation].record.prefixes
+    }
+
+    /// The generation a raw configuration entry names, and its scopes if it uses them.
+    fn named(&self, raw: &allowlist_common::Enforcement) -> (Generation, BTreeSet<PortScope>) {
         let generation = self
             .generations
             .get(raw.generation as usize)
             .cloned()
             .unwrap_or_default();
+        let scopes = if raw.scoped != 0 {
+            generation.scopes.clone()
+        } else {
+            BTreeSet::new()
+        };
+        (generation, scopes)
+    }
+
+    /// What a raw configuration entry enforces, as the kernel's records say.
+    fn enforced(&self, raw: &allowlist_common::Enforcement) -> Enforced {
+        let (generation, scopes) = self.named(raw);
+        Enforced {
+            digest: (generation.record.digest != [0; 32]).then_some(generation.record.digest),
+            prefixes: generation.record.prefixes,
+            scopes,
+            mode: Mode::from_raw(raw.mode),
+        }
+    }
+
+    /// The enforcement a raw configuration entry names (an unknown policy as empty).
+    #[cfg(feature = "test-util")]
+    pub(super) fn enforcement(&self, raw: &allowlist_common::Enforcement) -> Enforcement {
+        let (generation, scopes) = self.named(raw);
         Enforcement {
-            policy: generation.policy,
-            scopes: if raw.scoped != 0 {
-                generation.scopes
-            } else {
-                BTreeSet::new()
-            },
+            policy: generation.policy.unwrap_or_default(),
+            scopes,
             mode: Mode::from_raw(raw.mode),
         }
     }
@@ -179,37 +207,57 @@ impl Dataplane {
         })
     }
 
-    /// A generation holding `want`: one that already does, else the free generation (not
-    /// in force, not `keep`) needing the fewest writes, written now.
+    /// A generation holding `want`: one that already does, else a free generation (not in
+    /// force, not `keep`), written now: its record cleared, its range tables and port bitmap
+    /// written whole, then its record filled in.
     fn place(&mut self, want: &Enforcement, keep: Option<u32>) -> Result<u32, DataplaneError> {
-        if let Some(found) = (0u32..).zip(&self.generations).find(|(_, g)| g.holds(want)) {
-            return Ok(found.0);
+        let known = |g: &Generation| g.policy.is_some() || g.record.digest == [0; 32];
+        let digest = if self.generations.iter().all(known) {
+            // Every generation is known or names nothing: no digest needed to compare.
+            None
+        } else {
+            Some(policy_digest(&want.policy))
+        };
+        if let Some(index) = self
+            .generations
+            .iter()
+            .position(|g| g.holds(want, digest.as_ref()))
+        {
+            self.generations[index].policy = Some(want.policy.clone());
+            return Ok(index as u32);
         }
-        let cost = |g: u32| self.generations[g as usize].policy.diff(&want.policy).len();
-        let generation = choose_generation(&self.generations_in_force(), keep, cost)
+        let generation = choose_generation(&self.generations_in_force(), keep)
             .ok_or(DataplaneError::NoFreeGeneration)?;
         let index = generation as usize;
-        let diff = self.generations[index].policy.diff(&want.policy);
-        // No packet uses this generation: it may hold anything while it is written.
-        let mut written = Written::default();
-        self.generations[index].ranges_written = false;
-        match self.write_diff(generation, &diff, &mut written) {
-            Ok(()) => self.generations[index].policy = want.policy.clone(),
-            Err(err) => {
-                let held = &self.generations[index].policy;
-                self.generations[index].policy = held.patched(
-                    &diff.removals[..written.removals],
-                    &diff.upserts[..written.upserts],
-                );
-                return Err(err);
-            }
-        }
+        // No packet uses this generation: it may hold anything while it is written, but its
+        // record names nothing until it is whole.
+        self.generations[index].policy = None;
+        self.write_record(generation, GenerationRecord::default())?;
         self.write_ranges(generation, &want.policy)?;
-        self.generations[index].ranges_written = true;
         if !want.scopes.is_empty() {
             self.write_scopes(generation, &want.scopes)?;
         }
+        let record = GenerationRecord {
+            digest: digest.unwrap_or_else(|| policy_digest(&want.policy)),
+            prefixes: want.policy.len() as u64,
+        };
+        self.write_record(generation, record)?;
+        self.generations[index].policy = Some(want.policy.clone());
         Ok(generation)
+    }
+
+    /// Writes `generation`'s record.
+    fn write_record(
+        &mut self,
+        generation: u32,
+        record: GenerationRecord,
+    ) -> Result<(), DataplaneError> {
+        self.maps
+            .generation_records
+            .set(generation, record, 0)
+            .map_err(map_error(MAP_GENERATION_RECORDS))?;
+        self.generations[generation as usize].record = record;
+        Ok(())
     }
 
     /// The generations the program may read now.
@@ -310,29 +358,23 @@ mod tests {
 
     #[test]
     fn a_new_policy_goes_where_no_packet_looks() {
-        let free = |in_force: &[u32], keep| choose_generation(in_force, keep, |_| 0);
-        assert_eq!(free(&[0], None), Some(1), "the lowest free one on a tie");
-        assert_eq!(free(&[1], None), Some(0));
         assert_eq!(
-            free(&[0, 1], None),
+            choose_generation(&[0], None),
+            Some(1),
+            "the lowest free one"
+        );
+        assert_eq!(choose_generation(&[1], None), Some(0));
+        assert_eq!(
+            choose_generation(&[0, 1], None),
             Some(2),
             "both policies of a pending change stay"
         );
         assert_eq!(
-            free(&[0], Some(1)),
+            choose_generation(&[0], Some(1)),
             Some(2),
             "nor the fallback just written"
         );
-        assert_eq!(free(&[0, 1], Some(2)), None, "all three taken");
-    }
-
-    #[test]
-    fn the_generation_needing_the_fewest_writes_wins() {
-        let writes = [500, 3, 40];
-        let cost = |g: u32| writes[g as usize];
-        assert_eq!(choose_generation(&[2], None, cost), Some(1));
-        assert_eq!(choose_generation(&[1], None, cost), Some(2));
-        assert_eq!(choose_generation(&[1, 2], None, cost), Some(0));
+        assert_eq!(choose_generation(&[0, 1], Some(2)), None, "all three taken");
     }
 
     #[test]
@@ -341,29 +383,57 @@ mod tests {
             .into_iter()
             .collect();
         let ssh: BTreeSet<PortScope> = ["tcp/22".parse().expect("scope")].into();
-        let mut generation = Generation {
-            policy: policy.clone(),
-            ranges_written: true,
+        let generation = Generation {
+            policy: Some(policy.clone()),
+            record: GenerationRecord::default(),
             scopes: ssh.clone(),
         };
         let mut want = Enforcement {
             policy,
             ..Enforcement::default()
         };
-        assert!(generation.holds(&want), "unscoped: the bitmap is not read");
-        want.scopes = ssh;
-        assert!(generation.holds(&want));
-        want.scopes = ["udp/53".parse().expect("scope")].into();
-        assert!(!generation.holds(&want));
-        want.scopes.clear();
-        generation.ranges_written = false;
         assert!(
-            !generation.holds(&want),
-            "a range table not known to be written"
+            generation.holds(&want, None),
+            "unscoped: the bitmap is not read"
         );
-        generation.ranges_written = true;
-        want.policy = Policy::new();
+        want.scopes = ssh;
+        assert!(generation.holds(&want, None));
+        want.scopes = ["udp/53".parse().expect("scope")].into();
+        assert!(!generation.holds(&want, None));
         want.scopes.clear();
-        assert!(!generation.holds(&want));
+        want.policy = Policy::new();
+        assert!(!generation.holds(&want, None));
+    }
+
+    #[test]
+    fn a_generation_known_by_its_record_holds_the_policy_of_its_digest() {
+        let policy: Policy = [("2001:db8::/32".parse().expect("net"), 4)]
+            .into_iter()
+            .collect();
+        let digest = policy_digest(&policy);
+        let generation = Generation {
+            policy: None,
+            record: GenerationRecord {
+                digest,
+                prefixes: 1,
+            },
+            scopes: BTreeSet::new(),
+        };
+        let want = Enforcement {
+            policy: policy.clone(),
+            ..Enforcement::default()
+        };
+        assert!(generation.holds(&want, Some(&digest)));
+        assert!(!generation.holds(&want, None), "no digest to compare");
+        let other = policy_digest(&Policy::new());
+        assert!(!generation.holds(&want, Some(&other)));
+        let half_written = Generation {
+            record: GenerationRecord::default(),
+            ..generation
+        };
+        assert!(
+            !half_written.holds(&want, Some(&digest)),
+            "a cleared record names no policy"
+        );
     }
 }

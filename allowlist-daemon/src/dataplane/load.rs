@@ -4,16 +4,13 @@ use allowlist_common::ranges::v4::{MAP_V4_RULES, MAP_V4_STARTS};
 use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
 use allowlist_common::ranges::{GLOBAL_RANGE_CAPACITY, range_capacity};
 use allowlist_common::{
-    EGRESS_PROGRAM_NAME, GLOBAL_RULE_CAPACITY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_FLOWS,
-    MAP_RULE_HITS, PROGRAM_NAME,
+    EGRESS_PROGRAM_NAME, GLOBAL_RULE_CAPACITY, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME,
 };
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::maps::{
-    MAP_NAMES, rule_hits_len, rules_len, trie_capacity, v4_starts_len, v6_starts_len,
-};
+use super::maps::{MAP_NAMES, rule_hits_len, rules_len, v4_starts_len, v6_starts_len};
 use super::pins::Pins;
 
 /// The eBPF object built from `allowlist-ebpf` by the build script.
@@ -30,8 +27,6 @@ pub(super) fn load_object(
     let range_capacity = range_capacity(max_rules);
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(MAP_ALLOW_V4, trie_capacity(max_rules))
-        .map_max_entries(MAP_ALLOW_V6, trie_capacity(max_rules))
         .map_max_entries(MAP_RULE_HITS, rule_hits_len(max_rules)?)
         .override_global(GLOBAL_RULE_CAPACITY, &max_rules, true)
         .map_max_entries(MAP_V4_STARTS, v4_starts_len(max_rules))
@@ -40,6 +35,11 @@ pub(super) fn load_object(
         .map_max_entries(MAP_V6_RULES, rules_len(max_rules))
         .override_global(GLOBAL_RANGE_CAPACITY, &range_capacity, true)
         .map_max_entries(MAP_FLOWS, max_flows);
+    // The benchmark's baseline tries hold the policy in force.
+    #[cfg(feature = "bench")]
+    loader
+        .map_max_entries("BENCH_TRIE_V4", max_rules.max(1))
+        .map_max_entries("BENCH_TRIE_V6", max_rules.max(1));
     if let Some(pins) = pins {
         for name in MAP_NAMES {
             loader.map_pin_path(name, pins.dir.join(name));

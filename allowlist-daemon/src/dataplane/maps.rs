@@ -10,26 +10,24 @@ use allowlist_common::ranges::v6::{
 };
 use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, range_capacity};
 use allowlist_common::{
-    Config, Counter, FlowKey, FlowState, GENERATIONS, INTERFACE_SLOT_IFINDEXES, Ipv4Key, Ipv6Key,
-    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS,
+    Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
+    MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
     MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES, MAX_INTERFACES,
-    PROTECTED_PORT_WORDS, RuleId, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
+    PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
-use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, MapType, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray};
 
 use super::error::{DataplaneError, map_error};
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 19] = [
+pub(super) const MAP_NAMES: [&str; 18] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
     MAP_CONFIG,
     MAP_CONFIG_SLOT,
-    MAP_ALLOW_V4,
-    MAP_ALLOW_V6,
+    MAP_GENERATION_RECORDS,
     MAP_COUNTERS,
     MAP_RULE_HITS,
     MAP_FLOWS,
@@ -43,11 +41,6 @@ pub(super) const MAP_NAMES: [&str; 19] = [
     MAP_V6_RULES,
     MAP_FLOW_FILTER,
 ];
-
-/// Prefixes a trie holds: [`GENERATIONS`] policies of up to `max_rules` prefixes each.
-pub(super) fn trie_capacity(max_rules: u32) -> u32 {
-    max_rules.saturating_mul(GENERATIONS)
-}
 
 /// Words of the IPv4 range start array: a region of [`range_capacity`] ranges per
 /// generation, four to a word.
@@ -73,10 +66,8 @@ pub(super) struct Maps {
     pub(super) config: Array<MapData, Config>,
     /// Which configuration slot is in use.
     pub(super) config_slot: Array<MapData, u32>,
-    /// The IPv4 trie of every generation.
-    pub(super) allow_v4: LpmTrie<MapData, Ipv4Key, RuleId>,
-    /// The IPv6 trie of every generation.
-    pub(super) allow_v6: LpmTrie<MapData, Ipv6Key, RuleId>,
+    /// What each generation holds.
+    pub(super) generation_records: Array<MapData, GenerationRecord>,
     /// The IPv4 range table's buckets, every generation.
     pub(super) v4_buckets: Array<MapData, RangeBucket>,
     /// The IPv4 range table's range starts, every generation.
@@ -115,8 +106,7 @@ impl Maps {
         Ok(Maps {
             config: take(ebpf, MAP_CONFIG)?,
             config_slot: take(ebpf, MAP_CONFIG_SLOT)?,
-            allow_v4: take(ebpf, MAP_ALLOW_V4)?,
-            allow_v6: take(ebpf, MAP_ALLOW_V6)?,
+            generation_records: take(ebpf, MAP_GENERATION_RECORDS)?,
             v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
             v4_starts: take(ebpf, MAP_V4_STARTS)?,
             v4_rules: take(ebpf, MAP_V4_RULES)?,
@@ -174,7 +164,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 pub(super) fn expected_layouts(
     max_rules: u32,
     max_flows: u32,
-) -> Result<[MapLayout; 19], DataplaneError> {
+) -> Result<[MapLayout; 18], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -187,18 +177,11 @@ pub(super) fn expected_layouts(
         layout(MAP_CONFIG_SLOT, MapType::Array, 4, 4, 1),
         layout(MAP_CLOCK, MapType::Array, 4, 8, 1),
         layout(
-            MAP_ALLOW_V4,
-            MapType::LpmTrie,
-            size_of::<Key<Ipv4Key>>(),
+            MAP_GENERATION_RECORDS,
+            MapType::Array,
             4,
-            trie_capacity(max_rules),
-        ),
-        layout(
-            MAP_ALLOW_V6,
-            MapType::LpmTrie,
-            size_of::<Key<Ipv6Key>>(),
-            4,
-            trie_capacity(max_rules),
+            size_of::<GenerationRecord>(),
+            GENERATIONS,
         ),
         layout(
             MAP_COUNTERS,

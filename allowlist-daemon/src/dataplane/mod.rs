@@ -3,11 +3,10 @@
 //! writes policies into generations and switches between them, and reads the counters.
 //!
 //! One concern per file: [`types`] and [`error`] at the bottom, the pure [`codec`] of map
-//! bytes, then [`load`] (the object),
-//! [`maps`] (typed handles), [`pins`] (bpffs), [`links`] (attachments), [`generations`]
-//! (policies and the switch) with [`tries`] and [`ranges`] (what a generation holds),
-//! [`counters`], [`readings`], [`flow_filter`], [`clock`]; [`test_run`] with the `test-util` feature and
-//! [`bench`] with `bench`.
+//! bytes, then [`load`] (the object), [`maps`] (typed handles), [`pins`] (bpffs), [`links`]
+//! (attachments), [`generations`] (policies, their records and the switch) with [`ranges`]
+//! (the range tables a generation holds), [`counters`], [`readings`], [`flow_filter`],
+//! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`] with `bench`.
 
 #[cfg(feature = "bench")]
 mod bench;
@@ -26,7 +25,6 @@ mod readings;
 mod sys;
 #[cfg(feature = "test-util")]
 mod test_run;
-mod tries;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -39,8 +37,8 @@ pub use links::Attachment;
 pub use readings::{Readings, RuleTable};
 pub use sys::BatchError;
 pub use types::{
-    AttachMode, AttachedMode, Counters, Enforcement, FlowStats, FrameRun, KernelState, Replies,
-    RuleUse, SourceNoted, Verdict,
+    AttachMode, AttachedMode, Counters, Enforced, Enforcement, FlowStats, FrameRun, KernelState,
+    Replies, RuleUse, SourceNoted, Verdict,
 };
 
 use generations::Generation;

@@ -31,14 +31,28 @@ impl Default for Enforcement {
     }
 }
 
+/// What the kernel enforces under one configuration entry, as read back from its maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforced {
+    /// The SHA-256 digest of the policy its generation holds; `None` when the generation's
+    /// record names no policy (a daemon died writing it).
+    pub digest: Option<[u8; 32]>,
+    /// Prefixes in that policy, both families.
+    pub prefixes: u64,
+    /// The protected ports; empty: every port is checked.
+    pub scopes: BTreeSet<PortScope>,
+    /// What happens to packets from sources outside the policy.
+    pub mode: Mode,
+}
+
 /// What the kernel enforces, as read back from its maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelState {
     /// The policy in force unless a pending change has passed its deadline.
-    pub active: Enforcement,
+    pub active: Enforced,
     /// While a change is pending: the policy the program falls back to, and how long until it
     /// does (zero: it already has).
-    pub fallback: Option<(Enforcement, Duration)>,
+    pub fallback: Option<(Enforced, Duration)>,
 }
 
 /// Passing replies to the flows the host starts.

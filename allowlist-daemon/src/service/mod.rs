@@ -17,7 +17,7 @@ use allowlist_common::{Mode, RuleId};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneError, Enforcement, KernelState};
+use crate::dataplane::{Dataplane, DataplaneError, Enforced, Enforcement, KernelState};
 use crate::model::{Model, ModelError, Settings};
 use crate::policy::Policy;
 use crate::store::Store;
@@ -244,12 +244,12 @@ impl Service {
         let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
         tracing::debug!(model_ms = started.elapsed().as_millis() as u64, "changed");
         // The dataplane holds the policy in force: its size needs no second computation.
-        let before = summary(&self.model, self.dataplane.installed().len());
+        let before = summary(&self.model, self.dataplane.installed_prefixes());
         self.commit(next)?;
         tracing::info!(
             target: "audit",
             before = %before,
-            after = %summary(&self.model, self.dataplane.installed().len()),
+            after = %summary(&self.model, self.dataplane.installed_prefixes()),
             "{}",
             what(&value)
         );
@@ -259,7 +259,7 @@ impl Service {
 
 /// A one-line summary of what the kernel enforces, for logs.
 fn describe(state: &KernelState) -> String {
-    let one = |e: &Enforcement| {
+    let one = |e: &Enforced| {
         let mode = match e.mode {
             Mode::Off => "off",
             Mode::Monitor => "monitor",
@@ -267,7 +267,7 @@ fn describe(state: &KernelState) -> String {
         };
         format!(
             "{mode} with {} prefixes and {} protected ports",
-            e.policy.len(),
+            e.prefixes,
             e.scopes.len()
         )
     };
@@ -283,7 +283,7 @@ fn describe(state: &KernelState) -> String {
 }
 
 /// What the host enforces under `model`, with `prefixes` in force, for audit lines.
-fn summary(model: &Model, prefixes: usize) -> String {
+fn summary(model: &Model, prefixes: u64) -> String {
     let mut text = format!(
         "enforcing={} enabled={:?} prefixes={prefixes} lists={} scopes={}",
         model.enforcing(),

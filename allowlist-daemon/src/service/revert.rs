@@ -38,7 +38,7 @@ impl Service {
         if !due {
             return;
         }
-        let before = summary(&self.model, self.dataplane.installed().len());
+        let before = summary(&self.model, self.dataplane.installed_prefixes());
         let Some(reverted) = self.model.revert_now(now) else {
             return;
         };
@@ -58,7 +58,7 @@ impl Service {
         tracing::info!(
             target: "audit",
             before = %before,
-            after = %summary(&self.model, self.dataplane.installed().len()),
+            after = %summary(&self.model, self.dataplane.installed_prefixes()),
             "reverted the unacknowledged {:?} of {:?}",
             reverted.action,
             reverted.allowlist_ids

@@ -1,5 +1,5 @@
-//! `BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH` and `BPF_MAP_LOOKUP_BATCH` (Linux 5.6; LPM
-//! tries 5.7): one system call for many elements instead of one each.
+//! `BPF_MAP_LOOKUP_BATCH` (Linux 5.6): one system call reads many elements instead of one
+//! each.
 
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -10,10 +10,8 @@ use aya::maps::{MapData, MapError};
 use nix::errno::Errno;
 use nix::libc;
 
-/// `enum bpf_cmd` values of the batch commands (include/uapi/linux/bpf.h).
+/// `enum bpf_cmd` value of the batch lookup (include/uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// Elements per system call: bounded, so that the buffers of a lookup stay small and no call
 /// keeps the kernel busy for long.
@@ -103,31 +101,6 @@ impl<'a, K: Pod, V: Pod> BatchMap<'a, K, V> {
         })
     }
 
-    /// Writes the values of `keys[i]` for every `i` (creating or replacing): `values[i]`,
-    /// or for a per-CPU map the `i`-th run of one value per possible CPU.
-    pub(in crate::dataplane) fn update(&self, keys: &[K], values: &[V]) -> Result<(), BatchError> {
-        assert_eq!(
-            keys.len() * self.per_element,
-            values.len(),
-            "a value per key (and per CPU for a per-CPU map)"
-        );
-        self.each_chunk(keys.len(), |start, count, attr| {
-            attr.keys = keys[start..].as_ptr() as u64;
-            attr.values = values[start * self.per_element..].as_ptr() as u64;
-            attr.count = count;
-            bpf(BPF_MAP_UPDATE_BATCH, attr)
-        })
-    }
-
-    /// Removes every key of `keys`; each must be present.
-    pub(in crate::dataplane) fn delete(&self, keys: &[K]) -> Result<(), BatchError> {
-        self.each_chunk(keys.len(), |start, count, attr| {
-            attr.keys = keys[start..].as_ptr() as u64;
-            attr.count = count;
-            bpf(BPF_MAP_DELETE_BATCH, attr)
-        })
-    }
-
     /// Reads the first `limit` elements (or all) in the map's order, in chunks: `visit` gets
     /// each key with its values (one per possible CPU for a per-CPU map).
     pub(in crate::dataplane) fn lookup(
@@ -178,32 +151,6 @@ impl<'a, K: Pod, V: Pod> BatchMap<'a, K, V> {
             token.copy_from_slice(&next);
             started = true;
         }
-    }
-
-    /// Runs `call` over `total` elements in chunks of at most [`CHUNK`]: `(start, count,
-    /// attr)` with the map set; stops at the first error, saying how far the kernel got.
-    fn each_chunk(
-        &self,
-        total: usize,
-        mut call: impl FnMut(usize, u32, &mut BatchAttr) -> Result<(), Errno>,
-    ) -> Result<(), BatchError> {
-        let mut start = 0;
-        while start < total {
-            let count = (total - start).min(CHUNK);
-            let mut attr = BatchAttr {
-                map_fd: self.fd.as_raw_fd() as u32,
-                ..BatchAttr::default()
-            };
-            if let Err(source) = call(start, count as u32, &mut attr) {
-                return Err(BatchError::Stopped {
-                    done: start + attr.count as usize,
-                    asked: total,
-                    source,
-                });
-            }
-            start += count;
-        }
-        Ok(())
     }
 }
 
