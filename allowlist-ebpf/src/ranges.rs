@@ -3,9 +3,19 @@
 
 use allowlist_common::ranges::v4::{V4Words, classify_v4};
 use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, classify_v6};
-use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket};
+use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS};
 use allowlist_common::{GENERATIONS, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
+
+/// IPv4: [`SUMMARY_WORDS`] summary words per generation.
+#[map]
+static V4_SUMMARY: Array<u64> =
+    Array::with_max_entries(GENERATIONS * SUMMARY_WORDS, BPF_F_MMAPABLE);
+
+/// IPv6: [`SUMMARY_WORDS`] summary words per generation.
+#[map]
+static V6_SUMMARY: Array<u64> =
+    Array::with_max_entries(GENERATIONS * SUMMARY_WORDS, BPF_F_MMAPABLE);
 
 /// IPv4: [`BUCKET_COUNT`] buckets per generation.
 #[map]
@@ -68,6 +78,11 @@ struct V4(Generation);
 
 impl V4Words for V4 {
     #[inline(always)]
+    fn summary(&self, word: u32) -> Option<u64> {
+        V4_SUMMARY.get(self.0.index * SUMMARY_WORDS + word).copied()
+    }
+
+    #[inline(always)]
     fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
         V4_BUCKETS.get(self.0.buckets + bucket)
     }
@@ -94,6 +109,11 @@ impl V6Tables for V6 {
     #[inline(always)]
     fn header(&self) -> Option<&V6Header> {
         V6_HEADERS.get(self.0.index)
+    }
+
+    #[inline(always)]
+    fn summary(&self, word: u32) -> Option<u64> {
+        V6_SUMMARY.get(self.0.index * SUMMARY_WORDS + word).copied()
     }
 
     #[inline(always)]

@@ -27,6 +27,8 @@ pub struct PeerTimes {
     pub load: f64,
     /// Replacing them with the others.
     pub replace: f64,
+    /// Kernel memory of the set after the replace (ipset's own figure), MiB.
+    pub memory_mib: Option<f64>,
 }
 
 impl Peer {
@@ -72,10 +74,16 @@ impl Peer {
             Ok(took)
         };
         let times = run(&load_file).and_then(|load| {
+            let replace = run(&replace_file)?;
+            let memory_mib = match self {
+                Peer::Nft => None,
+                Peer::Ipset => Some(ipset_memory_mib(&netns)?),
+            };
             Ok(PeerTimes {
                 peer: self,
                 load,
-                replace: run(&replace_file)?,
+                replace,
+                memory_mib,
             })
         });
         // The namespace goes with the link; ipset sets live in it too.
@@ -115,6 +123,22 @@ fn push_joined(text: &mut String, prefixes: &[IpNet]) {
         }
         let _ = write!(text, "{net}");
     }
+}
+
+/// What `ipset list -t` says the set takes in kernel memory, in the namespace `netns`.
+fn ipset_memory_mib(netns: &str) -> anyhow::Result<f64> {
+    let output = Command::new("nsenter")
+        .arg(netns)
+        .args(["ipset", "list", "-t", "allowlist_bench"])
+        .output()
+        .context("running ipset list")?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let bytes: f64 = listing
+        .lines()
+        .find_map(|line| line.strip_prefix("Size in memory:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .context("no size in `ipset list -t`")?;
+    Ok(bytes / (1024.0 * 1024.0))
 }
 
 /// A `hash:net` set of `prefixes`.

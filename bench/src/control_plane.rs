@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use allowlist_tests::daemon::{API_ADDR, Daemon, TempDir};
@@ -46,6 +48,8 @@ struct Round {
     /// /v1/enforcement and the acknowledgement while the slow readers hold their responses.
     readers_enforcement: f64,
     readers_ack: f64,
+    /// Kernel memory of every map the daemon pinned, after the replace.
+    kernel_mib: f64,
 }
 
 /// Every round of one size, for the daemon and its peers.
@@ -254,6 +258,7 @@ fn daemon_round(size: u32, old: &[IpNet], new: &[IpNet]) -> anyhow::Result<Round
     })?;
     round.replace = replace;
     (round.during_replace, round.probes) = probes;
+    round.kernel_mib = kernel_memory_mib(&state.pin_dir())?;
     round.peak_rss_mib = mib(daemon.peak_rss_kib());
 
     // Slow readers: each reads a little of a full listing, then stops reading.
@@ -291,6 +296,30 @@ fn daemon_round(size: u32, old: &[IpNet], new: &[IpNet]) -> anyhow::Result<Round
         "not enforcing after the restart"
     );
     Ok(round)
+}
+
+/// Kernel memory of every map pinned under `pin_dir` (any layout version), as `bpftool`
+/// reports it (`bytes_memlock`), in MiB.
+fn kernel_memory_mib(pin_dir: &Path) -> anyhow::Result<f64> {
+    let mut bytes = 0u64;
+    for layout in std::fs::read_dir(pin_dir).context("reading the pin directory")? {
+        let layout = layout?.path();
+        if !layout.is_dir() {
+            continue;
+        }
+        for pinned in std::fs::read_dir(layout)? {
+            let output = Command::new("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(pinned?.path())
+                .output()
+                .context("running bpftool")?;
+            // Links are pinned there too: bpftool refuses them as maps.
+            if let Ok(shown) = serde_json::from_slice::<serde_json::Value>(&output.stdout) {
+                bytes += shown["bytes_memlock"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok(bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The median of `samples`.
@@ -407,9 +436,10 @@ fn report(text: &mut String, sizes: &[Size]) -> anyhow::Result<()> {
     writeln!(
         text,
         "| entries | daemon load | nft load | ipset load | daemon replace | nft replace | ipset \
-         replace | faster than both (load, replace) |"
+         replace | faster than both (load, replace) | kernel memory after the replace: daemon \
+         / ipset (MiB) |"
     )?;
-    writeln!(text, "|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(text, "|---:|---:|---:|---:|---:|---:|---:|---|---:|")?;
     for s in sizes {
         let r = &s.rounds;
         let of = |peer: Peer| s.peers.iter().filter(move |p| p.peer == peer);
@@ -419,9 +449,11 @@ fn report(text: &mut String, sizes: &[Size]) -> anyhow::Result<()> {
         let ipset_load = spread(of(Peer::Ipset).map(|p| p.load), 1.0, 2);
         let nft_replace = spread(of(Peer::Nft).map(|p| p.replace), 1.0, 2);
         let ipset_replace = spread(of(Peer::Ipset).map(|p| p.replace), 1.0, 2);
+        let memory = spread(r.iter().map(|r| r.kernel_mib), 1.0, 0);
+        let ipset_memory = spread(of(Peer::Ipset).filter_map(|p| p.memory_mib), 1.0, 1);
         writeln!(
             text,
-            "| {} | {} | {} | {} | {} | {} | {} | {}, {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}, {} | {} / {} |",
             s.size,
             load.1,
             nft_load.1,
@@ -431,6 +463,8 @@ fn report(text: &mut String, sizes: &[Size]) -> anyhow::Result<()> {
             ipset_replace.1,
             verdict(load.0 < nft_load.0.min(ipset_load.0)),
             verdict(replace.0 < nft_replace.0.min(ipset_replace.0)),
+            memory.1,
+            ipset_memory.1,
         )?;
     }
     targets(text, sizes)
@@ -483,6 +517,18 @@ fn targets(text: &mut String, sizes: &[Size]) -> anyhow::Result<()> {
             med(s, |r| r.peak_rss_mib),
             "MiB",
             400.0,
+        )?;
+        let ipset_memory: Vec<f64> = s.peers.iter().filter_map(|p| p.memory_mib).collect();
+        let ipset_memory = median(ipset_memory);
+        row(
+            &format!(
+                "kernel memory of every map after the 1M replace ≤ 2x ipset's set of the same \
+                 prefixes ({:.1} MiB, same run)",
+                ipset_memory
+            ),
+            med(s, |r| r.kernel_mib),
+            "MiB",
+            2.0 * ipset_memory,
         )?;
         row(
             "restart with 1M entries to healthy and enforcing ≤ 3 s",

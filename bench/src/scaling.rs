@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use allowlist_common::Mode;
 use allowlist_common::bench::BENCH_LOOPS;
-use allowlist_daemon::dataplane::{Dataplane, Replies};
+use allowlist_daemon::dataplane::{Dataplane, Replies, VariedRun};
 use allowlist_daemon::policy::Policy;
 use allowlist_tests::frames::udp_frame;
 use anyhow::Context as _;
@@ -38,6 +38,8 @@ pub struct Scaling {
     pub repeated: [f64; 4],
     /// As `varied`, through the LPM tries alone (the baseline).
     trie: [f64; 4],
+    /// As `varied`, without counting the hit on the rule found.
+    unhit: [f64; 4],
     /// The policy's IPv4 prefixes as addresses, for xdp-filter (which holds exact ones).
     pub v4_addresses: Vec<Ipv4Addr>,
 }
@@ -113,15 +115,26 @@ fn scaling(size: u32) -> anyhow::Result<Scaling> {
     let mut floor = Vec::new();
     let mut varied: [Vec<f64>; 4] = Default::default();
     let mut trie: [Vec<f64>; 4] = Default::default();
+    let mut unhit: [Vec<f64>; 4] = Default::default();
     let mut repeated: [Vec<Duration>; 4] = Default::default();
     for _ in 0..SCALING_RUNS {
         floor.push(dataplane.bench_floor(&floor_frame, REPEAT)?);
         for (case, sources) in cases.iter().enumerate() {
             let expected = if case % 2 == 0 { BENCH_LOOPS as u64 } else { 0 };
             dataplane.bench_sources(sources)?;
-            let (without, _) = dataplane.bench_varied(false, false, VARIED_REPEAT)?;
-            for trie_alone in [false, true] {
-                let (with, found) = dataplane.bench_varied(true, trie_alone, VARIED_REPEAT)?;
+            let draw_only = VariedRun {
+                lookups: false,
+                trie: false,
+                hits: false,
+            };
+            let (without, _) = dataplane.bench_varied(draw_only, VARIED_REPEAT)?;
+            for (trie_alone, hits) in [(false, true), (true, true), (false, false)] {
+                let how = VariedRun {
+                    lookups: true,
+                    trie: trie_alone,
+                    hits,
+                };
+                let (with, found) = dataplane.bench_varied(how, VARIED_REPEAT)?;
                 anyhow::ensure!(
                     found == expected,
                     "the varied-source run found {found} of {BENCH_LOOPS} sources, expected \
@@ -129,10 +142,10 @@ fn scaling(size: u32) -> anyhow::Result<Scaling> {
                 );
                 let per_lookup =
                     (with.as_nanos() as f64 - without.as_nanos() as f64) / f64::from(BENCH_LOOPS);
-                let samples = if trie_alone {
-                    &mut trie[case]
-                } else {
-                    &mut varied[case]
+                let samples = match (trie_alone, hits) {
+                    (true, _) => &mut trie[case],
+                    (false, true) => &mut varied[case],
+                    (false, false) => &mut unhit[case],
                 };
                 samples.push(per_lookup.max(0.0));
             }
@@ -149,6 +162,7 @@ fn scaling(size: u32) -> anyhow::Result<Scaling> {
         varied: varied.map(median_f),
         repeated: repeated.map(median),
         trie: trie.map(median_f),
+        unhit: unhit.map(median_f),
         v4_addresses: v4
             .iter()
             .filter_map(|net| match net {
@@ -279,6 +293,25 @@ fn scaling_report(text: &mut String, results: &[Scaling]) -> anyhow::Result<()> 
          sources and a table of 1M prefixes those lines outgrow the core's 1 MiB L2. The \
          floor is the kernel's test run of a program that touches no memory."
     )?;
+    writeln!(text, "\n### Where an allowed source's time goes\n")?;
+    writeln!(
+        text,
+        "The same runs of the range tables without counting the hit on the rule found (the \
+         program counts every allowed packet on its rule, in a per-CPU array of every rule): \
+         ns with the count → without it.\n"
+    )?;
+    writeln!(
+        text,
+        "| prefixes per family | IPv4 allowed | IPv6 allowed |"
+    )?;
+    writeln!(text, "|---:|---:|---:|")?;
+    for r in results {
+        writeln!(
+            text,
+            "| {} | {:.0} → {:.0} | {:.0} → {:.0} |",
+            r.size, r.varied[0], r.unhit[0], r.varied[2], r.unhit[2]
+        )?;
+    }
     writeln!(text, "\n### The range tables beside the tries alone\n")?;
     writeln!(
         text,

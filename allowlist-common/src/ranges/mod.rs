@@ -4,7 +4,9 @@
 //!
 //! A policy's prefixes cut the address space into ranges, each covered by one longest
 //! prefix (its rule) or by none. A table keeps those ranges by 16 bits of the address (its
-//! bucket), each bucket one cache line ([`RangeBucket`]): which of its 256 blocks (the next
+//! bucket). A summary of one bit per bucket (8 KiB, in a core's first-level cache) says
+//! whether the bucket holds an allowed address at all: a denied source from an empty bucket
+//! ends there. Each bucket is one cache line ([`RangeBucket`]): which of its 256 blocks (the next
 //! 8 bits) hold an allowed address at all (a denied source elsewhere ends after this one
 //! read, the common case of a flood), then either the rule of a bucket inside one range, or
 //! where the bucket's ranges start in the family's shared arrays (searched by halving) and
@@ -25,6 +27,15 @@ use crate::RuleId;
 pub const GLOBAL_RANGE_CAPACITY: &str = "RANGE_CAPACITY";
 /// Buckets per generation and family: one per value of 16 bits of an address.
 pub const BUCKET_COUNT: u32 = 1 << 16;
+/// Words of one generation's summary: a bit per bucket, bucket `b` in bit `b % 64` of word
+/// `b / 64`, set when the bucket holds an allowed address.
+pub const SUMMARY_WORDS: u32 = BUCKET_COUNT / 64;
+
+/// Whether `bucket` may hold an allowed address, given its word of a summary.
+#[inline(always)]
+pub const fn summary_allows(word: u64, bucket: u32) -> bool {
+    word >> (bucket % 64) & 1 != 0
+}
 /// The rule of a range no prefix covers.
 pub const NO_RULE: RuleId = RuleId::MAX;
 

@@ -3,12 +3,15 @@
 //! shared arrays: the low 16 bits of each range's first address, four to a word, and each
 //! range's rule, two to a word.
 
-use super::{RangeBucket, rule_in_word, some_rule};
+use super::{RangeBucket, rule_in_word, some_rule, summary_allows};
 use crate::RuleId;
 
 /// Name of the bucket array: [`BUCKET_COUNT`](super::BUCKET_COUNT) [`RangeBucket`]s per
 /// generation.
 pub const MAP_V4_BUCKETS: &str = "V4_BUCKETS";
+/// Name of the summary array: [`SUMMARY_WORDS`](super::SUMMARY_WORDS) words per
+/// generation.
+pub const MAP_V4_SUMMARY: &str = "V4_SUMMARY";
 /// Name of the range start array: per generation, the low 16 bits of each range's first
 /// address, four to a word (range `i` in bits `16 * (i % 4)` of word `i / 4`).
 pub const MAP_V4_STARTS: &str = "V4_STARTS";
@@ -24,6 +27,8 @@ pub const V4_SEARCH_STEPS: u32 = 17;
 
 /// Reads one generation of the IPv4 range table (indexes within the generation's region).
 pub trait V4Words {
+    /// Word `word` of [`MAP_V4_SUMMARY`].
+    fn summary(&self, word: u32) -> Option<u64>;
     /// Bucket `bucket` of [`MAP_V4_BUCKETS`].
     fn bucket(&self, bucket: u32) -> Option<&RangeBucket>;
     /// Word `word` of [`MAP_V4_STARTS`].
@@ -42,7 +47,11 @@ fn range_start(table: &impl V4Words, range: u32) -> Option<u16> {
 /// The rule of the longest prefix covering the IPv4 address `addr` (host order), if any.
 #[inline(always)]
 pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
-    let bucket = table.bucket(addr >> 16)?;
+    let index = addr >> 16;
+    if !summary_allows(table.summary(index / 64)?, index) {
+        return None;
+    }
+    let bucket = table.bucket(index)?;
     let low = addr as u16;
     if !bucket.covers(u32::from(low >> 8)) {
         return None;
@@ -91,6 +100,9 @@ mod tests {
     }
 
     impl V4Words for Table {
+        fn summary(&self, _word: u32) -> Option<u64> {
+            Some(u64::MAX)
+        }
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
             self.buckets.get(bucket as usize)
         }

@@ -5,11 +5,14 @@
 //! prefix and blocks the next 8. Buckets list their ranges in the shared arrays: each
 //! range's first address, whole, and its rule, two to a word.
 
-use super::{RangeBucket, rule_in_word, some_rule};
+use super::{RangeBucket, rule_in_word, some_rule, summary_allows};
 use crate::RuleId;
 
 /// Name of the bucket array: [`super::BUCKET_COUNT`] [`RangeBucket`]s per generation.
 pub const MAP_V6_BUCKETS: &str = "V6_BUCKETS";
+/// Name of the summary array: [`SUMMARY_WORDS`](super::SUMMARY_WORDS) words per
+/// generation.
+pub const MAP_V6_SUMMARY: &str = "V6_SUMMARY";
 /// Name of the range start array: per generation, each range's first address as two
 /// host-order words (the high 64 bits first).
 pub const MAP_V6_STARTS: &str = "V6_STARTS";
@@ -48,6 +51,8 @@ pub struct V6Header {
 pub trait V6Tables {
     /// The generation's [`V6Header`].
     fn header(&self) -> Option<&V6Header>;
+    /// Word `word` of [`MAP_V6_SUMMARY`].
+    fn summary(&self, word: u32) -> Option<u64>;
     /// Bucket `bucket` of [`MAP_V6_BUCKETS`].
     fn bucket(&self, bucket: u32) -> Option<&RangeBucket>;
     /// The first address of range `range` ([`MAP_V6_STARTS`]).
@@ -100,6 +105,9 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
         }
     }
     let index = (bits_from(addr, region_bits) >> 40) as u32;
+    if !summary_allows(table.summary(index >> 14)?, index >> 8) {
+        return None;
+    }
     let bucket = table.bucket(index >> 8)?;
     if !bucket.covers(index & 0xff) {
         return None;
@@ -153,6 +161,9 @@ mod tests {
     impl V6Tables for Table {
         fn header(&self) -> Option<&V6Header> {
             Some(&self.header)
+        }
+        fn summary(&self, _word: u32) -> Option<u64> {
+            Some(u64::MAX)
         }
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
             self.buckets.get(bucket as usize)

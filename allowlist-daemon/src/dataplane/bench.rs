@@ -18,6 +18,17 @@ use super::error::{DataplaneError, map_error, program_error};
 use super::load::{program, program_mut};
 use super::test_run::test_run_options;
 
+/// What a varied-source run of [`Dataplane::bench_varied`] does with each source.
+#[derive(Debug, Clone, Copy)]
+pub struct VariedRun {
+    /// Look it up at all (else only draw it: the loop's own cost).
+    pub lookups: bool,
+    /// In the baseline tries rather than the range tables.
+    pub trie: bool,
+    /// Count the hit on the rule found.
+    pub hits: bool,
+}
+
 impl Dataplane {
     /// As [`Dataplane::load`], with the benchmark's programs loaded too (see
     /// [`Dataplane::bench_floor`] and [`Dataplane::bench_varied`]).
@@ -88,18 +99,18 @@ impl Dataplane {
 
     /// Runs the varied-source program `repeat` times: each run looks up (or, without
     /// `lookups`, only draws) [`allowlist_common::bench::BENCH_LOOPS`] sources drawn at
-    /// random from those [`Dataplane::bench_sources`] set, in the policy in force; IPv4
-    /// sources in the trie alone when `trie` (the baseline), else as the program does.
-    /// Returns the kernel's mean time per run and how many sources of the last run the
-    /// policy allowed.
+    /// random from those [`Dataplane::bench_sources`] set, in the policy in force: in the
+    /// tries alone when `how.trie` (the baseline), else as the program does, counting the
+    /// hit on the rule found when `how.hits` (as the program does). Returns the kernel's
+    /// mean time per run and how many sources of the last run the policy allowed.
     pub fn bench_varied(
         &mut self,
-        lookups: bool,
-        trie: bool,
+        how: VariedRun,
         repeat: u32,
     ) -> Result<(Duration, u64), DataplaneError> {
-        self.bench_setup(1, u32::from(lookups))?;
-        self.bench_setup(2, u32::from(trie))?;
+        self.bench_setup(1, u32::from(how.lookups))?;
+        self.bench_setup(2, u32::from(how.trie))?;
+        self.bench_setup(3, u32::from(how.hits))?;
         let frame = [0u8; 64];
         let duration = program::<Xdp>(&self.ebpf, BENCH_VARIED_PROGRAM)?
             .test_run(test_run_options(&frame, repeat))

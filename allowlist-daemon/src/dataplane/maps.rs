@@ -4,11 +4,11 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
 };
-use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS};
+use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, MAP_V4_SUMMARY};
 use allowlist_common::ranges::v6::{
-    MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, V6Header, V6Words,
+    MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY, V6Header, V6Words,
 };
-use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, range_capacity};
+use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS, range_capacity};
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
     MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
@@ -21,7 +21,7 @@ use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray};
 use super::error::{DataplaneError, map_error};
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 18] = [
+pub(super) const MAP_NAMES: [&str; 20] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -32,10 +32,12 @@ pub(super) const MAP_NAMES: [&str; 18] = [
     MAP_RULE_HITS,
     MAP_FLOWS,
     MAP_PROTECTED_PORTS,
+    MAP_V4_SUMMARY,
     MAP_V4_BUCKETS,
     MAP_V4_STARTS,
     MAP_V4_RULES,
     MAP_V6_HEADERS,
+    MAP_V6_SUMMARY,
     MAP_V6_BUCKETS,
     MAP_V6_STARTS,
     MAP_V6_RULES,
@@ -68,6 +70,8 @@ pub(super) struct Maps {
     pub(super) config_slot: Array<MapData, u32>,
     /// What each generation holds.
     pub(super) generation_records: Array<MapData, GenerationRecord>,
+    /// The IPv4 range table's summaries, every generation.
+    pub(super) v4_summary: Array<MapData, u64>,
     /// The IPv4 range table's buckets, every generation.
     pub(super) v4_buckets: Array<MapData, RangeBucket>,
     /// The IPv4 range table's range starts, every generation.
@@ -76,6 +80,8 @@ pub(super) struct Maps {
     pub(super) v4_rules: Array<MapData, u64>,
     /// The IPv6 range table's headers, one per generation.
     pub(super) v6_headers: Array<MapData, V6Header>,
+    /// The IPv6 range table's summaries, every generation.
+    pub(super) v6_summary: Array<MapData, u64>,
     /// The IPv6 range table's buckets, every generation.
     pub(super) v6_buckets: Array<MapData, RangeBucket>,
     /// The IPv6 range table's range starts, every generation.
@@ -107,10 +113,12 @@ impl Maps {
             config: take(ebpf, MAP_CONFIG)?,
             config_slot: take(ebpf, MAP_CONFIG_SLOT)?,
             generation_records: take(ebpf, MAP_GENERATION_RECORDS)?,
+            v4_summary: take(ebpf, MAP_V4_SUMMARY)?,
             v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
             v4_starts: take(ebpf, MAP_V4_STARTS)?,
             v4_rules: take(ebpf, MAP_V4_RULES)?,
             v6_headers: take(ebpf, MAP_V6_HEADERS)?,
+            v6_summary: take(ebpf, MAP_V6_SUMMARY)?,
             v6_buckets: take(ebpf, MAP_V6_BUCKETS)?,
             v6_starts: take(ebpf, MAP_V6_STARTS)?,
             v6_rules: take(ebpf, MAP_V6_RULES)?,
@@ -164,7 +172,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 pub(super) fn expected_layouts(
     max_rules: u32,
     max_flows: u32,
-) -> Result<[MapLayout; 18], DataplaneError> {
+) -> Result<[MapLayout; 20], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -224,6 +232,20 @@ pub(super) fn expected_layouts(
             4,
             8,
             GENERATIONS * PROTECTED_PORT_WORDS,
+        ),
+        layout(
+            MAP_V4_SUMMARY,
+            MapType::Array,
+            4,
+            8,
+            GENERATIONS * SUMMARY_WORDS,
+        ),
+        layout(
+            MAP_V6_SUMMARY,
+            MapType::Array,
+            4,
+            8,
+            GENERATIONS * SUMMARY_WORDS,
         ),
         layout(
             MAP_V4_BUCKETS,

@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use allowlist_common::{Config, GENERATIONS, PROTECTED_PORT_WORDS};
 use aya::Ebpf;
 
+#[cfg(feature = "bench")]
+pub use bench::VariedRun;
 pub use error::{AdoptError, DataplaneError};
 pub use links::Attachment;
 pub use readings::{Readings, RuleTable};

@@ -6,9 +6,11 @@ mod points;
 mod v4;
 mod v6;
 
-use allowlist_common::ranges::BUCKET_COUNT;
-use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS};
-use allowlist_common::ranges::v6::{MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS};
+use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, MAP_V4_SUMMARY};
+use allowlist_common::ranges::v6::{
+    MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY,
+};
+use allowlist_common::ranges::{BUCKET_COUNT, SUMMARY_WORDS};
 use aya::Pod;
 use aya::maps::{IterableMap as _, MapData};
 
@@ -59,7 +61,9 @@ impl Dataplane {
         }
         let g = generation as usize;
         let buckets = g * BUCKET_COUNT as usize;
+        let summary = g * SUMMARY_WORDS as usize;
         let maps = &self.maps;
+        copy_region(maps.v4_summary.map(), MAP_V4_SUMMARY, summary, &v4.summary)?;
         copy_region(maps.v4_buckets.map(), MAP_V4_BUCKETS, buckets, &v4.buckets)?;
         copy_region(
             maps.v4_starts.map(),
@@ -74,6 +78,7 @@ impl Dataplane {
             &v4.rules,
         )?;
         copy_region(maps.v6_headers.map(), MAP_V6_HEADERS, g, &[v6.header])?;
+        copy_region(maps.v6_summary.map(), MAP_V6_SUMMARY, summary, &v6.summary)?;
         copy_region(maps.v6_buckets.map(), MAP_V6_BUCKETS, buckets, &v6.buckets)?;
         copy_region(
             maps.v6_starts.map(),

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::NO_RULE;
+use allowlist_common::ranges::{NO_RULE, RangeBucket};
 
 /// An address as a number: `u64` holds IPv4 (and the address after the last), `u128` IPv6.
 pub(super) trait Position: Copy + Ord + Default {
@@ -64,6 +64,17 @@ pub(super) fn change_points<P: Position>(mut prefixes: Vec<(P, P, RuleId)>) -> V
         emit(top_end.next(), open.last().map_or(NO_RULE, |top| top.1));
     }
     points
+}
+
+/// The summary of `buckets`: a bit per bucket that holds an allowed address.
+pub(super) fn summary_of(buckets: &[RangeBucket]) -> Vec<u64> {
+    let mut summary = vec![0u64; buckets.len().div_ceil(64)];
+    for (index, bucket) in buckets.iter().enumerate() {
+        if bucket.covered != [0; 4] {
+            summary[index / 64] |= 1 << (index % 64);
+        }
+    }
+    summary
 }
 
 /// Packs `values` of `bits` bits each into words, the first in the low bits.

@@ -7,7 +7,7 @@ use allowlist_common::ranges::v4::{V4_INLINE_RANGES, V4Words};
 use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
 use ipnet::IpNet;
 
-use super::points::{change_points, pack};
+use super::points::{change_points, pack, summary_of};
 use crate::policy::Policy;
 
 /// Addresses per bucket: those sharing their top 16 bits.
@@ -16,6 +16,8 @@ const BUCKET_SPAN: u64 = 1 << 16;
 /// One generation of the IPv4 range maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct V4Table {
+    /// A bit per bucket that holds an allowed address.
+    pub(super) summary: Vec<u64>,
     /// [`BUCKET_COUNT`] buckets.
     pub(super) buckets: Vec<RangeBucket>,
     /// Starts of the ranges of buckets too full to hold them, four to a word.
@@ -121,6 +123,7 @@ impl V4Table {
             });
         }
         V4Table {
+            summary: summary_of(&buckets),
             buckets,
             starts: pack(starts.iter().map(|s| u64::from(*s)), 16),
             rules: pack(rules.iter().map(|r| u64::from(*r)), 32),
@@ -130,6 +133,10 @@ impl V4Table {
 }
 
 impl V4Words for V4Table {
+    fn summary(&self, word: u32) -> Option<u64> {
+        self.summary.get(word as usize).copied()
+    }
+
     fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
         self.buckets.get(bucket as usize)
     }

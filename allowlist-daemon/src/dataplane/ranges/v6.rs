@@ -7,7 +7,7 @@ use allowlist_common::ranges::v6::{V6_MAX_REGION_BITS, V6Header, V6Tables, V6Wor
 use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
 use ipnet::IpNet;
 
-use super::points::{change_points, pack};
+use super::points::{change_points, pack, summary_of};
 use crate::policy::Policy;
 
 /// One generation of the IPv6 range maps.
@@ -15,6 +15,8 @@ use crate::policy::Policy;
 pub(super) struct V6Table {
     /// Where the policy lives.
     pub(super) header: V6Header,
+    /// A bit per bucket that holds an allowed address.
+    pub(super) summary: Vec<u64>,
     /// [`BUCKET_COUNT`] buckets.
     pub(super) buckets: Vec<RangeBucket>,
     /// Each listed range's first address.
@@ -135,6 +137,7 @@ impl V6Table {
         }
         V6Table {
             header,
+            summary: summary_of(&buckets),
             buckets,
             starts,
             rules: pack(rules.iter().map(|r| u64::from(*r)), 32),
@@ -150,6 +153,10 @@ impl V6Table {
 impl V6Tables for V6Table {
     fn header(&self) -> Option<&V6Header> {
         Some(&self.header)
+    }
+
+    fn summary(&self, word: u32) -> Option<u64> {
+        self.summary.get(word as usize).copied()
     }
 
     fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
