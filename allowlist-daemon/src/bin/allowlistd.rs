@@ -11,7 +11,7 @@ use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
-use allowlist_daemon::service::{Service, Usage, kernel_rule_capacity, load_state};
+use allowlist_daemon::service::{Service, Usage, kernel_capacity, load_state};
 use allowlist_daemon::store::Store;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -112,12 +112,8 @@ async fn run() -> anyhow::Result<()> {
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
     }
-    let dataplane = Dataplane::open(
-        &config.pin_dir,
-        kernel_rule_capacity(&config),
-        config.max_flows,
-    )
-    .context("loading the XDP program")?;
+    let dataplane = Dataplane::open(&config.pin_dir, kernel_capacity(&config))
+        .context("loading the XDP program")?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "program loaded, generation records read"

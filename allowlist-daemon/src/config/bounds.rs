@@ -15,7 +15,8 @@ pub const ACK_MAX_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const ACK_WINDOW_MIN: Duration = Duration::from_secs(1);
 /// The most entries: at load the kernel allocates the hit counters of two rules per entry
 /// for every possible CPU (32 bytes per entry and CPU): 64 MiB per CPU at this bound, 4 GiB
-/// on a host of 64 CPUs. (Start-up took 0.13 s at this bound on 2 CPUs.)
+/// on a host of 64 CPUs; and three generations of range tables with room for every entry in
+/// either family (about 160 bytes per entry and 29 MiB): 350 MiB at this bound.
 pub const MAX_ENTRIES_MAX: usize = 1 << 21;
 /// The most flows remembered for replies: the kernel preallocates them (about 100 bytes
 /// each, 0.9 s to load this bound, 2.7 s for 16M).
@@ -117,7 +118,8 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
         1,
         MAX_ENTRIES_MAX,
         " (at load the kernel allocates 32 bytes per entry for every possible CPU for hit \
-         counters: 64 MiB per CPU at the bound)",
+         counters, 64 MiB per CPU at the bound, and about 160 bytes per entry for the range \
+         tables, 350 MiB at the bound)",
     )?;
     check_count(
         "--max-flows",

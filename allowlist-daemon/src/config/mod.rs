@@ -195,8 +195,9 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_lists: Option<usize>,
 
-    /// Most entries over all allowlists, at most 2097152. Each entry reserves 32 bytes of
-    /// kernel memory per CPU for hit counters, allocated at load [default: 262144].
+    /// Most entries over all allowlists, at most 2097152. Each entry reserves kernel memory,
+    /// allocated at load: 32 bytes per CPU for hit counters and about 160 bytes for the
+    /// range tables [default: 262144].
     #[arg(long, value_name = "N")]
     pub max_entries: Option<usize>,
 

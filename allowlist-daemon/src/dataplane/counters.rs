@@ -65,7 +65,7 @@ impl Dataplane {
     /// next entry given one starts from zero. Written as memory, a window of each CPU's
     /// region at a time.
     pub fn reset_rule_hits(&mut self, rules: &[RuleId]) -> Result<(), DataplaneError> {
-        if let Some(rule) = rules.iter().find(|rule| **rule >= self.max_rules) {
+        if let Some(rule) = rules.iter().find(|rule| **rule >= self.capacity.rules) {
             self.check_rule(*rule)?;
         }
         let mut rules = rules.to_vec();
@@ -78,7 +78,7 @@ impl Dataplane {
         each_rule_window(
             self.maps.rule_hits.map(),
             cpus,
-            self.max_rules,
+            self.capacity.rules,
             lowest as usize..highest as usize + 1,
             Access::ReadWrite,
             |first, window| {
@@ -93,10 +93,10 @@ impl Dataplane {
     }
 
     fn check_rule(&self, rule: RuleId) -> Result<(), DataplaneError> {
-        if rule >= self.max_rules {
+        if rule >= self.capacity.rules {
             return Err(DataplaneError::RuleOutOfRange {
                 rule,
-                capacity: self.max_rules,
+                capacity: self.capacity.rules,
             });
         }
         Ok(())

@@ -271,19 +271,22 @@ impl Dataplane {
 
     /// Refuses a policy that does not fit one generation.
     fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
-        if let Some((_, rule)) = policy.iter().find(|(_, rule)| **rule >= self.max_rules) {
+        if let Some((_, rule)) = policy
+            .iter()
+            .find(|(_, rule)| **rule >= self.capacity.rules)
+        {
             return Err(DataplaneError::RuleOutOfRange {
                 rule: *rule,
-                capacity: self.max_rules,
+                capacity: self.capacity.rules,
             });
         }
         let (v4, v6) = policy.len_by_family();
         for (family, needed) in [(4, v4), (6, v6)] {
-            if needed > self.max_rules as usize {
+            if needed > self.capacity.prefixes as usize {
                 return Err(DataplaneError::CapacityExceeded {
                     family,
                     needed,
-                    capacity: self.max_rules,
+                    capacity: self.capacity.prefixes,
                 });
             }
         }

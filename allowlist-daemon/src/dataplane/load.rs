@@ -12,34 +12,35 @@ use aya::{Ebpf, EbpfLoader};
 use super::error::{DataplaneError, program_error};
 use super::maps::{MAP_NAMES, rule_hits_len, rules_len, v4_starts_len, v6_starts_len};
 use super::pins::Pins;
+use super::types::Capacity;
 
 /// The eBPF object built from `allowlist-ebpf` by the build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
 
-/// Loads the object with room for `max_rules` prefixes per family and policy and
-/// `max_flows` flows, its maps pinned in `pins` (reusing maps pinned there), and loads the
+/// Loads the object with maps of `capacity`, pinned in `pins` (reusing maps pinned there), and loads the
 /// XDP and egress programs into the kernel.
-pub(super) fn load_object(
-    pins: Option<&Pins>,
-    max_rules: u32,
-    max_flows: u32,
-) -> Result<Ebpf, DataplaneError> {
-    let range_capacity = range_capacity(max_rules);
+pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebpf, DataplaneError> {
+    let Capacity {
+        rules,
+        prefixes,
+        flows,
+    } = capacity;
+    let range_capacity = range_capacity(prefixes);
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(MAP_RULE_HITS, rule_hits_len(max_rules)?)
-        .override_global(GLOBAL_RULE_CAPACITY, &max_rules, true)
-        .map_max_entries(MAP_V4_STARTS, v4_starts_len(max_rules))
-        .map_max_entries(MAP_V4_RULES, rules_len(max_rules))
-        .map_max_entries(MAP_V6_STARTS, v6_starts_len(max_rules))
-        .map_max_entries(MAP_V6_RULES, rules_len(max_rules))
+        .map_max_entries(MAP_RULE_HITS, rule_hits_len(rules)?)
+        .override_global(GLOBAL_RULE_CAPACITY, &rules, true)
+        .map_max_entries(MAP_V4_STARTS, v4_starts_len(prefixes))
+        .map_max_entries(MAP_V4_RULES, rules_len(prefixes))
+        .map_max_entries(MAP_V6_STARTS, v6_starts_len(prefixes))
+        .map_max_entries(MAP_V6_RULES, rules_len(prefixes))
         .override_global(GLOBAL_RANGE_CAPACITY, &range_capacity, true)
-        .map_max_entries(MAP_FLOWS, max_flows);
+        .map_max_entries(MAP_FLOWS, flows);
     // The benchmark's baseline tries hold the policy in force.
     #[cfg(feature = "bench")]
     loader
-        .map_max_entries("BENCH_TRIE_V4", max_rules.max(1))
-        .map_max_entries("BENCH_TRIE_V6", max_rules.max(1));
+        .map_max_entries("BENCH_TRIE_V4", prefixes.max(1))
+        .map_max_entries("BENCH_TRIE_V6", prefixes.max(1));
     if let Some(pins) = pins {
         for name in MAP_NAMES {
             loader.map_pin_path(name, pins.dir.join(name));

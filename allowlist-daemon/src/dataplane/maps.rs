@@ -19,6 +19,7 @@ use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray};
 
 use super::error::{DataplaneError, map_error};
+use super::types::Capacity;
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
 pub(super) const MAP_NAMES: [&str; 20] = [
@@ -44,22 +45,22 @@ pub(super) const MAP_NAMES: [&str; 20] = [
     MAP_FLOW_FILTER,
 ];
 
-/// Words of the IPv4 range start array: a region of [`range_capacity`] ranges per
-/// generation, four to a word.
-pub(super) fn v4_starts_len(max_rules: u32) -> u32 {
-    (range_capacity(max_rules) / 4).saturating_mul(GENERATIONS)
+/// Words of the IPv4 range start array for policies of up to `prefixes` prefixes: a region
+/// of [`range_capacity`] ranges per generation, four to a word.
+pub(super) fn v4_starts_len(prefixes: u32) -> u32 {
+    (range_capacity(prefixes) / 4).saturating_mul(GENERATIONS)
 }
 
 /// Words of either family's range rule array: a region of [`range_capacity`] ranges per
 /// generation, two to a word.
-pub(super) fn rules_len(max_rules: u32) -> u32 {
-    (range_capacity(max_rules) / 2).saturating_mul(GENERATIONS)
+pub(super) fn rules_len(prefixes: u32) -> u32 {
+    (range_capacity(prefixes) / 2).saturating_mul(GENERATIONS)
 }
 
 /// Elements of the IPv6 range start array: a region of [`range_capacity`] ranges per
 /// generation.
-pub(super) fn v6_starts_len(max_rules: u32) -> u32 {
-    range_capacity(max_rules).saturating_mul(GENERATIONS)
+pub(super) fn v6_starts_len(prefixes: u32) -> u32 {
+    range_capacity(prefixes).saturating_mul(GENERATIONS)
 }
 
 /// The typed handles of every map.
@@ -168,11 +169,8 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
         })
 }
 
-/// The layout of every map for these capacities.
-pub(super) fn expected_layouts(
-    max_rules: u32,
-    max_flows: u32,
-) -> Result<[MapLayout; 20], DataplaneError> {
+/// The layout of every map for `capacity`.
+pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 20], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -217,14 +215,14 @@ pub(super) fn expected_layouts(
             MapType::Array,
             4,
             size_of::<RuleUsage>(),
-            rule_hits_len(max_rules)?,
+            rule_hits_len(capacity.rules)?,
         ),
         layout(
             MAP_FLOWS,
             MapType::LruHash,
             size_of::<FlowKey>(),
             size_of::<FlowState>(),
-            max_flows,
+            capacity.flows,
         ),
         layout(
             MAP_PROTECTED_PORTS,
@@ -273,17 +271,29 @@ pub(super) fn expected_layouts(
             MapType::Array,
             4,
             size_of::<V6Words>(),
-            v6_starts_len(max_rules),
+            v6_starts_len(capacity.prefixes),
         ),
-        layout(MAP_V6_RULES, MapType::Array, 4, 8, rules_len(max_rules)),
+        layout(
+            MAP_V6_RULES,
+            MapType::Array,
+            4,
+            8,
+            rules_len(capacity.prefixes),
+        ),
         layout(
             MAP_V4_STARTS,
             MapType::Array,
             4,
             8,
-            v4_starts_len(max_rules),
+            v4_starts_len(capacity.prefixes),
         ),
-        layout(MAP_V4_RULES, MapType::Array, 4, 8, rules_len(max_rules)),
+        layout(
+            MAP_V4_RULES,
+            MapType::Array,
+            4,
+            8,
+            rules_len(capacity.prefixes),
+        ),
         layout(
             MAP_FLOW_FILTER,
             MapType::Array,

@@ -39,8 +39,8 @@ pub use links::Attachment;
 pub use readings::{Readings, RuleTable};
 pub use sys::BatchError;
 pub use types::{
-    AttachMode, AttachedMode, Counters, Enforced, Enforcement, FlowStats, FrameRun, KernelState,
-    Replies, RuleUse, SourceNoted, Verdict,
+    AttachMode, AttachedMode, Capacity, Counters, Enforced, Enforcement, FlowStats, FrameRun,
+    KernelState, Replies, RuleUse, SourceNoted, Verdict,
 };
 
 use generations::Generation;
@@ -64,8 +64,8 @@ pub struct Dataplane {
     slot: u32,
     /// The configuration in use.
     current: Config,
-    /// Prefixes per family and policy, and rule ids.
-    max_rules: u32,
+    /// What the maps have room for.
+    capacity: Capacity,
     /// Ranges per generation and family of the range tables.
     range_capacity: u32,
     /// Where maps and links are pinned; `None`: nowhere.
@@ -79,9 +79,9 @@ impl Dataplane {
     /// daemon are reused, policy, counters and flows included, when their layout matches;
     /// otherwise they are replaced, with a log line saying why. Links pinned there (or under
     /// another layout version) are taken over by [`Dataplane::attach`] without a gap.
-    pub fn open(pin_root: &Path, max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
-        let pins = Pins::prepare(pin_root, max_rules, max_flows)?;
-        let mut dataplane = Self::with_object(Some(pins), max_rules, max_flows)?;
+    pub fn open(pin_root: &Path, capacity: Capacity) -> Result<Self, DataplaneError> {
+        let pins = Pins::prepare(pin_root, capacity)?;
+        let mut dataplane = Self::with_object(Some(pins), capacity)?;
         dataplane.read_back()?;
         dataplane.renew_flow_filter()?;
         dataplane.tick_clock()?;
@@ -89,16 +89,12 @@ impl Dataplane {
     }
 
     /// The object loaded (its maps pinned in `pins`), nothing read back yet.
-    fn with_object(
-        pins: Option<Pins>,
-        max_rules: u32,
-        max_flows: u32,
-    ) -> Result<Self, DataplaneError> {
-        let mut ebpf = load::load_object(pins.as_ref(), max_rules, max_flows)?;
+    fn with_object(pins: Option<Pins>, capacity: Capacity) -> Result<Self, DataplaneError> {
+        let mut ebpf = load::load_object(pins.as_ref(), capacity)?;
         let maps = Maps::take(&mut ebpf)?;
         let slots = Slots::default();
         Ok(Self {
-            readings: Readings::new(&maps, slots.clone(), max_rules)?,
+            readings: Readings::new(&maps, slots.clone(), capacity.rules)?,
             maps,
             ebpf,
             slots,
@@ -106,8 +102,8 @@ impl Dataplane {
             generations: vec![Generation::default(); GENERATIONS as usize],
             slot: 0,
             current: Config::default(),
-            max_rules,
-            range_capacity: allowlist_common::ranges::range_capacity(max_rules),
+            capacity,
+            range_capacity: allowlist_common::ranges::range_capacity(capacity.prefixes),
             pins,
             attachments: Vec::new(),
         })

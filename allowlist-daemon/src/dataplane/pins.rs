@@ -9,6 +9,7 @@ use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use super::error::{DataplaneError, map_error};
 use super::maps::{MAP_NAMES, expected_layouts};
+use super::types::Capacity;
 
 /// The mount point of bpffs.
 const BPFFS: &str = "/sys/fs/bpf";
@@ -24,12 +25,8 @@ pub(super) struct Pins {
 impl Pins {
     /// Prepares `<pin_root>/v<LAYOUT_VERSION>` (mounting bpffs at `/sys/fs/bpf` if it is
     /// missing), notes other versions' directories as stale, and removes the map pins there
-    /// when they do not fit `max_rules` and `max_flows` (with a log line saying why).
-    pub(super) fn prepare(
-        pin_root: &Path,
-        max_rules: u32,
-        max_flows: u32,
-    ) -> Result<Pins, DataplaneError> {
+    /// when they do not fit `capacity` (with a log line saying why).
+    pub(super) fn prepare(pin_root: &Path, capacity: Capacity) -> Result<Pins, DataplaneError> {
         mount_bpffs_if_missing(pin_root)?;
         let dir = pin_root.join(format!("v{LAYOUT_VERSION}"));
         std::fs::create_dir_all(&dir).map_err(|source| DataplaneError::Pin {
@@ -48,7 +45,7 @@ impl Pins {
                 stale.push(entry);
             }
         }
-        if let Some(problem) = incompatible_pins(&dir, max_rules, max_flows)? {
+        if let Some(problem) = incompatible_pins(&dir, capacity)? {
             tracing::warn!(
                 path = %dir.display(),
                 problem,
@@ -96,12 +93,8 @@ pub(super) fn teardown(pin_root: &Path) -> Result<Vec<PathBuf>, DataplaneError> 
 }
 
 /// Why the maps pinned in `dir` cannot be reused with these capacities, if they cannot.
-fn incompatible_pins(
-    dir: &Path,
-    max_rules: u32,
-    max_flows: u32,
-) -> Result<Option<String>, DataplaneError> {
-    let expected = expected_layouts(max_rules, max_flows)?;
+fn incompatible_pins(dir: &Path, capacity: Capacity) -> Result<Option<String>, DataplaneError> {
+    let expected = expected_layouts(capacity)?;
     if !expected.iter().any(|layout| dir.join(layout.name).exists()) {
         return Ok(None);
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use super::Dataplane;
 use super::error::{DataplaneError, program_error};
 use super::load::program;
-use super::types::{Enforcement, FrameRun, Replies, Verdict};
+use super::types::{Capacity, Enforcement, FrameRun, Replies, Verdict};
 use crate::policy::{Policy, PortScope};
 
 /// Options for `repeat` runs (at least one) of a program on `frame`.
@@ -22,11 +22,17 @@ pub(super) fn test_run_options(frame: &[u8], repeat: u32) -> TestRunOptions<'_> 
 
 impl Dataplane {
     /// Loads the programs and creates their own maps, not pinned, with room for `max_rules`
-    /// prefixes per address family and policy and `max_flows` recorded flows. The program
+    /// rules and as many prefixes per address family and policy, and `max_flows` recorded
+    /// flows. The program
     /// starts in [`Mode::Off`] with an empty policy, replies passed with the default timeouts,
     /// no scopes, and is not attached; it is detached when dropped.
     pub fn load(max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
-        let mut dataplane = Self::with_object(None, max_rules, max_flows)?;
+        let capacity = Capacity {
+            rules: max_rules,
+            prefixes: max_rules,
+            flows: max_flows,
+        };
+        let mut dataplane = Self::with_object(None, capacity)?;
         dataplane.set_replies(Replies::default())?;
         dataplane.tick_clock()?;
         Ok(dataplane)

@@ -10,6 +10,18 @@ use allowlist_common::{Counter, Mode};
 
 use crate::policy::{Policy, PortScope};
 
+/// What the maps have room for, fixed when they are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Rule ids (hit counters): every entry, twice over (a replacement's old and new entries
+    /// side by side), and the always-allow prefixes.
+    pub rules: u32,
+    /// Prefixes of one family in one policy (a generation of the range tables).
+    pub prefixes: u32,
+    /// Flows remembered for replies.
+    pub flows: u32,
+}
+
 /// What the program enforces: a policy, the ports it protects, and the mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enforcement {

@@ -25,7 +25,7 @@ use crate::store::Store;
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
 pub use revert::SaveFailure;
-pub use setup::{kernel_rule_capacity, load_state, settings};
+pub use setup::{kernel_capacity, load_state, settings};
 pub use snapshot::{Published, Snapshot};
 pub use usage::{
     AlwaysAllowHits, EntryHits, FlowStatsView, ListHits, MAX_AGE, Stats, Top, TopSource, Usage,

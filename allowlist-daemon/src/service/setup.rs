@@ -8,6 +8,7 @@ use allowlist_common::RuleId;
 use time::OffsetDateTime;
 
 use crate::config::Config;
+use crate::dataplane::Capacity;
 use crate::model::{EntryId, Model, NewIds, Settings};
 use crate::store::{Store, StoreError};
 
@@ -18,8 +19,19 @@ pub(super) fn entry_rule_capacity(config: &Config) -> RuleId {
 }
 
 /// The number of rules the kernel maps need for `config`: entries, then always-allow.
-pub fn kernel_rule_capacity(config: &Config) -> u32 {
+fn kernel_rule_capacity(config: &Config) -> u32 {
     entry_rule_capacity(config).saturating_add(config.always_allow.len() as u32)
+}
+
+/// What the kernel maps need room for under `config`: its rules, policies of every entry and
+/// always-allow prefix (of one family), its flows.
+pub fn kernel_capacity(config: &Config) -> Capacity {
+    let prefixes = config.max_entries.saturating_add(config.always_allow.len());
+    Capacity {
+        rules: kernel_rule_capacity(config),
+        prefixes: u32::try_from(prefixes).unwrap_or(u32::MAX),
+        flows: config.max_flows,
+    }
 }
 
 /// The model's limits and windows under `config`.
