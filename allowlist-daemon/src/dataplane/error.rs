@@ -139,16 +139,12 @@ pub enum DataplaneError {
         /// The capacity chosen at load.
         capacity: u32,
     },
-    /// A policy's ranges of one family do not fit a generation of the range table.
-    #[error(
-        "the policy's prefixes make {ranges} ranges of one family, but a generation of the \
-         range table holds {capacity}"
-    )]
-    RangesExceeded {
-        /// Ranges the policy makes.
-        ranges: usize,
-        /// Ranges a generation holds.
-        capacity: u32,
+    /// A table has more elements for a map than a generation's region of it holds (a
+    /// policy within the capacity never does).
+    #[error("the range table has more elements for BPF map {name} than a generation holds")]
+    RegionFull {
+        /// The map.
+        name: &'static str,
     },
     /// A policy has more prefixes of one family than a generation holds.
     #[error(

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::{NO_RULE, RangeBucket};
+use allowlist_common::ranges::{NO_RULE, RangeBucket, uniform_bucket};
 
 /// An address as a number: `u64` holds IPv4 (and the address after the last), `u128` IPv6.
 pub(super) trait Position: Copy + Ord + Default {
@@ -66,15 +66,74 @@ pub(super) fn change_points<P: Position>(mut prefixes: Vec<(P, P, RuleId)>) -> V
     points
 }
 
-/// The summary of `buckets`: a bit per bucket that holds an allowed address.
-pub(super) fn summary_of(buckets: &[RangeBucket]) -> Vec<u64> {
-    let mut summary = vec![0u64; buckets.len().div_ceil(64)];
-    for (index, bucket) in buckets.iter().enumerate() {
-        if bucket.covered != [0; 4] {
-            summary[index / 64] |= 1 << (index % 64);
+/// One bucket's share of the change points.
+pub(super) struct BucketPoints<'a, P> {
+    /// The bucket's first address.
+    pub(super) first: P,
+    /// The rule at that address ([`NO_RULE`]: none).
+    pub(super) rule: RuleId,
+    /// The changes after it, up to the bucket's last address.
+    pub(super) inside: &'a [(P, RuleId)],
+}
+
+/// `points` bucket by bucket: `count` buckets in address order, bucket `b` from
+/// `bounds(b).0` to `bounds(b).1`.
+pub(super) fn split_buckets<'a, P: Position>(
+    points: &'a [(P, RuleId)],
+    count: u32,
+    bounds: impl Fn(u32) -> (P, P) + 'a,
+) -> impl Iterator<Item = BucketPoints<'a, P>> + 'a {
+    // points[at] is the last change at or before the current bucket's first address.
+    let mut at = 0;
+    (0..count).map(move |bucket| {
+        let (first, last) = bounds(bucket);
+        while points.get(at + 1).is_some_and(|p| p.0 <= first) {
+            at += 1;
         }
+        let after = &points[(at + 1).min(points.len())..];
+        let inside = after.iter().take_while(|p| p.0 <= last).count();
+        BucketPoints {
+            first,
+            rule: points.get(at).map_or(NO_RULE, |p| p.1),
+            inside: &after[..inside],
+        }
+    })
+}
+
+/// A bucket inside one range, of `rule`.
+pub(super) fn uniform(rule: RuleId) -> RangeBucket {
+    let allowed = rule != NO_RULE;
+    RangeBucket {
+        ranges: uniform_bucket(allowed.then_some(rule)),
+        covered: if allowed { [u64::MAX; 4] } else { [0; 4] },
+        ..RangeBucket::default()
     }
-    summary
+}
+
+/// A table's summary, a bit per bucket that holds an allowed address, noted bucket by
+/// bucket in order.
+#[derive(Debug, Default)]
+pub(super) struct Summary {
+    /// The words so far.
+    pub(super) words: Vec<u64>,
+    /// Buckets noted.
+    buckets: usize,
+}
+
+impl Summary {
+    /// Notes the next bucket; gives it back.
+    pub(super) fn note(&mut self, bucket: RangeBucket) -> RangeBucket {
+        if self.buckets.is_multiple_of(64) {
+            self.words.push(0);
+        }
+        if let Some(word) = self.words.last_mut()
+            && bucket.covered != [0; 4]
+        {
+            *word |= 1 << (self.buckets % 64);
+        }
+        self.buckets += 1;
+        bucket
+    }
 }
 
 /// Packs `values` of `bits` bits each into words, the first in the low bits.

@@ -1,32 +1,20 @@
 //! A policy's IPv4 prefixes as one generation of the IPv4 range table (the layout and the
 //! lookup are `allowlist_common::ranges::v4`). Pure: built in one pass over the sorted
-//! prefixes.
+//! prefixes and handed out bucket by bucket, range by range, so that the table is written
+//! as it is made.
+
+use std::iter;
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::v4::{V4_INLINE_RANGES, V4Words};
-use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
+use allowlist_common::ranges::v4::V4_INLINE_RANGES;
+use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
 use ipnet::IpNet;
 
-use super::points::{change_points, pack, summary_of};
+use super::points::{BucketPoints, Summary, change_points, pack, split_buckets, uniform};
 use crate::policy::Policy;
 
 /// Addresses per bucket: those sharing their top 16 bits.
 const BUCKET_SPAN: u64 = 1 << 16;
-
-/// One generation of the IPv4 range maps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct V4Table {
-    /// A bit per bucket that holds an allowed address.
-    pub(super) summary: Vec<u64>,
-    /// [`BUCKET_COUNT`] buckets.
-    pub(super) buckets: Vec<RangeBucket>,
-    /// Starts of the ranges of buckets too full to hold them, four to a word.
-    pub(super) starts: Vec<u64>,
-    /// Their rules, two to a word.
-    pub(super) rules: Vec<u64>,
-    /// Ranges in those two (the words above hold them, padded).
-    pub(super) ranges: usize,
-}
 
 /// The IPv4 prefixes of `policy` as (first address, last address, rule).
 fn prefixes(policy: &Policy) -> Vec<(u64, u64, RuleId)> {
@@ -59,104 +47,127 @@ fn covered_blocks(starts: &[u16], rules: &[RuleId]) -> [u64; 4] {
     covered
 }
 
-impl V4Table {
-    /// The table of `policy`'s IPv4 prefixes.
-    pub(super) fn of(policy: &Policy) -> V4Table {
-        let points = change_points(prefixes(policy));
-        let mut buckets = Vec::with_capacity(BUCKET_COUNT as usize);
-        let mut starts: Vec<u16> = Vec::new();
-        let mut rules: Vec<RuleId> = Vec::new();
-        let (mut bucket_starts, mut bucket_rules) = (Vec::new(), Vec::new());
-        // points[at] is the last change at or before the current bucket's first address.
-        let mut at = 0;
-        for bucket in 0..u64::from(BUCKET_COUNT) {
-            let first = bucket * BUCKET_SPAN;
-            while points.get(at + 1).is_some_and(|p| p.0 <= first) {
-                at += 1;
-            }
-            let rule = points[at].1;
-            bucket_starts.clear();
-            bucket_rules.clear();
-            for (point, point_rule) in points[at + 1..]
-                .iter()
-                .take_while(|p| p.0 < first + BUCKET_SPAN)
-            {
-                if bucket_starts.is_empty() {
-                    bucket_starts.push(0);
-                    bucket_rules.push(rule);
-                }
-                bucket_starts.push((point - first) as u16);
-                bucket_rules.push(*point_rule);
-            }
-            buckets.push(if bucket_starts.is_empty() {
-                let covered = if rule == NO_RULE {
-                    [0; 4]
-                } else {
-                    [u64::MAX; 4]
-                };
-                RangeBucket {
-                    ranges: uniform_bucket((rule != NO_RULE).then_some(rule)),
-                    covered,
-                    ..RangeBucket::default()
-                }
-            } else {
-                let count = bucket_starts.len();
-                let covered = covered_blocks(&bucket_starts, &bucket_rules);
-                if count <= V4_INLINE_RANGES as usize {
-                    let inline_rules = pack(bucket_rules.iter().map(|r| u64::from(*r)), 32);
-                    RangeBucket {
-                        ranges: listed_bucket(0, count as u32),
-                        covered,
-                        inline_starts: pack(bucket_starts.iter().map(|s| u64::from(*s)), 16)[0],
-                        inline_rules: [inline_rules[0], inline_rules.get(1).copied().unwrap_or(0)],
-                    }
-                } else {
-                    let listed = starts.len();
-                    starts.extend_from_slice(&bucket_starts);
-                    rules.extend_from_slice(&bucket_rules);
-                    RangeBucket {
-                        ranges: listed_bucket(listed as u32, count as u32),
-                        covered,
-                        ..RangeBucket::default()
-                    }
-                }
-            });
+/// Builds `policy`'s IPv4 range table in one pass: each bucket in order to `bucket`, then
+/// each range a bucket lists in the shared arrays, in order, to `range` (its start within
+/// the bucket, its rule). Returns the summary (a bit per bucket that holds an allowed
+/// address) and the ranges listed.
+pub(super) fn build<E>(
+    policy: &Policy,
+    mut bucket: impl FnMut(RangeBucket) -> Result<(), E>,
+    mut range: impl FnMut(u16, RuleId) -> Result<(), E>,
+) -> Result<(Vec<u64>, usize), E> {
+    let points = change_points(prefixes(policy));
+    let bounds = |bucket: u32| {
+        let first = u64::from(bucket) * BUCKET_SPAN;
+        (first, first + BUCKET_SPAN - 1)
+    };
+    let mut summary = Summary::default();
+    let mut listed = 0;
+    for BucketPoints {
+        first,
+        rule,
+        inside,
+    } in split_buckets(&points, BUCKET_COUNT, bounds)
+    {
+        if inside.is_empty() {
+            bucket(summary.note(uniform(rule)))?;
+            continue;
         }
-        V4Table {
-            summary: summary_of(&buckets),
-            buckets,
-            starts: pack(starts.iter().map(|s| u64::from(*s)), 16),
-            rules: pack(rules.iter().map(|r| u64::from(*r)), 32),
-            ranges: starts.len(),
-        }
+        // The bucket's first range starts at its first address.
+        let starts: Vec<u16> = iter::once(0)
+            .chain(inside.iter().map(|p| (p.0 - first) as u16))
+            .collect();
+        let rules: Vec<RuleId> = iter::once(rule).chain(inside.iter().map(|p| p.1)).collect();
+        let count = starts.len();
+        let covered = covered_blocks(&starts, &rules);
+        let made = if count <= V4_INLINE_RANGES as usize {
+            let inline_rules = pack(rules.iter().map(|r| u64::from(*r)), 32);
+            RangeBucket {
+                ranges: listed_bucket(0, count as u32),
+                covered,
+                inline_starts: pack(starts.iter().map(|s| u64::from(*s)), 16)[0],
+                inline_rules: [inline_rules[0], inline_rules.get(1).copied().unwrap_or(0)],
+            }
+        } else {
+            for (start, rule) in starts.iter().zip(&rules) {
+                range(*start, *rule)?;
+            }
+            listed += count;
+            RangeBucket {
+                ranges: listed_bucket((listed - count) as u32, count as u32),
+                covered,
+                ..RangeBucket::default()
+            }
+        };
+        bucket(summary.note(made))?;
     }
-}
-
-impl V4Words for V4Table {
-    fn summary(&self, word: u32) -> Option<u64> {
-        self.summary.get(word as usize).copied()
-    }
-
-    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-        self.buckets.get(bucket as usize)
-    }
-
-    fn starts(&self, word: u32) -> Option<u64> {
-        self.starts.get(word as usize).copied()
-    }
-
-    fn rules(&self, word: u32) -> Option<u64> {
-        self.rules.get(word as usize).copied()
-    }
+    Ok((summary.words, listed))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
     use std::net::{IpAddr, Ipv4Addr};
 
-    use allowlist_common::ranges::v4::classify_v4;
+    use allowlist_common::ranges::uniform_bucket;
+    use allowlist_common::ranges::v4::{V4Words, classify_v4};
 
     use super::*;
+
+    /// One generation of the IPv4 range maps, built into vectors.
+    struct V4Table {
+        summary: Vec<u64>,
+        buckets: Vec<RangeBucket>,
+        starts: Vec<u16>,
+        rules: Vec<RuleId>,
+    }
+
+    impl V4Table {
+        fn of(policy: &Policy) -> V4Table {
+            let (mut buckets, mut starts, mut rules) = (Vec::new(), Vec::new(), Vec::new());
+            let built = build::<Infallible>(
+                policy,
+                |bucket| {
+                    buckets.push(bucket);
+                    Ok(())
+                },
+                |start, rule| {
+                    starts.push(start);
+                    rules.push(rule);
+                    Ok(())
+                },
+            );
+            let Ok((summary, _)) = built;
+            V4Table {
+                summary,
+                buckets,
+                starts,
+                rules,
+            }
+        }
+    }
+
+    impl V4Words for V4Table {
+        fn summary(&self, word: u32) -> Option<u64> {
+            self.summary.get(word as usize).copied()
+        }
+
+        fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
+            self.buckets.get(bucket as usize)
+        }
+
+        fn starts(&self, word: u32) -> Option<u64> {
+            let from = word as usize * 4;
+            let starts = self.starts.get(from..(from + 4).min(self.starts.len()))?;
+            Some(pack(starts.iter().map(|s| u64::from(*s)), 16)[0])
+        }
+
+        fn rules(&self, word: u32) -> Option<u64> {
+            let from = word as usize * 2;
+            let rules = self.rules.get(from..(from + 2).min(self.rules.len()))?;
+            Some(pack(rules.iter().map(|r| u64::from(*r)), 32)[0])
+        }
+    }
 
     fn policy(prefixes: &[(&str, RuleId)]) -> Policy {
         prefixes
@@ -177,7 +188,7 @@ mod tests {
             table.buckets,
             vec![RangeBucket::default(); BUCKET_COUNT as usize]
         );
-        assert_eq!(table.ranges, 0);
+        assert!(table.starts.is_empty());
         assert_eq!(lookup(&table, "192.0.2.1"), None);
     }
 
@@ -217,7 +228,7 @@ mod tests {
             5,
             "10.1/16 lists the /16, /24, /32, /24 and /16 ranges"
         );
-        assert_eq!(table.ranges, 5, "too many to hold in the bucket");
+        assert_eq!(table.starts.len(), 5, "too many to hold in the bucket");
     }
 
     #[test]
@@ -229,7 +240,7 @@ mod tests {
             3,
             "start of bucket, the /24's worth, after"
         );
-        assert_eq!(table.ranges, 0, "held in the bucket");
+        assert!(table.starts.is_empty(), "held in the bucket");
         assert_eq!(bucket.covered, [1 << 2, 0, 0, 0], "block 2 of 256");
         assert_eq!(lookup(&table, "192.0.2.200"), Some(1));
         assert_eq!(lookup(&table, "192.0.3.0"), None);

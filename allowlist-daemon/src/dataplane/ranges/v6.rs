@@ -1,29 +1,17 @@
 //! A policy's IPv6 prefixes as one generation of the IPv6 range table (the layout and the
 //! lookup are `allowlist_common::ranges::v6`). Pure: built in one pass over the sorted
-//! prefixes.
+//! prefixes and handed out bucket by bucket, range by range, so that the table is written
+//! as it is made.
+
+use std::iter;
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::v6::{V6_MAX_REGION_BITS, V6Header, V6Tables, V6Words};
-use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
+use allowlist_common::ranges::v6::{V6_MAX_REGION_BITS, V6Header, V6Words};
+use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
 use ipnet::IpNet;
 
-use super::points::{change_points, pack, summary_of};
+use super::points::{BucketPoints, Summary, change_points, split_buckets, uniform};
 use crate::policy::Policy;
-
-/// One generation of the IPv6 range maps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct V6Table {
-    /// Where the policy lives.
-    pub(super) header: V6Header,
-    /// A bit per bucket that holds an allowed address.
-    pub(super) summary: Vec<u64>,
-    /// [`BUCKET_COUNT`] buckets.
-    pub(super) buckets: Vec<RangeBucket>,
-    /// Each listed range's first address.
-    pub(super) starts: Vec<V6Words>,
-    /// Their rules, two to a word.
-    pub(super) rules: Vec<u64>,
-}
 
 /// The IPv6 prefixes of `policy` as (first address, last address, rule).
 fn prefixes(policy: &Policy) -> Vec<(u128, u128, RuleId)> {
@@ -65,120 +53,140 @@ fn covered_blocks(starts: &[u128], rules: &[RuleId], span_bits: u32) -> [u64; 4]
     covered
 }
 
-impl V6Table {
-    /// The table of `policy`'s IPv6 prefixes.
-    pub(super) fn of(policy: &Policy) -> V6Table {
-        let points = change_points(prefixes(policy));
-        // The region: the prefix every change point after address 0 shares.
-        let (region_bits, region) = match (points.get(1), points.last()) {
-            (Some(first), Some(last)) => {
-                let bits = (first.0 ^ last.0).leading_zeros().min(V6_MAX_REGION_BITS);
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - bits)
-                };
-                (bits, first.0 & mask)
-            }
-            _ => (0, 0),
-        };
-        let rule_above = points.last().map_or(NO_RULE, |p| p.1);
-        let header = V6Header {
-            region_bits,
-            rule_above,
-            region: words(region),
-            rule_below: points[0].1,
-            reserved: 0,
-        };
-        let span_bits = 128 - 16 - region_bits;
-        let mut buckets = Vec::with_capacity(BUCKET_COUNT as usize);
-        let mut starts: Vec<V6Words> = Vec::new();
-        let mut rules: Vec<RuleId> = Vec::new();
-        let (mut bucket_starts, mut bucket_rules) = (Vec::new(), Vec::new());
-        // points[at] is the last change at or before the current bucket's first address.
-        let mut at = 0;
-        for bucket in 0..u128::from(BUCKET_COUNT) {
-            let first = region | bucket << span_bits;
-            let last = first | ((1u128 << span_bits) - 1);
-            while points.get(at + 1).is_some_and(|p| p.0 <= first) {
-                at += 1;
-            }
-            let rule = points[at].1;
-            bucket_starts.clear();
-            bucket_rules.clear();
-            for (point, point_rule) in points[at + 1..].iter().take_while(|p| p.0 <= last) {
-                if bucket_starts.is_empty() {
-                    bucket_starts.push(0);
-                    bucket_rules.push(rule);
-                }
-                bucket_starts.push(point - first);
-                bucket_rules.push(*point_rule);
-            }
-            buckets.push(if bucket_starts.is_empty() {
-                RangeBucket {
-                    ranges: uniform_bucket((rule != NO_RULE).then_some(rule)),
-                    covered: if rule == NO_RULE {
-                        [0; 4]
-                    } else {
-                        [u64::MAX; 4]
-                    },
-                    ..RangeBucket::default()
-                }
+/// Builds `policy`'s IPv6 range table in one pass: each bucket in order to `bucket`, then
+/// each range a bucket lists in the shared arrays, in order, to `range` (its first address,
+/// its rule). Returns the header, the summary (a bit per bucket that holds an allowed
+/// address) and the ranges listed.
+pub(super) fn build<E>(
+    policy: &Policy,
+    mut bucket: impl FnMut(RangeBucket) -> Result<(), E>,
+    mut range: impl FnMut(V6Words, RuleId) -> Result<(), E>,
+) -> Result<(V6Header, Vec<u64>, usize), E> {
+    let points = change_points(prefixes(policy));
+    // The region: the prefix every change point after address 0 shares.
+    let (region_bits, region) = match (points.get(1), points.last()) {
+        (Some(first), Some(last)) => {
+            let bits = (first.0 ^ last.0).leading_zeros().min(V6_MAX_REGION_BITS);
+            let mask = if bits == 0 {
+                0
             } else {
-                let listed = starts.len();
-                starts.extend(bucket_starts.iter().map(|start| words(first + start)));
-                rules.extend_from_slice(&bucket_rules);
-                RangeBucket {
-                    ranges: listed_bucket(listed as u32, bucket_starts.len() as u32),
-                    covered: covered_blocks(&bucket_starts, &bucket_rules, span_bits),
-                    ..RangeBucket::default()
-                }
-            });
+                u128::MAX << (128 - bits)
+            };
+            (bits, first.0 & mask)
         }
-        V6Table {
-            header,
-            summary: summary_of(&buckets),
-            buckets,
-            starts,
-            rules: pack(rules.iter().map(|r| u64::from(*r)), 32),
+        _ => (0, 0),
+    };
+    let rule_above = points.last().map_or(NO_RULE, |p| p.1);
+    let header = V6Header {
+        region_bits,
+        rule_above,
+        region: words(region),
+        rule_below: points[0].1,
+        reserved: 0,
+    };
+    let span_bits = 128 - 16 - region_bits;
+    let bounds = |bucket: u32| {
+        let first = region | u128::from(bucket) << span_bits;
+        (first, first | ((1u128 << span_bits) - 1))
+    };
+    let mut summary = Summary::default();
+    let mut listed = 0;
+    for BucketPoints {
+        first,
+        rule,
+        inside,
+    } in split_buckets(&points, BUCKET_COUNT, bounds)
+    {
+        if inside.is_empty() {
+            bucket(summary.note(uniform(rule)))?;
+            continue;
         }
+        // The bucket's first range starts at its first address.
+        let starts: Vec<u128> = iter::once(0)
+            .chain(inside.iter().map(|p| p.0 - first))
+            .collect();
+        let rules: Vec<RuleId> = iter::once(rule).chain(inside.iter().map(|p| p.1)).collect();
+        for (start, rule) in starts.iter().zip(&rules) {
+            range(words(first + start), *rule)?;
+        }
+        bucket(summary.note(RangeBucket {
+            ranges: listed_bucket(listed as u32, starts.len() as u32),
+            covered: covered_blocks(&starts, &rules, span_bits),
+            ..RangeBucket::default()
+        }))?;
+        listed += starts.len();
     }
-
-    /// Ranges listed in the shared arrays.
-    pub(super) fn ranges(&self) -> usize {
-        self.starts.len()
-    }
-}
-
-impl V6Tables for V6Table {
-    fn header(&self) -> Option<&V6Header> {
-        Some(&self.header)
-    }
-
-    fn summary(&self, word: u32) -> Option<u64> {
-        self.summary.get(word as usize).copied()
-    }
-
-    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-        self.buckets.get(bucket as usize)
-    }
-
-    fn start(&self, range: u32) -> Option<V6Words> {
-        self.starts.get(range as usize).copied()
-    }
-
-    fn rules(&self, word: u32) -> Option<u64> {
-        self.rules.get(word as usize).copied()
-    }
+    Ok((header, summary.words, listed))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
     use std::net::{IpAddr, Ipv6Addr};
 
-    use allowlist_common::ranges::v6::classify_v6;
+    use allowlist_common::ranges::v6::{V6Tables, classify_v6};
 
+    use super::super::points::pack;
     use super::*;
+
+    /// One generation of the IPv6 range maps, built into vectors.
+    struct V6Table {
+        header: V6Header,
+        summary: Vec<u64>,
+        buckets: Vec<RangeBucket>,
+        starts: Vec<V6Words>,
+        rules: Vec<RuleId>,
+    }
+
+    impl V6Table {
+        fn of(policy: &Policy) -> V6Table {
+            let (mut buckets, mut starts, mut rules) = (Vec::new(), Vec::new(), Vec::new());
+            let built = build::<Infallible>(
+                policy,
+                |bucket| {
+                    buckets.push(bucket);
+                    Ok(())
+                },
+                |start, rule| {
+                    starts.push(start);
+                    rules.push(rule);
+                    Ok(())
+                },
+            );
+            let Ok((header, summary, _)) = built;
+            V6Table {
+                header,
+                summary,
+                buckets,
+                starts,
+                rules,
+            }
+        }
+    }
+
+    impl V6Tables for V6Table {
+        fn header(&self) -> Option<&V6Header> {
+            Some(&self.header)
+        }
+
+        fn summary(&self, word: u32) -> Option<u64> {
+            self.summary.get(word as usize).copied()
+        }
+
+        fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
+            self.buckets.get(bucket as usize)
+        }
+
+        fn start(&self, range: u32) -> Option<V6Words> {
+            self.starts.get(range as usize).copied()
+        }
+
+        fn rules(&self, word: u32) -> Option<u64> {
+            let from = word as usize * 2;
+            let rules = self.rules.get(from..(from + 2).min(self.rules.len()))?;
+            Some(pack(rules.iter().map(|r| u64::from(*r)), 32)[0])
+        }
+    }
 
     fn policy(prefixes: &[(&str, RuleId)]) -> Policy {
         prefixes
@@ -225,7 +233,7 @@ mod tests {
         assert_eq!(lookup(&table, u128::MAX >> 16), Some(1));
         let empty = V6Table::of(&Policy::new());
         assert_eq!(lookup(&empty, 1), None);
-        assert_eq!(empty.ranges(), 0);
+        assert!(empty.starts.is_empty());
     }
 
     /// The differential test: the range table and the policy's own longest-prefix match
