@@ -1,9 +1,13 @@
 //! The admin token: created on first start, compared in constant time.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::geteuid;
 
 use subtle::ConstantTimeEq as _;
 
@@ -24,6 +28,39 @@ pub enum TokenError {
     /// The token file holds no token.
     #[error("the token file {} is empty", .0.display())]
     Empty(std::path::PathBuf),
+    /// Users other than its owner may read or write the token file.
+    #[error(
+        "the token file {} can be read or written by other users (mode {mode:04o}): anyone who \
+         reads it controls the firewall; run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Exposed {
+        /// The token file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The token file belongs to another user.
+    #[error(
+        "the token file {} belongs to uid {owner}, not to the daemon's uid {daemon}: another \
+         user could change it",
+        path.display()
+    )]
+    Owner {
+        /// The token file.
+        path: std::path::PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The daemon's effective uid.
+        daemon: u32,
+    },
+    /// The token file is a symbolic link.
+    #[error(
+        "the token file {} is a symbolic link; give the file itself",
+        .0.display()
+    )]
+    Link(std::path::PathBuf),
     /// No randomness for a new token.
     #[error("drawing a random token")]
     Random(#[source] getrandom::Error),
@@ -36,9 +73,42 @@ pub struct AdminToken {
     name: String,
 }
 
+/// The text of the token file `file` (at `path`), once it is known to be the daemon's
+/// own and private to it, as ssh requires of a private key.
+fn read_private(mut file: &File, path: &Path) -> Result<String, TokenError> {
+    let io = |action| {
+        move |source| TokenError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let metadata = file.metadata().map_err(io("reading the mode of"))?;
+    let daemon = geteuid().as_raw();
+    if metadata.uid() != daemon {
+        return Err(TokenError::Owner {
+            path: path.to_owned(),
+            owner: metadata.uid(),
+            daemon,
+        });
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(TokenError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io("reading"))?;
+    Ok(text)
+}
+
 impl AdminToken {
-    /// Reads the token from `path`; when the file does not exist, creates it (mode 0600) with a
-    /// new random token. Returns the token and whether it was created.
+    /// Reads the token from `path`, which must be a file of the daemon's own that no other
+    /// user may read or write, not a symbolic link (as ssh requires of a private key); when
+    /// the file does not exist, creates it (mode 0600) with a new random token. Returns the
+    /// token and whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), TokenError> {
         let name = path.file_stem().map_or_else(
             || "admin".to_owned(),
@@ -52,13 +122,20 @@ impl AdminToken {
                 source,
             }
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let secret = text.trim().to_owned();
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(path);
+        match opened {
+            Ok(file) => {
+                let secret = read_private(&file, path)?.trim().to_owned();
                 if secret.is_empty() {
                     return Err(TokenError::Empty(path.to_owned()));
                 }
                 Ok((token(secret), false))
+            }
+            Err(err) if err.raw_os_error() == Some(Errno::ELOOP as i32) => {
+                Err(TokenError::Link(path.to_owned()))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
@@ -134,5 +211,36 @@ mod tests {
             path.file_stem().expect("stem").to_string_lossy()
         );
         std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_or_a_link_to_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("allowlist-token-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("dir");
+        let path = dir.join("admin.token");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = AdminToken::load_or_create(&path).err().expect("refused");
+            assert!(
+                matches!(err, TokenError::Exposed { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(
+            AdminToken::load_or_create(&path).is_ok(),
+            "read-only by its owner"
+        );
+        let link = dir.join("link.token");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        assert!(matches!(
+            AdminToken::load_or_create(&link),
+            Err(TokenError::Link(_))
+        ));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -348,6 +348,24 @@ impl Daemon {
         self.ctl_in_ssh_session(None, args)
     }
 
+    /// Runs allowlistctl as [`Daemon::ctl`] does, into a reader that takes one byte and goes
+    /// (`| head -c 1`): allowlistctl's standard error.
+    pub fn ctl_into_closed_pipe(&self, args: &[&str]) -> String {
+        let ctl = allowlistd_binary()
+            .expect("allowlistd binary")
+            .with_file_name("allowlistctl");
+        let output = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .args(["sh", "-c", r#""$0" "$@" | head -c 1 >/dev/null"#])
+            .arg(ctl)
+            .args(["--url", &format!("http://{API_ADDR}"), "--token-file"])
+            .arg(self.state_dir.join("admin.token"))
+            .args(args)
+            .output()
+            .expect("running allowlistctl | head");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// Runs allowlistctl as from an SSH session whose `SSH_CONNECTION` is given.
     pub fn ctl_in_ssh_session(&self, ssh_connection: Option<&str>, args: &[&str]) -> Output {
         let ctl = allowlistd_binary()

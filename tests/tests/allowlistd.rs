@@ -2,6 +2,7 @@
 //! prefixes always allowed once it enforces, still enforcing after SIGTERM until
 //! `allowlistd teardown`; and its refusals of bad input, which leave nothing attached.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
 use allowlist_tests::allowlistd_binary;
@@ -285,4 +286,19 @@ fn the_daemon_carries_no_benchmark_program_map_or_method() {
     ] {
         assert!(!holds(absent), "{absent} is in allowlistd");
     }
+}
+
+#[test]
+fn a_token_file_other_users_can_read_is_refused_as_ssh_refuses_a_key() {
+    let dir = TempDir::new().expect("dir");
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let path = token.to_string_lossy().into_owned();
+    let err = refused(&["--iface", SERVER_IF, "--token-file", &path]);
+    assert!(
+        err.contains("can be read or written by other users (mode 0644)"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("chmod 600 {path}")), "{err}");
 }

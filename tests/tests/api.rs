@@ -1000,6 +1000,11 @@ fn allowlistctl_drives_the_same_flows() {
         );
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
+    let refused = fails(&["--token", "s3cret", "status"]);
+    assert!(
+        refused.contains("ALLOWLIST_TOKEN"),
+        "a token on the command line is refused, naming the way: {refused}"
+    );
     let created = ok(&[
         "create",
         "office",
@@ -1335,5 +1340,39 @@ fn top_lists_who_monitor_mode_would_cut_off_busiest_first() {
         &d.call("GET", "/v1/top?window=soon", None),
         400,
         "invalid_request",
+    );
+}
+
+#[test]
+fn allowlistctl_tables_escape_control_characters_and_end_quietly_into_head() {
+    let s = setup(&[]);
+    let d = &s.daemon;
+    let entries: Vec<Value> = (0..5000u32)
+        .map(
+            |n| json!({ "cidr": format!("10.{}.{}.0/24", n / 256, n % 256), "description": "row" }),
+        )
+        .collect();
+    let forged = "desks\nevil                   yes      99999  \u{1b}[2Jgone";
+    let created = d.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({ "name": "office", "description": forged, "entries": entries })),
+    );
+    assert_eq!(created.status, 201);
+    let output = d.ctl(&["list"]);
+    assert!(output.status.success());
+    let listed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(listed.lines().count(), 2, "a heading and one row: {listed}");
+    assert!(listed.contains("desks\\nevil"), "{listed}");
+    assert!(listed.contains("\\u{1b}[2Jgone"), "{listed}");
+    assert!(
+        !listed.contains('\u{1b}'),
+        "no escape sequence reaches the terminal"
+    );
+
+    let stderr = d.ctl_into_closed_pipe(&["show", "office"]);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "allowlistctl show | head: {stderr}"
     );
 }

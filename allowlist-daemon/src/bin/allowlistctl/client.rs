@@ -45,7 +45,7 @@ impl Api {
             None => std::fs::read_to_string(&self.token_file)
                 .with_context(|| {
                     format!(
-                        "reading the admin token from {} (or give --token / ALLOWLIST_TOKEN)",
+                        "reading the admin token from {} (or set ALLOWLIST_TOKEN)",
                         self.token_file.display()
                     )
                 })?

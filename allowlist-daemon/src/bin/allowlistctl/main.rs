@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigHandler, Signal, signal};
 use serde_json::{Value, json};
 
 use client::Api;
@@ -36,11 +37,12 @@ struct Cli {
     )]
     url: String,
 
-    /// Admin token [default: read from --token-file].
-    #[arg(long, env = "ALLOWLIST_TOKEN", hide_env_values = true, global = true)]
+    /// Refused: a token on the command line shows in `ps` to every user.
+    #[arg(long, hide = true, global = true)]
     token: Option<String>,
 
-    /// File holding the admin token.
+    /// File holding the admin token (the environment variable ALLOWLIST_TOKEN, when set,
+    /// holds the token itself instead).
     #[arg(long, default_value = "/var/lib/allowlistd/admin.token", global = true)]
     token_file: PathBuf,
 
@@ -194,6 +196,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like any Unix filter: when the reader of the output goes away (`| head`), end
+    // quietly instead of failing on the next write.
+    // SAFETY: restores the default action of SIGPIPE; no handler is installed, and no other
+    // thread runs yet.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,7 +212,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = Api::new(cli.url, cli.token, cli.token_file);
+    if cli.token.is_some() {
+        anyhow::bail!(
+            "--token would show the admin token to every user in `ps`; put it in the \
+             environment variable ALLOWLIST_TOKEN or in a file given with --token-file"
+        );
+    }
+    let token = std::env::var("ALLOWLIST_TOKEN").ok();
+    let api = Api::new(cli.url, token, cli.token_file);
     let output = match cli.command {
         Command::Status => Output::State(api.get("/v1/enforcement")?),
         Command::List if cli.json => Output::Lists(api.get("/v1/allowlists")?),

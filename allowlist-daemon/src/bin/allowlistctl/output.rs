@@ -190,7 +190,7 @@ fn join(values: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .map(|v| printable(v.as_str().unwrap_or_default()))
         .collect();
     if items.is_empty() {
         "none".into()
@@ -314,9 +314,41 @@ pub(crate) fn print_entry_rows(entries: &[Value]) {
     }
 }
 
-/// A JSON value as text: strings without their quotes.
+/// A JSON value as text for a table: strings without their quotes, their control
+/// characters escaped (`\n`, `\u{1b}`), so that a name or a description can neither forge a
+/// row nor send escape sequences to the terminal.
 fn text(v: &Value) -> String {
-    v.as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| v.to_string())
+    match v.as_str() {
+        Some(s) => printable(s),
+        None => v.to_string(),
+    }
+}
+
+/// `s` with its control characters escaped.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        let forged = "office\nevil    yes  0.0.0.0/0\u{1b}[2J";
+        assert_eq!(
+            text(&Value::from(forged)),
+            "office\\nevil    yes  0.0.0.0/0\\u{1b}[2J"
+        );
+        assert_eq!(text(&Value::from("Büro Zürich")), "Büro Zürich");
+        assert_eq!(text(&Value::from(7)), "7");
+    }
 }
