@@ -65,6 +65,19 @@ pub enum StoreError {
         /// The previous version.
         backup: PathBuf,
     },
+    /// Users other than the daemon's may change the state directory.
+    #[error(
+        "the state directory {} {problem}: another user could replace the allowlists the \
+         daemon enforces; make it the daemon's own, writable by it alone (`chown` it, \
+         `chmod go-w` it)",
+        path.display()
+    )]
+    ExposedDir {
+        /// The directory.
+        path: PathBuf,
+        /// Who else may change it.
+        problem: String,
+    },
     /// The state file is a symbolic link or not a regular file.
     #[error(
         "{} is not a regular file ({kind}): allowlistd keeps its state only in a regular file \

@@ -9,9 +9,12 @@ mod error;
 mod files;
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt as _;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::unistd::geteuid;
 
 pub use error::StoreError;
 
@@ -34,16 +37,44 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the state directory, creating it (mode 0700) if missing, and checks that files
-    /// can be written in it.
+    /// Opens the state directory, creating it (mode 0700) if missing; refuses one that other
+    /// users may change (owned by another user, or writable by group or others), and checks
+    /// that files can be written in it (a new file, never through a link).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io("creating", dir))?;
+        let metadata = fs::metadata(dir).map_err(io("reading the mode of", dir))?;
+        let daemon = geteuid().as_raw();
+        let problem = if metadata.uid() != daemon {
+            Some(format!(
+                "belongs to uid {}, not to the daemon's uid {daemon}",
+                metadata.uid()
+            ))
+        } else if metadata.mode() & 0o022 != 0 {
+            Some(format!(
+                "is writable by group or others (mode {:04o})",
+                metadata.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(StoreError::ExposedDir {
+                path: dir.to_owned(),
+                problem,
+            });
+        }
         let probe = dir.join(".writable");
-        File::create(&probe)
+        let _ = fs::remove_file(&probe);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .mode(0o600)
+            .open(&probe)
             .and_then(|_| fs::remove_file(&probe))
             .map_err(io("writing in the state directory", dir))?;
         Ok(Self {

@@ -250,3 +250,46 @@ fn a_failed_save_leaves_no_entry_file() {
     assert!(!dir.join("state.json.tmp").exists());
     fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn a_state_directory_others_may_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch();
+    fs::create_dir_all(&dir).expect("dir");
+    for mode in [0o777, 0o775, 0o757] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
+        let err = Store::open(&dir).err().expect("refused");
+        assert!(
+            matches!(err, StoreError::ExposedDir { .. }),
+            "{mode:o}: {err}"
+        );
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    Store::open(&dir).expect("readable by others, writable by the daemon alone");
+    std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown");
+    let err = Store::open(&dir).err().expect("refused");
+    assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn the_writable_probe_never_writes_through_a_link() {
+    let dir = scratch();
+    fs::create_dir_all(&dir).expect("dir");
+    let outside = dir.with_extension("outside");
+    fs::write(&outside, "precious").expect("outside file");
+    std::os::unix::fs::symlink(&outside, dir.join(".writable")).expect("symlink");
+    Store::open(&dir).expect("open");
+    assert_eq!(
+        fs::read_to_string(&outside).expect("outside file"),
+        "precious",
+        "the file the link named is untouched"
+    );
+    assert!(!dir.join(".writable").exists(), "the probe is gone");
+    fs::remove_file(&outside).expect("cleanup");
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
