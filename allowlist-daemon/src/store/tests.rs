@@ -258,7 +258,7 @@ fn a_state_directory_others_may_change_is_refused() {
     fs::create_dir_all(&dir).expect("dir");
     for mode in [0o777, 0o775, 0o757] {
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
-        let err = Store::open(&dir).err().expect("refused");
+        let err = Store::open(&dir).expect_err("refused");
         assert!(
             matches!(err, StoreError::ExposedDir { .. }),
             "{mode:o}: {err}"
@@ -271,7 +271,7 @@ fn a_state_directory_others_may_change_is_refused() {
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
     Store::open(&dir).expect("readable by others, writable by the daemon alone");
     std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown");
-    let err = Store::open(&dir).err().expect("refused");
+    let err = Store::open(&dir).expect_err("refused");
     assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
     fs::remove_dir_all(&dir).expect("cleanup");
 }
