@@ -208,7 +208,9 @@ fn note_tcp_flags(state: &mut FlowState, flags: u8, now: u64) {
 }
 
 /// Whether a packet from `remote` is a reply to (or an ICMP error about) a flow the host
-/// started and that is still fresh. A reply refreshes its flow.
+/// started and that is still fresh. Only the host's own packets keep a flow alive or close
+/// it: a reply changes nothing, so that a spoofer who knows a flow's ports can neither keep
+/// it open past its idle timeout nor tear it down with a forged RST or FIN.
 #[inline(always)]
 pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize) -> bool {
     match transport.protocol {
@@ -216,26 +218,10 @@ pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize)
             let Some((remote_port, local_port)) = packet::ports(transport.at, end) else {
                 return false;
             };
-            let flow = key(remote, remote_port, local_port, transport.protocol);
-            if !may_be_recorded(config, &flow) {
-                return false;
-            }
-            let Some(state) = FLOWS.get_ptr_mut(flow) else {
-                return false;
-            };
-            // SAFETY: a map value; concurrent updates of these plain fields are benign.
-            let state = unsafe { &mut *state };
-            let now = now();
-            if !fresh(state, timeout(config, transport.protocol), now) {
-                return false;
-            }
-            match packet::tcp_flags(transport.at, end) {
-                Some(flags) if transport.protocol == ip_proto::TCP => {
-                    note_tcp_flags(state, flags, now)
-                }
-                _ => state.last_seen_ns = now,
-            }
-            true
+            known(
+                config,
+                &key(remote, remote_port, local_port, transport.protocol),
+            )
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
             let Some((icmp_type, id)) = packet::icmp_type_and_id(transport.at, end) else {

@@ -114,7 +114,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             if let Some(rule) = lookup_v6(generation, &addr) {
                 return tally.pass_rule(rule);
             }
-            match packet::neighbor_discovery(ip, end) {
+            match packet::neighbor_discovery(ip, end, &addr) {
                 Some(true) => tally.pass(Counter::PassedNeighborDiscovery),
                 None => tally.refuse(mode, Counter::Malformed),
                 Some(false) => match packet::transport_v6(ip, end) {
@@ -173,9 +173,11 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
 /// `TC_ACT_OK`: the packet goes on (the bindings' type of it differs between targets).
 const TC_ACT_OK: i32 = 0;
 
-/// Whether a packet must be checked against the allowlist when `generation`'s scopes are set: TCP and UDP to
-/// a protected port, and whatever could hide a port (truncated headers, IPv4 fragments after
-/// the first, IPv6 extension headers). ICMP and other protocols are outside every scope.
+/// Whether a packet must be checked against the allowlist when `generation`'s scopes are
+/// set: TCP and UDP to a protected port, whatever could hide a port (truncated headers, IPv4
+/// fragments after the first, IPv6 extension headers), and every protocol but TCP, UDP and
+/// ICMP (a tunnel, GRE, ESP, SCTP, ... carries anything past the ports). ICMP is outside
+/// every scope.
 #[inline(always)]
 fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
     let Some(transport) = transport else {
@@ -185,9 +187,7 @@ fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
         ip_proto::TCP => false,
         ip_proto::UDP => true,
         ip_proto::ICMP | ip_proto::ICMPV6 => return false,
-        // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6.
-        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => return true,
-        _ => return false,
+        _ => return true,
     };
     let Some((_, port)) = packet::ports(transport.at, end) else {
         return true;

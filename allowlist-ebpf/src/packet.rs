@@ -31,6 +31,18 @@ const ICMP_QUOTE_OFFSET: usize = 8;
 const ND_TYPES: core::ops::RangeInclusive<u8> = 133..=137;
 /// ND messages are only valid with this hop limit, which no router forwards (RFC 4861).
 const ND_HOP_LIMIT: u8 = 255;
+/// Router solicitation: from a link-local or the unspecified source (RFC 4861 6.1.1).
+const ND_ROUTER_SOLICITATION: u8 = 133;
+/// Router advertisement: from a link-local source only (RFC 4861 6.1.2).
+const ND_ROUTER_ADVERTISEMENT: u8 = 134;
+/// Redirect: from a link-local source only (RFC 4861 8.1).
+const ND_REDIRECT: u8 = 137;
+
+/// Whether `addr` is link-local unicast (`fe80::/10`).
+#[inline(always)]
+fn link_local(addr: &Ipv6Addr) -> bool {
+    addr[0] == 0xfe && addr[1] & 0xc0 == 0x80
+}
 
 /// What the frame carries, as far as the allowlist cares.
 pub enum Source {
@@ -164,15 +176,24 @@ pub fn quoted(at: usize) -> usize {
     at + ICMP_QUOTE_OFFSET
 }
 
-/// Whether the IPv6 packet whose header starts at `ip` is neighbour discovery: ICMPv6 of
-/// types 133-137 with hop limit 255. `None` when it claims to be (ICMPv6, hop limit 255) but
-/// is too short to hold the ICMPv6 header.
+/// Whether the IPv6 packet from `source` whose header starts at `ip` is valid neighbour
+/// discovery as RFC 4861 checks it: ICMPv6 of types 133-137, code 0, hop limit 255, router
+/// advertisements and redirects from a link-local source, router solicitations from a
+/// link-local or the unspecified one. `None` when it claims to be ND (ICMPv6, hop limit
+/// 255) but is too short to hold the ICMPv6 header.
 #[inline(always)]
-pub fn neighbor_discovery(ip: usize, end: usize) -> Option<bool> {
+pub fn neighbor_discovery(ip: usize, end: usize, source: &Ipv6Addr) -> Option<bool> {
     let [next_header, hop_limit] = read::<[u8; 2]>(ip + IPV6_NEXT_HEADER_OFFSET, end)?;
     if next_header != ip_proto::ICMPV6 || hop_limit != ND_HOP_LIMIT {
         return Some(false);
     }
-    let [icmp_type, ..] = read::<[u8; ICMPV6_HEADER_LEN]>(ip + IPV6_HEADER_LEN, end)?;
-    Some(ND_TYPES.contains(&icmp_type))
+    let [icmp_type, code, ..] = read::<[u8; ICMPV6_HEADER_LEN]>(ip + IPV6_HEADER_LEN, end)?;
+    if !ND_TYPES.contains(&icmp_type) || code != 0 {
+        return Some(false);
+    }
+    Some(match icmp_type {
+        ND_ROUTER_ADVERTISEMENT | ND_REDIRECT => link_local(source),
+        ND_ROUTER_SOLICITATION => link_local(source) || *source == [0; 16],
+        _ => true,
+    })
 }

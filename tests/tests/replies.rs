@@ -107,7 +107,7 @@ fn udp_replies_to_a_flow_the_host_started_pass_until_it_idles_out() {
 }
 
 #[test]
-fn tcp_replies_pass_from_syn_until_rst() {
+fn tcp_replies_pass_from_the_host_s_syn_until_its_own_rst() {
     let dataplane = loaded(POLICY, Mode::Enforce);
     for (local, remote, _) in families() {
         let from_remote =
@@ -126,17 +126,57 @@ fn tcp_replies_pass_from_syn_until_rst() {
         // A remote that opens a connection to the same local port is not a reply.
         let inbound = ip_frame(remote, local, IPPROTO_TCP, &tcp_segment(443, 22, tcp::SYN));
         assert_eq!(verdict(&dataplane, &inbound), Verdict::Drop);
-        assert_eq!(
-            verdict(&dataplane, &from_remote(tcp::RST)),
-            Verdict::Pass,
-            "the RST itself"
-        );
+        // A spoofer who knows the ports cannot tear the flow down with a forged RST or FIN.
+        for forged in [tcp::RST, tcp::FIN | tcp::ACK] {
+            assert_eq!(
+                verdict(&dataplane, &from_remote(forged)),
+                Verdict::Pass,
+                "an RST or FIN from the remote passes"
+            );
+            assert_eq!(
+                verdict(&dataplane, &from_remote(tcp::ACK)),
+                Verdict::Pass,
+                "and closes nothing"
+            );
+        }
+        send(&dataplane, &from_host(tcp::RST | tcp::ACK));
         assert_eq!(
             verdict(&dataplane, &from_remote(tcp::ACK)),
             Verdict::Drop,
-            "closed by the RST"
+            "closed by the host's own RST"
         );
     }
+}
+
+#[test]
+fn replies_do_not_keep_a_flow_alive_only_the_host_s_own_packets_do() {
+    let mut dataplane = loaded(POLICY, Mode::Enforce);
+    dataplane
+        .set_replies(Replies {
+            udp_timeout: Duration::from_millis(400),
+            ..Replies::default()
+        })
+        .expect("replies");
+    let (local, remote, _) = families()[0];
+    let reply = ip_frame(remote, local, IPPROTO_UDP, &udp(53, 40000));
+    let from_host = ip_frame(local, remote, IPPROTO_UDP, &udp(40000, 53));
+    send(&dataplane, &from_host);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(verdict(&dataplane, &reply), Verdict::Pass);
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(
+        verdict(&dataplane, &reply),
+        Verdict::Drop,
+        "400 ms after the host's last datagram, however many replies came"
+    );
+    send(&dataplane, &from_host);
+    assert_eq!(
+        verdict(&dataplane, &reply),
+        Verdict::Pass,
+        "the host's own datagram opens it again"
+    );
 }
 
 #[test]
@@ -359,6 +399,16 @@ fn scopes_check_only_protected_ports_and_whatever_could_hide_one() {
             &tcp_segment(40000, 22, tcp::SYN),
         );
         assert_eq!(verdict(&dataplane, &allowed_ssh), Verdict::Pass);
+    }
+    // Other protocols than TCP, UDP and ICMP from a denied source are held to the allowlist:
+    // a tunnel would carry anything past the guard.
+    for protocol in [4u8, 41, 47, 50, 132, 136, 115, 33] {
+        let frame = ip_frame(ip("203.0.113.53"), ip("198.18.0.1"), protocol, &[0; 16]);
+        assert_eq!(
+            verdict(&dataplane, &frame),
+            Verdict::Drop,
+            "IP protocol {protocol}"
+        );
     }
     // TCP to port 80 behind an IPv6 hop-by-hop header could hide port 22: checked.
     let mut hidden = vec![IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0];

@@ -106,15 +106,43 @@ fn frames_that_are_not_ip_pass() {
 }
 
 #[test]
-fn neighbor_discovery_passes_from_any_source_but_only_with_hop_limit_255() {
+fn neighbor_discovery_passes_only_as_rfc_4861_sends_it() {
     let dataplane = loaded(POLICY, Mode::Enforce);
+    let link_local = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9);
     for icmp_type in 133..=137 {
         assert_eq!(
-            verdict(&dataplane, &nd_frame(DENIED_V6, icmp_type, 255)),
+            verdict(&dataplane, &nd_frame(link_local, icmp_type, 255)),
             Verdict::Pass,
-            "type {icmp_type}"
+            "type {icmp_type} from a link-local source"
         );
     }
+    // Solicitations and advertisements of neighbours come from any address; router
+    // advertisements and redirects only from a link-local one, solicitations of routers
+    // also from the unspecified address.
+    for (source, icmp_type, passes) in [
+        (DENIED_V6, 135, true),
+        (DENIED_V6, 136, true),
+        (DENIED_V6, 133, false),
+        (DENIED_V6, 134, false),
+        (DENIED_V6, 137, false),
+        (Ipv6Addr::UNSPECIFIED, 133, true),
+        (Ipv6Addr::UNSPECIFIED, 135, true),
+    ] {
+        assert_eq!(
+            verdict(&dataplane, &nd_frame(source, icmp_type, 255)) == Verdict::Pass,
+            passes,
+            "type {icmp_type} from {source}"
+        );
+    }
+    // Any code but 0 is not ND.
+    let mut coded = icmpv6(135);
+    coded[1] = 1;
+    let coded = ethernet(
+        &[],
+        ETH_P_IPV6,
+        &ipv6(DENIED_V6, SERVER_V6, IPPROTO_ICMPV6, 255, &coded),
+    );
+    assert_eq!(verdict(&dataplane, &coded), Verdict::Drop, "code 1");
     // Forged ND that crossed a router (hop limit below 255), other ICMPv6, and ND hidden
     // behind an extension header are held to the allowlist.
     assert_eq!(
@@ -149,8 +177,8 @@ fn neighbor_discovery_passes_from_any_source_but_only_with_hop_limit_255() {
     assert_counters(
         &dataplane,
         &[
-            (Counter::PassedNeighborDiscovery, 5),
-            (Counter::Dropped, 5),
+            (Counter::PassedNeighborDiscovery, 9),
+            (Counter::Dropped, 9),
             (Counter::PassedAllowed, 1),
         ],
     );
