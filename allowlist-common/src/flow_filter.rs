@@ -30,12 +30,14 @@ pub type FlowFilterLine = [u8; FLOW_FILTER_LINE as usize];
 pub const fn flow_filter_slot(flow: &FlowKey) -> u32 {
     let mut hash: u64 = 0x9e37_79b9_7f4a_7c15 ^ ((flow.protocol as u64) << 8 | flow.family as u64);
     let mut i = 0;
-    while i < 16 {
+    while i < 32 {
+        let address = if i < 16 { &flow.remote } else { &flow.local };
+        let at = i % 16;
         let word = u32::from_le_bytes([
-            flow.remote[i],
-            flow.remote[i + 1],
-            flow.remote[i + 2],
-            flow.remote[i + 3],
+            address[at],
+            address[at + 1],
+            address[at + 2],
+            address[at + 3],
         ]);
         hash = (hash ^ word as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
         i += 4;
@@ -67,6 +69,7 @@ mod tests {
         bytes[..4].copy_from_slice(&remote);
         FlowKey {
             remote: bytes,
+            local: [0; 16],
             remote_port,
             local_port,
             protocol: 17,

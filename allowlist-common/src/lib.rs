@@ -269,6 +269,8 @@ pub struct RuleUsage {
 pub struct FlowKey {
     /// The remote address; IPv4 in the first 4 bytes, the rest zero.
     pub remote: [u8; 16],
+    /// The local address the host sent from; IPv4 in the first 4 bytes, the rest zero.
+    pub local: [u8; 16],
     /// The remote port (0 for ICMP echo).
     pub remote_port: u16,
     /// The local port (the echo identifier for ICMP echo).

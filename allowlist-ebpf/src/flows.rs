@@ -83,18 +83,42 @@ pub enum Addr {
     V6([u8; 16]),
 }
 
+/// The two addresses of a flow, as the host sees them.
+#[derive(Clone, Copy)]
+pub enum Ends {
+    /// IPv4.
+    V4 {
+        /// The other side.
+        remote: [u8; 4],
+        /// The host's address.
+        local: [u8; 4],
+    },
+    /// IPv6.
+    V6 {
+        /// The other side.
+        remote: [u8; 16],
+        /// The host's address.
+        local: [u8; 16],
+    },
+}
+
+/// An IPv4 address in the 16 bytes of a flow key.
 #[inline(always)]
-fn key(remote: Addr, remote_port: u16, local_port: u16, protocol: u8) -> FlowKey {
-    let (remote, family) = match remote {
-        Addr::V4(v4) => {
-            let mut bytes = [0u8; 16];
-            bytes[..4].copy_from_slice(&v4);
-            (bytes, 4)
-        }
-        Addr::V6(v6) => (v6, 6),
+fn widened(v4: [u8; 4]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&v4);
+    bytes
+}
+
+#[inline(always)]
+fn key(ends: Ends, remote_port: u16, local_port: u16, protocol: u8) -> FlowKey {
+    let (remote, local, family) = match ends {
+        Ends::V4 { remote, local } => (widened(remote), widened(local), 4),
+        Ends::V6 { remote, local } => (remote, local, 6),
     };
     FlowKey {
         remote,
+        local,
         remote_port,
         local_port,
         protocol,
@@ -133,14 +157,14 @@ fn fresh(state: &FlowState, timeout: u64, now: u64) -> bool {
 
 /// Records (or refreshes) the flow of a packet the host sends to `remote`.
 #[inline(always)]
-pub fn record(remote: Addr, transport: Transport, end: usize, counted: impl Fn()) {
+pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) {
     let now = now();
     let (flow, tcp) = match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let Some((local_port, remote_port)) = packet::ports(transport.at, end) else {
                 return;
             };
-            let flow = key(remote, remote_port, local_port, transport.protocol);
+            let flow = key(ends, remote_port, local_port, transport.protocol);
             if transport.protocol == ip_proto::TCP {
                 let Some(flags) = packet::tcp_flags(transport.at, end) else {
                     return;
@@ -157,7 +181,7 @@ pub fn record(remote: Addr, transport: Transport, end: usize, counted: impl Fn()
             if icmp_type != ICMP_ECHO_REQUEST && icmp_type != ICMPV6_ECHO_REQUEST {
                 return;
             }
-            (key(remote, 0, id, transport.protocol), None)
+            (key(ends, 0, id, transport.protocol), None)
         }
         _ => return,
     };
@@ -212,7 +236,7 @@ fn note_tcp_flags(state: &mut FlowState, flags: u8, now: u64) {
 /// it: a reply changes nothing, so that a spoofer who knows a flow's ports can neither keep
 /// it open past its idle timeout nor tear it down with a forged RST or FIN.
 #[inline(always)]
-pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize) -> bool {
+pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -> bool {
     match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let Some((remote_port, local_port)) = packet::ports(transport.at, end) else {
@@ -220,7 +244,7 @@ pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize)
             };
             known(
                 config,
-                &key(remote, remote_port, local_port, transport.protocol),
+                &key(ends, remote_port, local_port, transport.protocol),
             )
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
@@ -229,7 +253,7 @@ pub fn is_reply(config: &Config, remote: Addr, transport: Transport, end: usize)
             };
             match (transport.protocol, icmp_type) {
                 (ip_proto::ICMP, ICMP_ECHO_REPLY) | (ip_proto::ICMPV6, ICMPV6_ECHO_REPLY) => {
-                    known(config, &key(remote, 0, id, transport.protocol))
+                    known(config, &key(ends, 0, id, transport.protocol))
                 }
                 (
                     ip_proto::ICMP,
@@ -261,33 +285,38 @@ fn known(config: &Config, flow: &FlowKey) -> bool {
     }
 }
 
-/// The flow of the packet the host sent that an ICMP error quotes, for an IPv4 quote at `ip`.
+/// The flow of the packet the host sent that an ICMP error quotes, for an IPv4 quote at
+/// `ip`: its destination is the flow's remote address, its source the host's.
 #[inline(always)]
 fn quoted_flow_v4(ip: usize, end: usize) -> Option<FlowKey> {
-    let remote = packet::destination_v4(ip, end)?;
-    let transport = packet::transport_v4(ip, end)?;
-    quoted_flow(Addr::V4(remote), transport, end)
+    let ends = Ends::V4 {
+        remote: packet::destination_v4(ip, end)?,
+        local: packet::source_v4(ip, end)?,
+    };
+    quoted_flow(ends, packet::transport_v4(ip, end)?, end)
 }
 
 /// As [`quoted_flow_v4`], for an IPv6 quote.
 #[inline(always)]
 fn quoted_flow_v6(ip: usize, end: usize) -> Option<FlowKey> {
-    let remote = packet::destination_v6(ip, end)?;
-    let transport = packet::transport_v6(ip, end)?;
-    quoted_flow(Addr::V6(remote), transport, end)
+    let ends = Ends::V6 {
+        remote: packet::destination_v6(ip, end)?,
+        local: packet::source_v6(ip, end)?,
+    };
+    quoted_flow(ends, packet::transport_v6(ip, end)?, end)
 }
 
 #[inline(always)]
-fn quoted_flow(remote: Addr, transport: Transport, end: usize) -> Option<FlowKey> {
+fn quoted_flow(ends: Ends, transport: Transport, end: usize) -> Option<FlowKey> {
     match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let (local_port, remote_port) = packet::ports(transport.at, end)?;
-            Some(key(remote, remote_port, local_port, transport.protocol))
+            Some(key(ends, remote_port, local_port, transport.protocol))
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
             let (icmp_type, id) = packet::icmp_type_and_id(transport.at, end)?;
             (icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REQUEST)
-                .then(|| key(remote, 0, id, transport.protocol))
+                .then(|| key(ends, 0, id, transport.protocol))
         }
         _ => None,
     }

@@ -36,7 +36,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::flows::Addr;
+use crate::flows::{Addr, Ends};
 use crate::packet::{Source, Transport};
 use crate::ranges::{lookup_v4, lookup_v6};
 use crate::tally::Tally;
@@ -95,9 +95,21 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
             // Only sources outside the allowlist get this far: the transport header is parsed
             // here, not before the lookup, so allowed sources never pay for it.
-            match packet::transport_v4(ip, end) {
-                Some(t)
-                    if config.replies != 0 && flows::is_reply(config, Addr::V4(addr), t, end) =>
+            match (
+                packet::transport_v4(ip, end),
+                packet::destination_v4(ip, end),
+            ) {
+                (Some(t), Some(local))
+                    if config.replies != 0
+                        && flows::is_reply(
+                            config,
+                            Ends::V4 {
+                                remote: addr,
+                                local,
+                            },
+                            t,
+                            end,
+                        ) =>
                 {
                     tally.pass(Counter::PassedReply)
                 }
@@ -117,10 +129,21 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             match packet::neighbor_discovery(ip, end, &addr) {
                 Some(true) => tally.pass(Counter::PassedNeighborDiscovery),
                 None => tally.refuse(mode, Counter::Malformed),
-                Some(false) => match packet::transport_v6(ip, end) {
-                    Some(t)
+                Some(false) => match (
+                    packet::transport_v6(ip, end),
+                    packet::destination_v6(ip, end),
+                ) {
+                    (Some(t), Some(local))
                         if config.replies != 0
-                            && flows::is_reply(config, Addr::V6(addr), t, end) =>
+                            && flows::is_reply(
+                                config,
+                                Ends::V6 {
+                                    remote: addr,
+                                    local,
+                                },
+                                t,
+                                end,
+                            ) =>
                     {
                         tally.pass(Counter::PassedReply)
                     }
@@ -144,22 +167,22 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
         let tally = Tally::of_interface(unsafe { (*ctx.skb.skb).ifindex });
         let end = ctx.data_end();
         match packet::source(ctx.data(), end) {
-            Source::V4(_, ip) => {
+            Source::V4(local, ip) => {
                 if let (Some(remote), Some(t)) = (
                     packet::destination_v4(ip, end),
                     packet::transport_v4(ip, end),
                 ) {
-                    flows::record(Addr::V4(remote), t, end, || {
+                    flows::record(Ends::V4 { remote, local }, t, end, || {
                         tally.count(Counter::FlowsRecorded)
                     });
                 }
             }
-            Source::V6(_, ip) => {
+            Source::V6(local, ip) => {
                 if let (Some(remote), Some(t)) = (
                     packet::destination_v6(ip, end),
                     packet::transport_v6(ip, end),
                 ) {
-                    flows::record(Addr::V6(remote), t, end, || {
+                    flows::record(Ends::V6 { remote, local }, t, end, || {
                         tally.count(Counter::FlowsRecorded)
                     });
                 }

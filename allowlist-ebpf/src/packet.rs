@@ -107,6 +107,18 @@ pub fn source(start: usize, end: usize) -> Source {
     }
 }
 
+/// The source of the IPv4 header at `ip`.
+#[inline(always)]
+pub fn source_v4(ip: usize, end: usize) -> Option<Ipv4Addr> {
+    read(ip + IPV4_SOURCE_OFFSET, end)
+}
+
+/// The source of the IPv6 header at `ip`.
+#[inline(always)]
+pub fn source_v6(ip: usize, end: usize) -> Option<Ipv6Addr> {
+    read(ip + IPV6_SOURCE_OFFSET, end)
+}
+
 /// The destination of the IPv4 header at `ip`.
 #[inline(always)]
 pub fn destination_v4(ip: usize, end: usize) -> Option<Ipv4Addr> {

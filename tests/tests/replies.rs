@@ -34,6 +34,15 @@ fn families() -> [(IpAddr, IpAddr, IpAddr); 2] {
     ]
 }
 
+/// Another address of the host than `local`, of its family.
+fn other_local(local: IpAddr) -> IpAddr {
+    if local.is_ipv4() {
+        ip("198.18.0.9")
+    } else {
+        ip("fd00:a11::9")
+    }
+}
+
 fn icmp_protocol(addr: IpAddr) -> u8 {
     if addr.is_ipv4() {
         IPPROTO_ICMP
@@ -90,6 +99,12 @@ fn udp_replies_to_a_flow_the_host_started_pass_until_it_idles_out() {
             verdict(&dataplane, &other_source),
             Verdict::Drop,
             "from another remote port"
+        );
+        let other_local = ip_frame(remote, other_local(local), IPPROTO_UDP, &udp(53, 40000));
+        assert_eq!(
+            verdict(&dataplane, &other_local),
+            Verdict::Drop,
+            "to another local address on the same port"
         );
     }
     assert_eq!(counter(&dataplane, Counter::PassedReply), 2);
@@ -302,6 +317,19 @@ fn icmp_errors_about_a_recorded_flow_pass_and_others_drop() {
             );
             let from_remote = ip_frame(remote, local, proto, &icmp_error(icmp_type, &outgoing));
             assert_eq!(verdict(&dataplane, &from_remote), Verdict::Pass);
+            // The same ports from another local address: not a packet the host sent.
+            let forged = ip_packet(
+                other_local(local),
+                remote,
+                IPPROTO_TCP,
+                &tcp_segment(50002, 443, tcp::SYN),
+            );
+            let error = ip_frame(router, local, proto, &icmp_error(icmp_type, &forged));
+            assert_eq!(
+                verdict(&dataplane, &error),
+                Verdict::Drop,
+                "type {icmp_type} quoting a packet from another local address"
+            );
         }
         let truncated_quote = ip_frame(
             router,
