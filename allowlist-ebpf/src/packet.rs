@@ -75,7 +75,9 @@ pub fn read<T: Copy>(at: usize, end: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(at as *const T) })
 }
 
-/// Parses Ethernet and up to two VLAN tags, then finds the IP source address.
+/// Parses Ethernet and up to two VLAN tags, then finds the IP source address. A frame with
+/// more tags is malformed: what it carries cannot be seen, and stacked VLAN devices would
+/// take its IP past the check.
 #[inline(always)]
 pub fn source(start: usize, end: usize) -> Source {
     let Some(mut ether_type) = read::<[u8; 2]>(start + ETH_TYPE_OFFSET, end) else {
@@ -95,6 +97,7 @@ pub fn source(start: usize, end: usize) -> Source {
         l3 += VLAN_TAG_LEN;
     }
     match u16::from_be_bytes(ether_type) {
+        ETH_P_8021Q | ETH_P_8021AD => Source::Malformed,
         ETH_P_IPV4 => match read::<Ipv4Addr>(l3 + IPV4_SOURCE_OFFSET, end) {
             Some(addr) => Source::V4(addr, l3),
             None => Source::Malformed,

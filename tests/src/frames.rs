@@ -215,7 +215,8 @@ pub fn arp_frame() -> Vec<u8> {
 pub enum Carried {
     /// Not IPv4/IPv6 (after at most two VLAN tags).
     NotIp,
-    /// IPv4/IPv6 by ethertype, too short to hold the source address.
+    /// IPv4/IPv6 by ethertype, too short to hold the source address; or more than two VLAN
+    /// tags, which hide what the frame carries: refused as malformed.
     Truncated,
     /// An IP packet from this source; `neighbor_discovery` as the program must exempt it:
     /// `Some(true)` for ND, `Some(false)` for not ND, `None` for ICMPv6 with hop limit 255 too
@@ -226,6 +227,24 @@ pub enum Carried {
         /// The neighbour discovery reading (always `Some(false)` for IPv4).
         neighbor_discovery: Option<bool>,
     },
+}
+
+/// Whether ICMPv6 of `icmp_type` and `code` from `source` (hop limit 255) is neighbour
+/// discovery as RFC 4861 checks it: types 133-137, code 0, router advertisements and
+/// redirects from a link-local source, router solicitations from a link-local or the
+/// unspecified one.
+fn valid_neighbor_discovery(icmp_type: u8, code: u8, source: &IpAddr) -> bool {
+    let IpAddr::V6(source) = source else {
+        return false;
+    };
+    let link_local = source.segments()[0] & 0xffc0 == 0xfe80;
+    code == 0
+        && match icmp_type {
+            134 | 137 => link_local,
+            133 => link_local || source.is_unspecified(),
+            135 | 136 => true,
+            _ => false,
+        }
 }
 
 /// Reads what `frame` carries, independently of the program's parser.
@@ -243,6 +262,7 @@ pub fn carried(frame: &[u8]) -> Carried {
                 tags += 1;
                 offset += 2;
             }
+            ETH_P_8021Q | ETH_P_8021AD => return Carried::Truncated,
             ETH_P_IPV4 => {
                 return match frame.get(offset + 12..offset + 16) {
                     Some(src) => Carried::Ip {
@@ -261,7 +281,7 @@ pub fn carried(frame: &[u8]) -> Carried {
                 let neighbor_discovery = if next_header == IPPROTO_ICMPV6 && hop_limit == 255 {
                     frame
                         .get(offset + 40..offset + 44)
-                        .map(|icmp| (133..=137).contains(&icmp[0]))
+                        .map(|icmp| valid_neighbor_discovery(icmp[0], icmp[1], &source))
                 } else {
                     Some(false)
                 };

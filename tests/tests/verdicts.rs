@@ -211,18 +211,25 @@ fn vlan_tagged_frames_are_filtered_on_the_inner_source() {
             Verdict::Drop
         );
     }
-    // Beyond two tags the frame is not parsed as IP.
-    let three = ethernet(
-        &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q],
-        ETH_P_IPV4,
-        &v4(DENIED_V4),
-    );
-    assert_eq!(verdict(&dataplane, &three), Verdict::Pass);
+    // Beyond two tags what the frame carries is not seen: refused, whatever its source.
+    for source in [ALLOWED_V4, DENIED_V4] {
+        let three = ethernet(
+            &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q],
+            ETH_P_IPV4,
+            &v4(source),
+        );
+        assert_eq!(verdict(&dataplane, &three), Verdict::Drop, "{source}");
+    }
+    // PPPoE sessions carry IP inside PPP: not IP at this layer (a host that terminates
+    // PPPoE attaches the program to its ppp interface too).
+    let pppoe = ethernet(&[], 0x8864, &[0x11, 0, 0, 1, 0, 22, 0, 0x21]);
+    assert_eq!(verdict(&dataplane, &pppoe), Verdict::Pass);
     assert_counters(
         &dataplane,
         &[
             (Counter::PassedAllowed, 6),
             (Counter::Dropped, 6),
+            (Counter::Malformed, 2),
             (Counter::PassedNotIp, 1),
         ],
     );
