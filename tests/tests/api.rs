@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use allowlist_tests::daemon::{Daemon, Response, TempDir};
+use allowlist_tests::daemon::{API_ADDR, Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::traffic::passes;
 use serde_json::{Value, json};
@@ -1375,4 +1375,36 @@ fn allowlistctl_tables_escape_control_characters_and_end_quietly_into_head() {
         !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
         "allowlistctl show | head: {stderr}"
     );
+}
+
+#[test]
+fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
+    use std::io::{Read as _, Write as _};
+    let s = setup(&["--max-body-bytes", "65536"]);
+    let d = &s.daemon;
+    let mut stream = d.connect().expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let request = format!(
+        "POST /v1/allowlists HTTP/1.1\r\nHost: {API_ADDR}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{{",
+        d.token
+    );
+    stream.write_all(request.as_bytes()).expect("headers");
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Only the headers and one byte were sent: the answer must not wait for the rest.
+    while !String::from_utf8_lossy(&raw).contains("payload_too_large") {
+        let read = stream
+            .read(&mut chunk)
+            .expect("an answer within 5 s, without the body");
+        if read == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..read]);
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
 }

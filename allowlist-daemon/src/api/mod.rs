@@ -105,7 +105,33 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             count_requests,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(move |request, next| {
+            refuse_declared_oversize(max_body_bytes, request, next)
+        }))
         .with_state(state)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over `max_body_bytes`,
+/// before any of its body is read (a client, or a slow one, cannot make the daemon wait for
+/// a body it would refuse).
+async fn refuse_declared_oversize(max_body_bytes: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body_bytes as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request declares a body of {length} bytes; the limit is {max_body_bytes} \
+                 (--max-body-bytes)"
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// The answer to a method a route does not take, in the error envelope (axum adds `Allow`).
