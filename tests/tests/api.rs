@@ -137,6 +137,21 @@ fn every_endpoint_but_healthz_needs_the_token() {
     let log = s.daemon.log();
     assert!(log.contains("admin.token"), "the path is logged: {log}");
     assert!(!log.contains(&s.daemon.token), "the token is never logged");
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("audit") && line.contains("refused"))
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        routes.len() * 3,
+        "each refusal is on record: {log}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|line| line.contains("peer=127.0.0.1:") && line.contains("status=401")),
+        "with the peer and the status: {refusals:?}"
+    );
 }
 
 #[test]

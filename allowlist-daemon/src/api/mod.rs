@@ -11,9 +11,10 @@ mod readings;
 mod stream;
 mod views;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -104,6 +105,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             count_requests,
         ))
+        .layer(middleware::from_fn(audit_refusals))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
             refuse_declared_oversize(max_body_bytes, request, next)
@@ -141,6 +143,29 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "the route does not take this method (see Allow, and GET /v1/openapi.json)",
     )
+}
+
+/// Writes an audit line for every request refused as unauthenticated (401) or forbidden
+/// (403, the lockout guard), naming the peer: who tried what is on record, not only what
+/// changed.
+async fn audit_refusals(request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |info| info.0.to_string());
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        tracing::warn!(
+            target: "audit",
+            peer = %peer,
+            request = %what,
+            status = status.as_u16(),
+            "refused"
+        );
+    }
+    response
 }
 
 /// Counts each request by its route (the pattern, not the ids in it) and status.

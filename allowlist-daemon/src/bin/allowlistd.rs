@@ -192,15 +192,18 @@ async fn run() -> anyhow::Result<()> {
     );
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-        .await
-        .context("serving the admin API")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+    .await
+    .context("serving the admin API")?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     log_counters_now(&usage);
