@@ -218,11 +218,24 @@ fn a_damaged_state_stops_the_daemon_and_the_kernel_keeps_enforcing() {
         Some(&json!({ "entries": [{ "cidr": CLIENT_DENIED_V4.to_string() }] })),
     );
     assert_eq!(refused.status, 500, "{refused:?}");
+    // The cause (a path, the errno text) is in the log under an id; the client gets the id.
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    let error_id = refused.body["error"]["error_id"]
+        .as_str()
+        .expect("an error id");
+    assert!(message.contains(error_id), "{refused:?}");
     assert!(
-        refused.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("Read-only file system")),
-        "{refused:?}"
+        !message.contains("Read-only file system") && !message.contains("/"),
+        "no internals for the client: {message}"
+    );
+    assert!(
+        daemon
+            .log()
+            .lines()
+            .any(|line| line.contains(error_id) && line.contains("Read-only file system")),
+        "the log has the cause under the id"
     );
     let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
     assert_eq!(list.body["entries"].as_array().map(Vec::len), Some(2));

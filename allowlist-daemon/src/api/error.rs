@@ -22,7 +22,8 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     retry_after_seconds: Option<u64>,
-    addresses: Option<Vec<IpAddr>>,
+    addresses: Option<Box<[IpAddr]>>,
+    error_id: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -34,6 +35,29 @@ impl ApiError {
             field: None,
             retry_after_seconds: None,
             addresses: None,
+            error_id: None,
+        }
+    }
+
+    /// A 500 for a failure of the daemon itself while doing `what`: its cause (file paths,
+    /// errno text, panic messages) goes to the log under a new error id, the client gets the
+    /// id to find that line.
+    pub(super) fn internal(what: &str, cause: &str) -> Self {
+        let mut bytes = [0u8; 6];
+        // Without randomness the id is still unique enough to grep for: the time.
+        if getrandom::fill(&mut bytes).is_err() {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+            bytes.copy_from_slice(&now.to_le_bytes()[..6]);
+        }
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        tracing::error!(error_id = %id, error = %cause, "{what} failed");
+        ApiError {
+            error_id: Some(id.clone().into()),
+            ..ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                format!("{what} failed; the daemon's log has the cause under error_id {id}"),
+            )
         }
     }
 
@@ -49,11 +73,7 @@ impl ApiError {
 impl From<tokio::task::JoinError> for ApiError {
     /// A blocking task that panicked or was cancelled.
     fn from(err: tokio::task::JoinError) -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            err.to_string(),
-        )
+        ApiError::internal("the request", &err.to_string())
     }
 }
 
@@ -61,20 +81,14 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::Refused(refusal) => refusal.into(),
-            other => {
-                let message = crate::error_chain(&other);
-                tracing::error!(error = %message, "request failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
-            }
+            other => ApiError::internal("the request", &crate::error_chain(&other)),
         }
     }
 }
 
 impl From<crate::dataplane::DataplaneError> for ApiError {
     fn from(err: crate::dataplane::DataplaneError) -> Self {
-        let message = format!("reading the counters: {}", crate::error_chain(&err));
-        tracing::error!(error = %message, "request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+        ApiError::internal("reading the counters", &crate::error_chain(&err))
     }
 }
 
@@ -102,9 +116,10 @@ impl From<ModelError> for ApiError {
                 _ => None,
             },
             addresses: match err {
-                ModelError::WouldLockOut { addresses } => Some(addresses),
+                ModelError::WouldLockOut { addresses } => Some(addresses.into()),
                 _ => None,
             },
+            error_id: None,
         }
     }
 }
@@ -120,6 +135,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(addresses) = self.addresses {
             error["addresses"] = json!(addresses);
+        }
+        if let Some(id) = self.error_id {
+            error["error_id"] = json!(id);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(seconds) = self.retry_after_seconds {
