@@ -212,6 +212,34 @@ impl Daemon {
         Ok(())
     }
 
+    /// Sends SIGTERM and waits at most `limit` for a successful exit; returns how long it
+    /// took. A daemon still running then is killed, and that is an error.
+    pub fn stop_within(&mut self, limit: Duration) -> anyhow::Result<Duration> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(Duration::ZERO);
+        };
+        let started = std::time::Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        while started.elapsed() < limit {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("allowlistd exited with {status}: {}", self.log());
+                }
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "allowlistd still ran {limit:?} after SIGTERM: {}",
+            self.log()
+        )
+    }
+
     /// The daemon's peak resident memory so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.memory_kib("VmHWM")

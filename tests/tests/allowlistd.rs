@@ -302,3 +302,24 @@ fn a_token_file_other_users_can_read_is_refused_as_ssh_refuses_a_key() {
     );
     assert!(err.contains(&format!("chmod 600 {path}")), "{err}");
 }
+
+#[test]
+fn a_stalled_client_does_not_keep_the_daemon_from_stopping() {
+    use std::io::Write as _;
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &[]).expect("allowlistd");
+    // Half a request, never finished, and an idle connection.
+    let mut stalled = daemon.connect().expect("connect");
+    stalled
+        .write_all(b"GET /v1/enforcement HTTP/1.1\r\nHost: x\r\n")
+        .expect("half a header");
+    let _idle = daemon.connect().expect("connect");
+    let took = daemon
+        .stop_within(std::time::Duration::from_secs(15))
+        .expect("a prompt exit");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopped after {took:?}"
+    );
+}

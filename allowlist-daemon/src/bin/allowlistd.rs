@@ -192,18 +192,31 @@ async fn run() -> anyhow::Result<()> {
     );
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    axum::serve(
+    let (stopping, mut stop_seen) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
+        let _ = stop_seen.wait_for(|stop| *stop).await;
+    });
+    // A stop lets requests under way finish, but waits no longer than SHUTDOWN_GRACE for
+    // connections that are idle or stalled (half a header, a body never sent).
+    let deadline = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
-    })
-    .await
-    .context("serving the admin API")?;
+        let _ = stopping.send(true);
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.context("serving the admin API")?,
+        () = deadline => tracing::warn!(
+            grace_seconds = SHUTDOWN_GRACE.as_secs(),
+            "connections still open after the stop's grace: closed"
+        ),
+    }
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     log_counters_now(&usage);
@@ -235,6 +248,9 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
         }
     }
 }
+
+/// How long a stop waits for the API's open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// How often the reply check's flow filter is renewed from the flows still live.
 const FLOW_FILTER_RENEWAL: Duration = Duration::from_secs(10);
