@@ -151,6 +151,60 @@ pub(super) fn pack(values: impl Iterator<Item = u64>, bits: usize) -> Vec<u64> {
     words
 }
 
+/// A table built into vectors: what the unit tests read instead of the kernel's maps.
+#[cfg(test)]
+pub(super) struct Collected<S> {
+    /// The buckets, in order.
+    pub(super) buckets: Vec<RangeBucket>,
+    /// The listed ranges' starts.
+    pub(super) starts: Vec<S>,
+    /// Their rules.
+    pub(super) rules: Vec<RuleId>,
+}
+
+/// The sinks a table builder writes buckets and ranges into.
+#[cfg(test)]
+type Sinks<'a, S> = (
+    &'a mut dyn FnMut(RangeBucket) -> Result<(), std::convert::Infallible>,
+    &'a mut dyn FnMut(S, RuleId) -> Result<(), std::convert::Infallible>,
+);
+
+#[cfg(test)]
+impl<S> Collected<S> {
+    /// Runs a table builder with sinks that collect into vectors; returns them and what the
+    /// builder returned.
+    pub(super) fn from<T>(
+        build: impl FnOnce(Sinks<'_, S>) -> Result<T, std::convert::Infallible>,
+    ) -> (Self, T) {
+        let (mut buckets, mut starts, mut rules) = (Vec::new(), Vec::new(), Vec::new());
+        let built = build((
+            &mut |bucket| {
+                buckets.push(bucket);
+                Ok(())
+            },
+            &mut |start, rule| {
+                starts.push(start);
+                rules.push(rule);
+                Ok(())
+            },
+        ));
+        let Ok(value) = built;
+        let collected = Collected {
+            buckets,
+            starts,
+            rules,
+        };
+        (collected, value)
+    }
+
+    /// Word `word` of the rules as the rule array packs them (two to a word).
+    pub(super) fn rule_word(&self, word: u32) -> Option<u64> {
+        let from = word as usize * 2;
+        let rules = self.rules.get(from..(from + 2).min(self.rules.len()))?;
+        Some(pack(rules.iter().map(|r| u64::from(*r)), 32)[0])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,44 +106,25 @@ pub(super) fn build<E>(
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
     use std::net::{IpAddr, Ipv4Addr};
 
     use allowlist_common::ranges::uniform_bucket;
     use allowlist_common::ranges::v4::{V4Words, classify_v4};
 
+    use super::super::points::Collected;
     use super::*;
 
     /// One generation of the IPv4 range maps, built into vectors.
     struct V4Table {
         summary: Vec<u64>,
-        buckets: Vec<RangeBucket>,
-        starts: Vec<u16>,
-        rules: Vec<RuleId>,
+        built: Collected<u16>,
     }
 
     impl V4Table {
         fn of(policy: &Policy) -> V4Table {
-            let (mut buckets, mut starts, mut rules) = (Vec::new(), Vec::new(), Vec::new());
-            let built = build::<Infallible>(
-                policy,
-                |bucket| {
-                    buckets.push(bucket);
-                    Ok(())
-                },
-                |start, rule| {
-                    starts.push(start);
-                    rules.push(rule);
-                    Ok(())
-                },
-            );
-            let Ok((summary, _)) = built;
-            V4Table {
-                summary,
-                buckets,
-                starts,
-                rules,
-            }
+            let (built, (summary, _)) =
+                Collected::from(|(bucket, range)| build(policy, bucket, range));
+            V4Table { summary, built }
         }
     }
 
@@ -153,19 +134,18 @@ mod tests {
         }
 
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-            self.buckets.get(bucket as usize)
+            self.built.buckets.get(bucket as usize)
         }
 
         fn starts(&self, word: u32) -> Option<u64> {
+            let starts = &self.built.starts;
             let from = word as usize * 4;
-            let starts = self.starts.get(from..(from + 4).min(self.starts.len()))?;
+            let starts = starts.get(from..(from + 4).min(starts.len()))?;
             Some(pack(starts.iter().map(|s| u64::from(*s)), 16)[0])
         }
 
         fn rules(&self, word: u32) -> Option<u64> {
-            let from = word as usize * 2;
-            let rules = self.rules.get(from..(from + 2).min(self.rules.len()))?;
-            Some(pack(rules.iter().map(|r| u64::from(*r)), 32)[0])
+            self.built.rule_word(word)
         }
     }
 
@@ -185,10 +165,10 @@ mod tests {
     fn an_empty_policy_is_one_uniform_table() {
         let table = V4Table::of(&Policy::new());
         assert_eq!(
-            table.buckets,
+            table.built.buckets,
             vec![RangeBucket::default(); BUCKET_COUNT as usize]
         );
-        assert!(table.starts.is_empty());
+        assert!(table.built.starts.is_empty());
         assert_eq!(lookup(&table, "192.0.2.1"), None);
     }
 
@@ -219,28 +199,32 @@ mod tests {
             assert_eq!(lookup(&table, addr), Some(rule), "{addr}");
         }
         assert_eq!(
-            table.buckets[0x0a00].ranges,
+            table.built.buckets[0x0a00].ranges,
             uniform_bucket(Some(1)),
             "10.0/16 lies inside 10/8"
         );
         assert_eq!(
-            table.buckets[0x0a01].ranges >> 32,
+            table.built.buckets[0x0a01].ranges >> 32,
             5,
             "10.1/16 lists the /16, /24, /32, /24 and /16 ranges"
         );
-        assert_eq!(table.starts.len(), 5, "too many to hold in the bucket");
+        assert_eq!(
+            table.built.starts.len(),
+            5,
+            "too many to hold in the bucket"
+        );
     }
 
     #[test]
     fn neighbours_with_one_rule_are_one_range() {
         let table = V4Table::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
-        let bucket = &table.buckets[0xc000];
+        let bucket = &table.built.buckets[0xc000];
         assert_eq!(
             bucket.ranges >> 32,
             3,
             "start of bucket, the /24's worth, after"
         );
-        assert!(table.starts.is_empty(), "held in the bucket");
+        assert!(table.built.starts.is_empty(), "held in the bucket");
         assert_eq!(bucket.covered, [1 << 2, 0, 0, 0], "block 2 of 256");
         assert_eq!(lookup(&table, "192.0.2.200"), Some(1));
         assert_eq!(lookup(&table, "192.0.3.0"), None);

@@ -121,45 +121,28 @@ pub(super) fn build<E>(
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
     use std::net::{IpAddr, Ipv6Addr};
 
     use allowlist_common::ranges::v6::{V6Tables, classify_v6};
 
-    use super::super::points::pack;
+    use super::super::points::Collected;
     use super::*;
 
     /// One generation of the IPv6 range maps, built into vectors.
     struct V6Table {
         header: V6Header,
         summary: Vec<u64>,
-        buckets: Vec<RangeBucket>,
-        starts: Vec<V6Words>,
-        rules: Vec<RuleId>,
+        built: Collected<V6Words>,
     }
 
     impl V6Table {
         fn of(policy: &Policy) -> V6Table {
-            let (mut buckets, mut starts, mut rules) = (Vec::new(), Vec::new(), Vec::new());
-            let built = build::<Infallible>(
-                policy,
-                |bucket| {
-                    buckets.push(bucket);
-                    Ok(())
-                },
-                |start, rule| {
-                    starts.push(start);
-                    rules.push(rule);
-                    Ok(())
-                },
-            );
-            let Ok((header, summary, _)) = built;
+            let (built, (header, summary, _)) =
+                Collected::from(|(bucket, range)| build(policy, bucket, range));
             V6Table {
                 header,
                 summary,
-                buckets,
-                starts,
-                rules,
+                built,
             }
         }
     }
@@ -174,17 +157,15 @@ mod tests {
         }
 
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-            self.buckets.get(bucket as usize)
+            self.built.buckets.get(bucket as usize)
         }
 
         fn start(&self, range: u32) -> Option<V6Words> {
-            self.starts.get(range as usize).copied()
+            self.built.starts.get(range as usize).copied()
         }
 
         fn rules(&self, word: u32) -> Option<u64> {
-            let from = word as usize * 2;
-            let rules = self.rules.get(from..(from + 2).min(self.rules.len()))?;
-            Some(pack(rules.iter().map(|r| u64::from(*r)), 32)[0])
+            self.built.rule_word(word)
         }
     }
 
@@ -233,7 +214,7 @@ mod tests {
         assert_eq!(lookup(&table, u128::MAX >> 16), Some(1));
         let empty = V6Table::of(&Policy::new());
         assert_eq!(lookup(&empty, 1), None);
-        assert!(empty.starts.is_empty());
+        assert!(empty.built.starts.is_empty());
     }
 
     /// The differential test: the range table and the policy's own longest-prefix match
