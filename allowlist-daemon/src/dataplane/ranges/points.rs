@@ -2,6 +2,8 @@
 //! sorted prefixes both range tables are built from.
 
 use std::cmp::Reverse;
+use std::iter;
+use std::ops::Sub;
 
 use allowlist_common::RuleId;
 use allowlist_common::ranges::{NO_RULE, RangeBucket, uniform_bucket};
@@ -74,6 +76,20 @@ pub(super) struct BucketPoints<'a, P> {
     pub(super) rule: RuleId,
     /// The changes after it, up to the bucket's last address.
     pub(super) inside: &'a [(P, RuleId)],
+}
+
+impl<P: Position + Sub<Output = P>> BucketPoints<'_, P> {
+    /// The bucket's ranges when it has changes inside: where each starts, relative to the
+    /// bucket's first address (the first at 0), and its rule.
+    pub(super) fn ranges(&self) -> (Vec<P>, Vec<RuleId>) {
+        let starts = iter::once(P::default())
+            .chain(self.inside.iter().map(|p| p.0 - self.first))
+            .collect();
+        let rules = iter::once(self.rule)
+            .chain(self.inside.iter().map(|p| p.1))
+            .collect();
+        (starts, rules)
+    }
 }
 
 /// `points` bucket by bucket: `count` buckets in address order, bucket `b` from
@@ -202,6 +218,17 @@ impl<S> Collected<S> {
         let from = word as usize * 2;
         let rules = self.rules.get(from..(from + 2).min(self.rules.len()))?;
         Some(pack(rules.iter().map(|r| u64::from(*r)), 32)[0])
+    }
+}
+
+/// A reproducible stream of random words (xorshift) from `seed`, for the differential tests.
+#[cfg(test)]
+pub(super) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
     }
 }
 

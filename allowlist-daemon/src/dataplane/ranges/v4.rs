@@ -3,14 +3,12 @@
 //! prefixes and handed out bucket by bucket, range by range, so that the table is written
 //! as it is made.
 
-use std::iter;
-
 use allowlist_common::RuleId;
 use allowlist_common::ranges::v4::V4_INLINE_RANGES;
 use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
 use ipnet::IpNet;
 
-use super::points::{BucketPoints, Summary, change_points, pack, split_buckets, uniform};
+use super::points::{Summary, change_points, pack, split_buckets, uniform};
 use crate::policy::Policy;
 
 /// Addresses per bucket: those sharing their top 16 bits.
@@ -63,21 +61,14 @@ pub(super) fn build<E>(
     };
     let mut summary = Summary::default();
     let mut listed = 0;
-    for BucketPoints {
-        first,
-        rule,
-        inside,
-    } in split_buckets(&points, BUCKET_COUNT, bounds)
-    {
-        if inside.is_empty() {
-            bucket(summary.note(uniform(rule)))?;
+    for points in split_buckets(&points, BUCKET_COUNT, bounds) {
+        if points.inside.is_empty() {
+            bucket(summary.note(uniform(points.rule)))?;
             continue;
         }
-        // The bucket's first range starts at its first address.
-        let starts: Vec<u16> = iter::once(0)
-            .chain(inside.iter().map(|p| (p.0 - first) as u16))
-            .collect();
-        let rules: Vec<RuleId> = iter::once(rule).chain(inside.iter().map(|p| p.1)).collect();
+        let (starts, rules) = points.ranges();
+        // Within a bucket of 2^16 addresses.
+        let starts: Vec<u16> = starts.iter().map(|start| *start as u16).collect();
         let count = starts.len();
         let covered = covered_blocks(&starts, &rules);
         let made = if count <= V4_INLINE_RANGES as usize {
@@ -111,7 +102,7 @@ mod tests {
     use allowlist_common::ranges::uniform_bucket;
     use allowlist_common::ranges::v4::{V4Words, classify_v4};
 
-    use super::super::points::Collected;
+    use super::super::points::{Collected, xorshift};
     use super::*;
 
     /// One generation of the IPv4 range maps, built into vectors.
@@ -234,13 +225,7 @@ mod tests {
     /// agree on every address probed, for random policies.
     #[test]
     fn random_policies_classify_as_the_longest_prefix_match() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..200 {
             // Prefixes clustered in a few /12s so that they nest and touch.
             let size = 1 + next() % 300;

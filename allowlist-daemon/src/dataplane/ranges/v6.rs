@@ -3,14 +3,12 @@
 //! prefixes and handed out bucket by bucket, range by range, so that the table is written
 //! as it is made.
 
-use std::iter;
-
 use allowlist_common::RuleId;
 use allowlist_common::ranges::v6::{V6_MAX_REGION_BITS, V6Header, V6Words};
 use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
 use ipnet::IpNet;
 
-use super::points::{BucketPoints, Summary, change_points, split_buckets, uniform};
+use super::points::{Summary, change_points, split_buckets, uniform};
 use crate::policy::Policy;
 
 /// The IPv6 prefixes of `policy` as (first address, last address, rule).
@@ -91,23 +89,14 @@ pub(super) fn build<E>(
     };
     let mut summary = Summary::default();
     let mut listed = 0;
-    for BucketPoints {
-        first,
-        rule,
-        inside,
-    } in split_buckets(&points, BUCKET_COUNT, bounds)
-    {
-        if inside.is_empty() {
-            bucket(summary.note(uniform(rule)))?;
+    for points in split_buckets(&points, BUCKET_COUNT, bounds) {
+        if points.inside.is_empty() {
+            bucket(summary.note(uniform(points.rule)))?;
             continue;
         }
-        // The bucket's first range starts at its first address.
-        let starts: Vec<u128> = iter::once(0)
-            .chain(inside.iter().map(|p| p.0 - first))
-            .collect();
-        let rules: Vec<RuleId> = iter::once(rule).chain(inside.iter().map(|p| p.1)).collect();
+        let (starts, rules) = points.ranges();
         for (start, rule) in starts.iter().zip(&rules) {
-            range(words(first + start), *rule)?;
+            range(words(points.first + start), *rule)?;
         }
         bucket(summary.note(RangeBucket {
             ranges: listed_bucket(listed as u32, starts.len() as u32),
@@ -125,7 +114,7 @@ mod tests {
 
     use allowlist_common::ranges::v6::{V6Tables, classify_v6};
 
-    use super::super::points::Collected;
+    use super::super::points::{Collected, xorshift};
     use super::*;
 
     /// One generation of the IPv6 range maps, built into vectors.
@@ -221,13 +210,7 @@ mod tests {
     /// agree on every address probed, for random policies.
     #[test]
     fn random_policies_classify_as_the_longest_prefix_match() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         for round in 0..100 {
             let size = 1 + next() % 200;
             let mut prefixes = Vec::new();
