@@ -41,7 +41,7 @@ impl Dataplane {
         let v4_rules = RegionWriter::new(maps.v4_rules.map(), MAP_V4_RULES, g * words, words);
         let mut starts = PackedWriter::new(v4_starts, 16);
         let mut rules = PackedWriter::new(v4_rules, 32);
-        let (v4_summary, _) = v4::build(
+        let v4_summary = v4::build(
             policy,
             |bucket| v4_buckets.push(bucket),
             |start, rule| {
@@ -60,7 +60,7 @@ impl Dataplane {
             RegionWriter::new(maps.v6_starts.map(), MAP_V6_STARTS, g * capacity, capacity);
         let v6_rules = RegionWriter::new(maps.v6_rules.map(), MAP_V6_RULES, g * words, words);
         let mut rules = PackedWriter::new(v6_rules, 32);
-        let (header, v6_summary, _) = v6::build(
+        let (header, v6_summary) = v6::build(
             policy,
             |bucket| v6_buckets.push(bucket),
             |start, rule| {

@@ -48,12 +48,12 @@ fn covered_blocks(starts: &[u16], rules: &[RuleId]) -> [u64; 4] {
 /// Builds `policy`'s IPv4 range table in one pass: each bucket in order to `bucket`, then
 /// each range a bucket lists in the shared arrays, in order, to `range` (its start within
 /// the bucket, its rule). Returns the summary (a bit per bucket that holds an allowed
-/// address) and the ranges listed.
+/// address).
 pub(super) fn build<E>(
     policy: &Policy,
     mut bucket: impl FnMut(RangeBucket) -> Result<(), E>,
     mut range: impl FnMut(u16, RuleId) -> Result<(), E>,
-) -> Result<(Vec<u64>, usize), E> {
+) -> Result<Vec<u64>, E> {
     let points = change_points(prefixes(policy));
     let bounds = |bucket: u32| {
         let first = u64::from(bucket) * BUCKET_SPAN;
@@ -92,7 +92,7 @@ pub(super) fn build<E>(
         };
         bucket(summary.note(made))?;
     }
-    Ok((summary.words, listed))
+    Ok(summary.words)
 }
 
 #[cfg(test)]
@@ -113,8 +113,7 @@ mod tests {
 
     impl V4Table {
         fn of(policy: &Policy) -> V4Table {
-            let (built, (summary, _)) =
-                Collected::from(|(bucket, range)| build(policy, bucket, range));
+            let (built, summary) = Collected::from(|(bucket, range)| build(policy, bucket, range));
             V4Table { summary, built }
         }
     }

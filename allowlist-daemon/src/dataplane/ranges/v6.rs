@@ -54,12 +54,12 @@ fn covered_blocks(starts: &[u128], rules: &[RuleId], span_bits: u32) -> [u64; 4]
 /// Builds `policy`'s IPv6 range table in one pass: each bucket in order to `bucket`, then
 /// each range a bucket lists in the shared arrays, in order, to `range` (its first address,
 /// its rule). Returns the header, the summary (a bit per bucket that holds an allowed
-/// address) and the ranges listed.
+/// address).
 pub(super) fn build<E>(
     policy: &Policy,
     mut bucket: impl FnMut(RangeBucket) -> Result<(), E>,
     mut range: impl FnMut(V6Words, RuleId) -> Result<(), E>,
-) -> Result<(V6Header, Vec<u64>, usize), E> {
+) -> Result<(V6Header, Vec<u64>), E> {
     let points = change_points(prefixes(policy));
     // The region: the prefix every change point after address 0 shares.
     let (region_bits, region) = match (points.get(1), points.last()) {
@@ -105,7 +105,7 @@ pub(super) fn build<E>(
         }))?;
         listed += starts.len();
     }
-    Ok((header, summary.words, listed))
+    Ok((header, summary.words))
 }
 
 #[cfg(test)]
@@ -126,7 +126,7 @@ mod tests {
 
     impl V6Table {
         fn of(policy: &Policy) -> V6Table {
-            let (built, (header, summary, _)) =
+            let (built, (header, summary)) =
                 Collected::from(|(bucket, range)| build(policy, bucket, range));
             V6Table {
                 header,
