@@ -7,6 +7,6 @@ mod scope;
 mod text;
 
 pub use cidr::{CidrError, check_prefix, parse_cidr};
-pub use prefixes::{Policy, PolicyDiff};
+pub use prefixes::Policy;
 pub use scope::{PortScope, Transport};
 pub use text::{CidrText, serialize_cidr};

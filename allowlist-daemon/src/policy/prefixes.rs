@@ -1,5 +1,5 @@
 //! The prefixes a policy allows, each with the rule that put it there: a sorted array shared
-//! between copies, compared and diffed by walking two of them side by side.
+//! between copies.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,35 +10,14 @@ use ipnet::IpNet;
 /// A set of allowed prefixes, each with the rule that put it there.
 ///
 /// A prefix appears once: when two rules name the same prefix, the one given first keeps it
-/// (the kernel trie has one value per prefix). Immutable and cheap to clone: a new policy is
-/// built whole ([`FromIterator`]) or from another and a diff ([`Policy::patched`]).
+/// (a range of addresses has one longest prefix, and one rule). Immutable and cheap to
+/// clone: a new policy is built whole ([`FromIterator`]).
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Sorted by prefix (IPv4 before IPv6), each prefix once.
     prefixes: Arc<[(IpNet, RuleId)]>,
     /// Which prefix lengths occur: bit `len` for IPv4, bit `33 + len` for IPv6.
     lengths: [u64; 3],
-}
-
-/// The map writes that turn one policy into another, each list sorted by prefix.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyDiff {
-    /// Prefixes to insert, or whose rule changed.
-    pub upserts: Vec<(IpNet, RuleId)>,
-    /// Prefixes to remove.
-    pub removals: Vec<IpNet>,
-}
-
-impl PolicyDiff {
-    /// Whether the two policies are the same.
-    pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removals.is_empty()
-    }
-
-    /// Map writes it takes.
-    pub fn len(&self) -> usize {
-        self.upserts.len() + self.removals.len()
-    }
 }
 
 /// The bit of [`Policy::lengths`] for prefixes of `net`'s family and length.
@@ -109,50 +88,6 @@ impl Policy {
             }
             self.get(&net).map(|rule| (net, rule))
         })
-    }
-
-    /// The writes that turn `self` (what is installed) into `target`.
-    pub fn diff(&self, target: &Policy) -> PolicyDiff {
-        let mut diff = PolicyDiff::default();
-        if Arc::ptr_eq(&self.prefixes, &target.prefixes) {
-            return diff;
-        }
-        let (mut have, mut want) = (self.prefixes.iter().peekable(), target.prefixes.iter());
-        for &(net, rule) in want.by_ref() {
-            while let Some((old, _)) = have.next_if(|(old, _)| *old < net) {
-                diff.removals.push(*old);
-            }
-            match have.next_if(|(old, _)| *old == net) {
-                Some((_, old_rule)) if *old_rule == rule => {}
-                _ => diff.upserts.push((net, rule)),
-            }
-        }
-        diff.removals.extend(have.map(|(old, _)| *old));
-        diff
-    }
-
-    /// `self` with `removals` removed and `upserts` written (both sorted, as in a
-    /// [`PolicyDiff`], or a leading part of one): what a trie holding `self` holds after
-    /// those writes.
-    pub fn patched(&self, removals: &[IpNet], upserts: &[(IpNet, RuleId)]) -> Policy {
-        let mut removals = removals.iter().peekable();
-        let kept = self.prefixes.iter().filter(|(net, _)| {
-            while removals.next_if(|removed| *removed < net).is_some() {}
-            removals.next_if(|removed| *removed == net).is_none()
-        });
-        let mut merged = Vec::with_capacity(self.prefixes.len() + upserts.len());
-        let mut upserts = upserts.iter().peekable();
-        for &(net, rule) in kept {
-            while let Some(upsert) = upserts.next_if(|(new, _)| *new < net) {
-                merged.push(*upsert);
-            }
-            match upserts.next_if(|(new, _)| *new == net) {
-                Some(upsert) => merged.push(*upsert),
-                None => merged.push((net, rule)),
-            }
-        }
-        merged.extend(upserts.copied());
-        Policy::from_sorted(merged)
     }
 }
 
@@ -230,54 +165,5 @@ mod tests {
             .collect();
         assert_eq!(policy.lookup(addr("203.0.113.9")).map(|m| m.1), Some(1));
         assert_eq!(policy.lookup(addr("2001:db8::9")).map(|m| m.1), Some(2));
-    }
-
-    #[test]
-    fn diff_adds_changes_and_removes() {
-        let before: Policy = [
-            (net("10.0.0.0/8"), 1),
-            (net("192.0.2.1/32"), 2),
-            (net("2001:db8::/32"), 3),
-        ]
-        .into_iter()
-        .collect();
-        let after: Policy = [
-            (net("10.0.0.0/8"), 1),
-            (net("192.0.2.1/32"), 7),
-            (net("198.51.100.0/24"), 8),
-        ]
-        .into_iter()
-        .collect();
-        let diff = before.diff(&after);
-        assert_eq!(
-            diff.upserts,
-            vec![(net("192.0.2.1/32"), 7), (net("198.51.100.0/24"), 8)]
-        );
-        assert_eq!(diff.removals, vec![net("2001:db8::/32")]);
-        assert_eq!(diff.len(), 3);
-        assert!(after.diff(&after).is_empty());
-        assert!(after.diff(&after.clone()).is_empty());
-    }
-
-    #[test]
-    fn a_diff_applied_in_full_or_in_part_gives_what_the_trie_holds() {
-        let before: Policy = (0..50u32)
-            .map(|i| (net(&format!("10.{i}.0.0/16")), i))
-            .collect();
-        let after: Policy = (25..75u32)
-            .map(|i| (net(&format!("10.{i}.0.0/16")), i + 1))
-            .collect();
-        let diff = before.diff(&after);
-        assert_eq!(before.patched(&diff.removals, &diff.upserts), after);
-        // Writes stopped after 10 removals and no upsert.
-        let part = before.patched(&diff.removals[..10], &[]);
-        assert_eq!(part.len(), 40);
-        assert_eq!(part.get(&net("10.0.0.0/16")), None);
-        assert_eq!(part.get(&net("10.30.0.0/16")), Some(30));
-        // ... or after every removal and 5 upserts.
-        let part = before.patched(&diff.removals, &diff.upserts[..5]);
-        assert_eq!(part.get(&net("10.25.0.0/16")), Some(26), "rule changed");
-        assert_eq!(part.get(&net("10.30.0.0/16")), Some(30), "not yet");
-        assert_eq!(part.len(), 25);
     }
 }
