@@ -208,6 +208,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The idle timeout of flows of IP protocol `protocol` (ICMP echo for any but TCP and
+    /// UDP).
+    pub const fn flow_timeout_ns(&self, protocol: u8) -> u64 {
+        match protocol {
+            ip_proto::TCP => self.tcp_timeout_ns,
+            ip_proto::UDP => self.udp_timeout_ns,
+            _ => self.icmp_timeout_ns,
+        }
+    }
+
     /// The policy in force at monotonic time `now_ns`: the fallback once the revert deadline
     /// has passed, else the active one.
     pub const fn in_force(&self, now_ns: u64) -> &Enforcement {
@@ -289,10 +299,31 @@ pub struct FlowKey {
 pub struct FlowState {
     /// `bpf_ktime_get_ns` of the last packet of the flow, either way.
     pub last_seen_ns: u64,
-    /// 0 open, 1 FIN seen (replies pass for [`TCP_CLOSE_LINGER_NS`]), 2 RST seen (closed).
+    /// [`FlowState::OPEN`], [`FlowState::FIN_SEEN`] or [`FlowState::CLOSED`].
     pub closing: u32,
     /// Zero.
     pub padding: u32,
+}
+
+impl FlowState {
+    /// Open: replies pass until the flow idles out.
+    pub const OPEN: u32 = 0;
+    /// The host sent a FIN: replies pass for at most [`TCP_CLOSE_LINGER_NS`] more.
+    pub const FIN_SEEN: u32 = 1;
+    /// The host sent an RST: closed.
+    pub const CLOSED: u32 = 2;
+
+    /// Whether the flow still passes replies at `now_ns` (`bpf_ktime_get_ns`), for an idle
+    /// timeout of `timeout_ns` (see [`Config::flow_timeout_ns`]).
+    pub const fn passes_replies(&self, timeout_ns: u64, now_ns: u64) -> bool {
+        let limit = match self.closing {
+            FlowState::OPEN => timeout_ns,
+            FlowState::FIN_SEEN if timeout_ns < TCP_CLOSE_LINGER_NS => timeout_ns,
+            FlowState::FIN_SEEN => TCP_CLOSE_LINGER_NS,
+            _ => return false,
+        };
+        now_ns.saturating_sub(self.last_seen_ns) <= limit
+    }
 }
 
 /// The per-CPU packet counters: each variant is an index into [`MAP_COUNTERS`].

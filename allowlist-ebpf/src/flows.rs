@@ -5,9 +5,7 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, flow_filter_byte, flow_filter_slot,
 };
-use allowlist_common::{
-    Config, DEFAULT_MAX_FLOWS, FlowKey, FlowState, TCP_CLOSE_LINGER_NS, ip_proto,
-};
+use allowlist_common::{Config, DEFAULT_MAX_FLOWS, FlowKey, FlowState, ip_proto};
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     helpers::bpf_ktime_get_ns,
@@ -70,10 +68,6 @@ const ICMPV6_TIME_EXCEEDED: u8 = 3;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-const OPEN: u32 = 0;
-const FIN_SEEN: u32 = 1;
-const CLOSED: u32 = 2;
-
 /// An IP address as the flow key holds it.
 #[derive(Clone, Copy)]
 pub enum Addr {
@@ -134,27 +128,6 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-#[inline(always)]
-fn timeout(config: &Config, protocol: u8) -> u64 {
-    match protocol {
-        ip_proto::TCP => config.tcp_timeout_ns,
-        ip_proto::UDP => config.udp_timeout_ns,
-        _ => config.icmp_timeout_ns,
-    }
-}
-
-/// Whether a flow still passes replies at `now`.
-#[inline(always)]
-fn fresh(state: &FlowState, timeout: u64, now: u64) -> bool {
-    let limit = match state.closing {
-        OPEN => timeout,
-        FIN_SEEN if timeout < TCP_CLOSE_LINGER_NS => timeout,
-        FIN_SEEN => TCP_CLOSE_LINGER_NS,
-        _ => return false,
-    };
-    now.saturating_sub(state.last_seen_ns) <= limit
-}
-
 /// Records (or refreshes) the flow of a packet the host sends to `remote`.
 #[inline(always)]
 pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) {
@@ -191,7 +164,7 @@ pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) 
         match tcp {
             Some(flags) if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => {
                 // A new connection on the same ports.
-                state.closing = OPEN;
+                state.closing = FlowState::OPEN;
                 state.last_seen_ns = now;
             }
             Some(flags) => note_tcp_flags(state, flags, now),
@@ -207,7 +180,7 @@ pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) 
     if starts {
         let state = FlowState {
             last_seen_ns: now,
-            closing: OPEN,
+            closing: FlowState::OPEN,
             padding: 0,
         };
         if FLOWS.insert(flow, state, 0).is_ok() {
@@ -220,13 +193,13 @@ pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) 
 #[inline(always)]
 fn note_tcp_flags(state: &mut FlowState, flags: u8, now: u64) {
     if flags & TCP_RST != 0 {
-        state.closing = CLOSED;
+        state.closing = FlowState::CLOSED;
     } else if flags & TCP_FIN != 0 {
-        if state.closing == OPEN {
-            state.closing = FIN_SEEN;
+        if state.closing == FlowState::OPEN {
+            state.closing = FlowState::FIN_SEEN;
             state.last_seen_ns = now;
         }
-    } else if state.closing == OPEN {
+    } else if state.closing == FlowState::OPEN {
         state.last_seen_ns = now;
     }
 }
@@ -280,7 +253,7 @@ fn known(config: &Config, flow: &FlowKey) -> bool {
     }
     // SAFETY: the value is only read.
     match unsafe { FLOWS.get(flow) } {
-        Some(state) => fresh(state, timeout(config, flow.protocol), now()),
+        Some(state) => state.passes_replies(config.flow_timeout_ns(flow.protocol), now()),
         None => false,
     }
 }

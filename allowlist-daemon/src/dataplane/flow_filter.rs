@@ -5,26 +5,13 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FlowFilterLine, MAP_FLOW_FILTER, flow_filter_byte, flow_filter_slot,
 };
-use allowlist_common::{Config, FlowKey, FlowState, MAP_FLOWS, ip_proto};
+use allowlist_common::{Config, FlowKey, FlowState, MAP_FLOWS};
 use aya::maps::IterableMap as _;
 
 use super::Dataplane;
 use super::clock::monotonic_now_ns;
 use super::error::{DataplaneError, batch_error};
 use super::sys::{Access, ArrayWindow, BatchMap};
-
-/// `FlowState::closing` of a flow an RST closed: its replies no longer pass.
-const CLOSED: u32 = 2;
-
-/// Whether a recorded flow may still pass replies at `now` under `config`'s timeouts.
-fn live(config: &Config, flow: &FlowKey, state: &FlowState, now: u64) -> bool {
-    let timeout = match flow.protocol {
-        ip_proto::TCP => config.tcp_timeout_ns,
-        ip_proto::UDP => config.udp_timeout_ns,
-        _ => config.icmp_timeout_ns,
-    };
-    state.closing != CLOSED && now.saturating_sub(state.last_seen_ns) <= timeout
-}
 
 impl Dataplane {
     /// Renews the flow filter the reply check does not read from the flows still live, then
@@ -52,7 +39,8 @@ impl Dataplane {
         BatchMap::<FlowKey, FlowState>::new(self.maps.flows.map(), None)
             .and_then(|flows| {
                 flows.lookup(usize::MAX, |flow, state| {
-                    if live(&self.current, flow, &state[0], now) {
+                    let timeout = self.current.flow_timeout_ns(flow.protocol);
+                    if state[0].passes_replies(timeout, now) {
                         let (line, byte) = flow_filter_byte(0, flow_filter_slot(flow));
                         held += usize::from(window.set_byte(line as usize, byte, 1));
                     }
