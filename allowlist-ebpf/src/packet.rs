@@ -98,11 +98,11 @@ pub fn source(start: usize, end: usize) -> Source {
     }
     match u16::from_be_bytes(ether_type) {
         ETH_P_8021Q | ETH_P_8021AD => Source::Malformed,
-        ETH_P_IPV4 => match read::<Ipv4Addr>(l3 + IPV4_SOURCE_OFFSET, end) {
+        ETH_P_IPV4 => match source_v4(l3, end) {
             Some(addr) => Source::V4(addr, l3),
             None => Source::Malformed,
         },
-        ETH_P_IPV6 => match read::<Ipv6Addr>(l3 + IPV6_SOURCE_OFFSET, end) {
+        ETH_P_IPV6 => match source_v6(l3, end) {
             Some(addr) => Source::V6(addr, l3),
             None => Source::Malformed,
         },
