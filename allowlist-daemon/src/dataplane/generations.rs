@@ -113,6 +113,7 @@ impl Dataplane {
 
     /// The policy in force in the kernel (not counting a pending fallback); `None` until
     /// this daemon knows it (after a restart: until it installs a policy).
+    #[cfg(feature = "test-util")]
     pub fn installed(&self) -> Option<&Policy> {
         let generation = self.current.active.generation as usize % self.generations.len();
         self.generations[generation].policy.as_ref()

@@ -66,8 +66,6 @@ pub struct Dataplane {
     current: Config,
     /// What the maps have room for.
     capacity: Capacity,
-    /// Ranges per generation and family of the range tables.
-    range_capacity: u32,
     /// Where maps and links are pinned; `None`: nowhere.
     pins: Option<Pins>,
     attachments: Vec<Attachment>,
@@ -103,7 +101,6 @@ impl Dataplane {
             slot: 0,
             current: Config::default(),
             capacity,
-            range_capacity: allowlist_common::ranges::range_capacity(capacity.prefixes),
             pins,
             attachments: Vec::new(),
         })

@@ -11,7 +11,7 @@ use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, 
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY,
 };
-use allowlist_common::ranges::{BUCKET_COUNT, SUMMARY_WORDS};
+use allowlist_common::ranges::{BUCKET_COUNT, SUMMARY_WORDS, range_capacity};
 use aya::maps::IterableMap as _;
 
 use super::Dataplane;
@@ -28,7 +28,7 @@ impl Dataplane {
         policy: &Policy,
     ) -> Result<(), DataplaneError> {
         let g = generation as usize;
-        let capacity = self.range_capacity as usize;
+        let capacity = range_capacity(self.capacity.prefixes) as usize;
         let maps = &self.maps;
         let buckets = BUCKET_COUNT as usize;
         let summary = g * SUMMARY_WORDS as usize;
