@@ -227,15 +227,30 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `work` on the service off the async workers (it takes the service's lock and may
+/// write maps and files); `task` names it in the log if it panics.
+async fn on_service(
+    service: &Arc<Mutex<Service>>,
+    task: &'static str,
+    work: impl FnOnce(&mut Service) + Send + 'static,
+) {
+    let service = service.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        work(&mut service.lock().unwrap_or_else(PoisonError::into_inner));
+    })
+    .await;
+    if let Err(err) = outcome {
+        tracing::error!(error = %err, "the {task} task failed");
+    }
+}
+
 /// Reverts the pending change at its deadline, retries a failed save, and keeps the
 /// program's clock for last hits.
 async fn revert_when_due(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let service = service.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+        on_service(&service, "revert", |service| {
             if let Err(err) = service.tick_clock() {
                 tracing::warn!(error = %err, "moving the program's clock");
             }
@@ -243,9 +258,6 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
             service.retry_save();
         })
         .await;
-        if let Err(err) = outcome {
-            tracing::error!(error = %err, "the revert task failed");
-        }
     }
 }
 
@@ -262,18 +274,13 @@ async fn renew_flow_filter(service: Arc<Mutex<Service>>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let service = service.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
+        on_service(&service, "flow filter", |service| {
             match service.renew_flow_filter() {
                 Ok(flows) => tracing::debug!(flows, "renewed the flow filter"),
                 Err(err) => tracing::warn!(error = %err, "renewing the flow filter"),
             }
         })
         .await;
-        if let Err(err) = outcome {
-            tracing::error!(error = %err, "the flow filter task failed");
-        }
     }
 }
 
