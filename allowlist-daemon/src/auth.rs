@@ -1,15 +1,15 @@
 //! The admin token: created on first start, compared in constant time.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::unistd::geteuid;
-
 use subtle::ConstantTimeEq as _;
+
+use crate::store::{create_private_file, open_regular_file};
 
 /// Why the token cannot be read or made.
 #[derive(Debug, thiserror::Error)]
@@ -122,11 +122,7 @@ impl AdminToken {
                 source,
             }
         };
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(path);
-        match opened {
+        match open_regular_file(path) {
             Ok(file) => {
                 let secret = read_private(&file, path)?.trim().to_owned();
                 if secret.is_empty() {
@@ -141,12 +137,7 @@ impl AdminToken {
                 let mut bytes = [0u8; 32];
                 getrandom::fill(&mut bytes).map_err(TokenError::Random)?;
                 let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io("creating"))?;
+                let mut file = create_private_file(path).map_err(io("creating"))?;
                 writeln!(file, "{secret}").map_err(io("writing"))?;
                 file.sync_all().map_err(io("syncing"))?;
                 Ok((token(secret), true))

@@ -1,4 +1,5 @@
-//! Files of the state directory: opened without following links, written in full and synced.
+//! Files the daemon keeps (the state directory's, the token): opened without following
+//! links, written in full and synced.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write as _};
@@ -17,7 +18,7 @@ const WRITE_BUFFER: usize = 1 << 20;
 
 /// Opens `path` for reading without following a symbolic link (`ELOOP` if it is one);
 /// `InvalidInput` if it is not a regular file.
-pub(super) fn open_regular_file(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_regular_file(path: &Path) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
@@ -26,6 +27,17 @@ pub(super) fn open_regular_file(path: &Path) -> std::io::Result<File> {
         return Err(std::io::ErrorKind::InvalidInput.into());
     }
     Ok(file)
+}
+
+/// Creates `path` for writing, mode 0600: a new file (`EEXIST` if anything is there, a
+/// link included), never through a link.
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .mode(0o600)
+        .open(path)
 }
 
 /// Why a JSON file could not be read.
@@ -51,13 +63,7 @@ pub(super) fn read_json<T: DeserializeOwned>(file: File) -> Result<T, ReadError>
 /// Writes `value` as JSON to the new file `path` (never through a link, mode 0600), as a
 /// stream, and syncs it.
 pub(super) fn write_new_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .mode(0o600)
-        .open(path)
-        .map_err(io("creating", path))?;
+    let file = create_private_file(path).map_err(io("creating", path))?;
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
     serde_json::to_writer(&mut writer, value).map_err(|err| io("writing", path)(err.into()))?;
     writer.flush().map_err(io("writing", path))?;

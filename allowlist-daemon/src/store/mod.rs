@@ -9,18 +9,18 @@ mod error;
 mod files;
 
 use std::collections::BTreeSet;
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
 use nix::unistd::geteuid;
 
 pub use error::StoreError;
 
 use entry_files::EntryFiles;
 use error::io;
-use files::{ReadError, open_regular_file, read_json, sync_dir, write_new_json};
+use files::{ReadError, read_json, sync_dir, write_new_json};
+pub(crate) use files::{create_private_file, open_regular_file};
 
 use crate::model::{Model, SavedFileNames, SavedState};
 
@@ -69,12 +69,7 @@ impl Store {
         }
         let probe = dir.join(".writable");
         let _ = fs::remove_file(&probe);
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .mode(0o600)
-            .open(&probe)
+        create_private_file(&probe)
             .and_then(|_| fs::remove_file(&probe))
             .map_err(io("writing in the state directory", dir))?;
         Ok(Self {
