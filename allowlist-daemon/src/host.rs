@@ -7,8 +7,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// TCP state code of ESTABLISHED in /proc/net/tcp.
 const TCP_ESTABLISHED: &str = "01";
 
-/// Remote addresses of established TCP sessions whose local port is one of `ports`.
-pub fn established_inbound_sources(ports: &[u16]) -> std::io::Result<Vec<IpAddr>> {
+/// An established inbound TCP session to a protected port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// Where it comes from.
+    pub source: IpAddr,
+    /// The local port it is connected to.
+    pub port: u16,
+}
+
+/// Established TCP sessions whose local port is one of `ports`.
+pub fn established_sessions(ports: &[u16]) -> std::io::Result<Vec<Session>> {
     let mut sources = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         match std::fs::read_to_string(table) {
@@ -21,7 +30,7 @@ pub fn established_inbound_sources(ports: &[u16]) -> std::io::Result<Vec<IpAddr>
 }
 
 /// Parses one /proc/net/tcp{,6} table.
-fn parse_tcp_table(text: &str, ports: &[u16]) -> Vec<IpAddr> {
+fn parse_tcp_table(text: &str, ports: &[u16]) -> Vec<Session> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -35,7 +44,10 @@ fn parse_tcp_table(text: &str, ports: &[u16]) -> Vec<IpAddr> {
             if !ports.contains(&local_port) {
                 return None;
             }
-            parse_endpoint(remote).map(|(addr, _)| addr)
+            parse_endpoint(remote).map(|(source, _)| Session {
+                source,
+                port: local_port,
+            })
         })
         .collect()
 }
@@ -78,7 +90,10 @@ mod tests {
    3: 010012C6:0016 090012C6:D433 06 00000000:00000000 02:000A7D1B 00000000     0        0 4 1 0000000000000000 20 4 30 10 -1\n";
         assert_eq!(
             parse_tcp_table(tcp, &[22]),
-            vec![IpAddr::from([198, 18, 0, 3])]
+            vec![Session {
+                source: IpAddr::from([198, 18, 0, 3]),
+                port: 22
+            }]
         );
         assert_eq!(parse_tcp_table(tcp, &[22, 8080]).len(), 2);
         assert!(parse_tcp_table(tcp, &[443]).is_empty());
@@ -90,7 +105,10 @@ mod tests {
    0: 110A00FD000000000000000001000000:0016 110A00FD000000000000000003000000:D431 01 0\n\
    1: 0000000000000000FFFF000001000A0A:0016 0000000000000000FFFF00000500000A:D432 01 0\n";
         assert_eq!(
-            parse_tcp_table(tcp6, &[22]),
+            parse_tcp_table(tcp6, &[22])
+                .iter()
+                .map(|session| session.source)
+                .collect::<Vec<_>>(),
             vec![
                 IpAddr::V6("fd00:a11::3".parse().expect("literal")),
                 IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),

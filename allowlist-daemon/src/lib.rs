@@ -6,6 +6,7 @@
 //! - [`dataplane`]: the driver of the XDP program, the only module that touches the kernel.
 //! - [`host`]: established sessions, for the lockout guard.
 //! - [`auth`]: the admin token.
+//! - [`server`]: where and how the admin API is served (TCP, TLS, unix socket, limits).
 //! - [`metrics`]: the Prometheus text of `GET /metrics`.
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod policy_file;
+pub mod server;
 pub mod service;
 pub mod store;
 

@@ -4,6 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,14 +48,19 @@ impl TempDir {
     }
 }
 
-/// allowlistd in `link`'s server namespace guarding its veth, listening on [`API_ADDR`], with
+/// allowlistd in `link`'s server namespace guarding its veth, listening on `listen`, with
 /// `state_dir`, its pin directory and `args`.
-fn command(link: &TestLink, state_dir: &Path, args: &[&str]) -> anyhow::Result<Command> {
+fn command(
+    link: &TestLink,
+    state_dir: &Path,
+    listen: &str,
+    args: &[&str],
+) -> anyhow::Result<Command> {
     let mut command = Command::new("nsenter");
     command
         .arg(format!("--net={}", link.server.path()))
         .arg(allowlistd_binary()?)
-        .args(["--iface", SERVER_IF, "--listen", API_ADDR, "--state-dir"])
+        .args(["--iface", SERVER_IF, "--listen", listen, "--state-dir"])
         .arg(state_dir)
         .arg("--pin-dir")
         .arg(pin_dir_for(state_dir))
@@ -110,20 +116,35 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     /// The admin token.
     pub token: String,
+    /// Where its API listens, as `--listen` gave it.
+    listen: String,
+    /// Whether it serves TLS.
+    tls: bool,
     log: PathBuf,
 }
 
 impl Daemon {
     /// Starts allowlistd in `link`'s server namespace guarding its veth, with `state_dir` and
-    /// `args`, and waits until its API answers.
+    /// `args`, and waits until its API answers on [`API_ADDR`].
     pub fn start(link: &TestLink, state_dir: &Path, args: &[&str]) -> anyhow::Result<Daemon> {
+        Daemon::start_listening(link, state_dir, API_ADDR, args)
+    }
+
+    /// Starts allowlistd as [`Daemon::start`] does, listening on `listen` (an address in the
+    /// server namespace, or `unix:/PATH`) instead.
+    pub fn start_listening(
+        link: &TestLink,
+        state_dir: &Path,
+        listen: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Daemon> {
         let ns = &link.server;
         let log = state_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = command(link, state_dir, args)?
+        let child = command(link, state_dir, listen, args)?
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -134,6 +155,8 @@ impl Daemon {
             ns_name: ns.name().to_owned(),
             state_dir: state_dir.to_owned(),
             token: String::new(),
+            listen: listen.to_owned(),
+            tls: args.contains(&"--tls-cert"),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -145,7 +168,7 @@ impl Daemon {
             {
                 bail!("allowlistd exited with {status}: {}", daemon.log());
             }
-            if let Ok(Response { status: 200, .. }) = daemon.request("GET", "/healthz", None, &[]) {
+            if daemon.answers() {
                 break;
             }
             if Instant::now() > deadline {
@@ -167,8 +190,18 @@ impl Daemon {
         state_dir: &Path,
         args: &[&str],
     ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        Daemon::refusal_listening(link, state_dir, API_ADDR, args)
+    }
+
+    /// Runs allowlistd as [`Daemon::refusal`] does, listening on `listen`.
+    pub fn refusal_listening(
+        link: &TestLink,
+        state_dir: &Path,
+        listen: &str,
+        args: &[&str],
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
         let log = state_dir.with_extension("refusal.log");
-        let mut child = command(link, state_dir, args)?
+        let mut child = command(link, state_dir, listen, args)?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -189,6 +222,18 @@ impl Daemon {
         let text = read(&log);
         let _ = std::fs::remove_file(&log);
         Ok((status, text))
+    }
+
+    /// Whether the API answers: `GET /healthz` gives 200, or for a TLS listener (which this
+    /// harness speaks no TLS to), the port accepts connections.
+    fn answers(&self) -> bool {
+        if self.tls {
+            return self.connect().is_ok();
+        }
+        matches!(
+            self.request("GET", "/healthz", None, &[]),
+            Ok(Response { status: 200, .. })
+        )
     }
 
     /// What the daemon has logged so far.
@@ -260,11 +305,32 @@ impl Daemon {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// A connection to the API, from inside the daemon's namespace.
+    /// A TCP connection to the API, from inside the daemon's namespace.
     pub fn connect(&self) -> anyhow::Result<TcpStream> {
-        Ok(NetNs::enter_path(&self.ns_path, || {
-            TcpStream::connect(API_ADDR)
+        let address = self.listen.clone();
+        Ok(NetNs::enter_path(&self.ns_path, move || {
+            TcpStream::connect(address)
         })??)
+    }
+
+    /// A connection to the API wherever it listens: TCP in the daemon's namespace, or its
+    /// unix socket.
+    pub fn connect_any(&self) -> anyhow::Result<Box<dyn Connection>> {
+        Ok(match self.listen.strip_prefix("unix:") {
+            Some(path) => Box::new(UnixStream::connect(path)?),
+            None => Box::new(self.connect()?),
+        })
+    }
+
+    /// The URL allowlistctl reaches this daemon at.
+    pub fn url(&self) -> String {
+        if self.listen.starts_with("unix:") {
+            self.listen.clone()
+        } else if self.tls {
+            format!("https://{}", self.listen)
+        } else {
+            format!("http://{}", self.listen)
+        }
     }
 
     /// Kills the daemon with SIGKILL.
@@ -349,8 +415,8 @@ impl Daemon {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Vec<u8>> {
-        let mut stream = self.connect()?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut stream = self.connect_any()?;
+        stream.set_timeout(Duration::from_secs(60))?;
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nHost: {API_ADDR}\r\nConnection: close\r\n");
         for (name, value) in headers {
@@ -386,7 +452,7 @@ impl Daemon {
             .arg(format!("--net={}", self.ns_path))
             .args(["sh", "-c", r#""$0" "$@" | head -c 1 >/dev/null"#])
             .arg(ctl)
-            .args(["--url", &format!("http://{API_ADDR}"), "--token-file"])
+            .args(["--url", &self.url(), "--token-file"])
             .arg(self.state_dir.join("admin.token"))
             .args(args)
             .output()
@@ -402,13 +468,31 @@ impl Daemon {
         Command::new("nsenter")
             .arg(format!("--net={}", self.ns_path))
             .arg(ctl)
-            .args(["--url", &format!("http://{API_ADDR}"), "--token-file"])
+            .args(["--url", &self.url(), "--token-file"])
             .arg(self.state_dir.join("admin.token"))
             .args(args)
             .env_remove("SSH_CONNECTION")
             .envs(ssh_connection.map(|value| ("SSH_CONNECTION", value)))
             .output()
             .expect("running allowlistctl")
+    }
+}
+
+/// A connection to the API: TCP or unix socket.
+pub trait Connection: std::io::Read + std::io::Write {
+    /// Bounds each read on it.
+    fn set_timeout(&self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl Connection for TcpStream {
+    fn set_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+impl Connection for UnixStream {
+    fn set_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))
     }
 }
 

@@ -14,6 +14,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("sysctl", "procps"),
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
+    ("openssl", "openssl"),
+    ("setpriv", "util-linux"),
 ];
 
 /// What building the daemon needs: `protoc` and the well-known `.proto` files, for the

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,6 +11,8 @@ use super::error::JsonBody;
 use super::views::enforcement_view;
 use super::{ApiError, AppState, with_service};
 use crate::model::DesiredList;
+use crate::server::Peer;
+use crate::service::Operator;
 
 /// A policy file as `allowlistctl apply` sends it.
 #[derive(Deserialize)]
@@ -31,14 +33,19 @@ pub(super) struct ApplyInput {
 
 pub(super) async fn apply(
     State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
     JsonBody(input): JsonBody<ApplyInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let operator = Operator {
+        client_ip: input.client_ip,
+        peer_ip: peer.and_then(|Extension(peer)| peer.remote_ip()),
+    };
     with_service(&state, move |service| {
         let report = service.apply(
             input.allowlists,
             input.prune,
             input.dry_run,
-            input.client_ip,
+            operator,
             input.force,
         )?;
         Ok(Json(json!({

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -11,6 +11,8 @@ use serde_json::json;
 use super::error::JsonBody;
 use super::views::enforcement_view;
 use super::{ApiError, AppState, with_service};
+use crate::server::Peer;
+use crate::service::Operator;
 
 pub(super) async fn enforcement(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(enforcement_view(&state.published.latest()))
@@ -26,16 +28,24 @@ pub(super) struct EnableInput {
     force: bool,
 }
 
+/// Enables lists; when the host starts enforcing, the answer names the addresses the
+/// lockout guard checked (`lockout_guard.checked`), so the operator sees whom it protected.
 pub(super) async fn enable(
     State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
     JsonBody(input): JsonBody<EnableInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let operator = Operator {
+        client_ip: input.client_ip,
+        peer_ip: peer.and_then(|Extension(peer)| peer.remote_ip()),
+    };
     with_service(&state, move |service| {
-        service.enable(&input.allowlist_ids, input.client_ip, input.force)?;
-        Ok((
-            StatusCode::ACCEPTED,
-            Json(enforcement_view(&service.snapshot())),
-        ))
+        let checked = service.enable(&input.allowlist_ids, operator, input.force)?;
+        let mut view = enforcement_view(&service.snapshot());
+        if let Some(checked) = checked {
+            view["lockout_guard"] = json!({ "checked": checked });
+        }
+        Ok((StatusCode::ACCEPTED, Json(view)))
     })
     .await
 }

@@ -11,10 +11,11 @@ mod readings;
 mod stream;
 mod views;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +27,7 @@ use tracing::Instrument as _;
 use crate::auth::AdminToken;
 use crate::fleet::FleetView;
 use crate::metrics::RequestCounts;
+use crate::server::Peer;
 use crate::service::{Published, Service, Snapshot, Usage};
 
 pub use error::ApiError;
@@ -61,8 +63,9 @@ pub struct AppState {
     pub fleet: Option<Arc<Mutex<FleetView>>>,
 }
 
-/// The API's routes.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// The API's routes, with bodies of at most `max_body_bytes` that must arrive within
+/// `body_timeout`.
+pub fn router(state: AppState, max_body_bytes: usize, body_timeout: Duration) -> Router {
     let v1 = Router::new()
         .route("/allowlists", get(list_allowlists).post(create_allowlist))
         .route(
@@ -108,9 +111,57 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn(audit_refusals))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
+            read_body_within(body_timeout, max_body_bytes, request, next)
+        }))
+        .layer(middleware::from_fn(move |request, next| {
             refuse_declared_oversize(max_body_bytes, request, next)
         }))
         .with_state(state)
+}
+
+/// Reads the whole body before the request is handled, and answers 408 when it does not
+/// arrive within `body_timeout`: a client that sends headers and then trickles (or never
+/// sends) its body cannot hold a connection, nor the change it carries, for longer.
+async fn read_body_within(
+    body_timeout: Duration,
+    max_body_bytes: usize,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max_body_bytes)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request's body is over the limit of {max_body_bytes} bytes (--max-body-bytes)"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("reading the request's body: {err}"),
+                )
+            }
+            .into_response()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request's body did not arrive within {} (--request-timeout)",
+                humantime::format_duration(body_timeout)
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over `max_body_bytes`,
@@ -151,8 +202,8 @@ async fn method_not_allowed() -> ApiError {
 async fn audit_refusals(request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |info| info.0.to_string());
+        .get::<Peer>()
+        .map_or_else(|| "unknown".to_owned(), ToString::to_string);
     let what = format!("{} {}", request.method(), request.uri().path());
     let response = next.run(request).await;
     let status = response.status();

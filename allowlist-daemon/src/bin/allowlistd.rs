@@ -11,6 +11,7 @@ use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
 use allowlist_daemon::dataplane::Dataplane;
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
+use allowlist_daemon::server::Server;
 use allowlist_daemon::service::{Service, Usage, kernel_capacity, load_state};
 use allowlist_daemon::store::Store;
 use anyhow::Context as _;
@@ -154,10 +155,12 @@ async fn run() -> anyhow::Result<()> {
         "policy restored"
     );
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(address = %config.listen, "admin API listening");
+    let server = Server::bind(&config.server).await?;
+    tracing::info!(
+        address = %config.server.listen,
+        tls = config.server.tls.is_some(),
+        "admin API listening"
+    );
     // systemd (Type=notify): ready once the program is attached and the API answers.
     if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %err, "telling systemd we are ready");
@@ -189,34 +192,20 @@ async fn run() -> anyhow::Result<()> {
             fleet,
         },
         config.max_body_bytes,
+        config.server.body_timeout,
     );
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let (stopping, mut stop_seen) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_seen.wait_for(|stop| *stop).await;
-    });
-    // A stop lets requests under way finish, but waits no longer than SHUTDOWN_GRACE for
+    // A stop lets requests under way finish, and closes within the server's grace the
     // connections that are idle or stalled (half a header, a body never sent).
-    let deadline = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        let _ = stopping.send(true);
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server => served.context("serving the admin API")?,
-        () = deadline => tracing::warn!(
-            grace_seconds = SHUTDOWN_GRACE.as_secs(),
-            "connections still open after the stop's grace: closed"
-        ),
-    }
+    server
+        .serve(app, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+        .await;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     log_counters_now(&usage);
@@ -260,9 +249,6 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
         .await;
     }
 }
-
-/// How long a stop waits for the API's open connections to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// How often the reply check's flow filter is renewed from the flows still live.
 const FLOW_FILTER_RENEWAL: Duration = Duration::from_secs(10);

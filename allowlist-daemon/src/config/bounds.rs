@@ -43,6 +43,25 @@ pub fn min_body_bytes(max_name_len: usize, max_description_len: usize) -> usize 
     512 + 6 * (max_name_len + 2 * max_description_len)
 }
 
+/// JSON bytes an entry takes in a request when its description is short: an IPv6 /128 in
+/// quotes with its key (about 60 bytes) and a description of a few dozen characters.
+pub const BODY_BYTES_PER_ENTRY: usize = 128;
+
+/// The body limit unless one is given: room for a request that fills every entry slot with
+/// short descriptions (a replace of the largest list there can be), and at least one entry
+/// with the longest name and descriptions.
+pub fn default_body_bytes(
+    max_entries: usize,
+    max_name_len: usize,
+    max_description_len: usize,
+) -> usize {
+    let min = min_body_bytes(max_name_len, max_description_len);
+    max_entries
+        .saturating_mul(BODY_BYTES_PER_ENTRY)
+        .saturating_add(min)
+        .min(MAX_BODY_BYTES_MAX)
+}
+
 fn human(duration: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(duration)
 }

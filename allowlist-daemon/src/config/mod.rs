@@ -1,7 +1,6 @@
 //! The daemon's configuration: command-line flags, also readable from a TOML file given with
 //! `--config` (flags win over the file).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,10 +11,13 @@ use serde::Deserialize;
 
 use crate::dataplane::{AttachMode, Replies};
 use crate::policy::{PortScope, parse_cidr};
+use crate::server::{ListenAddress, ServerSettings};
 
+mod api;
 pub mod bounds;
 mod fleet;
 
+pub use api::{ApiOptions, DEFAULT_LISTEN};
 pub use fleet::FleetOptions;
 
 /// Why the configuration cannot be used.
@@ -157,9 +159,12 @@ pub struct Options {
     #[arg(long, value_enum)]
     pub mode: Option<EnforceMode>,
 
-    /// Address of the admin API [default: 127.0.0.1:9180].
+    /// Where the admin API listens: ADDRESS:PORT, or a unix socket as unix:/PATH (mode
+    /// 0600, see --socket-group). An address beyond loopback needs TLS (--tls-cert)
+    /// [default: 127.0.0.1:9180].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "from_str")]
+    pub listen: Option<ListenAddress>,
 
     /// Where the state is kept [default: /var/lib/allowlistd].
     #[arg(long, value_name = "DIR")]
@@ -210,7 +215,8 @@ pub struct Options {
     pub max_description_len: Option<usize>,
 
     /// Largest request body, in bytes: at least what one entry with the longest name and
-    /// descriptions takes, at most 1 GiB [default: 67108864].
+    /// descriptions takes, at most 1 GiB [default: 128 bytes for each of --max-entries, plus
+    /// one entry with the longest name and descriptions: 32 MiB for 262144 entries].
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
 
@@ -260,6 +266,11 @@ pub struct Options {
     #[serde(default, deserialize_with = "vec_from_str")]
     pub protect: Vec<PortScope>,
 
+    /// How the admin API is served (an `[api]` table in the file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub api: ApiOptions,
+
     /// The fleet to follow (a `[fleet]` table in the file).
     #[command(flatten)]
     #[serde(default)]
@@ -287,8 +298,8 @@ pub struct Config {
     pub always_allow: Vec<IpNet>,
     /// Mode of the program while enforcing.
     pub mode: Mode,
-    /// Admin API address.
-    pub listen: SocketAddr,
+    /// How the admin API is served.
+    pub server: ServerSettings,
     /// State directory.
     pub state_dir: PathBuf,
     /// Pin directory in bpffs.
@@ -374,6 +385,7 @@ impl Options {
             top_sample: self.top_sample.or(file.top_sample),
             metrics_top_entries: self.metrics_top_entries.or(file.metrics_top_entries),
             protect: vec(self.protect, file.protect),
+            api: self.api.or(file.api),
             fleet: self.fleet.or(file.fleet),
         }
     }
@@ -383,14 +395,15 @@ impl Options {
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/allowlistd"));
+        let max_entries = self.max_entries.unwrap_or(262_144);
+        let max_name_len = self.max_name_len.unwrap_or(128);
+        let max_description_len = self.max_description_len.unwrap_or(1024);
         let config = Config {
             interfaces: self.iface,
             xdp_mode: self.xdp_mode.unwrap_or(XdpMode::Auto).into(),
             always_allow: self.allow.into_iter().map(|allow| allow.0).collect(),
             mode: self.mode.unwrap_or(EnforceMode::Enforce).into(),
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9180))),
+            server: self.api.resolve(self.listen)?,
             token_file: self
                 .token_file
                 .unwrap_or_else(|| state_dir.join("admin.token")),
@@ -406,10 +419,12 @@ impl Options {
                 self.protect_port
             },
             max_lists: self.max_lists.unwrap_or(1000),
-            max_entries: self.max_entries.unwrap_or(262_144),
-            max_name_len: self.max_name_len.unwrap_or(128),
-            max_description_len: self.max_description_len.unwrap_or(1024),
-            max_body_bytes: self.max_body_bytes.unwrap_or(64 << 20),
+            max_entries,
+            max_name_len,
+            max_description_len,
+            max_body_bytes: self.max_body_bytes.unwrap_or_else(|| {
+                bounds::default_body_bytes(max_entries, max_name_len, max_description_len)
+            }),
             stats_interval: self.stats_interval.map_or(Duration::from_secs(60), |d| d.0),
             replies: {
                 let defaults = Replies::default();
@@ -479,7 +494,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["tcp/22", "udp/51820"]
         );
-        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 9180)));
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(
             config.token_file,
             PathBuf::from("/var/lib/allowlistd/admin.token")
@@ -497,6 +512,11 @@ mod tests {
         assert_eq!(config.ack_min, Duration::from_secs(60));
         assert_eq!(config.ack_max, Duration::from_secs(120));
         assert_eq!(config.protect_ports, [22]);
+        assert_eq!(
+            config.max_body_bytes,
+            262_144 * 128 + bounds::min_body_bytes(128, 1024),
+            "a replace of the largest list with short descriptions fits, and no more"
+        );
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/allowlistd"));
         assert_eq!(config.mode, Mode::Enforce);
         assert_eq!(config.replies, Replies::default());

@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use super::setup::RandomIds;
-use super::{Service, ServiceError};
+use super::{Operator, Service, ServiceError};
 use crate::fleet::Release;
 use crate::model::{ApplyReport, Pending, Scope};
 
@@ -47,7 +47,7 @@ impl Service {
         fleet: &str,
         release: &Release,
     ) -> Result<ApplyReport, ServiceError> {
-        let guarded = self.guarded(None, false)?;
+        let guarded = super::lockout::addresses(&self.guarded(Operator::default(), false)?);
         let scope = Scope::Fleet {
             fleet,
             release: &release.id,

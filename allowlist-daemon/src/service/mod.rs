@@ -4,6 +4,7 @@
 
 mod error;
 mod fleet;
+mod lockout;
 mod operations;
 mod policy_cache;
 mod revert;
@@ -24,6 +25,7 @@ use crate::store::Store;
 
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
+pub use lockout::{GuardedAddress, Operator};
 pub use revert::SaveFailure;
 pub use setup::{kernel_capacity, load_state, settings};
 pub use snapshot::{Published, Snapshot};

@@ -2,11 +2,10 @@
 //! saved, the kernel follows.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
+use super::lockout::{self, GuardedAddress, Operator};
 use super::setup::RandomIds;
 use super::{Service, ServiceError};
-use crate::host;
 use crate::model::{
     Allowlist, AllowlistInput, ApplyReport, DesiredList, EntriesInput, Entry, EntryId, Pending,
     Scope,
@@ -92,35 +91,23 @@ impl Service {
         )
     }
 
-    /// Enables allowlists, guarding `client_ip` and established sessions to protected ports.
+    /// Enables allowlists, guarding the operator's address and established sessions to
+    /// protected ports; returns the addresses the lockout guard checked, or `None` when it
+    /// did not apply (the host enforced already, or `force`).
     pub fn enable(
         &mut self,
         ids: &[String],
-        client_ip: Option<IpAddr>,
+        operator: Operator,
         force: bool,
-    ) -> Result<(), ServiceError> {
-        let guarded = self.guarded(client_ip, force)?;
+    ) -> Result<Option<Vec<GuardedAddress>>, ServiceError> {
+        let applies = !self.model.enforcing() && !force;
+        let guarded = self.guarded(operator, force)?;
+        let addresses = lockout::addresses(&guarded);
         self.transact(
             |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
-            |model, settings, now| model.enable(ids, &guarded, force, now, settings),
-        )
-    }
-
-    /// The addresses the lockout guard protects when the host starts enforcing: `client_ip`
-    /// and the sources of established sessions to the protected ports (none once enforcing,
-    /// or with `force`).
-    pub(super) fn guarded(
-        &self,
-        client_ip: Option<IpAddr>,
-        force: bool,
-    ) -> Result<Vec<IpAddr>, ServiceError> {
-        let mut guarded = if self.model.enforcing() || force {
-            Vec::new()
-        } else {
-            host::established_inbound_sources(&self.protect_ports).map_err(ServiceError::Host)?
-        };
-        guarded.extend(client_ip);
-        Ok(guarded)
+            |model, settings, now| model.enable(ids, &addresses, force, now, settings),
+        )?;
+        Ok(applies.then_some(guarded))
     }
 
     /// Converges the host's own lists to `desired` as one change (see
@@ -131,10 +118,10 @@ impl Service {
         desired: Vec<DesiredList>,
         prune: bool,
         dry_run: bool,
-        client_ip: Option<IpAddr>,
+        operator: Operator,
         force: bool,
     ) -> Result<ApplyReport, ServiceError> {
-        let guarded = self.guarded(client_ip, force)?;
+        let guarded = lockout::addresses(&self.guarded(operator, force)?);
         let scope = Scope::Local { prune };
         if dry_run {
             let mut copy = self.model.clone();

@@ -1,10 +1,12 @@
 //! The admin API as allowlistctl calls it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use serde_json::Value;
+
+use crate::unix_socket::UnixConnector;
 
 /// Entries asked for in each page of a list.
 const ENTRY_PAGE: usize = 10_000;
@@ -13,26 +15,70 @@ const ENTRY_PAGE: usize = 10_000;
 /// first call: commands that talk to etcd only need none.
 pub(crate) struct Api {
     agent: ureq::Agent,
+    /// What requests are sent to (`http://localhost` for the unix socket).
     url: String,
+    /// Where the API is, as the user gave it.
+    shown_url: String,
     token: std::cell::OnceCell<String>,
     given: Option<String>,
     token_file: PathBuf,
 }
 
 impl Api {
-    /// The API at `url`, with `token`, else the token in `token_file`.
-    pub(crate) fn new(url: String, token: Option<String>, token_file: PathBuf) -> Api {
-        Api {
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(120)))
-                .build()
-                .into(),
+    /// The API at `url` (`http://`, `https://`, or `unix:/PATH` for the unix socket), with
+    /// `token`, else the token in `token_file`; `cacert` is the CA that signed the API's TLS
+    /// certificate, when it is not one the system trusts.
+    pub(crate) fn new(
+        url: &str,
+        cacert: Option<&Path>,
+        token: Option<String>,
+        token_file: PathBuf,
+    ) -> anyhow::Result<Api> {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)));
+        if let Some(cacert) = cacert {
+            let pem = std::fs::read(cacert)
+                .with_context(|| format!("reading --cacert {}", cacert.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("parsing --cacert {}", cacert.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("--cacert {} holds no certificate", cacert.display());
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        let shown_url = url.to_owned();
+        let (agent, url) = match url.strip_prefix("unix:") {
+            Some(path) => (
+                ureq::Agent::with_parts(
+                    config.build(),
+                    UnixConnector {
+                        path: PathBuf::from(path),
+                    },
+                    ureq::unversioned::resolver::DefaultResolver::default(),
+                ),
+                "http://localhost".to_owned(),
+            ),
+            None => (config.build().into(), url.to_owned()),
+        };
+        Ok(Api {
+            agent,
             url,
+            shown_url,
             token: std::cell::OnceCell::new(),
             given: token,
             token_file,
-        }
+        })
     }
 
     /// `Bearer <token>`.
@@ -79,7 +125,7 @@ impl Api {
         let mut response = self
             .agent
             .run(request)
-            .with_context(|| format!("cannot reach allowlistd at {}", self.url))?;
+            .with_context(|| format!("cannot reach allowlistd at {}", self.shown_url))?;
         let status = response.status();
         let text = response
             .body_mut()

@@ -3,6 +3,8 @@
 mod client;
 mod fleet;
 mod output;
+mod session;
+mod unix_socket;
 
 use std::io::Read as _;
 use std::net::IpAddr;
@@ -23,12 +25,15 @@ use output::Output;
 /// Lists are named by id or by name. Enabling, disabling and removing entries from an enabled
 /// list take effect at once and must then be acknowledged (`allowlistctl ack`) between
 /// allowlistd's --ack-min and --ack-max, or they are reverted. `enable` passes the address
-/// you are connected from (from SSH_CONNECTION) so that allowlistd refuses a policy that
-/// would cut you off.
+/// you are connected from (the client of your SSH session: SSH_CONNECTION, or under sudo,
+/// which strips it, that of the shell sudo runs in) so that allowlistd refuses a policy that
+/// would cut you off; allowlistd also protects the established sessions to its protected
+/// ports it sees, and says which addresses it checked.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// Address of allowlistd's admin API.
+    /// Address of allowlistd's admin API: http://HOST:PORT, https://HOST:PORT, or
+    /// unix:/PATH for its unix socket (unix:/run/allowlistd/api.sock).
     #[arg(
         long,
         env = "ALLOWLIST_URL",
@@ -36,6 +41,11 @@ struct Cli {
         global = true
     )]
     url: String,
+
+    /// CA certificate (PEM) that signed the API's TLS certificate, for an https:// URL whose
+    /// certificate the system does not trust.
+    #[arg(long, env = "ALLOWLIST_CACERT", value_name = "FILE", global = true)]
+    cacert: Option<PathBuf>,
 
     /// Refused: a token on the command line shows in `ps` to every user.
     #[arg(long, hide = true, global = true)]
@@ -120,7 +130,7 @@ enum Command {
         /// Ids or names.
         #[arg(required = true)]
         lists: Vec<String>,
-        /// The address to protect from lockout [default: the client address in SSH_CONNECTION].
+        /// The address to protect from lockout [default: the client of your SSH session].
         #[arg(long)]
         client_ip: Option<IpAddr>,
         /// Enable even if it would cut off your address or established sessions.
@@ -162,7 +172,7 @@ enum Command {
         /// client still reaches the host through the new policy.
         #[arg(long)]
         wait_ack: bool,
-        /// The address to protect from lockout [default: the client address in SSH_CONNECTION].
+        /// The address to protect from lockout [default: the client of your SSH session].
         #[arg(long)]
         client_ip: Option<IpAddr>,
         /// Apply even if it would cut off your address or established sessions.
@@ -219,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let token = std::env::var("ALLOWLIST_TOKEN").ok();
-    let api = Api::new(cli.url, token, cli.token_file);
+    let api = Api::new(&cli.url, cli.cacert.as_deref(), token, cli.token_file)?;
     let output = match cli.command {
         Command::Status => Output::State(api.get("/v1/enforcement")?),
         Command::List if cli.json => Output::Lists(api.get("/v1/allowlists")?),
@@ -317,7 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|l| api.resolve_id(l))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let mut body = json!({"allowlist_ids": ids, "force": force});
-            if let Some(ip) = client_ip.or_else(ssh_client_ip) {
+            if let Some(ip) = client_ip.or_else(session::operator_address) {
                 body["client_ip"] = json!(ip);
             }
             Output::State(api.post("/v1/enforcement/enable", &body)?)
@@ -350,7 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "dry_run": dry_run,
                 "force": force,
             });
-            if let Some(ip) = client_ip.or_else(ssh_client_ip) {
+            if let Some(ip) = client_ip.or_else(session::operator_address) {
                 body["client_ip"] = json!(ip);
             }
             let applied = api.post("/v1/apply", &body)?;
@@ -483,14 +493,4 @@ fn find_entry(api: &Api, id: &str, entry: &str) -> anyhow::Result<String> {
         true
     })?;
     found.ok_or_else(|| anyhow!("{id} has no entry with CIDR {wanted}"))
-}
-
-/// The client address of the SSH session this runs in, if any.
-fn ssh_client_ip() -> Option<IpAddr> {
-    std::env::var("SSH_CONNECTION")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

@@ -76,6 +76,27 @@ impl Output {
                         text(&failure["message"])
                     );
                 }
+                if let Some(checked) = v["lockout_guard"]["checked"].as_array() {
+                    let found: Vec<String> = checked
+                        .iter()
+                        .map(|guarded| {
+                            format!(
+                                "{} ({})",
+                                text(&guarded["address"]),
+                                text(&guarded["found"])
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "lockout guard: {}",
+                        if found.is_empty() {
+                            "checked no address (none given, no session to a protected port)"
+                                .to_owned()
+                        } else {
+                            format!("kept reachable {}", found.join(", "))
+                        }
+                    );
+                }
                 match &v["pending"] {
                     Value::Null => println!("pending:       none"),
                     p => {

@@ -1,0 +1,176 @@
+//! The accept loop and each connection's life: TLS handshake, HTTP/1.1 with a header
+//! timeout, the peer in every request, a connection limit and a bounded stop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use super::file_limit::ensure_file_limit;
+use super::listener::{Accepted, Listener};
+use super::{ServerError, ServerSettings};
+
+/// How long a stop waits for connections under way to finish before closing them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How long accepting pauses after it failed (out of files, say) before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often at most the log says that every connection is in use.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// What a connection's bytes go through: TCP, TLS over TCP, or a unix socket.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The admin API's listening socket, bound, with its limits.
+pub struct Server {
+    listener: Listener,
+    settings: ServerSettings,
+}
+
+impl Server {
+    /// Binds the configured address, after making sure the process may open a file for every
+    /// connection allowed.
+    pub async fn bind(settings: &ServerSettings) -> Result<Server, ServerError> {
+        let files = ensure_file_limit(settings.max_connections)?;
+        tracing::debug!(files, "open-file limit");
+        Ok(Server {
+            listener: Listener::bind(settings).await?,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Serves `app` until `stop` completes, then lets requests under way finish for up to
+    /// [`SHUTDOWN_GRACE`] and closes every connection still open (idle, stalled or not).
+    pub async fn serve(self, app: Router, stop: impl Future<Output = ()>) {
+        let (stopping, stop_seen) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
+        let mut connections = JoinSet::new();
+        let mut warned_full: Option<Instant> = None;
+        tokio::pin!(stop);
+        loop {
+            if permits.available_permits() == 0
+                && warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY)
+            {
+                warned_full = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = self.settings.max_connections,
+                    "every API connection is in use; new ones wait (--max-connections)"
+                );
+            }
+            let permit = tokio::select! {
+                () = &mut stop => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let connection = Connection {
+                        tls: self.listener.tls().cloned(),
+                        app: app.clone(),
+                        settings: self.settings.clone(),
+                        stop_seen: stop_seen.clone(),
+                        _permit: permit,
+                    };
+                    connections.spawn(connection.serve(stream, peer));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting an API connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+            while connections.try_join_next().is_some() {}
+        }
+        let _ = stopping.send(true);
+        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                open = connections.len(),
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "API connections still open after the stop's grace: closed"
+            );
+            connections.shutdown().await;
+        }
+    }
+}
+
+/// Completes once the server stops (or is gone).
+async fn stopped(stop_seen: &mut watch::Receiver<bool>) {
+    let _ = stop_seen.wait_for(|stopping| *stopping).await;
+}
+
+/// What serving one connection needs.
+struct Connection {
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    settings: ServerSettings,
+    stop_seen: watch::Receiver<bool>,
+    /// Held while the connection lives: one of --max-connections.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Negotiates TLS if configured, then serves HTTP/1.1 requests, each carrying `peer` in
+    /// its extensions, until the client leaves, a timeout closes the connection, or the
+    /// daemon stops.
+    async fn serve(mut self, stream: Accepted, peer: super::Peer) {
+        let header_timeout = self.settings.header_timeout;
+        let io: Box<dyn Stream> = match (stream, &self.tls) {
+            (Accepted::Tcp(stream), Some(tls)) => {
+                match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+            (Accepted::Tcp(stream), None) => Box::new(stream),
+            (Accepted::Unix(stream), _) => Box::new(stream),
+        };
+        let app = self.app;
+        let service_peer = peer.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(service_peer.clone());
+            app.clone().oneshot(request)
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(err) = served {
+                    tracing::debug!(%peer, error = %err, "API connection ended");
+                }
+            }
+            () = stopped(&mut self.stop_seen) => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }
+}
