@@ -54,11 +54,13 @@ fn command(
     link: &TestLink,
     state_dir: &Path,
     listen: &str,
+    wrapper: &[&str],
     args: &[&str],
 ) -> anyhow::Result<Command> {
     let mut command = Command::new("nsenter");
     command
         .arg(format!("--net={}", link.server.path()))
+        .args(wrapper)
         .arg(allowlistd_binary()?)
         .args(["--iface", SERVER_IF, "--listen", listen, "--state-dir"])
         .arg(state_dir)
@@ -130,6 +132,18 @@ impl Daemon {
         Daemon::start_listening(link, state_dir, API_ADDR, args)
     }
 
+    /// Starts allowlistd as [`Daemon::start`] does, run by `wrapper` (a command that execs
+    /// the rest of its arguments in the same process, such as `setpriv ...` or
+    /// `strace -D ...`).
+    pub fn start_wrapped(
+        link: &TestLink,
+        state_dir: &Path,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<Daemon> {
+        Daemon::launch(link, state_dir, API_ADDR, wrapper, args)
+    }
+
     /// Starts allowlistd as [`Daemon::start`] does, listening on `listen` (an address in the
     /// server namespace, or `unix:/PATH`) instead.
     pub fn start_listening(
@@ -138,13 +152,23 @@ impl Daemon {
         listen: &str,
         args: &[&str],
     ) -> anyhow::Result<Daemon> {
+        Daemon::launch(link, state_dir, listen, &[], args)
+    }
+
+    fn launch(
+        link: &TestLink,
+        state_dir: &Path,
+        listen: &str,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<Daemon> {
         let ns = &link.server;
         let log = state_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = command(link, state_dir, listen, args)?
+        let child = command(link, state_dir, listen, wrapper, args)?
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -201,7 +225,7 @@ impl Daemon {
         args: &[&str],
     ) -> anyhow::Result<(std::process::ExitStatus, String)> {
         let log = state_dir.with_extension("refusal.log");
-        let mut child = command(link, state_dir, listen, args)?
+        let mut child = command(link, state_dir, listen, &[], args)?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -283,6 +307,11 @@ impl Daemon {
             "allowlistd still ran {limit:?} after SIGTERM: {}",
             self.log()
         )
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The daemon's peak resident memory so far (`VmHWM`), in KiB.

@@ -182,7 +182,7 @@ fn beyond_loopback_the_api_speaks_tls_and_guards_the_remote_operator() {
     )
     .expect("exposed key");
     assert!(
-        exposed.contains("can be read by other users (mode 0644)"),
+        exposed.contains("can be read by other users or changed by its group (mode 0644)"),
         "{exposed}"
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");

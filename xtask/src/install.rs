@@ -13,7 +13,8 @@ const UNIT_DIR: &str = "etc/systemd/system";
 
 /// Copies `target/release/{allowlistd,allowlistctl}` to `PREFIX/bin`, the unit to
 /// /etc/systemd/system and the example config to /etc/allowlist, all under `destdir` if given.
-/// An existing config is left alone; the example is installed beside it.
+/// An existing config is left alone; the example is installed beside it. Installed on this
+/// system (no `destdir`), it also creates the unit's user and lets its group read the config.
 pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
     if !prefix.is_absolute() {
         bail!(
@@ -53,6 +54,15 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
         eprintln!("xtask: kept the existing {}", config.display());
     }
 
+    if destdir.is_none() {
+        ensure_service_user()?;
+        // The daemon runs as its own user: it reads the configuration through its group.
+        crate::run(Command::new("chown").args([
+            &format!("root:{SERVICE_USER}"),
+            &config.display().to_string(),
+        ]))?;
+        fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
+    }
     if destdir.is_none() && Path::new("/run/systemd/system").exists() {
         crate::run(Command::new("systemctl").arg("daemon-reload"))?;
     }
@@ -60,6 +70,33 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
         "xtask: installed. Next: edit /{CONFIG_DIR}/allowlistd.toml (iface, allow), then \
          `systemctl enable --now allowlistd`."
     );
+    Ok(())
+}
+
+/// The system user the unit runs allowlistd as.
+const SERVICE_USER: &str = "allowlistd";
+
+/// Creates the unit's system user and group when missing (no home, no login shell).
+fn ensure_service_user() -> anyhow::Result<()> {
+    let known = Command::new("getent")
+        .args(["passwd", SERVICE_USER])
+        .output()
+        .context("running getent")?
+        .status
+        .success();
+    if !known {
+        crate::run(Command::new("useradd").args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/var/lib/allowlistd",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_USER,
+        ]))?;
+        eprintln!("xtask: created the system user {SERVICE_USER}");
+    }
     Ok(())
 }
 

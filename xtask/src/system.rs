@@ -16,6 +16,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("etcdctl", "etcd-client"),
     ("openssl", "openssl"),
     ("setpriv", "util-linux"),
+    ("strace", "strace"),
+    ("systemd-analyze", "systemd"),
 ];
 
 /// What building the daemon needs: `protoc` and the well-known `.proto` files, for the

@@ -21,7 +21,7 @@ pub struct ApiOptions {
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
-    /// The TLS certificate's private key (PEM), readable by its owner only.
+    /// The TLS certificate's private key (PEM): refused if every user may read it.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 

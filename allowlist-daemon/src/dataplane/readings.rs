@@ -4,6 +4,7 @@
 //! never wait for writes.
 
 use std::ops::Range;
+use std::os::fd::AsFd as _;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -95,10 +96,16 @@ impl RuleTable {
     }
 }
 
-/// A handle of its own on the map behind `map`.
+/// A handle of its own on the map behind `map`: a duplicate of its descriptor (getting a
+/// map by id would need CAP_SYS_ADMIN, which the daemon does without).
 fn duplicate(map: &MapData, name: &'static str) -> Result<MapData, DataplaneError> {
-    let id = map.info().map_err(map_error(name))?.id();
-    MapData::from_id(id).map_err(map_error(name))
+    let fd = map.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+        map_error(name)(MapError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error,
+        }))
+    })?;
+    MapData::from_fd(fd).map_err(map_error(name))
 }
 
 /// A typed handle of its own on `map`, a map of the kind `kind` makes.

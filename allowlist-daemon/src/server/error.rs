@@ -51,9 +51,10 @@ pub enum ServerError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    /// Other users may read the TLS key.
+    /// Every user may read the TLS key, or its group may change it.
     #[error(
-        "the TLS key {} can be read by other users (mode {mode:04o}); run `chmod 600 {}`",
+        "the TLS key {} can be read by other users or changed by its group (mode {mode:04o}); \
+         run `chmod 600 {}` (or 640 for a group that may read it)",
         path.display(),
         path.display()
     )]

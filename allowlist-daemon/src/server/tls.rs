@@ -15,7 +15,7 @@ use super::ServerError;
 pub struct TlsFiles {
     /// The certificate, followed by its intermediates.
     pub cert: PathBuf,
-    /// The certificate's private key, readable by its owner only.
+    /// The certificate's private key, readable by its owner (and its group) only.
     pub key: PathBuf,
 }
 
@@ -53,7 +53,8 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Refuses a key that users other than its owner may read, as ssh refuses a private key.
+/// Refuses a key that every user may read (or its group may write), as ssh refuses a private
+/// key; a group may read it (`0640 root:allowlistd`, as with Debian's ssl-cert group).
 fn refuse_exposed_key(path: &Path) -> Result<(), ServerError> {
     let metadata = std::fs::metadata(path).map_err(|source| ServerError::TlsFile {
         what: "key",
@@ -61,7 +62,7 @@ fn refuse_exposed_key(path: &Path) -> Result<(), ServerError> {
         source: rustls::pki_types::pem::Error::Io(source),
     })?;
     let mode = metadata.mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    if mode & 0o027 != 0 {
         return Err(ServerError::TlsKeyExposed {
             path: path.to_owned(),
             mode,
