@@ -350,3 +350,61 @@ fn pins_of_another_layout_or_capacity_are_replaced_without_a_gap() {
     );
     assert!(enforcing_office(&link));
 }
+
+/// libfaketime, which shows a program a wall clock shifted from the real one.
+fn libfaketime() -> String {
+    std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .filter_map(Result::ok)
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists())
+        .expect("libfaketime (Debian's faketime package)")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_wall_clock_stepped_back_does_not_stretch_a_pending_window() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    let enabled = enable(&daemon, &id);
+    let revert_at = enabled.body["pending"]["revert_at"]
+        .as_str()
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .expect("revert_at");
+    daemon.stop().expect("stop");
+
+    // Back with the wall clock an hour earlier (the monotonic clock, which the kernel's
+    // deadline uses, untouched): by the wall clock, the deadline is an hour away.
+    let preload = format!("LD_PRELOAD={}", libfaketime());
+    let stepped_back = [
+        "env",
+        &preload,
+        "FAKETIME=-1h",
+        "FAKETIME_DONT_FAKE_MONOTONIC=1",
+    ];
+    let daemon = Daemon::start_wrapped(&link, state.path(), &stepped_back, &WINDOW)
+        .expect("allowlistd with the clock stepped back");
+    assert!(enforcing_office(&link), "still inside the window");
+    let left = revert_at - OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::try_from(left).unwrap_or_default() + Duration::from_millis(500));
+    assert!(
+        !enforcing_office(&link),
+        "the kernel reverts at the deadline it was given, whatever the wall clock says"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = enforcement(&daemon);
+        if now["pending"] == Value::Null {
+            assert_eq!(now["enforcing"], false, "{now}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon follows the kernel's revert: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

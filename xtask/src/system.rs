@@ -17,6 +17,7 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("setpriv", "util-linux"),
     ("strace", "strace"),
+    ("faketime", "faketime"),
     ("systemd-analyze", "systemd"),
 ];
 

@@ -95,14 +95,18 @@ impl Dataplane {
     /// What the kernel enforces now.
     pub fn kernel_state(&self) -> KernelState {
         let active = self.enforced(&self.current.active);
-        let fallback = (self.current.revert_at_ns != 0).then(|| {
-            let remaining = self.current.revert_at_ns.saturating_sub(monotonic_now_ns());
-            (
-                self.enforced(&self.current.fallback),
-                Duration::from_nanos(remaining),
-            )
-        });
+        let fallback = self
+            .time_to_fallback()
+            .map(|remaining| (self.enforced(&self.current.fallback), remaining));
         KernelState { active, fallback }
+    }
+
+    /// While a change is pending in the kernel: the time left until the program falls back,
+    /// in the kernel's own (monotonic) clock, which no step of the wall clock moves.
+    pub fn time_to_fallback(&self) -> Option<Duration> {
+        (self.current.revert_at_ns != 0).then(|| {
+            Duration::from_nanos(self.current.revert_at_ns.saturating_sub(monotonic_now_ns()))
+        })
     }
 
     /// Whether a pending change's deadline has passed in the kernel's clock: the program

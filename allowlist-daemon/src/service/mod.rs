@@ -177,8 +177,14 @@ impl Service {
         let active = self.enforcement(&self.model, policy);
         let fallback = match self.model.pending() {
             Some(pending) => {
+                // The deadline the kernel already keeps for this change wins: a wall clock
+                // stepped back (here or while the daemon was down) must not stretch it.
                 let left = pending.revert_at - OffsetDateTime::now_utc();
                 let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                let left = self
+                    .dataplane
+                    .time_to_fallback()
+                    .map_or(left, |kernel| kernel.min(left));
                 let reverted = self.model.reverted();
                 let policy = self.fallback_policy.policy(&reverted);
                 Some((self.enforcement(&reverted, policy), left))
