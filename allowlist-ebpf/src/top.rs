@@ -1,18 +1,19 @@
-//! The sources refused most often: a bounded LRU map, sampled so that a flood of refused
-//! packets does not pay a map update each.
+//! The sources refused most often: a bounded LRU map with a count of its own for each CPU
+//! (exact under concurrency without atomics; user space sums them), sampled so that a flood
+//! of refused packets does not pay a map update each.
 
 use allowlist_common::{Config, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY};
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::map,
-    maps::LruHashMap,
+    maps::LruPerCpuHashMap,
 };
 
 use crate::flows::Addr;
 
 #[map]
-static TOP_SOURCES: LruHashMap<SourceKey, SourceSeen> =
-    LruHashMap::with_max_entries(TOP_SOURCES_CAPACITY, 0);
+static TOP_SOURCES: LruPerCpuHashMap<SourceKey, SourceSeen> =
+    LruPerCpuHashMap::with_max_entries(TOP_SOURCES_CAPACITY, 0);
 
 /// Notes one refused packet from `source`, one time in `config.top_sample`.
 #[inline(always)]
@@ -36,12 +37,13 @@ pub fn note(config: &Config, source: Addr) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     match TOP_SOURCES.get_ptr_mut(key) {
-        // SAFETY: a value of this map; concurrent updates from other CPUs may lose a count,
-        // which a sampled estimate tolerates.
+        // SAFETY: this CPU's value of the entry, which only this CPU writes while this
+        // program runs.
         Some(seen) => unsafe {
             (*seen).packets += 1;
             (*seen).last_seen_ns = now;
         },
+        // A new entry: this CPU's value is set, the other CPUs' start at zero.
         None => {
             let _ = TOP_SOURCES.insert(
                 key,

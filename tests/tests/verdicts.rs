@@ -461,3 +461,40 @@ fn hits_of_a_rule_given_up_start_again_from_zero() {
     assert_eq!(after.get(1).hits, 1, "other rules keep their hits");
     assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), 0);
 }
+
+#[test]
+fn refused_sources_are_counted_exactly_when_every_cpu_counts_at_once() {
+    let mut dataplane = loaded(POLICY, Mode::Enforce);
+    dataplane
+        .set_top_sample(1)
+        .expect("note every refused packet");
+    let frame = udp4_frame(DENIED_V4);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    const RUNS: u32 = 200_000;
+    // One thread per CPU, each pinned there, all running the program on the same source.
+    std::thread::scope(|scope| {
+        for cpu in 0..cpus {
+            let (dataplane, frame) = (&dataplane, &frame);
+            scope.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("pin the thread");
+                for _ in 0..5 {
+                    dataplane.run_frame(frame, RUNS / 5).expect("test run");
+                }
+            });
+        }
+    });
+    let sources = dataplane.readings().top_sources().expect("top sources");
+    let noted: u64 = sources
+        .iter()
+        .filter(|source| source.address == std::net::IpAddr::V4(DENIED_V4))
+        .map(|source| source.noted)
+        .sum();
+    assert_eq!(
+        noted,
+        u64::from(RUNS) * cpus as u64,
+        "every refused packet noted once, on {cpus} CPUs at once"
+    );
+}

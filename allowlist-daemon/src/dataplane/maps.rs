@@ -16,7 +16,7 @@ use allowlist_common::{
     PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap};
 
 use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
@@ -100,7 +100,7 @@ pub(super) struct Maps {
     /// Hits and last hit per rule, a region per CPU.
     pub(super) rule_hits: Array<MapData, RuleUsage>,
     /// The sampled refused sources.
-    pub(super) top_sources: HashMap<MapData, SourceKey, SourceSeen>,
+    pub(super) top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
     /// The flows the host started.
     pub(super) flows: HashMap<MapData, FlowKey, FlowState>,
     /// The two filters of those flows.
@@ -205,7 +205,7 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 20], Da
         ),
         layout(
             MAP_TOP_SOURCES,
-            MapType::LruHash,
+            MapType::LruPerCpuHash,
             size_of::<SourceKey>(),
             size_of::<SourceSeen>(),
             TOP_SOURCES_CAPACITY,

@@ -12,7 +12,7 @@ use allowlist_common::{
     Counter, FlowKey, FlowState, MAP_COUNTERS, MAP_FLOWS, MAP_RULE_HITS, MAP_TOP_SOURCES,
     MAX_INTERFACES, RuleId, RuleUsage, SourceKey, SourceSeen, rule_usage_slot,
 };
-use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 
 use super::clock::coarse_now_ns;
 use super::codec::source_address;
@@ -62,7 +62,7 @@ pub struct Readings {
     /// Rules in each CPU's region of `rule_hits`.
     rule_capacity: u32,
     flows: HashMap<MapData, FlowKey, FlowState>,
-    top_sources: HashMap<MapData, SourceKey, SourceSeen>,
+    top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
     slots: Slots,
     cpus: usize,
 }
@@ -130,7 +130,11 @@ impl Readings {
             rule_hits: own(maps.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
             rule_capacity,
             flows: own(maps.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
-            top_sources: own(maps.top_sources.map(), Map::LruHashMap, MAP_TOP_SOURCES)?,
+            top_sources: own(
+                maps.top_sources.map(),
+                Map::PerCpuLruHashMap,
+                MAP_TOP_SOURCES,
+            )?,
             slots,
             cpus: aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?,
         })
@@ -143,7 +147,11 @@ impl Readings {
             rule_hits: own(self.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
             rule_capacity: self.rule_capacity,
             flows: own(self.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
-            top_sources: own(self.top_sources.map(), Map::LruHashMap, MAP_TOP_SOURCES)?,
+            top_sources: own(
+                self.top_sources.map(),
+                Map::PerCpuLruHashMap,
+                MAP_TOP_SOURCES,
+            )?,
             slots: self.slots.clone(),
             cpus: self.cpus,
         })
@@ -267,11 +275,17 @@ impl Readings {
         let now = coarse_now_ns();
         let mut sources = Vec::new();
         for item in self.top_sources.iter() {
-            let (key, seen) = item.map_err(map_error(MAP_TOP_SOURCES))?;
+            let (key, per_cpu) = item.map_err(map_error(MAP_TOP_SOURCES))?;
+            let noted = per_cpu.iter().map(|seen| seen.packets).sum();
+            let last_seen_ns = per_cpu
+                .iter()
+                .map(|seen| seen.last_seen_ns)
+                .max()
+                .unwrap_or(0);
             sources.push(SourceNoted {
                 address: source_address(&key),
-                noted: seen.packets,
-                last_seen_ago: Duration::from_nanos(now.saturating_sub(seen.last_seen_ns)),
+                noted,
+                last_seen_ago: Duration::from_nanos(now.saturating_sub(last_seen_ns)),
             });
         }
         Ok(sources)
