@@ -71,6 +71,21 @@ pub const MAP_CLOCK: &str = "CLOCK";
 /// generation (generation `g` starts at word `g * PROTECTED_PORT_WORDS`), TCP ports first.
 pub const MAP_PROTECTED_PORTS: &str = "PROTECTED_PORTS";
 
+/// Name of the bitmap of remote ports whose TCP or UDP traffic from the host opens reply
+/// flows, where [`Config::reply_restrictions`] limits a protocol to listed ports: the layout
+/// of one generation of [`MAP_PROTECTED_PORTS`] (see [`protected_port_word`] of generation 0).
+pub const MAP_REPLY_PORTS: &str = "REPLY_PORTS";
+
+/// Bits of [`Config::reply_restrictions`].
+pub mod reply_openers {
+    /// TCP opens flows only to the remote ports listed in [`super::MAP_REPLY_PORTS`].
+    pub const TCP_LISTED_PORTS: u32 = 1;
+    /// UDP opens flows only to the remote ports listed in [`super::MAP_REPLY_PORTS`].
+    pub const UDP_LISTED_PORTS: u32 = 2;
+    /// ICMP echo requests open no flows.
+    pub const NO_ICMP: u32 = 4;
+}
+
 /// Words of the protected-port bitmap: one bit per port, TCP then UDP.
 pub const PROTECTED_PORT_WORDS: u32 = 2 * 65_536 / 64;
 /// Flows remembered unless user space sets another capacity at load.
@@ -203,8 +218,12 @@ pub struct Config {
     pub icmp_timeout_ns: u64,
     /// Which of the [`flow_filter`]s the reply check reads (0 or 1).
     pub flow_filter: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// Which of the host's own packets open no flow: bits of [`reply_openers`]; 0: every
+    /// TCP, UDP and ICMP echo packet does.
+    pub reply_restrictions: u32,
+    /// IP protocols (other than TCP, UDP and ICMP) that pass unchecked while scopes are set:
+    /// bit `p % 64` of word `p / 64` for protocol number `p`.
+    pub unprotected_protocols: [u64; 4],
 }
 
 impl Config {
@@ -216,6 +235,11 @@ impl Config {
             ip_proto::UDP => self.udp_timeout_ns,
             _ => self.icmp_timeout_ns,
         }
+    }
+
+    /// Whether IP protocol `protocol` passes unchecked while scopes are set.
+    pub const fn unprotected(&self, protocol: u8) -> bool {
+        self.unprotected_protocols[(protocol / 64) as usize] & (1 << (protocol % 64)) != 0
     }
 
     /// The policy in force at monotonic time `now_ns`: the fallback once the revert deadline

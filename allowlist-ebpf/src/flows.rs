@@ -5,7 +5,10 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, flow_filter_byte, flow_filter_slot,
 };
-use allowlist_common::{Config, DEFAULT_MAX_FLOWS, FlowKey, FlowState, ip_proto};
+use allowlist_common::{
+    Config, DEFAULT_MAX_FLOWS, FlowKey, FlowState, PROTECTED_PORT_WORDS, ip_proto,
+    protected_port_mask, protected_port_word, reply_openers,
+};
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     helpers::bpf_ktime_get_ns,
@@ -17,6 +20,11 @@ use crate::packet::{self, Transport};
 
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// The remote ports whose TCP (first half) or UDP traffic opens flows, for a protocol that
+/// [`Config::reply_restrictions`] limits to listed ports.
+#[map]
+static REPLY_PORTS: Array<u64> = Array::with_max_entries(PROTECTED_PORT_WORDS, 0);
 
 /// Two filters of the flows in [`FLOWS`], a byte per slot; user space renews them.
 #[map]
@@ -128,9 +136,10 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Records (or refreshes) the flow of a packet the host sends to `remote`.
+/// Records (or refreshes) the flow of a packet the host sends to `remote`; a packet that
+/// would start a flow starts one only if `config` lets its kind open flows.
 #[inline(always)]
-pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) {
+pub fn record(config: &Config, ends: Ends, transport: Transport, end: usize, counted: impl Fn()) {
     let now = now();
     let (flow, tcp) = match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
@@ -176,7 +185,7 @@ pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) 
     let starts = match tcp {
         Some(flags) => flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
         None => true,
-    };
+    } && opens(config, flow.protocol, flow.remote_port);
     if starts {
         let state = FlowState {
             last_seen_ns: now,
@@ -188,6 +197,23 @@ pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) 
             counted();
         }
     }
+}
+
+/// Whether the host's packet of IP protocol `protocol` to `remote_port` may open a flow:
+/// always, unless [`Config::reply_restrictions`] limits its protocol to the remote ports
+/// listed in [`REPLY_PORTS`] (TCP, UDP) or keeps ICMP echo from opening any.
+#[inline(always)]
+fn opens(config: &Config, protocol: u8, remote_port: u16) -> bool {
+    let restrictions = config.reply_restrictions;
+    let udp = match protocol {
+        ip_proto::TCP if restrictions & reply_openers::TCP_LISTED_PORTS != 0 => false,
+        ip_proto::UDP if restrictions & reply_openers::UDP_LISTED_PORTS != 0 => true,
+        ip_proto::TCP | ip_proto::UDP => return true,
+        _ => return restrictions & reply_openers::NO_ICMP == 0,
+    };
+    REPLY_PORTS
+        .get(protected_port_word(0, udp, remote_port))
+        .is_some_and(|word| word & protected_port_mask(remote_port) != 0)
 }
 
 #[inline(always)]

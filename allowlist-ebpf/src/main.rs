@@ -87,7 +87,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
         Source::NotIp => tally.pass(Counter::PassedNotIp),
         Source::Malformed => tally.refuse(mode, Counter::Malformed),
         Source::V4(addr, ip) => {
-            if scoped && !protected(generation, packet::transport_v4(ip, end), end) {
+            if scoped && !protected(config, generation, packet::transport_v4(ip, end), end) {
                 return tally.pass(Counter::PassedUnprotected);
             }
             if let Some(rule) = lookup_v4(generation, addr) {
@@ -120,7 +120,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
         }
         Source::V6(addr, ip) => {
-            if scoped && !protected(generation, packet::transport_v6(ip, end), end) {
+            if scoped && !protected(config, generation, packet::transport_v6(ip, end), end) {
                 return tally.pass(Counter::PassedUnprotected);
             }
             if let Some(rule) = lookup_v6(generation, &addr) {
@@ -172,7 +172,7 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
                     packet::destination_v4(ip, end),
                     packet::transport_v4(ip, end),
                 ) {
-                    flows::record(Ends::V4 { remote, local }, t, end, || {
+                    flows::record(config, Ends::V4 { remote, local }, t, end, || {
                         tally.count(Counter::FlowsRecorded)
                     });
                 }
@@ -182,7 +182,7 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
                     packet::destination_v6(ip, end),
                     packet::transport_v6(ip, end),
                 ) {
-                    flows::record(Ends::V6 { remote, local }, t, end, || {
+                    flows::record(config, Ends::V6 { remote, local }, t, end, || {
                         tally.count(Counter::FlowsRecorded)
                     });
                 }
@@ -199,10 +199,10 @@ const TC_ACT_OK: i32 = 0;
 /// Whether a packet must be checked against the allowlist when `generation`'s scopes are
 /// set: TCP and UDP to a protected port, whatever could hide a port (truncated headers, IPv4
 /// fragments after the first, IPv6 extension headers), and every protocol but TCP, UDP and
-/// ICMP (a tunnel, GRE, ESP, SCTP, ... carries anything past the ports). ICMP is outside
-/// every scope.
+/// ICMP (a tunnel, GRE, ESP, SCTP, ... carries anything past the ports) unless the operator
+/// named it unprotected. ICMP is outside every scope.
 #[inline(always)]
-fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
+fn protected(config: &Config, generation: u8, transport: Option<Transport>, end: usize) -> bool {
     let Some(transport) = transport else {
         return true;
     };
@@ -210,7 +210,7 @@ fn protected(generation: u8, transport: Option<Transport>, end: usize) -> bool {
         ip_proto::TCP => false,
         ip_proto::UDP => true,
         ip_proto::ICMP | ip_proto::ICMPV6 => return false,
-        _ => return true,
+        other => return !config.unprotected(other),
     };
     let Some((_, port)) = packet::ports(transport.at, end) else {
         return true;

@@ -8,7 +8,7 @@ use allowlist_common::Mode;
 use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
 use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
-use allowlist_daemon::dataplane::Dataplane;
+use allowlist_daemon::dataplane::{Dataplane, ReplyOpeners};
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
 use allowlist_daemon::server::Server;
@@ -152,6 +152,8 @@ async fn run() -> anyhow::Result<()> {
         always_allow = ?config.always_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         scopes = ?service.model().scopes().iter().map(ToString::to_string).collect::<Vec<_>>(),
         replies = config.replies.enabled,
+        replies_opened_by = %describe_openers(&config.reply_openers),
+        unprotected_protocols = ?config.unprotected_protocols,
         "policy restored"
     );
 
@@ -214,6 +216,24 @@ async fn run() -> anyhow::Result<()> {
         "stopped; the policy stays enforced (`allowlistd teardown` removes it)"
     );
     Ok(())
+}
+
+/// Which of the host's packets open reply flows, for the start's log line.
+fn describe_openers(openers: &ReplyOpeners) -> String {
+    let ports = |name: &str, ports: &Option<std::collections::BTreeSet<u16>>| match ports {
+        None => name.to_owned(),
+        Some(ports) => ports
+            .iter()
+            .map(|port| format!("{name}/{port}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let mut kinds = vec![ports("tcp", &openers.tcp), ports("udp", &openers.udp)];
+    if openers.icmp {
+        kinds.push("icmp".to_owned());
+    }
+    kinds.retain(|kind| !kind.is_empty());
+    kinds.join(" ")
 }
 
 /// Runs `work` on the service off the async workers (it takes the service's lock and may

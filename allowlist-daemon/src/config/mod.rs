@@ -9,16 +9,18 @@ use allowlist_common::Mode;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::dataplane::{AttachMode, Replies};
+use crate::dataplane::{AttachMode, Replies, ReplyOpeners};
 use crate::policy::{PortScope, parse_cidr};
 use crate::server::{ListenAddress, ServerSettings};
 
 mod api;
 pub mod bounds;
 mod fleet;
+mod traffic;
 
 pub use api::{ApiOptions, DEFAULT_LISTEN};
 pub use fleet::FleetOptions;
+pub use traffic::{IpProtocol, ReplyFor};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +232,14 @@ pub struct Options {
     #[arg(long, value_enum)]
     pub replies: Option<OnOff>,
 
+    /// Only these of the host's own packets open flows for replies: tcp, udp or icmp (every
+    /// remote port), tcp/PORT or udp/PORT (that remote port); repeat for several. A protocol
+    /// not named opens none: fewer pinholes (e.g. udp/53, udp/123, tcp)
+    /// [default: every TCP and UDP packet and ping].
+    #[arg(long = "replies-for", value_name = "PROTO[/PORT]")]
+    #[serde(default, deserialize_with = "vec_from_str")]
+    pub replies_for: Vec<ReplyFor>,
+
     /// Idle time after which replies to a TCP connection the host opened drop [default: 1h].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "from_str")]
@@ -270,6 +280,14 @@ pub struct Options {
     #[command(flatten)]
     #[serde(default)]
     pub api: ApiOptions,
+
+    /// IP protocol that passes unchecked while scopes are set: a name (gre, esp, ah, ipip,
+    /// ipv6, sctp, udplite, l2tp, dccp, ...) or a number; repeat for several. Scopes otherwise
+    /// guard every protocol but TCP and UDP (checked by port) and ICMP: a tunnel would carry
+    /// any traffic past them.
+    #[arg(long = "unprotected-protocol", value_name = "PROTO")]
+    #[serde(default, deserialize_with = "vec_from_str")]
+    pub unprotected_protocol: Vec<IpProtocol>,
 
     /// The fleet to follow (a `[fleet]` table in the file).
     #[command(flatten)]
@@ -326,6 +344,10 @@ pub struct Config {
     pub stats_interval: Duration,
     /// Replies to the host's own flows.
     pub replies: Replies,
+    /// Which of the host's own packets open flows for replies.
+    pub reply_openers: ReplyOpeners,
+    /// IP protocols that pass unchecked while scopes are set.
+    pub unprotected_protocols: std::collections::BTreeSet<u8>,
     /// Capacity of the flow map.
     pub max_flows: u32,
     /// One refused packet in this many is noted for `top`; 0: none.
@@ -378,6 +400,7 @@ impl Options {
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
             stats_interval: self.stats_interval.or(file.stats_interval),
             replies: self.replies.or(file.replies),
+            replies_for: vec(self.replies_for, file.replies_for),
             reply_timeout_tcp: self.reply_timeout_tcp.or(file.reply_timeout_tcp),
             reply_timeout_udp: self.reply_timeout_udp.or(file.reply_timeout_udp),
             reply_timeout_icmp: self.reply_timeout_icmp.or(file.reply_timeout_icmp),
@@ -385,6 +408,7 @@ impl Options {
             top_sample: self.top_sample.or(file.top_sample),
             metrics_top_entries: self.metrics_top_entries.or(file.metrics_top_entries),
             protect: vec(self.protect, file.protect),
+            unprotected_protocol: vec(self.unprotected_protocol, file.unprotected_protocol),
             api: self.api.or(file.api),
             fleet: self.fleet.or(file.fleet),
         }
@@ -437,6 +461,12 @@ impl Options {
                         .map_or(defaults.icmp_timeout, |d| d.0),
                 }
             },
+            reply_openers: traffic::reply_openers(&self.replies_for),
+            unprotected_protocols: self
+                .unprotected_protocol
+                .iter()
+                .map(|protocol| protocol.0)
+                .collect(),
             max_flows: self
                 .max_flows
                 .unwrap_or(allowlist_common::DEFAULT_MAX_FLOWS),
@@ -467,6 +497,8 @@ mod tests {
             replies = "off"
             reply-timeout-udp = "5s"
             protect = ["tcp/22", "udp/51820"]
+            replies-for = ["udp/53", "tcp"]
+            unprotected-protocol = ["gre", "50"]
             "#,
         )
         .expect("parse");
@@ -486,6 +518,16 @@ mod tests {
         assert_eq!(config.protect_ports, [22, 2222]);
         assert!(!config.replies.enabled);
         assert_eq!(config.replies.udp_timeout, Duration::from_secs(5));
+        assert_eq!(config.reply_openers.tcp, None);
+        assert_eq!(
+            config.reply_openers.udp,
+            Some(std::collections::BTreeSet::from([53]))
+        );
+        assert!(!config.reply_openers.icmp);
+        assert_eq!(
+            config.unprotected_protocols,
+            std::collections::BTreeSet::from([47, 50])
+        );
         assert_eq!(
             config
                 .protect

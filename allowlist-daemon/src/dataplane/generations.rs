@@ -14,7 +14,7 @@ use super::Dataplane;
 use super::clock::monotonic_now_ns;
 use super::codec::{policy_digest, port_words, raw_enforcement, scopes_of};
 use super::error::{DataplaneError, map_error};
-use super::types::{Enforced, Enforcement, KernelState, Replies};
+use super::types::{Enforced, Enforcement, KernelState};
 use crate::policy::{Policy, PortScope};
 
 /// What one generation of the range tables and port bitmaps holds, as written to the kernel.
@@ -316,27 +316,6 @@ impl Dataplane {
         self.slot = next;
         self.current = config;
         Ok(())
-    }
-
-    /// Sets whether and how long replies to the host's own flows pass. Takes effect at once
-    /// for the check; the egress program is attached (or not) by [`Dataplane::attach`].
-    pub fn set_replies(&mut self, replies: Replies) -> Result<(), DataplaneError> {
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.switch(Config {
-            replies: u32::from(replies.enabled),
-            tcp_timeout_ns: nanos(replies.tcp_timeout),
-            udp_timeout_ns: nanos(replies.udp_timeout),
-            icmp_timeout_ns: nanos(replies.icmp_timeout),
-            ..self.current
-        })
-    }
-
-    /// Notes one refused packet in `sample` in the map of refused sources; 0: none.
-    pub fn set_top_sample(&mut self, sample: u32) -> Result<(), DataplaneError> {
-        self.switch(Config {
-            top_sample: sample,
-            ..self.current
-        })
     }
 
     /// Writes `generation`'s port bitmap (only the words that change).

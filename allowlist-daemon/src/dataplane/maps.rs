@@ -12,8 +12,8 @@ use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS, range_c
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
     MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
-    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES, MAX_INTERFACES,
-    PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
+    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES,
+    MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap};
@@ -22,7 +22,7 @@ use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 20] = [
+pub(super) const MAP_NAMES: [&str; 21] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -33,6 +33,7 @@ pub(super) const MAP_NAMES: [&str; 20] = [
     MAP_RULE_HITS,
     MAP_FLOWS,
     MAP_PROTECTED_PORTS,
+    MAP_REPLY_PORTS,
     MAP_V4_SUMMARY,
     MAP_V4_BUCKETS,
     MAP_V4_STARTS,
@@ -91,6 +92,8 @@ pub(super) struct Maps {
     pub(super) v6_rules: Array<MapData, u64>,
     /// The protected-port bitmap of every generation.
     pub(super) protected_ports: Array<MapData, u64>,
+    /// The remote ports whose traffic opens reply flows, where that is restricted.
+    pub(super) reply_ports: Array<MapData, u64>,
     /// Packet counters per interface slot.
     pub(super) counters: PerCpuArray<MapData, u64>,
     /// Interface index to counter slot.
@@ -124,6 +127,7 @@ impl Maps {
             v6_starts: take(ebpf, MAP_V6_STARTS)?,
             v6_rules: take(ebpf, MAP_V6_RULES)?,
             protected_ports: take(ebpf, MAP_PROTECTED_PORTS)?,
+            reply_ports: take(ebpf, MAP_REPLY_PORTS)?,
             counters: take(ebpf, MAP_COUNTERS)?,
             interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
             clock: take(ebpf, MAP_CLOCK)?,
@@ -170,7 +174,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 }
 
 /// The layout of every map for `capacity`.
-pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 20], DataplaneError> {
+pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 21], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -231,6 +235,7 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 20], Da
             8,
             GENERATIONS * PROTECTED_PORT_WORDS,
         ),
+        layout(MAP_REPLY_PORTS, MapType::Array, 4, 8, PROTECTED_PORT_WORDS),
         layout(
             MAP_V4_SUMMARY,
             MapType::Array,

@@ -16,6 +16,7 @@ mod counters;
 mod error;
 mod flow_filter;
 mod generations;
+mod host_traffic;
 mod links;
 mod load;
 mod maps;
@@ -40,7 +41,7 @@ pub use readings::{Readings, RuleTable};
 pub use sys::BatchError;
 pub use types::{
     AttachMode, AttachedMode, Capacity, Counters, Enforced, Enforcement, FlowStats, FrameRun,
-    KernelState, Replies, RuleUse, SourceNoted, Verdict,
+    KernelState, Replies, ReplyOpeners, RuleUse, SourceNoted, Verdict,
 };
 
 use generations::Generation;

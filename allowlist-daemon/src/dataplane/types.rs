@@ -67,6 +67,29 @@ pub struct KernelState {
     pub fallback: Option<(Enforced, Duration)>,
 }
 
+/// Which of the host's own packets open reply flows. `None` for TCP or UDP: every remote
+/// port; a set: only those (empty: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyOpeners {
+    /// The remote TCP ports that open flows, if limited.
+    pub tcp: Option<BTreeSet<u16>>,
+    /// The remote UDP ports that open flows, if limited.
+    pub udp: Option<BTreeSet<u16>>,
+    /// Whether the host's pings open flows for their echo replies.
+    pub icmp: bool,
+}
+
+impl Default for ReplyOpeners {
+    /// Every TCP and UDP packet and every ping the host sends.
+    fn default() -> Self {
+        ReplyOpeners {
+            tcp: None,
+            udp: None,
+            icmp: true,
+        }
+    }
+}
+
 /// Passing replies to the flows the host starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replies {

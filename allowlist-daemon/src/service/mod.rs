@@ -91,6 +91,8 @@ impl Service {
             store.save(&model)?;
         }
         dataplane.set_replies(config.replies)?;
+        dataplane.set_reply_openers(&config.reply_openers)?;
+        dataplane.set_unprotected_protocols(&config.unprotected_protocols)?;
         dataplane.set_top_sample(config.top_sample)?;
         let mut service = Service {
             model,
