@@ -285,6 +285,13 @@ fn under_sudo_allowlistctl_finds_the_ssh_client_in_the_shell_it_was_started_from
         "{}",
         text(&locked)
     );
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|line| line.contains("refused")
+            && line.contains("status=409")
+            && line.contains("peer=127.0.0.1:")),
+        "the refused enable is an audit line with the peer: {log}"
+    );
     let enabled = under_sudo(&CLIENT_ALLOWED_V4.to_string());
     assert!(
         text(&enabled).contains(&format!(

@@ -23,7 +23,10 @@ fn a_list_named_like_another_lists_id_does_not_shadow_it() {
     );
     assert_eq!(impostor.status, 201, "{:?}", impostor.body);
 
-    for command in [&["show", office_id.as_str()][..], &["--json", "show", &office_id]] {
+    for command in [
+        &["show", office_id.as_str()][..],
+        &["--json", "show", &office_id],
+    ] {
         let shown = daemon.ctl(command);
         let text = String::from_utf8_lossy(&shown.stdout);
         assert!(shown.status.success(), "{text}");

@@ -196,10 +196,13 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Writes an audit line for every request refused as unauthenticated (401) or forbidden
-/// (403, the lockout guard), naming the peer: who tried what is on record, not only what
-/// changed.
+/// Writes an audit line, naming the peer, for every request refused as unauthenticated
+/// (401) or forbidden (403), and for every refused attempt at a change (a 4xx to a method
+/// other than GET: a lockout the guard prevented, a change pending, a bad body): who tried
+/// what is on record, not only what changed.
 async fn audit_refusals(request: Request, next: Next) -> Response {
+    let change =
+        request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
     let peer = request
         .extensions()
         .get::<Peer>()
@@ -207,7 +210,10 @@ async fn audit_refusals(request: Request, next: Next) -> Response {
     let what = format!("{} {}", request.method(), request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    if status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || (change && status.is_client_error())
+    {
         tracing::warn!(
             target: "audit",
             peer = %peer,
