@@ -489,6 +489,31 @@ impl Daemon {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
+    /// Runs allowlistctl as [`Daemon::ctl`] does, with `input` on its standard input.
+    pub fn ctl_fed(&self, input: &str, args: &[&str]) -> Output {
+        let ctl = allowlistd_binary()
+            .expect("allowlistd binary")
+            .with_file_name("allowlistctl");
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .arg(ctl)
+            .args(["--url", &self.url(), "--token-file"])
+            .arg(self.state_dir.join("admin.token"))
+            .args(args)
+            .env_remove("SSH_CONNECTION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running allowlistctl");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .expect("feeding allowlistctl");
+        }
+        child.wait_with_output().expect("running allowlistctl")
+    }
+
     /// Runs allowlistctl as from an SSH session whose `SSH_CONNECTION` is given.
     pub fn ctl_in_ssh_session(&self, ssh_connection: Option<&str>, args: &[&str]) -> Output {
         let ctl = allowlistd_binary()

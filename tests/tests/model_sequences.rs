@@ -39,6 +39,7 @@ fn settings() -> Settings {
         ack_min: Duration::from_secs(ACK_MIN as u64),
         ack_max: Duration::from_secs(ACK_MAX as u64),
         rule_capacity: 16,
+        max_entry_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
     }
 }
 
@@ -150,6 +151,8 @@ fn entries(cidrs: &[usize]) -> Vec<EntryInput> {
         .map(|&i| EntryInput {
             cidr: POOL[i].to_owned(),
             description: None,
+            expires_at: None,
+            ttl: None,
         })
         .collect()
 }

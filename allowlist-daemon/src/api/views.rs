@@ -63,12 +63,13 @@ impl<'a> EntryView<'a> {
 
 impl Serialize for EntryView<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let fields = if self.used.is_some() { 5 } else { 3 };
+        let fields = if self.used.is_some() { 6 } else { 4 };
         let mut view = serializer.serialize_struct("Entry", fields)?;
         view.serialize_field("id", &self.entry.id)?;
         view.serialize_field("cidr", CidrText::new(&self.entry.cidr).as_str())?;
         // No description is an empty one.
         view.serialize_field("description", self.entry.description())?;
+        view.serialize_field("expires_at", &self.entry.expires_at.map(rfc3339))?;
         if let Some((used, now)) = &self.used {
             view.serialize_field("hits", &used.hits)?;
             let last_hit = used.last_hit_ago.map(|ago| rfc3339(*now - ago));

@@ -253,8 +253,8 @@ async fn on_service(
     }
 }
 
-/// Reverts the pending change at its deadline, retries a failed save, and keeps the
-/// program's clock for last hits.
+/// Reverts the pending change at its deadline, removes entries at their expiry, retries a
+/// failed save, and keeps the program's clock for last hits.
 async fn revert_when_due(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -264,6 +264,7 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
                 tracing::warn!(error = %err, "moving the program's clock");
             }
             service.revert_if_due();
+            service.expire_due();
             service.retry_save();
         })
         .await;

@@ -131,6 +131,14 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
             human(ACK_WINDOW_MIN)
         ));
     }
+    check_range(
+        "--max-entry-ttl",
+        config.max_entry_ttl,
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(366 * 24 * 3600),
+        ),
+    )?;
     check_count(
         "--max-entries",
         config.max_entries,

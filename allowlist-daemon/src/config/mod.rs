@@ -198,6 +198,12 @@ pub struct Options {
     #[serde(default)]
     pub protect_port: Vec<u16>,
 
+    /// Longest time an entry may be given to live (its `ttl`, or `expires_at` from now), 1m
+    /// to 366d [default: 7d].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "from_str")]
+    pub max_entry_ttl: Option<HumanDuration>,
+
     /// Most allowlists [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_lists: Option<usize>,
@@ -330,6 +336,8 @@ pub struct Config {
     pub token_file: PathBuf,
     /// Ports whose sessions the lockout guard protects.
     pub protect_ports: Vec<u16>,
+    /// Longest time an entry may be given to live.
+    pub max_entry_ttl: Duration,
     /// Most allowlists.
     pub max_lists: usize,
     /// Most entries.
@@ -393,6 +401,7 @@ impl Options {
             ack_max: self.ack_max.or(file.ack_max),
             token_file: self.token_file.or(file.token_file),
             protect_port: vec(self.protect_port, file.protect_port),
+            max_entry_ttl: self.max_entry_ttl.or(file.max_entry_ttl),
             max_lists: self.max_lists.or(file.max_lists),
             max_entries: self.max_entries.or(file.max_entries),
             max_name_len: self.max_name_len.or(file.max_name_len),
@@ -442,6 +451,9 @@ impl Options {
             } else {
                 self.protect_port
             },
+            max_entry_ttl: self
+                .max_entry_ttl
+                .map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             max_lists: self.max_lists.unwrap_or(1000),
             max_entries,
             max_name_len,

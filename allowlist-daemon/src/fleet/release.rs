@@ -132,6 +132,8 @@ mod tests {
                     .map(|n| EntryInput {
                         cidr: std::net::Ipv4Addr::from(0x0a00_0000 + n as u32).to_string(),
                         description: None,
+                        expires_at: None,
+                        ttl: None,
                     })
                     .collect(),
             }],

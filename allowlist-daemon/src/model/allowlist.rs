@@ -76,12 +76,25 @@ pub struct Entry {
     pub description: Option<Arc<str>>,
     /// Index of the entry's hit counter in the kernel.
     pub rule: RuleId,
+    /// When the entry leaves its list by itself, without an acknowledgement (it was declared
+    /// with the entry); `None`: never.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl Entry {
     /// The description, empty when there is none.
     pub fn description(&self) -> &str {
         self.description.as_deref().unwrap_or("")
+    }
+
+    /// Whether the entry has expired at `now`.
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
     }
 }
 

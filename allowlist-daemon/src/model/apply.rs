@@ -139,6 +139,7 @@ impl Model {
                 &format!("{at}.entries"),
                 &[],
                 list.allow_all,
+                now,
                 settings,
             )?;
             let entries = allocate_entries(parsed, previous, &mut allocator, ids)?;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::allowlist::Entry;
 use super::error::ModelError;
@@ -22,6 +24,12 @@ pub struct EntryInput {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// When the entry leaves the list by itself (RFC 3339); not with `ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// How long the entry stays (`90m`, `2h`, `7d`); not with `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 /// An allowlist as a client sends it (create and replace).
@@ -52,8 +60,67 @@ pub struct EntriesInput {
     pub allow_all: bool,
 }
 
-/// A parsed entry: its prefix and its description (shared with equal ones).
-pub(super) type ParsedEntry = (IpNet, Option<Arc<str>>);
+/// A parsed entry: its prefix, its description (shared with equal ones) and its expiry.
+pub(super) type ParsedEntry = (IpNet, Option<Arc<str>>, Option<OffsetDateTime>);
+
+/// When an entry given `expires_at` or `ttl` at `now` expires: in the future, within
+/// `settings.max_entry_ttl`.
+fn expiry(
+    input: &EntryInput,
+    field: &str,
+    now: OffsetDateTime,
+    settings: &Settings,
+) -> Result<Option<OffsetDateTime>, ModelError> {
+    let invalid = |field: String, message: String| ModelError::InvalidRequest {
+        message: format!("{field}: {message}"),
+        field: Some(field),
+    };
+    let at = match (&input.expires_at, &input.ttl) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                format!("{field}.ttl"),
+                "give expires_at or ttl, not both".into(),
+            ));
+        }
+        (Some(text), None) => OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+            invalid(
+                format!("{field}.expires_at"),
+                format!("{text:?} is not an RFC 3339 time such as 2026-12-24T18:00:00Z"),
+            )
+        })?,
+        (None, Some(text)) => {
+            let ttl = humantime::parse_duration(text).map_err(|err| {
+                invalid(
+                    format!("{field}.ttl"),
+                    format!("{text:?} is not a duration such as 90m, 2h or 7d ({err})"),
+                )
+            })?;
+            now + ttl
+        }
+    };
+    let which = if input.ttl.is_some() {
+        "ttl"
+    } else {
+        "expires_at"
+    };
+    if at <= now {
+        return Err(invalid(
+            format!("{field}.{which}"),
+            "the entry would expire before it is added".into(),
+        ));
+    }
+    if at - now > settings.max_entry_ttl {
+        return Err(invalid(
+            format!("{field}.{which}"),
+            format!(
+                "an entry may stay at most {} (--max-entry-ttl)",
+                humantime::format_duration(settings.max_entry_ttl)
+            ),
+        ));
+    }
+    Ok(Some(at))
+}
 
 /// Parses and checks entries: valid CIDRs, descriptions within the limit, no duplicates among
 /// themselves or with `existing` (sorted), allow-all prefixes only with `allow_all`. Returns
@@ -63,6 +130,7 @@ pub(super) fn parse_entries(
     field: &str,
     existing: &[Entry],
     allow_all: bool,
+    now: OffsetDateTime,
     settings: &Settings,
 ) -> Result<Vec<ParsedEntry>, ModelError> {
     let mut descriptions: HashMap<String, Arc<str>> = HashMap::new();
@@ -75,6 +143,7 @@ pub(super) fn parse_entries(
         if cidr.prefix_len() == 0 && !allow_all {
             check_allow_all(cidr, &format!("{field}[{index}].cidr"), allow_all)?;
         }
+        let expires_at = expiry(&input, &format!("{field}[{index}]"), now, settings)?;
         let description = match input.description {
             Some(text) if !text.is_empty() => {
                 // A description no longer in bytes than the limit is within it in characters.
@@ -88,19 +157,19 @@ pub(super) fn parse_entries(
             }
             _ => None,
         };
-        parsed.push((cidr, description, index));
+        parsed.push((cidr, description, expires_at, index));
     }
-    parsed.sort_by_key(|(cidr, _, index)| (*cidr, *index));
+    parsed.sort_by_key(|(cidr, _, _, index)| (*cidr, *index));
     // The first duplicate in the request's order: the later of two equal prefixes.
     let duplicate = parsed
         .windows(2)
         .filter(|pair| pair[0].0 == pair[1].0)
-        .map(|pair| (pair[1].2, pair[1].0))
+        .map(|pair| (pair[1].3, pair[1].0))
         .chain(
             parsed
                 .iter()
                 .filter(|(cidr, ..)| existing.binary_search_by(|e| e.cidr.cmp(cidr)).is_ok())
-                .map(|(cidr, _, index)| (*index, *cidr)),
+                .map(|(cidr, _, _, index)| (*index, *cidr)),
         )
         .min();
     if let Some((index, cidr)) = duplicate {
@@ -111,7 +180,7 @@ pub(super) fn parse_entries(
     }
     Ok(parsed
         .into_iter()
-        .map(|(cidr, description, _)| (cidr, description))
+        .map(|(cidr, description, expires_at, _)| (cidr, description, expires_at))
         .collect())
 }
 
@@ -126,11 +195,12 @@ pub(super) fn allocate_entries(
     let mut previous = previous.iter().peekable();
     parsed
         .into_iter()
-        .map(|(cidr, description)| {
+        .map(|(cidr, description, expires_at)| {
             while previous.next_if(|old| old.cidr < cidr).is_some() {}
             if let Some(old) = previous.next_if(|old| old.cidr == cidr) {
                 return Ok(Entry {
                     description,
+                    expires_at,
                     ..old.clone()
                 });
             }
@@ -139,6 +209,7 @@ pub(super) fn allocate_entries(
                 cidr,
                 description,
                 rule: allocator.allocate()?,
+                expires_at,
             })
         })
         .collect()

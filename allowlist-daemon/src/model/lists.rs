@@ -31,7 +31,7 @@ impl Model {
         }
         let (name, description) = self.check_header(&input, None, settings)?;
         let entries = input.entries.unwrap_or_default();
-        let parsed = parse_entries(entries, "entries", &[], input.allow_all, settings)?;
+        let parsed = parse_entries(entries, "entries", &[], input.allow_all, now, settings)?;
         self.check_totals(parsed.len(), 0, false, settings)?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let entries = allocate_entries(parsed, &[], &mut allocator, ids)?;
@@ -66,7 +66,7 @@ impl Model {
         self.check_not_frozen(id)?;
         let (name, description) = self.check_header(&input, Some(id), settings)?;
         let entries = input.entries.unwrap_or_default();
-        let parsed = parse_entries(entries, "entries", &[], input.allow_all, settings)?;
+        let parsed = parse_entries(entries, "entries", &[], input.allow_all, now, settings)?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let entries = allocate_entries(parsed, &current.entries, &mut allocator, ids)?;
         let next = Allowlist {
@@ -122,6 +122,7 @@ impl Model {
             "entries",
             &current.entries,
             allow_all,
+            now,
             settings,
         )?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);

@@ -34,6 +34,10 @@
 //!    a release is one pending change, acknowledged only for the fleet, and applies as a
 //!    whole or not at all, like every [`Model::apply`].
 //!
+//! Entries may expire: at their time they leave their list, and the lists a revert would
+//! restore, without an acknowledgement (they were declared with the entry), unless that
+//! breaks invariant 3: such entries stay until it no longer would ([`Model::expire`]).
+//!
 //! The service adds the eighth: the kernel enforces [`Model::effective_policy`] and, while
 //! a change is pending, falls back by itself to that of [`Model::reverted`] at the deadline.
 
@@ -42,6 +46,7 @@ mod apply;
 mod changes;
 mod error;
 mod evaluate;
+mod expiry;
 mod fleet;
 mod input;
 mod lists;
@@ -57,6 +62,7 @@ pub use allowlist::{Allowlist, Entry, EntryId, FleetOrigin};
 pub use apply::{ApplyReport, DesiredList, ListChange, Scope};
 pub use error::{InvalidState, ModelError};
 pub use evaluate::{Evaluation, Match, Reason};
+pub use expiry::Expired;
 pub use fleet::FleetMemo;
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};

@@ -32,6 +32,8 @@ pub struct Settings {
     pub ack_max: Duration,
     /// Rule ids available to entries: `0..rule_capacity`.
     pub rule_capacity: RuleId,
+    /// Longest time an entry may be given to live (`ttl`, `expires_at`).
+    pub max_entry_ttl: Duration,
 }
 
 /// Makes ids never used before, for new lists and entries.

@@ -3,6 +3,7 @@
 //! A change nobody acknowledges is reverted at its deadline ([`revert`]).
 
 mod error;
+mod expiry;
 mod fleet;
 mod lockout;
 mod operations;
@@ -52,6 +53,8 @@ pub struct Service {
     active_policy: PolicyCache,
     /// The policy a revert falls back to, likewise.
     fallback_policy: PolicyCache,
+    /// When the next entry expires (or one held past its time is looked at again).
+    next_expiry: Option<OffsetDateTime>,
 }
 
 impl Service {
@@ -87,6 +90,15 @@ impl Service {
             );
             changed = true;
         }
+        let expired = model.expire(now);
+        if !expired.removed.is_empty() {
+            tracing::info!(
+                target: "audit",
+                entries = expired.removed.len(),
+                "entries that expired while the daemon was down: removed"
+            );
+            changed = true;
+        }
         if changed {
             store.save(&model)?;
         }
@@ -107,6 +119,7 @@ impl Service {
             published: Published::default(),
             active_policy: PolicyCache::default(),
             fallback_policy: PolicyCache::default(),
+            next_expiry: None,
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
@@ -126,6 +139,7 @@ impl Service {
                 "reconciled the kernel with the state on disk"
             );
         }
+        service.next_expiry = service.model.next_expiry();
         service.publish();
         Ok(service)
     }
@@ -226,6 +240,7 @@ impl Service {
             return Err(err.into());
         }
         let synced = Instant::now();
+        self.next_expiry = self.model.next_expiry();
         self.publish();
         if let Err(err) = self.dataplane.reset_rule_hits(&freed) {
             tracing::warn!(rules = freed.len(), error = %err, "zeroing the hits of freed rules");

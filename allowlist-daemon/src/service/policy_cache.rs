@@ -98,6 +98,7 @@ mod tests {
             ack_min: Duration::from_secs(1),
             ack_max: Duration::from_secs(2),
             rule_capacity: 16,
+            max_entry_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
         };
         after
             .remove_entry(

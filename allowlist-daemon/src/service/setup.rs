@@ -44,6 +44,7 @@ pub fn settings(config: &Config) -> Settings {
         ack_min: config.ack_min,
         ack_max: config.ack_max,
         rule_capacity: entry_rule_capacity(config),
+        max_entry_ttl: config.max_entry_ttl,
     }
 }
 

@@ -171,6 +171,7 @@ fn a_large_list_is_written_once_and_old_files_are_collected() {
         ack_min: std::time::Duration::from_secs(1),
         ack_max: std::time::Duration::from_secs(2),
         rule_capacity: 65536,
+        max_entry_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
     };
     edited
         .remove_entry(

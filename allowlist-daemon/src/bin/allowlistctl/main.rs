@@ -2,6 +2,7 @@
 
 mod client;
 mod fleet;
+mod import;
 mod output;
 mod session;
 mod unix_socket;
@@ -99,6 +100,14 @@ enum Command {
         /// Description of the new entries.
         #[arg(long, short)]
         description: Option<String>,
+        /// The new entries leave the list by themselves after this long (90m, 2h, 3d; at most
+        /// allowlistd's --max-entry-ttl), without an acknowledgement.
+        #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+        ttl: Option<String>,
+        /// The new entries leave the list by themselves at this time (RFC 3339:
+        /// 2026-12-24T18:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
         /// Let the list hold 0.0.0.0/0 or ::/0, which allow every source of their family.
         #[arg(long)]
         allow_all: bool,
@@ -119,6 +128,33 @@ enum Command {
         /// The JSON file.
         #[arg(long, value_name = "FILE")]
         from_file: PathBuf,
+    },
+    /// Replace an allowlist's entries, in one change, with the prefixes of a file or a feed
+    /// (- for stdin): one CIDR or address per line (# starts a comment), AWS ip-ranges.json,
+    /// GitHub's meta API, or a JSON array. Entries already there keep their ids and
+    /// descriptions. Reports what was added, removed and unchanged; any invalid prefix stops
+    /// it (each named by its line or place) unless --skip-invalid. Removing entries from an
+    /// enabled list is a pending change like any other.
+    Import {
+        /// Id or name.
+        list: String,
+        /// The file, or - for stdin.
+        file: PathBuf,
+        /// How the input is written.
+        #[arg(long, value_enum, default_value = "lines")]
+        format: import::Format,
+        /// Description of the entries added.
+        #[arg(long, short)]
+        description: Option<String>,
+        /// Import the valid prefixes and report the invalid ones, instead of changing nothing.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Let the list hold 0.0.0.0/0 or ::/0, which allow every source of their family.
+        #[arg(long)]
+        allow_all: bool,
     },
     /// Delete an allowlist that is not enabled.
     Delete {
@@ -258,12 +294,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             list,
             cidrs,
             description,
+            ttl,
+            expires_at,
             allow_all,
         } => {
             let id = api.resolve_id(&list)?;
             let entries: Vec<Value> = cidrs
                 .iter()
-                .map(|cidr| json!({"cidr": cidr, "description": description.clone().unwrap_or_default()}))
+                .map(|cidr| {
+                    let mut entry = json!({
+                        "cidr": cidr,
+                        "description": description.clone().unwrap_or_default(),
+                    });
+                    if let Some(ttl) = &ttl {
+                        entry["ttl"] = json!(ttl);
+                    }
+                    if let Some(at) = &expires_at {
+                        entry["expires_at"] = json!(at);
+                    }
+                    entry
+                })
                 .collect();
             api.post(
                 &format!("/v1/allowlists/{id}/entries"),
@@ -302,6 +352,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(&body),
                 current["version"].as_u64(),
             )?)
+        }
+        Command::Import {
+            list,
+            file,
+            format,
+            description,
+            skip_invalid,
+            dry_run,
+            allow_all,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading stdin")?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let report = import::Import {
+                list: &list,
+                text: &text,
+                format,
+                description: description.as_deref(),
+                skip_invalid,
+                dry_run,
+                allow_all,
+            }
+            .run(&api)?;
+            Output::Imported(report)
         }
         Command::Delete { list } => {
             let current = api.resolve(&list)?;
@@ -415,6 +496,8 @@ fn declared(list: &Value) -> allowlist_daemon::model::DesiredList {
             .map(|entry| allowlist_daemon::model::EntryInput {
                 cidr: text(&entry["cidr"]),
                 description: Some(text(&entry["description"])).filter(|d| !d.is_empty()),
+                expires_at: entry["expires_at"].as_str().map(str::to_owned),
+                ttl: None,
             })
             .collect(),
     }

@@ -11,6 +11,8 @@ pub(crate) enum Output {
     Stats(Value),
     Top(Value),
     Applied(Value),
+    /// An import's report, for scripts.
+    Imported(Value),
     Fleet(Value),
     File(allowlist_daemon::policy_file::PolicyFile),
     Message(String),
@@ -28,6 +30,8 @@ impl Output {
             }
             Output::File(file) => print!("{}", file.to_toml()),
             Output::Applied(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Imported(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Imported(v) => println!("{}", crate::import::describe(&v)),
             Output::Applied(v) => print_applied(&v),
             Output::Fleet(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Fleet(v) => print_fleet(&v),
@@ -315,8 +319,8 @@ pub(crate) fn print_list_header(l: &Value) {
     );
     println!("entries:     {}", l["entry_count"]);
     println!(
-        "\n{:<22} {:<43} {:>10}  DESCRIPTION",
-        "ENTRY", "CIDR", "HITS"
+        "\n{:<22} {:<43} {:>10}  {:<20}  DESCRIPTION",
+        "ENTRY", "CIDR", "HITS", "EXPIRES"
     );
 }
 
@@ -324,12 +328,15 @@ pub(crate) fn print_list_header(l: &Value) {
 pub(crate) fn print_entry_rows(entries: &[Value]) {
     for e in entries {
         println!(
-            "{:<22} {:<43} {:>10}  {}",
+            "{:<22} {:<43} {:>10}  {:<20}  {}",
             text(&e["id"]),
             text(&e["cidr"]),
             e["hits"]
                 .as_u64()
                 .map_or("-".to_owned(), |hits| hits.to_string()),
+            e["expires_at"]
+                .as_str()
+                .map_or("never".to_owned(), printable),
             text(&e["description"])
         );
     }

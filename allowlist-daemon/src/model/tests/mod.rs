@@ -2,6 +2,7 @@
 
 mod apply;
 mod changes;
+mod expiry;
 mod lists;
 mod saved;
 
@@ -24,6 +25,7 @@ fn settings() -> Settings {
         ack_min: Duration::from_secs(60),
         ack_max: Duration::from_secs(120),
         rule_capacity: 16,
+        max_entry_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
     }
 }
 
@@ -51,6 +53,8 @@ fn entry_inputs(cidrs: &[&str]) -> Vec<EntryInput> {
         .map(|cidr| EntryInput {
             cidr: (*cidr).into(),
             description: None,
+            expires_at: None,
+            ttl: None,
         })
         .collect()
 }

@@ -1,0 +1,186 @@
+//! Entries that expire: given a ttl or a time, they leave their lists (and what a revert
+//! restores) at that time, without an acknowledgement, but never empty an enforced policy.
+
+use super::*;
+
+/// `cidr` with a time to live.
+fn with_ttl(cidr: &str, ttl: &str) -> EntriesInput {
+    EntriesInput {
+        entries: vec![EntryInput {
+            cidr: cidr.into(),
+            description: None,
+            expires_at: None,
+            ttl: Some(ttl.into()),
+        }],
+        allow_all: false,
+    }
+}
+
+fn cidrs(model: &Model, id: &str) -> Vec<String> {
+    model
+        .allowlist(id)
+        .expect("list")
+        .entries
+        .iter()
+        .map(|entry| entry.cidr.to_string())
+        .collect()
+}
+
+#[test]
+fn an_entry_leaves_its_list_and_the_policy_at_its_time_without_a_pending_change() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    model.acknowledge(t(60), &settings()).expect("ack");
+    let added = model
+        .add_entries(
+            &id,
+            with_ttl("198.51.100.7", "2h"),
+            t(100),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("add");
+    assert_eq!(added[0].expires_at, Some(t(100 + 7200)));
+    assert_eq!(model.next_expiry(), Some(t(7300)));
+    let version = model.allowlist(&id).expect("list").version;
+
+    assert_eq!(model.expire(t(7299)), Expired::default(), "not yet");
+    let expired = model.expire(t(7300));
+    assert_eq!(expired.removed.len(), 1);
+    assert!(expired.held.is_empty());
+    assert_eq!(cidrs(&model, &id), ["192.0.2.0/24"]);
+    assert_eq!(model.pending(), None, "no acknowledgement asked");
+    assert_eq!(model.allowlist(&id).expect("list").version, version + 1);
+    assert!(
+        !model
+            .effective_policy()
+            .iter()
+            .any(|(net, _)| *net == super::net("198.51.100.7/32"))
+    );
+    assert_eq!(model.next_expiry(), None);
+}
+
+#[test]
+fn an_expired_entry_is_not_brought_back_by_a_revert() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
+    model
+        .add_entries(
+            &id,
+            with_ttl("198.51.100.7", "300s"),
+            t(0),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("add");
+    let lab = create(&mut model, &mut next_id, "lab", &["203.0.113.0/24"]);
+    model
+        .enable(&[id.clone(), lab], &[], false, t(0), &settings())
+        .expect("enable");
+    model.acknowledge(t(60), &settings()).expect("ack");
+    // A narrowing edit is pending when the entry expires.
+    let keep = model
+        .allowlist(&id)
+        .expect("list")
+        .entry(&super::net("192.0.2.0/24"))
+        .expect("entry")
+        .id;
+    model
+        .remove_entry(&id, keep, None, t(100), &settings())
+        .expect("a narrowing edit, pending");
+    let expired = model.expire(t(300));
+    assert_eq!(expired.removed.len(), 1, "{expired:?}");
+    assert!(cidrs(&model, &id).is_empty());
+    model.revert_now(t(400)).expect("reverted");
+    assert_eq!(
+        cidrs(&model, &id),
+        ["192.0.2.0/24"],
+        "the revert restores the list as acknowledged, less what expired"
+    );
+}
+
+#[test]
+fn an_expiry_that_would_empty_an_enforced_policy_waits() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "temporary", &[]);
+    model
+        .add_entries(
+            &id,
+            with_ttl("198.51.100.7", "1h"),
+            t(0),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("add");
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    model.acknowledge(t(60), &settings()).expect("ack");
+    let expired = model.expire(t(3600));
+    assert!(expired.removed.is_empty());
+    assert_eq!(
+        expired.held.len(),
+        1,
+        "kept: the enforced policy would allow nothing"
+    );
+    assert_eq!(cidrs(&model, &id), ["198.51.100.7/32"]);
+    assert_eq!(model.next_expiry_after(t(3600)), None);
+
+    model
+        .add_entries(
+            &id,
+            entries(&["192.0.2.0/24"]),
+            t(3700),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("another entry");
+    let expired = model.expire(t(3700));
+    assert_eq!(expired.removed.len(), 1, "now it can go");
+    assert_eq!(cidrs(&model, &id), ["192.0.2.0/24"]);
+}
+
+#[test]
+fn a_time_to_live_must_be_in_the_future_and_within_the_limit() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "office", &[]);
+    let refused = |model: &mut Model, next_id: &mut SequentialIds, input: EntriesInput| {
+        model
+            .add_entries(&id, input, t(0), &settings(), next_id)
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(
+        refused(&mut model, &mut next_id, with_ttl("192.0.2.1", "8d")).contains("at most 7days")
+    );
+    assert!(
+        refused(&mut model, &mut next_id, with_ttl("192.0.2.1", "soon")).contains("not a duration")
+    );
+    let both = EntriesInput {
+        entries: vec![EntryInput {
+            cidr: "192.0.2.1".into(),
+            description: None,
+            expires_at: Some("2030-01-01T00:00:00Z".into()),
+            ttl: Some("1h".into()),
+        }],
+        allow_all: false,
+    };
+    assert!(refused(&mut model, &mut next_id, both).contains("not both"));
+    let past = EntriesInput {
+        entries: vec![EntryInput {
+            cidr: "192.0.2.1".into(),
+            description: None,
+            expires_at: Some("2020-01-01T00:00:00Z".into()),
+            ttl: None,
+        }],
+        allow_all: false,
+    };
+    assert!(refused(&mut model, &mut next_id, past).contains("before it is added"));
+}

@@ -1,0 +1,112 @@
+//! Entries with a time to live, with real packets: an address passes until its entry
+//! expires and is dropped after, with no acknowledgement asked; and an entry that expired
+//! while the daemon was down is gone before its API answers again.
+
+use std::time::{Duration, Instant};
+
+use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::netns::*;
+use allowlist_tests::scenario::*;
+use allowlist_tests::traffic::passes;
+use serde_json::Value;
+
+/// The CIDRs of list `id`, and the expiry of each.
+fn entries(daemon: &Daemon, id: &str) -> Vec<(String, Value)> {
+    let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
+    list.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| {
+            (
+                entry["cidr"].as_str().expect("cidr").to_owned(),
+                entry["expires_at"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Adds the denied client to "office" for `ttl`, with allowlistctl as an operator would.
+fn admit_for(daemon: &Daemon, ttl: &str) {
+    let denied = CLIENT_DENIED_V4.to_string();
+    let added = daemon.ctl(&["add", "office", &denied, "--ttl", ttl, "-d", "contractor"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let shown = String::from_utf8_lossy(&added.stdout).into_owned();
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.contains(&denied) && !line.contains("never")),
+        "the list shows when the entry expires: {shown}"
+    );
+}
+
+#[test]
+fn an_address_passes_until_its_entry_expires_and_is_dropped_after() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (daemon, id) = enforcing_office_daemon(&link, &state);
+    assert!(!passes(&link, CLIENT_DENIED_V4));
+
+    admit_for(&daemon, "3s");
+    let added_at = Instant::now();
+    assert!(passes(&link, CLIENT_DENIED_V4), "admitted at once");
+    assert_eq!(
+        enforcement(&daemon)["pending"],
+        Value::Null,
+        "adding asks no acknowledgement"
+    );
+    let expiry = entries(&daemon, &id)
+        .into_iter()
+        .find(|(cidr, _)| cidr == &format!("{CLIENT_DENIED_V4}/32"))
+        .expect("the entry")
+        .1;
+    assert!(expiry.is_string(), "{expiry}");
+
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(added_at.elapsed()) + Duration::from_millis(500),
+    );
+    assert!(
+        !passes(&link, CLIENT_DENIED_V4),
+        "dropped once its entry expired"
+    );
+    assert!(
+        passes(&link, CLIENT_ALLOWED_V4),
+        "the rest of the list stays"
+    );
+    assert_eq!(
+        entries(&daemon, &id).len(),
+        2,
+        "the entry left the list (the office's two addresses stay)"
+    );
+    assert_eq!(
+        enforcement(&daemon)["pending"],
+        Value::Null,
+        "no acknowledgement asked"
+    );
+    assert!(
+        daemon.log().contains("expired"),
+        "an audit line says what expired: {}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn an_entry_that_expired_while_the_daemon_was_down_is_gone_when_it_answers() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (mut daemon, id) = enforcing_office_daemon(&link, &state);
+    admit_for(&daemon, "2s");
+    assert!(passes(&link, CLIENT_DENIED_V4));
+    daemon.stop().expect("stop");
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("restart");
+    // The first answer already shows the list without it, and the kernel agrees.
+    assert_eq!(entries(&daemon, &id).len(), 2);
+    assert!(!passes(&link, CLIENT_DENIED_V4));
+    assert!(passes(&link, CLIENT_ALLOWED_V4));
+}
