@@ -3,6 +3,7 @@
 //! group of routes.
 
 mod apply;
+mod audit;
 mod enforcement;
 mod error;
 mod fleet;
@@ -28,11 +29,13 @@ use crate::auth::AdminToken;
 use crate::fleet::FleetView;
 use crate::metrics::RequestCounts;
 use crate::server::Peer;
-use crate::service::{Published, Service, Snapshot, Usage};
+use crate::service::{Actor, Published, Service, Snapshot, Usage};
+use crate::store::{AuditLog, AuditRecord};
 
 pub use error::ApiError;
 
 use apply::apply;
+use audit::audit;
 use enforcement::{acknowledge, disable, enable, enforcement, evaluate, set_scopes};
 use fleet::{attach, detach, fleet};
 use lists::{
@@ -61,6 +64,13 @@ pub struct AppState {
     pub requests: Arc<Mutex<RequestCounts>>,
     /// The fleet follower's state, when the host follows a fleet.
     pub fleet: Option<Arc<Mutex<FleetView>>>,
+    /// The audit trail, which refused requests are recorded in too.
+    pub audit: Arc<Mutex<AuditLog>>,
+}
+
+tokio::task_local! {
+    /// Who the request being served is from, for the audit trail of the changes it makes.
+    static ACTOR: Actor;
 }
 
 /// The API's routes, with bodies of at most `max_body_bytes` that must arrive within
@@ -89,6 +99,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: Duration) ->
         .route("/fleet", get(fleet))
         .route("/fleet/detach", post(detach))
         .route("/fleet/attach", post(attach))
+        .route("/audit", get(audit))
         .route("/stats", get(stats))
         .route("/top", get(top))
         .route("/openapi.json", get(openapi))
@@ -108,7 +119,10 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: Duration) ->
             state.clone(),
             count_requests,
         ))
-        .layer(middleware::from_fn(audit_refusals))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit_refusals,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
             read_body_within(body_timeout, max_body_bytes, request, next)
@@ -196,11 +210,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Writes an audit line, naming the peer, for every request refused as unauthenticated
-/// (401) or forbidden (403), and for every refused attempt at a change (a 4xx to a method
-/// other than GET: a lockout the guard prevented, a change pending, a bad body): who tried
-/// what is on record, not only what changed.
-async fn audit_refusals(request: Request, next: Next) -> Response {
+/// Writes an audit line, naming the peer, and a record in the audit trail, for every
+/// request refused as unauthenticated (401) or forbidden (403), and for every refused attempt
+/// at a change (a 4xx to a method other than GET: a lockout the guard prevented, a change
+/// pending, a bad body): who tried what is on record, not only what changed.
+async fn audit_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let change =
         request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
     let peer = request
@@ -210,19 +224,61 @@ async fn audit_refusals(request: Request, next: Next) -> Response {
     let what = format!("{} {}", request.method(), request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
-    if status == StatusCode::UNAUTHORIZED
+    if !(status == StatusCode::UNAUTHORIZED
         || status == StatusCode::FORBIDDEN
-        || (change && status.is_client_error())
+        || (change && status.is_client_error()))
     {
-        tracing::warn!(
-            target: "audit",
-            peer = %peer,
-            request = %what,
-            status = status.as_u16(),
-            "refused"
-        );
+        return response;
     }
-    response
+    // The error's code and message, for the trail: error bodies are small.
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let error: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let reason = format!(
+        "{}: {}",
+        error["error"]["code"].as_str().unwrap_or("refused"),
+        error["error"]["message"].as_str().unwrap_or_default()
+    );
+    tracing::warn!(
+        target: "audit",
+        peer = %peer,
+        request = %what,
+        status = status.as_u16(),
+        reason = %reason,
+        "refused"
+    );
+    let record = AuditRecord {
+        id: 0,
+        time: crate::model::rfc3339(time::OffsetDateTime::now_utc()),
+        actor: if status == StatusCode::UNAUTHORIZED {
+            "unauthenticated".into()
+        } else {
+            state.token.name().into()
+        },
+        peer: Some(peer),
+        request: Some(what),
+        outcome: "refused".into(),
+        action: "refused".into(),
+        status: Some(status.as_u16()),
+        reason: Some(reason),
+        allowlists: Vec::new(),
+        before: None,
+        after: None,
+    };
+    let audit = state.audit.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        audit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(record)
+    })
+    .await;
+    if let Ok(Err(err)) = written {
+        tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Counts each request by its route (the pattern, not the ids in it) and status.
@@ -249,12 +305,20 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|value| value.to_str().ok());
     if state.token.accepts(authorization) {
         // Audit lines written while serving the request name the token.
-        let span = tracing::info_span!(
-            "api",
-            token = state.token.name(),
-            request = %format_args!("{} {}", request.method(), request.uri().path()),
-        );
-        next.run(request).instrument(span).await
+        // The path as the client sent it (routes under /v1 see it without the prefix).
+        let path = request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| request.uri().path(), |uri| uri.0.path())
+            .to_owned();
+        let line = format!("{} {path}", request.method());
+        let span = tracing::info_span!("api", token = state.token.name(), request = %line);
+        let actor = Actor {
+            name: state.token.name().to_owned(),
+            peer: request.extensions().get::<Peer>().map(ToString::to_string),
+            request: Some(line),
+        };
+        ACTOR.scope(actor, next.run(request).instrument(span)).await
     } else {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -288,10 +352,14 @@ async fn with_service<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let service = state.service.clone();
     let span = tracing::Span::current();
+    let actor = ACTOR.try_with(Clone::clone).unwrap_or_default();
     tokio::task::spawn_blocking(move || {
         let _span = span.enter();
         let mut service = service.lock().unwrap_or_else(PoisonError::into_inner);
-        operation(&mut service)
+        service.act_as(actor);
+        let done = operation(&mut service);
+        service.act_as(Actor::default());
+        done
     })
     .await?
 }

@@ -173,6 +173,7 @@ async fn run() -> anyhow::Result<()> {
             .usage()
             .context("opening the counters for reading")?,
     );
+    let audit = service.audit_log();
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
     tokio::spawn(renew_flow_filter(service.clone()));
@@ -192,6 +193,7 @@ async fn run() -> anyhow::Result<()> {
             token: Arc::new(token),
             requests: Arc::default(),
             fleet,
+            audit,
         },
         config.max_body_bytes,
         config.server.body_timeout,

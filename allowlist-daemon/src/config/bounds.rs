@@ -131,6 +131,13 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
             human(ACK_WINDOW_MIN)
         ));
     }
+    check_count(
+        "--audit-max-bytes",
+        usize::try_from(config.audit_max_bytes).unwrap_or(usize::MAX),
+        64 << 10,
+        1 << 30,
+        "",
+    )?;
     check_range(
         "--max-entry-ttl",
         config.max_entry_ttl,

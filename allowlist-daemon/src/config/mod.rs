@@ -228,6 +228,11 @@ pub struct Options {
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Size of the audit trail's file (`audit.jsonl` in the state directory) at which it is
+    /// rotated; one rotated file is kept, 64 KiB to 1 GiB [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub audit_max_bytes: Option<u64>,
+
     /// How often to log the packet counters [default: 60s].
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "from_str")]
@@ -348,6 +353,8 @@ pub struct Config {
     pub max_description_len: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Size at which the audit trail is rotated.
+    pub audit_max_bytes: u64,
     /// Counter log period.
     pub stats_interval: Duration,
     /// Replies to the host's own flows.
@@ -407,6 +414,7 @@ impl Options {
             max_name_len: self.max_name_len.or(file.max_name_len),
             max_description_len: self.max_description_len.or(file.max_description_len),
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
+            audit_max_bytes: self.audit_max_bytes.or(file.audit_max_bytes),
             stats_interval: self.stats_interval.or(file.stats_interval),
             replies: self.replies.or(file.replies),
             replies_for: vec(self.replies_for, file.replies_for),
@@ -461,6 +469,7 @@ impl Options {
             max_body_bytes: self.max_body_bytes.unwrap_or_else(|| {
                 bounds::default_body_bytes(max_entries, max_name_len, max_description_len)
             }),
+            audit_max_bytes: self.audit_max_bytes.unwrap_or(16 << 20),
             stats_interval: self.stats_interval.map_or(Duration::from_secs(60), |d| d.0),
             replies: {
                 let defaults = Replies::default();

@@ -4,6 +4,7 @@
 
 use time::OffsetDateTime;
 
+use super::audit::Outcome;
 use super::{Service, summary};
 
 impl Service {
@@ -19,6 +20,7 @@ impl Service {
         let expired = next.expire(now);
         if !expired.removed.is_empty() {
             let before = summary(&self.model, self.dataplane.installed_prefixes());
+            let previous = self.model.clone();
             if let Err(err) = self.commit(next) {
                 tracing::error!(
                     error = %crate::error_chain(&err),
@@ -26,13 +28,12 @@ impl Service {
                 );
                 return;
             }
-            tracing::info!(
-                target: "audit",
-                before = %before,
-                after = %summary(&self.model, self.dataplane.installed_prefixes()),
-                "expired {}",
-                describe(&expired.removed)
-            );
+            let after = summary(&self.model, self.dataplane.installed_prefixes());
+            let what = format!("expired {}", describe(&expired.removed));
+            tracing::info!(target: "audit", before = %before, after = %after, "{what}");
+            let actor = std::mem::take(&mut self.actor);
+            self.record(Outcome::Expired, what, &previous, before, after);
+            self.actor = actor;
         }
         if !expired.held.is_empty() {
             tracing::warn!(

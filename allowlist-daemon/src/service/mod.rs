@@ -2,6 +2,7 @@
 //! saves it durably, then makes the kernel match. A change the kernel refuses is rolled back.
 //! A change nobody acknowledges is reverted at its deadline ([`revert`]).
 
+mod audit;
 mod error;
 mod expiry;
 mod fleet;
@@ -24,6 +25,7 @@ use crate::model::{Model, ModelError, Settings};
 use crate::policy::Policy;
 use crate::store::Store;
 
+pub use audit::Actor;
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
 pub use lockout::{GuardedAddress, Operator};
@@ -34,6 +36,7 @@ pub use usage::{
     AlwaysAllowHits, EntryHits, FlowStatsView, ListHits, MAX_AGE, Stats, Top, TopSource, Usage,
 };
 
+use audit::Outcome;
 use policy_cache::PolicyCache;
 use setup::configure;
 
@@ -55,6 +58,10 @@ pub struct Service {
     fallback_policy: PolicyCache,
     /// When the next entry expires (or one held past its time is looked at again).
     next_expiry: Option<OffsetDateTime>,
+    /// The audit trail.
+    audit: std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>>,
+    /// Who the changes being made are recorded for.
+    actor: Actor,
 }
 
 impl Service {
@@ -69,6 +76,7 @@ impl Service {
     ) -> Result<Self, ServiceError> {
         let settings = settings(config);
         configure(&mut model, config);
+        let audit = crate::store::AuditLog::open(&config.state_dir, config.audit_max_bytes)?;
         let mut changed = false;
         let renumbered = model.renumber_rules(settings.rule_capacity);
         if renumbered > 0 {
@@ -120,6 +128,8 @@ impl Service {
             active_policy: PolicyCache::default(),
             fallback_policy: PolicyCache::default(),
             next_expiry: None,
+            audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
+            actor: Actor::default(),
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
@@ -255,9 +265,20 @@ impl Service {
     }
 
     /// Runs `change` on a copy of the model and commits it; logs `what` as an audit line with
-    /// what the host enforced before and after (the API's span adds who asked).
+    /// what the host enforced before and after (the API's span adds who asked), and records
+    /// it in the audit trail.
     fn transact<T>(
         &mut self,
+        what: impl FnOnce(&T) -> String,
+        change: impl FnOnce(&mut Model, &Settings, OffsetDateTime) -> Result<T, ModelError>,
+    ) -> Result<T, ServiceError> {
+        self.transact_as(Outcome::Applied, what, change)
+    }
+
+    /// [`Service::transact`], recorded with `outcome`.
+    fn transact_as<T>(
+        &mut self,
+        outcome: Outcome,
         what: impl FnOnce(&T) -> String,
         change: impl FnOnce(&mut Model, &Settings, OffsetDateTime) -> Result<T, ModelError>,
     ) -> Result<T, ServiceError> {
@@ -270,14 +291,12 @@ impl Service {
         tracing::debug!(model_ms = started.elapsed().as_millis() as u64, "changed");
         // The dataplane holds the policy in force: its size needs no second computation.
         let before = summary(&self.model, self.dataplane.installed_prefixes());
+        let previous = self.model.clone();
         self.commit(next)?;
-        tracing::info!(
-            target: "audit",
-            before = %before,
-            after = %summary(&self.model, self.dataplane.installed_prefixes()),
-            "{}",
-            what(&value)
-        );
+        let after = summary(&self.model, self.dataplane.installed_prefixes());
+        let what = what(&value);
+        tracing::info!(target: "audit", before = %before, after = %after, "{what}");
+        self.record(outcome, what, &previous, before, after);
         Ok(value)
     }
 }

@@ -172,7 +172,8 @@ impl Service {
 
     /// Acknowledges the pending change.
     pub fn acknowledge(&mut self) -> Result<Pending, ServiceError> {
-        self.transact(
+        self.transact_as(
+            super::audit::Outcome::Acknowledged,
             |pending: &Pending| {
                 format!(
                     "acknowledged the {:?} of {:?}",

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+use super::audit::Outcome;
 use super::{Service, summary};
 
 /// A state that could not be saved after a revert (the kernel had reverted already, so the
@@ -39,6 +40,7 @@ impl Service {
             return;
         }
         let before = summary(&self.model, self.dataplane.installed_prefixes());
+        let previous = self.model.clone();
         let Some(reverted) = self.model.revert_now(now) else {
             return;
         };
@@ -55,14 +57,15 @@ impl Service {
             allowlists = ?reverted.allowlist_ids,
             "not acknowledged in time: reverted"
         );
-        tracing::info!(
-            target: "audit",
-            before = %before,
-            after = %summary(&self.model, self.dataplane.installed_prefixes()),
+        let after = summary(&self.model, self.dataplane.installed_prefixes());
+        let what = format!(
             "reverted the unacknowledged {:?} of {:?}",
-            reverted.action,
-            reverted.allowlist_ids
+            reverted.action, reverted.allowlist_ids
         );
+        tracing::info!(target: "audit", before = %before, after = %after, "{what}");
+        let actor = std::mem::take(&mut self.actor);
+        self.record(Outcome::Reverted, what, &previous, before, after);
+        self.actor = actor;
     }
 
     /// Saves the model; on failure, logs it (the first time) and schedules a retry.

@@ -4,6 +4,7 @@
 //! memory. The entries of large lists are kept in files of their own, written only when the
 //! list changes (see [`entry_files`]).
 
+mod audit;
 mod entry_files;
 mod error;
 mod files;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::geteuid;
 
+pub use audit::{AuditLog, AuditRecord, ListChanges};
 pub use error::StoreError;
 
 use entry_files::EntryFiles;

@@ -239,6 +239,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// The audit trail, newest first: each change applied, acknowledged, reverted or expired,
+    /// and each request refused, with who, from where, the lists and entries concerned, and
+    /// what the host enforced before and after.
+    Audit {
+        /// How many records to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only records older than this id (the `next` of a page before).
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -476,6 +487,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats => Output::Stats(api.get("/v1/stats")?),
         Command::Top { window, limit } => {
             Output::Top(api.get(&format!("/v1/top?window={window}&limit={limit}"))?)
+        }
+        Command::Audit { limit, after } => {
+            let cursor = after.map(|id| format!("&after={id}")).unwrap_or_default();
+            Output::Audit(api.get(&format!("/v1/audit?limit={limit}{cursor}"))?)
         }
     };
     output.print(cli.json)

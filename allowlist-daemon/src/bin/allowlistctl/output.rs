@@ -13,6 +13,8 @@ pub(crate) enum Output {
     Applied(Value),
     /// An import's report, for scripts.
     Imported(Value),
+    /// A page of the audit trail.
+    Audit(Value),
     Fleet(Value),
     File(allowlist_daemon::policy_file::PolicyFile),
     Message(String),
@@ -30,6 +32,8 @@ impl Output {
             }
             Output::File(file) => print!("{}", file.to_toml()),
             Output::Applied(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Audit(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Audit(v) => print_audit(&v),
             Output::Imported(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Imported(v) => println!("{}", crate::import::describe(&v)),
             Output::Applied(v) => print_applied(&v),
@@ -322,6 +326,43 @@ pub(crate) fn print_list_header(l: &Value) {
         "\n{:<22} {:<43} {:>10}  {:<20}  DESCRIPTION",
         "ENTRY", "CIDR", "HITS", "EXPIRES"
     );
+}
+
+/// Prints a page of the audit trail: a row per record, the lists it changed below it.
+fn print_audit(page: &Value) {
+    println!(
+        "{:>6}  {:<25} {:<14} {:<13} {:<24} WHAT",
+        "ID", "TIME", "WHO", "OUTCOME", "FROM"
+    );
+    for record in page["records"].as_array().into_iter().flatten() {
+        let what = match record["reason"].as_str() {
+            Some(reason) => format!("{} ({})", text(&record["request"]), printable(reason)),
+            None => text(&record["action"]),
+        };
+        println!(
+            "{:>6}  {:<25} {:<14} {:<13} {:<24} {}",
+            record["id"],
+            text(&record["time"]),
+            text(&record["actor"]),
+            text(&record["outcome"]),
+            record["peer"].as_str().map_or("-".to_owned(), printable),
+            what
+        );
+        for list in record["allowlists"].as_array().into_iter().flatten() {
+            println!(
+                "{:>8}{} {} ({}): +{} -{}",
+                "",
+                text(&list["change"]),
+                text(&list["name"]),
+                text(&list["id"]),
+                list["added_count"],
+                list["removed_count"]
+            );
+        }
+    }
+    if let Some(next) = page["next"].as_u64() {
+        println!("more: allowlistctl audit --after {next}");
+    }
 }
 
 /// Prints entries of a list, one row each.

@@ -1,0 +1,163 @@
+//! The audit trail the service keeps: who changed what, with the lists and entries
+//! concerned and what the host enforced before and after, appended to the state directory's
+//! trail (see [`crate::store::AuditLog`]) as each change is made, acknowledged, reverted or
+//! expires.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use time::OffsetDateTime;
+
+use super::Service;
+use crate::model::{Allowlist, Model, rfc3339};
+use crate::store::{AuditLog, AuditRecord, ListChanges};
+
+/// Who asks for a change: the token's name, and for a request, its peer and its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The token's name; `allowlistd` for what the daemon does by itself.
+    pub name: String,
+    /// Where the request came from.
+    pub peer: Option<String>,
+    /// `METHOD /path`.
+    pub request: Option<String>,
+}
+
+impl Default for Actor {
+    /// The daemon itself (a revert at the deadline, an expiry, a fleet release).
+    fn default() -> Self {
+        Actor {
+            name: "allowlistd".into(),
+            peer: None,
+            request: None,
+        }
+    }
+}
+
+/// What became of a change, as the trail says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Made (and, if it narrows, pending).
+    Applied,
+    /// The pending change acknowledged.
+    Acknowledged,
+    /// The pending change reverted at its deadline.
+    Reverted,
+    /// Entries removed at their expiry.
+    Expired,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Acknowledged => "acknowledged",
+            Outcome::Reverted => "reverted",
+            Outcome::Expired => "expired",
+        }
+    }
+}
+
+impl Service {
+    /// Makes `actor` the one the next changes are recorded for.
+    pub fn act_as(&mut self, actor: Actor) {
+        self.actor = actor;
+    }
+
+    /// The trail, shared with the API (which records refusals and reads it).
+    pub fn audit_log(&self) -> Arc<Mutex<AuditLog>> {
+        self.audit.clone()
+    }
+
+    /// Records a change from `previous` to the model now; a trail that cannot be written is
+    /// logged, never a reason to undo the change.
+    pub(super) fn record(
+        &mut self,
+        outcome: Outcome,
+        action: String,
+        previous: &Model,
+        before: String,
+        after: String,
+    ) {
+        let record = AuditRecord {
+            id: 0,
+            time: rfc3339(OffsetDateTime::now_utc()),
+            actor: self.actor.name.clone(),
+            peer: self.actor.peer.clone(),
+            request: self.actor.request.clone(),
+            outcome: outcome.as_str().into(),
+            action,
+            status: None,
+            reason: None,
+            allowlists: changes(previous, &self.model),
+            before: Some(before),
+            after: Some(after),
+        };
+        let appended = self
+            .audit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(record);
+        if let Err(err) = appended {
+            tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
+        }
+    }
+}
+
+/// How the lists differ from `before` to `after`.
+fn changes(before: &Model, after: &Model) -> Vec<ListChanges> {
+    let ids: BTreeSet<&str> = before
+        .allowlists()
+        .chain(after.allowlists())
+        .map(|list| list.id.as_str())
+        .collect();
+    ids.into_iter()
+        .filter_map(|id| {
+            let old = before.allowlist(id).ok();
+            let new = after.allowlist(id).ok();
+            let was_enabled = before.is_enabled(id);
+            let is_enabled = after.is_enabled(id);
+            let change = match (old, new) {
+                (None, Some(_)) => "created",
+                (Some(_), None) => "deleted",
+                _ if is_enabled && !was_enabled => "enabled",
+                _ if was_enabled && !is_enabled => "disabled",
+                (Some(old), Some(new)) if !Arc::ptr_eq(&old.entries, &new.entries) => "changed",
+                _ => return None,
+            };
+            let (added, removed) = entry_changes(old, new);
+            let list = new.or(old)?;
+            if change == "changed" && added.is_empty() && removed.is_empty() {
+                return None;
+            }
+            Some(ListChanges {
+                id: id.to_owned(),
+                name: list.name.clone(),
+                change: change.into(),
+                added_count: added.len(),
+                removed_count: removed.len(),
+                added: added.into_iter().take(ListChanges::SHOWN).collect(),
+                removed: removed.into_iter().take(ListChanges::SHOWN).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The prefixes `new` has and `old` has not, and those `old` has and `new` has not.
+fn entry_changes(old: Option<&Allowlist>, new: Option<&Allowlist>) -> (Vec<String>, Vec<String>) {
+    let cidrs = |list: Option<&Allowlist>| -> BTreeSet<ipnet::IpNet> {
+        list.into_iter()
+            .flat_map(|list| list.entries.iter().map(|entry| entry.cidr))
+            .collect()
+    };
+    if let (Some(old), Some(new)) = (old, new)
+        && Arc::ptr_eq(&old.entries, &new.entries)
+    {
+        return (Vec::new(), Vec::new());
+    }
+    let (old, new) = (cidrs(old), cidrs(new));
+    (
+        new.difference(&old).map(ToString::to_string).collect(),
+        old.difference(&new).map(ToString::to_string).collect(),
+    )
+}
