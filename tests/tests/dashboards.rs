@@ -55,20 +55,32 @@ fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
         .collect();
-    assert!(exported.contains("allowlist_fleet_connected"), "{exported:?}");
+    assert!(
+        exported.contains("allowlist_fleet_connected"),
+        "{exported:?}"
+    );
 
     let dashboard: Value =
         serde_json::from_str(include_str!("../../packaging/grafana/allowlist.json"))
             .expect("the dashboard is JSON");
     let mut found = Vec::new();
     queries(&dashboard, &mut found);
-    assert!(found.len() >= 10, "the dashboard's panels have queries: {found:?}");
+    assert!(
+        found.len() >= 10,
+        "the dashboard's panels have queries: {found:?}"
+    );
     let dashboard_metrics = metric_names(&found.join("\n"));
     let alerts = include_str!("../../packaging/prometheus/alerts.yml");
     let alert_metrics = metric_names(alerts);
-    for (what, used) in [("dashboard", &dashboard_metrics), ("alerts", &alert_metrics)] {
+    for (what, used) in [
+        ("dashboard", &dashboard_metrics),
+        ("alerts", &alert_metrics),
+    ] {
         let unknown: Vec<&String> = used.difference(&exported).collect();
-        assert!(unknown.is_empty(), "the {what} queries {unknown:?}, not exported");
+        assert!(
+            unknown.is_empty(),
+            "the {what} queries {unknown:?}, not exported"
+        );
     }
     for wanted in [
         "allowlist_packets_total",
@@ -78,7 +90,10 @@ fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
         "allowlist_api_requests_total",
         "allowlist_fleet_state",
     ] {
-        assert!(dashboard_metrics.contains(wanted), "the dashboard shows {wanted}");
+        assert!(
+            dashboard_metrics.contains(wanted),
+            "the dashboard shows {wanted}"
+        );
     }
     for wanted in [
         "allowlist_reverts_total",
@@ -87,5 +102,8 @@ fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
     ] {
         assert!(alert_metrics.contains(wanted), "an alert watches {wanted}");
     }
-    assert!(alerts.contains("up{job=\"allowlistd\"} == 0"), "the daemon-down alert");
+    assert!(
+        alerts.contains("up{job=\"allowlistd\"} == 0"),
+        "the daemon-down alert"
+    );
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds, runs and tests allowlist, installing what a fresh machine lacks.
 
 mod install;
+mod package;
 mod system;
 mod toolchain;
 
@@ -53,6 +54,10 @@ enum Task {
         #[arg(long)]
         destdir: Option<PathBuf>,
     },
+    /// Build the Debian package (target/debian/allowlist_*.deb): binaries, the systemd unit,
+    /// an example configuration, completions and manual pages (installs cargo-deb if
+    /// missing).
+    Package,
     /// Run every test (as root): unit tests, verdict tests in the kernel, end-to-end tests
     /// with real packets between network namespaces. (A plain `cargo test` runs only the unit
     /// tests, which need no root.)
@@ -121,11 +126,17 @@ fn run_task(cli: Cli) -> anyhow::Result<()> {
             build(true)?;
             install::install(&prefix, destdir.as_deref())
         }
+        Task::Package => {
+            build(true)?;
+            package::package("release").map(|_| ())
+        }
         Task::Test { args } => {
             system::require_root("cargo xtask test")?;
             system::ensure_test_commands()?;
             system::ensure_bpffs()?;
             build(false)?;
+            // The package of this build, for the test that unpacks it.
+            package::package("dev")?;
             // Everything but the benchmark: unit tests, the kernel verdicts, real packets.
             let tests = run(Command::new("cargo")
                 .args(["test", "--workspace", "--exclude", "allowlist-bench"])

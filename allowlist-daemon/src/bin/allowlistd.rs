@@ -35,7 +35,13 @@ use tokio::signal::unix::{SignalKind, signal};
 /// over without a gap and reconciles them with the state on disk. `allowlistd teardown`
 /// removes the program from every interface.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "allowlistd",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     /// TOML file with any of the options below (keys as the flag names: iface = ["eth1"],
     /// ack-min = "90s"); flags win over the file.
@@ -58,6 +64,13 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Prints a shell completion script: `allowlistd completions bash`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints this manual page (roff): `allowlistd man | man -l -`.
+    Man,
 }
 
 /// Runs the daemon; prints an error and its causes on one line (`error: ...`), never a
@@ -83,6 +96,20 @@ async fn run() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    match &args.command {
+        Some(Command::Completions { shell }) => {
+            let mut command = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "allowlistd", &mut std::io::stdout());
+            return Ok(());
+        }
+        Some(Command::Man) => {
+            clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
+            return Ok(());
+        }
+        _ => {}
+    }
     if let Some(Command::Teardown { pin_dir }) = &args.command {
         let removed = Dataplane::teardown(pin_dir)
             .with_context(|| format!("removing the pins under {}", pin_dir.display()))?;

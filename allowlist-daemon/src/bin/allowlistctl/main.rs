@@ -31,7 +31,7 @@ use output::Output;
 /// would cut you off; allowlistd also protects the established sessions to its protected
 /// ports it sees, and says which addresses it checked.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "allowlistctl", version, about, long_about)]
 struct Cli {
     /// Address of allowlistd's admin API: http://HOST:PORT, https://HOST:PORT, or
     /// unix:/PATH for its unix socket (unix:/run/allowlistd/api.sock).
@@ -239,6 +239,14 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Print a shell completion script: `allowlistctl completions bash >
+    /// /etc/bash_completion.d/allowlistctl`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print this manual page (roff): `allowlistctl man | man -l -`.
+    Man,
     /// The audit trail, newest first: each change applied, acknowledged, reverted or expired,
     /// and each request refused, with who, from where, the lists and entries concerned, and
     /// what the host enforced before and after.
@@ -274,6 +282,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             "--token would show the admin token to every user in `ps`; put it in the \
              environment variable ALLOWLIST_TOKEN or in a file given with --token-file"
         );
+    }
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "allowlistctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
+            return Ok(());
+        }
+        _ => {}
     }
     let token = std::env::var("ALLOWLIST_TOKEN").ok();
     let api = Api::new(&cli.url, cli.cacert.as_deref(), token, cli.token_file)?;
@@ -488,6 +510,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top { window, limit } => {
             Output::Top(api.get(&format!("/v1/top?window={window}&limit={limit}"))?)
         }
+        Command::Completions { .. } | Command::Man => Output::Printed,
         Command::Audit { limit, after } => {
             let cursor = after.map(|id| format!("&after={id}")).unwrap_or_default();
             Output::Audit(api.get(&format!("/v1/audit?limit={limit}{cursor}"))?)
