@@ -1,5 +1,5 @@
 //! allowlistctl names lists by id or by name; a list named like another list's id never
-//! shadows it: ids win.
+//! shadows it: ids win. Every command answers scripts in JSON with --json.
 
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::TestLink;
@@ -39,4 +39,11 @@ fn a_list_named_like_another_lists_id_does_not_shadow_it() {
     assert!(enabled.status.success(), "{enabled:?}");
     let state = daemon.call("GET", "/v1/enforcement", None);
     assert_eq!(state.body["enabled_allowlist_ids"], json!([office_id]));
+
+    // A deletion answers JSON too: which list went.
+    let impostor_id = impostor.body["id"].as_str().expect("id");
+    let deleted = daemon.ctl(&["--json", "delete", impostor_id]);
+    let answer: serde_json::Value =
+        serde_json::from_slice(&deleted.stdout).expect("delete --json answers JSON");
+    assert_eq!(answer["deleted"], json!(impostor_id));
 }

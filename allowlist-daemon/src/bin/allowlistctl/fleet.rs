@@ -158,14 +158,17 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
             let runtime = runtime()?;
             let mut store = etcd.connect(&runtime)?;
             runtime.block_on(store.publish(&release))?;
-            Ok(Output::Message(format!(
-                "published release {} of fleet {} (based on {}); hosts apply it now and revert \
-                 it unless acknowledged: allowlistctl fleet ack {}",
-                release.id,
-                etcd.fleet,
-                release.base.as_deref().unwrap_or("nothing"),
-                release.id
-            )))
+            Ok(Output::Done(
+                format!(
+                    "published release {} of fleet {} (based on {}); hosts apply it now and \
+                     revert it unless acknowledged: allowlistctl fleet ack {}",
+                    release.id,
+                    etcd.fleet,
+                    release.base.as_deref().unwrap_or("nothing"),
+                    release.id
+                ),
+                json!({ "published": release.id, "fleet": etcd.fleet, "base": release.base }),
+            ))
         }
         FleetCommand::Status { etcd } => {
             let runtime = runtime()?;
@@ -190,10 +193,10 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
             let mut store = etcd.connect(&runtime)?;
             let release = current_or(&runtime, &mut store, release)?;
             runtime.block_on(store.acknowledge(&release, &operator()))?;
-            Ok(Output::Message(format!(
-                "acknowledged release {release} for fleet {}",
-                etcd.fleet
-            )))
+            Ok(Output::Done(
+                format!("acknowledged release {release} for fleet {}", etcd.fleet),
+                json!({ "acknowledged": release, "fleet": etcd.fleet }),
+            ))
         }
         FleetCommand::Export { release, etcd } => {
             let runtime = runtime()?;

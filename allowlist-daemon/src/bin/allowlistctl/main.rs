@@ -426,10 +426,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
                 current["version"].as_u64(),
             )?;
-            Output::Message(format!(
-                "deleted {id} ({})",
-                current["name"].as_str().unwrap_or_default()
-            ))
+            Output::Done(
+                format!(
+                    "deleted {id} ({})",
+                    current["name"].as_str().unwrap_or_default()
+                ),
+                json!({ "deleted": id, "name": current["name"] }),
+            )
         }
         Command::Enable {
             lists,

@@ -17,7 +17,8 @@ pub(crate) enum Output {
     Audit(Value),
     Fleet(Value),
     File(allowlist_daemon::policy_file::PolicyFile),
-    Message(String),
+    /// What was done: a sentence for people, an object for scripts.
+    Done(String, Value),
     /// Already printed, page by page.
     Printed,
 }
@@ -25,7 +26,10 @@ pub(crate) enum Output {
 impl Output {
     pub(crate) fn print(self, as_json: bool) -> anyhow::Result<()> {
         match self {
-            Output::Message(message) => println!("{message}"),
+            Output::Done(_, value) if as_json => {
+                println!("{}", serde_json::to_string_pretty(&value)?)
+            }
+            Output::Done(message, _) => println!("{message}"),
             Output::Printed => {}
             Output::File(file) if as_json => {
                 println!("{}", serde_json::to_string_pretty(&file)?)
