@@ -19,6 +19,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod events;
 mod flows;
 mod packet;
 mod ranges;
@@ -75,6 +76,9 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
         0
     };
     let policy = config.in_force(now);
+    if config.revert_at_ns != 0 && now >= config.revert_at_ns {
+        events::fell_back(&ctx, config.revert_at_ns);
+    }
     let mode = Mode::from_raw(policy.mode);
     if mode == Mode::Off {
         return XDP_PASS;
@@ -85,7 +89,10 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
     let end = ctx.data_end();
     match packet::source(ctx.data(), end) {
         Source::NotIp => tally.pass(Counter::PassedNotIp),
-        Source::Malformed => tally.refuse(mode, Counter::Malformed),
+        Source::Malformed => {
+            events::malformed(&ctx, ctx.ingress_ifindex() as u32, flows::now());
+            tally.refuse(mode, Counter::Malformed)
+        }
         Source::V4(addr, ip) => {
             if scoped && !protected(config, generation, packet::transport_v4(ip, end), end) {
                 return tally.pass(Counter::PassedUnprotected);
@@ -128,7 +135,10 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             }
             match packet::neighbor_discovery(ip, end, &addr) {
                 Some(true) => tally.pass(Counter::PassedNeighborDiscovery),
-                None => tally.refuse(mode, Counter::Malformed),
+                None => {
+                    events::malformed(&ctx, ctx.ingress_ifindex() as u32, flows::now());
+                    tally.refuse(mode, Counter::Malformed)
+                }
                 Some(false) => match (
                     packet::transport_v6(ip, end),
                     packet::destination_v6(ip, end),

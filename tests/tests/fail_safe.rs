@@ -408,3 +408,46 @@ fn a_wall_clock_stepped_back_does_not_stretch_a_pending_window() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_kernel_tells_the_daemons_log_once_when_it_falls_back_at_a_deadline() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    let enabled = enable(&daemon, &id);
+    let revert_at = enabled.body["pending"]["revert_at"]
+        .as_str()
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .expect("revert_at");
+    // The daemon frozen: only the program itself can fall back at the deadline.
+    let pid = Pid::from_raw(daemon.pid().expect("running") as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    let left = revert_at - OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::try_from(left).unwrap_or_default() + Duration::from_millis(300));
+    for _ in 0..3 {
+        assert!(
+            !enforcing_office(&link),
+            "the program fell back by itself at the deadline"
+        );
+    }
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let wanted = "revert deadline passed without an acknowledgement";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !daemon.log().contains(wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program's line reaches the daemon's log: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        daemon.log().matches(wanted).count(),
+        1,
+        "once per deadline, whatever the packets: {}",
+        daemon.log()
+    );
+}

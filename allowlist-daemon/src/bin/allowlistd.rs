@@ -8,7 +8,7 @@ use allowlist_common::Mode;
 use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
 use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
-use allowlist_daemon::dataplane::{Dataplane, ReplyOpeners};
+use allowlist_daemon::dataplane::{Dataplane, KernelLog, ReplyOpeners};
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
 use allowlist_daemon::server::Server;
@@ -140,8 +140,11 @@ async fn run() -> anyhow::Result<()> {
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
     }
-    let dataplane = Dataplane::open(&config.pin_dir, kernel_capacity(&config))
+    let mut dataplane = Dataplane::open(&config.pin_dir, kernel_capacity(&config))
         .context("loading the XDP program")?;
+    if let Some(kernel_log) = dataplane.take_kernel_log() {
+        tokio::spawn(relay_kernel_log(kernel_log));
+    }
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "program loaded, generation records read"
@@ -245,6 +248,35 @@ async fn run() -> anyhow::Result<()> {
         "stopped; the policy stays enforced (`allowlistd teardown` removes it)"
     );
     Ok(())
+}
+
+/// Writes the program's log lines (rate-limited in the kernel) to the daemon's log as they
+/// come.
+async fn relay_kernel_log(kernel_log: KernelLog) {
+    // SAFETY: the descriptor is the ring buffer map's, owned by the reader for as long as
+    // the AsyncFd holds it, and never changes.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(kernel_log, tokio::io::Interest::READABLE)
+    };
+    let mut ready = match registered {
+        Ok(ready) => ready,
+        Err(err) => {
+            tracing::warn!(error = %err.into_parts().1, "the program's log lines cannot be read");
+            return;
+        }
+    };
+    loop {
+        match ready.readable_mut().await {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the program's log lines");
+                return;
+            }
+        }
+    }
 }
 
 /// Which of the host's packets open reply flows, for the start's log line.

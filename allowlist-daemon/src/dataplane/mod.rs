@@ -17,6 +17,7 @@ mod error;
 mod flow_filter;
 mod generations;
 mod host_traffic;
+mod kernel_log;
 mod links;
 mod load;
 mod maps;
@@ -36,6 +37,7 @@ use aya::Ebpf;
 #[cfg(feature = "bench")]
 pub use bench::VariedRun;
 pub use error::{AdoptError, DataplaneError};
+pub use kernel_log::KernelLog;
 pub use links::Attachment;
 pub use readings::{Readings, RuleTable};
 pub use sys::BatchError;
@@ -70,6 +72,8 @@ pub struct Dataplane {
     /// Where maps and links are pinned; `None`: nowhere.
     pins: Option<Pins>,
     attachments: Vec<Attachment>,
+    /// The reader of the program's log lines, until the daemon takes it.
+    kernel_log: Option<KernelLog>,
 }
 
 impl Dataplane {
@@ -91,6 +95,7 @@ impl Dataplane {
     fn with_object(pins: Option<Pins>, capacity: Capacity) -> Result<Self, DataplaneError> {
         let mut ebpf = load::load_object(pins.as_ref(), capacity)?;
         let maps = Maps::take(&mut ebpf)?;
+        let kernel_log = kernel_log::open(&mut ebpf);
         let slots = Slots::default();
         Ok(Self {
             readings: Readings::new(&maps, slots.clone(), capacity.rules)?,
@@ -104,6 +109,7 @@ impl Dataplane {
             capacity,
             pins,
             attachments: Vec::new(),
+            kernel_log,
         })
     }
 
