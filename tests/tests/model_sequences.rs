@@ -163,6 +163,7 @@ fn input(name: &str, cidrs: &[usize]) -> AllowlistInput {
         description: None,
         entries: Some(entries(cidrs)),
         allow_all: false,
+        source: None,
     }
 }
 

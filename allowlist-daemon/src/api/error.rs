@@ -100,6 +100,7 @@ impl From<ModelError> for ApiError {
             ModelError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ModelError::LimitExceeded { .. }
             | ModelError::EmptyPolicy
+            | ModelError::FeedRefused { .. }
             | ModelError::AllowAllRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::CONFLICT,
         };

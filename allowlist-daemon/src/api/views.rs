@@ -118,7 +118,7 @@ impl<'a> AllowlistView<'a> {
 impl Serialize for AllowlistView<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let list = self.list;
-        let mut view = serializer.serialize_struct("Allowlist", 11)?;
+        let mut view = serializer.serialize_struct("Allowlist", 12)?;
         view.serialize_field("id", &list.id)?;
         view.serialize_field("name", &list.name)?;
         view.serialize_field("description", &list.description)?;
@@ -126,6 +126,18 @@ impl Serialize for AllowlistView<'_> {
         view.serialize_field("allow_all", &list.allow_all)?;
         if let Some(fleet) = &list.fleet {
             view.serialize_field("fleet", fleet)?;
+        }
+        if let Some(source) = &list.source {
+            view.serialize_field(
+                "source",
+                &serde_json::json!({
+                    "url": source.url,
+                    "format": source.format,
+                    "refresh": humantime::format_duration(
+                        std::time::Duration::from_secs(source.refresh_seconds)
+                    ).to_string(),
+                }),
+            )?;
         }
         view.serialize_field("entry_count", &list.entries.len())?;
         if self.with_entries {

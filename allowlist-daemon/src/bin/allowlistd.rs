@@ -207,6 +207,7 @@ async fn run() -> anyhow::Result<()> {
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
     tokio::spawn(renew_flow_filter(service.clone()));
+    tokio::spawn(refresh_feeds(service.clone()));
     tokio::spawn(log_counters(usage.clone(), config.stats_interval));
     let fleet = config.fleet.clone().map(|fleet| {
         let view = Arc::new(Mutex::new(FleetView::new(&fleet)));
@@ -330,6 +331,64 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
         })
         .await;
     }
+}
+
+/// How often the lists that follow a feed are looked at (each is read at its own refresh).
+const FEED_TICK: Duration = Duration::from_secs(1);
+/// The longest a feed may take to answer.
+const FEED_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest feed read.
+const FEED_MAX_BYTES: u64 = 64 << 20;
+
+/// Reads the sources of the lists that follow one when they are due, off the service's
+/// lock, and applies what they say (see [`Service::apply_feed`]).
+async fn refresh_feeds(service: Arc<Mutex<Service>>) {
+    let mut tick = tokio::time::interval(FEED_TICK);
+    loop {
+        tick.tick().await;
+        let shared = service.clone();
+        let due = tokio::task::spawn_blocking(move || {
+            shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .due_feeds(std::time::Instant::now())
+        })
+        .await
+        .unwrap_or_default();
+        for (id, source) in due {
+            let url = source.url.clone();
+            let read = tokio::task::spawn_blocking(move || read_feed(&url))
+                .await
+                .unwrap_or_else(|err| Err(err.to_string()));
+            on_service(&service, "feed", move |service| {
+                match service.apply_feed(&id, read) {
+                    Ok(refreshed) => {
+                        tracing::debug!(list = id, ?refreshed, "read the list's source")
+                    }
+                    Err(err) => {
+                        tracing::debug!(list = id, error = %err, "the list's source not applied")
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// The text at `url`: at most [`FEED_MAX_BYTES`], within [`FEED_TIMEOUT`]; an HTTP error
+/// status is an error.
+fn read_feed(url: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FEED_TIMEOUT))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|err| err.to_string())?;
+    response
+        .body_mut()
+        .with_config()
+        .limit(FEED_MAX_BYTES)
+        .read_to_string()
+        .map_err(|err| err.to_string())
 }
 
 /// How often the reply check's flow filter is renewed from the flows still live.

@@ -118,6 +118,9 @@ pub struct Allowlist {
     /// that declared it (read-only through the API while the host follows the fleet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetOrigin>,
+    /// The feed the list follows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::ListSource>,
     /// When the list was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

@@ -184,6 +184,7 @@ impl Model {
                             entries: Arc::new(entries),
                             allow_all: list.allow_all,
                             fleet: origin,
+                            source: None,
                             created_at: now,
                             updated_at: now,
                             version: 1,

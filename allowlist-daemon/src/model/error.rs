@@ -70,6 +70,12 @@ pub enum ModelError {
         /// Where.
         field: Option<String>,
     },
+    /// A list's feed said something a refresh does not apply by itself.
+    #[error("{message}")]
+    FeedRefused {
+        /// Why.
+        message: String,
+    },
     /// The allowlist changed since the version the client read (If-Match).
     #[error("the allowlist is at version {current}, not {expected}: read it again")]
     VersionMismatch {
@@ -184,6 +190,7 @@ impl ModelError {
             ModelError::NotEnabled { .. } => "not_enabled",
             ModelError::EmptyPolicy => "empty_policy",
             ModelError::WouldLockOut { .. } => "would_lock_out",
+            ModelError::FeedRefused { .. } => "feed_refused",
         }
     }
 

@@ -47,6 +47,9 @@ pub struct AllowlistInput {
     /// Whether the list may hold `0.0.0.0/0` or `::/0`, which allow every source.
     #[serde(default)]
     pub allow_all: bool,
+    /// A feed the list follows: its entries are replaced by what it says, every `refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::SourceInput>,
 }
 
 /// Entries to add to an allowlist.

@@ -10,6 +10,7 @@ use super::error::ModelError;
 use super::input::{AllowlistInput, EntriesInput, allocate_entries, parse_entries};
 use super::pending::Action;
 use super::rules::RuleAllocator;
+use super::source::parse_source;
 use super::state::{IdSource, Model, Settings};
 use super::validate::{check_description, check_name};
 
@@ -30,6 +31,7 @@ impl Model {
             });
         }
         let (name, description) = self.check_header(&input, None, settings)?;
+        let source = input.source.as_ref().map(parse_source).transpose()?;
         let entries = input.entries.unwrap_or_default();
         let parsed = parse_entries(entries, "entries", &[], input.allow_all, now, settings)?;
         self.check_totals(parsed.len(), 0, false, settings)?;
@@ -43,6 +45,7 @@ impl Model {
             entries: Arc::new(entries),
             allow_all: input.allow_all,
             fleet: None,
+            source,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -65,6 +68,7 @@ impl Model {
         check_version(current, if_match)?;
         self.check_not_frozen(id)?;
         let (name, description) = self.check_header(&input, Some(id), settings)?;
+        let source = input.source.as_ref().map(parse_source).transpose()?;
         let entries = input.entries.unwrap_or_default();
         let parsed = parse_entries(entries, "entries", &[], input.allow_all, now, settings)?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
@@ -76,6 +80,7 @@ impl Model {
             entries: Arc::new(entries),
             allow_all: input.allow_all,
             fleet: current.fleet.clone(),
+            source,
             created_at: current.created_at,
             updated_at: now,
             version: current.version,
@@ -202,7 +207,7 @@ impl Model {
     /// Checks that putting `new_len` entries where `old_len` were (a new list: 0) keeps the
     /// entry limit now and once the pending change is reverted (a `narrowing` edit becomes
     /// the pending change: its revert gives back today's entries).
-    fn check_totals(
+    pub(super) fn check_totals(
         &self,
         new_len: usize,
         old_len: usize,

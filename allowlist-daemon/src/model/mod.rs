@@ -34,6 +34,10 @@
 //!    a release is one pending change, acknowledged only for the fleet, and applies as a
 //!    whole or not at all, like every [`Model::apply`].
 //!
+//! A list may follow a feed (its source): a refresh replaces its entries without an
+//! acknowledgement, unless the feed is empty or would remove more than half of them
+//! ([`Model::refresh_from_source`]).
+//!
 //! Entries may expire: at their time they leave their list, and the lists a revert would
 //! restore, without an acknowledgement (they were declared with the entry), unless that
 //! breaks invariant 3: such entries stay until it no longer would ([`Model::expire`]).
@@ -55,6 +59,7 @@ mod rules;
 mod saved;
 #[cfg(any(test, feature = "test-util"))]
 mod sequential_ids;
+mod source;
 mod state;
 mod validate;
 
@@ -69,6 +74,7 @@ pub use pending::{Action, Pending, Restore};
 pub use saved::{SavedFileNames, SavedState};
 #[cfg(any(test, feature = "test-util"))]
 pub use sequential_ids::SequentialIds;
+pub use source::{ListSource, Refreshed, SourceInput};
 pub use state::{IdSource, Model, NewIds, Settings, rfc3339};
 
 #[cfg(test)]

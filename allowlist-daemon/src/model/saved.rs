@@ -115,6 +115,8 @@ struct SavedList {
     allow_all: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fleet: Option<FleetOrigin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<super::ListSource>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -133,6 +135,7 @@ impl SavedList {
             entries_file: file,
             allow_all: list.allow_all,
             fleet: list.fleet.clone(),
+            source: list.source.clone(),
             created_at: list.created_at,
             updated_at: list.updated_at,
             version: list.version,
@@ -165,6 +168,7 @@ impl SavedList {
             entries,
             allow_all: self.allow_all,
             fleet: self.fleet,
+            source: self.source,
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,

@@ -2,11 +2,13 @@
 //! entry or a scope may be. Pure: no I/O, no kernel.
 
 mod cidr;
+mod feed;
 mod prefixes;
 mod scope;
 mod text;
 
 pub use cidr::{CidrError, check_prefix, parse_cidr};
+pub use feed::{FeedError, FeedFormat, Found, feed_prefixes};
 pub use prefixes::Policy;
 pub use scope::{PortScope, Transport};
 pub use text::{CidrText, serialize_cidr};

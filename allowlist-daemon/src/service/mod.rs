@@ -5,6 +5,7 @@
 mod audit;
 mod error;
 mod expiry;
+mod feeds;
 mod fleet;
 mod lockout;
 mod operations;
@@ -62,6 +63,8 @@ pub struct Service {
     audit: std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>>,
     /// Who the changes being made are recorded for.
     actor: Actor,
+    /// When each list that follows a feed is read next.
+    feeds: feeds::FeedSchedule,
 }
 
 impl Service {
@@ -130,6 +133,7 @@ impl Service {
             next_expiry: None,
             audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
             actor: Actor::default(),
+            feeds: feeds::FeedSchedule::default(),
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {

@@ -4,103 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use allowlist_daemon::policy::parse_cidr;
-use anyhow::{Context as _, bail};
+use allowlist_daemon::policy::{FeedFormat, feed_prefixes, parse_cidr};
+use anyhow::bail;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use crate::client::Api;
-
-/// How the input is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    /// One CIDR or address per line; `#` starts a comment; blank lines are skipped.
-    Lines,
-    /// AWS ip-ranges.json: `prefixes[].ip_prefix` and `ipv6_prefixes[].ipv6_prefix`.
-    Aws,
-    /// GitHub's meta API (`/meta`): every array of CIDRs it holds (hooks, web, api, git, ...).
-    Github,
-    /// A JSON array of CIDR strings.
-    Json,
-}
-
-/// A prefix of the input, and where it was.
-struct Found {
-    /// Where: `line 7`, `prefixes[3].ip_prefix`.
-    place: String,
-    /// As written.
-    text: String,
-}
-
-/// The prefixes `text` holds in `format`, each with its place.
-fn prefixes(text: &str, format: Format) -> anyhow::Result<Vec<Found>> {
-    if format == Format::Lines {
-        return Ok(text
-            .lines()
-            .enumerate()
-            .filter_map(|(index, line)| {
-                let line = line.split('#').next().unwrap_or_default().trim();
-                (!line.is_empty()).then(|| Found {
-                    place: format!("line {}", index + 1),
-                    text: line.to_owned(),
-                })
-            })
-            .collect());
-    }
-    let feed: Value = serde_json::from_str(text).context("the input is not JSON")?;
-    let mut found = Vec::new();
-    let mut strings = |place: String, value: &Value| match value.as_str() {
-        Some(text) => found.push(Found {
-            place,
-            text: text.to_owned(),
-        }),
-        None => found.push(Found {
-            place,
-            text: value.to_string(),
-        }),
-    };
-    match format {
-        Format::Aws => {
-            let mut any = false;
-            for (array, key) in [("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")] {
-                for (index, item) in feed[array].as_array().into_iter().flatten().enumerate() {
-                    any = true;
-                    strings(format!("{array}[{index}].{key}"), &item[key]);
-                }
-            }
-            if !any {
-                bail!("no prefixes[] or ipv6_prefixes[] in the input: is it AWS ip-ranges.json?");
-            }
-        }
-        Format::Github => {
-            let object = feed
-                .as_object()
-                .context("GitHub's meta API answers an object")?;
-            for (key, value) in object {
-                let Some(items) = value.as_array() else {
-                    continue;
-                };
-                // Arrays of CIDRs only (the meta API also lists domains and key fingerprints).
-                if items
-                    .iter()
-                    .all(|item| item.as_str().is_some_and(|text| parse_cidr(text).is_ok()))
-                {
-                    for (index, item) in items.iter().enumerate() {
-                        strings(format!("{key}[{index}]"), item);
-                    }
-                }
-            }
-        }
-        Format::Json => {
-            let items = feed.as_array().context("expected a JSON array of CIDRs")?;
-            for (index, item) in items.iter().enumerate() {
-                strings(format!("[{index}]"), item);
-            }
-        }
-        Format::Lines => {}
-    }
-    Ok(found)
-}
 
 /// What an import changes, counted.
 struct Counts {
@@ -118,7 +27,7 @@ struct Counts {
 pub(crate) struct Import<'a> {
     pub(crate) list: &'a str,
     pub(crate) text: &'a str,
-    pub(crate) format: Format,
+    pub(crate) format: FeedFormat,
     pub(crate) description: Option<&'a str>,
     pub(crate) skip_invalid: bool,
     pub(crate) dry_run: bool,
@@ -128,7 +37,7 @@ pub(crate) struct Import<'a> {
 impl Import<'_> {
     /// Runs the import; returns what to print: the counts, and the list as it is now.
     pub(crate) fn run(&self, api: &Api) -> anyhow::Result<Value> {
-        let found = prefixes(self.text, self.format)?;
+        let found = feed_prefixes(self.text, self.format)?;
         let mut wanted = BTreeSet::new();
         let mut invalid = Vec::new();
         let mut repeated = 0;
@@ -266,57 +175,4 @@ pub(crate) fn describe(report: &Value) -> String {
         ));
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn texts(found: &[Found]) -> Vec<(&str, &str)> {
-        found
-            .iter()
-            .map(|f| (f.place.as_str(), f.text.as_str()))
-            .collect()
-    }
-
-    #[test]
-    fn lines_skip_comments_blanks_and_whitespace_and_keep_their_numbers() {
-        let found = prefixes(
-            "# office\n  192.0.2.0/24  \n\n198.51.100.7 # laptop\n\t2001:db8::/32\n",
-            Format::Lines,
-        )
-        .expect("lines");
-        assert_eq!(
-            texts(&found),
-            [
-                ("line 2", "192.0.2.0/24"),
-                ("line 4", "198.51.100.7"),
-                ("line 5", "2001:db8::/32")
-            ]
-        );
-    }
-
-    #[test]
-    fn aws_and_github_feeds_give_their_prefixes() {
-        let aws = r#"{"syncToken":"1","prefixes":[{"ip_prefix":"3.5.140.0/22","service":"S3"}],
-            "ipv6_prefixes":[{"ipv6_prefix":"2600:1f18::/33","service":"EC2"}]}"#;
-        assert_eq!(
-            texts(&prefixes(aws, Format::Aws).expect("aws")),
-            [
-                ("prefixes[0].ip_prefix", "3.5.140.0/22"),
-                ("ipv6_prefixes[0].ipv6_prefix", "2600:1f18::/33")
-            ]
-        );
-        let github = r#"{"verifiable_password_authentication":false,
-            "hooks":["192.30.252.0/22","2a0a:a440::/29"],"domains":{"website":["*.github.com"]},
-            "ssh_keys":["ssh-ed25519 AAAA"]}"#;
-        assert_eq!(
-            texts(&prefixes(github, Format::Github).expect("github")),
-            [
-                ("hooks[0]", "192.30.252.0/22"),
-                ("hooks[1]", "2a0a:a440::/29")
-            ]
-        );
-        assert!(prefixes("{}", Format::Aws).is_err());
-    }
 }

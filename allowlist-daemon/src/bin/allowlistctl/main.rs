@@ -89,6 +89,22 @@ enum Command {
         /// Let the list hold 0.0.0.0/0 or ::/0, which allow every source of their family.
         #[arg(long)]
         allow_all: bool,
+        /// A feed the list follows (http:// or https://): allowlistd reads it every
+        /// --refresh and replaces the entries by what it says, without an acknowledgement,
+        /// unless it is empty or would remove more than half of them.
+        #[arg(long, value_name = "URL")]
+        source_url: Option<String>,
+        /// How the feed is written.
+        #[arg(long, value_enum, default_value = "lines", requires = "source_url")]
+        source_format: allowlist_daemon::policy::FeedFormat,
+        /// Time between two reads of the feed.
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "1h",
+            requires = "source_url"
+        )]
+        refresh: String,
     },
     /// Add entries to an allowlist.
     Add {
@@ -142,7 +158,7 @@ enum Command {
         file: PathBuf,
         /// How the input is written.
         #[arg(long, value_enum, default_value = "lines")]
-        format: import::Format,
+        format: allowlist_daemon::policy::FeedFormat,
         /// Description of the entries added.
         #[arg(long, short)]
         description: Option<String>,
@@ -309,6 +325,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             description,
             entries,
             allow_all,
+            source_url,
+            source_format,
+            refresh,
         } => {
             let entries: Vec<Value> = entries
                 .iter()
@@ -320,6 +339,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut body = json!({"name": name, "entries": entries, "allow_all": allow_all});
             if let Some(description) = description {
                 body["description"] = json!(description);
+            }
+            if let Some(url) = source_url {
+                body["source"] = json!({ "url": url, "format": source_format, "refresh": refresh });
             }
             Output::List(api.post("/v1/allowlists", &body)?)
         }

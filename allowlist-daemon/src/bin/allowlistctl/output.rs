@@ -326,6 +326,14 @@ pub(crate) fn print_list_header(l: &Value) {
         text(&l["updated_at"])
     );
     println!("entries:     {}", l["entry_count"]);
+    if let Some(source) = l["source"].as_object() {
+        println!(
+            "source:      {} ({}, read every {})",
+            text(&source["url"]),
+            text(&source["format"]),
+            text(&source["refresh"])
+        );
+    }
     println!(
         "\n{:<22} {:<43} {:>10}  {:<20}  DESCRIPTION",
         "ENTRY", "CIDR", "HITS", "EXPIRES"

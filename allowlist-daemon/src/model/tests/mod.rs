@@ -43,6 +43,7 @@ fn input(name: &str, cidrs: &[&str]) -> AllowlistInput {
         description: None,
         entries: Some(entry_inputs(cidrs)),
         allow_all: false,
+        source: None,
     }
 }
 

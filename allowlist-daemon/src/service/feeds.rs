@@ -1,0 +1,149 @@
+//! Lists that follow a feed: which are due for a read, and what a read's text does to its
+//! list (a refresh, or a refusal kept on record). The daemon reads the feeds itself, off
+//! the service's lock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::setup::RandomIds;
+use super::{Service, ServiceError};
+use crate::model::{ListSource, ModelError, Refreshed, rfc3339};
+use crate::policy::{feed_prefixes, parse_cidr};
+use crate::store::AuditRecord;
+
+/// After a failed read, the next one comes this soon (or at the refresh, if sooner).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+/// When each list with a source is read next.
+#[derive(Debug, Default)]
+pub(super) struct FeedSchedule {
+    next: HashMap<String, Instant>,
+}
+
+impl Service {
+    /// The lists whose source is due for a read at `now`, with their source; each is then
+    /// scheduled for its next refresh (a new list is due at once).
+    pub fn due_feeds(&mut self, now: Instant) -> Vec<(String, ListSource)> {
+        let sources: Vec<(String, ListSource)> = self
+            .model
+            .allowlists()
+            .filter_map(|list| list.source.clone().map(|source| (list.id.clone(), source)))
+            .collect();
+        let schedule = &mut self.feeds.next;
+        schedule.retain(|id, _| sources.iter().any(|(known, _)| known == id));
+        sources
+            .into_iter()
+            .filter(|(id, source)| {
+                let due = schedule.get(id).is_none_or(|at| *at <= now);
+                if due {
+                    schedule.insert(
+                        id.clone(),
+                        now + Duration::from_secs(source.refresh_seconds),
+                    );
+                }
+                due
+            })
+            .collect()
+    }
+
+    /// Applies what the source of list `id` gave: its text, or why it could not be read
+    /// (the list keeps its entries, and the source is read again soon). Returns what
+    /// changed.
+    pub fn apply_feed(
+        &mut self,
+        id: &str,
+        read: Result<String, String>,
+    ) -> Result<Refreshed, ServiceError> {
+        let Ok(source) = self.model.allowlist(id).map(|list| list.source.clone()) else {
+            return Ok(Refreshed::default());
+        };
+        let Some(source) = source else {
+            return Ok(Refreshed::default());
+        };
+        let text = match read {
+            Ok(text) => text,
+            Err(cause) => {
+                self.retry_feed_soon(id, &source);
+                let reason = format!("reading {}: {cause}", source.url);
+                self.record_feed_refusal(id, &reason);
+                return Err(ModelError::FeedRefused { message: reason }.into());
+            }
+        };
+        let found = match feed_prefixes(&text, source.format) {
+            Ok(found) => found,
+            Err(err) => {
+                self.retry_feed_soon(id, &source);
+                let reason = format!("{}: {err}", source.url);
+                self.record_feed_refusal(id, &reason);
+                return Err(ModelError::FeedRefused { message: reason }.into());
+            }
+        };
+        let mut invalid = 0;
+        let prefixes: BTreeSet<ipnet::IpNet> = found
+            .iter()
+            .filter_map(|item| {
+                let parsed = parse_cidr(&item.text).ok();
+                invalid += usize::from(parsed.is_none());
+                parsed
+            })
+            .collect();
+        if invalid > 0 {
+            tracing::warn!(list = id, url = %source.url, invalid, "prefixes of the feed skipped");
+        }
+        let url = source.url.clone();
+        let refreshed = self.transact(
+            |refreshed: &Refreshed| {
+                format!(
+                    "refreshed allowlist {id} from {url}: {} added, {} removed, {} unchanged",
+                    refreshed.added, refreshed.removed, refreshed.unchanged
+                )
+            },
+            |model, settings, now| {
+                model.refresh_from_source(id, &prefixes, now, settings, &mut RandomIds)
+            },
+        );
+        if let Err(ServiceError::Refused(err)) = &refreshed {
+            self.record_feed_refusal(id, &err.to_string());
+        }
+        refreshed
+    }
+
+    /// Reads the source of list `id` again soon, after a failure.
+    fn retry_feed_soon(&mut self, id: &str, source: &ListSource) {
+        let wait = RETRY_AFTER_FAILURE.min(Duration::from_secs(source.refresh_seconds));
+        self.feeds.next.insert(id.to_owned(), Instant::now() + wait);
+    }
+
+    /// Records in the audit trail, and logs, that a feed's word was not applied.
+    fn record_feed_refusal(&mut self, id: &str, reason: &str) {
+        tracing::warn!(
+            list = id,
+            reason,
+            "the list's source was not applied; the list is kept"
+        );
+        let record = AuditRecord {
+            id: 0,
+            time: rfc3339(OffsetDateTime::now_utc()),
+            actor: "allowlistd".into(),
+            peer: None,
+            request: None,
+            outcome: "refused".into(),
+            action: format!("refresh of allowlist {id} from its source"),
+            status: None,
+            reason: Some(reason.to_owned()),
+            allowlists: Vec::new(),
+            before: None,
+            after: None,
+        };
+        let appended = self
+            .audit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .append(record);
+        if let Err(err) = appended {
+            tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! A list that follows a feed, with real packets: allowlistd reads the feed (an HTTP server
+//! of the test) at its refresh and replaces the list's entries without an acknowledgement,
+//! keeps the list as it was when the feed fails, comes back empty or would take more than
+//! half the entries away, and records each refusal in the audit trail.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::netns::*;
+use allowlist_tests::scenario::*;
+use allowlist_tests::traffic::passes;
+use serde_json::{Value, json};
+
+/// What the feed answers: a status and a body.
+type Feed = Arc<Mutex<(u16, String)>>;
+
+/// An HTTP server in `link`'s server namespace answering every request with `feed`; its URL.
+fn serve(link: &TestLink, feed: Feed) -> String {
+    let listener = link
+        .server
+        .enter(|| TcpListener::bind("127.0.0.1:0"))
+        .expect("enter")
+        .expect("listen");
+    let url = format!(
+        "http://{}/ranges.txt",
+        listener.local_addr().expect("address")
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let (status, body) = feed.lock().expect("feed").clone();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+fn cidrs(daemon: &Daemon, id: &str) -> Vec<String> {
+    let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
+    list.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| entry["cidr"].as_str().expect("cidr").to_owned())
+        .collect()
+}
+
+/// Waits until list `id` holds `wanted`.
+fn wait_for(daemon: &Daemon, id: &str, wanted: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while cidrs(daemon, id) != wanted {
+        assert!(
+            Instant::now() < deadline,
+            "the list follows its feed: {:?}, wanted {wanted:?}\n{}",
+            cidrs(daemon, id),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sets what the feed answers, then waits past two refreshes and the newest audit record
+/// for the list's source, which must be a refusal saying `why`.
+fn refused(daemon: &Daemon, feed: &Feed, answer: (u16, &str), why: &str) {
+    *feed.lock().expect("feed") = (answer.0, answer.1.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let page = daemon.call("GET", "/v1/audit?limit=1", None);
+        let newest: &Value = &page.body["records"][0];
+        if newest["outcome"] == "refused" && newest["reason"].as_str().unwrap_or("").contains(why) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a refusal saying {why:?}: {newest}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_list_follows_its_feed_within_bounds_and_keeps_its_entries_otherwise() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let feed: Feed = Arc::new(Mutex::new((
+        200,
+        format!("# office and lab\n{CLIENT_ALLOWED_V4}\n{CLIENT_DENIED_V4}\n192.0.2.0/24\n"),
+    )));
+    let url = serve(&link, feed.clone());
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({"name": "feed", "source": {"url": url, "refresh": "1s"}})),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["source"]["refresh"], "1s");
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let allowed = format!("{CLIENT_ALLOWED_V4}/32");
+    let denied = format!("{CLIENT_DENIED_V4}/32");
+    wait_for(&daemon, &id, &["192.0.2.0/24", &allowed, &denied]);
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    assert!(passes(&link, CLIENT_DENIED_V4));
+
+    // The feed drops one address and adds a network: applied, no acknowledgement asked.
+    *feed.lock().expect("feed") = (
+        200,
+        format!("{CLIENT_ALLOWED_V4}\n192.0.2.0/24\n203.0.113.0/24\n"),
+    );
+    wait_for(&daemon, &id, &["192.0.2.0/24", &allowed, "203.0.113.0/24"]);
+    assert!(
+        !passes(&link, CLIENT_DENIED_V4),
+        "gone from the feed, dropped"
+    );
+    assert!(passes(&link, CLIENT_ALLOWED_V4));
+    assert_eq!(enforcement(&daemon)["pending"], Value::Null);
+
+    // Empty, failing, or taking most entries away: refused, the list kept.
+    refused(&daemon, &feed, (200, "# nothing today\n"), "gave no prefix");
+    refused(&daemon, &feed, (500, "oops"), "reading");
+    refused(
+        &daemon,
+        &feed,
+        (200, "192.0.2.0/24\n"),
+        "would remove 2 of the 3 entries",
+    );
+    assert_eq!(
+        cidrs(&daemon, &id),
+        ["192.0.2.0/24", &allowed, "203.0.113.0/24"]
+    );
+    assert!(
+        passes(&link, CLIENT_ALLOWED_V4),
+        "the list kept its entries"
+    );
+}
