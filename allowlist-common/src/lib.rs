@@ -42,6 +42,14 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 /// possible CPU, each of [`GLOBAL_RULE_CAPACITY`] rules, written only by its CPU (see
 /// [`rule_usage_slot`]).
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
+/// Name of the `u64` array, one element per rule, of the `CLOCK_MONOTONIC_COARSE` time (ns) at
+/// which the rule of an expiring entry stops allowing in the kernel, daemon or not; 0: never.
+/// Read only for rules flagged [`EXPIRING_RULE`] in the range tables.
+pub const MAP_RULE_EXPIRY: &str = "RULE_EXPIRY";
+/// Flag on a rule id in the range tables: the rule has a deadline in [`MAP_RULE_EXPIRY`]. The
+/// rule's own id (for its hits) is the rest of the bits.
+pub const EXPIRING_RULE: RuleId = 1 << 31;
+
 /// Name of the program's read-only global that user space sets at load: the rules in each
 /// CPU's region of [`MAP_RULE_HITS`].
 pub const GLOBAL_RULE_CAPACITY: &str = "RULE_CAPACITY";

@@ -97,7 +97,9 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             if scoped && !protected(config, generation, packet::transport_v4(ip, end), end) {
                 return tally.pass(Counter::PassedUnprotected);
             }
-            if let Some(rule) = lookup_v4(generation, addr) {
+            if let Some(rule) = lookup_v4(generation, addr)
+                && !tally::expired(rule)
+            {
                 return tally.pass_rule(rule);
             }
             // Only sources outside the allowlist get this far: the transport header is parsed
@@ -130,7 +132,9 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             if scoped && !protected(config, generation, packet::transport_v6(ip, end), end) {
                 return tally.pass(Counter::PassedUnprotected);
             }
-            if let Some(rule) = lookup_v6(generation, &addr) {
+            if let Some(rule) = lookup_v6(generation, &addr)
+                && !tally::expired(rule)
+            {
                 return tally.pass_rule(rule);
             }
             match packet::neighbor_discovery(ip, end, &addr) {

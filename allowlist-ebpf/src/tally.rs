@@ -1,14 +1,15 @@
 //! The packet counters, per interface, and the verdicts that count them.
 
 use allowlist_common::{
-    Counter, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleUsage, rule_usage_slot,
+    Counter, EXPIRING_RULE, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleUsage,
+    rule_usage_slot,
 };
 use aya_ebpf::{
     bindings::{
         BPF_F_MMAPABLE,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::bpf_get_smp_processor_id,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{Array, PerCpuArray},
 };
@@ -22,6 +23,28 @@ static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 static INTERFACE_SLOTS: Array<u32> = Array::with_max_entries(INTERFACE_SLOT_IFINDEXES, 0);
+
+/// When the rule of an expiring entry stops allowing (coarse monotonic ns); 0: never.
+#[map]
+static RULE_EXPIRY: Array<u64> = Array::with_max_entries(allowlist_common::DEFAULT_MAX_RULES, 0);
+
+/// Whether `rule` (as the range tables give it) is that of an expiring entry whose time has
+/// come: the packet is then judged as if no entry allowed it. One flag test for the rules of
+/// entries that never expire.
+#[inline(always)]
+pub fn expired(rule: RuleId) -> bool {
+    if rule & EXPIRING_RULE == 0 {
+        return false;
+    }
+    match RULE_EXPIRY.get(rule & !EXPIRING_RULE) {
+        Some(&at) if at != 0 => {
+            // SAFETY: a helper without arguments.
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
+            now >= at
+        }
+        _ => false,
+    }
+}
 
 /// A region of [`RULE_CAPACITY`] rules per CPU, memory-mapped by user space so that a million
 /// rules read in milliseconds.
@@ -69,7 +92,7 @@ impl Tally {
     /// Counts an allowed packet and the hit on the rule that allowed it.
     #[inline(always)]
     pub fn pass_rule(self, rule: RuleId) -> u32 {
-        count_rule_hit(rule);
+        count_rule_hit(rule & !EXPIRING_RULE);
         self.pass(Counter::PassedAllowed)
     }
 

@@ -84,6 +84,12 @@ pub fn enforcing_office_daemon(link: &TestLink, state: &TempDir) -> (Daemon, Str
     (daemon, id)
 }
 
+/// The entries of list `id`, as `GET /v1/allowlists/ID` gives them.
+pub fn list_entries(daemon: &Daemon, id: &str) -> Vec<Value> {
+    let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
+    list.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
 /// `GET /v1/enforcement`.
 pub fn enforcement(daemon: &Daemon) -> Value {
     daemon.call("GET", "/v1/enforcement", None).body

@@ -12,14 +12,11 @@ use serde_json::Value;
 
 /// The CIDRs of list `id`, and the expiry of each.
 fn entries(daemon: &Daemon, id: &str) -> Vec<(String, Value)> {
-    let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
-    list.body["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
+    list_entries(daemon, id)
+        .into_iter()
         .map(|entry| {
             (
-                entry["cidr"].as_str().expect("cidr").to_owned(),
+                entry["cidr"].as_str().unwrap_or_default().to_owned(),
                 entry["expires_at"].clone(),
             )
         })
@@ -109,4 +106,26 @@ fn an_entry_that_expired_while_the_daemon_was_down_is_gone_when_it_answers() {
     assert_eq!(entries(&daemon, &id).len(), 2);
     assert!(!passes(&link, CLIENT_DENIED_V4));
     assert!(passes(&link, CLIENT_ALLOWED_V4));
+}
+
+#[test]
+fn with_the_daemon_dead_the_kernel_expires_the_entry_by_itself() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (mut daemon, _) = enforcing_office_daemon(&link, &state);
+    admit_for(&daemon, "3s");
+    let added_at = Instant::now();
+    assert!(passes(&link, CLIENT_DENIED_V4));
+    daemon.kill().expect("kill -9");
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(added_at.elapsed()) + Duration::from_millis(500),
+    );
+    assert!(
+        !passes(&link, CLIENT_DENIED_V4),
+        "dropped at its time with no daemon: the kernel keeps the entry's deadline"
+    );
+    assert!(
+        passes(&link, CLIENT_ALLOWED_V4),
+        "the rest of the list stays"
+    );
 }

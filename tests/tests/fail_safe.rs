@@ -15,17 +15,24 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-#[test]
-fn killed_inside_a_pending_window_the_kernel_reverts_by_itself() {
-    let link = TestLink::create().expect("test link");
-    let state = TempDir::new().expect("state dir");
-    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+/// allowlistd (with [`WINDOW`]) having just enabled the "office" list, pending; and when
+/// that change reverts unless acknowledged.
+fn pending_office(link: &TestLink, state: &TempDir) -> (Daemon, OffsetDateTime) {
+    let daemon = Daemon::start(link, state.path(), &WINDOW).expect("allowlistd");
     let id = create(&daemon, "office", &office());
     let enabled = enable(&daemon, &id);
     let revert_at = enabled.body["pending"]["revert_at"]
         .as_str()
         .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
         .expect("revert_at");
+    (daemon, revert_at)
+}
+
+#[test]
+fn killed_inside_a_pending_window_the_kernel_reverts_by_itself() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (mut daemon, revert_at) = pending_office(&link, &state);
     assert!(enforcing_office(&link));
 
     daemon.kill().expect("kill -9");
@@ -367,13 +374,7 @@ fn libfaketime() -> String {
 fn a_wall_clock_stepped_back_does_not_stretch_a_pending_window() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
-    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
-    let id = create(&daemon, "office", &office());
-    let enabled = enable(&daemon, &id);
-    let revert_at = enabled.body["pending"]["revert_at"]
-        .as_str()
-        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
-        .expect("revert_at");
+    let (mut daemon, revert_at) = pending_office(&link, &state);
     daemon.stop().expect("stop");
 
     // Back with the wall clock an hour earlier (the monotonic clock, which the kernel's
@@ -415,13 +416,7 @@ fn the_kernel_tells_the_daemons_log_once_when_it_falls_back_at_a_deadline() {
     use nix::unistd::Pid;
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
-    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
-    let id = create(&daemon, "office", &office());
-    let enabled = enable(&daemon, &id);
-    let revert_at = enabled.body["pending"]["revert_at"]
-        .as_str()
-        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
-        .expect("revert_at");
+    let (daemon, revert_at) = pending_office(&link, &state);
     // The daemon frozen: only the program itself can fall back at the deadline.
     let pid = Pid::from_raw(daemon.pid().expect("running") as i32);
     kill(pid, Signal::SIGSTOP).expect("SIGSTOP");

@@ -5,6 +5,7 @@ use std::process::Output;
 
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::TestLink;
+use allowlist_tests::scenario::list_entries;
 use serde_json::{Value, json};
 
 fn text(output: &Output) -> String {
@@ -15,18 +16,13 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// The CIDR, description and id of each entry of list `id`.
 fn entries(daemon: &Daemon, id: &str) -> Vec<(String, Value, Value)> {
-    let list = daemon.call("GET", &format!("/v1/allowlists/{id}"), None);
-    list.body["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
+    list_entries(daemon, id)
+        .into_iter()
         .map(|entry| {
-            (
-                entry["cidr"].as_str().expect("cidr").to_owned(),
-                entry["description"].clone(),
-                entry["id"].clone(),
-            )
+            let cidr = entry["cidr"].as_str().unwrap_or_default().to_owned();
+            (cidr, entry["description"].clone(), entry["id"].clone())
         })
         .collect()
 }

@@ -249,23 +249,17 @@ async fn audit_refusals(State(state): State<AppState>, request: Request, next: N
         reason = %reason,
         "refused"
     );
+    let actor = if status == StatusCode::UNAUTHORIZED {
+        "unauthenticated"
+    } else {
+        state.token.name()
+    };
     let record = AuditRecord {
-        id: 0,
-        time: crate::model::rfc3339(time::OffsetDateTime::now_utc()),
-        actor: if status == StatusCode::UNAUTHORIZED {
-            "unauthenticated".into()
-        } else {
-            state.token.name().into()
-        },
         peer: Some(peer),
         request: Some(what),
-        outcome: "refused".into(),
-        action: "refused".into(),
         status: Some(status.as_u16()),
         reason: Some(reason),
-        allowlists: Vec::new(),
-        before: None,
-        after: None,
+        ..AuditRecord::event(actor, "refused", "refused".into())
     };
     let audit = state.audit.clone();
     let written = tokio::task::spawn_blocking(move || {

@@ -278,7 +278,7 @@ impl Dataplane {
     fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
         if let Some((_, rule)) = policy
             .iter()
-            .find(|(_, rule)| **rule >= self.capacity.rules)
+            .find(|(_, rule)| (**rule & !allowlist_common::EXPIRING_RULE) >= self.capacity.rules)
         {
             return Err(DataplaneError::RuleOutOfRange {
                 rule: *rule,

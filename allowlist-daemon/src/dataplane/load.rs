@@ -4,7 +4,8 @@ use allowlist_common::ranges::v4::{MAP_V4_RULES, MAP_V4_STARTS};
 use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
 use allowlist_common::ranges::{GLOBAL_RANGE_CAPACITY, range_capacity};
 use allowlist_common::{
-    EGRESS_PROGRAM_NAME, GLOBAL_RULE_CAPACITY, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME,
+    EGRESS_PROGRAM_NAME, GLOBAL_RULE_CAPACITY, MAP_FLOWS, MAP_RULE_EXPIRY, MAP_RULE_HITS,
+    PROGRAM_NAME,
 };
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
@@ -29,6 +30,7 @@ pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebp
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(MAP_RULE_HITS, rule_hits_len(rules)?)
+        .map_max_entries(MAP_RULE_EXPIRY, rules.max(1))
         .override_global(GLOBAL_RULE_CAPACITY, &rules, true)
         .map_max_entries(MAP_V4_STARTS, v4_starts_len(prefixes))
         .map_max_entries(MAP_V4_RULES, rules_len(prefixes))

@@ -12,8 +12,9 @@ use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS, range_c
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
     MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
-    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES,
-    MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
+    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_EXPIRY, MAP_RULE_HITS,
+    MAP_TOP_SOURCES, MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen,
+    TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap};
@@ -22,7 +23,7 @@ use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 21] = [
+pub(super) const MAP_NAMES: [&str; 22] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -31,6 +32,7 @@ pub(super) const MAP_NAMES: [&str; 21] = [
     MAP_GENERATION_RECORDS,
     MAP_COUNTERS,
     MAP_RULE_HITS,
+    MAP_RULE_EXPIRY,
     MAP_FLOWS,
     MAP_PROTECTED_PORTS,
     MAP_REPLY_PORTS,
@@ -102,6 +104,8 @@ pub(super) struct Maps {
     pub(super) clock: Array<MapData, u64>,
     /// Hits and last hit per rule, a region per CPU.
     pub(super) rule_hits: Array<MapData, RuleUsage>,
+    /// When the rules of expiring entries stop allowing, in the kernel's coarse clock.
+    pub(super) rule_expiry: Array<MapData, u64>,
     /// The sampled refused sources.
     pub(super) top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
     /// The flows the host started.
@@ -132,6 +136,7 @@ impl Maps {
             interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
             clock: take(ebpf, MAP_CLOCK)?,
             rule_hits: take(ebpf, MAP_RULE_HITS)?,
+            rule_expiry: take(ebpf, MAP_RULE_EXPIRY)?,
             top_sources: take(ebpf, MAP_TOP_SOURCES)?,
             flows: take(ebpf, MAP_FLOWS)?,
             flow_filter: take(ebpf, MAP_FLOW_FILTER)?,
@@ -174,7 +179,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 }
 
 /// The layout of every map for `capacity`.
-pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 21], DataplaneError> {
+pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -221,6 +226,7 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 21], Da
             size_of::<RuleUsage>(),
             rule_hits_len(capacity.rules)?,
         ),
+        layout(MAP_RULE_EXPIRY, MapType::Array, 4, 8, capacity.rules.max(1)),
         layout(
             MAP_FLOWS,
             MapType::LruHash,

@@ -24,6 +24,7 @@ mod maps;
 mod pins;
 mod ranges;
 mod readings;
+mod rule_expiry;
 mod sys;
 #[cfg(feature = "test-util")]
 mod test_run;
@@ -74,6 +75,8 @@ pub struct Dataplane {
     attachments: Vec<Attachment>,
     /// The reader of the program's log lines, until the daemon takes it.
     kernel_log: Option<KernelLog>,
+    /// The deadlines written to the rule expiry map, by rule.
+    rule_expiries: std::collections::BTreeMap<allowlist_common::RuleId, u64>,
 }
 
 impl Dataplane {
@@ -110,6 +113,7 @@ impl Dataplane {
             pins,
             attachments: Vec::new(),
             kernel_log,
+            rule_expiries: std::collections::BTreeMap::new(),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use allowlist_common::RuleId;
+use allowlist_common::{EXPIRING_RULE, RuleId};
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
@@ -118,11 +118,57 @@ impl Model {
     /// allowlists.
     pub fn effective_policy(&self) -> Policy {
         // The always-allow prefixes first: they keep a prefix a list names too.
+        let expiring = self.kernel_expiring();
         let lists = self.enabled_lists().flat_map(|list| list.entries.iter());
         self.always_allow
             .iter()
             .copied()
-            .chain(lists.map(|entry| (entry.cidr, entry.rule)))
+            .chain(lists.map(|entry| {
+                let flag = if expiring.contains_key(&entry.rule) {
+                    EXPIRING_RULE
+                } else {
+                    0
+                };
+                (entry.cidr, entry.rule | flag)
+            }))
+            .collect()
+    }
+
+    /// The rules of the enabled entries that expire and that the kernel may expire by itself,
+    /// with their time: those whose prefix no other prefix in force holds (the kernel knows
+    /// only the longest prefix of an address; an entry inside another leaves when the daemon
+    /// removes it). Flagged [`EXPIRING_RULE`] in [`Model::effective_policy`].
+    pub fn kernel_expiring(&self) -> BTreeMap<RuleId, OffsetDateTime> {
+        let entries = || self.enabled_lists().flat_map(|list| list.entries.iter());
+        if !entries().any(|entry| entry.expires_at.is_some()) {
+            return BTreeMap::new();
+        }
+        let mut held: std::collections::HashMap<IpNet, usize> = std::collections::HashMap::new();
+        for net in self
+            .always_allow
+            .iter()
+            .map(|(net, _)| *net)
+            .chain(entries().map(|entry| entry.cidr))
+        {
+            *held.entry(net).or_default() += 1;
+        }
+        let covered = |cidr: IpNet| {
+            (0..=cidr.prefix_len()).any(|len| {
+                let Ok(outer) = IpNet::new(cidr.addr(), len) else {
+                    return false;
+                };
+                let times = held.get(&outer.trunc()).copied().unwrap_or(0);
+                if len == cidr.prefix_len() {
+                    times > 1
+                } else {
+                    times > 0
+                }
+            })
+        };
+        entries()
+            .filter_map(|entry| Some((entry.rule, entry.expires_at?, entry.cidr)))
+            .filter(|(_, _, cidr)| !covered(*cidr))
+            .map(|(rule, at, _)| (rule, at))
             .collect()
     }
 

@@ -6,10 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use time::OffsetDateTime;
-
 use super::Service;
-use crate::model::{Allowlist, Model, rfc3339};
+use crate::model::{Allowlist, Model};
 use crate::store::{AuditLog, AuditRecord, ListChanges};
 
 /// Who asks for a change: the token's name, and for a request, its peer and its line.
@@ -80,19 +78,18 @@ impl Service {
         after: String,
     ) {
         let record = AuditRecord {
-            id: 0,
-            time: rfc3339(OffsetDateTime::now_utc()),
-            actor: self.actor.name.clone(),
             peer: self.actor.peer.clone(),
             request: self.actor.request.clone(),
-            outcome: outcome.as_str().into(),
-            action,
-            status: None,
-            reason: None,
             allowlists: changes(previous, &self.model),
             before: Some(before),
             after: Some(after),
+            ..AuditRecord::event(&self.actor.name, outcome.as_str(), action)
         };
+        self.append_audit(record);
+    }
+
+    /// Appends `record` to the trail; a trail that cannot be written is logged.
+    pub(super) fn append_audit(&self, record: AuditRecord) {
         let appended = self
             .audit
             .lock()

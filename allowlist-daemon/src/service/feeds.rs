@@ -5,21 +5,22 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
-
 use super::setup::RandomIds;
 use super::{Service, ServiceError};
-use crate::model::{ListSource, ModelError, Refreshed, rfc3339};
+use crate::model::{ListSource, ModelError, Refreshed};
 use crate::policy::{feed_prefixes, parse_cidr};
 use crate::store::AuditRecord;
 
 /// After a failed read, the next one comes this soon (or at the refresh, if sooner).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
-/// When each list with a source is read next.
+/// When each list with a source is read next, and why its last read was not applied.
 #[derive(Debug, Default)]
 pub(super) struct FeedSchedule {
     next: HashMap<String, Instant>,
+    /// The refusal last recorded for a list: the same one is not recorded again at every
+    /// read (a broken feed read every minute would fill the trail).
+    refused: HashMap<String, String>,
 }
 
 impl Service {
@@ -31,8 +32,10 @@ impl Service {
             .allowlists()
             .filter_map(|list| list.source.clone().map(|source| (list.id.clone(), source)))
             .collect();
+        let known = |id: &String| sources.iter().any(|(known, _)| known == id);
+        self.feeds.refused.retain(|id, _| known(id));
         let schedule = &mut self.feeds.next;
-        schedule.retain(|id, _| sources.iter().any(|(known, _)| known == id));
+        schedule.retain(|id, _| known(id));
         sources
             .into_iter()
             .filter(|(id, source)| {
@@ -62,20 +65,14 @@ impl Service {
         let Some(source) = source else {
             return Ok(Refreshed::default());
         };
-        let text = match read {
-            Ok(text) => text,
+        let text = read
+            .and_then(|text| feed_prefixes(&text, source.format).map_err(|err| format!("{err}")));
+        let found = match text {
+            Ok(found) => found,
             Err(cause) => {
+                // The list keeps its entries; the source is read again soon.
                 self.retry_feed_soon(id, &source);
                 let reason = format!("reading {}: {cause}", source.url);
-                self.record_feed_refusal(id, &reason);
-                return Err(ModelError::FeedRefused { message: reason }.into());
-            }
-        };
-        let found = match feed_prefixes(&text, source.format) {
-            Ok(found) => found,
-            Err(err) => {
-                self.retry_feed_soon(id, &source);
-                let reason = format!("{}: {err}", source.url);
                 self.record_feed_refusal(id, &reason);
                 return Err(ModelError::FeedRefused { message: reason }.into());
             }
@@ -104,8 +101,16 @@ impl Service {
                 model.refresh_from_source(id, &prefixes, now, settings, &mut RandomIds)
             },
         );
-        if let Err(ServiceError::Refused(err)) = &refreshed {
-            self.record_feed_refusal(id, &err.to_string());
+        match &refreshed {
+            Ok(_) => {
+                self.feeds.refused.remove(id);
+            }
+            // Frozen by a pending change: read again once it is over.
+            Err(ServiceError::Refused(ModelError::ChangePending { .. })) => {
+                self.retry_feed_soon(id, &source);
+            }
+            Err(ServiceError::Refused(err)) => self.record_feed_refusal(id, &err.to_string()),
+            Err(_) => self.retry_feed_soon(id, &source),
         }
         refreshed
     }
@@ -116,34 +121,31 @@ impl Service {
         self.feeds.next.insert(id.to_owned(), Instant::now() + wait);
     }
 
-    /// Records in the audit trail, and logs, that a feed's word was not applied.
+    /// Records in the audit trail, and logs, that a feed's word was not applied (once for
+    /// the same reason in a row).
     fn record_feed_refusal(&mut self, id: &str, reason: &str) {
+        if self
+            .feeds
+            .refused
+            .get(id)
+            .is_some_and(|last| last == reason)
+        {
+            return;
+        }
+        self.feeds.refused.insert(id.to_owned(), reason.to_owned());
         tracing::warn!(
             list = id,
             reason,
             "the list's source was not applied; the list is kept"
         );
         let record = AuditRecord {
-            id: 0,
-            time: rfc3339(OffsetDateTime::now_utc()),
-            actor: "allowlistd".into(),
-            peer: None,
-            request: None,
-            outcome: "refused".into(),
-            action: format!("refresh of allowlist {id} from its source"),
-            status: None,
             reason: Some(reason.to_owned()),
-            allowlists: Vec::new(),
-            before: None,
-            after: None,
+            ..AuditRecord::event(
+                "allowlistd",
+                "refused",
+                format!("refresh of allowlist {id} from its source"),
+            )
         };
-        let appended = self
-            .audit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .append(record);
-        if let Err(err) = appended {
-            tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
-        }
+        self.append_audit(record);
     }
 }

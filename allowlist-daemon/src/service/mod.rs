@@ -224,6 +224,16 @@ impl Service {
                 None
             }
         };
+        // The kernel's own deadlines of expiring entries, before any policy that reads them.
+        let now = OffsetDateTime::now_utc();
+        let deadlines: std::collections::BTreeMap<RuleId, Duration> = self
+            .model
+            .kernel_expiring()
+            .into_iter()
+            .chain(self.model.reverted().kernel_expiring())
+            .map(|(rule, at)| (rule, Duration::try_from(at - now).unwrap_or(Duration::ZERO)))
+            .collect();
+        self.dataplane.set_rule_expiries(&deadlines)?;
         self.dataplane
             .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))
     }

@@ -76,6 +76,27 @@ pub struct ListChanges {
     pub removed_count: usize,
 }
 
+impl AuditRecord {
+    /// A record of `outcome` for `action` by `actor`, now; the rest is filled in by the
+    /// caller (the trail gives the id).
+    pub fn event(actor: &str, outcome: &str, action: String) -> Self {
+        AuditRecord {
+            id: 0,
+            time: crate::model::rfc3339(time::OffsetDateTime::now_utc()),
+            actor: actor.to_owned(),
+            peer: None,
+            request: None,
+            outcome: outcome.to_owned(),
+            action,
+            status: None,
+            reason: None,
+            allowlists: Vec::new(),
+            before: None,
+            after: None,
+        }
+    }
+}
+
 impl ListChanges {
     /// Prefixes named per list and direction; beyond, only counted.
     pub const SHOWN: usize = 100;
@@ -191,20 +212,7 @@ mod tests {
     use super::*;
 
     fn record(action: &str) -> AuditRecord {
-        AuditRecord {
-            id: 0,
-            time: "2026-12-02T10:00:00Z".into(),
-            actor: "admin".into(),
-            peer: None,
-            request: None,
-            outcome: "applied".into(),
-            action: action.into(),
-            status: None,
-            reason: None,
-            allowlists: Vec::new(),
-            before: None,
-            after: None,
-        }
+        AuditRecord::event("admin", "applied", action.into())
     }
 
     #[test]

@@ -184,3 +184,46 @@ fn a_time_to_live_must_be_in_the_future_and_within_the_limit() {
     };
     assert!(refused(&mut model, &mut next_id, past).contains("before it is added"));
 }
+
+#[test]
+fn the_kernel_expires_only_entries_no_other_prefix_holds() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
+    let alone = model
+        .add_entries(
+            &id,
+            with_ttl("198.51.100.7", "1h"),
+            t(0),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("add")[0]
+        .rule;
+    let inside = model
+        .add_entries(
+            &id,
+            with_ttl("192.0.2.9", "1h"),
+            t(0),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("add")[0]
+        .rule;
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    let expiring = model.kernel_expiring();
+    assert_eq!(expiring.get(&alone), Some(&t(3600)));
+    assert!(
+        !expiring.contains_key(&inside),
+        "inside 192.0.2.0/24: the daemon removes it, the kernel cannot"
+    );
+    let flagged: Vec<u32> = model
+        .effective_policy()
+        .iter()
+        .filter(|(_, rule)| **rule & allowlist_common::EXPIRING_RULE != 0)
+        .map(|(_, rule)| *rule & !allowlist_common::EXPIRING_RULE)
+        .collect();
+    assert_eq!(flagged, [alone]);
+}
