@@ -10,6 +10,10 @@ use allowlist_tests::scenario::*;
 use allowlist_tests::traffic::passes;
 use serde_json::Value;
 
+/// Past an entry's time to live: expiries are kept in whole seconds, rounded up, and the
+/// daemon looks every 100 ms.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(1500);
+
 /// The CIDRs of list `id`, and the expiry of each.
 fn entries(daemon: &Daemon, id: &str) -> Vec<(String, Value)> {
     list_entries(daemon, id)
@@ -63,9 +67,7 @@ fn an_address_passes_until_its_entry_expires_and_is_dropped_after() {
         .1;
     assert!(expiry.is_string(), "{expiry}");
 
-    std::thread::sleep(
-        Duration::from_secs(3).saturating_sub(added_at.elapsed()) + Duration::from_millis(500),
-    );
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(added_at.elapsed()) + EXPIRY_MARGIN);
     assert!(
         !passes(&link, CLIENT_DENIED_V4),
         "dropped once its entry expired"
@@ -99,7 +101,7 @@ fn an_entry_that_expired_while_the_daemon_was_down_is_gone_when_it_answers() {
     admit_for(&daemon, "2s");
     assert!(passes(&link, CLIENT_DENIED_V4));
     daemon.stop().expect("stop");
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_secs(2) + EXPIRY_MARGIN);
 
     let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("restart");
     // The first answer already shows the list without it, and the kernel agrees.
@@ -117,9 +119,7 @@ fn with_the_daemon_dead_the_kernel_expires_the_entry_by_itself() {
     let added_at = Instant::now();
     assert!(passes(&link, CLIENT_DENIED_V4));
     daemon.kill().expect("kill -9");
-    std::thread::sleep(
-        Duration::from_secs(3).saturating_sub(added_at.elapsed()) + Duration::from_millis(500),
-    );
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(added_at.elapsed()) + EXPIRY_MARGIN);
     assert!(
         !passes(&link, CLIENT_DENIED_V4),
         "dropped at its time with no daemon: the kernel keeps the entry's deadline"

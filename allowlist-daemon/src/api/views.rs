@@ -69,7 +69,10 @@ impl Serialize for EntryView<'_> {
         view.serialize_field("cidr", CidrText::new(&self.entry.cidr).as_str())?;
         // No description is an empty one.
         view.serialize_field("description", self.entry.description())?;
-        view.serialize_field("expires_at", &self.entry.expires_at.map(rfc3339))?;
+        view.serialize_field(
+            "expires_at",
+            &self.entry.expires_at.map(|at| rfc3339(at.time())),
+        )?;
         if let Some((used, now)) = &self.used {
             view.serialize_field("hits", &used.hits)?;
             let last_hit = used.last_hit_ago.map(|ago| rfc3339(*now - ago));

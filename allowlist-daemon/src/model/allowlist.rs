@@ -78,12 +78,44 @@ pub struct Entry {
     pub rule: RuleId,
     /// When the entry leaves its list by itself, without an acknowledgement (it was declared
     /// with the entry); `None`: never.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Expiry>,
+}
+
+/// When an entry expires, in whole seconds since the Unix epoch: four bytes in an entry (a
+/// million of them are held in memory), good until 2106. Written as RFC 3339.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Expiry(std::num::NonZeroU32);
+
+impl Expiry {
+    /// `at`, rounded up to a whole second; `None` before 1970 or after 2106.
+    pub fn from_time(at: OffsetDateTime) -> Option<Self> {
+        let seconds = at.unix_timestamp() + i64::from(at.nanosecond() > 0);
+        u32::try_from(seconds)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .map(Expiry)
+    }
+
+    /// The time.
+    pub fn time(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(i64::from(self.0.get()))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl Serialize for Expiry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&self.time(), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Expiry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let at = time::serde::rfc3339::deserialize(deserializer)?;
+        Expiry::from_time(at)
+            .ok_or_else(|| serde::de::Error::custom("an expiry between 1970 and 2106"))
+    }
 }
 
 impl Entry {
@@ -94,7 +126,7 @@ impl Entry {
 
     /// Whether the entry has expired at `now`.
     pub fn expired(&self, now: OffsetDateTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
+        self.expires_at.is_some_and(|at| at.time() <= now)
     }
 }
 

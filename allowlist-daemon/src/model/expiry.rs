@@ -55,7 +55,7 @@ impl Model {
             .values()
             .chain(restored)
             .flat_map(|list| list.entries.iter())
-            .filter_map(|entry| entry.expires_at)
+            .filter_map(|entry| entry.expires_at.map(super::Expiry::time))
     }
 
     /// Removes the entries expired at `now` from every list and from the lists a pending

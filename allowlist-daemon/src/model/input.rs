@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::allowlist::Entry;
+use super::allowlist::{Entry, Expiry};
 use super::error::ModelError;
 use super::rules::RuleAllocator;
 use super::state::{IdSource, Settings};
@@ -64,7 +64,7 @@ pub struct EntriesInput {
 }
 
 /// A parsed entry: its prefix, its description (shared with equal ones) and its expiry.
-pub(super) type ParsedEntry = (IpNet, Option<Arc<str>>, Option<OffsetDateTime>);
+pub(super) type ParsedEntry = (IpNet, Option<Arc<str>>, Option<Expiry>);
 
 /// When an entry given `expires_at` or `ttl` at `now` expires: in the future, within
 /// `settings.max_entry_ttl`.
@@ -73,7 +73,7 @@ fn expiry(
     field: &str,
     now: OffsetDateTime,
     settings: &Settings,
-) -> Result<Option<OffsetDateTime>, ModelError> {
+) -> Result<Option<Expiry>, ModelError> {
     let invalid = |field: String, message: String| ModelError::InvalidRequest {
         message: format!("{field}: {message}"),
         field: Some(field),
@@ -122,7 +122,12 @@ fn expiry(
             ),
         ));
     }
-    Ok(Some(at))
+    Expiry::from_time(at).map(Some).ok_or_else(|| {
+        invalid(
+            format!("{field}.{which}"),
+            "the time is out of range".into(),
+        )
+    })
 }
 
 /// Parses and checks entries: valid CIDRs, descriptions within the limit, no duplicates among

@@ -63,7 +63,7 @@ mod source;
 mod state;
 mod validate;
 
-pub use allowlist::{Allowlist, Entry, EntryId, FleetOrigin};
+pub use allowlist::{Allowlist, Entry, EntryId, Expiry, FleetOrigin};
 pub use apply::{ApplyReport, DesiredList, ListChange, Scope};
 pub use error::{InvalidState, ModelError};
 pub use evaluate::{Evaluation, Match, Reason};

@@ -166,7 +166,7 @@ impl Model {
             })
         };
         entries()
-            .filter_map(|entry| Some((entry.rule, entry.expires_at?, entry.cidr)))
+            .filter_map(|entry| Some((entry.rule, entry.expires_at?.time(), entry.cidr)))
             .filter(|(_, _, cidr)| !covered(*cidr))
             .map(|(rule, at, _)| (rule, at))
             .collect()

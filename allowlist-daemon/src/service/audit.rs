@@ -122,39 +122,72 @@ fn changes(before: &Model, after: &Model) -> Vec<ListChanges> {
                 (Some(old), Some(new)) if !Arc::ptr_eq(&old.entries, &new.entries) => "changed",
                 _ => return None,
             };
-            let (added, removed) = entry_changes(old, new);
+            let ((added_count, added), (removed_count, removed)) = entry_changes(old, new);
             let list = new.or(old)?;
-            if change == "changed" && added.is_empty() && removed.is_empty() {
+            if change == "changed" && added_count == 0 && removed_count == 0 {
                 return None;
             }
             Some(ListChanges {
                 id: id.to_owned(),
                 name: list.name.clone(),
                 change: change.into(),
-                added_count: added.len(),
-                removed_count: removed.len(),
-                added: added.into_iter().take(ListChanges::SHOWN).collect(),
-                removed: removed.into_iter().take(ListChanges::SHOWN).collect(),
+                added_count,
+                removed_count,
+                added,
+                removed,
             })
         })
         .collect()
 }
 
-/// The prefixes `new` has and `old` has not, and those `old` has and `new` has not.
-fn entry_changes(old: Option<&Allowlist>, new: Option<&Allowlist>) -> (Vec<String>, Vec<String>) {
-    let cidrs = |list: Option<&Allowlist>| -> BTreeSet<ipnet::IpNet> {
-        list.into_iter()
-            .flat_map(|list| list.entries.iter().map(|entry| entry.cidr))
-            .collect()
-    };
+/// The prefixes `new` has and `old` has not, and those `old` has and `new` has not, each
+/// as (count, the first [`ListChanges::SHOWN`]): one walk of the two sorted entry lists,
+/// no copy of them (a list may hold a million entries).
+fn entry_changes(
+    old: Option<&Allowlist>,
+    new: Option<&Allowlist>,
+) -> ((usize, Vec<String>), (usize, Vec<String>)) {
+    let mut added = (0, Vec::new());
+    let mut removed = (0, Vec::new());
     if let (Some(old), Some(new)) = (old, new)
         && Arc::ptr_eq(&old.entries, &new.entries)
     {
-        return (Vec::new(), Vec::new());
+        return (added, removed);
     }
-    let (old, new) = (cidrs(old), cidrs(new));
-    (
-        new.difference(&old).map(ToString::to_string).collect(),
-        old.difference(&new).map(ToString::to_string).collect(),
-    )
+    let note = |side: &mut (usize, Vec<String>), cidr: &ipnet::IpNet| {
+        side.0 += 1;
+        if side.1.len() < ListChanges::SHOWN {
+            side.1.push(cidr.to_string());
+        }
+    };
+    let (mut old, mut new) = (
+        entries_of(old).iter().peekable(),
+        entries_of(new).iter().peekable(),
+    );
+    loop {
+        match (old.peek(), new.peek()) {
+            (Some(before), Some(after)) if before.cidr == after.cidr => {
+                old.next();
+                new.next();
+            }
+            (Some(before), Some(after)) if before.cidr < after.cidr => {
+                note(&mut removed, &before.cidr);
+                old.next();
+            }
+            (_, Some(after)) => {
+                note(&mut added, &after.cidr);
+                new.next();
+            }
+            (Some(before), None) => {
+                note(&mut removed, &before.cidr);
+                old.next();
+            }
+            (None, None) => return (added, removed),
+        }
+    }
+}
+
+/// The entries of `list`, none without one.
+fn entries_of(list: Option<&Allowlist>) -> &[crate::model::Entry] {
+    list.map_or(&[][..], |list| list.entries.as_slice())
 }

@@ -44,7 +44,7 @@ fn an_entry_leaves_its_list_and_the_policy_at_its_time_without_a_pending_change(
             &mut next_id,
         )
         .expect("add");
-    assert_eq!(added[0].expires_at, Some(t(100 + 7200)));
+    assert_eq!(added[0].expires_at.map(Expiry::time), Some(t(100 + 7200)));
     assert_eq!(model.next_expiry(), Some(t(7300)));
     let version = model.allowlist(&id).expect("list").version;
 
@@ -226,4 +226,14 @@ fn the_kernel_expires_only_entries_no_other_prefix_holds() {
         .map(|(_, rule)| *rule & !allowlist_common::EXPIRING_RULE)
         .collect();
     assert_eq!(flagged, [alone]);
+}
+
+#[test]
+fn an_entry_stays_small_with_its_expiry() {
+    // A million entries are held in memory, more than once during a replace.
+    assert!(
+        std::mem::size_of::<Entry>() <= 56,
+        "{} bytes",
+        std::mem::size_of::<Entry>()
+    );
 }
