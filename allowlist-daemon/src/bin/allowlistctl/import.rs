@@ -124,6 +124,10 @@ impl Import<'_> {
         if !current["description"].is_null() {
             body["description"] = current["description"].clone();
         }
+        // A replace without it would drop the list's feed.
+        if !current["source"].is_null() {
+            body["source"] = current["source"].clone();
+        }
         let list = api.request(
             "PUT",
             &format!("/v1/allowlists/{id}"),
