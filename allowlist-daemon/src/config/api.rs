@@ -31,8 +31,8 @@ pub struct ApiOptions {
     #[serde(default)]
     pub insecure_listen: bool,
 
-    /// Group allowed to use the unix socket (mode 0660) besides the daemon's user
-    /// [default: none, mode 0600].
+    /// Group allowed to use the unix socket (mode 0660) besides the daemon's user, which must
+    /// be in it (under the unit: allowlistd) [default: none, mode 0600].
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
 
