@@ -105,6 +105,15 @@ fn a_list_follows_its_feed_within_bounds_and_keeps_its_entries_otherwise() {
     let allowed = format!("{CLIENT_ALLOWED_V4}/32");
     let denied = format!("{CLIENT_DENIED_V4}/32");
     wait_for(&daemon, &id, &["192.0.2.0/24", &allowed, &denied]);
+    // A feed that says the same again changes nothing, and records nothing.
+    let records = || {
+        daemon.call("GET", "/v1/audit?limit=10000", None).body["records"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let before = records();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(records(), before, "two reads of an unchanged feed");
     enable(&daemon, &id);
     acknowledge(&daemon);
     assert!(passes(&link, CLIENT_DENIED_V4));

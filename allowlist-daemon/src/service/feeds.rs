@@ -89,6 +89,22 @@ impl Service {
         if invalid > 0 {
             tracing::warn!(list = id, url = %source.url, invalid, "prefixes of the feed skipped");
         }
+        // The feed as the list already is: nothing to save, write or record.
+        let unchanged = self.model.allowlist(id).is_ok_and(|list| {
+            list.entries.len() == prefixes.len()
+                && list
+                    .entries
+                    .iter()
+                    .zip(&prefixes)
+                    .all(|(entry, net)| entry.cidr == *net)
+        });
+        if unchanged {
+            self.feeds.refused.remove(id);
+            return Ok(Refreshed {
+                unchanged: prefixes.len(),
+                ..Refreshed::default()
+            });
+        }
         let url = source.url.clone();
         let refreshed = self.transact(
             |refreshed: &Refreshed| {
