@@ -9,10 +9,9 @@ use serde_json::json;
 
 use super::error::JsonBody;
 use super::views::enforcement_view;
-use super::{ApiError, AppState, with_service};
+use super::{ApiError, AppState, operator, with_service};
 use crate::model::DesiredList;
 use crate::server::Peer;
-use crate::service::Operator;
 
 /// A policy file as `allowlistctl apply` sends it.
 #[derive(Deserialize)]
@@ -36,10 +35,7 @@ pub(super) async fn apply(
     peer: Option<Extension<Peer>>,
     JsonBody(input): JsonBody<ApplyInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let operator = Operator {
-        client_ip: input.client_ip,
-        peer_ip: peer.and_then(|Extension(peer)| peer.remote_ip()),
-    };
+    let operator = operator(input.client_ip, peer);
     with_service(&state, move |service| {
         let report = service.apply(
             input.allowlists,

@@ -10,9 +10,8 @@ use serde_json::json;
 
 use super::error::JsonBody;
 use super::views::enforcement_view;
-use super::{ApiError, AppState, with_service};
+use super::{ApiError, AppState, operator, with_service};
 use crate::server::Peer;
-use crate::service::Operator;
 
 pub(super) async fn enforcement(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(enforcement_view(&state.published.latest()))
@@ -35,10 +34,7 @@ pub(super) async fn enable(
     peer: Option<Extension<Peer>>,
     JsonBody(input): JsonBody<EnableInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let operator = Operator {
-        client_ip: input.client_ip,
-        peer_ip: peer.and_then(|Extension(peer)| peer.remote_ip()),
-    };
+    let operator = operator(input.client_ip, peer);
     with_service(&state, move |service| {
         let checked = service.enable(&input.allowlist_ids, operator, input.force)?;
         let mut view = enforcement_view(&service.snapshot());

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,7 @@ use crate::auth::AdminToken;
 use crate::fleet::FleetView;
 use crate::metrics::RequestCounts;
 use crate::server::Peer;
-use crate::service::{Actor, Published, Service, Snapshot, Usage};
+use crate::service::{Actor, Operator, Published, Service, Snapshot, Usage, append_to_trail};
 use crate::store::{AuditLog, AuditRecord};
 
 pub use error::ApiError;
@@ -221,7 +221,7 @@ async fn audit_refusals(State(state): State<AppState>, request: Request, next: N
         .extensions()
         .get::<Peer>()
         .map_or_else(|| "unknown".to_owned(), ToString::to_string);
-    let what = format!("{} {}", request.method(), request.uri().path());
+    let what = request_line(&request);
     let response = next.run(request).await;
     let status = response.status();
     if !(status == StatusCode::UNAUTHORIZED
@@ -262,17 +262,30 @@ async fn audit_refusals(State(state): State<AppState>, request: Request, next: N
         ..AuditRecord::event(actor, "refused", "refused".into())
     };
     let audit = state.audit.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        audit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .append(record)
-    })
-    .await;
-    if let Ok(Err(err)) = written {
-        tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
+    let written = tokio::task::spawn_blocking(move || append_to_trail(&audit, record)).await;
+    if let Err(err) = written {
+        tracing::warn!(error = %err, "writing the audit trail");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// `METHOD /path`, the path as the client sent it (routes under /v1 see it without the
+/// prefix).
+fn request_line(request: &Request) -> String {
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path(), |uri| uri.0.path());
+    format!("{} {path}", request.method())
+}
+
+/// The operator of a request that may start enforcement: the address its client names, and
+/// the connection's own remote address.
+fn operator(client_ip: Option<std::net::IpAddr>, peer: Option<Extension<Peer>>) -> Operator {
+    Operator {
+        client_ip,
+        peer_ip: peer.and_then(|Extension(peer)| peer.remote_ip()),
+    }
 }
 
 /// Counts each request by its route (the pattern, not the ids in it) and status.
@@ -299,13 +312,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .and_then(|value| value.to_str().ok());
     if state.token.accepts(authorization) {
         // Audit lines written while serving the request name the token.
-        // The path as the client sent it (routes under /v1 see it without the prefix).
-        let path = request
-            .extensions()
-            .get::<axum::extract::OriginalUri>()
-            .map_or_else(|| request.uri().path(), |uri| uri.0.path())
-            .to_owned();
-        let line = format!("{} {path}", request.method());
+        let line = request_line(&request);
         let span = tracing::info_span!("api", token = state.token.name(), request = %line);
         let actor = Actor {
             name: state.token.name().to_owned(),

@@ -299,20 +299,21 @@ fn describe_openers(openers: &ReplyOpeners) -> String {
 }
 
 /// Runs `work` on the service off the async workers (it takes the service's lock and may
-/// write maps and files); `task` names it in the log if it panics.
-async fn on_service(
+/// write maps and files) and returns what it gives; `task` names it in the log if it panics
+/// (`None` then).
+async fn on_service<T: Send + 'static>(
     service: &Arc<Mutex<Service>>,
     task: &'static str,
-    work: impl FnOnce(&mut Service) + Send + 'static,
-) {
+    work: impl FnOnce(&mut Service) -> T + Send + 'static,
+) -> Option<T> {
     let service = service.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        work(&mut service.lock().unwrap_or_else(PoisonError::into_inner));
+        work(&mut service.lock().unwrap_or_else(PoisonError::into_inner))
     })
     .await;
-    if let Err(err) = outcome {
-        tracing::error!(error = %err, "the {task} task failed");
-    }
+    outcome
+        .map_err(|err| tracing::error!(error = %err, "the {task} task failed"))
+        .ok()
 }
 
 /// Reverts the pending change at its deadline, removes entries at their expiry, retries a
@@ -346,12 +347,8 @@ async fn refresh_feeds(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(FEED_TICK);
     loop {
         tick.tick().await;
-        let shared = service.clone();
-        let due = tokio::task::spawn_blocking(move || {
-            shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .due_feeds(std::time::Instant::now())
+        let due = on_service(&service, "feed", |service| {
+            service.due_feeds(std::time::Instant::now())
         })
         .await
         .unwrap_or_default();

@@ -67,8 +67,9 @@ impl Service {
         self.audit.clone()
     }
 
-    /// Records a change from `previous` to the model now; a trail that cannot be written is
-    /// logged, never a reason to undo the change.
+    /// Records a change from `previous` to the model now, by the actor of the request being
+    /// served: an audit line in the log and a record in the trail (a trail that cannot be
+    /// written is logged, never a reason to undo the change).
     pub(super) fn record(
         &mut self,
         outcome: Outcome,
@@ -77,6 +78,7 @@ impl Service {
         before: String,
         after: String,
     ) {
+        tracing::info!(target: "audit", before = %before, after = %after, "{action}");
         let record = AuditRecord {
             peer: self.actor.peer.clone(),
             request: self.actor.request.clone(),
@@ -88,16 +90,36 @@ impl Service {
         self.append_audit(record);
     }
 
+    /// [`Service::record`] for what the daemon does by itself (a revert at the deadline, an
+    /// expiry), whoever's request it happens during.
+    pub(super) fn record_by_daemon(
+        &mut self,
+        outcome: Outcome,
+        action: String,
+        previous: &Model,
+        before: String,
+        after: String,
+    ) {
+        let actor = std::mem::take(&mut self.actor);
+        self.record(outcome, action, previous, before, after);
+        self.actor = actor;
+    }
+
     /// Appends `record` to the trail; a trail that cannot be written is logged.
     pub(super) fn append_audit(&self, record: AuditRecord) {
-        let appended = self
-            .audit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .append(record);
-        if let Err(err) = appended {
-            tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
-        }
+        append_to_trail(&self.audit, record);
+    }
+}
+
+/// Appends `record` to `trail`; a trail that cannot be written is logged, never a reason to
+/// fail what it records.
+pub fn append_to_trail(trail: &Mutex<AuditLog>, record: AuditRecord) {
+    let appended = trail
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .append(record);
+    if let Err(err) = appended {
+        tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
     }
 }
 

@@ -30,10 +30,7 @@ impl Service {
             }
             let after = summary(&self.model, self.dataplane.installed_prefixes());
             let what = format!("expired {}", describe(&expired.removed));
-            tracing::info!(target: "audit", before = %before, after = %after, "{what}");
-            let actor = std::mem::take(&mut self.actor);
-            self.record(Outcome::Expired, what, &previous, before, after);
-            self.actor = actor;
+            self.record_by_daemon(Outcome::Expired, what, &previous, before, after);
         }
         if !expired.held.is_empty() {
             tracing::warn!(

@@ -26,7 +26,7 @@ use crate::model::{Model, ModelError, Settings};
 use crate::policy::Policy;
 use crate::store::Store;
 
-pub use audit::Actor;
+pub use audit::{Actor, append_to_trail};
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
 pub use lockout::{GuardedAddress, Operator};
@@ -203,19 +203,24 @@ impl Service {
     /// Makes the kernel enforce the model and, while a change is pending, fall back by itself
     /// to the state before it at the revert deadline.
     fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
+        let now = OffsetDateTime::now_utc();
         let policy = self.active_policy.policy(&self.model);
         let active = self.enforcement(&self.model, policy);
+        // The kernel's own deadlines of expiring entries, of the policy in force and of the one
+        // a revert falls back to.
+        let mut expiring = self.model.kernel_expiring();
         let fallback = match self.model.pending() {
             Some(pending) => {
                 // The deadline the kernel already keeps for this change wins: a wall clock
                 // stepped back (here or while the daemon was down) must not stretch it.
-                let left = pending.revert_at - OffsetDateTime::now_utc();
+                let left = pending.revert_at - now;
                 let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
                 let left = self
                     .dataplane
                     .time_to_fallback()
                     .map_or(left, |kernel| kernel.min(left));
                 let reverted = self.model.reverted();
+                expiring.extend(reverted.kernel_expiring());
                 let policy = self.fallback_policy.policy(&reverted);
                 Some((self.enforcement(&reverted, policy), left))
             }
@@ -224,13 +229,9 @@ impl Service {
                 None
             }
         };
-        // The kernel's own deadlines of expiring entries, before any policy that reads them.
-        let now = OffsetDateTime::now_utc();
-        let deadlines: std::collections::BTreeMap<RuleId, Duration> = self
-            .model
-            .kernel_expiring()
+        // Written before any policy that reads them.
+        let deadlines: std::collections::BTreeMap<RuleId, Duration> = expiring
             .into_iter()
-            .chain(self.model.reverted().kernel_expiring())
             .map(|(rule, at)| (rule, Duration::try_from(at - now).unwrap_or(Duration::ZERO)))
             .collect();
         self.dataplane.set_rule_expiries(&deadlines)?;
@@ -308,9 +309,7 @@ impl Service {
         let previous = self.model.clone();
         self.commit(next)?;
         let after = summary(&self.model, self.dataplane.installed_prefixes());
-        let what = what(&value);
-        tracing::info!(target: "audit", before = %before, after = %after, "{what}");
-        self.record(outcome, what, &previous, before, after);
+        self.record(outcome, what(&value), &previous, before, after);
         Ok(value)
     }
 }

@@ -62,10 +62,7 @@ impl Service {
             "reverted the unacknowledged {:?} of {:?}",
             reverted.action, reverted.allowlist_ids
         );
-        tracing::info!(target: "audit", before = %before, after = %after, "{what}");
-        let actor = std::mem::take(&mut self.actor);
-        self.record(Outcome::Reverted, what, &previous, before, after);
-        self.actor = actor;
+        self.record_by_daemon(Outcome::Reverted, what, &previous, before, after);
     }
 
     /// Saves the model; on failure, logs it (the first time) and schedules a retry.
