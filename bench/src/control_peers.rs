@@ -116,7 +116,7 @@ fn nft_replace(prefixes: &[IpNet]) -> String {
 }
 
 /// Appends `prefixes`, comma separated.
-fn push_joined(text: &mut String, prefixes: &[IpNet]) {
+pub fn push_joined(text: &mut String, prefixes: &[IpNet]) {
     for (index, net) in prefixes.iter().enumerate() {
         if index > 0 {
             text.push_str(", ");
@@ -154,7 +154,7 @@ fn ipset_replace(prefixes: &[IpNet]) -> String {
 }
 
 /// `ipset restore` lines creating set `name` of `prefixes`.
-fn ipset_set(name: &str, prefixes: &[IpNet]) -> String {
+pub fn ipset_set(name: &str, prefixes: &[IpNet]) -> String {
     let mut text = format!(
         "create {name} hash:net family inet hashsize {} maxelem {}\n",
         prefixes.len().next_power_of_two().max(1024),

@@ -14,6 +14,8 @@ use allowlist_tests::traffic::UdpStream;
 use anyhow::Context as _;
 use ipnet::IpNet;
 
+use crate::veth::{mac, packets};
+
 /// Packets trafgen sends in the flood.
 const FLOOD_PACKETS: u64 = 1_000_000;
 
@@ -26,25 +28,6 @@ struct Flood {
     allowed_sent: u64,
     allowed_received: u64,
     softirq_ns_per_drop: f64,
-}
-
-/// The MAC address of `interface` in `ns`.
-fn mac(ns: &allowlist_tests::netns::NetNs, interface: &str) -> anyhow::Result<String> {
-    let shown = ns.ip(&["-j", "link", "show", interface])?;
-    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
-    shown[0]["address"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no MAC address for {interface}"))
-}
-
-/// Packets `interface` in `ns` sent (`tx`) or received (`rx`).
-fn packets(ns: &allowlist_tests::netns::NetNs, interface: &str, way: &str) -> anyhow::Result<u64> {
-    let shown = ns.ip(&["-j", "-s", "link", "show", interface])?;
-    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
-    shown[0]["stats64"][way]["packets"]
-        .as_u64()
-        .with_context(|| format!("no {way} packet count for {interface}"))
 }
 
 /// Time all CPUs spent in softirq (where XDP runs on veth), from /proc/stat, in ns.

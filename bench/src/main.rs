@@ -1,21 +1,24 @@
 //! `cargo xtask bench`: what the XDP program costs per packet, measured by the kernel's test
 //! run (`BPF_PROG_TEST_RUN` with a large `repeat`), as a median over interleaved runs so that
 //! the configurations compared share the machine's noise; what the control plane costs at
-//! large lists, beside nftables and ipset; a flood end to end. Writes a Markdown report.
+//! large lists, beside nftables and ipset; a flood end to end, and the filter's own CPU under
+//! floods beside nftables and iptables with ipset. Writes a Markdown report.
 //!
 //! Usage: allowlist-bench [--only SECTION]... [REPORT.md]
 //!
-//! SECTION is one of replies, scaling, control, flood. A run of every section writes REPORT
+//! SECTION is one of replies, scaling, control, flood, peers. A run of every section writes REPORT
 //! (bench/RESULTS.md by default); a run of some writes only to standard output, unless a
 //! REPORT is named.
 
 mod chart;
 mod control_peers;
 mod control_plane;
+mod filter_cpu;
 mod flood;
 mod replies;
 mod scaling;
 mod sources;
+mod veth;
 mod xdp_filter;
 
 use std::fmt::Write as _;
@@ -24,7 +27,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 /// The report's sections, in order.
-const SECTIONS: [&str; 4] = ["replies", "scaling", "control", "flood"];
+const SECTIONS: [&str; 5] = ["replies", "scaling", "control", "flood", "peers"];
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -82,6 +85,9 @@ fn run() -> anyhow::Result<()> {
     if runs("flood") {
         eprintln!("allowlist-bench: a trafgen flood");
         flood::flood_section(&mut text)?;
+    }
+    if runs("peers") {
+        filter_cpu::filter_cpu_section(&mut text)?;
     }
     print!("{text}");
     let Some(report) = report else {

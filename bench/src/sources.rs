@@ -91,3 +91,44 @@ pub fn disjoint_v4_prefixes(seed: u64, count: u32) -> Vec<IpNet> {
         })
         .collect()
 }
+
+/// `count` IPv4 unicast sources (outside 0/8, 127/8 and 224/3, as real traffic's are):
+/// inside `prefixes` (at random in a prefix picked at random) when `allowed`, else outside
+/// every one of them. `prefixes` must not overlap.
+pub fn v4_sources(
+    random: &mut Xorshift,
+    prefixes: &[IpNet],
+    allowed: bool,
+    count: usize,
+) -> Vec<Ipv4Addr> {
+    let mut ranges: Vec<(u32, u32)> = prefixes
+        .iter()
+        .filter_map(|net| match net {
+            IpNet::V4(v4) => Some((u32::from(v4.network()), u32::from(v4.broadcast()))),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    ranges.sort_unstable();
+    let covered = |addr: u32| {
+        let after = ranges.partition_point(|&(start, _)| start <= addr);
+        after > 0 && ranges[after - 1].1 >= addr
+    };
+    let unicast = |addr: u32| !matches!(addr >> 24, 0 | 127 | 224..);
+    let mut sources = Vec::with_capacity(count);
+    // Give up on a policy that holds (or leaves) no unicast address at all.
+    for _ in 0..count.saturating_mul(1000) {
+        if sources.len() == count || ranges.is_empty() {
+            break;
+        }
+        let addr = if allowed {
+            let (start, end) = ranges[(random.next() % ranges.len() as u64) as usize];
+            start + (random.next() % (u64::from(end - start) + 1)) as u32
+        } else {
+            random.next() as u32
+        };
+        if unicast(addr) && covered(addr) == allowed {
+            sources.push(Ipv4Addr::from(addr));
+        }
+    }
+    sources
+}

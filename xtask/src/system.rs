@@ -34,6 +34,8 @@ const BENCH_COMMANDS: &[(&str, &str)] = &[
     ("trafgen", "netsniff-ng"),
     ("nft", "nftables"),
     ("ipset", "ipset"),
+    ("iptables-legacy", "iptables"),
+    ("perf", "linux-perf"),
 ];
 
 /// Fails unless running as root: loading BPF programs and creating namespaces need it.

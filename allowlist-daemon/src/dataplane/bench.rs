@@ -10,13 +10,14 @@ use allowlist_common::bench::{BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VAR
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapError};
-use aya::programs::{TestRun, Xdp};
+use aya::programs::{TestRun, Xdp, XdpMode};
 use ipnet::IpNet;
 
 use super::Dataplane;
 use super::error::{DataplaneError, map_error, program_error};
 use super::load::{program, program_mut};
 use super::test_run::test_run_options;
+use super::types::AttachMode;
 
 /// What a varied-source run of [`Dataplane::bench_varied`] does with each source.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +49,20 @@ impl Dataplane {
             .test_run(test_run_options(frame, repeat))
             .map_err(program_error(BENCH_FLOOR_PROGRAM))?
             .duration)
+    }
+
+    /// Attaches the drop-only program to `interface` of the calling thread's network
+    /// namespace, in native mode: the do-nothing program a flood through the real hook is
+    /// measured against. It stays attached while this dataplane lives.
+    pub fn bench_attach_floor(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        program_mut::<Xdp>(&mut self.ebpf, BENCH_FLOOR_PROGRAM)?
+            .attach(interface, XdpMode::Driver)
+            .map_err(|source| DataplaneError::Attach {
+                interface: interface.to_owned(),
+                mode: AttachMode::Native,
+                source,
+            })?;
+        Ok(())
     }
 
     /// Copies the policy in force into the benchmark's baseline LPM tries (one insert a
