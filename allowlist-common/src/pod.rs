@@ -1,6 +1,7 @@
 //! The map types as [`aya::Pod`], for user space (the `user` feature).
 
 use crate::ranges::RangeBucket;
+use crate::ranges::v4::V4Leaf;
 use crate::ranges::v6::V6Header;
 use crate::{Config, FlowKey, FlowState, GenerationRecord, RuleUsage, SourceKey, SourceSeen};
 
@@ -15,3 +16,4 @@ unsafe impl aya::Pod for FlowState {}
 unsafe impl aya::Pod for GenerationRecord {}
 unsafe impl aya::Pod for RangeBucket {}
 unsafe impl aya::Pod for V6Header {}
+unsafe impl aya::Pod for V4Leaf {}

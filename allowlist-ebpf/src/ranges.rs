@@ -1,7 +1,7 @@
 //! The range tables' maps (see [`allowlist_common::ranges`]): the program's classification,
 //! every lookup an inlined array read.
 
-use allowlist_common::ranges::v4::{V4Words, classify_v4};
+use allowlist_common::ranges::v4::{V4Leaf, V4Words, classify_v4, leaf_capacity};
 use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, classify_v6};
 use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS};
 use allowlist_common::{GENERATIONS, Ipv4Addr, Ipv6Addr, RuleId};
@@ -22,13 +22,9 @@ static V6_SUMMARY: Array<u64> =
 static V4_BUCKETS: Array<RangeBucket> =
     Array::with_max_entries(GENERATIONS * BUCKET_COUNT, BPF_F_MMAPABLE);
 
-/// IPv4 range starts, [`RANGE_CAPACITY`] ranges (four to a word) per generation.
+/// IPv4 leaves, [`leaf_capacity`] of [`RANGE_CAPACITY`] per generation.
 #[map]
-static V4_STARTS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-
-/// IPv4 range rules, [`RANGE_CAPACITY`] ranges (two to a word) per generation.
-#[map]
-static V4_RULES: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+static V4_LEAVES: Array<V4Leaf> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// IPv6: one header per generation.
 #[map]
@@ -88,17 +84,8 @@ impl V4Words for V4 {
     }
 
     #[inline(always)]
-    fn starts(&self, word: u32) -> Option<u64> {
-        V4_STARTS
-            .get(self.0.index * (self.0.capacity / 4) + word)
-            .copied()
-    }
-
-    #[inline(always)]
-    fn rules(&self, word: u32) -> Option<u64> {
-        V4_RULES
-            .get(self.0.index * (self.0.capacity / 2) + word)
-            .copied()
+    fn leaf(&self, leaf: u32) -> Option<&V4Leaf> {
+        V4_LEAVES.get(self.0.index * leaf_capacity(self.0.capacity) + leaf)
     }
 }
 

@@ -281,16 +281,19 @@ fn scaling_report(text: &mut String, results: &[Scaling]) -> anyhow::Result<()> 
     writeln!(
         text,
         "\nSources are classified by the range tables (`allowlist_common::ranges`): a bucket \
-         per 16 bits of the address, one cache line saying which of its 256 blocks hold an \
-         allowed address at all (a denied source elsewhere ends there), then the rule of a \
-         bucket inside one range, or the bucket's ranges (IPv4: up to four in the line \
-         itself), searched by halving, and one read of the rule. IPv6 buckets start after the \
+         per 16 bits of the address, one cache line. An IPv4 bucket of up to eight ranges \
+         holds them in that line (the rule in one read); a larger one says which of its 256 \
+         blocks hold an allowed address at all (a denied source elsewhere ends there) and \
+         where each of its first 13 leaves starts: a leaf is one line of up to ten ranges \
+         and their rules, so the rule is one more read (buckets of more than 130 ranges \
+         search their leaves by halving). IPv6 buckets list their ranges in shared arrays \
+         (16-byte starts, searched by halving, then a read of the rule) and start after the \
          longest prefix every change point shares (a policy inside `2000::/3` spreads over \
          all of them). Every read is an array lookup the verifier inlines. The cost left is \
-         cache misses: an allowed source touches the bucket line, one or two lines of range \
-         starts (IPv6 starts are 16 bytes, so more), the rule's line, and the rule's hit \
-         counter (a per-CPU array of every rule, written on every allowed packet); with 4096 \
-         sources and a table of 1M prefixes those lines outgrow the core's 1 MiB L2. The \
+         cache misses: an IPv4 allowed source touches the bucket line, at most one leaf, and \
+         the rule's hit counter (a per-CPU array of every rule, written on every allowed \
+         packet); with 4096 sources and a table of 1M prefixes those lines outgrow the core's \
+         1 MiB L2. The \
          floor is the kernel's test run of a program that touches no memory."
     )?;
     writeln!(text, "\n### Where an allowed source's time goes\n")?;

@@ -10,12 +10,13 @@
 //! 8 bits) hold an allowed address at all (a denied source elsewhere ends after this one
 //! read, the common case of a flood), then either the rule of a bucket inside one range, or
 //! where the bucket's ranges start in the family's shared arrays (searched by halving) and
-//! each range's rule. [`v4`] adds ranges held in the bucket itself; [`v6`] an adaptive
-//! region, so that a policy inside `2000::/3` spreads over every bucket.
+//! each range's rule. [`v4`] adds buckets that hold their few ranges in their own line (one
+//! read for the rule, the common case up to a few hundred thousand prefixes); [`v6`] an
+//! adaptive region, so that a policy inside `2000::/3` spreads over every bucket.
 //!
-//! Each generation has a region of every map: [`BUCKET_COUNT`] buckets, and the elements of
-//! [`range_capacity`] ranges of the shared arrays (the capacity user space sets in
-//! [`GLOBAL_RANGE_CAPACITY`]).
+//! Each generation has a region of every map: [`BUCKET_COUNT`] buckets, and room for
+//! [`range_capacity`] ranges in the shared arrays (IPv4: in [`v4::leaf_capacity`] leaves;
+//! the capacity user space sets in [`GLOBAL_RANGE_CAPACITY`]).
 
 pub mod v4;
 pub mod v6;
@@ -45,22 +46,28 @@ pub const NO_RULE: RuleId = RuleId::MAX;
 pub struct RangeBucket {
     /// A [`uniform_bucket`] or a [`listed_bucket`] word.
     pub ranges: u64,
-    /// Which of the bucket's 256 blocks hold an allowed address: block `b` is bit `b % 64`
-    /// of word `b / 64`.
-    pub covered: [u64; 4],
-    /// IPv4: the starts of a bucket of at most [`v4::V4_INLINE_RANGES`] ranges, as in
-    /// [`v4::MAP_V4_STARTS`] (range `i` in bits `16 * i`); zero otherwise.
-    pub inline_starts: u64,
-    /// IPv4: their rules, as in [`v4::MAP_V4_RULES`] (range `i` in bits `32 * (i % 2)` of
-    /// word `i / 2`); zero otherwise.
-    pub inline_rules: [u64; 2],
+    /// A bucket whose ranges are listed in the shared arrays, or inside one range: which of
+    /// its 256 blocks hold an allowed address (block `b`: bit `b % 64` of word `b / 64`;
+    /// [`RangeBucket::with_blocks`]). An IPv4 bucket of at most
+    /// [`v4::V4_INLINE_RANGES`] ranges holds the ranges themselves instead
+    /// ([`v4::inline_bucket`]).
+    pub words: [u64; 7],
 }
 
 impl RangeBucket {
-    /// Whether block `block` (below 256) holds an allowed address.
+    /// A bucket of `ranges` whose allowed addresses lie in the blocks `covered` marks.
+    pub const fn with_blocks(ranges: u64, covered: [u64; 4]) -> RangeBucket {
+        RangeBucket {
+            ranges,
+            words: [covered[0], covered[1], covered[2], covered[3], 0, 0, 0],
+        }
+    }
+
+    /// Whether block `block` (below 256) holds an allowed address (a bucket
+    /// [`RangeBucket::with_blocks`]).
     #[inline(always)]
     pub const fn covers(&self, block: u32) -> bool {
-        self.covered[(block / 64) as usize & 3] >> (block % 64) & 1 != 0
+        self.words[(block / 64) as usize & 3] >> (block % 64) & 1 != 0
     }
 }
 
@@ -118,10 +125,7 @@ mod tests {
 
     #[test]
     fn a_bucket_covers_the_blocks_whose_bits_are_set() {
-        let bucket = RangeBucket {
-            covered: [1 << 2, 0, 0, 1 << 63],
-            ..RangeBucket::default()
-        };
+        let bucket = RangeBucket::with_blocks(0, [1 << 2, 0, 0, 1 << 63]);
         assert!(bucket.covers(2));
         assert!(bucket.covers(255));
         assert!(!bucket.covers(3));

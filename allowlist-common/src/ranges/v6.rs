@@ -180,11 +180,7 @@ mod tests {
     fn addresses_outside_the_region_take_the_rule_below_or_above() {
         // Region 2001:db8::/32 (bucket bits 32..48): 2001:db8:1::/48 is rule 5.
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
-        buckets[1] = RangeBucket {
-            ranges: uniform_bucket(Some(5)),
-            covered: [u64::MAX; 4],
-            ..RangeBucket::default()
-        };
+        buckets[1] = RangeBucket::with_blocks(uniform_bucket(Some(5)), [u64::MAX; 4]);
         let table = Table {
             header: V6Header {
                 region_bits: 32,
@@ -216,11 +212,7 @@ mod tests {
         // Region ::/0; bucket 0x2001 lists: its start (none), 2001:db8::1 (rule 3),
         // 2001:db8::2 (none).
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
-        buckets[0x2001] = RangeBucket {
-            ranges: listed_bucket(0, 3),
-            covered: [1 << 0x0d, 0, 0, 0],
-            ..RangeBucket::default()
-        };
+        buckets[0x2001] = RangeBucket::with_blocks(listed_bucket(0, 3), [1 << 0x0d, 0, 0, 0]);
         let table = Table {
             header: V6Header {
                 rule_above: NO_RULE,

@@ -1,6 +1,6 @@
 //! The embedded eBPF object and how it is loaded: map capacities, pins, the two programs.
 
-use allowlist_common::ranges::v4::{MAP_V4_RULES, MAP_V4_STARTS};
+use allowlist_common::ranges::v4::MAP_V4_LEAVES;
 use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
 use allowlist_common::ranges::{GLOBAL_RANGE_CAPACITY, range_capacity};
 use allowlist_common::{
@@ -11,7 +11,7 @@ use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::maps::{MAP_NAMES, rule_hits_len, rules_len, v4_starts_len, v6_starts_len};
+use super::maps::{MAP_NAMES, rule_hits_len, rules_len, v4_leaves_len, v6_starts_len};
 use super::pins::Pins;
 use super::types::Capacity;
 
@@ -32,8 +32,7 @@ pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebp
         .map_max_entries(MAP_RULE_HITS, rule_hits_len(rules)?)
         .map_max_entries(MAP_RULE_EXPIRY, rules.max(1))
         .override_global(GLOBAL_RULE_CAPACITY, &rules, true)
-        .map_max_entries(MAP_V4_STARTS, v4_starts_len(prefixes))
-        .map_max_entries(MAP_V4_RULES, rules_len(prefixes))
+        .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(prefixes))
         .map_max_entries(MAP_V6_STARTS, v6_starts_len(prefixes))
         .map_max_entries(MAP_V6_RULES, rules_len(prefixes))
         .override_global(GLOBAL_RANGE_CAPACITY, &range_capacity, true)

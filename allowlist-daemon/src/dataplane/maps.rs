@@ -4,7 +4,9 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
 };
-use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, MAP_V4_SUMMARY};
+use allowlist_common::ranges::v4::{
+    MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, V4Leaf, leaf_capacity,
+};
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY, V6Header, V6Words,
 };
@@ -23,7 +25,7 @@ use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 22] = [
+pub(super) const MAP_NAMES: [&str; 21] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -38,8 +40,7 @@ pub(super) const MAP_NAMES: [&str; 22] = [
     MAP_REPLY_PORTS,
     MAP_V4_SUMMARY,
     MAP_V4_BUCKETS,
-    MAP_V4_STARTS,
-    MAP_V4_RULES,
+    MAP_V4_LEAVES,
     MAP_V6_HEADERS,
     MAP_V6_SUMMARY,
     MAP_V6_BUCKETS,
@@ -48,13 +49,13 @@ pub(super) const MAP_NAMES: [&str; 22] = [
     MAP_FLOW_FILTER,
 ];
 
-/// Words of the IPv4 range start array for policies of up to `prefixes` prefixes: a region
-/// of [`range_capacity`] ranges per generation, four to a word.
-pub(super) fn v4_starts_len(prefixes: u32) -> u32 {
-    (range_capacity(prefixes) / 4).saturating_mul(GENERATIONS)
+/// Leaves of the IPv4 leaf array for policies of up to `prefixes` prefixes: a region of
+/// [`leaf_capacity`] leaves per generation.
+pub(super) fn v4_leaves_len(prefixes: u32) -> u32 {
+    leaf_capacity(range_capacity(prefixes)).saturating_mul(GENERATIONS)
 }
 
-/// Words of either family's range rule array: a region of [`range_capacity`] ranges per
+/// Words of the IPv6 range rule array: a region of [`range_capacity`] ranges per
 /// generation, two to a word.
 pub(super) fn rules_len(prefixes: u32) -> u32 {
     (range_capacity(prefixes) / 2).saturating_mul(GENERATIONS)
@@ -78,10 +79,8 @@ pub(super) struct Maps {
     pub(super) v4_summary: Array<MapData, u64>,
     /// The IPv4 range table's buckets, every generation.
     pub(super) v4_buckets: Array<MapData, RangeBucket>,
-    /// The IPv4 range table's range starts, every generation.
-    pub(super) v4_starts: Array<MapData, u64>,
-    /// The IPv4 range table's range rules, every generation.
-    pub(super) v4_rules: Array<MapData, u64>,
+    /// The IPv4 range table's leaves, every generation.
+    pub(super) v4_leaves: Array<MapData, V4Leaf>,
     /// The IPv6 range table's headers, one per generation.
     pub(super) v6_headers: Array<MapData, V6Header>,
     /// The IPv6 range table's summaries, every generation.
@@ -123,8 +122,7 @@ impl Maps {
             generation_records: take(ebpf, MAP_GENERATION_RECORDS)?,
             v4_summary: take(ebpf, MAP_V4_SUMMARY)?,
             v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
-            v4_starts: take(ebpf, MAP_V4_STARTS)?,
-            v4_rules: take(ebpf, MAP_V4_RULES)?,
+            v4_leaves: take(ebpf, MAP_V4_LEAVES)?,
             v6_headers: take(ebpf, MAP_V6_HEADERS)?,
             v6_summary: take(ebpf, MAP_V6_SUMMARY)?,
             v6_buckets: take(ebpf, MAP_V6_BUCKETS)?,
@@ -179,7 +177,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 }
 
 /// The layout of every map for `capacity`.
-pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], DataplaneError> {
+pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 21], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -292,18 +290,11 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], Da
             rules_len(capacity.prefixes),
         ),
         layout(
-            MAP_V4_STARTS,
+            MAP_V4_LEAVES,
             MapType::Array,
             4,
-            8,
-            v4_starts_len(capacity.prefixes),
-        ),
-        layout(
-            MAP_V4_RULES,
-            MapType::Array,
-            4,
-            8,
-            rules_len(capacity.prefixes),
+            size_of::<V4Leaf>(),
+            v4_leaves_len(capacity.prefixes),
         ),
         layout(
             MAP_FLOW_FILTER,

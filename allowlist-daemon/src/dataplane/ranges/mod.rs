@@ -7,7 +7,7 @@ mod v4;
 mod v6;
 mod writer;
 
-use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_RULES, MAP_V4_STARTS, MAP_V4_SUMMARY};
+use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, leaf_capacity};
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY,
 };
@@ -35,29 +35,23 @@ impl Dataplane {
 
         let mut v4_buckets =
             RegionWriter::new(maps.v4_buckets.map(), MAP_V4_BUCKETS, g * buckets, buckets);
-        let words = capacity / 4;
-        let v4_starts = RegionWriter::new(maps.v4_starts.map(), MAP_V4_STARTS, g * words, words);
-        let words = capacity / 2;
-        let v4_rules = RegionWriter::new(maps.v4_rules.map(), MAP_V4_RULES, g * words, words);
-        let mut starts = PackedWriter::new(v4_starts, 16);
-        let mut rules = PackedWriter::new(v4_rules, 32);
+        let leaves = leaf_capacity(range_capacity(self.capacity.prefixes)) as usize;
+        let mut v4_leaves =
+            RegionWriter::new(maps.v4_leaves.map(), MAP_V4_LEAVES, g * leaves, leaves);
         let v4_summary = v4::build(
             policy,
             |bucket| v4_buckets.push(bucket),
-            |start, rule| {
-                starts.push(u64::from(start))?;
-                rules.push(u64::from(rule))
-            },
+            |leaf| v4_leaves.push(leaf),
         )?;
         v4_buckets.flush()?;
-        starts.flush()?;
-        rules.flush()?;
+        v4_leaves.flush()?;
         copy_region(maps.v4_summary.map(), MAP_V4_SUMMARY, summary, &v4_summary)?;
 
         let mut v6_buckets =
             RegionWriter::new(maps.v6_buckets.map(), MAP_V6_BUCKETS, g * buckets, buckets);
         let mut starts =
             RegionWriter::new(maps.v6_starts.map(), MAP_V6_STARTS, g * capacity, capacity);
+        let words = capacity / 2;
         let v6_rules = RegionWriter::new(maps.v6_rules.map(), MAP_V6_RULES, g * words, words);
         let mut rules = PackedWriter::new(v6_rules, 32);
         let (header, v6_summary) = v6::build(

@@ -119,11 +119,10 @@ pub(super) fn split_buckets<'a, P: Position>(
 /// A bucket inside one range, of `rule`.
 pub(super) fn uniform(rule: RuleId) -> RangeBucket {
     let allowed = rule != NO_RULE;
-    RangeBucket {
-        ranges: uniform_bucket(allowed.then_some(rule)),
-        covered: if allowed { [u64::MAX; 4] } else { [0; 4] },
-        ..RangeBucket::default()
-    }
+    RangeBucket::with_blocks(
+        uniform_bucket(allowed.then_some(rule)),
+        if allowed { [u64::MAX; 4] } else { [0; 4] },
+    )
 }
 
 /// A table's summary, a bit per bucket that holds an allowed address, noted bucket by
@@ -137,13 +136,13 @@ pub(super) struct Summary {
 }
 
 impl Summary {
-    /// Notes the next bucket; gives it back.
-    pub(super) fn note(&mut self, bucket: RangeBucket) -> RangeBucket {
+    /// Notes the next bucket, which holds an allowed address when `allows`; gives it back.
+    pub(super) fn note(&mut self, bucket: RangeBucket, allows: bool) -> RangeBucket {
         if self.buckets.is_multiple_of(64) {
             self.words.push(0);
         }
         if let Some(word) = self.words.last_mut()
-            && bucket.covered != [0; 4]
+            && allows
         {
             *word |= 1 << (self.buckets % 64);
         }
@@ -152,7 +151,9 @@ impl Summary {
     }
 }
 
-/// Packs `values` of `bits` bits each into words, the first in the low bits.
+/// Packs `values` of `bits` bits each into words, the first in the low bits: how the
+/// writer packs the shared arrays, for the unit tests that read them back.
+#[cfg(test)]
 pub(super) fn pack(values: impl Iterator<Item = u64>, bits: usize) -> Vec<u64> {
     let per_word = 64 / bits;
     let mut words = Vec::new();

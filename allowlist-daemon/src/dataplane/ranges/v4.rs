@@ -1,14 +1,14 @@
 //! A policy's IPv4 prefixes as one generation of the IPv4 range table (the layout and the
 //! lookup are `allowlist_common::ranges::v4`). Pure: built in one pass over the sorted
-//! prefixes and handed out bucket by bucket, range by range, so that the table is written
-//! as it is made.
+//! prefixes and handed out bucket by bucket, leaf by leaf, so that the table is written as
+//! it is made.
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::v4::V4_INLINE_RANGES;
-use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
+use allowlist_common::ranges::v4::{LEAF_RANGES, V4Leaf, inline_bucket, listed_bucket_v4};
+use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket};
 use ipnet::IpNet;
 
-use super::points::{Summary, change_points, pack, split_buckets, uniform};
+use super::points::{Summary, change_points, split_buckets, uniform};
 use crate::policy::Policy;
 
 /// Addresses per bucket: those sharing their top 16 bits.
@@ -46,13 +46,12 @@ fn covered_blocks(starts: &[u16], rules: &[RuleId]) -> [u64; 4] {
 }
 
 /// Builds `policy`'s IPv4 range table in one pass: each bucket in order to `bucket`, then
-/// each range a bucket lists in the shared arrays, in order, to `range` (its start within
-/// the bucket, its rule). Returns the summary (a bit per bucket that holds an allowed
-/// address).
+/// the leaves of each bucket that keeps its ranges in leaves, in order, to `leaf`. Returns
+/// the summary (a bit per bucket that holds an allowed address).
 pub(super) fn build<E>(
     policy: &Policy,
     mut bucket: impl FnMut(RangeBucket) -> Result<(), E>,
-    mut range: impl FnMut(u16, RuleId) -> Result<(), E>,
+    mut leaf: impl FnMut(V4Leaf) -> Result<(), E>,
 ) -> Result<Vec<u64>, E> {
     let points = change_points(prefixes(policy));
     let bounds = |bucket: u32| {
@@ -60,37 +59,39 @@ pub(super) fn build<E>(
         (first, first + BUCKET_SPAN - 1)
     };
     let mut summary = Summary::default();
-    let mut listed = 0;
+    let mut leaves = 0u32;
     for points in split_buckets(&points, BUCKET_COUNT, bounds) {
         if points.inside.is_empty() {
-            bucket(summary.note(uniform(points.rule)))?;
+            bucket(summary.note(uniform(points.rule), points.rule != NO_RULE))?;
             continue;
         }
         let (starts, rules) = points.ranges();
         // Within a bucket of 2^16 addresses.
         let starts: Vec<u16> = starts.iter().map(|start| *start as u16).collect();
-        let count = starts.len();
-        let covered = covered_blocks(&starts, &rules);
-        let made = if count <= V4_INLINE_RANGES as usize {
-            let inline_rules = pack(rules.iter().map(|r| u64::from(*r)), 32);
-            RangeBucket {
-                ranges: listed_bucket(0, count as u32),
-                covered,
-                inline_starts: pack(starts.iter().map(|s| u64::from(*s)), 16)[0],
-                inline_rules: [inline_rules[0], inline_rules.get(1).copied().unwrap_or(0)],
-            }
-        } else {
-            for (start, rule) in starts.iter().zip(&rules) {
-                range(*start, *rule)?;
-            }
-            listed += count;
-            RangeBucket {
-                ranges: listed_bucket((listed - count) as u32, count as u32),
-                covered,
-                ..RangeBucket::default()
+        let allows = rules.iter().any(|rule| *rule != NO_RULE);
+        let made = match inline_bucket(&starts, &rules) {
+            Some(inline) => inline,
+            None => {
+                let first_leaf = leaves;
+                let chunk = LEAF_RANGES as usize;
+                let mut leaf_starts = Vec::with_capacity(starts.len().div_ceil(chunk));
+                for (starts, rules) in starts.chunks(chunk).zip(rules.chunks(chunk)) {
+                    leaf_starts.push(starts[0]);
+                    // Chunks of one to LEAF_RANGES ranges, as many rules as starts.
+                    if let Some(made) = V4Leaf::new(starts, rules) {
+                        leaf(made)?;
+                        leaves += 1;
+                    }
+                }
+                listed_bucket_v4(
+                    first_leaf,
+                    starts.len() as u32,
+                    covered_blocks(&starts, &rules),
+                    leaf_starts.get(1..).unwrap_or_default(),
+                )
             }
         };
-        bucket(summary.note(made))?;
+        bucket(summary.note(made, allows))?;
     }
     Ok(summary.words)
 }
@@ -102,19 +103,36 @@ mod tests {
     use allowlist_common::ranges::uniform_bucket;
     use allowlist_common::ranges::v4::{V4Words, classify_v4};
 
-    use super::super::points::{Collected, xorshift};
+    use super::super::points::xorshift;
     use super::*;
 
     /// One generation of the IPv4 range maps, built into vectors.
     struct V4Table {
         summary: Vec<u64>,
-        built: Collected<u16>,
+        buckets: Vec<RangeBucket>,
+        leaves: Vec<V4Leaf>,
     }
 
     impl V4Table {
         fn of(policy: &Policy) -> V4Table {
-            let (built, summary) = Collected::from(|(bucket, range)| build(policy, bucket, range));
-            V4Table { summary, built }
+            let (mut buckets, mut leaves) = (Vec::new(), Vec::new());
+            let built: Result<_, std::convert::Infallible> = build(
+                policy,
+                |bucket| {
+                    buckets.push(bucket);
+                    Ok(())
+                },
+                |leaf| {
+                    leaves.push(leaf);
+                    Ok(())
+                },
+            );
+            let Ok(summary) = built;
+            V4Table {
+                summary,
+                buckets,
+                leaves,
+            }
         }
     }
 
@@ -124,18 +142,11 @@ mod tests {
         }
 
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-            self.built.buckets.get(bucket as usize)
+            self.buckets.get(bucket as usize)
         }
 
-        fn starts(&self, word: u32) -> Option<u64> {
-            let starts = &self.built.starts;
-            let from = word as usize * 4;
-            let starts = starts.get(from..(from + 4).min(starts.len()))?;
-            Some(pack(starts.iter().map(|s| u64::from(*s)), 16)[0])
-        }
-
-        fn rules(&self, word: u32) -> Option<u64> {
-            self.built.rule_word(word)
+        fn leaf(&self, leaf: u32) -> Option<&V4Leaf> {
+            self.leaves.get(leaf as usize)
         }
     }
 
@@ -155,10 +166,10 @@ mod tests {
     fn an_empty_policy_is_one_uniform_table() {
         let table = V4Table::of(&Policy::new());
         assert_eq!(
-            table.built.buckets,
+            table.buckets,
             vec![RangeBucket::default(); BUCKET_COUNT as usize]
         );
-        assert!(table.built.starts.is_empty());
+        assert!(table.leaves.is_empty());
         assert_eq!(lookup(&table, "192.0.2.1"), None);
     }
 
@@ -189,33 +200,36 @@ mod tests {
             assert_eq!(lookup(&table, addr), Some(rule), "{addr}");
         }
         assert_eq!(
-            table.built.buckets[0x0a00].ranges,
+            table.buckets[0x0a00].ranges,
             uniform_bucket(Some(1)),
             "10.0/16 lies inside 10/8"
         );
         assert_eq!(
-            table.built.buckets[0x0a01].ranges >> 32,
+            table.buckets[0x0a01].ranges >> 32,
             5,
             "10.1/16 lists the /16, /24, /32, /24 and /16 ranges"
         );
-        assert_eq!(
-            table.built.starts.len(),
-            5,
-            "too many to hold in the bucket"
+        assert!(
+            table.leaves.is_empty(),
+            "five ranges: held in the bucket's own line"
         );
     }
 
     #[test]
     fn neighbours_with_one_rule_are_one_range() {
         let table = V4Table::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
-        let bucket = &table.built.buckets[0xc000];
+        let bucket = &table.buckets[0xc000];
         assert_eq!(
             bucket.ranges >> 32,
             3,
             "start of bucket, the /24's worth, after"
         );
-        assert!(table.built.starts.is_empty(), "held in the bucket");
-        assert_eq!(bucket.covered, [1 << 2, 0, 0, 0], "block 2 of 256");
+        assert!(table.leaves.is_empty(), "held in the bucket");
+        assert_eq!(
+            Some(*bucket),
+            inline_bucket(&[0, 0x200, 0x300], &[NO_RULE, 1, NO_RULE]),
+            "the /24's worth is block 2 of 256"
+        );
         assert_eq!(lookup(&table, "192.0.2.200"), Some(1));
         assert_eq!(lookup(&table, "192.0.3.0"), None);
     }
@@ -226,12 +240,14 @@ mod tests {
     fn random_policies_classify_as_the_longest_prefix_match() {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..200 {
-            // Prefixes clustered in a few /12s so that they nest and touch.
+            // Prefixes clustered in a few /12s so that they nest and touch; every third round
+            // in one /16, whose bucket then has more leaves than it points at directly.
             let size = 1 + next() % 300;
             let mut prefixes = Vec::new();
             for rule in 0..size as RuleId {
                 let base = (next() % 4) as u32 * 0x0010_0000 + 0x0a00_0000;
-                let addr = base | (next() as u32 & 0x000f_ffff);
+                let spread = if round % 3 == 0 { 0xffff } else { 0x000f_ffff };
+                let addr = base | (next() as u32 & spread);
                 let len = (next() % 33) as u8;
                 let len = if round % 2 == 0 { len.max(8) } else { len };
                 let net = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len)

@@ -91,18 +91,18 @@ pub(super) fn build<E>(
     let mut listed = 0;
     for points in split_buckets(&points, BUCKET_COUNT, bounds) {
         if points.inside.is_empty() {
-            bucket(summary.note(uniform(points.rule)))?;
+            bucket(summary.note(uniform(points.rule), points.rule != NO_RULE))?;
             continue;
         }
         let (starts, rules) = points.ranges();
         for (start, rule) in starts.iter().zip(&rules) {
             range(words(points.first + start), *rule)?;
         }
-        bucket(summary.note(RangeBucket {
-            ranges: listed_bucket(listed as u32, starts.len() as u32),
-            covered: covered_blocks(&starts, &rules, span_bits),
-            ..RangeBucket::default()
-        }))?;
+        let covered = covered_blocks(&starts, &rules, span_bits);
+        bucket(summary.note(
+            RangeBucket::with_blocks(listed_bucket(listed as u32, starts.len() as u32), covered),
+            covered != [0; 4],
+        ))?;
         listed += starts.len();
     }
     Ok((header, summary.words))
