@@ -51,13 +51,16 @@ pub fn time_in(hook: Hook, argv: &[String]) -> anyhow::Result<f64> {
         .arg("--")
         .args(argv)
         .output()
-        .context("running perf record")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "perf record {argv:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let samples = samples_through(hook, &data);
+        .context("running perf record");
+    let samples = output.and_then(|output| {
+        anyhow::ensure!(
+            output.status.success(),
+            "perf record {argv:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        samples_through(hook, &data)
+    });
+    // Tens of MiB a run: never left behind, whatever happened.
     let _ = std::fs::remove_file(&data);
     Ok(samples? as f64 * PERIOD_NS as f64)
 }
