@@ -14,7 +14,8 @@ use allowlist_tests::traffic::UdpStream;
 use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::veth::{mac, packets};
+use crate::trafgen::TrafgenFlood;
+use crate::veth::packets;
 
 /// Packets trafgen sends in the flood.
 const FLOOD_PACKETS: u64 = 1_000_000;
@@ -58,16 +59,7 @@ fn flood() -> anyhow::Result<Flood> {
     dataplane.set_mode(Mode::Enforce)?;
     link.server
         .enter(|| dataplane.attach(SERVER_IF, AttachMode::Native))??;
-    let config = std::env::temp_dir().join(format!("allowlist-flood-{}.cfg", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "{{ eth(da={}, sa={}), ipv4(saddr={CLIENT_DENIED_V4}, daddr={SERVER_V4}), \
-             udp(sp=4000, dp=9), fill(0x00, 18) }}\n",
-            mac(&link.server, SERVER_IF)?,
-            mac(&link.client, CLIENT_IF)?
-        ),
-    )?;
+    let trafgen = TrafgenFlood::udp(&link, &[CLIENT_DENIED_V4], FLOOD_PACKETS)?;
     let dropped_before = srv0_dropped(&dataplane)?;
     let sent_before = packets(&link.client, CLIENT_IF, "tx")?;
     let delivered_before = packets(&link.server, SERVER_IF, "rx")?;
@@ -80,21 +72,9 @@ fn flood() -> anyhow::Result<Flood> {
         IpAddr::V4(SERVER_V4),
         300_000,
         || {
-            let output = std::process::Command::new("nsenter")
-                .arg(format!("--net={}", link.client.path()))
-                .args(["trafgen", "-o", CLIENT_IF, "-i"])
-                .arg(&config)
-                // A rate (-b) makes trafgen send packet by packet, which rides out a full
-                // veth ring; its TX_RING path gives up with EAGAIN. The rate is above what
-                // one CPU reaches here: the fastest the machine gives.
-                .args([
-                    "-n",
-                    &FLOOD_PACKETS.to_string(),
-                    "-P",
-                    "1",
-                    "-b",
-                    "5000000pps",
-                ])
+            let argv = trafgen.argv();
+            let output = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
                 .output()
                 .context("running trafgen")?;
             seconds = started.elapsed().as_secs_f64();
@@ -107,7 +87,6 @@ fn flood() -> anyhow::Result<Flood> {
         },
     )?;
     let softirq = softirq_ns()? - softirq_before;
-    let _ = std::fs::remove_file(&config);
     let sent = packets(&link.client, CLIENT_IF, "tx")? - sent_before;
     let delivered = packets(&link.server, SERVER_IF, "rx")? - delivered_before;
     let dropped = srv0_dropped(&dataplane)? - dropped_before;

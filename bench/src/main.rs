@@ -18,6 +18,7 @@ mod flood;
 mod replies;
 mod scaling;
 mod sources;
+mod trafgen;
 mod veth;
 mod xdp_filter;
 

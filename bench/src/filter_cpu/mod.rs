@@ -10,11 +10,12 @@ mod hook;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use allowlist_tests::netns::{CLIENT_IF, SERVER_IF, SERVER_V4, TestLink};
+use allowlist_tests::netns::{CLIENT_IF, TestLink};
 use anyhow::Context as _;
 
 use crate::sources::{Xorshift, disjoint_v4_prefixes, v4_sources};
-use crate::veth::{mac, packets};
+use crate::trafgen::TrafgenFlood;
+use crate::veth::packets;
 use beds::{Bed, FLOODS, SYSTEMS, Variant};
 
 /// Policy sizes (IPv4 prefixes, half host routes, half /20 to /28, none overlapping).
@@ -104,40 +105,9 @@ fn measure(size: u32) -> anyhow::Result<SizeRuns> {
 /// Floods `link` from `sources` in turn ([`PACKETS`] UDP packets, trafgen on one CPU as fast
 /// as it goes) and returns the CPU per packet, ns, of the samples in `hook`.
 fn flood_through(link: &TestLink, hook: hook::Hook, sources: &[Ipv4Addr]) -> anyhow::Result<f64> {
-    let (to, from) = (mac(&link.server, SERVER_IF)?, mac(&link.client, CLIENT_IF)?);
-    let mut config = String::with_capacity(sources.len() * 128);
-    for source in sources {
-        writeln!(
-            config,
-            "{{ eth(da={to}, sa={from}), ipv4(saddr={source}, daddr={SERVER_V4}), \
-             udp(sp=4000, dp=9), fill(0x00, 18) }}"
-        )?;
-    }
-    let file = std::env::temp_dir().join(format!("allowlist-bench-{}.trafgen", std::process::id()));
-    std::fs::write(&file, config).with_context(|| format!("writing {}", file.display()))?;
-    let argv: Vec<String> = [
-        "nsenter".to_owned(),
-        format!("--net={}", link.client.path()),
-        "trafgen".to_owned(),
-        "-o".to_owned(),
-        CLIENT_IF.to_owned(),
-        "-i".to_owned(),
-        file.display().to_string(),
-        "-n".to_owned(),
-        PACKETS.to_string(),
-        "-P".to_owned(),
-        "1".to_owned(),
-        // A rate makes trafgen send packet by packet, which rides out a full veth ring;
-        // this one is above what one CPU reaches here.
-        "-b".to_owned(),
-        "5000000pps".to_owned(),
-        "-C".to_owned(),
-    ]
-    .into();
+    let trafgen = TrafgenFlood::udp(link, sources, PACKETS)?;
     let sent_before = packets(&link.client, CLIENT_IF, "tx")?;
-    let hook_ns = hook::time_in(hook, &argv);
-    let _ = std::fs::remove_file(&file);
-    let hook_ns = hook_ns?;
+    let hook_ns = hook::time_in(hook, trafgen.argv())?;
     let sent = packets(&link.client, CLIENT_IF, "tx")? - sent_before;
     anyhow::ensure!(sent > 0, "trafgen sent nothing");
     Ok(hook_ns / sent as f64)
