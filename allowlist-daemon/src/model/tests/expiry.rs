@@ -16,6 +16,20 @@ fn with_ttl(cidr: &str, ttl: &str) -> EntriesInput {
     }
 }
 
+/// Adds `cidr` with a time to live `ttl` to list `id` at `now`; returns the entry added.
+fn add_expiring(
+    model: &mut Model,
+    next_id: &mut SequentialIds,
+    id: &str,
+    (cidr, ttl): (&str, &str),
+    now: OffsetDateTime,
+) -> Entry {
+    model
+        .add_entries(id, with_ttl(cidr, ttl), now, &settings(), next_id)
+        .expect("add")
+        .remove(0)
+}
+
 fn cidrs(model: &Model, id: &str) -> Vec<String> {
     model
         .allowlist(id)
@@ -35,16 +49,14 @@ fn an_entry_leaves_its_list_and_the_policy_at_its_time_without_a_pending_change(
         .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
     model.acknowledge(t(60), &settings()).expect("ack");
-    let added = model
-        .add_entries(
-            &id,
-            with_ttl("198.51.100.7", "2h"),
-            t(100),
-            &settings(),
-            &mut next_id,
-        )
-        .expect("add");
-    assert_eq!(added[0].expires_at.map(Expiry::time), Some(t(100 + 7200)));
+    let added = add_expiring(
+        &mut model,
+        &mut next_id,
+        &id,
+        ("198.51.100.7", "2h"),
+        t(100),
+    );
+    assert_eq!(added.expires_at.map(Expiry::time), Some(t(100 + 7200)));
     assert_eq!(model.next_expiry(), Some(t(7300)));
     let version = model.allowlist(&id).expect("list").version;
 
@@ -69,15 +81,13 @@ fn an_expired_entry_is_not_brought_back_by_a_revert() {
     let mut model = Model::default();
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    model
-        .add_entries(
-            &id,
-            with_ttl("198.51.100.7", "300s"),
-            t(0),
-            &settings(),
-            &mut next_id,
-        )
-        .expect("add");
+    add_expiring(
+        &mut model,
+        &mut next_id,
+        &id,
+        ("198.51.100.7", "300s"),
+        t(0),
+    );
     let lab = create(&mut model, &mut next_id, "lab", &["203.0.113.0/24"]);
     model
         .enable(&[id.clone(), lab], &[], false, t(0), &settings())
@@ -109,15 +119,7 @@ fn an_expiry_that_would_empty_an_enforced_policy_waits() {
     let mut model = Model::default();
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "temporary", &[]);
-    model
-        .add_entries(
-            &id,
-            with_ttl("198.51.100.7", "1h"),
-            t(0),
-            &settings(),
-            &mut next_id,
-        )
-        .expect("add");
+    add_expiring(&mut model, &mut next_id, &id, ("198.51.100.7", "1h"), t(0));
     model
         .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
@@ -190,26 +192,8 @@ fn the_kernel_expires_only_entries_no_other_prefix_holds() {
     let mut model = Model::default();
     let mut next_id = ids();
     let id = create(&mut model, &mut next_id, "office", &["192.0.2.0/24"]);
-    let alone = model
-        .add_entries(
-            &id,
-            with_ttl("198.51.100.7", "1h"),
-            t(0),
-            &settings(),
-            &mut next_id,
-        )
-        .expect("add")[0]
-        .rule;
-    let inside = model
-        .add_entries(
-            &id,
-            with_ttl("192.0.2.9", "1h"),
-            t(0),
-            &settings(),
-            &mut next_id,
-        )
-        .expect("add")[0]
-        .rule;
+    let alone = add_expiring(&mut model, &mut next_id, &id, ("198.51.100.7", "1h"), t(0)).rule;
+    let inside = add_expiring(&mut model, &mut next_id, &id, ("192.0.2.9", "1h"), t(0)).rule;
     model
         .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
         .expect("enable");
