@@ -1,6 +1,7 @@
 //! The map types as [`aya::Pod`], for user space (the `user` feature).
 
 use crate::ranges::RangeBucket;
+use crate::ranges::short::{ShortV4, ShortV6};
 use crate::ranges::v4::V4Leaf;
 use crate::ranges::v6::V6Header;
 use crate::{Config, FlowKey, FlowState, GenerationRecord, RuleUsage, SourceKey, SourceSeen};
@@ -17,3 +18,5 @@ unsafe impl aya::Pod for GenerationRecord {}
 unsafe impl aya::Pod for RangeBucket {}
 unsafe impl aya::Pod for V6Header {}
 unsafe impl aya::Pod for V4Leaf {}
+unsafe impl aya::Pod for ShortV4 {}
+unsafe impl aya::Pod for ShortV6 {}

@@ -1,11 +1,21 @@
-//! The range tables' maps (see [`allowlist_common::ranges`]): the program's classification,
-//! every lookup an inlined array read.
+//! The range tables' maps (see [`allowlist_common::ranges`]) and the short lists that answer
+//! instead for a family of a few prefixes: the program's classification, every lookup an
+//! inlined array read.
 
+use allowlist_common::ranges::short::{ShortV4, ShortV6};
 use allowlist_common::ranges::v4::{V4Leaf, V4Words, classify_v4, leaf_capacity};
 use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, classify_v6};
 use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS};
 use allowlist_common::{GENERATIONS, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
+
+/// IPv4: one short list per generation.
+#[map]
+static V4_SHORT: Array<ShortV4> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
+
+/// IPv6: one short list per generation.
+#[map]
+static V6_SHORT: Array<ShortV6> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
 
 /// IPv4: [`SUMMARY_WORDS`] summary words per generation.
 #[map]
@@ -126,7 +136,12 @@ impl V6Tables for V6 {
 /// The rule of the longest prefix of `generation` covering the IPv4 source `addr`.
 #[inline(always)]
 pub fn lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
-    classify_v4(&V4(Generation::of(generation)), u32::from_be_bytes(addr))
+    let addr = u32::from_be_bytes(addr);
+    let short = V4_SHORT.get(u32::from(generation))?;
+    if short.answers() {
+        return short.rule_of(addr);
+    }
+    classify_v4(&V4(Generation::of(generation)), addr)
 }
 
 /// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
@@ -136,8 +151,10 @@ pub fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
     let mut low = [0u8; 8];
     high.copy_from_slice(&addr[..8]);
     low.copy_from_slice(&addr[8..]);
-    classify_v6(
-        &V6(Generation::of(generation)),
-        [u64::from_be_bytes(high), u64::from_be_bytes(low)],
-    )
+    let addr = [u64::from_be_bytes(high), u64::from_be_bytes(low)];
+    let short = V6_SHORT.get(u32::from(generation))?;
+    if short.answers() {
+        return short.rule_of(addr);
+    }
+    classify_v6(&V6(Generation::of(generation)), addr)
 }

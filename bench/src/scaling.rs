@@ -289,7 +289,10 @@ fn scaling_report(text: &mut String, results: &[Scaling]) -> anyhow::Result<()> 
          search their leaves by halving). IPv6 buckets list their ranges in shared arrays \
          (16-byte starts, searched by halving, then a read of the rule) and start after the \
          longest prefix every change point shares (a policy inside `2000::/3` spreads over \
-         all of them). Every read is an array lookup the verifier inlines. The cost left is \
+         all of them). A family of at most five IPv4 or three IPv6 prefixes (the 1-prefix \
+         policies here) is answered from a short list instead: one line, a compare per \
+         prefix, longest first. Every read is an array lookup the verifier inlines. The cost \
+         left is \
          cache misses: an IPv4 allowed source touches the bucket line, at most one leaf, and \
          the rule's hit counter (a per-CPU array of every rule, written on every allowed \
          packet); with 4096 sources and a table of 1M prefixes those lines outgrow the core's \

@@ -141,6 +141,33 @@ fn the_kernel_classifies_as_the_longest_prefix_match_in_every_generation() {
     }
 }
 
+/// Policies of a few prefixes are answered by the generation's short list, one more by its
+/// range table: every size across that boundary, both families, one generation after the
+/// other (a short list written over a long one's generation, and back).
+#[test]
+fn the_kernel_classifies_policies_of_a_few_prefixes_as_the_longest_prefix_match() {
+    let mut random = Random(0x5eed_1234_abcd_0003);
+    let mut dataplane =
+        Dataplane::load(8192, 1024).expect("loading the XDP program (are you root?)");
+    dataplane.set_mode(Mode::Enforce).expect("enforce");
+    let sizes = (0..3).flat_map(|_| (0..=7).chain([200, 3, 0]));
+    for (step, size) in sizes.enumerate() {
+        // Rules of their own in each step, below the capacity of 8192.
+        let first_rule = step as RuleId * 240;
+        let mut prefixes = random_policy(&mut random, size, first_rule);
+        prefixes.extend(random_policy_v6(&mut random, size.min(5), first_rule + 210));
+        let policy: Policy = prefixes.iter().copied().collect();
+        dataplane.apply(&policy).expect("applying the policy");
+        let probes = probes(&mut random, &prefixes);
+        assert_classifies(
+            &dataplane,
+            &policy,
+            &probes,
+            &format!("step {step}, {size} prefixes"),
+        );
+    }
+}
+
 #[test]
 fn the_fallback_generation_classifies_as_its_policy_after_the_deadline() {
     let mut random = Random(0x5eed_1234_abcd_0002);

@@ -16,8 +16,10 @@
 //!
 //! Each generation has a region of every map: [`BUCKET_COUNT`] buckets, and room for
 //! [`range_capacity`] ranges in the shared arrays (IPv4: in [`v4::leaf_capacity`] leaves;
-//! the capacity user space sets in [`GLOBAL_RANGE_CAPACITY`]).
+//! the capacity user space sets in [`GLOBAL_RANGE_CAPACITY`]). A family of a few prefixes is
+//! answered by its [`short`] list instead.
 
+pub mod short;
 pub mod v4;
 pub mod v6;
 

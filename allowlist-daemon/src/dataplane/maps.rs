@@ -4,6 +4,7 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
 };
+use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT, ShortV4, ShortV6};
 use allowlist_common::ranges::v4::{
     MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, V4Leaf, leaf_capacity,
 };
@@ -25,7 +26,7 @@ use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 21] = [
+pub(super) const MAP_NAMES: [&str; 23] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -38,6 +39,8 @@ pub(super) const MAP_NAMES: [&str; 21] = [
     MAP_FLOWS,
     MAP_PROTECTED_PORTS,
     MAP_REPLY_PORTS,
+    MAP_V4_SHORT,
+    MAP_V6_SHORT,
     MAP_V4_SUMMARY,
     MAP_V4_BUCKETS,
     MAP_V4_LEAVES,
@@ -75,6 +78,10 @@ pub(super) struct Maps {
     pub(super) config_slot: Array<MapData, u32>,
     /// What each generation holds.
     pub(super) generation_records: Array<MapData, GenerationRecord>,
+    /// The IPv4 short list of every generation.
+    pub(super) v4_short: Array<MapData, ShortV4>,
+    /// The IPv6 short list of every generation.
+    pub(super) v6_short: Array<MapData, ShortV6>,
     /// The IPv4 range table's summaries, every generation.
     pub(super) v4_summary: Array<MapData, u64>,
     /// The IPv4 range table's buckets, every generation.
@@ -120,6 +127,8 @@ impl Maps {
             config: take(ebpf, MAP_CONFIG)?,
             config_slot: take(ebpf, MAP_CONFIG_SLOT)?,
             generation_records: take(ebpf, MAP_GENERATION_RECORDS)?,
+            v4_short: take(ebpf, MAP_V4_SHORT)?,
+            v6_short: take(ebpf, MAP_V6_SHORT)?,
             v4_summary: take(ebpf, MAP_V4_SUMMARY)?,
             v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
             v4_leaves: take(ebpf, MAP_V4_LEAVES)?,
@@ -177,7 +186,7 @@ pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
 }
 
 /// The layout of every map for `capacity`.
-pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 21], DataplaneError> {
+pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 23], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -240,6 +249,20 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 21], Da
             GENERATIONS * PROTECTED_PORT_WORDS,
         ),
         layout(MAP_REPLY_PORTS, MapType::Array, 4, 8, PROTECTED_PORT_WORDS),
+        layout(
+            MAP_V4_SHORT,
+            MapType::Array,
+            4,
+            size_of::<ShortV4>(),
+            GENERATIONS,
+        ),
+        layout(
+            MAP_V6_SHORT,
+            MapType::Array,
+            4,
+            size_of::<ShortV6>(),
+            GENERATIONS,
+        ),
         layout(
             MAP_V4_SUMMARY,
             MapType::Array,

@@ -64,7 +64,7 @@ impl Policy {
     }
 
     /// The prefixes and their rules, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &RuleId)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&IpNet, &RuleId)> {
         self.prefixes.iter().map(|(net, rule)| (net, rule))
     }
 

@@ -1,12 +1,15 @@
 //! Writing a generation of the range tables: each family's table built from the policy
 //! ([`v4`], [`v6`], from the change [`points`]) and written as it is made, through small
-//! memory mappings ([`writer`]), into a generation no packet reads.
+//! memory mappings ([`writer`]), into a generation no packet reads; with each family's
+//! [`short`] list.
 
 mod points;
+mod short;
 mod v4;
 mod v6;
 mod writer;
 
+use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT};
 use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, leaf_capacity};
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY,
@@ -20,7 +23,8 @@ use crate::policy::Policy;
 use writer::{PackedWriter, RegionWriter, copy_region};
 
 impl Dataplane {
-    /// Writes `policy` into `generation` of both range tables, each as it is built. Only a
+    /// Writes `policy` into `generation` of both range tables, each as it is built, and of
+    /// both short lists. Only a
     /// generation no packet reads may be written.
     pub(super) fn write_ranges(
         &self,
@@ -66,6 +70,10 @@ impl Dataplane {
         starts.flush()?;
         rules.flush()?;
         copy_region(maps.v6_headers.map(), MAP_V6_HEADERS, g, &[header])?;
-        copy_region(maps.v6_summary.map(), MAP_V6_SUMMARY, summary, &v6_summary)
+        copy_region(maps.v6_summary.map(), MAP_V6_SUMMARY, summary, &v6_summary)?;
+
+        let (v4_short, v6_short) = short::build(policy);
+        copy_region(maps.v4_short.map(), MAP_V4_SHORT, g, &[v4_short])?;
+        copy_region(maps.v6_short.map(), MAP_V6_SHORT, g, &[v6_short])
     }
 }
