@@ -24,8 +24,7 @@ use writer::{PackedWriter, RegionWriter, copy_region};
 
 impl Dataplane {
     /// Writes `policy` into `generation` of both range tables, each as it is built, and of
-    /// both short lists. Only a
-    /// generation no packet reads may be written.
+    /// both short lists. Only a generation no packet reads may be written.
     pub(super) fn write_ranges(
         &self,
         generation: u32,
