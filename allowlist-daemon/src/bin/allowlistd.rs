@@ -76,12 +76,28 @@ enum Command {
 /// Runs the daemon; prints an error and its causes on one line (`error: ...`), never a
 /// debug dump or a backtrace.
 fn main() -> std::process::ExitCode {
+    one_malloc_arena();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps glibc's allocator to one arena, unless the operator set `MALLOC_ARENA_MAX`. By
+/// default every thread that allocates gets an arena of its own (up to eight per CPU), each
+/// keeping what is freed in it: a large request parsed on one worker thread and applied on
+/// another leaves both arenas full. Measured with 1M entries created, enabled and replaced
+/// (2 CPUs): peak RSS 424 and 427 MiB by default, 289 and 293 MiB with one arena, the
+/// replace no slower. The daemon seldom allocates on two threads at once.
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: sets an allocator tunable; called first thing in `main`, before any other
+        // thread exists.
+        unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1) };
     }
 }
 
