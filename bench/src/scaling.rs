@@ -286,8 +286,10 @@ fn scaling_report(text: &mut String, results: &[Scaling]) -> anyhow::Result<()> 
          blocks hold an allowed address at all (a denied source elsewhere ends there) and \
          where each of its first 13 leaves starts: a leaf is one line of up to ten ranges \
          and their rules, so the rule is one more read (buckets of more than 130 ranges \
-         search their leaves by halving). IPv6 buckets list their ranges in shared arrays \
-         (16-byte starts, searched by halving, then a read of the rule) and start after the \
+         search their leaves by halving). An IPv6 bucket of up to three ranges (one prefix \
+         inside it) holds them in its line; larger ones list their ranges in shared arrays \
+         (16-byte starts, searched by halving, then a read of the rule). IPv6 buckets start \
+         after the \
          longest prefix every change point shares (a policy inside `2000::/3` spreads over \
          all of them). A family of at most five IPv4 or three IPv6 prefixes (the 1-prefix \
          policies here) is answered from a short list instead: one line, a compare per \

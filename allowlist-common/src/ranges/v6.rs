@@ -2,10 +2,12 @@
 //! (most of it inside `2000::/3`), so each generation has a region ([`V6Header`]): the
 //! longest prefix shared by every point where the covering rule changes. Outside it one
 //! rule holds below and one above; inside it, buckets are the 16 bits after the region's
-//! prefix and blocks the next 8. Buckets list their ranges in the shared arrays: each
+//! prefix and blocks the next 8. A bucket of up to [`V6_INLINE_RANGES`] ranges (a prefix
+//! inside it, the common case up to a few hundred thousand prefixes) holds them in its own
+//! line ([`inline_bucket_v6`]); larger ones list their ranges in the shared arrays: each
 //! range's first address, whole, and its rule, two to a word.
 
-use super::{RangeBucket, rule_in_word, some_rule, summary_allows};
+use super::{RangeBucket, listed_bucket, rule_in_word, some_rule, summary_allows};
 use crate::RuleId;
 
 /// Name of the bucket array: [`super::BUCKET_COUNT`] [`RangeBucket`]s per generation.
@@ -61,6 +63,63 @@ pub trait V6Tables {
     fn rules(&self, word: u32) -> Option<u64>;
 }
 
+/// The most ranges a bucket holds in its own line ([`inline_bucket_v6`]).
+pub const V6_INLINE_RANGES: u32 = 3;
+/// The word of an inline bucket where its rules start, two to a word.
+const INLINE_RULE_WORD: usize = 4;
+/// The word of every IPv6 bucket that says which runs of four of its 256 blocks hold an
+/// allowed address: a denied source in any other ends on this bit, whatever the bucket.
+const QUARTERS_WORD: usize = 6;
+
+/// The runs of four blocks that hold an allowed address, given the blocks that do (as
+/// [`RangeBucket::with_blocks`] takes them): bit `q` for blocks `4q..4q + 4`.
+fn quarters(covered: [u64; 4]) -> u64 {
+    let mut quarters = 0u64;
+    for block in 0..256u32 {
+        if covered[(block / 64) as usize] >> (block % 64) & 1 != 0 {
+            quarters |= 1 << (block / 4);
+        }
+    }
+    quarters
+}
+
+/// An IPv6 bucket of `ranges` (a [`super::uniform_bucket`] or a [`listed_bucket`] word) whose
+/// allowed addresses lie in the blocks `covered` marks.
+pub fn bucket_v6(ranges: u64, covered: [u64; 4]) -> RangeBucket {
+    let mut bucket = RangeBucket::with_blocks(ranges, covered);
+    bucket.words[QUARTERS_WORD] = quarters(covered);
+    bucket
+}
+
+/// A bucket of `starts.len()` (one to [`V6_INLINE_RANGES`]) ranges held in its own line:
+/// the first address of every range but the first (which starts at or before the bucket's
+/// first address), two words each, their rules, and which of its 256 blocks hold an allowed
+/// address by runs of four (`covered`, as [`RangeBucket::with_blocks`] takes them). `None` for
+/// more ranges, or as many rules as starts missing.
+pub fn inline_bucket_v6(
+    starts: &[V6Words],
+    rules: &[RuleId],
+    covered: [u64; 4],
+) -> Option<RangeBucket> {
+    if starts.is_empty() || starts.len() > V6_INLINE_RANGES as usize || starts.len() != rules.len()
+    {
+        return None;
+    }
+    let mut words = [0u64; 7];
+    for (i, start) in starts.iter().enumerate().skip(1) {
+        words[2 * (i - 1)] = start[0];
+        words[2 * (i - 1) + 1] = start[1];
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        words[INLINE_RULE_WORD + i / 2] |= u64::from(*rule) << (32 * (i % 2));
+    }
+    words[QUARTERS_WORD] = quarters(covered);
+    Some(RangeBucket {
+        ranges: listed_bucket(0, starts.len() as u32),
+        words,
+    })
+}
+
 /// The 64 bits of `addr` from bit `from` (0: the highest), zero-filled past the end.
 #[inline(always)]
 pub const fn bits_from(addr: V6Words, from: u32) -> u64 {
@@ -109,13 +168,29 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
         return None;
     }
     let bucket = table.bucket(index >> 8)?;
-    if !bucket.covers(index & 0xff) {
+    let block = index & 0xff;
+    if bucket.words[QUARTERS_WORD] >> (block / 4) & 1 == 0 {
         return None;
     }
     let first = bucket.ranges as u32;
     let count = (bucket.ranges >> 32) as u32;
     if count == 0 {
         return first.checked_sub(1);
+    }
+    if count <= V6_INLINE_RANGES {
+        let mut at = 0;
+        for i in 1..V6_INLINE_RANGES {
+            let word = (2 * (i - 1)) as usize;
+            let start = [bucket.words[word & 3], bucket.words[(word + 1) & 3]];
+            if i < count && not_after(start, addr) {
+                at = i;
+            }
+        }
+        let rules = bucket.words[INLINE_RULE_WORD + ((at / 2) as usize & 1)];
+        return some_rule(rule_in_word(rules, at));
+    }
+    if !bucket.covers(block) {
+        return None;
     }
     // The bucket's first range starts at or before its first address: the answer is in
     // lo..hi.
@@ -137,7 +212,7 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{NO_RULE, listed_bucket, uniform_bucket};
+    use super::super::{NO_RULE, uniform_bucket};
     use super::*;
 
     #[test]
@@ -180,7 +255,7 @@ mod tests {
     fn addresses_outside_the_region_take_the_rule_below_or_above() {
         // Region 2001:db8::/32 (bucket bits 32..48): 2001:db8:1::/48 is rule 5.
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
-        buckets[1] = RangeBucket::with_blocks(uniform_bucket(Some(5)), [u64::MAX; 4]);
+        buckets[1] = bucket_v6(uniform_bucket(Some(5)), [u64::MAX; 4]);
         let table = Table {
             header: V6Header {
                 region_bits: 32,
@@ -210,9 +285,9 @@ mod tests {
     #[test]
     fn a_listed_bucket_searches_whole_addresses() {
         // Region ::/0; bucket 0x2001 lists: its start (none), 2001:db8::1 (rule 3),
-        // 2001:db8::2 (none).
+        // 2001:db8::2 (none), 2001:db8::3 (rule 4).
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
-        buckets[0x2001] = RangeBucket::with_blocks(listed_bucket(0, 3), [1 << 0x0d, 0, 0, 0]);
+        buckets[0x2001] = bucket_v6(listed_bucket(0, 4), [1 << 0x0d, 0, 0, 0]);
         let table = Table {
             header: V6Header {
                 rule_above: NO_RULE,
@@ -224,16 +299,71 @@ mod tests {
                 [0x2001_0000_0000_0000, 0],
                 [0x2001_0db8_0000_0000, 1],
                 [0x2001_0db8_0000_0000, 2],
+                [0x2001_0db8_0000_0000, 3],
             ],
-            rules: vec![u64::from(NO_RULE) | 3 << 32, u64::from(NO_RULE)],
+            rules: vec![u64::from(NO_RULE) | 3 << 32, u64::from(NO_RULE) | 4 << 32],
         };
         assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 1]), Some(3));
         assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 0]), None);
         assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 2]), None);
+        assert_eq!(classify_v6(&table, [0x2001_0db8_0000_0000, 9]), Some(4));
         assert_eq!(
             classify_v6(&table, [0x2001_0c00_0000_0000, 1]),
             None,
             "block clear"
+        );
+    }
+
+    #[test]
+    fn a_bucket_of_up_to_three_ranges_answers_from_its_own_line() {
+        // Region ::/0; bucket 0x2001 holds: its start (none), 2001:db8::/32 (rule 7),
+        // 2001:db9:: on (none). Nothing in the shared arrays.
+        let net = [0x2001_0db8_0000_0000, 0];
+        let past = [0x2001_0db9_0000_0000, 0];
+        let mut buckets = vec![RangeBucket::default(); 1 << 16];
+        // Its blocks are the next 8 bits: 2001:db8::/32 is all of block 0x0d.
+        let block_0d = [1 << 0x0d, 0, 0, 0];
+        buckets[0x2001] = inline_bucket_v6(
+            &[[0x2001 << 48, 0], net, past],
+            &[NO_RULE, 7, NO_RULE],
+            block_0d,
+        )
+        .expect("three ranges fit");
+        // Bucket 0x2002: from its start up to 2002::8000:0:0:0 (rule 8), then none.
+        buckets[0x2002] = inline_bucket_v6(
+            &[[0x2002 << 48, 0], [0x2002 << 48, 1 << 63]],
+            &[8, NO_RULE],
+            [1, 0, 0, 0],
+        )
+        .expect("two ranges fit");
+        assert!(
+            inline_bucket_v6(&[net; 4], &[1; 4], block_0d).is_none(),
+            "four do not"
+        );
+        assert!(inline_bucket_v6(&[net; 2], &[1; 3], block_0d).is_none());
+        let table = Table {
+            header: V6Header {
+                rule_above: NO_RULE,
+                rule_below: NO_RULE,
+                ..V6Header::default()
+            },
+            buckets,
+            starts: vec![],
+            rules: vec![],
+        };
+        assert_eq!(classify_v6(&table, [0x2001_0db7_ffff_ffff, u64::MAX]), None);
+        assert_eq!(classify_v6(&table, net), Some(7));
+        assert_eq!(
+            classify_v6(&table, [0x2001_0db8_ffff_ffff, u64::MAX]),
+            Some(7)
+        );
+        assert_eq!(classify_v6(&table, past), None);
+        assert_eq!(classify_v6(&table, [0x2002 << 48, 5]), Some(8));
+        assert_eq!(classify_v6(&table, [0x2002 << 48, 1 << 63]), None);
+        assert_eq!(
+            classify_v6(&table, [0x2001_4000_0000_0000, 1]),
+            None,
+            "a quarter of no allowed block"
         );
     }
 }

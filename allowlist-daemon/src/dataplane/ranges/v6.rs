@@ -4,11 +4,13 @@
 //! as it is made.
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::v6::{V6_MAX_REGION_BITS, V6Header, V6Words};
-use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
+use allowlist_common::ranges::v6::{
+    V6_MAX_REGION_BITS, V6Header, V6Words, bucket_v6, inline_bucket_v6,
+};
+use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
 use ipnet::IpNet;
 
-use super::points::{Summary, change_points, split_buckets, uniform};
+use super::points::{Summary, change_points, split_buckets};
 use crate::policy::Policy;
 
 /// The IPv6 prefixes of `policy` as (first address, last address, rule).
@@ -91,16 +93,27 @@ pub(super) fn build<E>(
     let mut listed = 0;
     for points in split_buckets(&points, BUCKET_COUNT, bounds) {
         if points.inside.is_empty() {
-            bucket(summary.note(uniform(points.rule), points.rule != NO_RULE))?;
+            let allowed = points.rule != NO_RULE;
+            let covered = if allowed { [u64::MAX; 4] } else { [0; 4] };
+            let ranges = uniform_bucket(allowed.then_some(points.rule));
+            bucket(summary.note(bucket_v6(ranges, covered), allowed))?;
             continue;
         }
         let (starts, rules) = points.ranges();
-        for (start, rule) in starts.iter().zip(&rules) {
-            range(words(points.first + start), *rule)?;
-        }
+        let first_addresses: Vec<V6Words> = starts
+            .iter()
+            .map(|start| words(points.first + start))
+            .collect();
         let covered = covered_blocks(&starts, &rules, span_bits);
+        if let Some(inline) = inline_bucket_v6(&first_addresses, &rules, covered) {
+            bucket(summary.note(inline, covered != [0; 4]))?;
+            continue;
+        }
+        for (start, rule) in first_addresses.iter().zip(&rules) {
+            range(*start, *rule)?;
+        }
         bucket(summary.note(
-            RangeBucket::with_blocks(listed_bucket(listed as u32, starts.len() as u32), covered),
+            bucket_v6(listed_bucket(listed as u32, starts.len() as u32), covered),
             covered != [0; 4],
         ))?;
         listed += starts.len();
