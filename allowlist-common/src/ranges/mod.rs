@@ -10,9 +10,10 @@
 //! 8 bits) hold an allowed address at all (a denied source elsewhere ends after this one
 //! read, the common case of a flood), then either the rule of a bucket inside one range, or
 //! where the bucket's ranges start in the family's shared arrays (searched by halving) and
-//! each range's rule. [`v4`] adds buckets that hold their few ranges in their own line (one
-//! read for the rule, the common case up to a few hundred thousand prefixes); [`v6`] an
-//! adaptive region, so that a policy inside `2000::/3` spreads over every bucket.
+//! each range's rule. Buckets of a few ranges hold them in their own line instead (one read
+//! for the rule, the common case up to a few hundred thousand prefixes: [`v4`] up to eight,
+//! [`v6`] up to three); [`v6`] adds an adaptive region, so that a policy inside `2000::/3`
+//! spreads over every bucket.
 //!
 //! Each generation has a region of every map: [`BUCKET_COUNT`] buckets, and room for
 //! [`range_capacity`] ranges in the shared arrays (IPv4: in [`v4::leaf_capacity`] leaves;
@@ -50,9 +51,10 @@ pub struct RangeBucket {
     pub ranges: u64,
     /// A bucket whose ranges are listed in the shared arrays, or inside one range: which of
     /// its 256 blocks hold an allowed address (block `b`: bit `b % 64` of word `b / 64`;
-    /// [`RangeBucket::with_blocks`]). An IPv4 bucket of at most
-    /// [`v4::V4_INLINE_RANGES`] ranges holds the ranges themselves instead
-    /// ([`v4::inline_bucket`]).
+    /// [`RangeBucket::with_blocks`]). A bucket of at most [`v4::V4_INLINE_RANGES`] IPv4 or
+    /// [`v6::V6_INLINE_RANGES`] IPv6 ranges holds the ranges themselves instead
+    /// ([`v4::inline_bucket`], [`v6::inline_bucket_v6`]). The last word of every IPv6 bucket
+    /// marks its blocks by runs of four ([`v6::bucket_v6`]).
     pub words: [u64; 7],
 }
 
