@@ -251,6 +251,15 @@ mod tests {
         }
     }
 
+    /// The header of a table whose region is the whole space.
+    fn whole_space() -> V6Header {
+        V6Header {
+            rule_above: NO_RULE,
+            rule_below: NO_RULE,
+            ..V6Header::default()
+        }
+    }
+
     #[test]
     fn addresses_outside_the_region_take_the_rule_below_or_above() {
         // Region 2001:db8::/32 (bucket bits 32..48): 2001:db8:1::/48 is rule 5.
@@ -289,11 +298,7 @@ mod tests {
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
         buckets[0x2001] = bucket_v6(listed_bucket(0, 4), [1 << 0x0d, 0, 0, 0]);
         let table = Table {
-            header: V6Header {
-                rule_above: NO_RULE,
-                rule_below: NO_RULE,
-                ..V6Header::default()
-            },
+            header: whole_space(),
             buckets,
             starts: vec![
                 [0x2001_0000_0000_0000, 0],
@@ -342,11 +347,7 @@ mod tests {
         );
         assert!(inline_bucket_v6(&[net; 2], &[1; 3], block_0d).is_none());
         let table = Table {
-            header: V6Header {
-                rule_above: NO_RULE,
-                rule_below: NO_RULE,
-                ..V6Header::default()
-            },
+            header: whole_space(),
             buckets,
             starts: vec![],
             rules: vec![],
