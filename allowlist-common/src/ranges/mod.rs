@@ -54,7 +54,7 @@ pub struct RangeBucket {
     /// [`RangeBucket::with_blocks`]). A bucket of at most [`v4::V4_INLINE_RANGES`] IPv4 or
     /// [`v6::V6_INLINE_RANGES`] IPv6 ranges holds the ranges themselves instead
     /// ([`v4::inline_bucket`], [`v6::inline_bucket_v6`]). The last word of every IPv6 bucket
-    /// marks its blocks by runs of four ([`v6::bucket_v6`]).
+    /// marks its blocks by runs of four ([`v6::with_quarters`]).
     pub words: [u64; 7],
 }
 

@@ -83,10 +83,15 @@ fn quarters(covered: [u64; 4]) -> u64 {
     quarters
 }
 
-/// An IPv6 bucket of `ranges` (a [`super::uniform_bucket`] or a [`listed_bucket`] word) whose
-/// allowed addresses lie in the blocks `covered` marks.
-pub fn bucket_v6(ranges: u64, covered: [u64; 4]) -> RangeBucket {
-    let mut bucket = RangeBucket::with_blocks(ranges, covered);
+/// `bucket` (uniform or listed, made by [`RangeBucket::with_blocks`]) as an IPv6 bucket: its
+/// blocks also marked by runs of four, the first thing the lookup tests.
+pub fn with_quarters(mut bucket: RangeBucket) -> RangeBucket {
+    let covered = [
+        bucket.words[0],
+        bucket.words[1],
+        bucket.words[2],
+        bucket.words[3],
+    ];
     bucket.words[QUARTERS_WORD] = quarters(covered);
     bucket
 }
@@ -264,7 +269,10 @@ mod tests {
     fn addresses_outside_the_region_take_the_rule_below_or_above() {
         // Region 2001:db8::/32 (bucket bits 32..48): 2001:db8:1::/48 is rule 5.
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
-        buckets[1] = bucket_v6(uniform_bucket(Some(5)), [u64::MAX; 4]);
+        buckets[1] = with_quarters(RangeBucket::with_blocks(
+            uniform_bucket(Some(5)),
+            [u64::MAX; 4],
+        ));
         let table = Table {
             header: V6Header {
                 region_bits: 32,
@@ -296,7 +304,10 @@ mod tests {
         // Region ::/0; bucket 0x2001 lists: its start (none), 2001:db8::1 (rule 3),
         // 2001:db8::2 (none), 2001:db8::3 (rule 4).
         let mut buckets = vec![RangeBucket::default(); 1 << 16];
-        buckets[0x2001] = bucket_v6(listed_bucket(0, 4), [1 << 0x0d, 0, 0, 0]);
+        buckets[0x2001] = with_quarters(RangeBucket::with_blocks(
+            listed_bucket(0, 4),
+            [1 << 0x0d, 0, 0, 0],
+        ));
         let table = Table {
             header: whole_space(),
             buckets,

@@ -5,12 +5,12 @@
 
 use allowlist_common::RuleId;
 use allowlist_common::ranges::v6::{
-    V6_MAX_REGION_BITS, V6Header, V6Words, bucket_v6, inline_bucket_v6,
+    V6_MAX_REGION_BITS, V6Header, V6Words, inline_bucket_v6, with_quarters,
 };
-use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket, uniform_bucket};
+use allowlist_common::ranges::{BUCKET_COUNT, NO_RULE, RangeBucket, listed_bucket};
 use ipnet::IpNet;
 
-use super::points::{Summary, change_points, split_buckets};
+use super::points::{Summary, change_points, split_buckets, uniform};
 use crate::policy::Policy;
 
 /// The IPv6 prefixes of `policy` as (first address, last address, rule).
@@ -93,10 +93,7 @@ pub(super) fn build<E>(
     let mut listed = 0;
     for points in split_buckets(&points, BUCKET_COUNT, bounds) {
         if points.inside.is_empty() {
-            let allowed = points.rule != NO_RULE;
-            let covered = if allowed { [u64::MAX; 4] } else { [0; 4] };
-            let ranges = uniform_bucket(allowed.then_some(points.rule));
-            bucket(summary.note(bucket_v6(ranges, covered), allowed))?;
+            bucket(summary.note(with_quarters(uniform(points.rule)), points.rule != NO_RULE))?;
             continue;
         }
         let (starts, rules) = points.ranges();
@@ -113,7 +110,10 @@ pub(super) fn build<E>(
             range(*start, *rule)?;
         }
         bucket(summary.note(
-            bucket_v6(listed_bucket(listed as u32, starts.len() as u32), covered),
+            with_quarters(RangeBucket::with_blocks(
+                listed_bucket(listed as u32, starts.len() as u32),
+                covered,
+            )),
             covered != [0; 4],
         ))?;
         listed += starts.len();
