@@ -129,3 +129,62 @@ fn with_the_daemon_dead_the_kernel_expires_the_entry_by_itself() {
         "the rest of the list stays"
     );
 }
+
+#[test]
+fn the_last_entry_of_a_policy_is_held_past_its_time_by_the_daemon_and_the_kernel_alike() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let only = format!("{CLIENT_ALLOWED_V4}/32");
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&serde_json::json!({
+            "name": "temporary",
+            "entries": [{ "cidr": only, "ttl": "3s" }],
+        })),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let created_at = Instant::now();
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    assert!(passes(&link, CLIENT_ALLOWED_V4));
+    assert!(!passes(&link, CLIENT_DENIED_V4));
+
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(created_at.elapsed()) + EXPIRY_MARGIN);
+    assert!(
+        passes(&link, CLIENT_ALLOWED_V4),
+        "held: without it the host would drop every source"
+    );
+    assert!(!passes(&link, CLIENT_DENIED_V4), "still enforcing");
+    assert_eq!(entries(&daemon, &id).len(), 1, "the API shows it held");
+    let verdict = daemon.call("GET", &format!("/v1/evaluate?ip={CLIENT_ALLOWED_V4}"), None);
+    assert_eq!(verdict.body["allowed"], true, "{verdict:?}");
+
+    // With the daemon dead, the kernel holds it too; a restart changes nothing.
+    daemon.kill().expect("kill -9");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(passes(&link, CLIENT_ALLOWED_V4), "the kernel holds it");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("restart");
+    assert!(passes(&link, CLIENT_ALLOWED_V4), "after a restart too");
+    assert_eq!(entries(&daemon, &id).len(), 1);
+
+    // Another entry allows something: the held one goes at once, in both.
+    let added = daemon.call(
+        "POST",
+        &format!("/v1/allowlists/{id}/entries"),
+        Some(&serde_json::json!({ "entries": [{ "cidr": CLIENT_ALLOWED_V6.to_string() }] })),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    assert!(
+        !passes(&link, CLIENT_ALLOWED_V4),
+        "expired once no longer the last"
+    );
+    assert!(passes(&link, CLIENT_ALLOWED_V6));
+    assert_eq!(
+        entries(&daemon, &id),
+        [(format!("{CLIENT_ALLOWED_V6}/128"), Value::Null)],
+        "gone before the API answered"
+    );
+}

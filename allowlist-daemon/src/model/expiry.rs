@@ -1,9 +1,19 @@
 //! Entries that expire: they leave their lists at their time, without an acknowledgement
 //! (declared with the entry), and leave what a pending change's revert would restore too.
+//!
+//! One rule keeps an expiry from emptying what is enforced, and the kernel applies the same
+//! rule by itself: in a policy (the one in force, and the one a revert falls back to) whose
+//! every prefix expires, the entries that expire last are **held**. They stay past their
+//! time, and the kernel is never given their deadline, until the policy holds something else
+//! that allows a source (an entry that does not expire, or expires later; an `--allow`
+//! prefix) or their list is disabled. Entries expire in the order of their times, so which
+//! entries are held does not depend on when the daemon looks: the model and the kernel agree
+//! at every instant, with the daemon running or dead.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use allowlist_common::RuleId;
 use time::OffsetDateTime;
 
 use super::allowlist::{Allowlist, Entry};
@@ -12,26 +22,19 @@ use super::state::Model;
 /// What an expiry did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expired {
-    /// The entries removed, with the id of their list.
+    /// The entries removed, with the id of their list: from the lists, and from the lists a
+    /// revert of the pending change would restore.
     pub removed: Vec<(String, Entry)>,
-    /// The entries past their time kept, with the id of their list: removing them would have
-    /// left the host enforcing a policy that allows nothing (now or after a revert), which a
-    /// removal by hand would be refused for too. They go once that no longer holds.
+    /// The entries past their time kept, with the id of their list: the last of a policy
+    /// whose every prefix expires (see the module's documentation).
     pub held: Vec<(String, Entry)>,
 }
 
-/// `list` without its entries expired at `now`, or `None` when none has.
-fn without_expired(list: &Allowlist, now: OffsetDateTime) -> Option<Vec<Entry>> {
-    if !list.entries.iter().any(|entry| entry.expired(now)) {
-        return None;
+impl Expired {
+    /// Whether the expiry changed the model.
+    pub fn changed(&self) -> bool {
+        !self.removed.is_empty()
     }
-    Some(
-        list.entries
-            .iter()
-            .filter(|entry| !entry.expired(now))
-            .cloned()
-            .collect(),
-    )
 }
 
 impl Model {
@@ -47,101 +50,100 @@ impl Model {
 
     /// The expiry times of the entries of the lists and of those a revert would restore.
     fn expiries(&self) -> impl Iterator<Item = OffsetDateTime> + '_ {
-        let restored = self
-            .pending
-            .iter()
-            .flat_map(|pending| pending.revert_to.lists.iter());
-        self.allowlists
-            .values()
-            .chain(restored)
+        self.kept_lists()
             .flat_map(|list| list.entries.iter())
             .filter_map(|entry| entry.expires_at.map(super::Expiry::time))
     }
 
-    /// Removes the entries expired at `now` from every list and from the lists a pending
-    /// change's revert restores, unless that would leave the host enforcing a policy that
-    /// allows nothing: then the expired entries of the lists enforced now or after a revert
-    /// stay (see [`Expired::held`]).
-    pub fn expire(&mut self, now: OffsetDateTime) -> Expired {
-        let mut next = self.clone();
-        let removed = next.remove_expired(now, &BTreeSet::new());
-        if removed.is_empty() {
-            return Expired::default();
+    /// The rules of the entries this state holds past their time: when every prefix it
+    /// enforces expires (no `--allow` prefix, no entry without an expiry), those that expire
+    /// last. Empty when nothing is enforced.
+    pub(super) fn held_rules(&self) -> BTreeSet<RuleId> {
+        if !self.always_allow.is_empty() {
+            return BTreeSet::new();
         }
-        if next.allows_something_now_and_after_revert() {
-            *self = next;
-            return Expired {
-                removed,
-                held: Vec::new(),
+        let entries = || self.enabled_lists().flat_map(|list| list.entries.iter());
+        let mut last = None;
+        for entry in entries() {
+            let Some(at) = entry.expires_at else {
+                return BTreeSet::new();
             };
+            last = last.max(Some(at));
         }
-        let enforced: BTreeSet<String> = self
-            .enabled
-            .iter()
-            .chain(self.pending.iter().flat_map(|p| p.revert_to.enabled.iter()))
-            .cloned()
-            .collect();
-        let removed = self.remove_expired(now, &enforced);
-        let held = self
-            .allowlists
-            .values()
-            .filter(|list| enforced.contains(&list.id))
-            .flat_map(|list| {
-                list.entries
-                    .iter()
-                    .filter(|entry| entry.expired(now))
-                    .map(|entry| (list.id.clone(), entry.clone()))
-            })
-            .collect();
-        Expired { removed, held }
+        entries()
+            .filter(|entry| last.is_some() && entry.expires_at == last)
+            .map(|entry| entry.rule)
+            .collect()
     }
 
-    /// Removes the entries expired at `now` from every list but those of `keep`, and from
-    /// the lists a revert restores; returns what it removed from the lists.
-    fn remove_expired(
-        &mut self,
-        now: OffsetDateTime,
-        keep: &BTreeSet<String>,
-    ) -> Vec<(String, Entry)> {
-        let mut removed = Vec::new();
+    /// Removes the entries expired at `now` from every list and from the lists a pending
+    /// change's revert restores, but those held (see the module's documentation).
+    pub fn expire(&mut self, now: OffsetDateTime) -> Expired {
+        if self.expiries().all(|at| at > now) {
+            return Expired::default();
+        }
+        let held_now = self.held_rules();
+        let reverted = self.reverted();
+        let held_after_revert = reverted.held_rules();
+        let restored: BTreeSet<String> = self
+            .pending
+            .iter()
+            .flat_map(|pending| pending.revert_to.lists.iter().map(|list| list.id.clone()))
+            .collect();
+        let mut expired = Expired::default();
         for list in self.allowlists.values_mut() {
-            if keep.contains(&list.id) {
-                continue;
-            }
-            let Some(entries) = without_expired(list, now) else {
-                continue;
+            // A list a revert does not restore is enforced after a revert as it is now.
+            let kept_by_revert = !restored.contains(&list.id);
+            let keeps = |entry: &Entry| {
+                held_now.contains(&entry.rule)
+                    || (kept_by_revert && held_after_revert.contains(&entry.rule))
             };
-            removed.extend(
-                list.entries
-                    .iter()
-                    .filter(|entry| entry.expired(now))
-                    .map(|entry| (list.id.clone(), entry.clone())),
-            );
-            list.entries = Arc::new(entries);
-            list.version += 1;
-            list.updated_at = now;
+            if drop_expired(list, now, keeps, &mut expired) {
+                list.version += 1;
+                list.updated_at = now;
+            }
         }
         if let Some(pending) = &mut self.pending {
             for list in &mut pending.revert_to.lists {
-                if keep.contains(&list.id) {
-                    continue;
-                }
-                if let Some(entries) = without_expired(list, now) {
-                    list.entries = Arc::new(entries);
-                }
+                let keeps = |entry: &Entry| held_after_revert.contains(&entry.rule);
+                drop_expired(list, now, keeps, &mut expired);
             }
         }
-        removed
+        // An entry left both its list and the list's restorable version: named once.
+        for entries in [&mut expired.removed, &mut expired.held] {
+            entries.sort_by(|a, b| (&a.0, a.1.cidr).cmp(&(&b.0, b.1.cidr)));
+            entries.dedup_by(|a, b| a.0 == b.0 && a.1.cidr == b.1.cidr);
+        }
+        expired
     }
+}
 
-    /// Whether the policy enforced now, and after a revert of the pending change, allows
-    /// something (or nothing is enforced).
-    fn allows_something_now_and_after_revert(&self) -> bool {
-        self.check_allows_something(&self.enabled, None).is_ok() && {
-            let reverted = self.reverted();
-            reverted
-                .check_allows_something(&reverted.enabled, None)
-                .is_ok()
+/// Takes the entries of `list` expired at `now` out of it, but those `keeps` holds; notes
+/// each in `expired`. Returns whether it removed some.
+fn drop_expired(
+    list: &mut Allowlist,
+    now: OffsetDateTime,
+    keeps: impl Fn(&Entry) -> bool,
+    expired: &mut Expired,
+) -> bool {
+    if !list.entries.iter().any(|entry| entry.expired(now)) {
+        return false;
+    }
+    let mut entries = Vec::with_capacity(list.entries.len());
+    let mut removed = false;
+    for entry in list.entries.iter() {
+        if !entry.expired(now) {
+            entries.push(entry.clone());
+        } else if keeps(entry) {
+            expired.held.push((list.id.clone(), entry.clone()));
+            entries.push(entry.clone());
+        } else {
+            expired.removed.push((list.id.clone(), entry.clone()));
+            removed = true;
         }
     }
+    if removed {
+        list.entries = Arc::new(entries);
+    }
+    removed
 }

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneError, Enforced, Enforcement, KernelState};
-use crate::model::{Model, ModelError, Settings};
+use crate::model::{Expired, Model, ModelError, Settings};
 use crate::policy::Policy;
 use crate::store::Store;
 
@@ -57,8 +57,10 @@ pub struct Service {
     active_policy: PolicyCache,
     /// The policy a revert falls back to, likewise.
     fallback_policy: PolicyCache,
-    /// When the next entry expires (or one held past its time is looked at again).
+    /// When the next entry expires.
     next_expiry: Option<OffsetDateTime>,
+    /// The entries held past their time, as last logged.
+    held: std::collections::BTreeSet<crate::model::EntryId>,
     /// The audit trail.
     audit: std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>>,
     /// Who the changes being made are recorded for.
@@ -102,7 +104,7 @@ impl Service {
             changed = true;
         }
         let expired = model.expire(now);
-        if !expired.removed.is_empty() {
+        if expired.changed() {
             tracing::info!(
                 target: "audit",
                 entries = expired.removed.len(),
@@ -131,6 +133,7 @@ impl Service {
             active_policy: PolicyCache::default(),
             fallback_policy: PolicyCache::default(),
             next_expiry: None,
+            held: std::collections::BTreeSet::new(),
             audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
             actor: Actor::default(),
             feeds: feeds::FeedSchedule::default(),
@@ -153,7 +156,8 @@ impl Service {
                 "reconciled the kernel with the state on disk"
             );
         }
-        service.next_expiry = service.model.next_expiry();
+        service.next_expiry = service.model.next_expiry_after(now);
+        service.note_held(&expired);
         service.publish();
         Ok(service)
     }
@@ -239,9 +243,13 @@ impl Service {
             .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))
     }
 
-    /// Saves `next`, makes it current and the kernel match; rolls back if the kernel refuses.
-    fn commit(&mut self, next: Model) -> Result<(), ServiceError> {
+    /// Takes the entries whose time has come out of `next` (the kernel must never be given
+    /// a policy that holds an entry past its time), saves it, makes it current and the
+    /// kernel match; rolls back if the kernel refuses. Returns what expired.
+    fn commit(&mut self, mut next: Model) -> Result<Expired, ServiceError> {
         let started = Instant::now();
+        let now = OffsetDateTime::now_utc();
+        let expired = next.expire(now);
         let freed: Vec<RuleId> = self
             .model
             .rules_in_use()
@@ -265,7 +273,8 @@ impl Service {
             return Err(err.into());
         }
         let synced = Instant::now();
-        self.next_expiry = self.model.next_expiry();
+        self.next_expiry = self.model.next_expiry_after(now);
+        self.note_held(&expired);
         self.publish();
         if let Err(err) = self.dataplane.reset_rule_hits(&freed) {
             tracing::warn!(rules = freed.len(), error = %err, "zeroing the hits of freed rules");
@@ -276,7 +285,7 @@ impl Service {
             reset_ms = synced.elapsed().as_millis() as u64,
             "committed"
         );
-        Ok(())
+        Ok(expired)
     }
 
     /// Runs `change` on a copy of the model and commits it; logs `what` as an audit line with
@@ -307,9 +316,13 @@ impl Service {
         // The dataplane holds the policy in force: its size needs no second computation.
         let before = summary(&self.model, self.dataplane.installed_prefixes());
         let previous = self.model.clone();
-        self.commit(next)?;
+        let expired = self.commit(next)?;
         let after = summary(&self.model, self.dataplane.installed_prefixes());
-        self.record(outcome, what(&value), &previous, before, after);
+        let mut what = what(&value);
+        if expired.changed() {
+            what.push_str(&format!("; expired {}", expiry::describe(&expired.removed)));
+        }
+        self.record(outcome, what, &previous, before, after);
         Ok(value)
     }
 }

@@ -44,6 +44,10 @@ impl Service {
         let Some(reverted) = self.model.revert_now(now) else {
             return;
         };
+        // Nothing a revert restores may be past its time.
+        let expired = self.model.expire(now);
+        self.next_expiry = self.model.next_expiry_after(now);
+        self.note_held(&expired);
         if let Err(err) = self.sync_kernel() {
             tracing::error!(
                 error = %crate::error_chain(&err),
@@ -58,10 +62,16 @@ impl Service {
             "not acknowledged in time: reverted"
         );
         let after = summary(&self.model, self.dataplane.installed_prefixes());
-        let what = format!(
+        let mut what = format!(
             "reverted the unacknowledged {:?} of {:?}",
             reverted.action, reverted.allowlist_ids
         );
+        if expired.changed() {
+            what.push_str(&format!(
+                "; expired {}",
+                super::expiry::describe(&expired.removed)
+            ));
+        }
         self.record_by_daemon(Outcome::Reverted, what, &previous, before, after);
     }
 

@@ -149,6 +149,72 @@ fn an_expiry_that_would_empty_an_enforced_policy_waits() {
 }
 
 #[test]
+fn the_entries_that_expire_last_are_held_in_the_kernel_too() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(&mut model, &mut next_id, "temporary", &[]);
+    let first = add_expiring(&mut model, &mut next_id, &id, ("198.51.100.7", "1h"), t(0));
+    let last = add_expiring(&mut model, &mut next_id, &id, ("198.51.100.8", "2h"), t(0));
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    model.acknowledge(t(60), &settings()).expect("ack");
+    let expiring = model.kernel_expiring();
+    assert_eq!(expiring.get(&first.rule), Some(&t(3600)));
+    assert!(
+        !expiring.contains_key(&last.rule),
+        "the last to expire is never given its deadline: the kernel would drop everything"
+    );
+    // Looked at late (the daemon was down): the entries go in the order of their times.
+    let expired = model.expire(t(3 * 3600));
+    assert_eq!(expired.removed.len(), 1, "{expired:?}");
+    assert_eq!(expired.removed[0].1.id, first.id);
+    assert_eq!(expired.held.len(), 1);
+    assert_eq!(cidrs(&model, &id), ["198.51.100.8/32"]);
+    assert!(model.kernel_expiring().is_empty());
+    assert!(
+        model
+            .effective_policy()
+            .iter()
+            .all(|(_, rule)| *rule & allowlist_common::EXPIRING_RULE == 0)
+    );
+}
+
+#[test]
+fn an_entry_expired_in_what_a_revert_restores_is_not_brought_back() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let id = create(
+        &mut model,
+        &mut next_id,
+        "office",
+        &["192.0.2.2/32", "192.0.2.5/32"],
+    );
+    model
+        .enable(std::slice::from_ref(&id), &[], false, t(0), &settings())
+        .expect("enable");
+    model.acknowledge(t(60), &settings()).expect("ack");
+    add_expiring(&mut model, &mut next_id, &id, ("192.0.2.3", "5s"), t(100));
+    // Replaced by its two permanent entries: a narrowing edit, pending.
+    model
+        .replace(
+            &id,
+            input("office", &["192.0.2.5/32", "192.0.2.2/32"]),
+            None,
+            t(101),
+            &settings(),
+            &mut next_id,
+        )
+        .expect("replace");
+    assert!(model.pending().is_some());
+    let expired = model.expire(t(105));
+    assert_eq!(expired.removed.len(), 1, "from what the revert restores");
+    assert!(expired.changed());
+    model.revert_now(t(300)).expect("reverted");
+    assert_eq!(cidrs(&model, &id), ["192.0.2.2/32", "192.0.2.5/32"]);
+}
+
+#[test]
 fn a_time_to_live_must_be_in_the_future_and_within_the_limit() {
     let mut model = Model::default();
     let mut next_id = ids();
