@@ -299,3 +299,34 @@ impl Probes {
         Ok(arrived)
     }
 }
+
+/// An established TCP session from `source` (a client address) to the server's IPv4
+/// address on `port`, as the lockout guard sees one: both ends stay open until dropped.
+pub struct TcpSession {
+    _client: Socket,
+    _server: std::net::TcpStream,
+}
+
+impl TcpSession {
+    /// Opens the session.
+    pub fn open(link: &TestLink, source: IpAddr, port: u16) -> anyhow::Result<TcpSession> {
+        let listener = link
+            .server
+            .enter(|| std::net::TcpListener::bind((SERVER_V4, port)))??;
+        let server = SocketAddr::from((SERVER_V4, port));
+        let client = bound_socket(
+            &link.client,
+            Type::STREAM,
+            Protocol::TCP,
+            SocketAddr::new(source, 0),
+        )?;
+        client
+            .connect_timeout(&server.into(), TCP_PROBE_TIMEOUT)
+            .with_context(|| format!("connecting from {source} to {server}"))?;
+        let (accepted, _) = listener.accept().context("accepting the session")?;
+        Ok(TcpSession {
+            _client: client,
+            _server: accepted,
+        })
+    }
+}

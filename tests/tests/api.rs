@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use allowlist_tests::daemon::{API_ADDR, Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
-use allowlist_tests::traffic::passes;
+use allowlist_tests::traffic::{TcpSession, passes};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
@@ -747,25 +747,7 @@ fn the_lockout_guard_protects_the_caller_and_established_sessions() {
     );
 
     // An established session from the denied address to the protected port.
-    let listener = s
-        .link
-        .server
-        .enter(|| std::net::TcpListener::bind((SERVER_V4, 2222)))
-        .expect("enter")
-        .expect("listen");
-    let source = socket2::SockAddr::from(std::net::SocketAddr::new(CLIENT_DENIED_V4.into(), 0));
-    let session = s
-        .link
-        .client
-        .enter(|| -> std::io::Result<socket2::Socket> {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-            socket.bind(&source)?;
-            socket.connect(&std::net::SocketAddr::from((SERVER_V4, 2222)).into())?;
-            Ok(socket)
-        })
-        .expect("enter")
-        .expect("connect");
-    let (_accepted, _) = listener.accept().expect("accept");
+    let session = TcpSession::open(&s.link, CLIENT_DENIED_V4.into(), 2222).expect("session");
     let session_guard = enable(d, &[&id]);
     assert_error(&session_guard, 409, "would_lock_out");
     assert_eq!(

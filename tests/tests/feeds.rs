@@ -1,7 +1,8 @@
 //! A list that follows a feed, with real packets: allowlistd reads the feed (an HTTP server
 //! of the test) at its refresh and replaces the list's entries without an acknowledgement,
-//! keeps the list as it was when the feed fails, comes back empty or would take more than
-//! half the entries away, and records each refusal in the audit trail.
+//! keeps the list as it was when the feed fails, comes back empty or invalid, would take
+//! more than half the entries a person set away (in any number of reads), or would cut off
+//! an established session to a protected port, and records each refusal in the audit trail.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::scenario::*;
-use allowlist_tests::traffic::passes;
+use allowlist_tests::traffic::{TcpSession, passes};
 use serde_json::{Value, json};
 
 /// What the feed answers: a status and a body.
@@ -138,7 +139,7 @@ fn a_list_follows_its_feed_within_bounds_and_keeps_its_entries_otherwise() {
         &daemon,
         &feed,
         (200, "192.0.2.0/24\n"),
-        "would remove 2 of the 3 entries",
+        "would leave 1 of the 3 entries",
     );
     assert_eq!(
         cidrs(&daemon, &id),
@@ -148,4 +149,79 @@ fn a_list_follows_its_feed_within_bounds_and_keeps_its_entries_otherwise() {
         passes(&link, CLIENT_ALLOWED_V4),
         "the list kept its entries"
     );
+}
+
+#[test]
+fn a_feed_cannot_cut_off_a_protected_session_nor_empty_a_list_in_two_steps() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let [kept, moved, other] = ["10.89.0.4", "10.89.0.5", "10.89.0.6"];
+    let feed: Feed = Arc::new(Mutex::new((
+        200,
+        format!("{CLIENT_ALLOWED_V4}\n{kept}\n{moved}\n"),
+    )));
+    let url = serve(&link, feed.clone());
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({"name": "feed", "source": {"url": url, "refresh": "1s"}})),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let allowed = format!("{CLIENT_ALLOWED_V4}/32");
+    let (kept, moved, other) = (
+        format!("{kept}/32"),
+        format!("{moved}/32"),
+        format!("{other}/32"),
+    );
+    wait_for(&daemon, &id, &[&kept, &moved, &allowed]);
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    assert!(!passes(&link, CLIENT_DENIED_V4));
+
+    // The allowed client holds an SSH session; the feed leaves it out.
+    let session = TcpSession::open(&link, CLIENT_ALLOWED_V4.into(), 22).expect("session");
+    refused(
+        &daemon,
+        &feed,
+        (200, &format!("{kept}\n{moved}\n{other}\n")),
+        &format!("would cut off {CLIENT_ALLOWED_V4} (session to port 22)"),
+    );
+    assert!(
+        passes(&link, CLIENT_ALLOWED_V4),
+        "the session's source still passes"
+    );
+    assert_eq!(enforcement(&daemon)["pending"], Value::Null);
+    drop(session);
+
+    // Junk added first (adds only), then served alone: the second step is refused, as
+    // counted from the entries the list held when it was set, not from the last read.
+    let junk: Vec<String> = (1..=10).map(|n| format!("203.0.113.{n}/32")).collect();
+    let mut with_junk = vec![allowed.clone(), kept.clone(), moved.clone()];
+    with_junk.extend(junk.iter().cloned());
+    *feed.lock().expect("feed") = (200, with_junk.join("\n"));
+    with_junk.sort_by_key(|cidr| cidr.parse::<ipnet::IpNet>().expect("cidr"));
+    let with_junk: Vec<&str> = with_junk.iter().map(String::as_str).collect();
+    wait_for(&daemon, &id, &with_junk);
+    refused(
+        &daemon,
+        &feed,
+        (200, &junk.join("\n")),
+        "would leave 0 of the 3 entries",
+    );
+    assert!(passes(&link, CLIENT_ALLOWED_V4));
+    // Invalid lines are refused as a whole, as `allowlistctl import` refuses them.
+    refused(
+        &daemon,
+        &feed,
+        (
+            200,
+            &format!("{allowed}\n{kept}\n{moved}\nnot-an-address\n"),
+        ),
+        "1 invalid prefixes (line 4",
+    );
+    // The good feed comes back: applied.
+    *feed.lock().expect("feed") = (200, format!("{allowed}\n{kept}\n{moved}\n"));
+    wait_for(&daemon, &id, &[&kept, &moved, &allowed]);
 }

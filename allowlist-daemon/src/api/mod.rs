@@ -314,10 +314,12 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         // Audit lines written while serving the request name the token.
         let line = request_line(&request);
         let span = tracing::info_span!("api", token = state.token.name(), request = %line);
+        let peer = request.extensions().get::<Peer>();
         let actor = Actor {
             name: state.token.name().to_owned(),
-            peer: request.extensions().get::<Peer>().map(ToString::to_string),
+            peer: peer.map(ToString::to_string),
             request: Some(line),
+            remote_ip: peer.and_then(Peer::remote_ip),
         };
         ACTOR.scope(actor, next.run(request).instrument(span)).await
     } else {

@@ -134,11 +134,12 @@ impl Serialize for AllowlistView<'_> {
             view.serialize_field(
                 "source",
                 &serde_json::json!({
-                    "url": source.url,
+                    "url": source.shown_url(),
                     "format": source.format,
                     "refresh": humantime::format_duration(
                         std::time::Duration::from_secs(source.refresh_seconds)
                     ).to_string(),
+                    "acknowledged_entries": list.feed_baseline,
                 }),
             )?;
         }

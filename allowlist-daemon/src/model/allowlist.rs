@@ -80,6 +80,10 @@ pub struct Entry {
     /// with the entry); `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Expiry>,
+    /// Added by a read of the list's feed since a person last set the list: not one of the
+    /// entries a feed read may remove at most half of (see [`Allowlist::feed_baseline`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_feed: bool,
 }
 
 /// When an entry expires, in whole seconds since the Unix epoch: four bytes in an entry (a
@@ -153,6 +157,11 @@ pub struct Allowlist {
     /// The feed the list follows, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<super::ListSource>,
+    /// For a list that follows a feed: how many entries it held when a person last set it.
+    /// A feed read may take out at most half of those (counted from that time, so that no
+    /// series of reads gets past it); entries a feed added since do not count.
+    #[serde(default)]
+    pub feed_baseline: usize,
     /// When the list was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -173,6 +182,20 @@ pub struct FleetOrigin {
 }
 
 impl Allowlist {
+    /// Takes the list as a person just set it: for a list that follows a feed, its entries
+    /// become the ones a feed read may remove at most half of.
+    pub(super) fn set_by_person(&mut self) {
+        if self.source.is_none() {
+            return;
+        }
+        if self.entries.iter().any(|entry| entry.from_feed) {
+            for entry in Arc::make_mut(&mut self.entries) {
+                entry.from_feed = false;
+            }
+        }
+        self.feed_baseline = self.entries.len();
+    }
+
     /// Whether every prefix of this list is also in `other`: replacing this list by `other`
     /// does not narrow what it allows.
     pub fn is_covered_by(&self, other: &Allowlist) -> bool {

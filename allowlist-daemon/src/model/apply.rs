@@ -152,7 +152,7 @@ impl Model {
             };
             let id = match existing {
                 Some(old) => {
-                    let new = Allowlist {
+                    let mut new = Allowlist {
                         name: name.to_owned(),
                         description: list.description.clone(),
                         entries: Arc::new(entries),
@@ -162,6 +162,7 @@ impl Model {
                         version: old.version + 1,
                         ..old.clone()
                     };
+                    new.set_by_person();
                     if !same_content(old, &new) {
                         report.updated.push(change(old, &new));
                         snapshots.push(old.clone());
@@ -185,6 +186,7 @@ impl Model {
                             allow_all: list.allow_all,
                             fleet: origin,
                             source: None,
+                            feed_baseline: 0,
                             created_at: now,
                             updated_at: now,
                             version: 1,

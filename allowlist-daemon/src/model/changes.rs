@@ -173,7 +173,7 @@ impl Model {
     }
 
     /// Whether `addr` would pass with `enabled` lists enabled.
-    fn allows(&self, enabled: &BTreeSet<String>, addr: IpAddr) -> bool {
+    pub(super) fn allows(&self, enabled: &BTreeSet<String>, addr: IpAddr) -> bool {
         let lists = enabled.iter().filter_map(|id| self.allowlists.get(id));
         self.always_allow.iter().any(|(net, _)| net.contains(&addr))
             || lists

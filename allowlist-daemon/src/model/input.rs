@@ -218,6 +218,7 @@ pub(super) fn allocate_entries(
                 description,
                 rule: allocator.allocate()?,
                 expires_at,
+                from_feed: false,
             })
         })
         .collect()

@@ -38,7 +38,7 @@ impl Model {
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
         let entries = allocate_entries(parsed, &[], &mut allocator, ids)?;
         let id = ids.list_id();
-        let list = Allowlist {
+        let mut list = Allowlist {
             id: id.clone(),
             name,
             description,
@@ -46,10 +46,12 @@ impl Model {
             allow_all: input.allow_all,
             fleet: None,
             source,
+            feed_baseline: 0,
             created_at: now,
             updated_at: now,
             version: 1,
         };
+        list.set_by_person();
         Ok(self.allowlists.entry(id).or_insert(list))
     }
 
@@ -68,7 +70,12 @@ impl Model {
         check_version(current, if_match)?;
         self.check_not_frozen(id)?;
         let (name, description) = self.check_header(&input, Some(id), settings)?;
-        let source = input.source.as_ref().map(parse_source).transpose()?;
+        let source = input
+            .source
+            .as_ref()
+            .map(parse_source)
+            .transpose()?
+            .map(|source| source.keeping_credentials(current.source.as_ref()));
         let entries = input.entries.unwrap_or_default();
         let parsed = parse_entries(entries, "entries", &[], input.allow_all, now, settings)?;
         let mut allocator = RuleAllocator::new(self.rules_in_use(), settings.rule_capacity);
@@ -81,6 +88,7 @@ impl Model {
             allow_all: input.allow_all,
             fleet: current.fleet.clone(),
             source,
+            feed_baseline: current.feed_baseline,
             created_at: current.created_at,
             updated_at: now,
             version: current.version,
@@ -196,6 +204,7 @@ impl Model {
         )?;
         list.version = current.version + 1;
         list.updated_at = now;
+        list.set_by_person();
         if narrowing {
             let restore = self.restore_point(vec![current.clone()]);
             self.begin_pending(Action::Update, vec![id.clone()], restore, now, settings);

@@ -35,12 +35,13 @@
 //!    whole or not at all, like every [`Model::apply`].
 //!
 //! A list may follow a feed (its source): a refresh replaces its entries without an
-//! acknowledgement, unless the feed is empty or would remove more than half of them
-//! ([`Model::refresh_from_source`]).
+//! acknowledgement, within bounds no series of reads gets past: never empty, at most half of
+//! the entries a person last set taken out, and nothing the lockout guard keeps reachable
+//! cut off ([`Model::refresh_from_source`]).
 //!
 //! Entries may expire: at their time they leave their list, and the lists a revert would
-//! restore, without an acknowledgement (they were declared with the entry), unless that
-//! breaks invariant 3: such entries stay until it no longer would ([`Model::expire`]).
+//! restore, without an acknowledgement (they were declared with the entry); the last entries
+//! of a policy whose every prefix expires are held, in the kernel too ([`Model::expire`]).
 //!
 //! The service adds the eighth: the kernel enforces [`Model::effective_policy`] and, while
 //! a change is pending, falls back by itself to that of [`Model::reverted`] at the deadline.
@@ -52,6 +53,7 @@ mod error;
 mod evaluate;
 mod expiry;
 mod fleet;
+mod guard;
 mod input;
 mod lists;
 mod pending;
@@ -69,6 +71,7 @@ pub use error::{InvalidState, ModelError};
 pub use evaluate::{Evaluation, Match, Reason};
 pub use expiry::Expired;
 pub use fleet::FleetMemo;
+pub use guard::GuardedAddress;
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};
 pub use saved::{SavedFileNames, SavedState};

@@ -101,6 +101,10 @@ fn format_1() -> u32 {
     1
 }
 
+fn is_zero(count: &usize) -> bool {
+    *count == 0
+}
+
 /// A list as saved: its entries inline, or the file that holds them.
 #[derive(Serialize, Deserialize)]
 struct SavedList {
@@ -117,6 +121,8 @@ struct SavedList {
     fleet: Option<FleetOrigin>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<super::ListSource>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    feed_baseline: usize,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -136,6 +142,7 @@ impl SavedList {
             allow_all: list.allow_all,
             fleet: list.fleet.clone(),
             source: list.source.clone(),
+            feed_baseline: list.feed_baseline,
             created_at: list.created_at,
             updated_at: list.updated_at,
             version: list.version,
@@ -169,6 +176,7 @@ impl SavedList {
             allow_all: self.allow_all,
             fleet: self.fleet,
             source: self.source,
+            feed_baseline: self.feed_baseline,
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,

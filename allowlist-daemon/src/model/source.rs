@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::allowlist::Entry;
 use super::error::ModelError;
+use super::guard::GuardedAddress;
 use super::rules::RuleAllocator;
 use super::state::{IdSource, Model, Settings};
 use crate::policy::FeedFormat;
@@ -33,6 +34,33 @@ pub struct ListSource {
     pub format: FeedFormat,
     /// Seconds between two reads.
     pub refresh_seconds: u64,
+}
+
+impl ListSource {
+    /// The URL without the credentials it may carry (`https://user:pass@host/` shows as
+    /// `https://***@host/`): what the API, the audit trail and the logs show.
+    pub fn shown_url(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://***{}", &rest[at..]),
+            None => self.url.clone(),
+        }
+    }
+
+    /// This source as the client sent it, with the credentials of `current` kept when the
+    /// client sent back the URL as shown (a list read, edited and written back).
+    pub(super) fn keeping_credentials(mut self, current: Option<&ListSource>) -> Self {
+        if let Some(current) = current
+            && self.url != current.url
+            && self.url == current.shown_url()
+        {
+            self.url = current.url.clone();
+        }
+        self
+    }
 }
 
 /// A source as a client sends it with a list.
@@ -99,13 +127,19 @@ pub(super) fn parse_source(input: &SourceInput) -> Result<ListSource, ModelError
 
 impl Model {
     /// Replaces the entries of list `id`, which names a source, by `prefixes` (what the
-    /// source says now): entries kept keep their ids, descriptions and expiries. Refused
-    /// when `prefixes` is empty or removes more than half the entries, when a pending change
-    /// freezes the list, or past the limits.
+    /// source says now): entries kept keep their ids, descriptions and expiries. Refused when
+    /// `prefixes` is empty, when it would take out more than half of the entries a person
+    /// last set ([`Allowlist::feed_baseline`]; the first read of a list no person gave entries
+    /// sets them), when it would cut off an address of `guarded` that passes now (or after a
+    /// revert of the pending change), when a pending change freezes the list, or past the
+    /// limits.
+    ///
+    /// [`Allowlist::feed_baseline`]: super::Allowlist::feed_baseline
     pub fn refresh_from_source(
         &mut self,
         id: &str,
         prefixes: &BTreeSet<IpNet>,
+        guarded: &[GuardedAddress],
         now: OffsetDateTime,
         settings: &Settings,
         ids: IdSource,
@@ -117,6 +151,7 @@ impl Model {
                 field: None,
             });
         };
+        let url = source.shown_url();
         self.check_not_frozen(id)?;
         let kept = current
             .entries
@@ -128,32 +163,29 @@ impl Model {
             removed: current.entries.len() - kept,
             unchanged: kept,
         };
+        let refused = |message: String| Err(ModelError::FeedRefused { message });
         if prefixes.is_empty() {
-            return Err(ModelError::FeedRefused {
-                message: format!("{} gave no prefix: the list keeps its entries", source.url),
-            });
+            return refused(format!("{url} gave no prefix: the list keeps its entries"));
         }
-        if counts.removed * 2 > current.entries.len() {
-            return Err(ModelError::FeedRefused {
-                message: format!(
-                    "{} would remove {} of the {} entries: the list keeps them; `allowlistctl \
-                     import` applies such a change as a pending one, to acknowledge",
-                    source.url,
-                    counts.removed,
-                    current.entries.len()
-                ),
-            });
+        // The entries a person set that the list would still hold.
+        let baseline_kept = current
+            .entries
+            .iter()
+            .filter(|entry| !entry.from_feed && prefixes.contains(&entry.cidr))
+            .count();
+        let baseline = current.feed_baseline;
+        let taken = baseline.saturating_sub(baseline_kept);
+        if taken * 2 > baseline {
+            return refused(format!(
+                "{url} would leave {baseline_kept} of the {baseline} entries the list held when                  a person last set it (at most half may go by a feed): the list keeps its                  entries; `allowlistctl import` makes such a change as a person, to acknowledge"
+            ));
         }
         if let Some(all) = prefixes.iter().find(|net| net.prefix_len() == 0)
             && !current.allow_all
         {
-            return Err(ModelError::FeedRefused {
-                message: format!(
-                    "{} gave {all}, which allows every source, and the list does not say \
-                     allow_all",
-                    source.url
-                ),
-            });
+            return refused(format!(
+                "{url} gave {all}, which allows every source, and the list does not say allow_all"
+            ));
         }
         if counts.added == 0 && counts.removed == 0 {
             return Ok(counts);
@@ -172,6 +204,7 @@ impl Model {
                     description: None,
                     rule: allocator.allocate()?,
                     expires_at: None,
+                    from_feed: true,
                 }),
             }
         }
@@ -179,7 +212,22 @@ impl Model {
         next.entries = Arc::new(entries);
         next.version += 1;
         next.updated_at = now;
-        self.allowlists.insert(id.to_owned(), next);
+        if baseline == 0 {
+            // No person gave the list entries: its first good read stands for them.
+            for entry in Arc::make_mut(&mut next.entries) {
+                entry.from_feed = false;
+            }
+            next.feed_baseline = next.entries.len();
+        }
+        let mut after = self.clone();
+        after.allowlists.insert(id.to_owned(), next);
+        if let Some(cut) = after.cuts_off(self, guarded) {
+            return refused(format!(
+                "{url} would cut off {} ({}), which passes now: the list keeps its entries",
+                cut.address, cut.found
+            ));
+        }
+        *self = after;
         Ok(counts)
     }
 }

@@ -2,6 +2,9 @@
 //! ip-ranges.json, GitHub's meta API, a JSON array. Used by `allowlistctl import` and by the
 //! daemon's refresh of lists that name a source.
 
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -40,6 +43,51 @@ pub struct Found {
     pub place: String,
     /// As written.
     pub text: String,
+}
+
+/// The prefixes of a feed, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedRead {
+    /// Every valid prefix, once.
+    pub prefixes: BTreeSet<IpNet>,
+    /// Prefixes given more than once.
+    pub repeated: usize,
+    /// The invalid ones: `place: why`.
+    pub invalid: Vec<String>,
+}
+
+impl FeedRead {
+    /// The invalid prefixes for a message: how many, and the first few by place.
+    pub fn invalid_summary(&self) -> String {
+        const SHOWN: usize = 3;
+        let mut text = format!(
+            "{} invalid prefixes ({}",
+            self.invalid.len(),
+            self.invalid[..self.invalid.len().min(SHOWN)].join("; ")
+        );
+        if self.invalid.len() > SHOWN {
+            text.push_str("; ...");
+        }
+        text.push(')');
+        text
+    }
+}
+
+/// The prefixes `text` holds in `format`, parsed: the valid ones, and each invalid one by
+/// its place.
+pub fn read_feed(text: &str, format: FeedFormat) -> Result<FeedRead, FeedError> {
+    let mut read = FeedRead::default();
+    for item in feed_prefixes(text, format)? {
+        match parse_cidr(&item.text) {
+            Ok(net) => {
+                if !read.prefixes.insert(net) {
+                    read.repeated += 1;
+                }
+            }
+            Err(err) => read.invalid.push(format!("{}: {err}", item.place)),
+        }
+    }
+    Ok(read)
 }
 
 /// The prefixes `text` holds in `format`, each with its place, as written (not checked).

@@ -8,7 +8,7 @@ mod scope;
 mod text;
 
 pub use cidr::{CidrError, check_prefix, parse_cidr};
-pub use feed::{FeedError, FeedFormat, Found, feed_prefixes};
+pub use feed::{FeedError, FeedFormat, FeedRead, Found, feed_prefixes, read_feed};
 pub use prefixes::Policy;
 pub use scope::{PortScope, Transport};
 pub use text::{CidrText, serialize_cidr};

@@ -19,6 +19,8 @@ pub struct Actor {
     pub peer: Option<String>,
     /// `METHOD /path`.
     pub request: Option<String>,
+    /// The address of a remote operator (a TCP peer beyond loopback).
+    pub remote_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for Actor {
@@ -28,6 +30,7 @@ impl Default for Actor {
             name: "allowlistd".into(),
             peer: None,
             request: None,
+            remote_ip: None,
         }
     }
 }
@@ -57,8 +60,12 @@ impl Outcome {
 }
 
 impl Service {
-    /// Makes `actor` the one the next changes are recorded for.
+    /// Makes `actor` the one the next changes are recorded for; a remote operator is
+    /// guarded against lockouts for a while (see [`Service::guarded_always`]).
     pub fn act_as(&mut self, actor: Actor) {
+        if let Some(address) = actor.remote_ip {
+            self.operators.note(address);
+        }
         self.actor = actor;
     }
 

@@ -2,13 +2,13 @@
 //! list (a refresh, or a refusal kept on record). The daemon reads the feeds itself, off
 //! the service's lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::setup::RandomIds;
 use super::{Service, ServiceError};
 use crate::model::{ListSource, ModelError, Refreshed};
-use crate::policy::{feed_prefixes, parse_cidr};
+use crate::policy::read_feed;
 use crate::store::AuditRecord;
 
 /// After a failed read, the next one comes this soon (or at the refresh, if sooner).
@@ -52,43 +52,41 @@ impl Service {
     }
 
     /// Applies what the source of list `id` gave: its text, or why it could not be read
-    /// (the list keeps its entries, and the source is read again soon). Returns what
-    /// changed.
+    /// (the list keeps its entries, and the source is read again soon). A read that would
+    /// cut off an address the lockout guard keeps reachable is refused like any other bad
+    /// read. Returns what changed.
     pub fn apply_feed(
         &mut self,
         id: &str,
         read: Result<String, String>,
     ) -> Result<Refreshed, ServiceError> {
-        let Ok(source) = self.model.allowlist(id).map(|list| list.source.clone()) else {
+        let Some(source) = self
+            .model
+            .allowlist(id)
+            .ok()
+            .and_then(|list| list.source.clone())
+        else {
             return Ok(Refreshed::default());
         };
-        let Some(source) = source else {
-            return Ok(Refreshed::default());
-        };
-        let text = read
-            .and_then(|text| feed_prefixes(&text, source.format).map_err(|err| format!("{err}")));
-        let found = match text {
-            Ok(found) => found,
+        let url = source.shown_url();
+        let read = read
+            // An error may quote the URL: never with its credentials.
+            .map_err(|cause| cause.replace(&source.url, &url))
+            .and_then(|text| read_feed(&text, source.format).map_err(|err| err.to_string()))
+            .and_then(|read| match read.invalid.is_empty() {
+                true => Ok(read.prefixes),
+                false => Err(read.invalid_summary()),
+            });
+        let prefixes = match read {
+            Ok(prefixes) => prefixes,
             Err(cause) => {
                 // The list keeps its entries; the source is read again soon.
                 self.retry_feed_soon(id, &source);
-                let reason = format!("reading {}: {cause}", source.url);
+                let reason = format!("reading {url}: {cause}");
                 self.record_feed_refusal(id, &reason);
                 return Err(ModelError::FeedRefused { message: reason }.into());
             }
         };
-        let mut invalid = 0;
-        let prefixes: BTreeSet<ipnet::IpNet> = found
-            .iter()
-            .filter_map(|item| {
-                let parsed = parse_cidr(&item.text).ok();
-                invalid += usize::from(parsed.is_none());
-                parsed
-            })
-            .collect();
-        if invalid > 0 {
-            tracing::warn!(list = id, url = %source.url, invalid, "prefixes of the feed skipped");
-        }
         // The feed as the list already is: nothing to save, write or record.
         let unchanged = self.model.allowlist(id).is_ok_and(|list| {
             list.entries.len() == prefixes.len()
@@ -105,7 +103,7 @@ impl Service {
                 ..Refreshed::default()
             });
         }
-        let url = source.url.clone();
+        let guarded = self.guarded_always()?;
         let refreshed = self.transact(
             |refreshed: &Refreshed| {
                 format!(
@@ -114,7 +112,7 @@ impl Service {
                 )
             },
             |model, settings, now| {
-                model.refresh_from_source(id, &prefixes, now, settings, &mut RandomIds)
+                model.refresh_from_source(id, &prefixes, &guarded, now, settings, &mut RandomIds)
             },
         );
         match &refreshed {

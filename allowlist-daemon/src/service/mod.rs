@@ -26,10 +26,11 @@ use crate::model::{Expired, Model, ModelError, Settings};
 use crate::policy::Policy;
 use crate::store::Store;
 
+pub use crate::model::GuardedAddress;
 pub use audit::{Actor, append_to_trail};
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
-pub use lockout::{GuardedAddress, Operator};
+pub use lockout::Operator;
 pub use revert::SaveFailure;
 pub use setup::{kernel_capacity, load_state, settings};
 pub use snapshot::{Published, Snapshot};
@@ -67,6 +68,8 @@ pub struct Service {
     actor: Actor,
     /// When each list that follows a feed is read next.
     feeds: feeds::FeedSchedule,
+    /// The remote operators who made changes lately.
+    operators: lockout::RecentOperators,
 }
 
 impl Service {
@@ -137,6 +140,7 @@ impl Service {
             audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
             actor: Actor::default(),
             feeds: feeds::FeedSchedule::default(),
+            operators: lockout::RecentOperators::default(),
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {

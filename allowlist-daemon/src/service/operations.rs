@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use super::lockout::{self, GuardedAddress, Operator};
+use super::lockout::{self, Operator};
 use super::setup::RandomIds;
 use super::{Service, ServiceError};
 use crate::model::{
-    Allowlist, AllowlistInput, ApplyReport, DesiredList, EntriesInput, Entry, EntryId, Pending,
-    Scope,
+    Allowlist, AllowlistInput, ApplyReport, DesiredList, EntriesInput, Entry, EntryId,
+    GuardedAddress, Pending, Scope,
 };
 use crate::policy::PortScope;
 

@@ -2,9 +2,9 @@
 //! file or a feed: one CIDR or address per line, AWS's ip-ranges.json, GitHub's meta API, or
 //! a JSON array of strings.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use allowlist_daemon::policy::{FeedFormat, feed_prefixes, parse_cidr};
+use allowlist_daemon::policy::{FeedFormat, FeedRead, parse_cidr, read_feed};
 use anyhow::bail;
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -37,20 +37,11 @@ pub(crate) struct Import<'a> {
 impl Import<'_> {
     /// Runs the import; returns what to print: the counts, and the list as it is now.
     pub(crate) fn run(&self, api: &Api) -> anyhow::Result<Value> {
-        let found = feed_prefixes(self.text, self.format)?;
-        let mut wanted = BTreeSet::new();
-        let mut invalid = Vec::new();
-        let mut repeated = 0;
-        for item in &found {
-            match parse_cidr(&item.text) {
-                Ok(net) => {
-                    if !wanted.insert(net) {
-                        repeated += 1;
-                    }
-                }
-                Err(err) => invalid.push(format!("{}: {err}", item.place)),
-            }
-        }
+        let FeedRead {
+            prefixes: wanted,
+            repeated,
+            invalid,
+        } = read_feed(self.text, self.format)?;
         if !invalid.is_empty() && !self.skip_invalid {
             bail!(
                 "{} invalid prefixes; nothing changed (--skip-invalid imports the others):\n  {}",

@@ -3,6 +3,7 @@
 mod apply;
 mod changes;
 mod expiry;
+mod feeds;
 mod lists;
 mod saved;
 
