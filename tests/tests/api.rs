@@ -141,11 +141,9 @@ fn every_endpoint_but_healthz_needs_the_token() {
         .lines()
         .filter(|line| line.contains("audit") && line.contains("refused"))
         .collect();
-    assert_eq!(
-        refusals.len(),
-        routes.len() * 3,
-        "each refusal is on record: {log}"
-    );
+    // Anyone may send these: the first of a peer's minute is on record whole, the others
+    // are counted in a summary once the minute is over (unit tests of the trail).
+    assert_eq!(refusals.len(), 1, "the first refusal is on record: {log}");
     assert!(
         refusals
             .iter()

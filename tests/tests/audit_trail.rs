@@ -115,3 +115,46 @@ fn changes_and_refusals_are_recorded_and_read_back_newest_first() {
     );
     assert!(text.contains("more: allowlistctl audit --after"), "{text}");
 }
+
+#[test]
+fn an_unauthenticated_flood_cannot_flush_the_trail() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let args = [&WINDOW[..], &["--audit-max-bytes", "65536"]].concat();
+    let daemon = Daemon::start(&link, state.path(), &args).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    enable(&daemon, &id);
+    acknowledge(&daemon);
+    for n in 0..700 {
+        let stranger = daemon
+            .request(
+                "GET",
+                &format!("/v1/allowlists/{n}"),
+                None,
+                &[("Authorization", "Bearer wrong")],
+            )
+            .expect("request");
+        assert_eq!(stranger.status, 401);
+    }
+    let rows = records(&daemon, "?limit=10000")["records"]
+        .as_array()
+        .cloned()
+        .expect("records");
+    let outcomes: Vec<&str> = rows
+        .iter()
+        .map(|r| r["outcome"].as_str().expect("outcome"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["refused", "acknowledged", "applied", "applied"],
+        "the changes stay; 700 refusals from one peer are one record until their minute \
+         is summed up"
+    );
+    assert_eq!(rows[0]["actor"], "unauthenticated");
+    let log = daemon.log();
+    let lines = log
+        .lines()
+        .filter(|line| line.contains("status=401"))
+        .count();
+    assert_eq!(lines, 1, "one log line too:\n{log}");
+}

@@ -29,7 +29,9 @@ use crate::auth::AdminToken;
 use crate::fleet::FleetView;
 use crate::metrics::RequestCounts;
 use crate::server::Peer;
-use crate::service::{Actor, Operator, Published, Service, Snapshot, Usage, append_to_trail};
+use crate::service::{
+    Actor, Operator, Published, Service, Snapshot, Usage, append_to_trail, append_unauthenticated,
+};
 use crate::store::{AuditLog, AuditRecord};
 
 pub use error::ApiError;
@@ -217,10 +219,9 @@ async fn method_not_allowed() -> ApiError {
 async fn audit_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let change =
         request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
-    let peer = request
-        .extensions()
-        .get::<Peer>()
-        .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+    let known = request.extensions().get::<Peer>();
+    let peer = known.map_or_else(|| "unknown".to_owned(), ToString::to_string);
+    let origin = known.map_or_else(|| "unknown".to_owned(), Peer::origin);
     let what = request_line(&request);
     let response = next.run(request).await;
     let status = response.status();
@@ -241,30 +242,40 @@ async fn audit_refusals(State(state): State<AppState>, request: Request, next: N
         error["error"]["code"].as_str().unwrap_or("refused"),
         error["error"]["message"].as_str().unwrap_or_default()
     );
-    tracing::warn!(
-        target: "audit",
-        peer = %peer,
-        request = %what,
-        status = status.as_u16(),
-        reason = %reason,
-        "refused"
-    );
-    let actor = if status == StatusCode::UNAUTHORIZED {
+    let unauthenticated = status == StatusCode::UNAUTHORIZED;
+    let actor = if unauthenticated {
         "unauthenticated"
     } else {
         state.token.name()
     };
     let record = AuditRecord {
-        peer: Some(peer),
-        request: Some(what),
+        peer: Some(peer.clone()),
+        request: Some(what.clone()),
         status: Some(status.as_u16()),
-        reason: Some(reason),
+        reason: Some(reason.clone()),
         ..AuditRecord::event(actor, "refused", "refused".into())
     };
     let audit = state.audit.clone();
-    let written = tokio::task::spawn_blocking(move || append_to_trail(&audit, record)).await;
-    if let Err(err) = written {
-        tracing::warn!(error = %err, "writing the audit trail");
+    // Anyone can cause a 401: counted per peer and minute rather than written each time.
+    let written = tokio::task::spawn_blocking(move || match unauthenticated {
+        true => append_unauthenticated(&audit, record, &origin),
+        false => {
+            append_to_trail(&audit, record);
+            true
+        }
+    })
+    .await;
+    match written {
+        Ok(true) => tracing::warn!(
+            target: "audit",
+            peer = %peer,
+            request = %what,
+            status = status.as_u16(),
+            reason = %reason,
+            "refused"
+        ),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(error = %err, "writing the audit trail"),
     }
     Response::from_parts(parts, Body::from(bytes))
 }

@@ -12,8 +12,10 @@ use allowlist_daemon::dataplane::{Dataplane, KernelLog, ReplyOpeners};
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
 use allowlist_daemon::server::Server;
-use allowlist_daemon::service::{Service, Usage, kernel_capacity, load_state};
-use allowlist_daemon::store::Store;
+use allowlist_daemon::service::{
+    Service, Usage, flush_refusal_summaries, kernel_capacity, load_state,
+};
+use allowlist_daemon::store::{AuditLog, Store};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
@@ -220,6 +222,10 @@ async fn run() -> anyhow::Result<()> {
             .context("opening the counters for reading")?,
     );
     let audit = service.audit_log();
+    tokio::spawn(flush_refusal_summaries_every(
+        audit.clone(),
+        Duration::from_secs(5),
+    ));
     let service = Arc::new(Mutex::new(service));
     tokio::spawn(revert_when_due(service.clone()));
     tokio::spawn(renew_flow_filter(service.clone()));
@@ -352,6 +358,20 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
 
 /// How often the lists that follow a feed are looked at (each is read at its own refresh).
 const FEED_TICK: Duration = Duration::from_secs(1);
+/// Writes the summaries of unauthenticated refusals `every` so often, once their minute is
+/// over (see [`flush_refusal_summaries`]).
+async fn flush_refusal_summaries_every(audit: Arc<Mutex<AuditLog>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let audit = audit.clone();
+        let flushed = tokio::task::spawn_blocking(move || flush_refusal_summaries(&audit)).await;
+        if let Err(err) = flushed {
+            tracing::warn!(error = %err, "writing the audit trail");
+        }
+    }
+}
+
 /// The longest a feed may take to answer.
 const FEED_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest feed read.

@@ -20,6 +20,14 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// Who the peer is, without its TCP port: what refusals are counted against.
+    pub fn origin(&self) -> String {
+        match self {
+            Peer::Tcp(address) => address.ip().to_canonical().to_string(),
+            Peer::Unix { uid, .. } => format!("uid {uid}"),
+        }
+    }
+
     /// The address a remote operator connects from: a TCP peer that is not on loopback.
     /// Blocking it would cut that operator off.
     pub fn remote_ip(&self) -> Option<IpAddr> {

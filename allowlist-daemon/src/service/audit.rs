@@ -130,6 +130,42 @@ pub fn append_to_trail(trail: &Mutex<AuditLog>, record: AuditRecord) {
     }
 }
 
+/// Counts `record`, a request refused as unauthenticated from `origin`, in `trail` (see
+/// [`AuditLog::append_unauthenticated`]); returns whether it was recorded whole. A trail that
+/// cannot be written is logged.
+pub fn append_unauthenticated(trail: &Mutex<AuditLog>, record: AuditRecord, origin: &str) -> bool {
+    trail
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .append_unauthenticated(record, origin)
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail");
+            false
+        })
+}
+
+/// Writes the summaries of unauthenticated refusals whose minute is over, logging each.
+pub fn flush_refusal_summaries(trail: &Mutex<AuditLog>) {
+    let flushed = trail
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .flush_summaries();
+    match flushed {
+        Ok(summaries) => {
+            for summary in summaries {
+                tracing::warn!(
+                    target: "audit",
+                    peer = summary.peer.as_deref().unwrap_or_default(),
+                    count = summary.count.unwrap_or_default(),
+                    "{}",
+                    summary.action
+                );
+            }
+        }
+        Err(err) => tracing::warn!(error = %crate::error_chain(&err), "writing the audit trail"),
+    }
+}
+
 /// How the lists differ from `before` to `after`.
 fn changes(before: &Model, after: &Model) -> Vec<ListChanges> {
     let ids: BTreeSet<&str> = before

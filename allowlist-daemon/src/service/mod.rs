@@ -27,7 +27,7 @@ use crate::policy::Policy;
 use crate::store::Store;
 
 pub use crate::model::GuardedAddress;
-pub use audit::{Actor, append_to_trail};
+pub use audit::{Actor, append_to_trail, append_unauthenticated, flush_refusal_summaries};
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
 pub use lockout::Operator;

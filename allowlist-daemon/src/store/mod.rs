@@ -8,6 +8,7 @@ mod audit;
 mod entry_files;
 mod error;
 mod files;
+mod refusal_tally;
 
 use std::collections::BTreeSet;
 use std::fs;

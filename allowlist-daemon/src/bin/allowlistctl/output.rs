@@ -347,9 +347,12 @@ fn print_audit(page: &Value) {
         "ID", "TIME", "WHO", "OUTCOME", "FROM"
     );
     for record in page["records"].as_array().into_iter().flatten() {
-        let what = match record["reason"].as_str() {
-            Some(reason) => format!("{} ({})", text(&record["request"]), printable(reason)),
-            None => text(&record["action"]),
+        let what = match (record["count"].as_u64(), record["reason"].as_str()) {
+            (Some(_), _) => text(&record["action"]),
+            (None, Some(reason)) => {
+                format!("{} ({})", text(&record["request"]), printable(reason))
+            }
+            (None, None) => text(&record["action"]),
         };
         println!(
             "{:>6}  {:<25} {:<14} {:<13} {:<24} {}",
