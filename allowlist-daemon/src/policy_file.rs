@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::model::{DesiredList, EntryInput};
+use crate::model::{DesiredList, EntryInput, SourceInput};
 use crate::policy::parse_cidr;
 
 /// A policy file, checked.
@@ -74,6 +74,8 @@ struct TomlList {
     allow_all: bool,
     #[serde(default)]
     entries: Vec<Spanned<EntryInput>>,
+    #[serde(default)]
+    source: Option<SourceInput>,
 }
 
 impl PolicyFile {
@@ -137,6 +139,7 @@ impl PolicyFile {
                     enabled: list.enabled,
                     allow_all: list.allow_all,
                     entries: list.entries.into_iter().map(Spanned::into_inner).collect(),
+                    source: list.source,
                 });
             }
             file
@@ -193,11 +196,27 @@ impl PolicyFile {
             if list.allow_all {
                 out.push_str("allow_all = true\n");
             }
+            if let Some(source) = &list.source {
+                out.push_str(&format!(
+                    "source = {{ url = {}, format = {}",
+                    quote(&source.url),
+                    quote(source.format.name())
+                ));
+                if let Some(refresh) = &source.refresh {
+                    out.push_str(&format!(", refresh = {}", quote(refresh)));
+                }
+                out.push_str(" }\n");
+            }
             out.push_str("entries = [\n");
             for entry in &list.entries {
                 out.push_str(&format!("  {{ cidr = {}", quote(&entry.cidr)));
                 if let Some(description) = entry.description.as_deref().filter(|d| !d.is_empty()) {
                     out.push_str(&format!(", description = {}", quote(description)));
+                }
+                for (key, value) in [("expires_at", &entry.expires_at), ("ttl", &entry.ttl)] {
+                    if let Some(value) = value {
+                        out.push_str(&format!(", {key} = {}", quote(value)));
+                    }
                 }
                 out.push_str(" },\n");
             }
@@ -257,7 +276,18 @@ entries = [{ cidr = "198.51.100.7" }]
 
     #[test]
     fn toml_and_json_round_trip_through_export() {
-        let mut file = parse(OFFICE).expect("valid");
+        let with_times_and_a_feed = OFFICE
+            .replace(
+                "{ cidr = \"2001:db8:10::/48\" }",
+                "{ cidr = \"2001:db8:10::/48\", expires_at = \"2030-01-01T00:00:00Z\" }",
+            )
+            .replace(
+                "name = \"lab\"",
+                "name = \"lab\"\nsource = { url = \"https://***@feeds.example/lab\", format = \"aws\", refresh = \"1h\" }",
+            );
+        let mut file = parse(&with_times_and_a_feed).expect("valid");
+        assert!(file.allowlists[1].source.is_some());
+        assert!(file.allowlists[0].entries[1].expires_at.is_some());
         file.base = Some("r1".into());
         assert_eq!(parse(&file.to_toml()).expect("exported TOML"), file);
         let json = serde_json::to_string(&file).expect("json");

@@ -99,6 +99,37 @@ fn allowlistd_enforces_past_sigterm_until_teardown() {
     assert!(udp_gets_through(&link, CLIENT_DENIED_V4.into(), SERVER_V4.into()).expect("udp"));
 }
 
+#[test]
+fn teardown_refuses_to_pull_the_pins_from_under_a_running_daemon() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &[]).expect("allowlistd");
+    let teardown = |force: bool| {
+        let mut command = Command::new(allowlistd_binary().expect("allowlistd binary"));
+        command
+            .arg("teardown")
+            .arg("--pin-dir")
+            .arg(state.pin_dir());
+        if force {
+            command.arg("--force");
+        }
+        command.output().expect("allowlistd teardown")
+    };
+    let refused = teardown(false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    let pid = daemon.pid().expect("pid");
+    assert!(
+        stderr.contains(&format!("allowlistd (pid {pid})")) && stderr.contains("--force"),
+        "names the daemon and the way on: {stderr}"
+    );
+    assert!(state.pin_dir().exists(), "nothing removed");
+    assert!(link.server_has_xdp().expect("ip link"));
+    let forced = teardown(true);
+    assert!(forced.status.success(), "{forced:?}");
+    assert!(!state.pin_dir().exists(), "removed when forced");
+}
+
 fn refused(args: &[&str]) -> String {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");

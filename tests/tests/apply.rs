@@ -138,3 +138,38 @@ fn a_bad_file_is_refused_as_a_whole_naming_the_line() {
         "nothing created"
     );
 }
+
+#[test]
+fn an_export_keeps_expiring_entries_and_feeds_and_reads_back_unchanged() {
+    let s = setup();
+    let created = s.daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&serde_json::json!({
+            "name": "contractors",
+            "entries": [{ "cidr": "192.0.2.9", "ttl": "2h" }, { "cidr": "192.0.2.10" }],
+            // Read once at creation (nothing listens there), never applied.
+            "source": { "url": "http://user:secret@127.0.0.1:9/x.txt", "refresh": "7d" },
+        })),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    let (ok, exported, err) = ctl(&s.daemon, &["export"]);
+    assert!(ok, "{err}");
+    assert!(exported.contains("expires_at = "), "{exported}");
+    assert!(
+        exported.contains("source = { url = \"http://***@127.0.0.1:9/x.txt\""),
+        "{exported}"
+    );
+    assert!(!exported.contains("secret"), "{exported}");
+    let export = policy_file(s.state.path(), "export.toml", &exported);
+    let (ok, out, err) = ctl(&s.daemon, &["apply", "-f", export.to_str().expect("path")]);
+    assert!(
+        ok && out.contains("nothing to change"),
+        "{exported}\n{out}\n{err}"
+    );
+    let list = s.daemon.call("GET", "/v1/allowlists", None).body["allowlists"][0].clone();
+    assert!(
+        list["entries"][0]["expires_at"].is_string(),
+        "still temporary: {list}"
+    );
+}

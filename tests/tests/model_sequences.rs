@@ -237,6 +237,7 @@ impl Harness {
                 enabled: *enabled,
                 allow_all: false,
                 entries: entries(cidrs),
+                source: None,
             })
             .collect();
         let before: BTreeSet<String> = self.model.allowlists().map(|l| l.id.clone()).collect();

@@ -101,7 +101,8 @@ impl From<ModelError> for ApiError {
             ModelError::LimitExceeded { .. }
             | ModelError::EmptyPolicy
             | ModelError::FeedRefused { .. }
-            | ModelError::AllowAllRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | ModelError::AllowAllRequired { .. }
+            | ModelError::CoversAll { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::CONFLICT,
         };
         ApiError {

@@ -60,11 +60,16 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Stops enforcing: detaches the program from every interface and removes its pinned maps
-    /// and links. Stop the daemon first (a running daemon holds its links).
+    /// and links. Refused while a process (a running allowlistd) holds the maps, naming it:
+    /// stop the daemon first.
     Teardown {
         /// The pin directory the daemon used.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// Remove the pins even though a process holds the maps (a running daemon then
+        /// enforces on until it stops, and pins them again when it restarts).
+        #[arg(long)]
+        force: bool,
     },
     /// Prints a shell completion script: `allowlistd completions bash`.
     Completions {
@@ -128,7 +133,20 @@ async fn run() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    if let Some(Command::Teardown { pin_dir }) = &args.command {
+    if let Some(Command::Teardown { pin_dir, force }) = &args.command {
+        let holders = Dataplane::holders(pin_dir);
+        if !holders.is_empty() && !force {
+            let named: Vec<String> = holders
+                .iter()
+                .map(|holder| format!("{} (pid {})", holder.command, holder.pid))
+                .collect();
+            anyhow::bail!(
+                "{} holds the maps pinned under {}: stop it first (systemctl stop allowlistd), \
+                 or pass --force to remove the pins under it",
+                named.join(", "),
+                pin_dir.display()
+            );
+        }
         let removed = Dataplane::teardown(pin_dir)
             .with_context(|| format!("removing the pins under {}", pin_dir.display()))?;
         if removed.is_empty() {

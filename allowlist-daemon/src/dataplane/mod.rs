@@ -16,6 +16,7 @@ mod counters;
 mod error;
 mod flow_filter;
 mod generations;
+mod holders;
 mod host_traffic;
 mod kernel_log;
 mod links;
@@ -38,6 +39,7 @@ use aya::Ebpf;
 #[cfg(feature = "bench")]
 pub use bench::VariedRun;
 pub use error::{AdoptError, DataplaneError};
+pub use holders::Holder;
 pub use kernel_log::KernelLog;
 pub use links::Attachment;
 pub use readings::{Readings, RuleTable};
@@ -128,5 +130,11 @@ impl Dataplane {
     /// paths removed. Run it with the daemon stopped: a running daemon still holds its links.
     pub fn teardown(pin_root: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
         pins::teardown(pin_root)
+    }
+
+    /// The processes (other than this one) that hold the maps pinned under `pin_root` open:
+    /// a running daemon, which a teardown would pull the enforcement from under.
+    pub fn holders(pin_root: &Path) -> Vec<Holder> {
+        holders::holders(pin_root)
     }
 }

@@ -136,6 +136,7 @@ mod tests {
                         ttl: None,
                     })
                     .collect(),
+                source: None,
             }],
         }
     }

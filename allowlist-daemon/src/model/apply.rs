@@ -13,6 +13,7 @@ use super::error::ModelError;
 use super::input::{EntryInput, allocate_entries, parse_entries};
 use super::pending::{Action, Restore};
 use super::rules::RuleAllocator;
+use super::source::{SourceInput, parse_source};
 use super::state::{IdSource, Model, Settings};
 use super::validate::{check_description, check_name};
 
@@ -34,6 +35,9 @@ pub struct DesiredList {
     /// Its entries.
     #[serde(default)]
     pub entries: Vec<EntryInput>,
+    /// The feed it follows (the host's own lists only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceInput>,
 }
 
 /// Which lists an apply converges.
@@ -143,6 +147,22 @@ impl Model {
                 settings,
             )?;
             let entries = allocate_entries(parsed, previous, &mut allocator, ids)?;
+            let source = match (&list.source, scope) {
+                (None, _) => None,
+                (Some(_), Scope::Fleet { .. }) => {
+                    return Err(ModelError::InvalidRequest {
+                        message: format!(
+                            "{at}.source: a fleet's lists cannot follow a feed (each host \
+                             would read it on its own); publish the entries"
+                        ),
+                        field: Some(format!("{at}.source")),
+                    });
+                }
+                (Some(input), Scope::Local { .. }) => Some(
+                    parse_source(input)?
+                        .keeping_credentials(existing.and_then(|l| l.source.as_ref())),
+                ),
+            };
             let origin = match scope {
                 Scope::Local { .. } => existing.and_then(|l| l.fleet.clone()),
                 Scope::Fleet { fleet, release } => Some(FleetOrigin {
@@ -158,6 +178,7 @@ impl Model {
                         entries: Arc::new(entries),
                         allow_all: list.allow_all,
                         fleet: origin,
+                        source,
                         updated_at: now,
                         version: old.version + 1,
                         ..old.clone()
@@ -176,22 +197,21 @@ impl Model {
                     report.created.push(name.to_owned());
                     created.push(id.clone());
                     touched.insert(id.clone());
-                    next.allowlists.insert(
-                        id.clone(),
-                        Allowlist {
-                            id: id.clone(),
-                            name: name.to_owned(),
-                            description: list.description.clone(),
-                            entries: Arc::new(entries),
-                            allow_all: list.allow_all,
-                            fleet: origin,
-                            source: None,
-                            feed_baseline: 0,
-                            created_at: now,
-                            updated_at: now,
-                            version: 1,
-                        },
-                    );
+                    let mut new = Allowlist {
+                        id: id.clone(),
+                        name: name.to_owned(),
+                        description: list.description.clone(),
+                        entries: Arc::new(entries),
+                        allow_all: list.allow_all,
+                        fleet: origin,
+                        source,
+                        feed_baseline: 0,
+                        created_at: now,
+                        updated_at: now,
+                        version: 1,
+                    };
+                    new.set_by_person();
+                    next.allowlists.insert(id.clone(), new);
                     id
                 }
             };
@@ -309,12 +329,11 @@ fn same_content(old: &Allowlist, new: &Allowlist) -> bool {
         && old.description == new.description
         && old.allow_all == new.allow_all
         && old.fleet == new.fleet
+        && old.source == new.source
         && old.entries.len() == new.entries.len()
-        && old
-            .entries
-            .iter()
-            .zip(new.entries.iter())
-            .all(|(a, b)| a.cidr == b.cidr && a.description == b.description)
+        && old.entries.iter().zip(new.entries.iter()).all(|(a, b)| {
+            a.cidr == b.cidr && a.description == b.description && a.expires_at == b.expires_at
+        })
 }
 
 /// How `old` became `new`, in prefixes.

@@ -38,6 +38,18 @@ pub enum ModelError {
         /// The prefix.
         cidr: IpNet,
     },
+    /// Prefixes that together allow every source of a family, without `allow_all`.
+    #[error(
+        "{field}: together the prefixes cover {cidr}, every IPv{family} source; if that is what \
+         you mean, say so with \"allow_all\": true (allowlistctl --allow-all)",
+        family = if cidr.addr().is_ipv4() { 4 } else { 6 }
+    )]
+    CoversAll {
+        /// Where.
+        field: String,
+        /// The family's whole space.
+        cidr: IpNet,
+    },
     /// No allowlist or entry with that id.
     #[error("no {what} with id {id:?}")]
     NotFound {
@@ -174,7 +186,9 @@ impl ModelError {
                 CidrError::HostBitsSet { .. } => "host_bits_set",
                 CidrError::Ipv4Mapped { .. } => "ipv4_mapped",
             },
-            ModelError::AllowAllRequired { .. } => "allow_all_required",
+            ModelError::AllowAllRequired { .. } | ModelError::CoversAll { .. } => {
+                "allow_all_required"
+            }
             ModelError::NotFound { .. } => "not_found",
             ModelError::DuplicateName { .. } => "duplicate_name",
             ModelError::DuplicateEntry { .. } => "duplicate_entry",
@@ -202,6 +216,7 @@ impl ModelError {
             }
             ModelError::Cidr { field, .. }
             | ModelError::AllowAllRequired { field, .. }
+            | ModelError::CoversAll { field, .. }
             | ModelError::DuplicateEntry { field, .. } => Some(field),
             _ => None,
         }

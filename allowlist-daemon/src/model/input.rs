@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use super::error::ModelError;
 use super::rules::RuleAllocator;
 use super::state::{IdSource, Settings};
 use super::validate::{check_allow_all, check_description};
-use crate::policy::parse_cidr;
+use crate::policy::{covered_family, parse_cidr};
 
 /// An entry as a client sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -99,7 +100,11 @@ fn expiry(
                     format!("{text:?} is not a duration such as 90m, 2h or 7d ({err})"),
                 )
             })?;
-            now + ttl
+            // Past the limit, the time may not even be a date.
+            time::Duration::try_from(ttl.min(settings.max_entry_ttl + Duration::from_secs(1)))
+                .ok()
+                .and_then(|ttl| now.checked_add(ttl))
+                .ok_or_else(|| invalid(format!("{field}.ttl"), "the time is out of range".into()))?
         }
     };
     let which = if input.ttl.is_some() {
@@ -185,6 +190,18 @@ pub(super) fn parse_entries(
             field: format!("{field}[{index}].cidr"),
             cidr,
         });
+    }
+    if !allow_all {
+        let nets = existing
+            .iter()
+            .map(|entry| &entry.cidr)
+            .chain(parsed.iter().map(|(cidr, ..)| cidr));
+        if let Some(cidr) = covered_family(nets) {
+            return Err(ModelError::CoversAll {
+                field: field.to_owned(),
+                cidr,
+            });
+        }
     }
     Ok(parsed
         .into_iter()

@@ -18,7 +18,7 @@ use super::error::ModelError;
 use super::guard::GuardedAddress;
 use super::rules::RuleAllocator;
 use super::state::{IdSource, Model, Settings};
-use crate::policy::FeedFormat;
+use crate::policy::{FeedFormat, covered_family};
 
 /// The shortest and the longest time between two reads of a source.
 const REFRESH_BOUNDS: (Duration, Duration) =
@@ -180,11 +180,12 @@ impl Model {
                 "{url} would leave {baseline_kept} of the {baseline} entries the list held when                  a person last set it (at most half may go by a feed): the list keeps its                  entries; `allowlistctl import` makes such a change as a person, to acknowledge"
             ));
         }
-        if let Some(all) = prefixes.iter().find(|net| net.prefix_len() == 0)
+        if let Some(all) = covered_family(prefixes.iter())
             && !current.allow_all
         {
             return refused(format!(
-                "{url} gave {all}, which allows every source, and the list does not say allow_all"
+                "{url} gave prefixes that cover {all}, every source of a family, and the list \
+                 does not say allow_all"
             ));
         }
         if counts.added == 0 && counts.removed == 0 {

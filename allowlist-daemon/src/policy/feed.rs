@@ -36,6 +36,18 @@ pub enum FeedFormat {
     Json,
 }
 
+impl FeedFormat {
+    /// The format's name, as the API and policy files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeedFormat::Lines => "lines",
+            FeedFormat::Aws => "aws",
+            FeedFormat::Github => "github",
+            FeedFormat::Json => "json",
+        }
+    }
+}
+
 /// A prefix of a feed as written, and where it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {

@@ -563,6 +563,15 @@ fn declared(list: &Value) -> allowlist_daemon::model::DesiredList {
                 ttl: None,
             })
             .collect(),
+        // As the API shows it: credentials as `***`, which an apply on this host keeps.
+        source: list["source"]["url"]
+            .as_str()
+            .map(|url| allowlist_daemon::model::SourceInput {
+                url: url.to_owned(),
+                format: serde_json::from_value(list["source"]["format"].clone())
+                    .unwrap_or_default(),
+                refresh: list["source"]["refresh"].as_str().map(str::to_owned),
+            }),
     }
 }
 

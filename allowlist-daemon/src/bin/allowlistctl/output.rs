@@ -29,7 +29,7 @@ impl Output {
             Output::Done(_, value) if as_json => {
                 println!("{}", serde_json::to_string_pretty(&value)?)
             }
-            Output::Done(message, _) => println!("{message}"),
+            Output::Done(message, _) => println!("{}", printable_lines(&message)),
             Output::Printed => {}
             Output::File(file) if as_json => {
                 println!("{}", serde_json::to_string_pretty(&file)?)
@@ -39,7 +39,7 @@ impl Output {
             Output::Audit(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Audit(v) => print_audit(&v),
             Output::Imported(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
-            Output::Imported(v) => println!("{}", crate::import::describe(&v)),
+            Output::Imported(v) => println!("{}", printable_lines(&crate::import::describe(&v))),
             Output::Applied(v) => print_applied(&v),
             Output::Fleet(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Fleet(v) => print_fleet(&v),
@@ -245,7 +245,7 @@ fn print_applied(v: &Value) {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|name| name.as_str().map(str::to_owned))
+            .filter_map(|name| name.as_str().map(printable))
             .collect()
     };
     for (key, what) in [("created", "created"), ("deleted", "deleted")] {
@@ -256,7 +256,7 @@ fn print_applied(v: &Value) {
     for change in report["updated"].as_array().into_iter().flatten() {
         println!(
             "{prefix}updated: {} (+{} -{} prefixes)",
-            change["name"].as_str().unwrap_or_default(),
+            text(&change["name"]),
             change["added"],
             change["removed"]
         );
@@ -284,7 +284,7 @@ fn print_applied(v: &Value) {
 
 /// Each host of a fleet, a line each.
 fn print_fleet(v: &Value) {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let text = |v: &Value| v.as_str().map_or_else(|| "-".to_owned(), printable);
     println!(
         "fleet {}: current release {}",
         text(&v["fleet"]),
@@ -408,17 +408,30 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// `s` with its control characters escaped.
+/// `s` with the characters that could rewrite what a terminal shows escaped: control
+/// characters (escape sequences, carriage returns, new lines) and the bidirectional
+/// overrides and isolates that reorder a line (U+202E shows `evil` as `live`).
 fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    s.chars()
+        .fold(String::with_capacity(s.len()), |mut out, c| {
+            if rewrites_display(c) {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+            out
+        })
+}
+
+/// [`printable`], line by line: what allowlistctl writes in several lines keeps them.
+fn printable_lines(s: &str) -> String {
+    s.split('\n').map(printable).collect::<Vec<_>>().join("\n")
+}
+
+/// Whether `c` can change how the rest of a line shows.
+fn rewrites_display(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -433,6 +446,12 @@ mod tests {
             "office\\nevil    yes  0.0.0.0/0\\u{1b}[2J"
         );
         assert_eq!(text(&Value::from("Büro Zürich")), "Büro Zürich");
+        assert_eq!(
+            text(&Value::from("exe.\u{202e}txt\u{2066}")),
+            "exe.\\u{202e}txt\\u{2066}",
+            "bidirectional overrides cannot reorder a line"
+        );
+        assert_eq!(printable_lines("one\ntwo\r"), "one\ntwo\\r");
         assert_eq!(text(&Value::from(7)), "7");
     }
 }

@@ -9,6 +9,7 @@ fn declared(name: &str, cidrs: &[&str], enabled: bool) -> DesiredList {
         enabled,
         allow_all: false,
         entries: entry_inputs(cidrs),
+        source: None,
     }
 }
 

@@ -231,6 +231,15 @@ fn a_time_to_live_must_be_in_the_future_and_within_the_limit() {
     assert!(
         refused(&mut model, &mut next_id, with_ttl("192.0.2.1", "soon")).contains("not a duration")
     );
+    assert!(
+        refused(
+            &mut model,
+            &mut next_id,
+            with_ttl("192.0.2.1", "106751991167300d")
+        )
+        .contains("at most 7days"),
+        "a time to live past any date is refused, not a panic"
+    );
     let both = EntriesInput {
         entries: vec![EntryInput {
             cidr: "192.0.2.1".into(),

@@ -206,3 +206,31 @@ fn rules_are_reused_after_deletion_and_renumbered_when_out_of_range() {
     assert_eq!(small.renumber_rules(16), 1);
     assert_eq!(small.allowlist(&b).expect("list").entries[0].rule, 0);
 }
+
+#[test]
+fn prefixes_that_together_cover_a_family_need_allow_all() {
+    let mut model = Model::default();
+    let mut next_id = ids();
+    let halves = model
+        .create(
+            input("halves", &["0.0.0.0/1", "128.0.0.0/1"]),
+            t(0),
+            &settings(),
+            &mut next_id,
+        )
+        .expect_err("refused");
+    assert_eq!(halves.code(), "allow_all_required");
+    assert!(halves.to_string().contains("cover 0.0.0.0/0"), "{halves}");
+    let id = create(&mut model, &mut next_id, "half", &["::/1"]);
+    let added = model
+        .add_entries(&id, entries(&["8000::/1"]), t(0), &settings(), &mut next_id)
+        .expect_err("the other half");
+    assert_eq!(added.code(), "allow_all_required");
+    let said = AllowlistInput {
+        allow_all: true,
+        ..input("halves", &["0.0.0.0/1", "128.0.0.0/1"])
+    };
+    model
+        .create(said, t(0), &settings(), &mut next_id)
+        .expect("said so");
+}
