@@ -188,3 +188,40 @@ fn the_last_entry_of_a_policy_is_held_past_its_time_by_the_daemon_and_the_kernel
         "gone before the API answered"
     );
 }
+
+#[test]
+fn once_the_kernel_drops_an_expired_entry_it_never_passes_again() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (daemon, id) = enforcing_office_daemon(&link, &state);
+    let mut probes =
+        allowlist_tests::traffic::Probes::new(&link, &[CLIENT_DENIED_V4.into()]).expect("probes");
+    admit_for(&daemon, "1s");
+    // A policy no generation holds yet, so that taking the entry out writes one.
+    let added = daemon.call(
+        "POST",
+        &format!("/v1/allowlists/{id}/entries"),
+        Some(&serde_json::json!({ "entries": [{ "cidr": "192.0.2.1" }] })),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    // The kernel drops it at its second; the daemon then takes it out and rewrites the
+    // policies, which must not give the kernel's deadline back before the new policy is in
+    // force (it did: ~150 ms of passing again).
+    let start = Instant::now();
+    let mut dropped_at = None;
+    while start.elapsed() < Duration::from_secs(4) {
+        let passes = probes
+            .passing(Duration::from_millis(30))
+            .expect("probe")
+            .contains(&CLIENT_DENIED_V4.into());
+        match (passes, dropped_at) {
+            (false, None) => dropped_at = Some(start.elapsed()),
+            (true, Some(at)) => panic!(
+                "dropped at {at:?}, then passed again at {:?}",
+                start.elapsed()
+            ),
+            _ => {}
+        }
+    }
+    assert!(dropped_at.is_some(), "dropped once expired");
+}

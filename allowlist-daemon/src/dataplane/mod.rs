@@ -79,6 +79,8 @@ pub struct Dataplane {
     kernel_log: Option<KernelLog>,
     /// The deadlines written to the rule expiry map, by rule.
     rule_expiries: std::collections::BTreeMap<allowlist_common::RuleId, u64>,
+    /// The rules the policies being installed flag: the others' deadlines go once they are.
+    rule_expiries_wanted: std::collections::BTreeSet<allowlist_common::RuleId>,
 }
 
 impl Dataplane {
@@ -116,6 +118,7 @@ impl Dataplane {
             attachments: Vec::new(),
             kernel_log,
             rule_expiries: std::collections::BTreeMap::new(),
+            rule_expiries_wanted: std::collections::BTreeSet::new(),
         })
     }
 

@@ -237,14 +237,15 @@ impl Service {
                 None
             }
         };
-        // Written before any policy that reads them.
+        // Written before any policy that reads them, taken back once none does.
         let deadlines: std::collections::BTreeMap<RuleId, Duration> = expiring
             .into_iter()
             .map(|(rule, at)| (rule, Duration::try_from(at - now).unwrap_or(Duration::ZERO)))
             .collect();
         self.dataplane.set_rule_expiries(&deadlines)?;
         self.dataplane
-            .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))
+            .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))?;
+        self.dataplane.retire_rule_expiries()
     }
 
     /// Takes the entries whose time has come out of `next` (the kernel must never be given
