@@ -7,7 +7,9 @@
 
 pub mod daemon;
 pub mod etcd;
+pub mod feed_server;
 pub mod frames;
+pub mod kernel_image;
 pub mod mounts;
 pub mod netns;
 pub mod reference;

@@ -4,46 +4,14 @@
 //! more than half the entries a person set away (in any number of reads), or would cut off
 //! an established session to a protected port, and records each refusal in the audit trail.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::feed_server::FeedServer;
 use allowlist_tests::netns::*;
 use allowlist_tests::scenario::*;
 use allowlist_tests::traffic::{TcpSession, passes};
 use serde_json::{Value, json};
-
-/// What the feed answers: a status and a body.
-type Feed = Arc<Mutex<(u16, String)>>;
-
-/// An HTTP server in `link`'s server namespace answering every request with `feed`; its URL.
-fn serve(link: &TestLink, feed: Feed) -> String {
-    let listener = link
-        .server
-        .enter(|| TcpListener::bind("127.0.0.1:0"))
-        .expect("enter")
-        .expect("listen");
-    let url = format!(
-        "http://{}/ranges.txt",
-        listener.local_addr().expect("address")
-    );
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let (status, body) = feed.lock().expect("feed").clone();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    url
-}
 
 fn cidrs(daemon: &Daemon, id: &str) -> Vec<String> {
     list_entries(daemon, id)
@@ -68,8 +36,8 @@ fn wait_for(daemon: &Daemon, id: &str, wanted: &[&str]) {
 
 /// Sets what the feed answers, then waits past two refreshes and the newest audit record
 /// for the list's source, which must be a refusal saying `why`.
-fn refused(daemon: &Daemon, feed: &Feed, answer: (u16, &str), why: &str) {
-    *feed.lock().expect("feed") = (answer.0, answer.1.to_owned());
+fn refused(daemon: &Daemon, feed: &FeedServer, answer: (u16, &str), why: &str) {
+    feed.set(answer.0, answer.1);
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let page = daemon.call("GET", "/v1/audit?limit=1", None);
@@ -90,11 +58,12 @@ fn a_list_follows_its_feed_within_bounds_and_keeps_its_entries_otherwise() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");
     let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
-    let feed: Feed = Arc::new(Mutex::new((
-        200,
-        format!("# office and lab\n{CLIENT_ALLOWED_V4}\n{CLIENT_DENIED_V4}\n192.0.2.0/24\n"),
-    )));
-    let url = serve(&link, feed.clone());
+    let feed = FeedServer::serve(
+        &link,
+        &format!("# office and lab\n{CLIENT_ALLOWED_V4}\n{CLIENT_DENIED_V4}\n192.0.2.0/24\n"),
+    )
+    .expect("feed");
+    let url = feed.url.clone();
     let created = daemon.call(
         "POST",
         "/v1/allowlists",
@@ -120,9 +89,9 @@ fn a_list_follows_its_feed_within_bounds_and_keeps_its_entries_otherwise() {
     assert!(passes(&link, CLIENT_DENIED_V4));
 
     // The feed drops one address and adds a network: applied, no acknowledgement asked.
-    *feed.lock().expect("feed") = (
+    feed.set(
         200,
-        format!("{CLIENT_ALLOWED_V4}\n192.0.2.0/24\n203.0.113.0/24\n"),
+        &format!("{CLIENT_ALLOWED_V4}\n192.0.2.0/24\n203.0.113.0/24\n"),
     );
     wait_for(&daemon, &id, &["192.0.2.0/24", &allowed, "203.0.113.0/24"]);
     assert!(
@@ -157,11 +126,9 @@ fn a_feed_cannot_cut_off_a_protected_session_nor_empty_a_list_in_two_steps() {
     let state = TempDir::new().expect("state dir");
     let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
     let [kept, moved, other] = ["10.89.0.4", "10.89.0.5", "10.89.0.6"];
-    let feed: Feed = Arc::new(Mutex::new((
-        200,
-        format!("{CLIENT_ALLOWED_V4}\n{kept}\n{moved}\n"),
-    )));
-    let url = serve(&link, feed.clone());
+    let feed =
+        FeedServer::serve(&link, &format!("{CLIENT_ALLOWED_V4}\n{kept}\n{moved}\n")).expect("feed");
+    let url = feed.url.clone();
     let created = daemon.call(
         "POST",
         "/v1/allowlists",
@@ -200,7 +167,7 @@ fn a_feed_cannot_cut_off_a_protected_session_nor_empty_a_list_in_two_steps() {
     let junk: Vec<String> = (1..=10).map(|n| format!("203.0.113.{n}/32")).collect();
     let mut with_junk = vec![allowed.clone(), kept.clone(), moved.clone()];
     with_junk.extend(junk.iter().cloned());
-    *feed.lock().expect("feed") = (200, with_junk.join("\n"));
+    feed.set(200, &with_junk.join("\n"));
     with_junk.sort_by_key(|cidr| cidr.parse::<ipnet::IpNet>().expect("cidr"));
     let with_junk: Vec<&str> = with_junk.iter().map(String::as_str).collect();
     wait_for(&daemon, &id, &with_junk);
@@ -222,6 +189,6 @@ fn a_feed_cannot_cut_off_a_protected_session_nor_empty_a_list_in_two_steps() {
         "1 invalid prefixes (line 4",
     );
     // The good feed comes back: applied.
-    *feed.lock().expect("feed") = (200, format!("{allowed}\n{kept}\n{moved}\n"));
+    feed.set(200, &format!("{allowed}\n{kept}\n{moved}\n"));
     wait_for(&daemon, &id, &[&kept, &moved, &allowed]);
 }

@@ -1,13 +1,16 @@
 //! A few hundred short random sequences of operations against a real allowlistd with fast
-//! windows. After each sequence's change takes hold, and again after it is acknowledged or
+//! windows: edits, enables and disables, entries that expire within seconds, and a list that
+//! follows a feed served from the test namespace, whose content changes (hostile content
+//! included). After each sequence's change takes hold, and again after it is acknowledged or
 //! reverted (and across restarts), real packets from a dozen client addresses must pass
 //! exactly when the reference model allows them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use allowlist_tests::daemon::{Daemon, Response, TempDir};
+use allowlist_tests::feed_server::FeedServer;
 use allowlist_tests::netns::*;
 use allowlist_tests::reference::Reference;
 use allowlist_tests::traffic::Probes;
@@ -23,6 +26,20 @@ const ACK_MAX: Duration = Duration::from_secs(2);
 const NAMES: [&str; 3] = ["a", "b", "c"];
 /// How long a probe waits for the datagrams that get through.
 const PROBE_WAIT: Duration = Duration::from_millis(150);
+/// The list that follows the feed; operations never edit it, only enable and disable it.
+const FED: &str = "fed";
+/// How long the daemon may take to read the feed again (it reads it every second).
+const FEED_READ: Duration = Duration::from_millis(1500);
+/// How far from an entry's expiry packets are not checked: the daemon takes it out on its
+/// next tick (every 100 ms), the kernel at the second.
+const EXPIRY_MARGIN: f64 = 0.4;
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
 
 /// splitmix64: a seeded generator, so that a failing run can be replayed with its seed.
 struct Rng(u64);
@@ -68,6 +85,10 @@ fn pool() -> Vec<IpNet> {
 struct Run {
     daemon: Daemon,
     reference: Reference,
+    /// The feed of the list [`FED`], its id, and what the feed says.
+    feed: FeedServer,
+    fed_id: String,
+    feed_says: BTreeSet<IpNet>,
     ids: BTreeMap<&'static str, String>,
     rng: Rng,
     pool: Vec<IpNet>,
@@ -106,7 +127,10 @@ impl Run {
                 .map(|p| json!({ "cidr": p.to_string() }))
                 .collect()
         };
-        match (self.rng.below(7), id) {
+        match (self.rng.below(9), id) {
+            // Waiting for the daemon's read would outlast a pending change's window.
+            (7, _) if self.reference.pending.is_none() => self.change_feed(),
+            (8, Some(id)) => self.add_temporary(&id),
             (0, None) | (1..=3, None) => {
                 let prefixes = self.some_prefixes();
                 let body = json!({"name": name, "entries": entries(&prefixes)});
@@ -165,6 +189,10 @@ impl Run {
                     .status
                     == 200
                 {
+                    // Replaced by entries without a time: none expires any more.
+                    let old = self.reference.entries(&id);
+                    self.reference
+                        .set_expiries(&id, old.into_iter().map(|net| (net, None)));
                     self.reference.set_entries(0, &id, prefixes);
                 }
             }
@@ -195,9 +223,124 @@ impl Run {
         }
     }
 
+    /// Adds an entry that lives a second or two to list `id`.
+    fn add_temporary(&mut self, id: &str) {
+        let cidr = *self.rng.pick(&self.pool);
+        let ttl = 1 + self.rng.below(2);
+        let body = json!({ "entries": [{ "cidr": cidr.to_string(), "ttl": format!("{ttl}s") }] });
+        let added = self.call("POST", &format!("/v1/allowlists/{id}/entries"), Some(body));
+        if added.status != 201 {
+            return;
+        }
+        let expires_at = added.body["entries"][0]["expires_at"]
+            .as_str()
+            .and_then(|at| {
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .expect("expires_at")
+            .unix_timestamp();
+        let mut now = self.reference.entries(id);
+        now.insert(cidr);
+        self.reference.set_entries(0, id, now);
+        self.reference.set_expiries(id, [(cidr, Some(expires_at))]);
+        self.log
+            .push(format!("{cidr} in {id} expires at {expires_at}"));
+    }
+
+    /// Gives the feed new content: some prefixes of the pool, or (one time in four) only
+    /// prefixes far from the list's, or nothing at all; then waits for the daemon's read.
+    fn change_feed(&mut self) {
+        let content = match self.rng.below(8) {
+            0 => BTreeSet::new(),
+            1 | 2 => {
+                let junk = ["192.0.2.0/24", "203.0.113.0/24", "2001:db8::/32"];
+                let count = 1 + self.rng.below(junk.len());
+                junk[..count]
+                    .iter()
+                    .map(|net| net.parse().expect("prefix"))
+                    .collect()
+            }
+            _ => self.some_prefixes(),
+        };
+        let text: Vec<String> = content.iter().map(ToString::to_string).collect();
+        self.feed.set(200, &text.join("\n"));
+        self.feed_says = content.clone();
+        self.log.push(format!("the feed says {text:?}"));
+        self.sync_feed(&content);
+    }
+
+    /// Waits for the daemon's next read of the feed, which says `content`, and has the
+    /// reference judge it the same way.
+    fn sync_feed(&mut self, content: &BTreeSet<IpNet>) {
+        let mut judged = self.reference.clone();
+        let accepted = judged.feed_read(&self.fed_id, content, &[], 262_144);
+        let fed_entries = |run: &Run| -> BTreeSet<IpNet> {
+            let list = run
+                .daemon
+                .call("GET", &format!("/v1/allowlists/{}", run.fed_id), None);
+            list.body["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry["cidr"].as_str()?.parse().ok())
+                .collect()
+        };
+        if accepted {
+            let deadline = Instant::now() + FEED_READ * 3;
+            while &fed_entries(self) != content {
+                assert!(
+                    Instant::now() < deadline,
+                    "the feed's read is not applied\n{}",
+                    self.log.join("\n")
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.reference = judged;
+            self.log.push("the feed's read applied".into());
+        } else {
+            std::thread::sleep(FEED_READ);
+            assert_eq!(
+                fed_entries(self),
+                self.reference.entries(&self.fed_id),
+                "the feed's read is refused\n{}",
+                self.log.join("\n")
+            );
+            self.log.push("the feed's read refused".into());
+        }
+    }
+
+    /// Waits out any entry's expiry close to now, then takes out of the reference what has
+    /// expired, as the daemon has.
+    fn settle_expiries(&mut self) {
+        let times: Vec<i64> = self
+            .reference
+            .now
+            .expiries
+            .values()
+            .chain(
+                self.reference
+                    .pending
+                    .iter()
+                    .flat_map(|p| p.before.expiries.values()),
+            )
+            .flat_map(|times| times.values().copied())
+            .collect();
+        let now = unix_now();
+        if let Some(close) = times
+            .iter()
+            .map(|at| *at as f64)
+            .filter(|at| (at - EXPIRY_MARGIN..at + EXPIRY_MARGIN).contains(&now))
+            .reduce(f64::max)
+        {
+            std::thread::sleep(Duration::from_secs_f64(close + EXPIRY_MARGIN - now));
+        }
+        self.reference.expire(unix_now().floor() as i64);
+    }
+
     /// One or two existing lists, for an enable or a disable.
     fn ids_to_switch(&mut self) -> Vec<String> {
-        let existing: Vec<String> = self.ids.values().cloned().collect();
+        let mut existing: Vec<String> = self.ids.values().cloned().collect();
+        existing.push(self.fed_id.clone());
         if existing.is_empty() {
             return Vec::new();
         }
@@ -255,6 +398,7 @@ impl Run {
 
     /// Packets from every source pass exactly when the reference allows them.
     fn check_packets(&mut self, probes: &mut Probes, sources: &[IpAddr]) {
+        self.settle_expiries();
         let expected: BTreeSet<IpAddr> = sources
             .iter()
             .copied()
@@ -301,9 +445,24 @@ fn random_sequences_enforce_what_the_reference_allows() {
     }
     let state = TempDir::new().expect("state dir");
     let mut probes = Probes::new(&link, &sources).expect("probes");
+    let daemon = Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd");
+    let feed = FeedServer::serve(&link, "").expect("feed");
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({ "name": FED, "source": { "url": feed.url, "refresh": "1s" } })),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    let fed_id = created.body["id"].as_str().expect("id").to_owned();
+    let mut reference = Reference::new(0, 2);
+    reference.create(&fed_id, BTreeSet::new());
+    reference.set_feed(&fed_id, true);
     let mut run = Run {
-        daemon: Daemon::start(&link, state.path(), &WINDOW).expect("allowlistd"),
-        reference: Reference::new(0, 2),
+        daemon,
+        reference,
+        feed,
+        fed_id,
+        feed_says: BTreeSet::new(),
         ids: BTreeMap::new(),
         rng: Rng(seed),
         pool: pool(),
@@ -330,17 +489,35 @@ fn random_sequences_enforce_what_the_reference_allows() {
             }
         }
         run.resolve();
+        // A read refused while a change froze the list is applied once it is over.
+        let said = run.feed_says.clone();
+        if run.reference.entries(&run.fed_id) != said
+            && run
+                .reference
+                .clone()
+                .feed_read(&run.fed_id, &said, &[], 262_144)
+        {
+            run.sync_feed(&said);
+        }
         run.check_pending();
         run.check_packets(&mut probes, &sources);
     }
     let count = |what: &str| run.log.iter().filter(|line| line.contains(what)).count();
     eprintln!(
         "{SEQUENCES} sequences: {} requests accepted, {} refused as change_pending, {} reverts, \
-         {} restarts",
+         {} restarts, {} temporary entries, feed reads {} applied and {} refused",
         count("-> 20"),
         count("change_pending"),
         count("reverted"),
-        count("restarted")
+        count("restarted"),
+        count("expires at"),
+        count("the feed's read applied"),
+        count("the feed's read refused"),
+    );
+    assert!(count("expires at") > 0, "expiries were exercised");
+    assert!(
+        count("the feed's read applied") > 0 && count("the feed's read refused") > 0,
+        "feed reads were exercised"
     );
     assert!(
         count("reverted") > SEQUENCES as usize / 10,
