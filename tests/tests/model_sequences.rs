@@ -511,12 +511,12 @@ impl Harness {
                     )
                     .map(|_| ())
                     .map(|()| {
-                        // Declared without times or a feed, the list now has neither.
-                        self.reference.set_feed(&id, false);
-                        let old: Vec<IpNet> = self.reference.entries(&id).into_iter().collect();
-                        self.reference
-                            .set_expiries(&id, old.into_iter().map(|net| (net, None)));
+                        // Declared without times or a feed, the list now has neither (what
+                        // a revert restores keeps both).
                         self.reference.set_entries(self.at, &id, parsed(cidrs));
+                        self.reference.set_feed(&id, false);
+                        self.reference
+                            .set_expiries(&id, parsed(cidrs).into_iter().map(|net| (net, None)));
                     })
             }
             Op::Delete { list } => {

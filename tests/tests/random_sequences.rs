@@ -189,11 +189,11 @@ impl Run {
                     .status
                     == 200
                 {
-                    // Replaced by entries without a time: none expires any more.
-                    let old = self.reference.entries(&id);
+                    // Replaced by entries without a time: none expires any more (what a
+                    // revert restores keeps its times).
+                    self.reference.set_entries(0, &id, prefixes.clone());
                     self.reference
-                        .set_expiries(&id, old.into_iter().map(|net| (net, None)));
-                    self.reference.set_entries(0, &id, prefixes);
+                        .set_expiries(&id, prefixes.into_iter().map(|net| (net, None)));
                 }
             }
             (4 | 5, _) => {
