@@ -76,28 +76,49 @@ impl Model {
             .collect()
     }
 
+    /// The rules of the entries of the lists kept past their time: those held in the policy
+    /// in force, and those of a list a revert does not restore that the policy after a
+    /// revert holds (the list is the same in both). The kernel is given none of their
+    /// deadlines in the policy in force.
+    pub(super) fn kept_rules(&self) -> BTreeSet<RuleId> {
+        let mut kept = self.held_rules();
+        let Some(pending) = &self.pending else {
+            return kept;
+        };
+        let held_after_revert = self.reverted().held_rules();
+        if held_after_revert.is_empty() {
+            return kept;
+        }
+        let restored: BTreeSet<&str> = pending
+            .revert_to
+            .lists
+            .iter()
+            .map(|list| list.id.as_str())
+            .collect();
+        let shared = self
+            .allowlists
+            .values()
+            .filter(|list| !restored.contains(list.id.as_str()));
+        kept.extend(
+            shared
+                .flat_map(|list| list.entries.iter())
+                .map(|entry| entry.rule)
+                .filter(|rule| held_after_revert.contains(rule)),
+        );
+        kept
+    }
+
     /// Removes the entries expired at `now` from every list and from the lists a pending
     /// change's revert restores, but those held (see the module's documentation).
     pub fn expire(&mut self, now: OffsetDateTime) -> Expired {
         if self.expiries().all(|at| at > now) {
             return Expired::default();
         }
-        let held_now = self.held_rules();
-        let reverted = self.reverted();
-        let held_after_revert = reverted.held_rules();
-        let restored: BTreeSet<String> = self
-            .pending
-            .iter()
-            .flat_map(|pending| pending.revert_to.lists.iter().map(|list| list.id.clone()))
-            .collect();
+        let kept = self.kept_rules();
+        let held_after_revert = self.reverted().held_rules();
         let mut expired = Expired::default();
         for list in self.allowlists.values_mut() {
-            // A list a revert does not restore is enforced after a revert as it is now.
-            let kept_by_revert = !restored.contains(&list.id);
-            let keeps = |entry: &Entry| {
-                held_now.contains(&entry.rule)
-                    || (kept_by_revert && held_after_revert.contains(&entry.rule))
-            };
+            let keeps = |entry: &Entry| kept.contains(&entry.rule);
             if drop_expired(list, now, keeps, &mut expired) {
                 list.version += 1;
                 list.updated_at = now;

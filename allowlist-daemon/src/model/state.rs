@@ -137,14 +137,14 @@ impl Model {
     /// The rules of the enabled entries that expire and that the kernel may expire by itself,
     /// with their time: those whose prefix no other prefix in force holds (the kernel knows
     /// only the longest prefix of an address; an entry inside another leaves when the daemon
-    /// removes it), but those held past their time (see [`Model::expire`]). Flagged
+    /// removes it), but those kept past their time (see [`Model::expire`]). Flagged
     /// [`EXPIRING_RULE`] in [`Model::effective_policy`].
     pub fn kernel_expiring(&self) -> BTreeMap<RuleId, OffsetDateTime> {
         let entries = || self.enabled_lists().flat_map(|list| list.entries.iter());
         if !entries().any(|entry| entry.expires_at.is_some()) {
             return BTreeMap::new();
         }
-        let kept = self.held_rules();
+        let kept = self.kept_rules();
         let mut held: std::collections::HashMap<IpNet, usize> = std::collections::HashMap::new();
         for net in self
             .always_allow
