@@ -8,10 +8,12 @@
 pub mod daemon;
 pub mod etcd;
 pub mod feed_server;
+pub mod fleet;
 pub mod frames;
 pub mod kernel_image;
 pub mod mounts;
 pub mod netns;
+pub mod operator_keys;
 pub mod reference;
 pub mod scenario;
 pub mod traffic;

@@ -101,6 +101,8 @@ enum Op {
     /// A fleet release of these lists.
     Release {
         lists: Vec<(usize, Vec<usize>, bool)>,
+        /// An established session from this probe to a protected port.
+        session: Option<usize>,
     },
     /// The fleet acknowledges the pending release.
     FleetAck,
@@ -155,7 +157,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => proptest::collection::vec(0..PORTS.len(), 0..3).prop_map(|ports| Op::Scopes { ports }),
         2 => Just(Op::Acknowledge),
         1 => (declared(), any::<bool>()).prop_map(|(lists, prune)| Op::Apply { lists, prune }),
-        1 => declared().prop_map(|lists| Op::Release { lists }),
+        2 => (declared(), prop_oneof![2 => Just(None), 1 => (0..probes().len()).prop_map(Some)])
+            .prop_map(|(lists, session)| Op::Release { lists, session }),
         1 => Just(Op::FleetAck),
         4 => prop_oneof![Just(1i64), Just(30), Just(61), Just(125), 0..250i64]
             .prop_map(|seconds| Op::Wait { seconds }),
@@ -370,6 +373,7 @@ impl Harness {
         &mut self,
         lists: &[(usize, Vec<usize>, bool)],
         scope: Scope<'_>,
+        guarded: &[GuardedAddress],
         now: OffsetDateTime,
         ids: IdSource,
     ) -> Result<(), ModelError> {
@@ -386,7 +390,7 @@ impl Harness {
             .collect();
         let before: BTreeSet<String> = self.model.allowlists().map(|l| l.id.clone()).collect();
         self.model
-            .apply(desired, scope, &[], false, now, &settings(), ids)?;
+            .apply(desired, scope, guarded, false, now, &settings(), ids)?;
         let declared = lists
             .iter()
             .filter_map(|(name, cidrs, enabled)| {
@@ -549,16 +553,66 @@ impl Harness {
             }
             Op::Apply { lists, prune } => {
                 let scope = Scope::Local { prune: *prune };
-                self.apply(lists, scope, now, &mut ids)
+                self.apply(lists, scope, &[], now, &mut ids)
             }
-            Op::Release { lists } => {
+            Op::Release { lists, session } => {
                 self.release += 1;
                 let release = format!("r{}", self.release);
                 let scope = Scope::Fleet {
                     fleet: "fleet",
                     release: &release,
                 };
-                self.apply(lists, scope, now, &mut ids)
+                let guarded: Vec<GuardedAddress> = session
+                    .map(|probe| GuardedAddress {
+                        address: probes()[probe],
+                        found: "session to port 22".into(),
+                    })
+                    .into_iter()
+                    .collect();
+                let before = self.reference.now.clone();
+                let result = self.apply(lists, scope, &guarded, now, &mut ids);
+                // No release cuts a protected session, whatever it holds; and the guard
+                // refuses only what would.
+                let cuts = |after: &Enforced| {
+                    guarded
+                        .iter()
+                        .any(|g| before.allows(g.address) && !after.allows(g.address))
+                };
+                match &result {
+                    Ok(()) => prop_assert!(
+                        !cuts(&self.reference.now),
+                        "release {} cut a protected session",
+                        release
+                    ),
+                    Err(ModelError::WouldLockOut { .. }) => {
+                        let mut judged = self.reference.clone();
+                        let declared: Vec<_> = lists
+                            .iter()
+                            .map(|(name, cidrs, enabled)| {
+                                let id = self.id_of(*name).unwrap_or_else(|| format!("new-{name}"));
+                                (id, parsed(cidrs), *enabled)
+                            })
+                            .collect();
+                        // A release deletes the fleet's lists it does not name.
+                        let deleted: Vec<String> = self
+                            .model
+                            .allowlists()
+                            .filter(|list| {
+                                list.fleet.is_some()
+                                    && !lists.iter().any(|(name, ..)| NAMES[*name] == list.name)
+                            })
+                            .map(|list| list.id.clone())
+                            .collect();
+                        judged.apply(self.at, &declared, &deleted, true);
+                        prop_assert!(
+                            cuts(&judged.now),
+                            "release {} refused, though it cuts nothing",
+                            release
+                        );
+                    }
+                    Err(_) => {}
+                }
+                result
             }
             Op::FleetAck => {
                 let release = self.model.pending_release().map(str::to_owned);
@@ -819,4 +873,30 @@ fn a_held_entry_stays_in_the_kernel_past_its_time() {
     ] {
         harness.step(&op).expect("step");
     }
+}
+
+#[test]
+fn a_release_that_cuts_a_protected_session_is_refused() {
+    let mut harness = Harness::new();
+    let session = probes()
+        .iter()
+        .position(|probe| *probe == "192.0.2.0".parse::<IpAddr>().expect("probe"));
+    for op in [
+        Op::Release {
+            lists: vec![(0, vec![0], true)],
+            session: None,
+        },
+        Op::Wait { seconds: 61 },
+        Op::FleetAck,
+        Op::Release {
+            lists: vec![(0, vec![2], true)],
+            session,
+        },
+    ] {
+        harness.step(&op).expect("step");
+    }
+    assert!(
+        harness.model.pending().is_none(),
+        "refused: nothing pending"
+    );
 }

@@ -44,9 +44,16 @@ async fn set_detached(
     state: AppState,
     detached: bool,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    with_service(&state, move |service| {
-        service.set_fleet_detached(detached)?;
-        Ok(Json(json!({ "detached": detached })))
+    let drifted = with_service(&state, move |service| {
+        Ok(service.set_fleet_detached(detached)?)
     })
-    .await
+    .await?;
+    // What the host enforces (which detaching and attaching leave as it is).
+    let enforcement = super::views::enforcement_view(&state.published.latest());
+    Ok(Json(json!({
+        "detached": detached,
+        "drifted": drifted,
+        "reapplied": !drifted.is_empty(),
+        "enforcement": enforcement,
+    })))
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::fleet::signature::Trust;
 use crate::fleet::{EtcdOptions, FleetConfig};
 
 /// How this host follows a fleet; all unset: it follows none.
@@ -45,6 +46,18 @@ pub struct FleetOptions {
     /// File holding the etcd user's password.
     #[arg(long = "fleet-password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+
+    /// The operators' public keys this host trusts (OpenSSH, one a line, as in
+    /// authorized_keys): a release is applied, and an acknowledgement counted, only when
+    /// signed by --fleet-trust-threshold of them. Read again at each release, so keys are
+    /// added and revoked by editing it. Without it, releases need no signature.
+    #[arg(long = "fleet-trust", value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+
+    /// How many of the trusted keys must sign a release and its acknowledgement (2: a
+    /// two-person rule) [default: 1].
+    #[arg(long = "fleet-trust-threshold", value_name = "N")]
+    pub trust_threshold: Option<usize>,
 }
 
 /// Whether `name` may name a fleet or a host: it becomes part of etcd keys.
@@ -72,11 +85,14 @@ impl FleetOptions {
             key: self.key.or(file.key),
             user: self.user.or(file.user),
             password_file: self.password_file.or(file.password_file),
+            trust: self.trust.or(file.trust),
+            trust_threshold: self.trust_threshold.or(file.trust_threshold),
         }
     }
 
-    /// The fleet to follow, checked; `None` when no fleet is configured.
-    pub fn resolve(self) -> Result<Option<FleetConfig>, ConfigError> {
+    /// The fleet to follow, checked; `None` when no fleet is configured. A host reads
+    /// releases of at most `max_release_bytes`.
+    pub fn resolve(self, max_release_bytes: usize) -> Result<Option<FleetConfig>, ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let fleet = match (self.name, self.endpoints.is_empty()) {
             (None, true) => return Ok(None),
@@ -119,6 +135,20 @@ impl FleetOptions {
             (None, None) => None,
             _ => return invalid("--fleet-user and --fleet-password-file go together".into()),
         };
+        let threshold = self.trust_threshold.unwrap_or(1);
+        let trust = match self.trust {
+            Some(path) if threshold > 0 => {
+                // Read now, so that a start with a file it cannot use fails before anything.
+                Trust::read(&path, threshold)
+                    .map_err(|err| ConfigError::Invalid(format!("--fleet-trust: {err}")))?;
+                Some((path, threshold))
+            }
+            Some(_) => return invalid("--fleet-trust-threshold must be at least 1".into()),
+            None if self.trust_threshold.is_some() => {
+                return invalid("--fleet-trust-threshold needs --fleet-trust".into());
+            }
+            None => None,
+        };
         Ok(Some(FleetConfig {
             etcd: EtcdOptions {
                 endpoints: self.endpoints,
@@ -128,6 +158,8 @@ impl FleetOptions {
             },
             fleet,
             host,
+            trust,
+            max_release_bytes,
         }))
     }
 }

@@ -439,6 +439,9 @@ impl Options {
         let max_entries = self.max_entries.unwrap_or(262_144);
         let max_name_len = self.max_name_len.unwrap_or(128);
         let max_description_len = self.max_description_len.unwrap_or(1024);
+        let max_body_bytes = self.max_body_bytes.unwrap_or_else(|| {
+            bounds::default_body_bytes(max_entries, max_name_len, max_description_len)
+        });
         let config = Config {
             interfaces: self.iface,
             xdp_mode: self.xdp_mode.unwrap_or(XdpMode::Auto).into(),
@@ -466,9 +469,7 @@ impl Options {
             max_entries,
             max_name_len,
             max_description_len,
-            max_body_bytes: self.max_body_bytes.unwrap_or_else(|| {
-                bounds::default_body_bytes(max_entries, max_name_len, max_description_len)
-            }),
+            max_body_bytes,
             audit_max_bytes: self.audit_max_bytes.unwrap_or(16 << 20),
             stats_interval: self.stats_interval.map_or(Duration::from_secs(60), |d| d.0),
             replies: {
@@ -494,7 +495,7 @@ impl Options {
             top_sample: self.top_sample.unwrap_or(16),
             metrics_top_entries: self.metrics_top_entries.unwrap_or(10),
             protect: self.protect,
-            fleet: self.fleet.resolve()?,
+            fleet: self.fleet.resolve(max_body_bytes)?,
         };
         bounds::check(&config)?;
         Ok(config)

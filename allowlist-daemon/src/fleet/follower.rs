@@ -1,17 +1,27 @@
 //! The host's side of a fleet: follow the fleet's current release, apply it as one pending
 //! change, acknowledge it once the fleet did, report under a lease; reconnect with jittered
-//! backoff when etcd is away (enforcement is the kernel's and goes on), resume the watch
-//! where it was, and relist when that revision was compacted.
+//! backoff when etcd is away (enforcement is the kernel's and goes on, and the host's state
+//! follows it), resume the watch where it was, and relist when that revision was compacted.
+//!
+//! What the fleet's keys hold is never trusted further than it proves: a release is read
+//! under the id of its key, within this host's limits, checked against its digest and, with
+//! `--fleet-trust`, against its signatures; an acknowledgement counts only when it names the
+//! release and its digest (and is signed likewise). A release that fails any of this is
+//! reported `failed` with the reason, and the host goes on following the fleet: the next
+//! valid release applies without a restart.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::acknowledgement::Acknowledgement;
 use super::keys::Keys;
+use super::signature::{Trust, release_message};
 use super::status::{FleetState, HostStatus};
 use super::store::{EtcdOptions, FleetError, FleetStore};
 use crate::model::{ModelError, rfc3339};
@@ -35,6 +45,11 @@ pub struct FleetConfig {
     pub fleet: String,
     /// This host's name in the fleet.
     pub host: String,
+    /// The operators' keys this host trusts, and how many must sign; `None`: releases need
+    /// no signature.
+    pub trust: Option<(PathBuf, usize)>,
+    /// The largest release this host reads.
+    pub max_release_bytes: usize,
 }
 
 /// The follower's state, for `GET /v1/fleet` and the metrics.
@@ -96,10 +111,15 @@ pub struct Follower {
     keys: Keys,
     /// The fleet's current release, as last read.
     current: Option<String>,
-    /// The releases acknowledged for the fleet, as last read.
-    acks: BTreeSet<String>,
-    /// Releases this host could not apply, with why (tried again after a restart).
+    /// What each acknowledgement key holds, by release, as last read (judged when used).
+    acks: BTreeMap<String, Vec<u8>>,
+    /// The digest of each release this host read, by id.
+    digests: BTreeMap<String, String>,
+    /// The release this host could not apply, with why (tried again when offered again, or
+    /// after a restart).
     failed: Option<(String, String)>,
+    /// The release the operator offered this host again (`fleet reapply`), as last read.
+    offered: Option<String>,
     /// The last revision seen: a new connection resumes watching after it.
     revision: Option<i64>,
 }
@@ -117,44 +137,78 @@ impl Follower {
             service,
             view,
             current: None,
-            acks: BTreeSet::new(),
+            acks: BTreeMap::new(),
+            digests: BTreeMap::new(),
             failed: None,
+            offered: None,
             revision: None,
         }
     }
 
-    /// Follows the fleet for ever, reconnecting with jittered backoff.
+    /// Follows the fleet for ever, reconnecting with jittered backoff; while etcd is away,
+    /// the host's state follows what its kernel does (a pending release reverts at its
+    /// deadline).
     pub async fn run(mut self) {
+        if self.config.trust.is_none() {
+            tracing::warn!(
+                fleet = %self.config.fleet,
+                "releases need no signature (no --fleet-trust): whoever can write to the \
+                 fleet's etcd keys changes what this host enforces"
+            );
+        }
         let mut backoff = Duration::from_millis(500);
         loop {
-            let snapshot = self.snapshot().await;
-            self.show(|view| view.applied = snapshot.applied.clone());
-            if snapshot.detached {
-                self.show(|view| {
-                    view.state = FleetState::Detached;
-                    view.reason =
-                        Some("detached by the operator (allowlistctl fleet attach)".into());
-                });
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            let err = match self.session().await {
+                Ok(()) => continue,
+                Err(err) => err,
+            };
+            let text = crate::error_chain(&err);
+            let was_connected = self.show(|view| {
+                let was = view.connected;
+                view.connected = false;
+                view.last_error = Some(text.clone());
+                was
+            });
+            if was_connected {
+                tracing::warn!(error = %text, "lost the fleet's etcd; enforcement goes on, reconnecting");
             }
-            match self.session().await {
-                Ok(()) => backoff = Duration::from_millis(500),
-                Err(err) => {
-                    let text = crate::error_chain(&err);
-                    let was_connected = self.show(|view| {
-                        let was = view.connected;
-                        view.connected = false;
-                        view.last_error = Some(text.clone());
-                        was
-                    });
-                    if was_connected {
-                        tracing::warn!(error = %text, "lost the fleet's etcd; enforcement goes on, reconnecting");
-                    }
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+            let until = Instant::now() + jitter(backoff);
+            while Instant::now() < until {
+                let snapshot = self.snapshot().await;
+                let standing = self.standing_offline(&snapshot);
+                self.status(&standing, snapshot.applied);
+                tokio::time::sleep(TICK.min(until.saturating_duration_since(Instant::now()))).await;
             }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Where the host stands while it cannot reach etcd: what its own state says, the
+    /// kernel's revert at the deadline included.
+    fn standing_offline(&self, snapshot: &FleetSnapshot) -> Standing {
+        let current = self.current.as_deref();
+        if snapshot.detached {
+            return detached();
+        }
+        if let Some((release, _, revert_at)) = &snapshot.pending {
+            return Standing {
+                state: FleetState::Pending,
+                reason: Some(format!(
+                    "release {release} is pending and etcd cannot be reached: it reverts at \
+                     its deadline unless acknowledged before"
+                )),
+                revert_at: Some(*revert_at),
+            };
+        }
+        let state = match current {
+            Some(id) if snapshot.reverted.as_deref() == Some(id) => FleetState::Reverted,
+            Some(id) if snapshot.applied.as_deref() == Some(id) => FleetState::Acknowledged,
+            _ => FleetState::Waiting,
+        };
+        Standing {
+            state,
+            reason: Some("etcd cannot be reached; the host enforces its last policy".into()),
+            revert_at: None,
         }
     }
 
@@ -226,10 +280,11 @@ impl Follower {
             }
             self.show(|view| view.last_sync = Some(rfc3339(OffsetDateTime::now_utc())));
             let snapshot = self.snapshot().await;
-            if snapshot.detached {
-                return Ok(());
-            }
-            let standing = self.step(&mut store, snapshot).await?;
+            let standing = match snapshot.detached {
+                // Still reported, so that `fleet status` says so.
+                true => detached(),
+                false => self.step(&mut store, snapshot).await?,
+            };
             let applied = self.snapshot().await.applied;
             let status = self.status(&standing, applied);
             if reported.as_ref() != Some(&status) {
@@ -243,28 +298,34 @@ impl Follower {
         }
     }
 
-    /// Reads the fleet's current release and acknowledgements afresh; returns the revision
-    /// read at.
+    /// Reads the fleet's current release, its acknowledgements and this host's offer afresh;
+    /// returns the revision read at.
     async fn relist(&mut self, store: &mut FleetStore) -> Result<i64, FleetError> {
-        let response = store
+        let acks = store
             .client()
-            .get(
-                self.keys.prefix(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(self.keys.ack(""), Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(etcd("listing the fleet"))?;
-        let revision = response.header().map_or(0, |h| h.revision());
+            .map_err(etcd("listing the fleet's acknowledgements"))?;
+        let revision = acks.header().map_or(0, |h| h.revision());
         let ack_prefix = self.keys.ack("");
-        self.acks = response
+        self.acks = acks
             .kvs()
             .iter()
             .filter_map(|kv| {
-                String::from_utf8_lossy(kv.key())
-                    .strip_prefix(&ack_prefix)
-                    .map(str::to_owned)
+                let key = String::from_utf8_lossy(kv.key());
+                let id = key.strip_prefix(&ack_prefix)?;
+                Some((id.to_owned(), kv.value().to_vec()))
             })
             .collect();
+        let offered = store
+            .client()
+            .get(self.keys.reapply(&self.config.host), None)
+            .await
+            .map_err(etcd("reading the host's offer"))?;
+        self.offered = offered
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
         self.current = store.current().await?.map(|(id, _)| id);
         self.revision = Some(revision);
         Ok(revision)
@@ -292,21 +353,80 @@ impl Follower {
             )
             .await
             .map_err(etcd("watching the fleet's acknowledgements"))?;
+        watch
+            .watch(
+                self.keys.reapply(&self.config.host),
+                Some(WatchOptions::new().with_start_revision(from)),
+            )
+            .await
+            .map_err(etcd("watching the host's offers"))?;
         Ok(watch)
     }
 
-    /// Takes in one watched change: the current release or an acknowledgement.
+    /// Takes in one watched change: the current release, an acknowledgement, or an offer.
     fn note(&mut self, key: &[u8], value: &[u8], kind: EventType) {
         let key = String::from_utf8_lossy(key);
+        let value = (kind == EventType::Put).then(|| String::from_utf8_lossy(value).into_owned());
         if key == self.keys.current() {
-            self.current =
-                (kind == EventType::Put).then(|| String::from_utf8_lossy(value).into_owned());
+            // Written again (a release signed once more): a release refused is read again.
+            if self.failed.as_ref().map(|(id, _)| id) == value.as_ref() {
+                self.failed = None;
+            }
+            self.current = value;
+        } else if key == self.keys.reapply(&self.config.host) {
+            self.offered = value;
         } else if let Some(id) = key.strip_prefix(&self.keys.ack("")) {
-            match kind {
-                EventType::Put => self.acks.insert(id.to_owned()),
-                EventType::Delete => self.acks.remove(id),
+            match value {
+                Some(value) => self.acks.insert(id.to_owned(), value.into_bytes()),
+                None => self.acks.remove(id),
             };
         }
+    }
+
+    /// The keys this host trusts, read afresh (keys are added and revoked by editing the
+    /// file); `Err` with why when the file cannot be used now.
+    fn trust(&self) -> Result<Option<Trust>, String> {
+        match &self.config.trust {
+            None => Ok(None),
+            Some((path, threshold)) => Trust::read(path, *threshold)
+                .map(Some)
+                .map_err(|err| crate::error_chain(&err)),
+        }
+    }
+
+    /// The digest of release `id`, from what this host read of it, else from its header.
+    async fn digest(&mut self, store: &mut FleetStore, id: &str) -> Result<String, FleetError> {
+        if let Some(digest) = self.digests.get(id) {
+            return Ok(digest.clone());
+        }
+        let (header, _) = store.header(id).await?;
+        self.digests.insert(id.to_owned(), header.sha256.clone());
+        Ok(header.sha256)
+    }
+
+    /// Whether the fleet acknowledged release `id`, as this host judges what its key holds;
+    /// `Err` with why an acknowledgement there does not count.
+    async fn acknowledged(
+        &mut self,
+        store: &mut FleetStore,
+        id: &str,
+    ) -> Result<Result<bool, String>, FleetError> {
+        let Some(value) = self.acks.get(id).cloned() else {
+            return Ok(Ok(false));
+        };
+        let digest = match self.digest(store, id).await {
+            Ok(digest) => digest,
+            Err(err) if err.is_content() => return Ok(Err(crate::error_chain(&err))),
+            Err(err) => return Err(err),
+        };
+        let trust = match self.trust() {
+            Ok(trust) => trust,
+            Err(why) => return Ok(Err(why)),
+        };
+        Ok(
+            Acknowledgement::judge(&value, &self.config.fleet, id, &digest, trust.as_ref())
+                .map(|_| true),
+        )
     }
 
     /// Decides and does what the current release asks of this host now.
@@ -328,7 +448,8 @@ impl Follower {
             ));
         };
         if let Some((pending, acknowledge_after, revert_at)) = snapshot.pending {
-            if self.acks.contains(&pending) && OffsetDateTime::now_utc() >= acknowledge_after {
+            let acknowledged = self.acknowledged(store, &pending).await?;
+            if acknowledged == Ok(true) && OffsetDateTime::now_utc() >= acknowledge_after {
                 let release = pending.clone();
                 match self
                     .with_service(move |s| s.acknowledge_release(&release))
@@ -343,15 +464,40 @@ impl Follower {
                 }
                 return Ok(standing(FleetState::Acknowledged, None, None));
             }
-            let reason = (pending != current)
-                .then(|| format!("release {pending} is pending; {current} waits for it"));
+            let reason = match acknowledged {
+                Err(why) => Some(format!(
+                    "{why}: not counted; it reverts unless acknowledged"
+                )),
+                Ok(_) if pending != current => Some(format!(
+                    "release {pending} is pending; {current} waits for it"
+                )),
+                Ok(_) => None,
+            };
             return Ok(standing(FleetState::Pending, reason, Some(revert_at)));
         }
         if snapshot.applied.as_deref() == Some(current.as_str()) {
             return Ok(standing(FleetState::Acknowledged, None, None));
         }
-        if snapshot.reverted.as_deref() == Some(current.as_str()) {
-            let reason = "nobody acknowledged it in time: reverted to the previous policy".into();
+        if self.offered.as_deref() == Some(current.as_str()) {
+            self.take_offer(store, &current).await?;
+            let snapshot = self.snapshot().await;
+            if snapshot.reverted.as_deref() == Some(current.as_str()) {
+                return Ok(standing(
+                    FleetState::Reverted,
+                    Some("offered again, but the host could not take it".into()),
+                    None,
+                ));
+            }
+        } else if snapshot.reverted.as_deref() == Some(current.as_str()) {
+            let reason = match self.acknowledged(store, &current).await? {
+                Ok(true) => format!(
+                    "the fleet acknowledged it after this host had reverted it at its deadline \
+                     (it could not hear the acknowledgement in time): offer it again with \
+                     `allowlistctl fleet reapply {}`",
+                    self.config.host
+                ),
+                _ => "nobody acknowledged it in time: reverted to the previous policy".into(),
+            };
             return Ok(standing(FleetState::Reverted, Some(reason), None));
         }
         if let Some((release, reason)) = &self.failed
@@ -364,7 +510,10 @@ impl Follower {
             return Ok(standing(FleetState::Waiting, Some(reason), None));
         }
         self.show(|view| view.state = FleetState::Applying);
-        let release = store.release(&current).await?;
+        let release = match self.read_release(store, &current).await? {
+            Ok(release) => release,
+            Err(reason) => return Ok(self.fail(&current, reason)),
+        };
         let fleet = self.config.fleet.clone();
         match self
             .with_service(move |s| s.apply_release(&fleet, &release))
@@ -384,13 +533,71 @@ impl Follower {
                 Some("a local change is pending: the release waits for it".into()),
                 None,
             )),
-            Err(err) => {
-                let reason = crate::error_chain(&err);
-                tracing::error!(release = %current, reason, "cannot apply the fleet release: staying on the previous policy");
-                self.failed = Some((current, reason.clone()));
-                Ok(standing(FleetState::Failed, Some(reason), None))
+            Err(err) => Ok(self.fail(&current, crate::error_chain(&err))),
+        }
+    }
+
+    /// Release `id`, read within this host's limits and checked against its digest and, if
+    /// this host trusts keys, its signatures; `Ok(Err(why))` when it is not one to apply.
+    async fn read_release(
+        &mut self,
+        store: &mut FleetStore,
+        id: &str,
+    ) -> Result<Result<super::Release, String>, FleetError> {
+        let (release, header) = match store.release(id, self.config.max_release_bytes).await {
+            Ok(read) => read,
+            Err(err) if err.is_content() => return Ok(Err(crate::error_chain(&err))),
+            Err(err) => return Err(err),
+        };
+        self.digests.insert(id.to_owned(), header.sha256.clone());
+        let trust = match self.trust() {
+            Ok(trust) => trust,
+            Err(why) => return Ok(Err(why)),
+        };
+        if let Some(trust) = trust {
+            let message = release_message(&self.config.fleet, id, &header.sha256);
+            if let Err(why) = trust.check(&message, &header.signatures) {
+                return Ok(Err(format!("release {id} is {why}")));
             }
         }
+        Ok(Ok(release))
+    }
+
+    /// Notes that release `id` cannot be applied here, for `reason`: the host stays on its
+    /// policy and says why.
+    fn fail(&mut self, id: &str, reason: String) -> Standing {
+        tracing::error!(release = %id, reason, "cannot apply the fleet release: staying on the previous policy");
+        self.failed = Some((id.to_owned(), reason.clone()));
+        Standing {
+            state: FleetState::Failed,
+            reason: Some(reason),
+            revert_at: None,
+        }
+    }
+
+    /// Takes the operator's offer of release `id` again: forgets that this host reverted it
+    /// (or failed it), and removes the offer, which is used once.
+    async fn take_offer(&mut self, store: &mut FleetStore, id: &str) -> Result<(), FleetError> {
+        let release = id.to_owned();
+        match self
+            .with_service(move |s| s.offer_release_again(&release))
+            .await
+        {
+            Ok(_) => tracing::info!(release = id, "release offered again: applying it"),
+            Err(err) => {
+                tracing::warn!(release = id, error = %crate::error_chain(&err), "taking the offer of a release")
+            }
+        }
+        if self.failed.as_ref().is_some_and(|(failed, _)| failed == id) {
+            self.failed = None;
+        }
+        store
+            .client()
+            .delete(self.keys.reapply(&self.config.host), None)
+            .await
+            .map_err(etcd("removing the host's offer"))?;
+        self.offered = None;
+        Ok(())
     }
 
     /// The status to publish for `standing` (its time left to the writer), and the view to
@@ -457,6 +664,15 @@ fn etcd(action: &'static str) -> impl FnOnce(etcd_client::Error) -> FleetError {
     move |source| FleetError::Etcd {
         action: action.into(),
         source,
+    }
+}
+
+/// The standing of a host the operator detached from its fleet.
+fn detached() -> Standing {
+    Standing {
+        state: FleetState::Detached,
+        reason: Some("detached by the operator (allowlistctl fleet attach)".into()),
+        revert_at: None,
     }
 }
 

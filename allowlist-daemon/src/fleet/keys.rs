@@ -8,6 +8,7 @@
 //! | `acks/<id>` | the operator's acknowledgement of the release |
 //! | `members/<host>` | that a host follows the fleet (kept) |
 //! | `hosts/<host>` | the host's status, bound to its lease (gone with the host) |
+//! | `reapply/<host>` | a release the operator offers the host again (`fleet reapply`) |
 
 /// The keys of one fleet.
 #[derive(Debug, Clone)]
@@ -71,5 +72,20 @@ impl Keys {
     /// That a host follows the fleet.
     pub fn member(&self, host: &str) -> String {
         format!("{}{host}", self.members())
+    }
+
+    /// The prefix of every host's offer of a release again.
+    pub fn reapplies(&self) -> String {
+        format!("{}reapply/", self.prefix)
+    }
+
+    /// A release offered to a host again.
+    pub fn reapply(&self, host: &str) -> String {
+        format!("{}{host}", self.reapplies())
+    }
+
+    /// The prefix of every release's header and chunks.
+    pub fn releases(&self) -> String {
+        format!("{}releases/", self.prefix)
     }
 }

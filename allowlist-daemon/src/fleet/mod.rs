@@ -7,9 +7,11 @@
 //! store, and reports its status under a lease. Without that acknowledgement every host
 //! reverts by itself, with or without etcd or the daemon.
 
+pub mod acknowledgement;
 pub mod follower;
 pub mod keys;
 pub mod release;
+pub mod signature;
 pub mod status;
 pub mod store;
 

@@ -26,8 +26,13 @@ pub struct Release {
     pub allowlists: Vec<DesiredList>,
 }
 
+/// The most a release may hold, whatever a host allows: its header is refused beyond, before
+/// any chunk is read.
+pub const MAX_RELEASE_BYTES: usize = 1 << 30;
+
 /// What the release's key holds: where to find its chunks and how to check them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Header {
     /// The release id.
     pub id: String,
@@ -37,6 +42,42 @@ pub struct Header {
     pub bytes: usize,
     /// SHA-256 of the content, hex.
     pub sha256: String,
+    /// Operators' signatures of the release (see [`super::signature`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<super::signature::Signature>,
+}
+
+impl Header {
+    /// Checks the header of the release stored under id `id` against what a host reads:
+    /// it names that id, and its content is at most `max_bytes` in exactly as many chunks as
+    /// that takes.
+    pub fn check(&self, id: &str, max_bytes: usize) -> Result<(), ReleaseError> {
+        let refused = |why: String| {
+            Err(ReleaseError::Refused {
+                id: id.to_owned(),
+                why,
+            })
+        };
+        if self.id != id {
+            return refused(format!("its header names release {:?}", self.id));
+        }
+        if self.bytes > max_bytes.min(MAX_RELEASE_BYTES) {
+            return refused(format!(
+                "it holds {} bytes, more than this host reads ({} bytes)",
+                self.bytes,
+                max_bytes.min(MAX_RELEASE_BYTES)
+            ));
+        }
+        if self.chunks != self.bytes.div_ceil(CHUNK_BYTES) {
+            return refused(format!(
+                "{} bytes come in {} chunks of at most {CHUNK_BYTES} bytes, not {}",
+                self.bytes,
+                self.bytes.div_ceil(CHUNK_BYTES),
+                self.chunks
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why stored chunks are not a release.
@@ -57,6 +98,14 @@ pub enum ReleaseError {
         bytes: usize,
         /// Checksum expected.
         sha256: String,
+    },
+    /// The header is not one a host reads (a wrong id, too big, chunks that do not add up).
+    #[error("release {id}: refused: {why}")]
+    Refused {
+        /// The release, by its key.
+        id: String,
+        /// Why.
+        why: String,
     },
     /// The content is not a release.
     #[error("release {id}: not a release")]
@@ -80,12 +129,15 @@ impl Release {
                 chunks: chunks.len(),
                 bytes: content.len(),
                 sha256: hex_sha256(&content),
+                signatures: Vec::new(),
             },
             chunks,
         ))
     }
 
-    /// The release stored as `header` and `chunks`, checked against the header.
+    /// The release stored as `header` and `chunks`, checked against the header: its content
+    /// has the header's length and digest, and names the header's id (a host trusts the id
+    /// of the key it read, never one inside the content).
     pub fn decode(header: &Header, chunks: &[Vec<u8>]) -> Result<Release, ReleaseError> {
         let content = chunks.concat();
         let found_sha256 = hex_sha256(&content);
@@ -98,14 +150,23 @@ impl Release {
                 sha256: header.sha256.clone(),
             });
         }
-        serde_json::from_slice(&content).map_err(|source| ReleaseError::Format {
-            id: header.id.clone(),
-            source,
-        })
+        let release: Release =
+            serde_json::from_slice(&content).map_err(|source| ReleaseError::Format {
+                id: header.id.clone(),
+                source,
+            })?;
+        if release.id != header.id {
+            return Err(ReleaseError::Refused {
+                id: header.id.clone(),
+                why: format!("its content names release {:?}", release.id),
+            });
+        }
+        Ok(release)
     }
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes`, hex.
+pub(super) fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

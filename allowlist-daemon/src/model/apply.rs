@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::allowlist::{Allowlist, FleetOrigin};
 use super::error::ModelError;
+use super::guard::GuardedAddress;
 use super::input::{EntryInput, allocate_entries, parse_entries};
 use super::pending::{Action, Restore};
 use super::rules::RuleAllocator;
@@ -103,13 +104,14 @@ impl Model {
     /// release) becomes the one pending change, whose revert restores every list it touched
     /// and the enabled set exactly. Refused as a whole, changing nothing, if any part is
     /// invalid, if a change is pending, or (not enforcing yet, without `force`) if it would
-    /// drop `guarded`.
+    /// drop `guarded`; a fleet release, whenever it would cut off an address of `guarded`
+    /// that passes now.
     #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,
         desired: Vec<DesiredList>,
         scope: Scope<'_>,
-        guarded: &[IpAddr],
+        guarded: &[GuardedAddress],
         force: bool,
         now: OffsetDateTime,
         settings: &Settings,
@@ -247,8 +249,22 @@ impl Model {
         if !self.enforcing() && next.enforcing() && !force {
             let mut cut_off: Vec<IpAddr> = guarded
                 .iter()
-                .copied()
+                .map(|guarded| guarded.address)
                 .filter(|addr| !next.evaluate(*addr).allowed)
+                .collect();
+            cut_off.sort();
+            cut_off.dedup();
+            if !cut_off.is_empty() {
+                return Err(ModelError::WouldLockOut { addresses: cut_off });
+            }
+        }
+        // A release no person acknowledges on this host: judged by the guard every time,
+        // not only when it starts enforcing.
+        if release {
+            let mut cut_off: Vec<IpAddr> = guarded
+                .iter()
+                .filter(|guarded| self.admits(guarded.address) && !next.admits(guarded.address))
+                .map(|guarded| guarded.address)
                 .collect();
             cut_off.sort();
             cut_off.dedup();

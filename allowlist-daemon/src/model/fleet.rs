@@ -24,6 +24,9 @@ pub struct FleetMemo {
     /// not applied again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted: Option<String>,
+    /// The fleet's lists edited or deleted while the host was detached, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drifted: Vec<String>,
 }
 
 impl Model {
@@ -83,11 +86,38 @@ impl Model {
     }
 
     /// Stops or resumes following the fleet: detached, the fleet's lists are editable.
-    pub fn set_detached(&mut self, detached: bool) -> Result<(), ModelError> {
+    /// Attaching again after the fleet's lists were edited (or deleted) finds drift: the
+    /// last acknowledged release is then forgotten, so that the fleet's current release is
+    /// applied again, as a pending change. Returns the lists that drifted.
+    pub fn set_detached(&mut self, detached: bool) -> Result<Vec<String>, ModelError> {
         if self.pending_release().is_some() {
             self.check_no_pending()?;
         }
+        let drifted = match (self.fleet.detached, detached) {
+            (true, false) => std::mem::take(&mut self.fleet.drifted),
+            _ => Vec::new(),
+        };
+        if !drifted.is_empty() {
+            self.fleet.applied = None;
+        }
         self.fleet.detached = detached;
-        Ok(())
+        Ok(drifted)
+    }
+
+    /// Notes that `list`, one of the fleet's, was edited or deleted while detached.
+    pub(super) fn note_drift(&mut self, list: &Allowlist) {
+        if list.fleet.is_some() && self.fleet.detached && !self.fleet.drifted.contains(&list.name) {
+            self.fleet.drifted.push(list.name.clone());
+        }
+    }
+
+    /// Offers `release` to this host again, which reverted it (or could not apply it): it is
+    /// applied again as a pending change. Returns whether the host had reverted it.
+    pub fn forget_reverted(&mut self, release: &str) -> bool {
+        if self.fleet.reverted.as_deref() == Some(release) {
+            self.fleet.reverted = None;
+            return true;
+        }
+        false
     }
 }

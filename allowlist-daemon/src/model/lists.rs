@@ -106,9 +106,12 @@ impl Model {
             return Err(ModelError::AllowlistEnabled { id: id.to_owned() });
         }
         self.check_not_frozen(id)?;
-        self.allowlists
+        let deleted = self
+            .allowlists
             .remove(id)
-            .ok_or_else(|| super::state::not_found(id))
+            .ok_or_else(|| super::state::not_found(id))?;
+        self.note_drift(&deleted);
+        Ok(deleted)
     }
 
     /// Adds entries to an allowlist; on an enabled list they apply at once (adding narrows
@@ -209,6 +212,7 @@ impl Model {
             let restore = self.restore_point(vec![current.clone()]);
             self.begin_pending(Action::Update, vec![id.clone()], restore, now, settings);
         }
+        self.note_drift(&list);
         self.allowlists.insert(id, list);
         Ok(())
     }

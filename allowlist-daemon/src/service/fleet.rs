@@ -41,13 +41,17 @@ impl Service {
     }
 
     /// Applies `release` of fleet `fleet` as one pending change, guarded against cutting off
-    /// established sessions to the protected ports.
+    /// what the lockout guard keeps reachable (established sessions to the protected ports,
+    /// remote operators), whether or not the host enforces already.
     pub fn apply_release(
         &mut self,
         fleet: &str,
         release: &Release,
     ) -> Result<ApplyReport, ServiceError> {
-        let guarded = super::lockout::addresses(&self.guarded(Operator::default(), false)?);
+        let guarded = match self.model.enforcing() {
+            true => self.guarded_always()?,
+            false => self.guarded(Operator::default(), false)?,
+        };
         let scope = Scope::Fleet {
             fleet,
             release: &release.id,
@@ -82,17 +86,31 @@ impl Service {
         )
     }
 
-    /// Stops following the fleet (its lists become editable), or follows it again.
-    pub fn set_fleet_detached(&mut self, detached: bool) -> Result<(), ServiceError> {
+    /// Stops following the fleet (its lists become editable), or follows it again; returns
+    /// the fleet's lists edited while detached (the current release is then applied again).
+    pub fn set_fleet_detached(&mut self, detached: bool) -> Result<Vec<String>, ServiceError> {
         self.transact(
-            |_| {
-                if detached {
-                    "detached from the fleet".to_owned()
-                } else {
-                    "attached to the fleet again".to_owned()
-                }
+            |drifted: &Vec<String>| match (detached, drifted.is_empty()) {
+                (true, _) => "detached from the fleet".to_owned(),
+                (false, true) => "attached to the fleet again".to_owned(),
+                (false, false) => format!(
+                    "attached to the fleet again; the fleet's lists {drifted:?} were edited \
+                     while detached: the current release is applied again"
+                ),
             },
             |model, _, _| model.set_detached(detached),
+        )
+    }
+
+    /// Forgets that this host reverted `release`, which the operator offers again (`fleet
+    /// reapply`): the follower then applies it as a pending change. Returns whether it had.
+    pub fn offer_release_again(&mut self, release: &str) -> Result<bool, ServiceError> {
+        if self.model.fleet().reverted.as_deref() != Some(release) {
+            return Ok(false);
+        }
+        self.transact(
+            |_| format!("release {release} offered again by the operator"),
+            |model, _, _| Ok(model.forget_reverted(release)),
         )
     }
 }

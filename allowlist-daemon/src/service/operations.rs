@@ -121,7 +121,7 @@ impl Service {
         operator: Operator,
         force: bool,
     ) -> Result<ApplyReport, ServiceError> {
-        let guarded = lockout::addresses(&self.guarded(operator, force)?);
+        let guarded = self.guarded(operator, force)?;
         let scope = Scope::Local { prune };
         if dry_run {
             let mut copy = self.model.clone();

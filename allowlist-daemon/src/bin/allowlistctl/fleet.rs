@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use allowlist_daemon::fleet::{EtcdOptions, FleetStore, Release};
+use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
+use allowlist_daemon::fleet::signature::SigningKey;
+use allowlist_daemon::fleet::{EtcdOptions, FleetState, FleetStore, HostStatus, Release};
 use allowlist_daemon::model::rfc3339;
 use allowlist_daemon::policy_file::PolicyFile;
 use anyhow::Context as _;
@@ -58,6 +60,21 @@ pub(crate) enum FleetCommand {
         /// The release the file is based on [default: the file's `base`].
         #[arg(long)]
         base: Option<String>,
+        /// Sign the release with this Ed25519 key (OpenSSH format, unencrypted): hosts with
+        /// --fleet-trust apply only releases their trusted keys signed. Repeat for several.
+        #[arg(long = "sign-key", value_name = "FILE")]
+        sign_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        etcd: Etcd,
+    },
+    /// Add a signature to a published release: a second operator's, for hosts that need two
+    /// (--fleet-trust-threshold 2).
+    Sign {
+        /// The release [default: the fleet's current one].
+        release: Option<String>,
+        /// The Ed25519 key to sign with (OpenSSH format, unencrypted).
+        #[arg(long = "sign-key", value_name = "FILE", required = true)]
+        sign_key: PathBuf,
         #[command(flatten)]
         etcd: Etcd,
     },
@@ -68,9 +85,23 @@ pub(crate) enum FleetCommand {
         etcd: Etcd,
     },
     /// Acknowledge a release for the whole fleet: each host keeps it (from its --ack-min on).
+    /// Fails when no host has it pending any more (every host reverted it: see `reapply`).
     Ack {
         /// The release [default: the fleet's current one].
         release: Option<String>,
+        /// Sign the acknowledgement with this Ed25519 key: hosts with --fleet-trust count
+        /// only acknowledgements their trusted keys signed; a second operator's `ack` with
+        /// their key adds their signature.
+        #[arg(long = "sign-key", value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+        #[command(flatten)]
+        etcd: Etcd,
+    },
+    /// Offer the current release again to hosts that reverted it (they apply it as a pending
+    /// change again, to acknowledge): after a host was cut off from etcd past its deadline.
+    Reapply {
+        /// The hosts [default: every host that reverted the current release].
+        hosts: Vec<String>,
         #[command(flatten)]
         etcd: Etcd,
     },
@@ -146,8 +177,17 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
     match command {
         FleetCommand::Detach => switch(api, "/v1/fleet/detach"),
         FleetCommand::Attach => switch(api, "/v1/fleet/attach"),
-        FleetCommand::Publish { file, base, etcd } => {
+        FleetCommand::Publish {
+            file,
+            base,
+            sign_keys,
+            etcd,
+        } => {
             let policy = crate::read_policy_file(&file)?;
+            let signers = sign_keys
+                .iter()
+                .map(|path| SigningKey::read(path))
+                .collect::<Result<Vec<_>, _>>()?;
             let release = Release {
                 id: new_release_id()?,
                 base: base.or(policy.base),
@@ -157,17 +197,47 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
             };
             let runtime = runtime()?;
             let mut store = etcd.connect(&runtime)?;
-            runtime.block_on(store.publish(&release))?;
+            runtime.block_on(store.publish(&release, &signers))?;
+            let signed: Vec<String> = signers.iter().map(SigningKey::fingerprint).collect();
             Ok(Output::Done(
                 format!(
-                    "published release {} of fleet {} (based on {}); hosts apply it now and \
+                    "published release {} of fleet {} (based on {}{}); hosts apply it now and \
                      revert it unless acknowledged: allowlistctl fleet ack {}",
                     release.id,
                     etcd.fleet,
                     release.base.as_deref().unwrap_or("nothing"),
+                    if signed.is_empty() {
+                        ", unsigned".to_owned()
+                    } else {
+                        format!(", signed by {}", signed.join(", "))
+                    },
                     release.id
                 ),
-                json!({ "published": release.id, "fleet": etcd.fleet, "base": release.base }),
+                json!({
+                    "published": release.id,
+                    "fleet": etcd.fleet,
+                    "base": release.base,
+                    "signed_by": signed,
+                }),
+            ))
+        }
+        FleetCommand::Sign {
+            release,
+            sign_key,
+            etcd,
+        } => {
+            let signer = SigningKey::read(&sign_key)?;
+            let runtime = runtime()?;
+            let mut store = etcd.connect(&runtime)?;
+            let release = current_or(&runtime, &mut store, release)?;
+            runtime.block_on(store.sign(&release, &signer))?;
+            Ok(Output::Done(
+                format!(
+                    "signed release {release} of fleet {} with {}",
+                    etcd.fleet,
+                    signer.fingerprint()
+                ),
+                json!({ "signed": release, "fleet": etcd.fleet, "by": signer.fingerprint() }),
             ))
         }
         FleetCommand::Status { etcd } => {
@@ -188,21 +258,87 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
                 "hosts": hosts,
             })))
         }
-        FleetCommand::Ack { release, etcd } => {
+        FleetCommand::Ack {
+            release,
+            sign_key,
+            etcd,
+        } => {
+            let signer = sign_key.as_deref().map(SigningKey::read).transpose()?;
             let runtime = runtime()?;
             let mut store = etcd.connect(&runtime)?;
             let release = current_or(&runtime, &mut store, release)?;
-            runtime.block_on(store.acknowledge(&release, &operator()))?;
+            runtime.block_on(store.acknowledge(&release, &operator(), signer.as_ref()))?;
+            // An acknowledgement no host can use any more changes nothing: say so.
+            let hosts = runtime.block_on(store.hosts())?;
+            let on_it: Vec<&HostStatus> = hosts
+                .iter()
+                .filter_map(|(_, status)| status.as_ref())
+                .filter(|status| status.release.as_deref() == Some(release.as_str()))
+                .collect();
+            let reverted: Vec<&str> = on_it
+                .iter()
+                .filter(|status| status.state == FleetState::Reverted)
+                .map(|status| status.host.as_str())
+                .collect();
+            let waiting = on_it
+                .iter()
+                .any(|status| matches!(status.state, FleetState::Pending | FleetState::Applying));
+            if !reverted.is_empty() && !waiting {
+                anyhow::bail!(
+                    "acknowledged release {release}, but no host has it pending: {} reverted it \
+                     already, and it changes nothing there; offer it again with `allowlistctl \
+                     fleet reapply`",
+                    reverted.join(", ")
+                );
+            }
             Ok(Output::Done(
-                format!("acknowledged release {release} for fleet {}", etcd.fleet),
-                json!({ "acknowledged": release, "fleet": etcd.fleet }),
+                format!(
+                    "acknowledged release {release} for fleet {}{}",
+                    etcd.fleet,
+                    signer
+                        .as_ref()
+                        .map(|signer| format!(", signed by {}", signer.fingerprint()))
+                        .unwrap_or_default()
+                ),
+                json!({ "acknowledged": release, "fleet": etcd.fleet, "reverted": reverted }),
+            ))
+        }
+        FleetCommand::Reapply { hosts, etcd } => {
+            let runtime = runtime()?;
+            let mut store = etcd.connect(&runtime)?;
+            let release = current_or(&runtime, &mut store, None)?;
+            let hosts = if hosts.is_empty() {
+                runtime
+                    .block_on(store.hosts())?
+                    .into_iter()
+                    .filter_map(|(host, status)| {
+                        let status = status?;
+                        (status.release.as_deref() == Some(release.as_str())
+                            && matches!(status.state, FleetState::Reverted | FleetState::Failed))
+                        .then_some(host)
+                    })
+                    .collect()
+            } else {
+                hosts
+            };
+            if hosts.is_empty() {
+                anyhow::bail!("no host reverted or failed release {release}: nothing to offer");
+            }
+            runtime.block_on(store.reapply(&release, &hosts))?;
+            Ok(Output::Done(
+                format!(
+                    "offered release {release} again to {}: each applies it as a pending \
+                     change, to acknowledge (allowlistctl fleet ack {release})",
+                    hosts.join(", ")
+                ),
+                json!({ "offered": release, "hosts": hosts }),
             ))
         }
         FleetCommand::Export { release, etcd } => {
             let runtime = runtime()?;
             let mut store = etcd.connect(&runtime)?;
             let id = current_or(&runtime, &mut store, release)?;
-            let release = runtime.block_on(store.release(&id))?;
+            let (release, _) = runtime.block_on(store.release(&id, MAX_RELEASE_BYTES))?;
             Ok(Output::File(PolicyFile {
                 base: Some(release.id),
                 allowlists: release.allowlists,
@@ -232,8 +368,38 @@ fn current_or(
     }
 }
 
-/// Detaches or attaches this host; shows where it stands.
+/// Detaches or attaches this host; says what it did and what the host enforces.
 fn switch(api: &Api, path: &str) -> anyhow::Result<Output> {
-    api.request("POST", path, None, None)?;
-    Ok(Output::State(api.get("/v1/fleet")?))
+    let done = api.request("POST", path, None, None)?;
+    let enforcement = &done["enforcement"];
+    let enforcing = match enforcement["enforcing"].as_bool() {
+        Some(true) => format!(
+            "enforcing: yes ({} lists enabled)",
+            enforcement["enabled_allowlist_ids"]
+                .as_array()
+                .map_or(0, Vec::len)
+        ),
+        _ => "enforcing: no (everything passes)".to_owned(),
+    };
+    let drifted: Vec<&str> = done["drifted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|name| name.as_str())
+        .collect();
+    let message = match (done["detached"].as_bool(), drifted.is_empty()) {
+        (Some(true), _) => format!(
+            "detached from the fleet: its lists stay in force and are editable here; {enforcing}"
+        ),
+        (_, true) => {
+            format!("attached to the fleet again: the next release replaces its lists; {enforcing}")
+        }
+        (_, false) => format!(
+            "attached to the fleet again; drift: the fleet's lists {} were edited here while \
+             detached, so the fleet's current release is applied again, as a pending change \
+             to acknowledge (allowlistctl fleet ack); {enforcing}",
+            drifted.join(", ")
+        ),
+    };
+    Ok(Output::Done(message, done))
 }

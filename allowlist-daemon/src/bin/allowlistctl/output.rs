@@ -303,7 +303,31 @@ fn print_fleet(v: &Value) {
             text(&host["applied"]),
             text(&host["revert_at"]),
             text(&host["updated_at"]),
-            host["reason"].as_str().unwrap_or("")
+            host["reason"].as_str().map(printable).unwrap_or_default()
+        );
+    }
+    // The hosts not on the current release, each with why: impossible to miss.
+    let hosts: Vec<&Value> = v["hosts"].as_array().into_iter().flatten().collect();
+    let on_current = |host: &&Value| {
+        host["release"] == v["current"]
+            && matches!(host["state"].as_str(), Some("acknowledged" | "pending"))
+    };
+    let behind: Vec<&&Value> = hosts.iter().filter(|host| !on_current(host)).collect();
+    println!(
+        "{} of {} hosts on release {}",
+        hosts.len() - behind.len(),
+        hosts.len(),
+        text(&v["current"])
+    );
+    for host in behind {
+        println!(
+            "  NOT ON IT: {} is {}{}",
+            text(&host["host"]),
+            text(&host["state"]),
+            host["reason"]
+                .as_str()
+                .map(|reason| format!(": {}", printable(reason)))
+                .unwrap_or_default()
         );
     }
 }
