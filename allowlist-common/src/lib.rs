@@ -11,6 +11,9 @@ pub mod flow_filter;
 #[cfg(feature = "user")]
 mod pod;
 pub mod ranges;
+pub mod rule_stats;
+
+pub use rule_stats::RuleStats;
 
 /// Name of the XDP program inside the eBPF object.
 pub const PROGRAM_NAME: &str = "allowlist";
@@ -19,7 +22,7 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Policy generations kept side by side in the range tables. The active policy and, while a
 /// change is pending, the one it reverts to are two; the third is where the next one is
@@ -38,9 +41,8 @@ pub const MAP_GENERATION_RECORDS: &str = "GENERATION_RECORDS";
 /// Name of the per-CPU packet counter array: [`Counter::COUNT`] counters per interface slot
 /// (slot `s`, counter `c` at `s * Counter::COUNT + c`), slot 0 for unlisted interfaces.
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Name of the rule use array, memory-mapped by user space: a region of [`RuleUsage`] per
-/// possible CPU, each of [`GLOBAL_RULE_CAPACITY`] rules, written only by its CPU (see
-/// [`rule_usage_slot`]).
+/// Name of the rule use array, memory-mapped by user space: a [`RuleStats`] per rule, shared
+/// by the CPUs (see [`rule_stats`]).
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
 /// Name of the `u64` array, one element per rule, of the `CLOCK_MONOTONIC_COARSE` time (ns) at
 /// which the rule of an expiring entry stops allowing in the kernel, daemon or not; 0: never.
@@ -49,10 +51,6 @@ pub const MAP_RULE_EXPIRY: &str = "RULE_EXPIRY";
 /// Flag on a rule id in the range tables: the rule has a deadline in [`MAP_RULE_EXPIRY`]. The
 /// rule's own id (for its hits) is the rest of the bits.
 pub const EXPIRING_RULE: RuleId = 1 << 31;
-
-/// Name of the program's read-only global that user space sets at load: the rules in each
-/// CPU's region of [`MAP_RULE_HITS`].
-pub const GLOBAL_RULE_CAPACITY: &str = "RULE_CAPACITY";
 
 /// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].
 pub const MAP_FLOWS: &str = "FLOWS";
@@ -129,18 +127,6 @@ pub mod ip_proto {
 /// Prefixes per family and policy, and rules in the rule hit array, unless user space sets
 /// another capacity at load.
 pub const DEFAULT_MAX_RULES: u32 = 262_144;
-
-/// Where CPU `cpu` keeps the use of `rule` in [`MAP_RULE_HITS`], whose CPUs have regions of
-/// `capacity` rules each; `None` for a rule beyond the capacity.
-pub const fn rule_usage_slot(cpu: u32, rule: RuleId, capacity: u32) -> Option<u32> {
-    if rule >= capacity {
-        return None;
-    }
-    match cpu.checked_mul(capacity) {
-        Some(start) => start.checked_add(rule),
-        None => None,
-    }
-}
 
 /// Identifies the rule (allowlist entry) that put a prefix into a policy; indexes
 /// [`MAP_RULE_HITS`].
@@ -295,16 +281,6 @@ pub struct SourceSeen {
     pub last_seen_ns: u64,
 }
 
-/// How one CPU used one rule: the value of [`MAP_RULE_HITS`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuleUsage {
-    /// Packets the rule allowed.
-    pub hits: u64,
-    /// [`MAP_CLOCK`] at the last one; 0: none yet.
-    pub last_hit_ns: u64,
-}
-
 /// A flow the host started, as seen from the host: the key of [`MAP_FLOWS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -423,14 +399,6 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_cpu_counts_rules_in_a_region_of_its_own() {
-        assert_eq!(rule_usage_slot(0, 5, 100), Some(5));
-        assert_eq!(rule_usage_slot(1, 5, 100), Some(105));
-        assert_eq!(rule_usage_slot(1, 100, 100), None, "beyond the capacity");
-        assert_eq!(rule_usage_slot(u32::MAX, 1, 100), None, "past the map");
-    }
 
     #[test]
     fn counters_of_a_slot_are_contiguous() {

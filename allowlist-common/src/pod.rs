@@ -4,14 +4,14 @@ use crate::ranges::RangeBucket;
 use crate::ranges::short::{ShortV4, ShortV6};
 use crate::ranges::v4::V4Leaf;
 use crate::ranges::v6::V6Header;
-use crate::{Config, FlowKey, FlowState, GenerationRecord, RuleUsage, SourceKey, SourceSeen};
+use crate::{Config, FlowKey, FlowState, GenerationRecord, RuleStats, SourceKey, SourceSeen};
 
 // SAFETY (every impl below): the type is `#[repr(C)]`, `Copy`, made of integers and byte
 // arrays laid out without padding, so every bit pattern of its size is a valid value.
 unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for SourceKey {}
 unsafe impl aya::Pod for SourceSeen {}
-unsafe impl aya::Pod for RuleUsage {}
+unsafe impl aya::Pod for RuleStats {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}
 unsafe impl aya::Pod for GenerationRecord {}

@@ -16,6 +16,11 @@
 //! falls back by itself, so a daemon that dies in a pending window locks nobody out.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The BPF target has no atomic read-modify-write in `core::sync::atomic`; the intrinsic
+// compiles to the BPF atomic add (`lock *(u64 *) += `) the shared hit counts need. The eBPF
+// build already runs with RUSTC_BOOTSTRAP for `-Z build-std`.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(feature = "bench")]
 mod bench;

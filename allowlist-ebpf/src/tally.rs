@@ -1,15 +1,15 @@
 //! The packet counters, per interface, and the verdicts that count them.
 
+use allowlist_common::rule_stats::{sample_shift, sampled};
 use allowlist_common::{
-    Counter, EXPIRING_RULE, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleUsage,
-    rule_usage_slot,
+    Counter, EXPIRING_RULE, INTERFACE_SLOT_IFINDEXES, MAX_INTERFACES, Mode, RuleId, RuleStats,
 };
 use aya_ebpf::{
     bindings::{
         BPF_F_MMAPABLE,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{Array, PerCpuArray},
 };
@@ -46,16 +46,11 @@ pub fn expired(rule: RuleId) -> bool {
     }
 }
 
-/// A region of [`RULE_CAPACITY`] rules per CPU, memory-mapped by user space so that a million
-/// rules read in milliseconds.
+/// How each rule was used, shared by the CPUs (see [`allowlist_common::rule_stats`]),
+/// memory-mapped by user space so that a million rules read in milliseconds.
 #[map]
-static RULE_HITS: Array<RuleUsage> =
+static RULE_HITS: Array<RuleStats> =
     Array::with_max_entries(allowlist_common::DEFAULT_MAX_RULES, BPF_F_MMAPABLE);
-
-/// The rules in each CPU's region of [`RULE_HITS`]; user space sets it at load
-/// ([`allowlist_common::GLOBAL_RULE_CAPACITY`]).
-#[unsafe(no_mangle)]
-static RULE_CAPACITY: u32 = allowlist_common::DEFAULT_MAX_RULES;
 
 /// Where one packet's counts go: the counter slot of the interface it came in on.
 #[derive(Clone, Copy)]
@@ -113,24 +108,58 @@ impl Tally {
     }
 }
 
-/// Counts a hit on `rule` and notes its time: the clock user space keeps in [`CLOCK`] (a
-/// load, where a clock helper would cost a call on every allowed packet).
+/// Counts a hit on `rule` (sampled beyond the exact hits, see
+/// [`allowlist_common::rule_stats`]) and notes its second: the clock user space keeps in
+/// [`CLOCK`] (a load, where a clock helper would cost a call on every allowed packet), written
+/// only when the second changed.
 #[inline(always)]
 pub fn count_rule_hit(rule: RuleId) {
-    // SAFETY: a plain read of a global the loader set; volatile so that the compiler does
-    // not take the default for the value.
-    let capacity = unsafe { core::ptr::read_volatile(&RULE_CAPACITY) };
-    // SAFETY: a helper without arguments.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(slot) = rule_usage_slot(cpu, rule, capacity) else {
+    let Some(stats) = RULE_HITS.get_ptr_mut(rule) else {
         return;
     };
-    if let Some(usage) = RULE_HITS.get_ptr_mut(slot) {
-        let now = CLOCK.get(0).copied().unwrap_or(0);
-        // SAFETY: in this CPU's region, which only this CPU writes while this program runs.
-        unsafe {
-            (*usage).hits += 1;
-            (*usage).last_hit_ns = now;
+    let now = (CLOCK.get(0).copied().unwrap_or(0) / 1_000_000_000) as u32;
+    // SAFETY: a value of the map, shared by the CPUs: the count changes by atomic adds only,
+    // and racing writers of the second write the same value.
+    unsafe {
+        if (*stats).last_hit_s != now {
+            (*stats).last_hit_s = now;
         }
+        let count = &raw mut (*stats).count;
+        let Some(shift) = sample_shift(core::ptr::read_volatile(count)) else {
+            return;
+        };
+        let random = match shift {
+            0 => 0,
+            1..=31 => u64::from(bpf_get_prandom_u32()),
+            _ => u64::from(bpf_get_prandom_u32()) << 32 | u64::from(bpf_get_prandom_u32()),
+        };
+        if sampled(shift, random) {
+            atomic_add_one(count);
+        }
+    }
+}
+
+/// Adds one to `*value` atomically: the BPF atomic add (`lock *(u64 *) += `).
+///
+/// # Safety
+///
+/// `value` points to a `u64` every writer changes by atomic adds only.
+#[inline(always)]
+unsafe fn atomic_add_one(value: *mut u64) {
+    // The BPF target's `core::sync::atomic` has no read-modify-write; the intrinsic, whose
+    // result goes unused, compiles to the instruction.
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: as the caller promises.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            value, 1,
+        );
+    }
+    // The host build only type-checks the program (clippy); it never runs it.
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as the caller promises.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(value)
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -104,7 +104,8 @@ fn changes_while_a_change_is_pending_keep_both_policies_whole() {
 
     // Both the change and what it falls back to change: every generation in use is needed
     // until the switch, so this goes through an intermediate configuration.
-    let delay = Duration::from_millis(400);
+    // Long enough for the writes of a debug build on a busy machine.
+    let delay = Duration::from_millis(1500);
     dataplane
         .install(&only(2, 1000), Some((&only(3, 1000), delay)))
         .expect("second pending change");

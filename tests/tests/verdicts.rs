@@ -440,6 +440,35 @@ fn repeated_runs_count_every_packet() {
 }
 
 #[test]
+fn hits_are_exact_to_the_first_segment_and_within_a_few_percent_beyond() {
+    let dataplane = loaded(POLICY, Mode::Enforce);
+    let exact = u64::from(allowlist_common::rule_stats::EXACT_HITS);
+    dataplane
+        .run_frame(&udp4_frame(ALLOWED_V4), exact as u32 - 1)
+        .expect("test run");
+    assert_eq!(dataplane.readings().rule_hits(0).expect("hits"), exact - 1);
+    // A million more, counted one in 2^s in segment s: the estimate within 5 %.
+    dataplane
+        .run_frame(&udp4_frame(ALLOWED_V4), 1_000_001)
+        .expect("test run");
+    let total = exact + 1_000_000;
+    let hits = dataplane.readings().rule_hits(0).expect("hits");
+    let off = (hits as f64 - total as f64).abs() / total as f64;
+    assert!(
+        off < 0.05,
+        "{hits} hits counted of {total}: off by {off:.4}"
+    );
+    assert_eq!(
+        counter(&dataplane, Counter::PassedAllowed),
+        total,
+        "the packet counters stay exact"
+    );
+    let table = dataplane.readings().rule_table(2).expect("table");
+    let ago = table.get(0).last_hit_ago.expect("a last hit");
+    assert!(ago < std::time::Duration::from_secs(2), "{ago:?}");
+}
+
+#[test]
 fn hits_of_a_rule_given_up_start_again_from_zero() {
     let mut dataplane = loaded(POLICY, Mode::Enforce);
     for _ in 0..3 {

@@ -3,7 +3,7 @@
 
 use allowlist_common::{
     Counter, INTERFACE_SLOT_IFINDEXES, MAP_COUNTERS, MAP_INTERFACE_SLOTS, MAX_INTERFACES, RuleId,
-    RuleUsage,
+    RuleStats,
 };
 use std::sync::PoisonError;
 
@@ -62,8 +62,7 @@ impl Dataplane {
     }
 
     /// Zeroes the hits and last hit of `rules`, ids given up by entries that are gone: the
-    /// next entry given one starts from zero. Written as memory, a window of each CPU's
-    /// region at a time.
+    /// next entry given one starts from zero. Written as memory, a window at a time.
     pub fn reset_rule_hits(&mut self, rules: &[RuleId]) -> Result<(), DataplaneError> {
         if let Some(rule) = rules.iter().find(|rule| **rule >= self.capacity.rules) {
             self.check_rule(*rule)?;
@@ -74,18 +73,15 @@ impl Dataplane {
         let (Some(&lowest), Some(&highest)) = (rules.first(), rules.last()) else {
             return Ok(());
         };
-        let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
         each_rule_window(
             self.maps.rule_hits.map(),
-            cpus,
-            self.capacity.rules,
             lowest as usize..highest as usize + 1,
             Access::ReadWrite,
             |first, window| {
                 let from = rules.partition_point(|rule| (*rule as usize) < first);
                 let to = rules.partition_point(|rule| (*rule as usize) < first + window.len());
                 for rule in &rules[from..to] {
-                    window.set(*rule as usize - first, RuleUsage::default());
+                    window.set(*rule as usize - first, RuleStats::default());
                 }
             },
         )?;

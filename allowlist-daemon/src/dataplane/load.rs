@@ -4,14 +4,13 @@ use allowlist_common::ranges::v4::MAP_V4_LEAVES;
 use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
 use allowlist_common::ranges::{GLOBAL_RANGE_CAPACITY, range_capacity};
 use allowlist_common::{
-    EGRESS_PROGRAM_NAME, GLOBAL_RULE_CAPACITY, MAP_FLOWS, MAP_RULE_EXPIRY, MAP_RULE_HITS,
-    PROGRAM_NAME,
+    EGRESS_PROGRAM_NAME, MAP_FLOWS, MAP_RULE_EXPIRY, MAP_RULE_HITS, PROGRAM_NAME,
 };
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::maps::{MAP_NAMES, rule_hits_len, rules_len, v4_leaves_len, v6_starts_len};
+use super::maps::{MAP_NAMES, rules_len, v4_leaves_len, v6_starts_len};
 use super::pins::Pins;
 use super::types::Capacity;
 
@@ -29,9 +28,8 @@ pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebp
     let range_capacity = range_capacity(prefixes);
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(MAP_RULE_HITS, rule_hits_len(rules)?)
+        .map_max_entries(MAP_RULE_HITS, rules.max(1))
         .map_max_entries(MAP_RULE_EXPIRY, rules.max(1))
-        .override_global(GLOBAL_RULE_CAPACITY, &rules, true)
         .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(prefixes))
         .map_max_entries(MAP_V6_STARTS, v6_starts_len(prefixes))
         .map_max_entries(MAP_V6_RULES, rules_len(prefixes))

@@ -16,7 +16,7 @@ use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
     MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
     MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_EXPIRY, MAP_RULE_HITS,
-    MAP_TOP_SOURCES, MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleUsage, SourceKey, SourceSeen,
+    MAP_TOP_SOURCES, MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleStats, SourceKey, SourceSeen,
     TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
@@ -109,7 +109,7 @@ pub(super) struct Maps {
     /// The coarse clock user space keeps.
     pub(super) clock: Array<MapData, u64>,
     /// Hits and last hit per rule, a region per CPU.
-    pub(super) rule_hits: Array<MapData, RuleUsage>,
+    pub(super) rule_hits: Array<MapData, RuleStats>,
     /// When the rules of expiring entries stop allowing, in the kernel's coarse clock.
     pub(super) rule_expiry: Array<MapData, u64>,
     /// The sampled refused sources.
@@ -173,18 +173,6 @@ pub(super) struct MapLayout {
     pub(super) max_entries: u32,
 }
 
-/// Elements of the rule hit array for `max_rules` rules: a region per possible CPU.
-pub(super) fn rule_hits_len(max_rules: u32) -> Result<u32, DataplaneError> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?;
-    u32::try_from(cpus)
-        .ok()
-        .and_then(|cpus| cpus.checked_mul(max_rules))
-        .ok_or(DataplaneError::TooManyCpus {
-            cpus,
-            rules: max_rules,
-        })
-}
-
 /// The layout of every map for `capacity`.
 pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 23], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
@@ -230,8 +218,8 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 23], Da
             MAP_RULE_HITS,
             MapType::Array,
             4,
-            size_of::<RuleUsage>(),
-            rule_hits_len(capacity.rules)?,
+            size_of::<RuleStats>(),
+            capacity.rules.max(1),
         ),
         layout(MAP_RULE_EXPIRY, MapType::Array, 4, 8, capacity.rules.max(1)),
         layout(

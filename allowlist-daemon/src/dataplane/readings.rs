@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use allowlist_common::{
     Counter, FlowKey, FlowState, MAP_COUNTERS, MAP_FLOWS, MAP_RULE_HITS, MAP_TOP_SOURCES,
-    MAX_INTERFACES, RuleId, RuleUsage, SourceKey, SourceSeen, rule_usage_slot,
+    MAX_INTERFACES, RuleId, RuleStats, SourceKey, SourceSeen,
 };
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 
@@ -24,29 +24,23 @@ use super::types::{Counters, FlowStats, RuleUse, SourceNoted};
 /// Rules mapped at once when going through the rule hit array: 4 MiB.
 const RULE_WINDOW: usize = 1 << 18;
 
-/// Maps rules `rules` of every CPU's region of the rule hit array `map` (regions of
-/// `capacity` rules for `cpus` CPUs), a window at a time, and calls `visit` with each window
-/// and the rule its first element holds.
+/// Maps rules `rules` of the rule hit array `map`, a window at a time, and calls `visit` with
+/// each window and the rule its first element holds.
 pub(super) fn each_rule_window(
     map: &MapData,
-    cpus: usize,
-    capacity: u32,
     rules: Range<usize>,
     access: Access,
-    mut visit: impl FnMut(usize, &ArrayWindow<RuleUsage>),
+    mut visit: impl FnMut(usize, &ArrayWindow<RuleStats>),
 ) -> Result<(), DataplaneError> {
-    for cpu in 0..cpus {
-        let region = cpu * capacity as usize;
-        for first in rules.clone().step_by(RULE_WINDOW) {
-            let len = (rules.end - first).min(RULE_WINDOW);
-            let window = ArrayWindow::map(map, region + first, len, access).map_err(|source| {
-                DataplaneError::Mapping {
-                    name: MAP_RULE_HITS,
-                    source,
-                }
-            })?;
-            visit(first, &window);
-        }
+    for first in rules.clone().step_by(RULE_WINDOW) {
+        let len = (rules.end - first).min(RULE_WINDOW);
+        let window = ArrayWindow::map(map, first, len, access).map_err(|source| {
+            DataplaneError::Mapping {
+                name: MAP_RULE_HITS,
+                source,
+            }
+        })?;
+        visit(first, &window);
     }
     Ok(())
 }
@@ -58,8 +52,8 @@ pub(super) type Slots = Arc<RwLock<Vec<(String, u32)>>>;
 /// Handles on the maps that count, for reading.
 pub struct Readings {
     counters: PerCpuArray<MapData, u64>,
-    rule_hits: Array<MapData, RuleUsage>,
-    /// Rules in each CPU's region of `rule_hits`.
+    rule_hits: Array<MapData, RuleStats>,
+    /// Rules in `rule_hits`.
     rule_capacity: u32,
     flows: HashMap<MapData, FlowKey, FlowState>,
     top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
@@ -70,10 +64,8 @@ pub struct Readings {
 /// Hits and last hit of the rules below some id, read at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct RuleTable {
-    /// Per rule id: packets allowed, summed over CPUs.
-    hits: Vec<u64>,
-    /// Per rule id: the coarse clock at its last hit (the latest over CPUs); 0: never.
-    last_hit_ns: Vec<u64>,
+    /// Per rule id: how it was used.
+    stats: Vec<RuleStats>,
     /// The coarse clock when read.
     read_at_ns: u64,
 }
@@ -81,18 +73,19 @@ pub struct RuleTable {
 impl RuleTable {
     /// How much `rule` was used when the table was read; rules beyond it: never.
     pub fn get(&self, rule: RuleId) -> RuleUse {
-        let index = rule as usize;
-        let last = self.last_hit_ns.get(index).copied().unwrap_or(0);
+        let stats = self.stats.get(rule as usize).copied().unwrap_or_default();
         RuleUse {
-            hits: self.hits(rule),
-            last_hit_ago: (last != 0)
-                .then(|| Duration::from_nanos(self.read_at_ns.saturating_sub(last))),
+            hits: stats.hits(),
+            last_hit_ago: (stats.last_hit_s != 0).then(|| {
+                let read_at = Duration::from_nanos(self.read_at_ns);
+                read_at.saturating_sub(Duration::from_secs(u64::from(stats.last_hit_s)))
+            }),
         }
     }
 
-    /// Packets `rule` allowed.
+    /// Packets `rule` allowed (an estimate beyond [`allowlist_common::rule_stats::EXACT_HITS`]).
     pub fn hits(&self, rule: RuleId) -> u64 {
-        self.hits.get(rule as usize).copied().unwrap_or(0)
+        self.stats.get(rule as usize).map_or(0, RuleStats::hits)
     }
 }
 
@@ -221,47 +214,40 @@ impl Readings {
         })
     }
 
-    /// How many packets `rule` has allowed, summed over CPUs.
+    /// How many packets `rule` has allowed.
     pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
-        let mut hits = 0u64;
-        for cpu in 0..self.cpus as u32 {
-            let Some(slot) = rule_usage_slot(cpu, rule, self.rule_capacity) else {
-                return Err(DataplaneError::RuleOutOfRange {
-                    rule,
-                    capacity: self.rule_capacity,
-                });
-            };
-            let usage = self
-                .rule_hits
-                .get(&slot, 0)
-                .map_err(map_error(MAP_RULE_HITS))?;
-            hits = hits.wrapping_add(usage.hits);
+        if rule >= self.rule_capacity {
+            return Err(DataplaneError::RuleOutOfRange {
+                rule,
+                capacity: self.rule_capacity,
+            });
         }
-        Ok(hits)
+        let stats = self
+            .rule_hits
+            .get(&rule, 0)
+            .map_err(map_error(MAP_RULE_HITS))?;
+        Ok(stats.hits())
     }
 
-    /// Hits and last hit of rules `0..len` (at most the capacity), read from memory: each
-    /// CPU's region mapped a window at a time.
+    /// Hits and last hit of rules `0..len` (at most the capacity), read from memory a window
+    /// at a time.
     pub fn rule_table(&self, len: u32) -> Result<RuleTable, DataplaneError> {
         let len = len.min(self.rule_capacity) as usize;
         let mut table = RuleTable {
-            hits: vec![0; len],
-            last_hit_ns: vec![0; len],
+            stats: vec![RuleStats::default(); len],
             read_at_ns: coarse_now_ns(),
         };
         each_rule_window(
             self.rule_hits.map(),
-            self.cpus,
-            self.rule_capacity,
             0..len,
             Access::Read,
             |first, window| {
-                let hits = &mut table.hits[first..first + window.len()];
-                let last = &mut table.last_hit_ns[first..first + window.len()];
-                for (index, (hits, last)) in hits.iter_mut().zip(last).enumerate() {
-                    if let Some(usage) = window.get(index) {
-                        *hits = hits.wrapping_add(usage.hits);
-                        *last = (*last).max(usage.last_hit_ns);
+                for (index, stats) in table.stats[first..first + window.len()]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    if let Some(read) = window.get(index) {
+                        *stats = read;
                     }
                 }
             },
