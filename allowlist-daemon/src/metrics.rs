@@ -193,6 +193,21 @@ pub fn render(
 
     family(
         &mut out,
+        "allowlist_kernel_memory_bytes",
+        "gauge",
+        "Kernel memory each BPF map takes now, as the kernel accounts it (memlock).",
+    );
+    for map in &stats.kernel_memory.maps {
+        let _ = writeln!(
+            out,
+            "allowlist_kernel_memory_bytes{{map=\"{}\"}} {}",
+            label(&map.map),
+            map.bytes
+        );
+    }
+
+    family(
+        &mut out,
         "allowlist_api_requests_total",
         "counter",
         "Admin API requests, by route and status.",

@@ -19,6 +19,7 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("strace", "strace"),
     ("faketime", "faketime"),
     ("systemd-analyze", "systemd"),
+    ("bpftool", "bpftool"),
 ];
 
 /// What building the daemon needs: `protoc` and the well-known `.proto` files, for the

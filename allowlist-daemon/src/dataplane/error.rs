@@ -114,13 +114,14 @@ pub enum DataplaneError {
     /// The possible CPUs could not be read.
     #[error("reading the possible CPUs")]
     Cpus(#[source] std::io::Error),
-    /// The rule hit array would be too large: a region of every rule per possible CPU.
-    #[error("{cpus} possible CPUs with {rules} rules each do not fit one array")]
-    TooManyCpus {
-        /// Possible CPUs.
-        cpus: usize,
-        /// Rules per CPU.
-        rules: u32,
+    /// A map's descriptor could not be duplicated to read its kernel memory.
+    #[error("duplicating the descriptor of BPF map {name}")]
+    Probe {
+        /// The map.
+        name: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
     },
     /// Memory-mapping a map failed.
     #[error("memory-mapping BPF map {name}")]

@@ -22,6 +22,7 @@ mod kernel_log;
 mod links;
 mod load;
 mod maps;
+mod memory;
 mod pins;
 mod ranges;
 mod readings;
@@ -42,6 +43,7 @@ pub use error::{AdoptError, DataplaneError};
 pub use holders::Holder;
 pub use kernel_log::KernelLog;
 pub use links::Attachment;
+pub use memory::MapMemory;
 pub use readings::{Readings, RuleTable};
 pub use sys::BatchError;
 pub use types::{
@@ -79,6 +81,8 @@ pub struct Dataplane {
     kernel_log: Option<KernelLog>,
     /// The deadlines written to the rule expiry map, by rule.
     rule_expiries: std::collections::BTreeMap<allowlist_common::RuleId, u64>,
+    /// A descriptor of each map, to read its kernel memory.
+    memory: memory::MemoryProbe,
     /// The rules the policies being installed flag: the others' deadlines go once they are.
     rule_expiries_wanted: std::collections::BTreeSet<allowlist_common::RuleId>,
 }
@@ -101,6 +105,7 @@ impl Dataplane {
     /// The object loaded (its maps pinned in `pins`), nothing read back yet.
     fn with_object(pins: Option<Pins>, capacity: Capacity) -> Result<Self, DataplaneError> {
         let mut ebpf = load::load_object(pins.as_ref(), capacity)?;
+        let memory = memory::MemoryProbe::of(&ebpf)?;
         let maps = Maps::take(&mut ebpf)?;
         let kernel_log = kernel_log::open(&mut ebpf);
         let slots = Slots::default();
@@ -117,9 +122,15 @@ impl Dataplane {
             pins,
             attachments: Vec::new(),
             kernel_log,
+            memory,
             rule_expiries: std::collections::BTreeMap::new(),
             rule_expiries_wanted: std::collections::BTreeSet::new(),
         })
+    }
+
+    /// The kernel memory each map takes now, by name.
+    pub fn kernel_memory(&self) -> Vec<MapMemory> {
+        self.memory.read()
     }
 
     /// The counters, read through handles of their own ([`Readings::try_clone`] gives a set

@@ -35,7 +35,8 @@ pub use revert::SaveFailure;
 pub use setup::{kernel_capacity, load_state, settings};
 pub use snapshot::{Published, Snapshot};
 pub use usage::{
-    AlwaysAllowHits, EntryHits, FlowStatsView, ListHits, MAX_AGE, Stats, Top, TopSource, Usage,
+    AlwaysAllowHits, EntryHits, FlowStatsView, KernelMemory, ListHits, MAX_AGE, Stats, Top,
+    TopSource, Usage,
 };
 
 use audit::Outcome;

@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use allowlist_common::{Mode, RuleId};
 
 use super::{SaveFailure, Service};
+use crate::dataplane::MapMemory;
 use crate::model::Model;
 
 /// The state after the last committed change.
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub unsaved: Option<SaveFailure>,
     /// One more than the highest rule id in use: the hit counters worth reading.
     pub rule_bound: RuleId,
+    /// The kernel memory each map takes, by name.
+    pub kernel_memory: Vec<MapMemory>,
 }
 
 /// The latest snapshot, replaced whole by the writer.
@@ -61,6 +64,7 @@ impl Service {
             reverts: self.reverts,
             unsaved: self.unsaved.clone(),
             rule_bound: self.model.rule_bound(),
+            kernel_memory: self.dataplane.kernel_memory(),
         });
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::Snapshot;
-use crate::dataplane::{Counters, DataplaneError, FlowStats, Readings, RuleTable};
+use crate::dataplane::{Counters, DataplaneError, FlowStats, MapMemory, Readings, RuleTable};
 use crate::model::{EntryId, rfc3339};
 
 /// How long hits and flow counts read from the kernel are used before they are read again,
@@ -78,6 +78,36 @@ pub struct Stats {
     pub always_allow: Vec<AlwaysAllowHits>,
     /// The flows remembered for replies.
     pub flows: FlowStatsView,
+    /// The kernel memory the maps take now.
+    pub kernel_memory: KernelMemory,
+}
+
+/// The kernel memory the maps take, as the kernel accounts it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelMemory {
+    /// Every map together.
+    pub total_bytes: u64,
+    /// Every map but the flow table (sized by `--max-flows`, apart from the policy).
+    pub without_flows_bytes: u64,
+    /// Each map, by name.
+    pub maps: Vec<MapMemory>,
+}
+
+impl KernelMemory {
+    /// The totals of `maps`.
+    pub fn of(maps: &[MapMemory]) -> KernelMemory {
+        let total_bytes = maps.iter().map(|map| map.bytes).sum();
+        let flows: u64 = maps
+            .iter()
+            .filter(|map| map.map == allowlist_common::MAP_FLOWS)
+            .map(|map| map.bytes)
+            .sum();
+        KernelMemory {
+            total_bytes,
+            without_flows_bytes: total_bytes - flows,
+            maps: maps.to_vec(),
+        }
+    }
 }
 
 /// [`FlowStats`] for the API.
@@ -227,6 +257,7 @@ impl Usage {
             entries: busiest(snapshot, &table, top),
             always_allow,
             flows: flows.into(),
+            kernel_memory: KernelMemory::of(&snapshot.kernel_memory),
         })
     }
 

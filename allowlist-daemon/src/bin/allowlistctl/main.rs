@@ -316,7 +316,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let token = std::env::var("ALLOWLIST_TOKEN").ok();
     let api = Api::new(&cli.url, cli.cacert.as_deref(), token, cli.token_file)?;
     let output = match cli.command {
-        Command::Status => Output::State(api.get("/v1/enforcement")?),
+        Command::Status => {
+            let mut state = api.get("/v1/enforcement")?;
+            state["kernel_memory"] = api.get("/v1/stats?top=1")?["kernel_memory"].take();
+            Output::State(state)
+        }
         Command::List if cli.json => Output::Lists(api.get("/v1/allowlists")?),
         Command::List => Output::Lists(api.get("/v1/allowlists?entries=false")?),
         Command::Show { list } => show(&api, &list, cli.json)?,

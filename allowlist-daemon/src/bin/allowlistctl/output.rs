@@ -63,6 +63,17 @@ impl Output {
                     }
                 );
                 println!("enabled lists: {}", join(&v["enabled_allowlist_ids"]));
+                if let Some(total) = v["kernel_memory"]["total_bytes"].as_u64() {
+                    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+                    println!(
+                        "kernel memory: {:.1} MiB ({:.1} MiB without the flow table; per map: \
+                         allowlistctl stats --json)",
+                        mib(total),
+                        mib(v["kernel_memory"]["without_flows_bytes"]
+                            .as_u64()
+                            .unwrap_or(0))
+                    );
+                }
                 println!("always allow:  {}", join(&v["always_allow"]));
                 let scopes = join(&v["scopes"]);
                 println!(
