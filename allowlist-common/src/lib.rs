@@ -110,6 +110,9 @@ pub mod bench {
     pub const BENCH_FLOOR_PROGRAM: &str = "bench_floor";
     /// Name of the benchmark's varied-source lookup program.
     pub const BENCH_VARIED_PROGRAM: &str = "bench_varied";
+    /// Name of the benchmark's program that times lookups in a flat array and in an inner
+    /// map (the two ways a table can be sized: at load, or to its policy).
+    pub const BENCH_LOOKUPS_PROGRAM: &str = "bench_lookups";
 }
 
 /// IP protocol numbers the programs look at.

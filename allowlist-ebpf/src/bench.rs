@@ -16,9 +16,13 @@ use core::ffi::c_void;
 use allowlist_common::bench::{BENCH_LOOPS, BENCH_SOURCE_SLOTS};
 use allowlist_common::{DEFAULT_MAX_RULES, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_ABORTED, XDP_DROP},
+    bindings::{
+        BPF_F_INNER_MAP,
+        xdp_action::{XDP_ABORTED, XDP_DROP},
+    },
+    btf_maps,
     helpers::{bpf_get_prandom_u32, bpf_loop},
-    macros::{map, xdp},
+    macros::{btf_map, map, xdp},
     maps::{Array, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
@@ -127,6 +131,96 @@ extern "C" fn one_source(_index: u32, ctx: *mut c_void) -> i64 {
             count_rule_hit(rule);
         }
         state.found += 1;
+    }
+    0
+}
+
+/// Elements of the arrays [`bench_lookups`] reads: a 64 MiB table, larger than any cache.
+const LOOKUP_ELEMENTS: u32 = 1 << 20;
+
+/// An array of [`LOOKUP_ELEMENTS`] cache lines the verifier inlines lookups into: the design
+/// of the range tables today (sized at load).
+#[map]
+static BENCH_FLAT: Array<[u64; 8]> = Array::with_max_entries(LOOKUP_ELEMENTS, 0);
+
+/// The same lines in an inner map of any size (`BPF_F_INNER_MAP`), which user space creates
+/// and puts in slot 0: a table sized to its policy, each lookup a helper call.
+#[btf_map]
+static BENCH_OUTER: btf_maps::ArrayOfMaps<
+    btf_maps::Array<[u64; 8], 1, { BPF_F_INNER_MAP as usize }>,
+    1,
+> = btf_maps::ArrayOfMaps::new();
+
+/// `[design (0: the loop alone, 1: flat, 2: inner map), lookups per iteration]`.
+#[map]
+static BENCH_LOOKUP_SETUP: Array<u32> = Array::with_max_entries(2, 0);
+
+/// What [`bench_lookups`]'s iterations add up, so that no read is optimised away.
+#[map]
+static BENCH_LOOKUP_SUM: Array<u64> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+struct LookupState {
+    design: u32,
+    reads: u32,
+    sum: u64,
+}
+
+/// [`BENCH_LOOPS`] iterations of `reads` dependent reads at random lines of one of the two
+/// designs: the difference to the loop alone, divided by the iterations, is what a lookup
+/// costs each way.
+#[xdp]
+pub fn bench_lookups(_ctx: XdpContext) -> u32 {
+    let (Some(design), Some(reads)) = (BENCH_LOOKUP_SETUP.get(0), BENCH_LOOKUP_SETUP.get(1)) else {
+        return XDP_ABORTED;
+    };
+    let mut state = LookupState {
+        design: *design,
+        reads: *reads,
+        sum: 0,
+    };
+    // SAFETY: the callback has the signature bpf_loop expects and only touches `state`.
+    unsafe {
+        bpf_loop(
+            BENCH_LOOPS,
+            one_lookup as *mut c_void,
+            &mut state as *mut LookupState as *mut c_void,
+            0,
+        )
+    };
+    if let Some(sum) = BENCH_LOOKUP_SUM.get_ptr_mut(0) {
+        // SAFETY: an array slot; the benchmark runs one test run at a time.
+        unsafe { *sum = state.sum };
+    }
+    XDP_DROP
+}
+
+extern "C" fn one_lookup(_index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LookupState` bench_lookups passed to bpf_loop.
+    let state = unsafe { &mut *(ctx as *mut LookupState) };
+    // SAFETY: a helper without arguments.
+    let mut index = unsafe { bpf_get_prandom_u32() } & (LOOKUP_ELEMENTS - 1);
+    // The inner map is found once a packet, as a generation's tables would be.
+    let inner = match state.design {
+        2 => BENCH_OUTER.get(0),
+        _ => None,
+    };
+    for read in 0..3 {
+        if read >= state.reads {
+            break;
+        }
+        let line = match (state.design, inner) {
+            (1, _) => BENCH_FLAT.get(index).copied(),
+            (2, Some(inner)) => inner.get(index).copied(),
+            _ => {
+                state.sum += u64::from(index);
+                return 0;
+            }
+        };
+        let value = line.map_or(0, |line| line[0]);
+        state.sum += value;
+        // The next read depends on this one, as a bucket's leaf depends on the bucket.
+        index = (index ^ value as u32).wrapping_mul(2_654_435_761) & (LOOKUP_ELEMENTS - 1);
     }
     0
 }

@@ -6,7 +6,7 @@
 //!
 //! Usage: allowlist-bench [--only SECTION]... [REPORT.md]
 //!
-//! SECTION is one of replies, scaling, control, flood, peers. A run of every section writes REPORT
+//! SECTION is one of replies, scaling, designs, control, flood, peers. A run of every section writes REPORT
 //! (bench/RESULTS.md by default); a run of some writes only to standard output, unless a
 //! REPORT is named.
 
@@ -18,6 +18,7 @@ mod flood;
 mod replies;
 mod scaling;
 mod sources;
+mod table_designs;
 mod trafgen;
 mod veth;
 mod xdp_filter;
@@ -28,7 +29,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 /// The report's sections, in order.
-const SECTIONS: [&str; 5] = ["replies", "scaling", "control", "flood", "peers"];
+const SECTIONS: [&str; 6] = ["replies", "scaling", "designs", "control", "flood", "peers"];
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -79,6 +80,9 @@ fn run() -> anyhow::Result<()> {
     if runs("scaling") {
         let results = scaling::scaling_section(&mut text)?;
         chart = Some(chart::chart(&results));
+    }
+    if runs("designs") {
+        table_designs::table_designs_section(&mut text)?;
     }
     if runs("control") {
         control_plane::control_section(&mut text)?;

@@ -40,7 +40,9 @@ fn the_kernel_memory_of_each_map_is_reported_in_stats_status_and_metrics() {
         memory["without_flows_bytes"].as_u64(),
         Some(sum - bytes_of("FLOWS"))
     );
-    let pins = state.pin_dir().join(format!("v{}", allowlist_common::LAYOUT_VERSION));
+    let pins = state
+        .pin_dir()
+        .join(format!("v{}", allowlist_common::LAYOUT_VERSION));
     for name in ["RULE_HITS", "V4_BUCKETS", "FLOWS"] {
         assert_eq!(
             bytes_of(name),

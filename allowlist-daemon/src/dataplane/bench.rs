@@ -6,10 +6,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use allowlist_common::RuleId;
-use allowlist_common::bench::{BENCH_FLOOR_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM};
+use allowlist_common::bench::{
+    BENCH_FLOOR_PROGRAM, BENCH_LOOKUPS_PROGRAM, BENCH_SOURCE_SLOTS, BENCH_VARIED_PROGRAM,
+};
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapError};
+use aya::maps::{Array, ArrayOfMaps, MapData, MapError};
 use aya::programs::{TestRun, Xdp, XdpMode};
 use ipnet::IpNet;
 
@@ -18,6 +20,17 @@ use super::error::{DataplaneError, map_error, program_error};
 use super::load::{program, program_mut};
 use super::test_run::test_run_options;
 use super::types::AttachMode;
+
+/// Where [`Dataplane::bench_lookups`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupDesign {
+    /// Nowhere: the loop alone.
+    Loop = 0,
+    /// A flat array, sized at load: lookups the verifier inlines.
+    Flat = 1,
+    /// An inner map of any size (`BPF_F_INNER_MAP`): a helper call per lookup.
+    Inner = 2,
+}
 
 /// What a varied-source run of [`Dataplane::bench_varied`] does with each source.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +48,11 @@ impl Dataplane {
     /// [`Dataplane::bench_floor`] and [`Dataplane::bench_varied`]).
     pub fn load_for_bench(max_rules: u32) -> Result<Self, DataplaneError> {
         let mut dataplane = Self::load(max_rules, 1024)?;
-        for name in [BENCH_FLOOR_PROGRAM, BENCH_VARIED_PROGRAM] {
+        for name in [
+            BENCH_FLOOR_PROGRAM,
+            BENCH_VARIED_PROGRAM,
+            BENCH_LOOKUPS_PROGRAM,
+        ] {
             program_mut::<Xdp>(&mut dataplane.ebpf, name)?
                 .load()
                 .map_err(program_error(name))?;
@@ -134,6 +151,48 @@ impl Dataplane {
         let found: Array<_, u64> = bench_map(&mut self.ebpf, "BENCH_FOUND")?;
         let found = found.get(&0, 0).map_err(map_error("BENCH_FOUND"))?;
         Ok((duration, found))
+    }
+
+    /// Runs the lookup-timing program `repeat` times: each run makes
+    /// [`allowlist_common::bench::BENCH_LOOPS`] iterations of `reads` dependent reads at
+    /// random lines of a 64 MiB table, flat (`LookupDesign::Flat`, lookups the verifier
+    /// inlines) or in an inner map of any size (`LookupDesign::Inner`, a helper call each), or
+    /// only draws the first line (`LookupDesign::Loop`). Returns the kernel's mean time per
+    /// run.
+    pub fn bench_lookups(
+        &mut self,
+        design: LookupDesign,
+        reads: u32,
+        repeat: u32,
+    ) -> Result<Duration, DataplaneError> {
+        if design == LookupDesign::Inner {
+            self.bench_inner_table()?;
+        }
+        let mut setup: Array<_, u32> = bench_map(&mut self.ebpf, "BENCH_LOOKUP_SETUP")?;
+        setup
+            .set(0, design as u32, 0)
+            .map_err(map_error("BENCH_LOOKUP_SETUP"))?;
+        setup
+            .set(1, reads, 0)
+            .map_err(map_error("BENCH_LOOKUP_SETUP"))?;
+        let frame = [0u8; 64];
+        Ok(program::<Xdp>(&self.ebpf, BENCH_LOOKUPS_PROGRAM)?
+            .test_run(test_run_options(&frame, repeat))
+            .map_err(program_error(BENCH_LOOKUPS_PROGRAM))?
+            .duration)
+    }
+
+    /// Puts a table as large as the flat one in the inner-map slot, once.
+    fn bench_inner_table(&mut self) -> Result<(), DataplaneError> {
+        let mut outer: ArrayOfMaps<_, Array<MapData, [u64; 8]>> =
+            bench_map(&mut self.ebpf, "BENCH_OUTER")?;
+        if outer.get(&0, 0).is_ok() {
+            return Ok(());
+        }
+        // BPF_F_INNER_MAP: inner maps of any size (the kernel then does not inline lookups).
+        let inner = Array::<MapData, [u64; 8]>::create(1 << 20, 1 << 12)
+            .map_err(map_error("BENCH_OUTER"))?;
+        outer.set(0, &inner, 0).map_err(map_error("BENCH_OUTER"))
     }
 
     /// Sets entry `index` of the benchmark's setup array.

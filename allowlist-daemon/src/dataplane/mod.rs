@@ -38,7 +38,7 @@ use allowlist_common::{Config, GENERATIONS, PROTECTED_PORT_WORDS};
 use aya::Ebpf;
 
 #[cfg(feature = "bench")]
-pub use bench::VariedRun;
+pub use bench::{LookupDesign, VariedRun};
 pub use error::{AdoptError, DataplaneError};
 pub use holders::Holder;
 pub use kernel_log::KernelLog;
