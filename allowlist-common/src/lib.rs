@@ -22,7 +22,7 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Policy generations kept side by side in the range tables. The active policy and, while a
 /// change is pending, the one it reverts to are two; the third is where the next one is
@@ -44,12 +44,8 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the rule use array, memory-mapped by user space: a [`RuleStats`] per rule, shared
 /// by the CPUs (see [`rule_stats`]).
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
-/// Name of the `u64` array, one element per rule, of the `CLOCK_MONOTONIC_COARSE` time (ns) at
-/// which the rule of an expiring entry stops allowing in the kernel, daemon or not; 0: never.
-/// Read only for rules flagged [`EXPIRING_RULE`] in the range tables.
-pub const MAP_RULE_EXPIRY: &str = "RULE_EXPIRY";
-/// Flag on a rule id in the range tables: the rule has a deadline in [`MAP_RULE_EXPIRY`]. The
-/// rule's own id (for its hits) is the rest of the bits.
+/// Flag on a rule id in the range tables: the rule has a deadline
+/// ([`RuleStats::expires_s`] in [`MAP_RULE_HITS`]). The rule's own id is the rest of the bits.
 pub const EXPIRING_RULE: RuleId = 1 << 31;
 
 /// Name of the LRU hash of flows the host started: key [`FlowKey`], value [`FlowState`].

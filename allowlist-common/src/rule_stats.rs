@@ -1,5 +1,6 @@
-//! How each rule (allowlist entry) was used, in 16 bytes shared by every CPU: a hit count,
-//! exact up to [`EXACT_HITS`] and approximate beyond, and the second of the last hit.
+//! How each rule (allowlist entry) was used, and when it stops allowing, in 16 bytes shared
+//! by every CPU: a hit count, exact up to [`EXACT_HITS`] and approximate beyond, the second
+//! of the last hit, and the deadline of an expiring entry.
 //!
 //! The count is a sampled counter in segments of [`EXACT_HITS`] steps: in segment `s` (the
 //! count's value divided by [`EXACT_HITS`]) a hit adds a step with probability `2^-s`, so a
@@ -26,8 +27,22 @@ pub struct RuleStats {
     pub count: u64,
     /// [`crate::MAP_CLOCK`] in whole seconds at the last hit; 0: none yet.
     pub last_hit_s: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// For the rule of an expiring entry (flagged [`crate::EXPIRING_RULE`] in the range
+    /// tables): the `CLOCK_MONOTONIC_COARSE` second from which it stops allowing, in the
+    /// kernel, daemon or not; 0: never. Written by user space alone.
+    pub expires_s: u32,
+}
+
+impl RuleStats {
+    /// Byte offset of [`RuleStats::expires_s`], which user space writes alone while the
+    /// program updates the rest.
+    pub const EXPIRES_OFFSET: usize = core::mem::offset_of!(RuleStats, expires_s);
+
+    /// Whether the deadline has come at `now_s` (`CLOCK_MONOTONIC_COARSE` seconds).
+    #[inline(always)]
+    pub const fn expired_at(&self, now_s: u32) -> bool {
+        self.expires_s != 0 && now_s >= self.expires_s
+    }
 }
 
 impl RuleStats {

@@ -24,10 +24,6 @@ static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static INTERFACE_SLOTS: Array<u32> = Array::with_max_entries(INTERFACE_SLOT_IFINDEXES, 0);
 
-/// When the rule of an expiring entry stops allowing (coarse monotonic ns); 0: never.
-#[map]
-static RULE_EXPIRY: Array<u64> = Array::with_max_entries(allowlist_common::DEFAULT_MAX_RULES, 0);
-
 /// Whether `rule` (as the range tables give it) is that of an expiring entry whose time has
 /// come: the packet is then judged as if no entry allowed it. One flag test for the rules of
 /// entries that never expire.
@@ -36,14 +32,12 @@ pub fn expired(rule: RuleId) -> bool {
     if rule & EXPIRING_RULE == 0 {
         return false;
     }
-    match RULE_EXPIRY.get(rule & !EXPIRING_RULE) {
-        Some(&at) if at != 0 => {
-            // SAFETY: a helper without arguments.
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
-            now >= at
-        }
-        _ => false,
-    }
+    let Some(stats) = RULE_HITS.get(rule & !EXPIRING_RULE) else {
+        return false;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    stats.expired_at((now / 1_000_000_000) as u32)
 }
 
 /// How each rule was used, shared by the CPUs (see [`allowlist_common::rule_stats`]),

@@ -114,6 +114,9 @@ pub enum DataplaneError {
     /// The possible CPUs could not be read.
     #[error("reading the possible CPUs")]
     Cpus(#[source] std::io::Error),
+    /// A memory-mapped array could not be written where it had to be.
+    #[error("BPF map {0}: a write out of its mapping")]
+    Unwritable(&'static str),
     /// A map's descriptor could not be duplicated to read its kernel memory.
     #[error("duplicating the descriptor of BPF map {name}")]
     Probe {

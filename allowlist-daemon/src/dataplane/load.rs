@@ -3,9 +3,7 @@
 use allowlist_common::ranges::v4::MAP_V4_LEAVES;
 use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
 use allowlist_common::ranges::{GLOBAL_RANGE_CAPACITY, range_capacity};
-use allowlist_common::{
-    EGRESS_PROGRAM_NAME, MAP_FLOWS, MAP_RULE_EXPIRY, MAP_RULE_HITS, PROGRAM_NAME,
-};
+use allowlist_common::{EGRESS_PROGRAM_NAME, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME};
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
@@ -29,7 +27,6 @@ pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebp
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(MAP_RULE_HITS, rules.max(1))
-        .map_max_entries(MAP_RULE_EXPIRY, rules.max(1))
         .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(prefixes))
         .map_max_entries(MAP_V6_STARTS, v6_starts_len(prefixes))
         .map_max_entries(MAP_V6_RULES, rules_len(prefixes))

@@ -15,9 +15,8 @@ use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS, range_c
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
     MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
-    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_EXPIRY, MAP_RULE_HITS,
-    MAP_TOP_SOURCES, MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleStats, SourceKey, SourceSeen,
-    TOP_SOURCES_CAPACITY,
+    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES,
+    MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleStats, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap};
@@ -26,7 +25,7 @@ use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
 
 /// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 23] = [
+pub(super) const MAP_NAMES: [&str; 22] = [
     MAP_CLOCK,
     MAP_INTERFACE_SLOTS,
     MAP_TOP_SOURCES,
@@ -35,7 +34,6 @@ pub(super) const MAP_NAMES: [&str; 23] = [
     MAP_GENERATION_RECORDS,
     MAP_COUNTERS,
     MAP_RULE_HITS,
-    MAP_RULE_EXPIRY,
     MAP_FLOWS,
     MAP_PROTECTED_PORTS,
     MAP_REPLY_PORTS,
@@ -108,10 +106,8 @@ pub(super) struct Maps {
     pub(super) interface_slots: Array<MapData, u32>,
     /// The coarse clock user space keeps.
     pub(super) clock: Array<MapData, u64>,
-    /// Hits and last hit per rule, a region per CPU.
+    /// Hits, last hit and deadline per rule, shared by the CPUs.
     pub(super) rule_hits: Array<MapData, RuleStats>,
-    /// When the rules of expiring entries stop allowing, in the kernel's coarse clock.
-    pub(super) rule_expiry: Array<MapData, u64>,
     /// The sampled refused sources.
     pub(super) top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
     /// The flows the host started.
@@ -143,7 +139,6 @@ impl Maps {
             interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
             clock: take(ebpf, MAP_CLOCK)?,
             rule_hits: take(ebpf, MAP_RULE_HITS)?,
-            rule_expiry: take(ebpf, MAP_RULE_EXPIRY)?,
             top_sources: take(ebpf, MAP_TOP_SOURCES)?,
             flows: take(ebpf, MAP_FLOWS)?,
             flow_filter: take(ebpf, MAP_FLOW_FILTER)?,
@@ -174,7 +169,7 @@ pub(super) struct MapLayout {
 }
 
 /// The layout of every map for `capacity`.
-pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 23], DataplaneError> {
+pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], DataplaneError> {
     let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
         name,
         map_type,
@@ -221,7 +216,6 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 23], Da
             size_of::<RuleStats>(),
             capacity.rules.max(1),
         ),
-        layout(MAP_RULE_EXPIRY, MapType::Array, 4, 8, capacity.rules.max(1)),
         layout(
             MAP_FLOWS,
             MapType::LruHash,

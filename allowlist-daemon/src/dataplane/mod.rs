@@ -79,8 +79,8 @@ pub struct Dataplane {
     attachments: Vec<Attachment>,
     /// The reader of the program's log lines, until the daemon takes it.
     kernel_log: Option<KernelLog>,
-    /// The deadlines written to the rule expiry map, by rule.
-    rule_expiries: std::collections::BTreeMap<allowlist_common::RuleId, u64>,
+    /// The deadlines written to the rule hit array (coarse seconds), by rule.
+    rule_expiries: std::collections::BTreeMap<allowlist_common::RuleId, u32>,
     /// A descriptor of each map, to read its kernel memory.
     memory: memory::MemoryProbe,
     /// The rules the policies being installed flag: the others' deadlines go once they are.

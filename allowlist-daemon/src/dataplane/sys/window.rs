@@ -146,6 +146,28 @@ impl<V: Pod> ArrayWindow<V> {
         true
     }
 
+    /// Sets the `u32` at byte `offset` of element `index` to `value`, leaving the element's
+    /// other bytes as they are (the program may be writing them meanwhile); false past the
+    /// element or the window, off a 4-byte boundary, or in a read-only window.
+    pub(in crate::dataplane) fn set_u32(&self, index: usize, offset: usize, value: u32) -> bool {
+        let fits = offset.is_multiple_of(4) && offset + 4 <= size_of::<V>();
+        if index >= self.len || !fits || self.access != Access::ReadWrite {
+            return false;
+        }
+        // SAFETY: a 4-byte-aligned word of an element within a writable mapping (elements
+        // are aligned, see `map`, and their size is a multiple of their alignment).
+        unsafe {
+            self.first
+                .as_ptr()
+                .add(index)
+                .cast::<u8>()
+                .add(offset)
+                .cast::<u32>()
+                .write_volatile(value)
+        };
+        true
+    }
+
     /// Sets the window's first `values.len()` elements to `values`; false when they do not
     /// fit or the window is read-only.
     pub(in crate::dataplane) fn copy_from(&self, values: &[V]) -> bool {
