@@ -22,7 +22,7 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Policy generations kept side by side in the range tables. The active policy and, while a
 /// change is pending, the one it reverts to are two; the third is where the next one is

@@ -3,9 +3,9 @@
 //! inlined array read.
 
 use allowlist_common::ranges::short::{ShortV4, ShortV6};
-use allowlist_common::ranges::v4::{V4Leaf, V4Words, classify_v4, leaf_capacity};
+use allowlist_common::ranges::v4::{V4Leaf, V4Words, classify_v4};
 use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, classify_v6};
-use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS};
+use allowlist_common::ranges::{RangeBucket, Regions, SUMMARY_WORDS};
 use allowlist_common::{GENERATIONS, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 
@@ -27,12 +27,11 @@ static V4_SUMMARY: Array<u64> =
 static V6_SUMMARY: Array<u64> =
     Array::with_max_entries(GENERATIONS * SUMMARY_WORDS, BPF_F_MMAPABLE);
 
-/// IPv4: [`BUCKET_COUNT`] buckets per generation.
+/// IPv4: [`Regions::v4_lines`] lines per generation.
 #[map]
-static V4_BUCKETS: Array<RangeBucket> =
-    Array::with_max_entries(GENERATIONS * BUCKET_COUNT, BPF_F_MMAPABLE);
+static V4_BUCKETS: Array<RangeBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// IPv4 leaves, [`leaf_capacity`] of [`RANGE_CAPACITY`] per generation.
+/// IPv4 leaves, [`Regions::v4_leaves`] per generation.
 #[map]
 static V4_LEAVES: Array<V4Leaf> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
@@ -40,41 +39,41 @@ static V4_LEAVES: Array<V4Leaf> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 static V6_HEADERS: Array<V6Header> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
 
-/// IPv6: [`BUCKET_COUNT`] buckets per generation.
+/// IPv6: [`Regions::v6_lines`] lines per generation.
 #[map]
-static V6_BUCKETS: Array<RangeBucket> =
-    Array::with_max_entries(GENERATIONS * BUCKET_COUNT, BPF_F_MMAPABLE);
+static V6_BUCKETS: Array<RangeBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// IPv6 range starts, [`RANGE_CAPACITY`] per generation.
+/// IPv6 range starts, [`Regions::v6_ranges`] per generation.
 #[map]
 static V6_STARTS: Array<V6Words> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// IPv6 range rules, [`RANGE_CAPACITY`] ranges (two to a word) per generation.
+/// IPv6 range rules, [`Regions::v6_ranges`] ranges (two to a word) per generation.
 #[map]
 static V6_RULES: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The ranges of each generation's region of the shared arrays, either family; user space
-/// sets it at load ([`allowlist_common::ranges::GLOBAL_RANGE_CAPACITY`]).
+/// The size of each generation's regions; user space sets it at load
+/// ([`allowlist_common::ranges::GLOBAL_REGIONS`]).
 #[unsafe(no_mangle)]
-static RANGE_CAPACITY: u32 = 0;
+static REGIONS: Regions = Regions {
+    v4_lines: 0,
+    v4_leaves: 0,
+    v6_lines: 0,
+    v6_ranges: 0,
+};
 
 /// One generation's regions of the maps.
 struct Generation {
     index: u32,
-    buckets: u32,
-    capacity: u32,
+    regions: Regions,
 }
 
 impl Generation {
     #[inline(always)]
     fn of(generation: u8) -> Generation {
-        // SAFETY: a read-only global the loader sets before the program runs.
-        let capacity = unsafe { core::ptr::read_volatile(&RANGE_CAPACITY) };
-        let index = u32::from(generation);
         Generation {
-            index,
-            buckets: index * BUCKET_COUNT,
-            capacity,
+            index: u32::from(generation),
+            // SAFETY: a read-only global the loader sets before the program runs.
+            regions: unsafe { core::ptr::read_volatile(&REGIONS) },
         }
     }
 }
@@ -89,13 +88,13 @@ impl V4Words for V4 {
     }
 
     #[inline(always)]
-    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-        V4_BUCKETS.get(self.0.buckets + bucket)
+    fn bucket(&self, slot: u32) -> Option<&RangeBucket> {
+        V4_BUCKETS.get(self.0.index * self.0.regions.v4_lines + slot)
     }
 
     #[inline(always)]
     fn leaf(&self, leaf: u32) -> Option<&V4Leaf> {
-        V4_LEAVES.get(self.0.index * leaf_capacity(self.0.capacity) + leaf)
+        V4_LEAVES.get(self.0.index * self.0.regions.v4_leaves + leaf)
     }
 }
 
@@ -114,21 +113,21 @@ impl V6Tables for V6 {
     }
 
     #[inline(always)]
-    fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
-        V6_BUCKETS.get(self.0.buckets + bucket)
+    fn bucket(&self, slot: u32) -> Option<&RangeBucket> {
+        V6_BUCKETS.get(self.0.index * self.0.regions.v6_lines + slot)
     }
 
     #[inline(always)]
     fn start(&self, range: u32) -> Option<V6Words> {
         V6_STARTS
-            .get(self.0.index * self.0.capacity + range)
+            .get(self.0.index * self.0.regions.v6_ranges + range)
             .copied()
     }
 
     #[inline(always)]
     fn rules(&self, word: u32) -> Option<u64> {
         V6_RULES
-            .get(self.0.index * (self.0.capacity / 2) + word)
+            .get(self.0.index * (self.0.regions.v6_ranges / 2) + word)
             .copied()
     }
 }

@@ -199,7 +199,7 @@ fn settings_out_of_their_bounds_are_refused_at_start() {
         ),
         (
             &["--max-entries", "100000000"][..],
-            "--max-entries 100000000 is out of range: give 1 to 2097152",
+            "--max-entries 100000000 is out of range: give 1 to 8388608",
         ),
     ] {
         let started = std::time::Instant::now();

@@ -344,17 +344,14 @@ fn pins_of_another_layout_or_capacity_are_replaced_without_a_gap() {
     );
     assert!(enforcing_office(&link));
 
-    // Other capacities: the maps are replaced, the policy rewritten, the link kept.
+    // Another flow table: that map is replaced, the link and the policy kept.
     daemon.stop().expect("SIGTERM");
     drop(daemon);
     let mut args = WINDOW.to_vec();
-    args.extend(["--max-entries", "1000"]);
+    args.extend(["--max-flows", "4096"]);
     let daemon = Daemon::start(&link, state.path(), &args).expect("allowlistd");
     let log = daemon.log();
-    assert!(
-        log.contains("pinned maps do not fit this configuration"),
-        "{log}"
-    );
+    assert!(log.contains("a pinned map does not fit: replaced"), "{log}");
     assert!(enforcing_office(&link));
 }
 

@@ -8,40 +8,74 @@
 //! `DIRECT_LEAVES * LEAF_RANGES` ranges, the common case up to millions of prefixes; larger
 //! buckets search their leaves by halving.
 
-use super::{RangeBucket, listed_bucket, rule_in_word, some_rule, summary_allows};
+use super::{
+    RangeBucket, SUMMARY_BUCKETS, bucket_slot, listed_bucket, rule_in_word, some_rule,
+    summary_allows,
+};
 use crate::RuleId;
 
-/// Name of the bucket array: [`BUCKET_COUNT`](super::BUCKET_COUNT) [`RangeBucket`]s per
-/// generation.
+/// Name of the line array: [`Regions::v4_lines`](super::Regions::v4_lines)
+/// [`RangeBucket`]s per generation.
 pub const MAP_V4_BUCKETS: &str = "V4_BUCKETS";
 /// Name of the summary array: [`SUMMARY_WORDS`](super::SUMMARY_WORDS) words per
 /// generation.
 pub const MAP_V4_SUMMARY: &str = "V4_SUMMARY";
-/// Name of the leaf array: [`leaf_capacity`] [`V4Leaf`]s per generation.
+/// Name of the leaf array: [`Regions::v4_leaves`](super::Regions::v4_leaves) [`V4Leaf`]s
+/// per generation.
 pub const MAP_V4_LEAVES: &str = "V4_LEAVES";
 
 /// Ranges a bucket holds in its own cache line.
 pub const V4_INLINE_RANGES: u32 = 8;
+/// Words of an inline bucket's [`RangeBucket::words`] holding starts (four to a word), first.
+const INLINE_START_WORDS: usize = V4_INLINE_RANGES.div_ceil(4) as usize;
 /// The first word of an inline bucket's [`RangeBucket::words`] holding rules.
-const INLINE_RULE_WORD: usize = (V4_INLINE_RANGES / 4) as usize;
+const INLINE_RULE_WORD: usize = INLINE_START_WORDS;
+/// Words of an inline bucket holding rules (two to a word).
+const INLINE_RULE_WORDS: usize = V4_INLINE_RANGES.div_ceil(2) as usize;
 /// Ranges a leaf holds.
 pub const LEAF_RANGES: u32 = 10;
+/// Words of a leaf holding rules (two to a word), first.
+const LEAF_RULE_WORDS: usize = LEAF_RANGES.div_ceil(2) as usize;
 /// The first word of a leaf holding starts (the rules come first).
-const LEAF_START_WORD: usize = (LEAF_RANGES / 2) as usize;
+const LEAF_START_WORD: usize = LEAF_RULE_WORDS;
+/// Words of a leaf holding starts (four to a word).
+const LEAF_START_WORDS: usize = LEAF_RANGES.div_ceil(4) as usize;
 /// Leaves a bucket line finds without a search: the first, and those whose first start it
 /// holds (four to a word in its last three words).
 pub const DIRECT_LEAVES: u32 = 13;
 /// The first word of a listed bucket's [`RangeBucket::words`] holding leaf starts (the
 /// blocks it covers come first).
-const SEPARATOR_WORD: usize = 4;
+const SEPARATOR_WORD: usize = super::BLOCK_WORDS;
+/// Words of a listed bucket holding leaf starts (four to a word).
+const SEPARATOR_WORDS: usize = (DIRECT_LEAVES - 1).div_ceil(4) as usize;
+
+// Every index the lookup computes stays inside its line: the `%` below keep them there for
+// the verifier, by these constants.
+const _: () = assert!(INLINE_RULE_WORD + INLINE_RULE_WORDS <= RangeBucket::WORDS);
+const _: () = assert!(LEAF_START_WORD + LEAF_START_WORDS <= size_of::<V4Leaf>() / 8);
+const _: () = assert!(SEPARATOR_WORD + SEPARATOR_WORDS <= RangeBucket::WORDS);
 /// Halvings that find a leaf among the at most 2^16 / [`LEAF_RANGES`] of a bucket.
 pub const V4_SEARCH_STEPS: u32 = 14;
 
-/// Leaves a generation needs room for, given the ranges it has room for
-/// ([`range_capacity`](super::range_capacity)): each listed bucket fills all its leaves but
-/// the last.
-pub const fn leaf_capacity(range_capacity: u32) -> u32 {
-    range_capacity.div_ceil(LEAF_RANGES) + super::BUCKET_COUNT
+/// Leaves a generation needs room for, for policies of up to `prefixes` IPv4 prefixes:
+/// their at most `2 * prefixes` changes of rule start the ranges of the buckets that keep
+/// them in leaves, besides the first of each; such a bucket holds more than
+/// [`V4_INLINE_RANGES`] ranges (so there are at most a quarter as many as prefixes) and
+/// fills all its leaves but the last.
+pub const fn leaf_capacity(prefixes: u32) -> u32 {
+    let prefixes = prefixes as u64;
+    let quarter = prefixes.div_ceil(4);
+    let listing = if quarter < super::BUCKET_COUNT as u64 {
+        quarter
+    } else {
+        super::BUCKET_COUNT as u64
+    };
+    let leaves = (2 * prefixes + listing).div_ceil(LEAF_RANGES as u64) + listing;
+    if leaves > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        leaves as u32
+    }
 }
 
 /// Up to [`LEAF_RANGES`] consecutive ranges of a bucket. A cache line: the rules (range `i`
@@ -72,7 +106,8 @@ impl V4Leaf {
     /// The start of range `range` (below [`LEAF_RANGES`]).
     #[inline(always)]
     pub fn start(&self, range: u32) -> u16 {
-        (self.words[LEAF_START_WORD + ((range / 4) as usize % 3)] >> (16 * (range % 4))) as u16
+        let word = LEAF_START_WORD + (range / 4) as usize % LEAF_START_WORDS;
+        (self.words[word] >> (16 * (range % 4))) as u16
     }
 
     /// The rule of the range holding `low` among the first `count` (at least one; the first
@@ -85,7 +120,10 @@ impl V4Leaf {
                 at = i;
             }
         }
-        some_rule(rule_in_word(self.words[(at / 2) as usize % 5], at))
+        some_rule(rule_in_word(
+            self.words[(at / 2) as usize % LEAF_RULE_WORDS],
+            at,
+        ))
     }
 }
 
@@ -131,8 +169,8 @@ pub fn listed_bucket_v4(
 pub trait V4Words {
     /// Word `word` of [`MAP_V4_SUMMARY`].
     fn summary(&self, word: u32) -> Option<u64>;
-    /// Bucket `bucket` of [`MAP_V4_BUCKETS`].
-    fn bucket(&self, bucket: u32) -> Option<&RangeBucket>;
+    /// Line `slot` of [`MAP_V4_BUCKETS`] ([`bucket_slot`]).
+    fn bucket(&self, slot: u32) -> Option<&RangeBucket>;
     /// Leaf `leaf` of [`MAP_V4_LEAVES`].
     fn leaf(&self, leaf: u32) -> Option<&V4Leaf>;
 }
@@ -141,10 +179,11 @@ pub trait V4Words {
 #[inline(always)]
 pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
     let index = addr >> 16;
-    if !summary_allows(table.summary(index / 64)?, index) {
+    let summary = table.summary(index / SUMMARY_BUCKETS)?;
+    if !summary_allows(summary, index) {
         return None;
     }
-    let bucket = table.bucket(index)?;
+    let bucket = table.bucket(bucket_slot(summary, index))?;
     let low = addr as u16;
     let first = bucket.ranges as u32;
     let count = (bucket.ranges >> 32) as u32;
@@ -155,12 +194,13 @@ pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
         // The bucket's first range starts at its first address; the starts rise.
         let mut at = 0;
         for i in 1..V4_INLINE_RANGES {
-            let start = (bucket.words[(i / 4) as usize & 1] >> (16 * (i % 4))) as u16;
+            let word = bucket.words[(i / 4) as usize % INLINE_START_WORDS];
+            let start = (word >> (16 * (i % 4))) as u16;
             if i < count && start <= low {
                 at = i;
             }
         }
-        let rules = bucket.words[INLINE_RULE_WORD + ((at / 2) as usize & 3)];
+        let rules = bucket.words[INLINE_RULE_WORD + (at / 2) as usize % INLINE_RULE_WORDS];
         return some_rule(rule_in_word(rules, at));
     }
     if !bucket.covers(u32::from(low >> 8)) {
@@ -171,7 +211,7 @@ pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
         let mut at = 0;
         for k in 1..DIRECT_LEAVES {
             let separator = k - 1;
-            let word = bucket.words[SEPARATOR_WORD + (separator / 4) as usize % 3];
+            let word = bucket.words[SEPARATOR_WORD + (separator / 4) as usize % SEPARATOR_WORDS];
             if k < leaves && (word >> (16 * (separator % 4))) as u16 <= low {
                 at = k;
             }
@@ -199,7 +239,7 @@ pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{NO_RULE, uniform_bucket};
+    use super::super::{NO_RULE, summary_word, uniform_bucket};
     use super::*;
 
     struct Table {
@@ -208,8 +248,9 @@ mod tests {
     }
 
     impl V4Words for Table {
-        fn summary(&self, _word: u32) -> Option<u64> {
-            Some(u64::MAX)
+        fn summary(&self, word: u32) -> Option<u64> {
+            // Every bucket may allow and has a line of its own.
+            Some(summary_word(u16::MAX, u16::MAX, word * SUMMARY_BUCKETS))
         }
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
             self.buckets.get(bucket as usize)

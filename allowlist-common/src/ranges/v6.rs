@@ -7,10 +7,14 @@
 //! line ([`inline_bucket_v6`]); larger ones list their ranges in the shared arrays: each
 //! range's first address, whole, and its rule, two to a word.
 
-use super::{RangeBucket, listed_bucket, rule_in_word, some_rule, summary_allows};
+use super::{
+    RangeBucket, SUMMARY_BUCKETS, bucket_slot, listed_bucket, rule_in_word, some_rule,
+    summary_allows,
+};
 use crate::RuleId;
 
-/// Name of the bucket array: [`super::BUCKET_COUNT`] [`RangeBucket`]s per generation.
+/// Name of the line array: [`Regions::v6_lines`](super::Regions::v6_lines)
+/// [`RangeBucket`]s per generation.
 pub const MAP_V6_BUCKETS: &str = "V6_BUCKETS";
 /// Name of the summary array: [`SUMMARY_WORDS`](super::SUMMARY_WORDS) words per
 /// generation.
@@ -55,8 +59,8 @@ pub trait V6Tables {
     fn header(&self) -> Option<&V6Header>;
     /// Word `word` of [`MAP_V6_SUMMARY`].
     fn summary(&self, word: u32) -> Option<u64>;
-    /// Bucket `bucket` of [`MAP_V6_BUCKETS`].
-    fn bucket(&self, bucket: u32) -> Option<&RangeBucket>;
+    /// Line `slot` of [`MAP_V6_BUCKETS`] ([`bucket_slot`]).
+    fn bucket(&self, slot: u32) -> Option<&RangeBucket>;
     /// The first address of range `range` ([`MAP_V6_STARTS`]).
     fn start(&self, range: u32) -> Option<V6Words>;
     /// Word `word` of [`MAP_V6_RULES`].
@@ -66,10 +70,19 @@ pub trait V6Tables {
 /// The most ranges a bucket holds in its own line ([`inline_bucket_v6`]).
 pub const V6_INLINE_RANGES: u32 = 3;
 /// The word of an inline bucket where its rules start, two to a word.
-const INLINE_RULE_WORD: usize = 4;
+const INLINE_RULE_WORD: usize = INLINE_START_WORDS;
+/// Words of an inline bucket holding the starts after the first (two words each), first.
+const INLINE_START_WORDS: usize = 2 * (V6_INLINE_RANGES as usize - 1);
+/// Words of an inline bucket holding rules (two to a word).
+const INLINE_RULE_WORDS: usize = V6_INLINE_RANGES.div_ceil(2) as usize;
 /// The word of every IPv6 bucket that says which runs of four of its 256 blocks hold an
 /// allowed address: a denied source in any other ends on this bit, whatever the bucket.
-const QUARTERS_WORD: usize = 6;
+const QUARTERS_WORD: usize = super::RangeBucket::WORDS - 1;
+
+// Every index the lookup computes stays inside its line, apart from the quarters: the `%`
+// below keep them there for the verifier, by these constants.
+const _: () = assert!(INLINE_RULE_WORD + INLINE_RULE_WORDS <= QUARTERS_WORD);
+const _: () = assert!(super::BLOCK_WORDS <= QUARTERS_WORD);
 
 /// The runs of four blocks that hold an allowed address, given the blocks that do (as
 /// [`RangeBucket::with_blocks`] takes them): bit `q` for blocks `4q..4q + 4`.
@@ -169,10 +182,11 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
         }
     }
     let index = (bits_from(addr, region_bits) >> 40) as u32;
-    if !summary_allows(table.summary(index >> 14)?, index >> 8) {
+    let summary = table.summary((index >> 8) / SUMMARY_BUCKETS)?;
+    if !summary_allows(summary, index >> 8) {
         return None;
     }
-    let bucket = table.bucket(index >> 8)?;
+    let bucket = table.bucket(bucket_slot(summary, index >> 8))?;
     let block = index & 0xff;
     if bucket.words[QUARTERS_WORD] >> (block / 4) & 1 == 0 {
         return None;
@@ -186,12 +200,15 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
         let mut at = 0;
         for i in 1..V6_INLINE_RANGES {
             let word = (2 * (i - 1)) as usize;
-            let start = [bucket.words[word & 3], bucket.words[(word + 1) & 3]];
+            let start = [
+                bucket.words[word % INLINE_START_WORDS],
+                bucket.words[(word + 1) % INLINE_START_WORDS],
+            ];
             if i < count && not_after(start, addr) {
                 at = i;
             }
         }
-        let rules = bucket.words[INLINE_RULE_WORD + ((at / 2) as usize & 1)];
+        let rules = bucket.words[INLINE_RULE_WORD + (at / 2) as usize % INLINE_RULE_WORDS];
         return some_rule(rule_in_word(rules, at));
     }
     if !bucket.covers(block) {
@@ -217,7 +234,7 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{NO_RULE, uniform_bucket};
+    use super::super::{NO_RULE, summary_word, uniform_bucket};
     use super::*;
 
     #[test]
@@ -242,8 +259,9 @@ mod tests {
         fn header(&self) -> Option<&V6Header> {
             Some(&self.header)
         }
-        fn summary(&self, _word: u32) -> Option<u64> {
-            Some(u64::MAX)
+        fn summary(&self, word: u32) -> Option<u64> {
+            // Every bucket may allow and has a line of its own.
+            Some(summary_word(u16::MAX, u16::MAX, word * SUMMARY_BUCKETS))
         }
         fn bucket(&self, bucket: u32) -> Option<&RangeBucket> {
             self.buckets.get(bucket as usize)

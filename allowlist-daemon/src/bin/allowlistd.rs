@@ -12,9 +12,7 @@ use allowlist_daemon::dataplane::{Dataplane, KernelLog, ReplyOpeners};
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
 use allowlist_daemon::server::Server;
-use allowlist_daemon::service::{
-    Service, Usage, flush_refusal_summaries, kernel_capacity, load_state,
-};
+use allowlist_daemon::service::{Service, Usage, flush_refusal_summaries, load_state};
 use allowlist_daemon::store::{AuditLog, Store};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -176,8 +174,8 @@ async fn run() -> anyhow::Result<()> {
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
     }
-    let mut dataplane = Dataplane::open(&config.pin_dir, kernel_capacity(&config))
-        .context("loading the XDP program")?;
+    let mut dataplane =
+        Dataplane::open(&config.pin_dir, config.max_flows).context("loading the XDP program")?;
     if let Some(kernel_log) = dataplane.take_kernel_log() {
         tokio::spawn(relay_kernel_log(kernel_log));
     }

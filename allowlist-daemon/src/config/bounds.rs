@@ -13,11 +13,10 @@ pub const ACK_MAX_MIN: Duration = Duration::from_secs(1);
 pub const ACK_MAX_MAX: Duration = Duration::from_secs(24 * 3600);
 /// The shortest acknowledgement window (`--ack-max` minus `--ack-min`).
 pub const ACK_WINDOW_MIN: Duration = Duration::from_secs(1);
-/// The most entries: at load the kernel allocates the hit counters of two rules per entry
-/// for every possible CPU (32 bytes per entry and CPU): 64 MiB per CPU at this bound, 4 GiB
-/// on a host of 64 CPUs; and three generations of range tables with room for every entry in
-/// either family (about 160 bytes per entry and 29 MiB): 350 MiB at this bound.
-pub const MAX_ENTRIES_MAX: usize = 1 << 21;
+/// The most entries. A limit only: the kernel's tables are sized to the policies in force,
+/// not to it. Two rule ids per entry stay below the expiring-rule bit, and the default body
+/// limit (128 bytes per entry) at the largest body limit.
+pub const MAX_ENTRIES_MAX: usize = 1 << 23;
 /// The most flows remembered for replies: the kernel preallocates them (about 100 bytes
 /// each, 0.9 s to load this bound, 2.7 s for 16M).
 pub const MAX_FLOWS_MAX: u32 = 1 << 22;

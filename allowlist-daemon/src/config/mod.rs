@@ -208,9 +208,9 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_lists: Option<usize>,
 
-    /// Most entries over all allowlists, at most 2097152. Each entry reserves kernel memory,
-    /// allocated at load: 32 bytes per CPU for hit counters and about 160 bytes for the
-    /// range tables [default: 262144].
+    /// Most entries over all allowlists, at most 8388608. A limit only: the kernel's tables
+    /// are sized to the policies in force (made again when they outgrow them), not to this
+    /// number [default: 262144].
     #[arg(long, value_name = "N")]
     pub max_entries: Option<usize>,
 
@@ -640,7 +640,7 @@ mod tests {
             ),
             (
                 "max-entries = 100000000",
-                "--max-entries 100000000 is out of range: give 1 to 2097152",
+                "--max-entries 100000000 is out of range: give 1 to 8388608",
             ),
             ("max-entries = 0", "--max-entries 0 is out of range"),
             (
@@ -666,6 +666,6 @@ mod tests {
             "",
             "the tightest window"
         );
-        assert_eq!(with("max-entries = 2097152"), "", "the bound itself");
+        assert_eq!(with("max-entries = 8388608"), "", "the bound itself");
     }
 }

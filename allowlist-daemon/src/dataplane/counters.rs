@@ -61,13 +61,16 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Zeroes the hits and last hit of `rules`, ids given up by entries that are gone: the
-    /// next entry given one starts from zero. Written as memory, a window at a time.
+    /// Zeroes the hits, last hit and deadline of `rules`, ids given up by entries that are
+    /// gone: the next entry given one starts from zero. Written as memory, a window at a
+    /// time.
     pub fn reset_rule_hits(&mut self, rules: &[RuleId]) -> Result<(), DataplaneError> {
-        if let Some(rule) = rules.iter().find(|rule| **rule >= self.capacity.rules) {
-            self.check_rule(*rule)?;
-        }
-        let mut rules = rules.to_vec();
+        // Rules beyond the array (it shrank) hold nothing.
+        let mut rules: Vec<RuleId> = rules
+            .iter()
+            .copied()
+            .filter(|rule| *rule < self.capacity.rules)
+            .collect();
         rules.sort_unstable();
         rules.dedup();
         let (Some(&lowest), Some(&highest)) = (rules.first(), rules.last()) else {
@@ -85,16 +88,6 @@ impl Dataplane {
                 }
             },
         )?;
-        Ok(())
-    }
-
-    fn check_rule(&self, rule: RuleId) -> Result<(), DataplaneError> {
-        if rule >= self.capacity.rules {
-            return Err(DataplaneError::RuleOutOfRange {
-                rule,
-                capacity: self.capacity.rules,
-            });
-        }
         Ok(())
     }
 }

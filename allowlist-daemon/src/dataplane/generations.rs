@@ -286,12 +286,14 @@ impl Dataplane {
             });
         }
         let (v4, v6) = policy.len_by_family();
-        for (family, needed) in [(4, v4), (6, v6)] {
-            if needed > self.capacity.prefixes as usize {
+        let capacity = &self.capacity;
+        for (family, needed, room) in [(4, v4, capacity.v4_prefixes), (6, v6, capacity.v6_prefixes)]
+        {
+            if needed > room as usize {
                 return Err(DataplaneError::CapacityExceeded {
                     family,
                     needed,
-                    capacity: self.capacity.prefixes,
+                    capacity: room,
                 });
             }
         }

@@ -1,14 +1,16 @@
 //! The embedded eBPF object and how it is loaded: map capacities, pins, the two programs.
 
+use allowlist_common::ranges::v4::MAP_V4_BUCKETS;
 use allowlist_common::ranges::v4::MAP_V4_LEAVES;
+use allowlist_common::ranges::v6::MAP_V6_BUCKETS;
 use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
-use allowlist_common::ranges::{GLOBAL_RANGE_CAPACITY, range_capacity};
+use allowlist_common::ranges::{GLOBAL_REGIONS, Regions};
 use allowlist_common::{EGRESS_PROGRAM_NAME, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME};
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::maps::{MAP_NAMES, rules_len, v4_leaves_len, v6_starts_len};
+use super::maps::{lines_len, map_names, rules_len, v4_leaves_len, v6_starts_len};
 use super::pins::Pins;
 use super::types::Capacity;
 
@@ -20,25 +22,28 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/al
 pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebpf, DataplaneError> {
     let Capacity {
         rules,
-        prefixes,
+        v4_prefixes,
+        v6_prefixes,
         flows,
     } = capacity;
-    let range_capacity = range_capacity(prefixes);
+    let regions = Regions::for_prefixes(v4_prefixes, v6_prefixes);
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(MAP_RULE_HITS, rules.max(1))
-        .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(prefixes))
-        .map_max_entries(MAP_V6_STARTS, v6_starts_len(prefixes))
-        .map_max_entries(MAP_V6_RULES, rules_len(prefixes))
-        .override_global(GLOBAL_RANGE_CAPACITY, &range_capacity, true)
+        .map_max_entries(MAP_V4_BUCKETS, lines_len(v4_prefixes))
+        .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(v4_prefixes))
+        .map_max_entries(MAP_V6_BUCKETS, lines_len(v6_prefixes))
+        .map_max_entries(MAP_V6_STARTS, v6_starts_len(v6_prefixes))
+        .map_max_entries(MAP_V6_RULES, rules_len(v6_prefixes))
+        .override_global(GLOBAL_REGIONS, &regions, true)
         .map_max_entries(MAP_FLOWS, flows);
     // The benchmark's baseline tries hold the policy in force.
     #[cfg(feature = "bench")]
     loader
-        .map_max_entries("BENCH_TRIE_V4", prefixes.max(1))
-        .map_max_entries("BENCH_TRIE_V6", prefixes.max(1));
+        .map_max_entries("BENCH_TRIE_V4", v4_prefixes.max(1))
+        .map_max_entries("BENCH_TRIE_V6", v6_prefixes.max(1));
     if let Some(pins) = pins {
-        for name in MAP_NAMES {
+        for name in map_names() {
             loader.map_pin_path(name, pins.dir.join(name));
         }
     }

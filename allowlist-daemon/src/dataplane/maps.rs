@@ -11,7 +11,7 @@ use allowlist_common::ranges::v4::{
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY, V6Header, V6Words,
 };
-use allowlist_common::ranges::{BUCKET_COUNT, RangeBucket, SUMMARY_WORDS, range_capacity};
+use allowlist_common::ranges::{RangeBucket, SUMMARY_WORDS, line_capacity, range_capacity};
 use allowlist_common::{
     Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
     MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
@@ -19,24 +19,22 @@ use allowlist_common::{
     MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleStats, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
 };
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap};
+use aya::maps::{
+    Array, HashMap, IterableMap as _, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap,
+};
 
 use super::error::{DataplaneError, map_error};
 use super::types::Capacity;
 
-/// The maps, by name: all are pinned when the dataplane is opened with pins.
-pub(super) const MAP_NAMES: [&str; 22] = [
-    MAP_CLOCK,
-    MAP_INTERFACE_SLOTS,
-    MAP_TOP_SOURCES,
+/// The maps whose content belongs to one loaded object: its configuration, its generations'
+/// tables and the hit array, sized to the policies in force (see [`super::capacity`]). A
+/// resize makes them again for a new object, whose program takes over the links.
+pub(super) const INSTANCE_MAPS: [&str; 15] = [
     MAP_CONFIG,
     MAP_CONFIG_SLOT,
     MAP_GENERATION_RECORDS,
-    MAP_COUNTERS,
     MAP_RULE_HITS,
-    MAP_FLOWS,
     MAP_PROTECTED_PORTS,
-    MAP_REPLY_PORTS,
     MAP_V4_SHORT,
     MAP_V6_SHORT,
     MAP_V4_SUMMARY,
@@ -47,13 +45,40 @@ pub(super) const MAP_NAMES: [&str; 22] = [
     MAP_V6_BUCKETS,
     MAP_V6_STARTS,
     MAP_V6_RULES,
-    MAP_FLOW_FILTER,
 ];
+
+/// The maps every object of a pin directory shares, whatever its capacity: counters, flows,
+/// refused sources, interface slots, the clock, the reply settings, and aya-log's ring of
+/// the program's log lines (whose reader the daemon keeps).
+pub(super) const SHARED_MAPS: [&str; 8] = [
+    MAP_CLOCK,
+    MAP_INTERFACE_SLOTS,
+    MAP_TOP_SOURCES,
+    MAP_COUNTERS,
+    MAP_FLOWS,
+    MAP_REPLY_PORTS,
+    MAP_FLOW_FILTER,
+    AYA_LOGS,
+];
+
+/// The name aya-log gives the ring of the program's log lines.
+const AYA_LOGS: &str = "AYA_LOGS";
+
+/// Every map, by name: all are pinned when the dataplane is opened with pins.
+pub(super) fn map_names() -> impl Iterator<Item = &'static str> {
+    INSTANCE_MAPS.into_iter().chain(SHARED_MAPS)
+}
 
 /// Leaves of the IPv4 leaf array for policies of up to `prefixes` prefixes: a region of
 /// [`leaf_capacity`] leaves per generation.
 pub(super) fn v4_leaves_len(prefixes: u32) -> u32 {
-    leaf_capacity(range_capacity(prefixes)).saturating_mul(GENERATIONS)
+    leaf_capacity(prefixes).saturating_mul(GENERATIONS)
+}
+
+/// Lines of a bucket array for policies of up to `prefixes` prefixes of its family: a
+/// region of [`line_capacity`] lines per generation.
+pub(super) fn lines_len(prefixes: u32) -> u32 {
+    line_capacity(prefixes).saturating_mul(GENERATIONS)
 }
 
 /// Words of the IPv6 range rule array: a region of [`range_capacity`] ranges per
@@ -117,6 +142,27 @@ pub(super) struct Maps {
 }
 
 impl Maps {
+    /// The object's own maps (see [`INSTANCE_MAPS`]), by name.
+    pub(super) fn instance(&self) -> [(&'static str, &MapData); 15] {
+        [
+            (MAP_CONFIG, self.config.map()),
+            (MAP_CONFIG_SLOT, self.config_slot.map()),
+            (MAP_GENERATION_RECORDS, self.generation_records.map()),
+            (MAP_RULE_HITS, self.rule_hits.map()),
+            (MAP_PROTECTED_PORTS, self.protected_ports.map()),
+            (MAP_V4_SHORT, self.v4_short.map()),
+            (MAP_V6_SHORT, self.v6_short.map()),
+            (MAP_V4_SUMMARY, self.v4_summary.map()),
+            (MAP_V4_BUCKETS, self.v4_buckets.map()),
+            (MAP_V4_LEAVES, self.v4_leaves.map()),
+            (MAP_V6_HEADERS, self.v6_headers.map()),
+            (MAP_V6_SUMMARY, self.v6_summary.map()),
+            (MAP_V6_BUCKETS, self.v6_buckets.map()),
+            (MAP_V6_STARTS, self.v6_starts.map()),
+            (MAP_V6_RULES, self.v6_rules.map()),
+        ]
+    }
+
     /// Takes every map out of `ebpf`.
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
         Ok(Maps {
@@ -264,7 +310,7 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], Da
             MapType::Array,
             4,
             size_of::<RangeBucket>(),
-            GENERATIONS * BUCKET_COUNT,
+            lines_len(capacity.v4_prefixes),
         ),
         layout(
             MAP_V6_HEADERS,
@@ -278,28 +324,28 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], Da
             MapType::Array,
             4,
             size_of::<RangeBucket>(),
-            GENERATIONS * BUCKET_COUNT,
+            lines_len(capacity.v6_prefixes),
         ),
         layout(
             MAP_V6_STARTS,
             MapType::Array,
             4,
             size_of::<V6Words>(),
-            v6_starts_len(capacity.prefixes),
+            v6_starts_len(capacity.v6_prefixes),
         ),
         layout(
             MAP_V6_RULES,
             MapType::Array,
             4,
             8,
-            rules_len(capacity.prefixes),
+            rules_len(capacity.v6_prefixes),
         ),
         layout(
             MAP_V4_LEAVES,
             MapType::Array,
             4,
             size_of::<V4Leaf>(),
-            v4_leaves_len(capacity.prefixes),
+            v4_leaves_len(capacity.v4_prefixes),
         ),
         layout(
             MAP_FLOW_FILTER,
@@ -309,4 +355,85 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], Da
             FLOW_FILTERS * FLOW_FILTER_LINES,
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use allowlist_common::LAYOUT_VERSION;
+    use allowlist_common::ranges::{
+        BUCKET_COUNT, Regions, SUMMARY_BUCKETS, v4::DIRECT_LEAVES, v4::LEAF_RANGES,
+        v4::V4_INLINE_RANGES, v6::V6_INLINE_RANGES,
+    };
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+
+    /// What the pins of a layout version hold: each map's type, key, value and length at a
+    /// few capacities, the sizes of the types the maps hold and the constants of the tables.
+    fn layout_description() -> String {
+        let mut text = String::new();
+        for (rules, prefixes) in [(1, 0), (1000, 10_000), (3_000_000, 1_500_000)] {
+            let capacity = Capacity {
+                rules,
+                v4_prefixes: prefixes,
+                v6_prefixes: prefixes / 2,
+                flows: 4096,
+            };
+            for layout in expected_layouts(capacity).expect("layouts") {
+                let MapLayout {
+                    name,
+                    map_type,
+                    key_size,
+                    value_size,
+                    max_entries,
+                } = layout;
+                let _ = writeln!(
+                    text,
+                    "{name} {map_type:?} {key_size} {value_size} {max_entries}"
+                );
+            }
+        }
+        let sizes = [
+            size_of::<Config>(),
+            size_of::<GenerationRecord>(),
+            size_of::<RuleStats>(),
+            size_of::<RangeBucket>(),
+            size_of::<V4Leaf>(),
+            size_of::<V6Header>(),
+            size_of::<ShortV4>(),
+            size_of::<ShortV6>(),
+            size_of::<Regions>(),
+            size_of::<FlowKey>(),
+            size_of::<FlowState>(),
+            size_of::<SourceKey>(),
+            size_of::<SourceSeen>(),
+            size_of::<FlowFilterLine>(),
+        ];
+        let constants = [
+            BUCKET_COUNT,
+            SUMMARY_BUCKETS,
+            LEAF_RANGES,
+            V4_INLINE_RANGES,
+            DIRECT_LEAVES,
+            V6_INLINE_RANGES,
+            GENERATIONS,
+        ];
+        let _ = writeln!(text, "{sizes:?} {constants:?}");
+        text
+    }
+
+    /// Fails when the layout changes and the version does not: pins of the old layout
+    /// would be reused by a program that reads them otherwise.
+    #[test]
+    fn a_new_layout_has_a_new_version() {
+        let digest = Sha256::digest(layout_description());
+        let digest: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            (LAYOUT_VERSION, digest.as_str()),
+            (11, "81a1a32a349293d7"),
+            "the maps' layout changed: bump LAYOUT_VERSION, then record the new digest here"
+        );
+    }
 }

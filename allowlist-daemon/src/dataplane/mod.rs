@@ -10,6 +10,7 @@
 
 #[cfg(feature = "bench")]
 mod bench;
+mod capacity;
 mod clock;
 mod codec;
 mod counters;
@@ -26,6 +27,7 @@ mod memory;
 mod pins;
 mod ranges;
 mod readings;
+mod resize;
 mod rule_expiry;
 mod sys;
 #[cfg(feature = "test-util")]
@@ -39,12 +41,14 @@ use aya::Ebpf;
 
 #[cfg(feature = "bench")]
 pub use bench::{LookupDesign, VariedRun};
+pub use capacity::Need;
 pub use error::{AdoptError, DataplaneError};
 pub use holders::Holder;
 pub use kernel_log::KernelLog;
 pub use links::Attachment;
 pub use memory::MapMemory;
 pub use readings::{Readings, RuleTable};
+pub use resize::Install;
 pub use sys::BatchError;
 pub use types::{
     AttachMode, AttachedMode, Capacity, Counters, Enforced, Enforcement, FlowStats, FrameRun,
@@ -89,11 +93,15 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Loads the programs with their maps pinned under `<pin_root>/v<LAYOUT_VERSION>`
-    /// (mounting bpffs at `/sys/fs/bpf` if it is missing). Maps pinned there by an earlier
-    /// daemon are reused, policy, counters and flows included, when their layout matches;
-    /// otherwise they are replaced, with a log line saying why. Links pinned there (or under
-    /// another layout version) are taken over by [`Dataplane::attach`] without a gap.
-    pub fn open(pin_root: &Path, capacity: Capacity) -> Result<Self, DataplaneError> {
+    /// (mounting bpffs at `/sys/fs/bpf` if it is missing), with room for `flows` flows. Maps
+    /// pinned there by an earlier daemon are reused, policy, counters and flows included,
+    /// tables of whatever size they are (the first [`Dataplane::enforce`] makes them again if
+    /// the policies need another); shared maps whose layout does not match are replaced,
+    /// with a log line saying why. Links pinned there (or under another layout version) are
+    /// taken over by [`Dataplane::attach`] without a gap.
+    pub fn open(pin_root: &Path, flows: u32) -> Result<Self, DataplaneError> {
+        let capacity = Pins::pinned_capacity(pin_root, flows)
+            .unwrap_or_else(|| Capacity::for_need(Need::default(), flows));
         let pins = Pins::prepare(pin_root, capacity)?;
         let mut dataplane = Self::with_object(Some(pins), capacity)?;
         dataplane.read_back()?;

@@ -3,12 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use allowlist_common::LAYOUT_VERSION;
+use allowlist_common::ranges::v4::MAP_V4_LEAVES;
+use allowlist_common::ranges::v6::MAP_V6_STARTS;
+use allowlist_common::{LAYOUT_VERSION, MAP_RULE_HITS};
 use aya::maps::MapData;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
+use super::capacity::prefix_class_of_length;
 use super::error::{DataplaneError, map_error};
-use super::maps::{MAP_NAMES, expected_layouts};
+use super::maps::{INSTANCE_MAPS, SHARED_MAPS, expected_layouts, v4_leaves_len, v6_starts_len};
 use super::types::Capacity;
 
 /// The mount point of bpffs.
@@ -25,7 +28,8 @@ pub(super) struct Pins {
 impl Pins {
     /// Prepares `<pin_root>/v<LAYOUT_VERSION>` (mounting bpffs at `/sys/fs/bpf` if it is
     /// missing), notes other versions' directories as stale, and removes the map pins there
-    /// when they do not fit `capacity` (with a log line saying why).
+    /// that do not fit `capacity` (with a log line saying why): the object's own maps all
+    /// together, a shared map alone.
     pub(super) fn prepare(pin_root: &Path, capacity: Capacity) -> Result<Pins, DataplaneError> {
         mount_bpffs_if_missing(pin_root)?;
         let dir = pin_root.join(format!("v{LAYOUT_VERSION}"));
@@ -45,18 +49,83 @@ impl Pins {
                 stale.push(entry);
             }
         }
-        if let Some(problem) = incompatible_pins(&dir, capacity)? {
-            tracing::warn!(
+        let misfits = incompatible_pins(&dir, capacity)?;
+        if let Some((_, problem)) = misfits
+            .iter()
+            .find(|(name, _)| INSTANCE_MAPS.contains(name))
+        {
+            tracing::info!(
                 path = %dir.display(),
                 problem,
-                "pinned maps do not fit this configuration: replacing them (policy rewritten \
-                 from the state on disk, counters and flows start over)"
+                "pinned tables of another size: made again at this one (policy rewritten from \
+                 the state on disk; counters and flows kept)"
             );
-            for name in MAP_NAMES {
+            for name in INSTANCE_MAPS {
                 remove_pin(&dir.join(name))?;
             }
         }
+        for (name, problem) in misfits
+            .iter()
+            .filter(|(name, _)| SHARED_MAPS.contains(name))
+        {
+            tracing::warn!(path = %dir.display(), problem, "a pinned map does not fit: replaced");
+            remove_pin(&dir.join(name))?;
+        }
         Ok(Pins { dir, stale })
+    }
+
+    /// The same directory, for another object loaded beside this one (no stale directories
+    /// left to take over).
+    pub(super) fn again(&self) -> Pins {
+        Pins {
+            dir: self.dir.clone(),
+            stale: Vec::new(),
+        }
+    }
+
+    /// Removes the pins of the object's own maps, so that the next object loaded here makes
+    /// them again (at another size); the object loaded now keeps them while it lives.
+    pub(super) fn release_instance(&self) -> Result<(), DataplaneError> {
+        for name in INSTANCE_MAPS {
+            remove_pin(&self.dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    /// Pins `maps` (the object's own maps, by name) again after a failed resize.
+    pub(super) fn repin(&self, maps: &[(&'static str, &MapData)]) -> Result<(), DataplaneError> {
+        for (name, map) in maps {
+            let path = self.dir.join(name);
+            remove_pin(&path)?;
+            map.pin(&path).map_err(|source| DataplaneError::Pin {
+                action: "pinning",
+                path,
+                source: std::io::Error::other(source.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The capacity of the object's maps pinned under `pin_root` in this layout version, if
+    /// whole; `flows` flows.
+    pub(super) fn pinned_capacity(pin_root: &Path, flows: u32) -> Option<Capacity> {
+        let dir = pin_root.join(format!("v{LAYOUT_VERSION}"));
+        let len = |name: &'static str| {
+            MapData::from_pin(dir.join(name))
+                .and_then(|map| map.info())
+                .ok()
+                .map(|info| info.max_entries())
+        };
+        let capacity = Capacity {
+            rules: len(MAP_RULE_HITS)?,
+            v4_prefixes: prefix_class_of_length(v4_leaves_len, len(MAP_V4_LEAVES)?)?,
+            v6_prefixes: prefix_class_of_length(v6_starts_len, len(MAP_V6_STARTS)?)?,
+            flows,
+        };
+        incompatible_pins(&dir, capacity)
+            .ok()
+            .filter(|misfits| misfits.iter().all(|(name, _)| SHARED_MAPS.contains(name)))
+            .map(|_| capacity)
     }
 
     /// Removes the directories of other layout versions (once their links are taken over).
@@ -92,16 +161,20 @@ pub(super) fn teardown(pin_root: &Path) -> Result<Vec<PathBuf>, DataplaneError> 
     Ok(removed)
 }
 
-/// Why the maps pinned in `dir` cannot be reused with these capacities, if they cannot.
-fn incompatible_pins(dir: &Path, capacity: Capacity) -> Result<Option<String>, DataplaneError> {
-    let expected = expected_layouts(capacity)?;
-    if !expected.iter().any(|layout| dir.join(layout.name).exists()) {
-        return Ok(None);
-    }
-    for layout in expected {
+/// The maps pinned in `dir` that cannot be reused with these capacities, each with why (a
+/// map not pinned is none of them).
+fn incompatible_pins(
+    dir: &Path,
+    capacity: Capacity,
+) -> Result<Vec<(&'static str, String)>, DataplaneError> {
+    let mut misfits = Vec::new();
+    for layout in expected_layouts(capacity)? {
         let path = dir.join(layout.name);
         if !path.exists() {
-            return Ok(Some(format!("{} is not pinned", layout.name)));
+            if INSTANCE_MAPS.contains(&layout.name) {
+                misfits.push((layout.name, format!("{} is not pinned", layout.name)));
+            }
+            continue;
         }
         let info = MapData::from_pin(&path)
             .and_then(|map| map.info())
@@ -119,22 +192,35 @@ fn incompatible_pins(dir: &Path, capacity: Capacity) -> Result<Option<String>, D
             layout.max_entries,
         );
         if found != wanted {
-            return Ok(Some(format!(
-                "{} is {:?} with key {} B, value {} B, {} entries; expected {:?} with key {} B, \
-                 value {} B, {} entries",
+            misfits.push((
                 layout.name,
-                found.0,
-                found.1,
-                found.2,
-                found.3,
-                layout.map_type,
-                layout.key_size,
-                layout.value_size,
-                layout.max_entries
-            )));
+                format!(
+                    "{} is {:?} with key {} B, value {} B, {} entries; expected {:?} with key \
+                     {} B, value {} B, {} entries",
+                    layout.name,
+                    found.0,
+                    found.1,
+                    found.2,
+                    found.3,
+                    layout.map_type,
+                    layout.key_size,
+                    layout.value_size,
+                    layout.max_entries
+                ),
+            ));
         }
     }
-    Ok(None)
+    // Nothing of the object pinned at all: a first start, nothing to replace.
+    if misfits
+        .iter()
+        .filter(|(name, _)| INSTANCE_MAPS.contains(name))
+        .count()
+        == INSTANCE_MAPS.len()
+        && INSTANCE_MAPS.iter().all(|name| !dir.join(name).exists())
+    {
+        misfits.retain(|(name, _)| !INSTANCE_MAPS.contains(name));
+    }
+    Ok(misfits)
 }
 
 fn is_bpffs(path: &Path) -> bool {

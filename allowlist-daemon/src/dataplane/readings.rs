@@ -52,13 +52,18 @@ pub(super) type Slots = Arc<RwLock<Vec<(String, u32)>>>;
 /// Handles on the maps that count, for reading.
 pub struct Readings {
     counters: PerCpuArray<MapData, u64>,
-    rule_hits: Array<MapData, RuleStats>,
-    /// Rules in `rule_hits`.
-    rule_capacity: u32,
+    /// The rule hit array, shared by every set of handles: a resize replaces it for all.
+    rule_hits: Arc<RwLock<RuleHits>>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
     slots: Slots,
     cpus: usize,
+}
+
+/// A handle on the rule hit array, and its length.
+struct RuleHits {
+    array: Array<MapData, RuleStats>,
+    capacity: u32,
 }
 
 /// Hits and last hit of the rules below some id, read at one moment.
@@ -111,8 +116,8 @@ fn own<T: TryFrom<Map, Error = MapError>>(
 }
 
 impl Readings {
-    /// Handles of their own on the counting maps of `maps`, whose rule hit array has regions
-    /// of `rule_capacity` rules.
+    /// Handles of their own on the counting maps of `maps`, whose rule hit array holds
+    /// `rule_capacity` rules.
     pub(super) fn new(
         maps: &Maps,
         slots: Slots,
@@ -120,8 +125,10 @@ impl Readings {
     ) -> Result<Self, DataplaneError> {
         Ok(Readings {
             counters: own(maps.counters.map(), Map::PerCpuArray, MAP_COUNTERS)?,
-            rule_hits: own(maps.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
-            rule_capacity,
+            rule_hits: Arc::new(RwLock::new(RuleHits {
+                array: own(maps.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
+                capacity: rule_capacity,
+            })),
             flows: own(maps.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
             top_sources: own(
                 maps.top_sources.map(),
@@ -137,8 +144,7 @@ impl Readings {
     pub fn try_clone(&self) -> Result<Self, DataplaneError> {
         Ok(Readings {
             counters: own(self.counters.map(), Map::PerCpuArray, MAP_COUNTERS)?,
-            rule_hits: own(self.rule_hits.map(), Map::Array, MAP_RULE_HITS)?,
-            rule_capacity: self.rule_capacity,
+            rule_hits: self.rule_hits.clone(),
             flows: own(self.flows.map(), Map::LruHashMap, MAP_FLOWS)?,
             top_sources: own(
                 self.top_sources.map(),
@@ -214,44 +220,59 @@ impl Readings {
         })
     }
 
+    /// Makes every set of handles read the rule hit array of `maps` (of `capacity` rules)
+    /// from now on: after a resize.
+    pub(super) fn follow_rule_hits(
+        &self,
+        maps: &Maps,
+        capacity: u32,
+    ) -> Result<(), DataplaneError> {
+        let array = own(maps.rule_hits.map(), Map::Array, MAP_RULE_HITS)?;
+        *self
+            .rule_hits
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = RuleHits { array, capacity };
+        Ok(())
+    }
+
     /// How many packets `rule` has allowed.
     pub fn rule_hits(&self, rule: RuleId) -> Result<u64, DataplaneError> {
-        if rule >= self.rule_capacity {
+        let hits = self
+            .rule_hits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if rule >= hits.capacity {
             return Err(DataplaneError::RuleOutOfRange {
                 rule,
-                capacity: self.rule_capacity,
+                capacity: hits.capacity,
             });
         }
-        let stats = self
-            .rule_hits
-            .get(&rule, 0)
-            .map_err(map_error(MAP_RULE_HITS))?;
+        let stats = hits.array.get(&rule, 0).map_err(map_error(MAP_RULE_HITS))?;
         Ok(stats.hits())
     }
 
     /// Hits and last hit of rules `0..len` (at most the capacity), read from memory a window
     /// at a time.
     pub fn rule_table(&self, len: u32) -> Result<RuleTable, DataplaneError> {
-        let len = len.min(self.rule_capacity) as usize;
+        let hits = self
+            .rule_hits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let len = len.min(hits.capacity) as usize;
         let mut table = RuleTable {
             stats: vec![RuleStats::default(); len],
             read_at_ns: coarse_now_ns(),
         };
-        each_rule_window(
-            self.rule_hits.map(),
-            0..len,
-            Access::Read,
-            |first, window| {
-                for (index, stats) in table.stats[first..first + window.len()]
-                    .iter_mut()
-                    .enumerate()
-                {
-                    if let Some(read) = window.get(index) {
-                        *stats = read;
-                    }
+        each_rule_window(hits.array.map(), 0..len, Access::Read, |first, window| {
+            for (index, stats) in table.stats[first..first + window.len()]
+                .iter_mut()
+                .enumerate()
+            {
+                if let Some(read) = window.get(index) {
+                    *stats = read;
                 }
-            },
-        )?;
+            }
+        })?;
         Ok(table)
     }
 

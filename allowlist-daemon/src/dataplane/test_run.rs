@@ -29,7 +29,8 @@ impl Dataplane {
     pub fn load(max_rules: u32, max_flows: u32) -> Result<Self, DataplaneError> {
         let capacity = Capacity {
             rules: max_rules,
-            prefixes: max_rules,
+            v4_prefixes: max_rules,
+            v6_prefixes: max_rules,
             flows: max_flows,
         };
         let mut dataplane = Self::with_object(None, capacity)?;

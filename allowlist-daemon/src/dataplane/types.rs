@@ -10,14 +10,16 @@ use allowlist_common::{Counter, Mode};
 
 use crate::policy::{Policy, PortScope};
 
-/// What the maps have room for, fixed when they are created.
+/// What the maps have room for, fixed when they are created (see [`super::capacity`] for
+/// how the daemon sizes them to the policies in force).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
-    /// Rule ids (hit counters): every entry, twice over (a replacement's old and new entries
-    /// side by side), and the always-allow prefixes.
+    /// Rule ids (hit counters): the ids below this.
     pub rules: u32,
-    /// Prefixes of one family in one policy (a generation of the range tables).
-    pub prefixes: u32,
+    /// IPv4 prefixes in one policy (a generation of the IPv4 range table).
+    pub v4_prefixes: u32,
+    /// IPv6 prefixes in one policy (a generation of the IPv6 range table).
+    pub v6_prefixes: u32,
     /// Flows remembered for replies.
     pub flows: u32,
 }

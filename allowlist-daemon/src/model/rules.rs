@@ -50,10 +50,12 @@ impl RuleAllocator {
 }
 
 impl Model {
-    /// Every rule id in use, including those of entries a pending change may restore.
+    /// Every rule id in use: the always-allow prefixes', and the entries' (including those a
+    /// pending change may restore).
     pub fn rules_in_use(&self) -> RuleSet {
         let mut used = RuleSet::new();
-        for rule in self.rules() {
+        let always = self.always_allow.iter().map(|(_, rule)| *rule);
+        for rule in always.chain(self.rules()) {
             used.grow_and_insert(rule as usize);
         }
         used
@@ -105,7 +107,12 @@ impl Model {
                     .map(move |entry| (id, entry))
             })
             .collect();
-        let mut owner: BTreeMap<RuleId, (&str, IpNet)> = BTreeMap::new();
+        // The always-allow prefixes' rules are taken (by no list).
+        let mut owner: BTreeMap<RuleId, (&str, IpNet)> = self
+            .always_allow
+            .iter()
+            .map(|(net, rule)| (*rule, ("", *net)))
+            .collect();
         let mut given: BTreeMap<(&str, IpNet), RuleId> = BTreeMap::new();
         let mut bad = Vec::new();
         for (index, (list, entry)) in entries.iter().enumerate() {
@@ -148,6 +155,9 @@ impl Model {
     /// [`Model::renumber_rules`], linear in the entries).
     fn rules_are_sound(&self, capacity: RuleId) -> bool {
         let mut used = RuleSet::with_capacity(capacity as usize);
+        for (_, rule) in &self.always_allow {
+            used.grow_and_insert(*rule as usize);
+        }
         let mut claim = |rule: RuleId| {
             let free = rule < capacity && !used.contains(rule as usize);
             if free {

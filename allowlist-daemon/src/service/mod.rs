@@ -21,7 +21,9 @@ use allowlist_common::{Mode, RuleId};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneError, Enforced, Enforcement, KernelState};
+use crate::dataplane::{
+    Dataplane, DataplaneError, Enforced, Enforcement, Install, KernelState, Need,
+};
 use crate::model::{Expired, Model, ModelError, Settings};
 use crate::policy::Policy;
 use crate::store::Store;
@@ -32,7 +34,7 @@ pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
 pub use lockout::Operator;
 pub use revert::SaveFailure;
-pub use setup::{kernel_capacity, load_state, settings};
+pub use setup::{load_state, settings};
 pub use snapshot::{Published, Snapshot};
 pub use usage::{
     AlwaysAllowHits, EntryHits, FlowStatsView, KernelMemory, ListHits, MAX_AGE, Stats, Top,
@@ -212,7 +214,6 @@ impl Service {
     /// Makes the kernel enforce the model and, while a change is pending, fall back by itself
     /// to the state before it at the revert deadline.
     fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
-        let now = OffsetDateTime::now_utc();
         let policy = self.active_policy.policy(&self.model);
         let active = self.enforcement(&self.model, policy);
         // The kernel's own deadlines of expiring entries, of the policy in force and of the one
@@ -220,33 +221,48 @@ impl Service {
         let mut expiring = self.model.kernel_expiring();
         let fallback = match self.model.pending() {
             Some(pending) => {
-                // The deadline the kernel already keeps for this change wins: a wall clock
-                // stepped back (here or while the daemon was down) must not stretch it.
-                let left = pending.revert_at - now;
-                let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-                let left = self
-                    .dataplane
-                    .time_to_fallback()
-                    .map_or(left, |kernel| kernel.min(left));
                 let reverted = self.model.reverted();
                 expiring.extend(reverted.kernel_expiring());
                 let policy = self.fallback_policy.policy(&reverted);
-                Some((self.enforcement(&reverted, policy), left))
+                Some((self.enforcement(&reverted, policy), pending.revert_at))
             }
             None => {
                 self.fallback_policy.clear();
                 None
             }
         };
-        // Written before any policy that reads them, taken back once none does.
+        // Times left counted once the policies are built (a million entries take a while), so
+        // that no deadline lands in the kernel later than the model has it.
+        let now = OffsetDateTime::now_utc();
+        let fallback = fallback.map(|(enforcement, revert_at)| {
+            let left = Duration::try_from(revert_at - now).unwrap_or(Duration::ZERO);
+            // The deadline the kernel already keeps for this change wins: a wall clock
+            // stepped back (here or while the daemon was down) must not stretch it.
+            let left = self
+                .dataplane
+                .time_to_fallback()
+                .map_or(left, |kernel| kernel.min(left));
+            (enforcement, left)
+        });
         let deadlines: std::collections::BTreeMap<RuleId, Duration> = expiring
             .into_iter()
             .map(|(rule, at)| (rule, Duration::try_from(at - now).unwrap_or(Duration::ZERO)))
             .collect();
-        self.dataplane.set_rule_expiries(&deadlines)?;
-        self.dataplane
-            .install(&active, fallback.as_ref().map(|(e, left)| (e, *left)))?;
-        self.dataplane.retire_rule_expiries()
+        // Maps sized to what the policies in force and the rules kept need.
+        let policies = std::iter::once(&active.policy).chain(
+            fallback
+                .as_ref()
+                .map(|(enforcement, _)| &enforcement.policy),
+        );
+        let need = Need::of(policies, self.model.rule_bound());
+        self.dataplane.enforce(
+            need,
+            &Install {
+                active: &active,
+                fallback: fallback.as_ref().map(|(e, left)| (e, *left)),
+                deadlines: &deadlines,
+            },
+        )
     }
 
     /// Takes the entries whose time has come out of `next` (the kernel must never be given

@@ -8,7 +8,6 @@ use allowlist_common::RuleId;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::dataplane::Capacity;
 use crate::model::{EntryId, Model, NewIds, Settings};
 use crate::store::{Store, StoreError};
 
@@ -16,22 +15,6 @@ use crate::store::{Store, StoreError};
 /// and new side by side while it is applied).
 pub(super) fn entry_rule_capacity(config: &Config) -> RuleId {
     RuleId::try_from(config.max_entries.saturating_mul(2)).unwrap_or(RuleId::MAX / 2)
-}
-
-/// The number of rules the kernel maps need for `config`: entries, then always-allow.
-fn kernel_rule_capacity(config: &Config) -> u32 {
-    entry_rule_capacity(config).saturating_add(config.always_allow.len() as u32)
-}
-
-/// What the kernel maps need room for under `config`: its rules, policies of every entry and
-/// always-allow prefix (of one family), its flows.
-pub fn kernel_capacity(config: &Config) -> Capacity {
-    let prefixes = config.max_entries.saturating_add(config.always_allow.len());
-    Capacity {
-        rules: kernel_rule_capacity(config),
-        prefixes: u32::try_from(prefixes).unwrap_or(u32::MAX),
-        flows: config.max_flows,
-    }
 }
 
 /// The model's limits and windows under `config`.
@@ -43,20 +26,22 @@ pub fn settings(config: &Config) -> Settings {
         max_description_len: config.max_description_len,
         ack_min: config.ack_min,
         ack_max: config.ack_max,
-        rule_capacity: entry_rule_capacity(config),
+        rule_capacity: entry_rule_capacity(config)
+            .saturating_add(RuleId::try_from(config.always_allow.len()).unwrap_or(0)),
         max_entry_ttl: config.max_entry_ttl,
     }
 }
 
 /// Gives `model` what comes from `config` rather than from the state: the always-allow
-/// prefixes (with their rule ids, after the entries') and the default scopes.
+/// prefixes (with the first rule ids: the entries' come after, so that the ids in use, and
+/// the kernel's hit array, stay as small as the policy) and the default scopes.
 pub(super) fn configure(model: &mut Model, config: &Config) {
     model.set_default_scopes(config.protect.iter().copied().collect());
     model.set_always_allow(
         config
             .always_allow
             .iter()
-            .zip(entry_rule_capacity(config)..)
+            .zip(0..)
             .map(|(net, rule)| (*net, rule))
             .collect(),
     );

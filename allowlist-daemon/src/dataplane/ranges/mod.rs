@@ -10,11 +10,11 @@ mod v6;
 mod writer;
 
 use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT};
-use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, leaf_capacity};
+use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY};
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY,
 };
-use allowlist_common::ranges::{BUCKET_COUNT, SUMMARY_WORDS, range_capacity};
+use allowlist_common::ranges::{Regions, SUMMARY_WORDS};
 use aya::maps::IterableMap as _;
 
 use super::Dataplane;
@@ -31,14 +31,14 @@ impl Dataplane {
         policy: &Policy,
     ) -> Result<(), DataplaneError> {
         let g = generation as usize;
-        let capacity = range_capacity(self.capacity.prefixes) as usize;
         let maps = &self.maps;
-        let buckets = BUCKET_COUNT as usize;
         let summary = g * SUMMARY_WORDS as usize;
 
+        let regions = Regions::for_prefixes(self.capacity.v4_prefixes, self.capacity.v6_prefixes);
+        let lines = regions.v4_lines as usize;
         let mut v4_buckets =
-            RegionWriter::new(maps.v4_buckets.map(), MAP_V4_BUCKETS, g * buckets, buckets);
-        let leaves = leaf_capacity(range_capacity(self.capacity.prefixes)) as usize;
+            RegionWriter::new(maps.v4_buckets.map(), MAP_V4_BUCKETS, g * lines, lines);
+        let leaves = regions.v4_leaves as usize;
         let mut v4_leaves =
             RegionWriter::new(maps.v4_leaves.map(), MAP_V4_LEAVES, g * leaves, leaves);
         let v4_summary = v4::build(
@@ -50,8 +50,10 @@ impl Dataplane {
         v4_leaves.flush()?;
         copy_region(maps.v4_summary.map(), MAP_V4_SUMMARY, summary, &v4_summary)?;
 
+        let capacity = regions.v6_ranges as usize;
+        let lines = regions.v6_lines as usize;
         let mut v6_buckets =
-            RegionWriter::new(maps.v6_buckets.map(), MAP_V6_BUCKETS, g * buckets, buckets);
+            RegionWriter::new(maps.v6_buckets.map(), MAP_V6_BUCKETS, g * lines, lines);
         let mut starts =
             RegionWriter::new(maps.v6_starts.map(), MAP_V6_STARTS, g * capacity, capacity);
         let words = capacity / 2;

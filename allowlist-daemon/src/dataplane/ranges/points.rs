@@ -6,7 +6,9 @@ use std::iter;
 use std::ops::Sub;
 
 use allowlist_common::RuleId;
-use allowlist_common::ranges::{NO_RULE, RangeBucket, uniform_bucket};
+use allowlist_common::ranges::{
+    NO_RULE, RangeBucket, SUMMARY_BUCKETS, summary_word, uniform_bucket,
+};
 
 /// An address as a number: `u64` holds IPv4 (and the address after the last), `u128` IPv6.
 pub(super) trait Position: Copy + Ord + Default {
@@ -125,29 +127,40 @@ pub(super) fn uniform(rule: RuleId) -> RangeBucket {
     )
 }
 
-/// A table's summary, a bit per bucket that holds an allowed address, noted bucket by
-/// bucket in order.
+/// A table's summary ([`summary_word`]), noted bucket by bucket in order: which buckets hold
+/// an allowed address, and which start a run of alike buckets (get a line of their own).
 #[derive(Debug, Default)]
 pub(super) struct Summary {
     /// The words so far.
     pub(super) words: Vec<u64>,
     /// Buckets noted.
-    buckets: usize,
+    buckets: u32,
+    /// Runs started.
+    runs: u32,
+    /// The line of the last run.
+    last: Option<RangeBucket>,
 }
 
 impl Summary {
-    /// Notes the next bucket, which holds an allowed address when `allows`; gives it back.
-    pub(super) fn note(&mut self, bucket: RangeBucket, allows: bool) -> RangeBucket {
-        if self.buckets.is_multiple_of(64) {
-            self.words.push(0);
-        }
-        if let Some(word) = self.words.last_mut()
-            && allows
-        {
-            *word |= 1 << (self.buckets % 64);
+    /// Notes the next bucket, which holds an allowed address when `allows`; gives it back
+    /// when it starts a run (its line is the table's next), None when it is alike the
+    /// bucket before it (and shares its line).
+    pub(super) fn note(&mut self, bucket: RangeBucket, allows: bool) -> Option<RangeBucket> {
+        let bit = self.buckets % SUMMARY_BUCKETS;
+        if bit == 0 {
+            self.words.push(summary_word(0, 0, self.runs));
         }
         self.buckets += 1;
-        bucket
+        let starts_run = self.last != Some(bucket);
+        if let Some(word) = self.words.last_mut() {
+            *word |= summary_word(u16::from(allows) << bit, u16::from(starts_run) << bit, 0);
+        }
+        if !starts_run {
+            return None;
+        }
+        self.runs += 1;
+        self.last = Some(bucket);
+        Some(bucket)
     }
 }
 

@@ -62,7 +62,9 @@ pub(super) fn build<E>(
     let mut leaves = 0u32;
     for points in split_buckets(&points, BUCKET_COUNT, bounds) {
         if points.inside.is_empty() {
-            bucket(summary.note(uniform(points.rule), points.rule != NO_RULE))?;
+            if let Some(line) = summary.note(uniform(points.rule), points.rule != NO_RULE) {
+                bucket(line)?;
+            }
             continue;
         }
         let (starts, rules) = points.ranges();
@@ -91,7 +93,9 @@ pub(super) fn build<E>(
                 )
             }
         };
-        bucket(summary.note(made, allows))?;
+        if let Some(line) = summary.note(made, allows) {
+            bucket(line)?;
+        }
     }
     Ok(summary.words)
 }
@@ -100,8 +104,10 @@ pub(super) fn build<E>(
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use allowlist_common::ranges::uniform_bucket;
     use allowlist_common::ranges::v4::{V4Words, classify_v4};
+    use allowlist_common::ranges::{
+        Regions, SUMMARY_BUCKETS, SUMMARY_WORDS, bucket_slot, uniform_bucket,
+    };
 
     use super::super::points::xorshift;
     use super::*;
@@ -136,6 +142,14 @@ mod tests {
         }
     }
 
+    impl V4Table {
+        /// The line of `bucket`.
+        fn line(&self, bucket: u32) -> &RangeBucket {
+            let word = self.summary[(bucket / SUMMARY_BUCKETS) as usize];
+            &self.buckets[bucket_slot(word, bucket) as usize]
+        }
+    }
+
     impl V4Words for V4Table {
         fn summary(&self, word: u32) -> Option<u64> {
             self.summary.get(word as usize).copied()
@@ -165,10 +179,8 @@ mod tests {
     #[test]
     fn an_empty_policy_is_one_uniform_table() {
         let table = V4Table::of(&Policy::new());
-        assert_eq!(
-            table.buckets,
-            vec![RangeBucket::default(); BUCKET_COUNT as usize]
-        );
+        assert_eq!(table.buckets, vec![RangeBucket::default()], "one run");
+        assert_eq!(table.summary.len(), SUMMARY_WORDS as usize);
         assert!(table.leaves.is_empty());
         assert_eq!(lookup(&table, "192.0.2.1"), None);
     }
@@ -200,12 +212,12 @@ mod tests {
             assert_eq!(lookup(&table, addr), Some(rule), "{addr}");
         }
         assert_eq!(
-            table.buckets[0x0a00].ranges,
+            table.line(0x0a00).ranges,
             uniform_bucket(Some(1)),
             "10.0/16 lies inside 10/8"
         );
         assert_eq!(
-            table.buckets[0x0a01].ranges >> 32,
+            table.line(0x0a01).ranges >> 32,
             5,
             "10.1/16 lists the /16, /24, /32, /24 and /16 ranges"
         );
@@ -213,12 +225,18 @@ mod tests {
             table.leaves.is_empty(),
             "five ranges: held in the bucket's own line"
         );
+        assert_eq!(
+            table.buckets.len(),
+            6,
+            "a line per run: below 10/8, 10.0/16, 10.1/16, the rest of 10/8, above it, \
+             255.255/16"
+        );
     }
 
     #[test]
     fn neighbours_with_one_rule_are_one_range() {
         let table = V4Table::of(&policy(&[("192.0.2.0/25", 1), ("192.0.2.128/25", 1)]));
-        let bucket = &table.buckets[0xc000];
+        let bucket = table.line(0xc000);
         assert_eq!(
             bucket.ranges >> 32,
             3,
@@ -257,6 +275,15 @@ mod tests {
             }
             let policy: Policy = prefixes.iter().copied().collect();
             let table = V4Table::of(&policy);
+            let regions = Regions::for_prefixes(policy.len_by_family().0 as u32, 0);
+            assert!(
+                table.buckets.len() <= regions.v4_lines as usize,
+                "round {round}"
+            );
+            assert!(
+                table.leaves.len() <= regions.v4_leaves as usize,
+                "round {round}"
+            );
             let mut probes: Vec<u32> = (0..200).map(|_| next() as u32).collect();
             for (net, _) in &prefixes {
                 let IpNet::V4(net) = net else { continue };

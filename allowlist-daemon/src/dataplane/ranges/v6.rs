@@ -93,7 +93,10 @@ pub(super) fn build<E>(
     let mut listed = 0;
     for points in split_buckets(&points, BUCKET_COUNT, bounds) {
         if points.inside.is_empty() {
-            bucket(summary.note(with_quarters(uniform(points.rule)), points.rule != NO_RULE))?;
+            let line = with_quarters(uniform(points.rule));
+            if let Some(line) = summary.note(line, points.rule != NO_RULE) {
+                bucket(line)?;
+            }
             continue;
         }
         let (starts, rules) = points.ranges();
@@ -103,19 +106,21 @@ pub(super) fn build<E>(
             .collect();
         let covered = covered_blocks(&starts, &rules, span_bits);
         if let Some(inline) = inline_bucket_v6(&first_addresses, &rules, covered) {
-            bucket(summary.note(inline, covered != [0; 4]))?;
+            if let Some(line) = summary.note(inline, covered != [0; 4]) {
+                bucket(line)?;
+            }
             continue;
         }
         for (start, rule) in first_addresses.iter().zip(&rules) {
             range(*start, *rule)?;
         }
-        bucket(summary.note(
-            with_quarters(RangeBucket::with_blocks(
-                listed_bucket(listed as u32, starts.len() as u32),
-                covered,
-            )),
-            covered != [0; 4],
-        ))?;
+        let line = with_quarters(RangeBucket::with_blocks(
+            listed_bucket(listed as u32, starts.len() as u32),
+            covered,
+        ));
+        if let Some(line) = summary.note(line, covered != [0; 4]) {
+            bucket(line)?;
+        }
         listed += starts.len();
     }
     Ok((header, summary.words))
@@ -125,6 +130,7 @@ pub(super) fn build<E>(
 mod tests {
     use std::net::{IpAddr, Ipv6Addr};
 
+    use allowlist_common::ranges::Regions;
     use allowlist_common::ranges::v6::{V6Tables, classify_v6};
 
     use super::super::points::{Collected, xorshift};
@@ -248,6 +254,15 @@ mod tests {
             }
             let policy: Policy = prefixes.iter().copied().collect();
             let table = V6Table::of(&policy);
+            let regions = Regions::for_prefixes(0, policy.len_by_family().1 as u32);
+            assert!(
+                table.built.buckets.len() <= regions.v6_lines as usize,
+                "round {round}"
+            );
+            assert!(
+                table.built.starts.len() <= regions.v6_ranges as usize,
+                "round {round}"
+            );
             let mut probes: Vec<u128> = (0..100)
                 .map(|_| u128::from(next()) << 64 | u128::from(next()))
                 .collect();

@@ -1,0 +1,173 @@
+//! Making the object's own maps (its configuration, its generations' tables, the rule hit
+//! array) again at another size, so that their memory follows the policies in force: a new
+//! object is loaded beside the one in force, sharing its counters, flows and the rest, is
+//! given the policies and the hits so far, and takes over every link in one update per
+//! interface; the old object and its maps go. Nothing is unenforced meanwhile: the links
+//! point at the old program until the new one holds the whole policy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use allowlist_common::{RuleId, RuleStats};
+use aya::maps::IterableMap as _;
+
+use super::Dataplane;
+use super::capacity::Need;
+use super::error::DataplaneError;
+use super::readings::each_rule_window;
+use super::sys::Access;
+use super::types::{AttachMode, Capacity, Enforcement};
+
+/// What [`Dataplane::enforce`] writes: the policy in force, the one to fall back to and when,
+/// and the kernel's deadlines of expiring rules.
+pub struct Install<'a> {
+    /// The policy in force.
+    pub active: &'a Enforcement,
+    /// The policy to fall back to, and the time left before the program does.
+    pub fallback: Option<(&'a Enforcement, Duration)>,
+    /// The deadlines of the rules of expiring entries, as the time left.
+    pub deadlines: &'a BTreeMap<RuleId, Duration>,
+}
+
+impl<'a> Install<'a> {
+    /// The same instants, `spent` later: each time left shortened by it.
+    fn later(
+        &self,
+        spent: Duration,
+    ) -> (
+        Option<(&'a Enforcement, Duration)>,
+        BTreeMap<RuleId, Duration>,
+    ) {
+        let fallback = self
+            .fallback
+            .map(|(fallback, left)| (fallback, left.saturating_sub(spent)));
+        let deadlines = self
+            .deadlines
+            .iter()
+            .map(|(rule, left)| (*rule, left.saturating_sub(spent)))
+            .collect();
+        (fallback, deadlines)
+    }
+}
+
+impl Dataplane {
+    /// Makes the kernel enforce `install`, in maps whose size suits `need`: those in force
+    /// when they do (deadlines given first, policies written, deadlines no longer read taken
+    /// back), else made again at the class of `need` (see the module's documentation). An
+    /// object without pins (the tests' own) keeps its maps.
+    pub fn enforce(&mut self, need: Need, install: &Install<'_>) -> Result<(), DataplaneError> {
+        if self.pins.is_some() && !self.capacity.suits(need) {
+            let capacity = Capacity::for_need(need, self.capacity.flows);
+            tracing::info!(
+                rules = capacity.rules,
+                v4_prefixes = capacity.v4_prefixes,
+                v6_prefixes = capacity.v6_prefixes,
+                before_rules = self.capacity.rules,
+                before_v4_prefixes = self.capacity.v4_prefixes,
+                before_v6_prefixes = self.capacity.v6_prefixes,
+                "the policies need tables of another size: making them again"
+            );
+            return self.resize(capacity, install);
+        }
+        self.write(install)
+    }
+
+    /// Writes `install` into this object's maps.
+    fn write(&mut self, install: &Install<'_>) -> Result<(), DataplaneError> {
+        self.set_rule_expiries(install.deadlines)?;
+        self.install(install.active, install.fallback)?;
+        self.retire_rule_expiries()
+    }
+
+    /// Loads a new object of `capacity` beside this one, writes `install` and the hits so far
+    /// into it, moves every link to it, and becomes it. On failure this object stays in
+    /// force, its pins as they were.
+    fn resize(&mut self, capacity: Capacity, install: &Install<'_>) -> Result<(), DataplaneError> {
+        let Some(pins) = &self.pins else {
+            return self.write(install);
+        };
+        let started = Instant::now();
+        pins.release_instance()?;
+        let next = self.next_object(capacity, install, started);
+        let mut next = match next {
+            Ok(next) => next,
+            Err(err) => {
+                // The new object's pins (if any) go; this one's come back.
+                if let Some(pins) = &self.pins {
+                    pins.release_instance()?;
+                    pins.repin(&self.maps.instance())?;
+                }
+                return Err(err);
+            }
+        };
+        for attachment in &self.attachments {
+            next.attach(&attachment.interface, AttachMode::Auto)?;
+        }
+        self.readings
+            .follow_rule_hits(&next.maps, next.capacity.rules)?;
+        next.readings = self.readings.try_clone()?;
+        next.kernel_log = self.kernel_log.take();
+        *self = next;
+        Ok(())
+    }
+
+    /// A new object of `capacity` pinned where this one is, holding `install` (its times left
+    /// counted from `started`: loading takes a while), this object's settings and its rules'
+    /// hits and deadlines.
+    fn next_object(
+        &self,
+        capacity: Capacity,
+        install: &Install<'_>,
+        started: Instant,
+    ) -> Result<Dataplane, DataplaneError> {
+        let mut next = Dataplane::with_object(self.pins.as_ref().map(|p| p.again()), capacity)?;
+        next.slots = self.slots.clone();
+        next.current = allowlist_common::Config {
+            active: allowlist_common::Enforcement::default(),
+            fallback: allowlist_common::Enforcement::default(),
+            revert_at_ns: 0,
+            ..self.current
+        };
+        next.copy_rule_stats(self)?;
+        let (fallback, deadlines) = install.later(started.elapsed());
+        next.write(&Install {
+            active: install.active,
+            fallback,
+            deadlines: &deadlines,
+        })?;
+        Ok(next)
+    }
+
+    /// Copies the hits, last hits and deadlines of the rules `other` and this object both
+    /// hold (hits counted meanwhile by the old program are lost).
+    fn copy_rule_stats(&mut self, other: &Dataplane) -> Result<(), DataplaneError> {
+        let rules = self.capacity.rules.min(other.capacity.rules) as usize;
+        let mut stats = vec![RuleStats::default(); rules];
+        each_rule_window(
+            other.maps.rule_hits.map(),
+            0..rules,
+            Access::Read,
+            |first, window| {
+                for (index, slot) in stats[first..first + window.len()].iter_mut().enumerate() {
+                    if let Some(read) = window.get(index) {
+                        *slot = read;
+                    }
+                }
+            },
+        )?;
+        let mut written = true;
+        each_rule_window(
+            self.maps.rule_hits.map(),
+            0..rules,
+            Access::ReadWrite,
+            |first, window| {
+                written &= window.copy_from(&stats[first..first + window.len()]);
+            },
+        )?;
+        if !written {
+            return Err(DataplaneError::Unwritable(allowlist_common::MAP_RULE_HITS));
+        }
+        self.rule_expiries = other.rule_expiries.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The kernel memory follows the policies in force, not `--max-entries`: a small policy
+//! takes little at the largest ceiling; growing to a million prefixes and back gives the
+//! memory back; the kernel falls back at the deadline, with the daemon killed, between
+//! generations of very different sizes, either way; a restart adopts them as they are.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::netns::*;
+use allowlist_tests::scenario::*;
+use allowlist_tests::traffic::passes;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The largest `--max-entries`, and a window long enough for a million entries.
+const ARGS: [&str; 6] = [
+    "--max-entries",
+    "2097152",
+    "--ack-min",
+    "0s",
+    "--ack-max",
+    "60s",
+];
+/// The budget of a small policy: every map but the flow table.
+const SMALL_BUDGET: u64 = 8 << 20;
+
+/// `count` host entries in 10.0.0.0/8 from the `first`-th on, then the office's.
+fn hosts_and_office(first: u32, count: u32) -> Vec<Value> {
+    (first..first + count)
+        .map(|n| Ipv4Addr::from(0x0a00_0000 + n).to_string())
+        .chain(office())
+        .map(|cidr| json!({ "cidr": cidr }))
+        .collect()
+}
+
+/// The kernel memory of every map but the flow table, as `GET /v1/stats` gives it.
+fn kernel_bytes(daemon: &Daemon) -> u64 {
+    let stats = daemon.call("GET", "/v1/stats", None).body;
+    stats["kernel_memory"]["without_flows_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("kernel memory in {stats}"))
+}
+
+/// Replaces the entries of list `id` (named `name`) with `entries`, and acknowledges the
+/// change when it is pending (a change that only adds entries is not).
+fn replace_for_good(daemon: &Daemon, id: &str, name: &str, entries: Vec<Value>) {
+    replace(daemon, id, name, entries);
+    if enforcement(daemon)["pending"] != Value::Null {
+        acknowledge_now(daemon);
+    }
+}
+
+/// Replaces the entries of list `id` (named `name`) with `entries`, a change that removes
+/// some; returns when it reverts unless acknowledged.
+fn replace_pending(daemon: &Daemon, id: &str, name: &str, entries: Vec<Value>) -> OffsetDateTime {
+    replace(daemon, id, name, entries);
+    let now = enforcement(daemon);
+    now["pending"]["revert_at"]
+        .as_str()
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .unwrap_or_else(|| panic!("a pending change in {now}"))
+}
+
+/// Replaces the entries of list `id` (named `name`) with `entries`.
+fn replace(daemon: &Daemon, id: &str, name: &str, entries: Vec<Value>) {
+    let replaced = daemon.call(
+        "PUT",
+        &format!("/v1/allowlists/{id}"),
+        Some(&json!({ "name": name, "entries": entries })),
+    );
+    assert_eq!(replaced.status, 200, "{:?}", replaced.body["error"]);
+}
+
+/// Acknowledges the pending change.
+fn acknowledge_now(daemon: &Daemon) {
+    let response = daemon.call("POST", "/v1/enforcement/acknowledge", None);
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
+/// A daemon with [`ARGS`] enforcing, acknowledged, the list "big" of `hosts` hosts and the
+/// office; and the list's id.
+fn enforcing(link: &TestLink, state: &TempDir, hosts: u32) -> (Daemon, String) {
+    let daemon = Daemon::start(link, state.path(), &ARGS).expect("allowlistd");
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({ "name": "big", "entries": hosts_and_office(0, hosts) })),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body["error"]);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    enable(&daemon, &id);
+    acknowledge_now(&daemon);
+    assert!(enforcing_office(link));
+    (daemon, id)
+}
+
+#[test]
+fn a_small_policy_at_the_largest_ceiling_takes_little_kernel_memory() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
+    let empty = kernel_bytes(&daemon);
+    assert!(empty <= SMALL_BUDGET, "no policy: {empty} bytes");
+
+    let entries = hosts_and_office(0, 8);
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({ "name": "admins", "entries": entries })),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body["error"]);
+    enable(&daemon, created.body["id"].as_str().expect("id"));
+    acknowledge_now(&daemon);
+    assert!(enforcing_office(&link));
+    let ten = kernel_bytes(&daemon);
+    assert!(ten <= SMALL_BUDGET, "ten entries: {ten} bytes");
+}
+
+#[test]
+fn growing_to_a_million_prefixes_and_back_gives_the_memory_back() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (daemon, id) = enforcing(&link, &state, 0);
+    let small = kernel_bytes(&daemon);
+
+    replace_for_good(&daemon, &id, "big", hosts_and_office(0, 1_000_000));
+    assert!(enforcing_office(&link));
+    let big = kernel_bytes(&daemon);
+    assert!(big > 10 * small, "grown: {small} -> {big} bytes");
+    let log = daemon.log();
+    assert!(log.contains("making them again"), "{log}");
+
+    replace_for_good(&daemon, &id, "big", hosts_and_office(0, 0));
+    assert!(enforcing_office(&link));
+    let back = kernel_bytes(&daemon);
+    assert!(
+        back <= small + (1 << 20),
+        "given back: {small} -> {big} -> {back} bytes"
+    );
+}
+
+/// With `before` hosts enforced and `after` hosts (and the denied client) pending, the
+/// daemon killed: the pending policy is enforced until its deadline, then the kernel falls
+/// back to the one before by itself.
+fn killed_with_a_change_pending_the_kernel_falls_back(before: u32, after: u32) {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (mut daemon, id) = enforcing(&link, &state, before);
+    let mut entries = hosts_and_office(1 << 22, after);
+    entries.push(json!({ "cidr": CLIENT_DENIED_V4.to_string() }));
+    let deadline = replace_pending(&daemon, &id, "big", entries);
+    assert!(
+        passes(&link, CLIENT_DENIED_V4),
+        "the pending policy is in force"
+    );
+
+    daemon.kill().expect("kill -9");
+    assert!(
+        passes(&link, CLIENT_DENIED_V4),
+        "still in force, the daemon dead"
+    );
+    let left = deadline - OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::try_from(left).unwrap_or_default() + Duration::from_millis(300));
+    assert!(
+        enforcing_office(&link),
+        "at the deadline the kernel is back to the policy of {before} hosts"
+    );
+}
+
+#[test]
+fn killed_with_a_million_pending_over_ten_thousand_the_kernel_falls_back() {
+    killed_with_a_change_pending_the_kernel_falls_back(10_000, 1_000_000);
+}
+
+#[test]
+fn killed_with_ten_thousand_pending_over_a_million_the_kernel_falls_back() {
+    killed_with_a_change_pending_the_kernel_falls_back(1_000_000, 10_000);
+}
+
+#[test]
+fn a_restart_adopts_generations_of_different_sizes() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (mut daemon, id) = enforcing(&link, &state, 1_000);
+    let revert_at = replace_pending(&daemon, &id, "big", hosts_and_office(1 << 22, 200_000));
+    let before = kernel_bytes(&daemon);
+    let resizes = daemon.log().matches("making them again").count();
+
+    let daemon = restart_under_stream(&link, &mut daemon, Stop::Terminate, &state, &ARGS, 400_000);
+    let log = daemon.log();
+    assert!(
+        log.contains("the kernel already enforced the state on disk"),
+        "nothing rewritten: {log}"
+    );
+    assert_eq!(
+        log.matches("making them again").count(),
+        resizes,
+        "no tables made again: {log}"
+    );
+    assert_eq!(kernel_bytes(&daemon), before, "the same maps");
+    let after = enforcement(&daemon);
+    let still = after["pending"]["revert_at"]
+        .as_str()
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok());
+    assert_eq!(still, Some(revert_at), "still pending: {after}");
+    acknowledge_now(&daemon);
+    assert!(enforcing_office(&link));
+}
