@@ -125,6 +125,29 @@ pub fn push_joined(text: &mut String, prefixes: &[IpNet]) {
     }
 }
 
+/// What ipset's `hash:net` set of `prefixes` takes in kernel memory (ipset's own figure),
+/// made in a namespace of its own, in MiB.
+pub fn ipset_memory_of(prefixes: &[IpNet]) -> anyhow::Result<f64> {
+    let link = TestLink::create()?;
+    let netns = format!("--net={}", link.server.path());
+    let file = std::env::temp_dir().join(format!("allowlist-bench-ipset-{}", std::process::id()));
+    std::fs::write(&file, ipset_load(prefixes))?;
+    let output = Command::new("nsenter")
+        .arg(&netns)
+        .args(["ipset", "restore", "-f"])
+        .arg(&file)
+        .output()
+        .context("running ipset restore");
+    let _ = std::fs::remove_file(&file);
+    let output = output?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ipset restore: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ipset_memory_mib(&netns)
+}
+
 /// What `ipset list -t` says the set takes in kernel memory, in the namespace `netns`.
 fn ipset_memory_mib(netns: &str) -> anyhow::Result<f64> {
     let output = Command::new("nsenter")

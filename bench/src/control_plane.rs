@@ -593,15 +593,11 @@ fn targets(text: &mut String, sizes: &[Size]) -> anyhow::Result<()> {
          range tables of both families built in one pass over the sorted prefixes and written \
          through small memory mappings, and the policy's SHA-256 for the generation's record \
          (the LPM trie this replaced took 1.2 µs a prefix, 1.1 s at 1M). A restart reads three \
-         generation records instead of the tries. The kernel memory is the preallocated arrays, \
-         sized by `--max-entries` (twice the entries here, as a replace holds the old and the \
-         new ones): three generations of range tables with room for every entry in either \
-         family (about 160 bytes an entry, plus 29 MiB of buckets) and hit counters for two \
-         rules an entry (32 bytes an entry on each CPU). ipset's set holds what it is given, \
-         once. Even sized to their content, two generations of IPv4 ranges (12 bytes a prefix \
-         each) and the hit counters of 2M rules (64 MiB on 2 CPUs) add up to more than twice \
-         ipset's set: that target is beyond this design, which keeps every generation whole \
-         for the kernel's own revert and counts hits per entry. The peak RSS at 1M is the \
+         generation records instead of the tries. The kernel memory is the maps sized to the \
+         policies in force (see Kernel memory): at 1M with the replace pending, three \
+         generations of leaves sized for the class of 1.3M prefixes and the hit counts of \
+         both lists' rule ids (16 bytes each, shared by the CPUs), three times ipset's one \
+         set. The peak RSS at 1M is the \
          request body, its parsed entries, the old and new lists and policies alive at once \
          during a replace; the daemon keeps glibc's allocator to one arena (with one per \
          thread, the default, the same sequence peaked at 392-427 MiB, moving by tens of MiB \

@@ -6,7 +6,7 @@
 //!
 //! Usage: allowlist-bench [--only SECTION]... [REPORT.md]
 //!
-//! SECTION is one of replies, scaling, designs, control, flood, peers. A run of every section writes REPORT
+//! SECTION is one of replies, scaling, designs, memory, control, flood, peers. A run of every section writes REPORT
 //! (bench/RESULTS.md by default); a run of some writes only to standard output, unless a
 //! REPORT is named.
 
@@ -15,6 +15,7 @@ mod control_peers;
 mod control_plane;
 mod filter_cpu;
 mod flood;
+mod kernel_memory;
 mod replies;
 mod scaling;
 mod sources;
@@ -29,7 +30,9 @@ use std::path::Path;
 use anyhow::Context as _;
 
 /// The report's sections, in order.
-const SECTIONS: [&str; 6] = ["replies", "scaling", "designs", "control", "flood", "peers"];
+const SECTIONS: [&str; 7] = [
+    "replies", "scaling", "designs", "memory", "control", "flood", "peers",
+];
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -83,6 +86,9 @@ fn run() -> anyhow::Result<()> {
     }
     if runs("designs") {
         table_designs::table_designs_section(&mut text)?;
+    }
+    if runs("memory") {
+        kernel_memory::kernel_memory_section(&mut text)?;
     }
     if runs("control") {
         control_plane::control_section(&mut text)?;
