@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use allowlist_tests::daemon::{API_ADDR, Daemon, TempDir};
@@ -15,6 +14,7 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 
 use crate::control_peers::{Peer, PeerTimes};
+use crate::kernel_memory::pinned_maps;
 use crate::sources::disjoint_v4_prefixes;
 
 /// List sizes.
@@ -301,24 +301,10 @@ fn daemon_round(size: u32, old: &[IpNet], new: &[IpNet]) -> anyhow::Result<Round
 /// Kernel memory of every map pinned under `pin_dir` (any layout version), as `bpftool`
 /// reports it (`bytes_memlock`), in MiB.
 fn kernel_memory_mib(pin_dir: &Path) -> anyhow::Result<f64> {
-    let mut bytes = 0u64;
-    for layout in std::fs::read_dir(pin_dir).context("reading the pin directory")? {
-        let layout = layout?.path();
-        if !layout.is_dir() {
-            continue;
-        }
-        for pinned in std::fs::read_dir(layout)? {
-            let output = Command::new("bpftool")
-                .args(["-j", "map", "show", "pinned"])
-                .arg(pinned?.path())
-                .output()
-                .context("running bpftool")?;
-            // Links are pinned there too: bpftool refuses them as maps.
-            if let Ok(shown) = serde_json::from_slice::<serde_json::Value>(&output.stdout) {
-                bytes += shown["bytes_memlock"].as_u64().unwrap_or(0);
-            }
-        }
-    }
+    let bytes: u64 = pinned_maps(pin_dir)?
+        .iter()
+        .filter_map(|shown| shown["bytes_memlock"].as_u64())
+        .sum();
     Ok(bytes as f64 / (1024.0 * 1024.0))
 }
 

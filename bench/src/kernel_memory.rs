@@ -172,7 +172,19 @@ fn call(
 /// Bytes the per-CPU maps pinned under `pin_dir` hold for each possible CPU: each value
 /// (rounded up to 8 bytes) of every entry, as bpftool gives their layout.
 fn per_cpu_bytes(pin_dir: &Path) -> anyhow::Result<u64> {
-    let mut bytes = 0;
+    Ok(pinned_maps(pin_dir)?
+        .iter()
+        .filter(|shown| shown["type"].as_str().is_some_and(|t| t.contains("percpu")))
+        .map(|shown| {
+            let value = shown["bytes_value"].as_u64().unwrap_or(0).div_ceil(8) * 8;
+            value * shown["max_entries"].as_u64().unwrap_or(0)
+        })
+        .sum())
+}
+
+/// What `bpftool map show` says of each map pinned under `pin_dir` (any layout version).
+pub fn pinned_maps(pin_dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let mut maps = Vec::new();
     for layout in std::fs::read_dir(pin_dir).context("reading the pin directory")? {
         let layout = layout?.path();
         if !layout.is_dir() {
@@ -185,16 +197,12 @@ fn per_cpu_bytes(pin_dir: &Path) -> anyhow::Result<u64> {
                 .output()
                 .context("running bpftool")?;
             // Links are pinned there too: bpftool refuses them as maps.
-            let Ok(shown) = serde_json::from_slice::<Value>(&output.stdout) else {
-                continue;
-            };
-            if shown["type"].as_str().is_some_and(|t| t.contains("percpu")) {
-                let value = shown["bytes_value"].as_u64().unwrap_or(0).div_ceil(8) * 8;
-                bytes += value * shown["max_entries"].as_u64().unwrap_or(0);
+            if let Ok(shown) = serde_json::from_slice::<Value>(&output.stdout) {
+                maps.push(shown);
             }
         }
     }
-    Ok(bytes)
+    Ok(maps)
 }
 
 /// The possible CPUs of this machine.
