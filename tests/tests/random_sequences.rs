@@ -119,6 +119,9 @@ impl Run {
 
     /// One random operation; the reference follows what the daemon accepted.
     fn operate(&mut self) {
+        // What the daemon does with a request depends on what has expired by then (a
+        // replace that drops an expired entry removes nothing): the reference too.
+        self.settle_expiries();
         let name = *self.rng.pick(&NAMES);
         let id = self.ids.get(name).cloned();
         let entries = |prefixes: &BTreeSet<IpNet>| -> Vec<Value> {
