@@ -1,7 +1,8 @@
 //! The kernel memory follows the policies in force, not `--max-entries`: a small policy
 //! takes little at the largest ceiling; growing to a million prefixes and back gives the
 //! memory back; the kernel falls back at the deadline, with the daemon killed, between
-//! generations of very different sizes, either way; a restart adopts them as they are.
+//! generations of very different sizes, either way, and after a third large policy was
+//! written while one was pending; a restart adopts them as they are.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -70,7 +71,13 @@ fn replace(daemon: &Daemon, id: &str, name: &str, entries: Vec<Value>) {
         &format!("/v1/allowlists/{id}"),
         Some(&json!({ "name": name, "entries": entries })),
     );
-    assert_eq!(replaced.status, 200, "{:?}", replaced.body["error"]);
+    assert_eq!(
+        replaced.status,
+        200,
+        "{:?}\n{}",
+        replaced.body["error"],
+        daemon.log()
+    );
 }
 
 /// Acknowledges the pending change.
@@ -177,6 +184,64 @@ fn killed_with_a_million_pending_over_ten_thousand_the_kernel_falls_back() {
 #[test]
 fn killed_with_ten_thousand_pending_over_a_million_the_kernel_falls_back() {
     killed_with_a_change_pending_the_kernel_falls_back(1_000_000, 10_000);
+}
+
+#[test]
+fn a_third_large_policy_while_one_is_pending_makes_the_tables_again_and_falls_back() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (mut daemon, id) = enforcing(&link, &state, 1_000_000);
+    let extra = create(&daemon, "extra", &["10.200.0.1/32".to_owned()]);
+    enable(&daemon, &extra);
+    acknowledge_now(&daemon);
+    let mut entries = hosts_and_office(1 << 22, 1_000_000);
+    entries.push(json!({ "cidr": CLIENT_DENIED_V6.to_string() }));
+    let deadline = replace_pending(&daemon, &id, "big", entries);
+    assert!(
+        passes(&link, CLIENT_DENIED_V6),
+        "the pending policy is in force"
+    );
+    assert!(!passes(&link, CLIENT_DENIED_V4), "not in either policy");
+
+    // Large tables hold two generations, both in force now: new policies (another list
+    // grows while the change is pending: in force, and in what the change falls back to)
+    // have the maps made again.
+    let added = daemon.call(
+        "POST",
+        &format!("/v1/allowlists/{extra}/entries"),
+        Some(&json!({ "entries": [{ "cidr": CLIENT_DENIED_V4.to_string() }] })),
+    );
+    assert_eq!(added.status, 201, "{:?}", added.body["error"]);
+    let log = daemon.log();
+    assert!(
+        log.contains("both generations of the tables are in force"),
+        "{log}"
+    );
+    assert!(
+        passes(&link, CLIENT_DENIED_V4),
+        "the new policy is in force"
+    );
+    assert!(passes(&link, CLIENT_DENIED_V6), "with the pending change");
+    let now = enforcement(&daemon);
+    assert_eq!(
+        now["pending"]["revert_at"]
+            .as_str()
+            .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok()),
+        Some(deadline),
+        "the same change pending: {now}"
+    );
+
+    daemon.kill().expect("kill -9");
+    let left = deadline - OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::try_from(left).unwrap_or_default() + Duration::from_millis(300));
+    assert!(
+        !passes(&link, CLIENT_DENIED_V6),
+        "at the deadline the kernel falls back"
+    );
+    assert!(
+        passes(&link, CLIENT_DENIED_V4) && passes(&link, CLIENT_ALLOWED_V4),
+        "to the acknowledged policy with the entry added meanwhile"
+    );
 }
 
 #[test]

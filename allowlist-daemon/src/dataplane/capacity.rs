@@ -3,6 +3,18 @@
 //! policy that outgrows them (or shrinks far below them) has them made again, at their new
 //! size ([`super::Dataplane::enforce`] does it). The memory of the maps follows the
 //! policies, not a configured maximum.
+//!
+//! The range tables hold [`GENERATIONS`] generations while one generation's tables are
+//! small: the policy in force, the one a pending change falls back to, and a spare, so that
+//! a change made while another is pending is written beside both. Above
+//! [`SPARE_LIMIT_BYTES`] they hold two: such a change then makes the maps again (a new
+//! object holding the two policies it needs), which costs a load once in a while instead of
+//! a third of the memory for good.
+
+use allowlist_common::GENERATIONS;
+use allowlist_common::ranges::v4::V4Leaf;
+use allowlist_common::ranges::v6::V6Words;
+use allowlist_common::ranges::{RangeBucket, Regions};
 
 use super::types::Capacity;
 use crate::policy::Policy;
@@ -11,11 +23,14 @@ use crate::policy::Policy;
 const MIN_RULES: u32 = 256;
 /// The smallest class of prefixes per family and policy.
 const MIN_PREFIXES: u32 = 64;
-/// Steps of a class within each doubling, in quarters: 1, 1.25, 1.5 and 1.75 times a power
-/// of two, so that a class holds at most a few tenths more than its need.
-const QUARTER_STEPS: [u64; 4] = [4, 5, 6, 7];
+/// Steps of a class within each doubling: 1 + k/16 times a power of two (those that are a
+/// multiple of the smallest class), so that a large class holds at most a sixteenth more
+/// than its need.
+const STEPS_PER_DOUBLING: u64 = 16;
 /// Maps this many times their need's class or more are made again smaller.
 const SHRINK_FACTOR: u64 = 4;
+/// The most bytes one generation's range tables may take with a spare generation kept.
+pub const SPARE_LIMIT_BYTES: u64 = 8 << 20;
 
 /// What policies need: rule ids, and prefixes of each family in one policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,21 +65,22 @@ impl Need {
 }
 
 /// The classes from `min` on, rising: `min` times a power of two times one of
-/// [`QUARTER_STEPS`] quarters.
+/// [`STEPS_PER_DOUBLING`] steps, each a multiple of `min`.
 fn classes(min: u32) -> impl Iterator<Item = u32> {
+    let min = u64::from(min);
     (0..32u32)
         .flat_map(move |doubling| {
-            QUARTER_STEPS
-                .iter()
-                .map(move |quarters| (u64::from(min) << doubling) * quarters / 4)
+            (STEPS_PER_DOUBLING..2 * STEPS_PER_DOUBLING)
+                .map(move |steps| (min << doubling) * steps / STEPS_PER_DOUBLING)
         })
+        .filter(move |class| class % min == 0)
         .map_while(|class| u32::try_from(class).ok())
 }
 
-/// The class of `need`: the smallest one from `min` on that holds an eighth more than
+/// The class of `need`: the smallest one from `min` on that holds a sixteenth more than
 /// `need`.
 fn class(need: u32, min: u32) -> u32 {
-    let wanted = u64::from(need) + u64::from(need).div_ceil(8);
+    let wanted = u64::from(need) + u64::from(need).div_ceil(16);
     classes(min)
         .find(|class| u64::from(*class) >= wanted)
         .unwrap_or(u32::MAX)
@@ -73,10 +89,13 @@ fn class(need: u32, min: u32) -> u32 {
 impl Capacity {
     /// The capacity of the class of `need`, with room for `flows` flows.
     pub fn for_need(need: Need, flows: u32) -> Capacity {
+        let v4_prefixes = class(need.v4_prefixes, MIN_PREFIXES);
+        let v6_prefixes = class(need.v6_prefixes, MIN_PREFIXES);
         Capacity {
             rules: class(need.rules, MIN_RULES),
-            v4_prefixes: class(need.v4_prefixes, MIN_PREFIXES),
-            v6_prefixes: class(need.v6_prefixes, MIN_PREFIXES),
+            v4_prefixes,
+            v6_prefixes,
+            generations: generations_for(v4_prefixes, v6_prefixes),
             flows,
         }
     }
@@ -93,6 +112,23 @@ impl Capacity {
             || far(self.v4_prefixes, ideal.v4_prefixes)
             || far(self.v6_prefixes, ideal.v6_prefixes);
         fits && !oversized
+    }
+}
+
+/// The generations range tables for policies of up to `v4` IPv4 and `v6` IPv6 prefixes
+/// hold: [`GENERATIONS`], or two when one generation's tables take more than
+/// [`SPARE_LIMIT_BYTES`].
+pub fn generations_for(v4: u32, v6: u32) -> u32 {
+    let regions = Regions::for_prefixes(v4, v6);
+    let line = size_of::<RangeBucket>() as u64;
+    let bytes = u64::from(regions.v4_lines + regions.v6_lines) * line
+        + u64::from(regions.v4_leaves) * size_of::<V4Leaf>() as u64
+        // A range's start, and its rule (4 bytes).
+        + u64::from(regions.v6_ranges) * (size_of::<V6Words>() as u64 + 4);
+    if bytes > SPARE_LIMIT_BYTES {
+        2
+    } else {
+        GENERATIONS
     }
 }
 
@@ -124,18 +160,45 @@ mod tests {
             (MIN_RULES, MIN_PREFIXES, MIN_PREFIXES)
         );
         let capacity = Capacity::for_need(need(1000, 10_000), 1024);
-        assert_eq!((capacity.rules, capacity.v4_prefixes), (1280, 12_288));
+        assert_eq!((capacity.rules, capacity.v4_prefixes), (1280, 10_752));
         let capacity = Capacity::for_need(need(2_000_001, 1_000_000), 1024);
-        assert_eq!(capacity.v4_prefixes, 1_310_720, "1.25 x 2^20");
-        assert!(capacity.rules >= 2_250_002 && capacity.rules <= 2_621_440);
+        assert_eq!(capacity.v4_prefixes, 1_114_112, "17/16 x 2^20");
+        assert_eq!(capacity.rules, 2_228_224, "17/16 x 2^21");
         assert_eq!(class(u32::MAX, MIN_RULES), u32::MAX);
+    }
+
+    #[test]
+    fn small_classes_step_by_the_smallest_and_large_ones_by_a_sixteenth() {
+        let small: Vec<u32> = classes(MIN_PREFIXES).take(8).collect();
+        assert_eq!(small, [64, 128, 192, 256, 320, 384, 448, 512]);
+        let large: Vec<u32> = classes(MIN_PREFIXES)
+            .skip_while(|class| *class < 1 << 20)
+            .take(3)
+            .collect();
+        assert_eq!(
+            large,
+            [1 << 20, (1 << 20) + (1 << 16), (1 << 20) + (2 << 16)]
+        );
+    }
+
+    #[test]
+    fn large_tables_keep_no_spare_generation() {
+        let small = Capacity::for_need(need(20_000, 10_000), 1024);
+        assert_eq!(small.generations, GENERATIONS);
+        let large = Capacity::for_need(need(2_000_001, 1_000_000), 1024);
+        assert_eq!(large.generations, 2);
+        let v6 = Need {
+            v6_prefixes: 1_000_000,
+            ..need(1_000_001, 0)
+        };
+        assert_eq!(Capacity::for_need(v6, 1024).generations, 2);
     }
 
     #[test]
     fn maps_are_made_again_only_when_outgrown_or_far_too_large() {
         let capacity = Capacity::for_need(need(1000, 1000), 1024);
         assert!(capacity.suits(need(1000, 1000)));
-        assert!(capacity.suits(need(1100, 1100)), "headroom");
+        assert!(capacity.suits(need(1050, 1050)), "headroom");
         assert!(capacity.suits(need(400, 400)), "a little below: kept");
         assert!(!capacity.suits(need(100, 100)), "far below: shrinks");
         assert!(!capacity.suits(need(5000, 1000)), "outgrown");

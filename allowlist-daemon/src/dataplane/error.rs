@@ -108,7 +108,8 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
-    /// Every policy generation is in use (a bug: there is always one free).
+    /// Every policy generation is in use: the tables hold two and both are in force (the
+    /// maps are then made again, see [`super::capacity`]).
     #[error("no free policy generation")]
     NoFreeGeneration,
     /// The possible CPUs could not be read.

@@ -1,6 +1,7 @@
-//! Policy generations: three policies side by side in the range tables and port bitmaps,
-//! each with a record of what it holds, two configuration slots, and the one write that
-//! switches every CPU from one to another.
+//! Policy generations: three policies side by side in the range tables and port bitmaps
+//! (two when the tables are large, see [`super::capacity`]), each with a record of what it
+//! holds, two configuration slots, and the one write that switches every CPU from one to
+//! another.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -42,10 +43,14 @@ impl Generation {
     }
 }
 
-/// The generation to write a new policy into: the first no packet may read (not
-/// `in_force`, not `keep`); `None` when every one is taken.
-pub(super) fn choose_generation(in_force: &[u32], keep: Option<u32>) -> Option<u32> {
-    (0..GENERATIONS).find(|g| !in_force.contains(g) && Some(*g) != keep)
+/// The generation to write a new policy into: the first of the tables' `generations` no
+/// packet may read (not `in_force`, not `keep`); `None` when every one is taken.
+pub(super) fn choose_generation(
+    generations: u32,
+    in_force: &[u32],
+    keep: Option<u32>,
+) -> Option<u32> {
+    (0..generations.min(GENERATIONS)).find(|g| !in_force.contains(g) && Some(*g) != keep)
 }
 
 impl Dataplane {
@@ -231,7 +236,8 @@ impl Dataplane {
             self.generations[index].policy = Some(want.policy.clone());
             return Ok(index as u32);
         }
-        let generation = choose_generation(&self.generations_in_force(), keep)
+        let in_force = self.generations_in_force();
+        let generation = choose_generation(self.capacity.generations, &in_force, keep)
             .ok_or(DataplaneError::NoFreeGeneration)?;
         let index = generation as usize;
         // No packet uses this generation: it may hold anything while it is written, but its
@@ -347,23 +353,34 @@ mod tests {
 
     #[test]
     fn a_new_policy_goes_where_no_packet_looks() {
+        let three = GENERATIONS;
         assert_eq!(
-            choose_generation(&[0], None),
+            choose_generation(three, &[0], None),
             Some(1),
             "the lowest free one"
         );
-        assert_eq!(choose_generation(&[1], None), Some(0));
+        assert_eq!(choose_generation(three, &[1], None), Some(0));
         assert_eq!(
-            choose_generation(&[0, 1], None),
+            choose_generation(three, &[0, 1], None),
             Some(2),
             "both policies of a pending change stay"
         );
         assert_eq!(
-            choose_generation(&[0], Some(1)),
+            choose_generation(three, &[0], Some(1)),
             Some(2),
             "nor the fallback just written"
         );
-        assert_eq!(choose_generation(&[0, 1], Some(2)), None, "all three taken");
+        assert_eq!(
+            choose_generation(three, &[0, 1], Some(2)),
+            None,
+            "all three taken"
+        );
+        assert_eq!(choose_generation(2, &[1], None), Some(0), "two: the other");
+        assert_eq!(
+            choose_generation(2, &[0, 1], None),
+            None,
+            "two, both in force: none"
+        );
     }
 
     #[test]

@@ -24,17 +24,18 @@ pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebp
         rules,
         v4_prefixes,
         v6_prefixes,
+        generations,
         flows,
     } = capacity;
     let regions = Regions::for_prefixes(v4_prefixes, v6_prefixes);
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(MAP_RULE_HITS, rules.max(1))
-        .map_max_entries(MAP_V4_BUCKETS, lines_len(v4_prefixes))
-        .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(v4_prefixes))
-        .map_max_entries(MAP_V6_BUCKETS, lines_len(v6_prefixes))
-        .map_max_entries(MAP_V6_STARTS, v6_starts_len(v6_prefixes))
-        .map_max_entries(MAP_V6_RULES, rules_len(v6_prefixes))
+        .map_max_entries(MAP_V4_BUCKETS, lines_len(v4_prefixes, generations))
+        .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(v4_prefixes, generations))
+        .map_max_entries(MAP_V6_BUCKETS, lines_len(v6_prefixes, generations))
+        .map_max_entries(MAP_V6_STARTS, v6_starts_len(v6_prefixes, generations))
+        .map_max_entries(MAP_V6_RULES, rules_len(v6_prefixes, generations))
         .override_global(GLOBAL_REGIONS, &regions, true)
         .map_max_entries(MAP_FLOWS, flows);
     // The benchmark's baseline tries hold the policy in force.

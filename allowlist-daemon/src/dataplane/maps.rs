@@ -70,27 +70,27 @@ pub(super) fn map_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Leaves of the IPv4 leaf array for policies of up to `prefixes` prefixes: a region of
-/// [`leaf_capacity`] leaves per generation.
-pub(super) fn v4_leaves_len(prefixes: u32) -> u32 {
-    leaf_capacity(prefixes).saturating_mul(GENERATIONS)
+/// [`leaf_capacity`] leaves for each of `generations` generations.
+pub(super) fn v4_leaves_len(prefixes: u32, generations: u32) -> u32 {
+    leaf_capacity(prefixes).saturating_mul(generations)
 }
 
 /// Lines of a bucket array for policies of up to `prefixes` prefixes of its family: a
-/// region of [`line_capacity`] lines per generation.
-pub(super) fn lines_len(prefixes: u32) -> u32 {
-    line_capacity(prefixes).saturating_mul(GENERATIONS)
+/// region of [`line_capacity`] lines for each of `generations` generations.
+pub(super) fn lines_len(prefixes: u32, generations: u32) -> u32 {
+    line_capacity(prefixes).saturating_mul(generations)
 }
 
-/// Words of the IPv6 range rule array: a region of [`range_capacity`] ranges per
-/// generation, two to a word.
-pub(super) fn rules_len(prefixes: u32) -> u32 {
-    (range_capacity(prefixes) / 2).saturating_mul(GENERATIONS)
+/// Words of the IPv6 range rule array: a region of [`range_capacity`] ranges for each of
+/// `generations` generations, two to a word.
+pub(super) fn rules_len(prefixes: u32, generations: u32) -> u32 {
+    (range_capacity(prefixes) / 2).saturating_mul(generations)
 }
 
-/// Elements of the IPv6 range start array: a region of [`range_capacity`] ranges per
-/// generation.
-pub(super) fn v6_starts_len(prefixes: u32) -> u32 {
-    range_capacity(prefixes).saturating_mul(GENERATIONS)
+/// Elements of the IPv6 range start array: a region of [`range_capacity`] ranges for each
+/// of `generations` generations.
+pub(super) fn v6_starts_len(prefixes: u32, generations: u32) -> u32 {
+    range_capacity(prefixes).saturating_mul(generations)
 }
 
 /// The typed handles of every map.
@@ -310,7 +310,7 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], Da
             MapType::Array,
             4,
             size_of::<RangeBucket>(),
-            lines_len(capacity.v4_prefixes),
+            lines_len(capacity.v4_prefixes, capacity.generations),
         ),
         layout(
             MAP_V6_HEADERS,
@@ -324,28 +324,28 @@ pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], Da
             MapType::Array,
             4,
             size_of::<RangeBucket>(),
-            lines_len(capacity.v6_prefixes),
+            lines_len(capacity.v6_prefixes, capacity.generations),
         ),
         layout(
             MAP_V6_STARTS,
             MapType::Array,
             4,
             size_of::<V6Words>(),
-            v6_starts_len(capacity.v6_prefixes),
+            v6_starts_len(capacity.v6_prefixes, capacity.generations),
         ),
         layout(
             MAP_V6_RULES,
             MapType::Array,
             4,
             8,
-            rules_len(capacity.v6_prefixes),
+            rules_len(capacity.v6_prefixes, capacity.generations),
         ),
         layout(
             MAP_V4_LEAVES,
             MapType::Array,
             4,
             size_of::<V4Leaf>(),
-            v4_leaves_len(capacity.v4_prefixes),
+            v4_leaves_len(capacity.v4_prefixes, capacity.generations),
         ),
         layout(
             MAP_FLOW_FILTER,
@@ -379,6 +379,7 @@ mod tests {
                 rules,
                 v4_prefixes: prefixes,
                 v6_prefixes: prefixes / 2,
+                generations: GENERATIONS,
                 flows: 4096,
             };
             for layout in expected_layouts(capacity).expect("layouts") {

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use allowlist_common::ranges::v4::MAP_V4_LEAVES;
 use allowlist_common::ranges::v6::MAP_V6_STARTS;
-use allowlist_common::{LAYOUT_VERSION, MAP_RULE_HITS};
+use allowlist_common::{GENERATIONS, LAYOUT_VERSION, MAP_RULE_HITS};
 use aya::maps::MapData;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
-use super::capacity::prefix_class_of_length;
+use super::capacity::{generations_for, prefix_class_of_length};
 use super::error::{DataplaneError, map_error};
 use super::maps::{INSTANCE_MAPS, SHARED_MAPS, expected_layouts, v4_leaves_len, v6_starts_len};
 use super::types::Capacity;
@@ -116,12 +116,32 @@ impl Pins {
                 .ok()
                 .map(|info| info.max_entries())
         };
-        let capacity = Capacity {
-            rules: len(MAP_RULE_HITS)?,
-            v4_prefixes: prefix_class_of_length(v4_leaves_len, len(MAP_V4_LEAVES)?)?,
-            v6_prefixes: prefix_class_of_length(v6_starts_len, len(MAP_V6_STARTS)?)?,
-            flows,
-        };
+        let (rules, leaves, starts) = (
+            len(MAP_RULE_HITS)?,
+            len(MAP_V4_LEAVES)?,
+            len(MAP_V6_STARTS)?,
+        );
+        // The generations the tables hold are the one thing their lengths do not say: those
+        // the classes found would have, else the others.
+        let candidates = [GENERATIONS, 2].map(|generations| {
+            let v4_prefixes =
+                prefix_class_of_length(|class| v4_leaves_len(class, generations), leaves)?;
+            let v6_prefixes =
+                prefix_class_of_length(|class| v6_starts_len(class, generations), starts)?;
+            Some(Capacity {
+                rules,
+                v4_prefixes,
+                v6_prefixes,
+                generations,
+                flows,
+            })
+        });
+        let capacity = candidates
+            .iter()
+            .flatten()
+            .find(|c| generations_for(c.v4_prefixes, c.v6_prefixes) == c.generations)
+            .or_else(|| candidates.iter().flatten().next())
+            .copied()?;
         incompatible_pins(&dir, capacity)
             .ok()
             .filter(|misfits| misfits.iter().all(|(name, _)| SHARED_MAPS.contains(name)))

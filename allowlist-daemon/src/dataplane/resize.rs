@@ -53,8 +53,9 @@ impl<'a> Install<'a> {
 impl Dataplane {
     /// Makes the kernel enforce `install`, in maps whose size suits `need`: those in force
     /// when they do (deadlines given first, policies written, deadlines no longer read taken
-    /// back), else made again at the class of `need` (see the module's documentation). An
-    /// object without pins (the tests' own) keeps its maps.
+    /// back), else made again at the class of `need` (see the module's documentation); made
+    /// again at the same size too when their two generations are both in force and a third
+    /// policy must be written. An object without pins (the tests' own) keeps its maps.
     pub fn enforce(&mut self, need: Need, install: &Install<'_>) -> Result<(), DataplaneError> {
         if self.pins.is_some() && !self.capacity.suits(need) {
             let capacity = Capacity::for_need(need, self.capacity.flows);
@@ -69,7 +70,16 @@ impl Dataplane {
             );
             return self.resize(capacity, install);
         }
-        self.write(install)
+        match self.write(install) {
+            Err(DataplaneError::NoFreeGeneration) if self.pins.is_some() => {
+                tracing::info!(
+                    generations = self.capacity.generations,
+                    "both generations of the tables are in force: making them again for a third"
+                );
+                self.resize(self.capacity, install)
+            }
+            written => written,
+        }
     }
 
     /// Writes `install` into this object's maps.
@@ -129,6 +139,12 @@ impl Dataplane {
             ..self.current
         };
         next.copy_rule_stats(self)?;
+        if let Some((fallback, _)) = install.fallback {
+            // No link uses the new object yet: the fallback goes in first, taking the place
+            // of its empty policy, so that a table of two generations has one left for the
+            // policy in force.
+            next.install(fallback, None)?;
+        }
         let (fallback, deadlines) = install.later(started.elapsed());
         next.write(&Install {
             active: install.active,

@@ -31,6 +31,7 @@ impl Dataplane {
             rules: max_rules,
             v4_prefixes: max_rules,
             v6_prefixes: max_rules,
+            generations: allowlist_common::GENERATIONS,
             flows: max_flows,
         };
         let mut dataplane = Self::with_object(None, capacity)?;

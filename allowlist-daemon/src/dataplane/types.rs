@@ -20,6 +20,9 @@ pub struct Capacity {
     pub v4_prefixes: u32,
     /// IPv6 prefixes in one policy (a generation of the IPv6 range table).
     pub v6_prefixes: u32,
+    /// Generations the range tables hold: three, or two when they are large (see
+    /// [`super::capacity`]).
+    pub generations: u32,
     /// Flows remembered for replies.
     pub flows: u32,
 }
