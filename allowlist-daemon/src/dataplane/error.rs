@@ -108,6 +108,21 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// The eBPF object embedded in the daemon could not be parsed (a broken build).
+    #[error("parsing the embedded eBPF object")]
+    Object(#[source] aya_obj::ParseError),
+    /// The embedded object declares a map of a type this daemon does not know.
+    #[error("the embedded eBPF object declares map {0} of an unknown type")]
+    UnknownMapType(String),
+    /// A pinned map could not be read.
+    #[error("reading the pinned map {name}")]
+    PinnedMap {
+        /// The map's name.
+        name: String,
+        /// What failed.
+        #[source]
+        source: aya::maps::MapError,
+    },
     /// Every policy generation is in use: the tables hold two and both are in force (the
     /// maps are then made again, see [`super::capacity`]).
     #[error("no free policy generation")]

@@ -1,53 +1,39 @@
 //! The embedded eBPF object and how it is loaded: map capacities, pins, the two programs.
 
-use allowlist_common::ranges::v4::MAP_V4_BUCKETS;
-use allowlist_common::ranges::v4::MAP_V4_LEAVES;
-use allowlist_common::ranges::v6::MAP_V6_BUCKETS;
-use allowlist_common::ranges::v6::{MAP_V6_RULES, MAP_V6_STARTS};
 use allowlist_common::ranges::{GLOBAL_REGIONS, Regions};
-use allowlist_common::{EGRESS_PROGRAM_NAME, MAP_FLOWS, MAP_RULE_HITS, PROGRAM_NAME};
+use allowlist_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::maps::{lines_len, map_names, rules_len, v4_leaves_len, v6_starts_len};
+use super::layout::{object_layouts, sized_len};
 use super::pins::Pins;
 use super::types::Capacity;
 
 /// The eBPF object built from `allowlist-ebpf` by the build script.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
 
 /// Loads the object with maps of `capacity`, pinned in `pins` (reusing maps pinned there), and loads the
 /// XDP and egress programs into the kernel.
 pub(super) fn load_object(pins: Option<&Pins>, capacity: Capacity) -> Result<Ebpf, DataplaneError> {
-    let Capacity {
-        rules,
-        v4_prefixes,
-        v6_prefixes,
-        generations,
-        flows,
-    } = capacity;
-    let regions = Regions::for_prefixes(v4_prefixes, v6_prefixes);
+    let regions = Regions::for_prefixes(capacity.v4_prefixes, capacity.v6_prefixes);
+    let layouts = object_layouts(capacity)?;
     let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(MAP_RULE_HITS, rules.max(1))
-        .map_max_entries(MAP_V4_BUCKETS, lines_len(v4_prefixes, generations))
-        .map_max_entries(MAP_V4_LEAVES, v4_leaves_len(v4_prefixes, generations))
-        .map_max_entries(MAP_V6_BUCKETS, lines_len(v6_prefixes, generations))
-        .map_max_entries(MAP_V6_STARTS, v6_starts_len(v6_prefixes, generations))
-        .map_max_entries(MAP_V6_RULES, rules_len(v6_prefixes, generations))
-        .override_global(GLOBAL_REGIONS, &regions, true)
-        .map_max_entries(MAP_FLOWS, flows);
+    loader.override_global(GLOBAL_REGIONS, &regions, true);
+    for layout in &layouts {
+        if let Some(len) = sized_len(&layout.name, capacity) {
+            loader.map_max_entries(&layout.name, len);
+        }
+        if let Some(pins) = pins {
+            loader.map_pin_path(&layout.name, pins.dir.join(&layout.name));
+        }
+    }
     // The benchmark's baseline tries hold the policy in force.
     #[cfg(feature = "bench")]
     loader
-        .map_max_entries("BENCH_TRIE_V4", v4_prefixes.max(1))
-        .map_max_entries("BENCH_TRIE_V6", v6_prefixes.max(1));
-    if let Some(pins) = pins {
-        for name in map_names() {
-            loader.map_pin_path(name, pins.dir.join(name));
-        }
-    }
+        .map_max_entries("BENCH_TRIE_V4", capacity.v4_prefixes.max(1))
+        .map_max_entries("BENCH_TRIE_V6", capacity.v6_prefixes.max(1));
     let mut ebpf = loader.load(OBJECT).map_err(DataplaneError::Load)?;
     program_mut::<Xdp>(&mut ebpf, PROGRAM_NAME)?
         .load()

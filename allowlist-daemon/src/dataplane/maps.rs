@@ -1,9 +1,7 @@
-//! The maps the driver uses, taken from the loaded object once with their types, and the
-//! layout each must have to be reused from pins.
+//! The maps the driver uses, taken from the loaded object once with their types, which of
+//! them belong to one object, and the lengths of the tables sized to the policies.
 
-use allowlist_common::flow_filter::{
-    FLOW_FILTER_LINES, FLOW_FILTERS, FlowFilterLine, MAP_FLOW_FILTER,
-};
+use allowlist_common::flow_filter::{FlowFilterLine, MAP_FLOW_FILTER};
 use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT, ShortV4, ShortV6};
 use allowlist_common::ranges::v4::{
     MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, V4Leaf, leaf_capacity,
@@ -11,24 +9,22 @@ use allowlist_common::ranges::v4::{
 use allowlist_common::ranges::v6::{
     MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY, V6Header, V6Words,
 };
-use allowlist_common::ranges::{RangeBucket, SUMMARY_WORDS, line_capacity, range_capacity};
+use allowlist_common::ranges::{RangeBucket, line_capacity, range_capacity};
 use allowlist_common::{
-    Config, Counter, FlowKey, FlowState, GENERATIONS, GenerationRecord, INTERFACE_SLOT_IFINDEXES,
-    MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS,
-    MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES,
-    MAX_INTERFACES, PROTECTED_PORT_WORDS, RuleStats, SourceKey, SourceSeen, TOP_SOURCES_CAPACITY,
+    Config, FlowKey, FlowState, GenerationRecord, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT,
+    MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS, MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS,
+    MAP_REPLY_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES, RuleStats, SourceKey, SourceSeen,
 };
 use aya::Ebpf;
-use aya::maps::{
-    Array, HashMap, IterableMap as _, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap,
-};
+use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuHashMap};
 
 use super::error::{DataplaneError, map_error};
-use super::types::Capacity;
 
 /// The maps whose content belongs to one loaded object: its configuration, its generations'
 /// tables and the hit array, sized to the policies in force (see [`super::capacity`]). A
-/// resize makes them again for a new object, whose program takes over the links.
+/// resize makes them again for a new object, whose program takes over the links. Every
+/// other map of the object (counters, flows, refused sources, interface slots, the clock,
+/// the reply settings, aya-log's ring) is shared by every object of a pin directory.
 pub(super) const INSTANCE_MAPS: [&str; 15] = [
     MAP_CONFIG,
     MAP_CONFIG_SLOT,
@@ -46,28 +42,6 @@ pub(super) const INSTANCE_MAPS: [&str; 15] = [
     MAP_V6_STARTS,
     MAP_V6_RULES,
 ];
-
-/// The maps every object of a pin directory shares, whatever its capacity: counters, flows,
-/// refused sources, interface slots, the clock, the reply settings, and aya-log's ring of
-/// the program's log lines (whose reader the daemon keeps).
-pub(super) const SHARED_MAPS: [&str; 8] = [
-    MAP_CLOCK,
-    MAP_INTERFACE_SLOTS,
-    MAP_TOP_SOURCES,
-    MAP_COUNTERS,
-    MAP_FLOWS,
-    MAP_REPLY_PORTS,
-    MAP_FLOW_FILTER,
-    AYA_LOGS,
-];
-
-/// The name aya-log gives the ring of the program's log lines.
-const AYA_LOGS: &str = "AYA_LOGS";
-
-/// Every map, by name: all are pinned when the dataplane is opened with pins.
-pub(super) fn map_names() -> impl Iterator<Item = &'static str> {
-    INSTANCE_MAPS.into_iter().chain(SHARED_MAPS)
-}
 
 /// Leaves of the IPv4 leaf array for policies of up to `prefixes` prefixes: a region of
 /// [`leaf_capacity`] leaves for each of `generations` generations.
@@ -198,243 +172,4 @@ where
 {
     let map = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
     T::try_from(map).map_err(map_error(name))
-}
-
-/// What a pinned map must be to be reused.
-pub(super) struct MapLayout {
-    /// Its name.
-    pub(super) name: &'static str,
-    /// Its type.
-    pub(super) map_type: MapType,
-    /// Key size in bytes.
-    pub(super) key_size: u32,
-    /// Value size in bytes.
-    pub(super) value_size: u32,
-    /// Capacity.
-    pub(super) max_entries: u32,
-}
-
-/// The layout of every map for `capacity`.
-pub(super) fn expected_layouts(capacity: Capacity) -> Result<[MapLayout; 22], DataplaneError> {
-    let layout = |name, map_type, key: usize, value: usize, max_entries| MapLayout {
-        name,
-        map_type,
-        key_size: key as u32,
-        value_size: value as u32,
-        max_entries,
-    };
-    Ok([
-        layout(MAP_CONFIG, MapType::Array, 4, size_of::<Config>(), 2),
-        layout(MAP_CONFIG_SLOT, MapType::Array, 4, 4, 1),
-        layout(MAP_CLOCK, MapType::Array, 4, 8, 1),
-        layout(
-            MAP_GENERATION_RECORDS,
-            MapType::Array,
-            4,
-            size_of::<GenerationRecord>(),
-            GENERATIONS,
-        ),
-        layout(
-            MAP_COUNTERS,
-            MapType::PerCpuArray,
-            4,
-            8,
-            (MAX_INTERFACES + 1) * Counter::COUNT,
-        ),
-        layout(
-            MAP_INTERFACE_SLOTS,
-            MapType::Array,
-            4,
-            4,
-            INTERFACE_SLOT_IFINDEXES,
-        ),
-        layout(
-            MAP_TOP_SOURCES,
-            MapType::LruPerCpuHash,
-            size_of::<SourceKey>(),
-            size_of::<SourceSeen>(),
-            TOP_SOURCES_CAPACITY,
-        ),
-        layout(
-            MAP_RULE_HITS,
-            MapType::Array,
-            4,
-            size_of::<RuleStats>(),
-            capacity.rules.max(1),
-        ),
-        layout(
-            MAP_FLOWS,
-            MapType::LruHash,
-            size_of::<FlowKey>(),
-            size_of::<FlowState>(),
-            capacity.flows,
-        ),
-        layout(
-            MAP_PROTECTED_PORTS,
-            MapType::Array,
-            4,
-            8,
-            GENERATIONS * PROTECTED_PORT_WORDS,
-        ),
-        layout(MAP_REPLY_PORTS, MapType::Array, 4, 8, PROTECTED_PORT_WORDS),
-        layout(
-            MAP_V4_SHORT,
-            MapType::Array,
-            4,
-            size_of::<ShortV4>(),
-            GENERATIONS,
-        ),
-        layout(
-            MAP_V6_SHORT,
-            MapType::Array,
-            4,
-            size_of::<ShortV6>(),
-            GENERATIONS,
-        ),
-        layout(
-            MAP_V4_SUMMARY,
-            MapType::Array,
-            4,
-            8,
-            GENERATIONS * SUMMARY_WORDS,
-        ),
-        layout(
-            MAP_V6_SUMMARY,
-            MapType::Array,
-            4,
-            8,
-            GENERATIONS * SUMMARY_WORDS,
-        ),
-        layout(
-            MAP_V4_BUCKETS,
-            MapType::Array,
-            4,
-            size_of::<RangeBucket>(),
-            lines_len(capacity.v4_prefixes, capacity.generations),
-        ),
-        layout(
-            MAP_V6_HEADERS,
-            MapType::Array,
-            4,
-            size_of::<V6Header>(),
-            GENERATIONS,
-        ),
-        layout(
-            MAP_V6_BUCKETS,
-            MapType::Array,
-            4,
-            size_of::<RangeBucket>(),
-            lines_len(capacity.v6_prefixes, capacity.generations),
-        ),
-        layout(
-            MAP_V6_STARTS,
-            MapType::Array,
-            4,
-            size_of::<V6Words>(),
-            v6_starts_len(capacity.v6_prefixes, capacity.generations),
-        ),
-        layout(
-            MAP_V6_RULES,
-            MapType::Array,
-            4,
-            8,
-            rules_len(capacity.v6_prefixes, capacity.generations),
-        ),
-        layout(
-            MAP_V4_LEAVES,
-            MapType::Array,
-            4,
-            size_of::<V4Leaf>(),
-            v4_leaves_len(capacity.v4_prefixes, capacity.generations),
-        ),
-        layout(
-            MAP_FLOW_FILTER,
-            MapType::Array,
-            4,
-            size_of::<FlowFilterLine>(),
-            FLOW_FILTERS * FLOW_FILTER_LINES,
-        ),
-    ])
-}
-
-#[cfg(test)]
-mod tests {
-    use std::fmt::Write as _;
-
-    use allowlist_common::LAYOUT_VERSION;
-    use allowlist_common::ranges::{
-        BUCKET_COUNT, Regions, SUMMARY_BUCKETS, v4::DIRECT_LEAVES, v4::LEAF_RANGES,
-        v4::V4_INLINE_RANGES, v6::V6_INLINE_RANGES,
-    };
-    use sha2::{Digest as _, Sha256};
-
-    use super::*;
-
-    /// What the pins of a layout version hold: each map's type, key, value and length at a
-    /// few capacities, the sizes of the types the maps hold and the constants of the tables.
-    fn layout_description() -> String {
-        let mut text = String::new();
-        for (rules, prefixes) in [(1, 0), (1000, 10_000), (3_000_000, 1_500_000)] {
-            let capacity = Capacity {
-                rules,
-                v4_prefixes: prefixes,
-                v6_prefixes: prefixes / 2,
-                generations: GENERATIONS,
-                flows: 4096,
-            };
-            for layout in expected_layouts(capacity).expect("layouts") {
-                let MapLayout {
-                    name,
-                    map_type,
-                    key_size,
-                    value_size,
-                    max_entries,
-                } = layout;
-                let _ = writeln!(
-                    text,
-                    "{name} {map_type:?} {key_size} {value_size} {max_entries}"
-                );
-            }
-        }
-        let sizes = [
-            size_of::<Config>(),
-            size_of::<GenerationRecord>(),
-            size_of::<RuleStats>(),
-            size_of::<RangeBucket>(),
-            size_of::<V4Leaf>(),
-            size_of::<V6Header>(),
-            size_of::<ShortV4>(),
-            size_of::<ShortV6>(),
-            size_of::<Regions>(),
-            size_of::<FlowKey>(),
-            size_of::<FlowState>(),
-            size_of::<SourceKey>(),
-            size_of::<SourceSeen>(),
-            size_of::<FlowFilterLine>(),
-        ];
-        let constants = [
-            BUCKET_COUNT,
-            SUMMARY_BUCKETS,
-            LEAF_RANGES,
-            V4_INLINE_RANGES,
-            DIRECT_LEAVES,
-            V6_INLINE_RANGES,
-            GENERATIONS,
-        ];
-        let _ = writeln!(text, "{sizes:?} {constants:?}");
-        text
-    }
-
-    /// Fails when the layout changes and the version does not: pins of the old layout
-    /// would be reused by a program that reads them otherwise.
-    #[test]
-    fn a_new_layout_has_a_new_version() {
-        let digest = Sha256::digest(layout_description());
-        let digest: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            (LAYOUT_VERSION, digest.as_str()),
-            (11, "81a1a32a349293d7"),
-            "the maps' layout changed: bump LAYOUT_VERSION, then record the new digest here"
-        );
-    }
 }

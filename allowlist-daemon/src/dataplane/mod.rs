@@ -20,6 +20,7 @@ mod generations;
 mod holders;
 mod host_traffic;
 mod kernel_log;
+mod layout;
 mod links;
 mod load;
 mod maps;

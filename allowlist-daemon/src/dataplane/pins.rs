@@ -10,8 +10,9 @@ use aya::maps::MapData;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use super::capacity::{generations_for, prefix_class_of_length};
-use super::error::{DataplaneError, map_error};
-use super::maps::{INSTANCE_MAPS, SHARED_MAPS, expected_layouts, v4_leaves_len, v6_starts_len};
+use super::error::DataplaneError;
+use super::layout::object_layouts;
+use super::maps::{INSTANCE_MAPS, v4_leaves_len, v6_starts_len};
 use super::types::Capacity;
 
 /// The mount point of bpffs.
@@ -50,10 +51,7 @@ impl Pins {
             }
         }
         let misfits = incompatible_pins(&dir, capacity)?;
-        if let Some((_, problem)) = misfits
-            .iter()
-            .find(|(name, _)| INSTANCE_MAPS.contains(name))
-        {
+        if let Some((_, problem)) = misfits.iter().find(|(name, _)| is_instance(name)) {
             tracing::info!(
                 path = %dir.display(),
                 problem,
@@ -64,10 +62,7 @@ impl Pins {
                 remove_pin(&dir.join(name))?;
             }
         }
-        for (name, problem) in misfits
-            .iter()
-            .filter(|(name, _)| SHARED_MAPS.contains(name))
-        {
+        for (name, problem) in misfits.iter().filter(|(name, _)| !is_instance(name)) {
             tracing::warn!(path = %dir.display(), problem, "a pinned map does not fit: replaced");
             remove_pin(&dir.join(name))?;
         }
@@ -144,7 +139,7 @@ impl Pins {
             .copied()?;
         incompatible_pins(&dir, capacity)
             .ok()
-            .filter(|misfits| misfits.iter().all(|(name, _)| SHARED_MAPS.contains(name)))
+            .filter(|misfits| misfits.iter().all(|(name, _)| !is_instance(name)))
             .map(|_| capacity)
     }
 
@@ -181,24 +176,33 @@ pub(super) fn teardown(pin_root: &Path) -> Result<Vec<PathBuf>, DataplaneError> 
     Ok(removed)
 }
 
+/// Whether the map `name` belongs to one object (see [`INSTANCE_MAPS`]).
+fn is_instance(name: &str) -> bool {
+    INSTANCE_MAPS.contains(&name)
+}
+
 /// The maps pinned in `dir` that cannot be reused with these capacities, each with why (a
 /// map not pinned is none of them).
 fn incompatible_pins(
     dir: &Path,
     capacity: Capacity,
-) -> Result<Vec<(&'static str, String)>, DataplaneError> {
+) -> Result<Vec<(String, String)>, DataplaneError> {
     let mut misfits = Vec::new();
-    for layout in expected_layouts(capacity)? {
-        let path = dir.join(layout.name);
+    for layout in object_layouts(capacity)? {
+        let path = dir.join(&layout.name);
         if !path.exists() {
-            if INSTANCE_MAPS.contains(&layout.name) {
-                misfits.push((layout.name, format!("{} is not pinned", layout.name)));
+            if is_instance(&layout.name) {
+                let problem = format!("{} is not pinned", layout.name);
+                misfits.push((layout.name, problem));
             }
             continue;
         }
         let info = MapData::from_pin(&path)
             .and_then(|map| map.info())
-            .map_err(map_error(layout.name))?;
+            .map_err(|source| DataplaneError::PinnedMap {
+                name: layout.name.clone(),
+                source,
+            })?;
         let found = (
             info.map_type().ok(),
             info.key_size(),
@@ -212,33 +216,27 @@ fn incompatible_pins(
             layout.max_entries,
         );
         if found != wanted {
-            misfits.push((
+            let problem = format!(
+                "{} is {:?} with key {} B, value {} B, {} entries; expected {:?} with key {} B, \
+                 value {} B, {} entries",
                 layout.name,
-                format!(
-                    "{} is {:?} with key {} B, value {} B, {} entries; expected {:?} with key \
-                     {} B, value {} B, {} entries",
-                    layout.name,
-                    found.0,
-                    found.1,
-                    found.2,
-                    found.3,
-                    layout.map_type,
-                    layout.key_size,
-                    layout.value_size,
-                    layout.max_entries
-                ),
-            ));
+                found.0,
+                found.1,
+                found.2,
+                found.3,
+                layout.map_type,
+                layout.key_size,
+                layout.value_size,
+                layout.max_entries
+            );
+            misfits.push((layout.name, problem));
         }
     }
     // Nothing of the object pinned at all: a first start, nothing to replace.
-    if misfits
-        .iter()
-        .filter(|(name, _)| INSTANCE_MAPS.contains(name))
-        .count()
-        == INSTANCE_MAPS.len()
+    if misfits.iter().filter(|(name, _)| is_instance(name)).count() == INSTANCE_MAPS.len()
         && INSTANCE_MAPS.iter().all(|name| !dir.join(name).exists())
     {
-        misfits.retain(|(name, _)| !INSTANCE_MAPS.contains(name));
+        misfits.retain(|(name, _)| !is_instance(name));
     }
     Ok(misfits)
 }
