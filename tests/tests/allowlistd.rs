@@ -218,6 +218,27 @@ fn settings_out_of_their_bounds_are_refused_at_start() {
 }
 
 #[test]
+fn a_listen_address_that_cannot_be_bound_is_refused_before_the_kernel_is_touched() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let taken = "127.0.0.1:9181";
+    let _holder = link
+        .server
+        .enter(|| std::net::TcpListener::bind(taken))
+        .expect("enter the namespace")
+        .expect("hold the port");
+    let (status, log) =
+        Daemon::refusal_listening(&link, state.path(), taken, &[]).expect("refusal");
+    assert!(!status.success());
+    assert!(log.contains("error: ") && log.contains(taken), "{log}");
+    assert!(!link.server_has_xdp().expect("ip link"), "nothing attached");
+    let pinned = std::fs::read_dir(state.pin_dir())
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert_eq!(pinned, 0, "nothing pinned: {log}");
+}
+
+#[test]
 fn a_config_file_supplies_the_flags() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");

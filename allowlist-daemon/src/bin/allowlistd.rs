@@ -174,6 +174,10 @@ async fn run() -> anyhow::Result<()> {
     if created {
         tracing::info!(path = %config.token_file.display(), "created the admin token");
     }
+    // The API's address is bound (and its TLS files read) before the kernel is touched too: a
+    // start that fails leaves no program attached and nothing pinned. Connections wait in the
+    // backlog until the policy is enforced and the API serves.
+    let server = Server::bind(&config.server).await?;
     let mut dataplane =
         Dataplane::open(&config.pin_dir, config.max_flows).context("loading the XDP program")?;
     if let Some(kernel_log) = dataplane.take_kernel_log() {
@@ -221,7 +225,6 @@ async fn run() -> anyhow::Result<()> {
         "policy restored"
     );
 
-    let server = Server::bind(&config.server).await?;
     tracing::info!(
         address = %config.server.listen,
         tls = config.server.tls.is_some(),
