@@ -126,6 +126,26 @@ fn a_small_policy_at_the_largest_ceiling_takes_little_kernel_memory() {
 }
 
 #[test]
+fn a_list_created_is_not_enforced_so_only_enabling_it_makes_the_tables_again() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({ "name": "big", "entries": hosts_and_office(0, 20_000) })),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body["error"]);
+    let resizes = || daemon.log().matches("making them again").count();
+    assert_eq!(resizes(), 0, "created: {}", daemon.log());
+
+    enable(&daemon, created.body["id"].as_str().expect("id"));
+    assert_eq!(resizes(), 1, "enabled: {}", daemon.log());
+    acknowledge_now(&daemon);
+    assert!(enforcing_office(&link));
+}
+
+#[test]
 fn growing_to_a_million_prefixes_and_back_gives_the_memory_back() {
     let link = TestLink::create().expect("test link");
     let state = TempDir::new().expect("state dir");

@@ -11,10 +11,10 @@
 //! object holding the two policies it needs), which costs a load once in a while instead of
 //! a third of the memory for good.
 
-use allowlist_common::GENERATIONS;
 use allowlist_common::ranges::v4::V4Leaf;
 use allowlist_common::ranges::v6::V6Words;
 use allowlist_common::ranges::{RangeBucket, Regions};
+use allowlist_common::{EXPIRING_RULE, GENERATIONS};
 
 use super::types::Capacity;
 use crate::policy::Policy;
@@ -35,8 +35,12 @@ pub const SPARE_LIMIT_BYTES: u64 = 8 << 20;
 /// What policies need: rule ids, and prefixes of each family in one policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Need {
-    /// One more than the highest rule id the policies (and the hit counts kept) use.
+    /// One more than the highest rule id the policies use: the hit array must hold these.
     pub rules: u32,
+    /// One more than the highest rule id whose hit counts are kept (every entry's, enforced
+    /// or not): maps are not made again for them alone, but maps made again hold them, and
+    /// none shrink below them.
+    pub kept_rules: u32,
     /// The most IPv4 prefixes in one of the policies.
     pub v4_prefixes: u32,
     /// The most IPv6 prefixes in one of the policies.
@@ -44,23 +48,34 @@ pub struct Need {
 }
 
 impl Need {
-    /// What `policies` need, with rule ids below `rule_bound` in use.
-    pub fn of<'a>(policies: impl IntoIterator<Item = &'a Policy>, rule_bound: u32) -> Need {
+    /// What `policies` need, with the hit counts of the rule ids below `kept_rules` kept.
+    pub fn of<'a>(policies: impl IntoIterator<Item = &'a Policy>, kept_rules: u32) -> Need {
         let count = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
         policies.into_iter().fold(
             Need {
-                rules: rule_bound,
+                kept_rules,
                 ..Need::default()
             },
             |need, policy| {
                 let (v4, v6) = policy.len_by_family();
+                let rules = policy
+                    .iter()
+                    .map(|(_, rule)| (rule & !EXPIRING_RULE).saturating_add(1))
+                    .max()
+                    .unwrap_or(0);
                 Need {
+                    rules: need.rules.max(rules),
                     v4_prefixes: need.v4_prefixes.max(count(v4)),
                     v6_prefixes: need.v6_prefixes.max(count(v6)),
                     ..need
                 }
             },
         )
+    }
+
+    /// The rule ids maps made for this need hold.
+    fn all_rules(&self) -> u32 {
+        self.rules.max(self.kept_rules)
     }
 }
 
@@ -92,7 +107,7 @@ impl Capacity {
         let v4_prefixes = class(need.v4_prefixes, MIN_PREFIXES);
         let v6_prefixes = class(need.v6_prefixes, MIN_PREFIXES);
         Capacity {
-            rules: class(need.rules, MIN_RULES),
+            rules: class(need.all_rules(), MIN_RULES),
             v4_prefixes,
             v6_prefixes,
             generations: generations_for(v4_prefixes, v6_prefixes),
@@ -100,8 +115,10 @@ impl Capacity {
         }
     }
 
-    /// Whether maps of this capacity hold `need`, and are not so far above it that they
-    /// should shrink ([`SHRINK_FACTOR`] times its class or more).
+    /// Whether maps of this capacity hold `need` (the rules of its policies, not those only
+    /// kept: a list created or changed while it is not enforced does not make the maps
+    /// again), and are not so far above it that they should shrink ([`SHRINK_FACTOR`] times
+    /// its class or more).
     pub fn suits(&self, need: Need) -> bool {
         let fits = need.rules <= self.rules
             && need.v4_prefixes <= self.v4_prefixes
@@ -147,9 +164,58 @@ mod tests {
     fn need(rules: u32, prefixes: u32) -> Need {
         Need {
             rules,
+            kept_rules: rules,
             v4_prefixes: prefixes,
             v6_prefixes: 0,
         }
+    }
+
+    #[test]
+    fn rules_only_kept_neither_grow_nor_shrink_the_maps_but_are_held_when_they_change() {
+        let capacity = Capacity::for_need(need(100, 100), 1024);
+        let created = Need {
+            kept_rules: 10_000,
+            ..need(100, 100)
+        };
+        assert!(capacity.suits(created), "a list created, not enforced");
+        let enabled = Need {
+            v4_prefixes: 10_000,
+            ..created
+        };
+        let grown = Capacity::for_need(enabled, 1024);
+        assert!(grown.rules >= 10_000, "made again: the kept rules held");
+        let disabled = Need {
+            rules: 100,
+            v4_prefixes: 100,
+            ..created
+        };
+        assert!(
+            Capacity::for_need(need(100, 10_000), 1024).suits(Need {
+                v4_prefixes: 10_000,
+                ..disabled
+            }),
+            "no shrinking below the kept rules"
+        );
+    }
+
+    #[test]
+    fn a_policy_needs_one_more_than_its_highest_rule() {
+        let policy: Policy = [
+            ("192.0.2.0/24".parse().expect("net"), 7),
+            ("2001:db8::/32".parse().expect("net"), 3 | EXPIRING_RULE),
+        ]
+        .into_iter()
+        .collect();
+        let need = Need::of([&policy], 50);
+        assert_eq!(
+            (
+                need.rules,
+                need.kept_rules,
+                need.v4_prefixes,
+                need.v6_prefixes
+            ),
+            (8, 50, 1, 1)
+        );
     }
 
     #[test]
