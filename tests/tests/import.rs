@@ -43,7 +43,8 @@ fn an_import_replaces_the_entries_in_one_change_and_reports_it() {
     let id = created.body["id"].as_str().expect("id").to_owned();
     let kept_id = entries(&daemon, &id)[0].2.clone();
 
-    let file = state.path().with_extension("feed.txt");
+    let files = TempDir::new().expect("feed dir");
+    let file = files.path().join("feed.txt");
     std::fs::write(
         &file,
         "# the office feed\n192.0.2.0/24\n  203.0.113.0/24  \n\n2001:db8::/32 # v6\n203.0.113.0/24\n",
