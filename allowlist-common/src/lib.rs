@@ -150,7 +150,7 @@ pub const fn protected_port_mask(port: u16) -> u64 {
 
 /// What the XDP program does with IP packets whose source is not allowed.
 ///
-/// Stored as a plain `u32` in [`Config::mode`] so that an unknown value read by the kernel is
+/// Stored as a plain `u32` in [`Enforcement::mode`] so that an unknown value read by the kernel is
 /// never undefined behaviour; the program treats any unknown value as [`Mode::Off`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +164,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Decodes the raw value stored in [`Config::mode`].
+    /// Decodes the raw value stored in [`Enforcement::mode`].
     pub const fn from_raw(raw: u32) -> Mode {
         match raw {
             1 => Mode::Monitor,

@@ -9,6 +9,10 @@
 //! - [`server`]: where and how the admin API is served (TCP, TLS, unix socket, limits).
 //! - [`metrics`]: the Prometheus text of `GET /metrics`.
 #![warn(missing_docs)]
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the documentation is for whoever works on the code: `cargo doc --document-private-items`"
+)]
 
 pub mod api;
 pub mod auth;

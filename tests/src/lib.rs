@@ -4,6 +4,10 @@
 //! The tests need root (they load BPF programs and create network namespaces); run them with
 //! `cargo xtask test`.
 #![warn(missing_docs)]
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the documentation is for whoever works on the code: `cargo doc --document-private-items`"
+)]
 
 pub mod daemon;
 pub mod etcd;

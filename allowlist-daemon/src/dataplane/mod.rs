@@ -6,7 +6,7 @@
 //! bytes, then [`load`] (the object), [`maps`] (typed handles), [`pins`] (bpffs), [`links`]
 //! (attachments), [`generations`] (policies, their records and the switch) with [`ranges`]
 //! (the range tables a generation holds), [`counters`], [`readings`], [`flow_filter`],
-//! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`] with `bench`.
+//! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`](mod@bench) with `bench`.
 
 #[cfg(feature = "bench")]
 mod bench;
