@@ -57,6 +57,14 @@ impl Dataplane {
     /// again at the same size too when their two generations are both in force and a third
     /// policy must be written. An object without pins (the tests' own) keeps its maps.
     pub fn enforce(&mut self, need: Need, install: &Install<'_>) -> Result<(), DataplaneError> {
+        // The rules given a deadline are written to the hit array too.
+        let deadlines = install.deadlines.keys().next_back();
+        let need = Need {
+            rules: need
+                .rules
+                .max(deadlines.map_or(0, |rule| rule.saturating_add(1))),
+            ..need
+        };
         if self.pins.is_some() && !self.capacity.suits(need) {
             let capacity = Capacity::for_need(need, self.capacity.flows);
             tracing::info!(
