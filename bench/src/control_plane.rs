@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use crate::control_peers::{Peer, PeerTimes};
 use crate::kernel_memory::pinned_maps;
 use crate::sources::disjoint_v4_prefixes;
+use crate::verdict;
 
 /// List sizes.
 const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];
@@ -324,11 +325,6 @@ fn spread(values: impl Iterator<Item = f64>, scale: f64, decimals: usize) -> (f6
         median,
         format!("{median:.decimals$} ({low:.decimals$}–{high:.decimals$})"),
     )
-}
-
-/// A verdict.
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "missed" }
 }
 
 /// Writes the control-plane section.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::control_peers::ipset_memory_of;
 use crate::sources::disjoint_v4_prefixes;
+use crate::verdict;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -221,10 +222,6 @@ fn possible_cpus() -> u64 {
                 .sum()
         })
         .unwrap_or(1)
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "missed" }
 }
 
 /// Writes the section.

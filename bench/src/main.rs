@@ -34,6 +34,11 @@ const SECTIONS: [&str; 7] = [
     "replies", "scaling", "designs", "memory", "control", "flood", "peers",
 ];
 
+/// The verdict a report gives a target: met or missed.
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use crate::scaling::median;
 use crate::sources::Xorshift;
+use crate::verdict;
 
 /// Prefixes in the policy besides the allowed sources.
 const PREFIXES: u32 = 1000;
@@ -111,7 +112,6 @@ pub fn reply_check(text: &mut String) -> anyhow::Result<()> {
         }
     }
     let worst = |costs: &[f64]| costs.iter().copied().fold(f64::MIN, f64::max);
-    let verdict = |met: bool| if met { "met" } else { "missed" };
     let (allowed, denied) = (worst(&allowed_costs), worst(&denied_costs));
     writeln!(
         text,

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 
 use crate::replies::REPEAT;
 use crate::sources::{Xorshift, inside, random_prefixes};
+use crate::verdict;
 use crate::xdp_filter::{peer_report, xdp_filter};
 
 /// Policy sizes of the scaling benchmark (prefixes per address family).
@@ -226,7 +227,6 @@ fn scaling_report(text: &mut String, results: &[Scaling]) -> anyhow::Result<()> 
     writeln!(text, "| target | measured | verdict |")?;
     writeln!(text, "|---|---:|---|")?;
     let ratio = |r: &Scaling, cost: f64| (r.floor + cost) / r.floor;
-    let verdict = |met: bool| if met { "met" } else { "missed" };
     let targets = [
         ("IPv4, 1k prefixes", 1_000, 0, 1.5),
         ("IPv4, 1M prefixes", 1_000_000, 0, 2.0),

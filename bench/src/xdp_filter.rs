@@ -44,7 +44,7 @@ pub fn peer_report(
                     r.repeated[0],
                     r.repeated[1],
                     ours / theirs,
-                    if ours <= theirs { "met" } else { "missed" }
+                    crate::verdict(ours <= theirs)
                 )?;
             }
             None => writeln!(
