@@ -54,8 +54,7 @@ impl Model {
     /// pending change may restore).
     pub fn rules_in_use(&self) -> RuleSet {
         let mut used = RuleSet::new();
-        let always = self.always_allow.iter().map(|(_, rule)| *rule);
-        for rule in always.chain(self.rules()) {
+        for rule in self.rules() {
             used.grow_and_insert(rule as usize);
         }
         used
@@ -64,24 +63,25 @@ impl Model {
     /// One more than the highest rule id in use (0: none): the rule ids below it are all the
     /// hit counters the model's entries and always-allow prefixes can read.
     pub fn rule_bound(&self) -> RuleId {
-        let always = self.always_allow.iter().map(|(_, rule)| *rule);
-        self.rules()
-            .chain(always)
-            .max()
-            .map_or(0, |max| max.saturating_add(1))
+        self.rules().max().map_or(0, |max| max.saturating_add(1))
     }
 
-    /// The rule ids of every entry, including those a pending change may restore (with
-    /// repeats).
+    /// The rule ids of the always-allow prefixes and of every entry, including those a
+    /// pending change may restore (with repeats).
     fn rules(&self) -> impl Iterator<Item = RuleId> {
         let restorable = self
             .pending
             .iter()
             .flat_map(|pending| &pending.revert_to.lists);
-        self.allowlists
+        let entries = self
+            .allowlists
             .values()
             .chain(restorable)
-            .flat_map(|list| list.entries.iter().map(|entry| entry.rule))
+            .flat_map(|list| list.entries.iter().map(|entry| entry.rule));
+        self.always_allow
+            .iter()
+            .map(|(_, rule)| *rule)
+            .chain(entries)
     }
 
     /// Gives fresh rule ids to entries whose rule is out of `0..capacity` or shared with an
