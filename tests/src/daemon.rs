@@ -19,7 +19,8 @@ use crate::netns::{NetNs, SERVER_IF, TestLink};
 /// Where the daemon listens, inside the server namespace.
 pub const API_ADDR: &str = "127.0.0.1:9180";
 
-/// A state directory under the system temp dir, removed when dropped.
+/// A state directory under the system temp dir, removed when dropped with the log a
+/// daemon keeps beside it (one file across restarts).
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -79,6 +80,7 @@ fn pin_dir_for(state_dir: &Path) -> PathBuf {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("log"));
         let _ = std::fs::remove_dir_all(self.pin_dir());
     }
 }
@@ -122,6 +124,7 @@ pub struct Daemon {
     listen: String,
     /// Whether it serves TLS.
     tls: bool,
+    /// Its stderr, beside the state directory; appended to by every restart.
     log: PathBuf,
 }
 
@@ -553,7 +556,6 @@ impl Connection for UnixStream {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.kill();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -93,8 +93,11 @@ struct Run {
     rng: Rng,
     pool: Vec<IpNet>,
     log: Vec<String>,
-    /// When the daemon last accepted a request: a pending change is at least this old.
-    last_accepted: Instant,
+    /// When the last request was sent.
+    last_sent: Instant,
+    /// When the request that made the pending change was sent: its window is counted from
+    /// the daemon's reading of the clock, before it builds and installs the change.
+    pending_since: Instant,
 }
 
 impl Run {
@@ -104,10 +107,8 @@ impl Run {
     }
 
     fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> Response {
+        self.last_sent = Instant::now();
         let response = self.daemon.call(method, path, body.as_ref());
-        if response.status < 300 {
-            self.last_accepted = Instant::now();
-        }
         self.log.push(format!(
             "{method} {path} {} -> {} {}",
             body.map(|b| b.to_string()).unwrap_or_default(),
@@ -117,8 +118,17 @@ impl Run {
         response
     }
 
-    /// One random operation; the reference follows what the daemon accepted.
+    /// One random operation, noting when a pending change it makes began.
     fn operate(&mut self) {
+        let was_pending = self.reference.pending.is_some();
+        self.operation();
+        if !was_pending && self.reference.pending.is_some() {
+            self.pending_since = self.last_sent;
+        }
+    }
+
+    /// One random operation; the reference follows what the daemon accepted.
+    fn operation(&mut self) {
         // What the daemon does with a request depends on what has expired by then (a
         // replace that drops an expired entry removes nothing): the reference too.
         self.settle_expiries();
@@ -364,14 +374,20 @@ impl Run {
         }
         if self.rng.below(3) > 0 {
             let acked = self.call("POST", "/v1/enforcement/acknowledge", None);
-            if acked.code() == "nothing_pending" && self.last_accepted.elapsed() >= ACK_MAX {
+            if acked.code() == "nothing_pending" && self.pending_since.elapsed() >= ACK_MAX {
                 // The checks since the change outlasted its window on a slow machine: the
                 // revert is the right outcome, and the checks that follow hold it to that.
                 self.log.push("reverted before the acknowledgement".into());
                 self.reference.revert();
                 return;
             }
-            assert_eq!(acked.status, 200, "{acked:?}\n{}", self.log.join("\n"));
+            assert_eq!(
+                acked.status,
+                200,
+                "{acked:?}\n{}\n-- the daemon's log\n{}",
+                self.log.join("\n"),
+                self.daemon.log()
+            );
             self.reference.acknowledge();
         } else {
             let deadline = Instant::now() + Duration::from_secs(6);
@@ -470,7 +486,8 @@ fn random_sequences_enforce_what_the_reference_allows() {
         rng: Rng(seed),
         pool: pool(),
         log: Vec::new(),
-        last_accepted: Instant::now(),
+        last_sent: Instant::now(),
+        pending_since: Instant::now(),
     };
     for sequence in 0..SEQUENCES {
         run.log.push(format!("-- sequence {sequence}"));

@@ -86,12 +86,21 @@ const _: () = assert!(super::BLOCK_WORDS <= QUARTERS_WORD);
 
 /// The runs of four blocks that hold an allowed address, given the blocks that do (as
 /// [`RangeBucket::with_blocks`] takes them): bit `q` for blocks `4q..4q + 4`.
+/// Run for every bucket of a generation written (65,536 for IPv6), so a word at a time: a
+/// word with no block or every block (the uniform buckets) costs one comparison.
 fn quarters(covered: [u64; 4]) -> u64 {
     let mut quarters = 0u64;
-    for block in 0..256u32 {
-        if covered[(block / 64) as usize] >> (block % 64) & 1 != 0 {
-            quarters |= 1 << (block / 4);
-        }
+    for (index, word) in covered.into_iter().enumerate() {
+        let runs = match word {
+            0 => 0,
+            u64::MAX => 0xffff,
+            word => {
+                // Bit 4k of `any` is set when a block of run k is.
+                let any = word | word >> 1 | word >> 2 | word >> 3;
+                (0..16).fold(0, |runs, run| runs | (any >> (4 * run) & 1) << run)
+            }
+        };
+        quarters |= runs << (16 * index);
     }
     quarters
 }
@@ -236,6 +245,27 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
 mod tests {
     use super::super::{NO_RULE, summary_word, uniform_bucket};
     use super::*;
+
+    #[test]
+    fn a_run_of_four_blocks_is_marked_when_any_of_its_blocks_is() {
+        let by_block = |covered: [u64; 4]| {
+            (0..256u32)
+                .filter(|block| covered[(block / 64) as usize] >> (block % 64) & 1 != 0)
+                .fold(0u64, |runs, block| runs | 1 << (block / 4))
+        };
+        let mut word = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..1000 {
+            word = word.rotate_left(7).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ 1;
+            let sparse = word & word.rotate_left(13) & word.rotate_left(29);
+            for covered in [
+                [word, 0, u64::MAX, sparse],
+                [sparse, word, sparse, 0],
+                [1 << (word % 64), u64::MAX, 0, word],
+            ] {
+                assert_eq!(quarters(covered), by_block(covered), "{covered:x?}");
+            }
+        }
+    }
 
     #[test]
     fn bits_are_taken_across_the_two_words() {
