@@ -9,6 +9,7 @@
     reason = "the documentation is for whoever works on the code: `cargo doc --document-private-items`"
 )]
 
+pub mod crowd;
 pub mod daemon;
 pub mod etcd;
 pub mod feed_server;

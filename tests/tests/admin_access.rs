@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use allowlist_tests::allowlistd_binary;
+use allowlist_tests::crowd::{Behaviour, Crowd};
 use allowlist_tests::daemon::{API_ADDR, Daemon, TempDir};
 use allowlist_tests::netns::*;
 use serde_json::json;
@@ -355,12 +356,104 @@ fn idle_and_stalled_clients_are_closed_and_cannot_keep_the_operator_out() {
     let answer = daemon.call("GET", "/v1/enforcement", None);
     assert_eq!(answer.status, 200, "the operator gets through");
     assert!(
-        daemon
-            .log()
-            .contains("every API connection is in use; new ones wait"),
+        daemon.log().contains("every API connection is in use"),
         "{}",
         daemon.log()
     );
+}
+
+/// The slowest answers to `/healthz` and to an acknowledgement, asked over and over for
+/// `period`: list `id` enabled then disabled, each change acknowledged.
+fn slowest_answers(daemon: &Daemon, id: &str, period: Duration) -> (Duration, Duration) {
+    let timed = |method: &str, path: &str, body: Option<serde_json::Value>, status: u16| {
+        let started = Instant::now();
+        let answer = daemon.call(method, path, body.as_ref());
+        assert_eq!(answer.status, status, "{method} {path}: {:?}", answer.body);
+        started.elapsed()
+    };
+    let (mut healthz, mut acknowledge) = (Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let mut enabled = false;
+    while started.elapsed() < period {
+        healthz = healthz.max(timed("GET", "/healthz", None, 200));
+        let switch = if enabled { "disable" } else { "enable" };
+        let ids = json!({ "allowlist_ids": [id] });
+        timed("POST", &format!("/v1/enforcement/{switch}"), Some(ids), 202);
+        enabled = !enabled;
+        acknowledge = acknowledge.max(timed("POST", "/v1/enforcement/acknowledge", None, 200));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (healthz, acknowledge)
+}
+
+#[test]
+fn an_operator_gets_through_crowds_of_stalled_and_idle_clients() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    // The default connection limit (256) and header timeout (10 s), a daemon of 1024 files.
+    let daemon = Daemon::start_wrapped(
+        &link,
+        state.path(),
+        &["prlimit", "--nofile=1024:1024", "--"],
+        &["--ack-min", "0s"],
+    )
+    .expect("allowlistd");
+    create_list(&daemon, "office", "198.18.0.2/32");
+    let lists = daemon.call("GET", "/v1/allowlists", None);
+    let id = lists.body["allowlists"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let address = API_ADDR.parse().expect("address");
+    for (clients, behaviour) in [(500, Behaviour::SlowHeaders), (2000, Behaviour::Idle)] {
+        let crowd = Crowd::start(&link.server.path(), address, clients, behaviour).expect("crowd");
+        std::thread::sleep(Duration::from_secs(3));
+        let (healthz, acknowledge) = slowest_answers(&daemon, &id, Duration::from_secs(60));
+        let opened = crowd.connections();
+        drop(crowd);
+        eprintln!(
+            "{clients} {behaviour:?} clients, {opened} connections: slowest /healthz \
+             {healthz:?}, acknowledgement {acknowledge:?}"
+        );
+        assert!(
+            healthz < Duration::from_secs(2) && acknowledge < Duration::from_secs(2),
+            "{clients} {behaviour:?} clients: /healthz answered within {healthz:?}, an \
+             acknowledgement within {acknowledge:?}"
+        );
+        assert!(
+            opened > clients as u64,
+            "the crowd was shed and came back: {opened} connections"
+        );
+    }
+    assert!(daemon.log().contains("every API connection is in use"));
+}
+
+#[test]
+fn allowlistctl_finds_the_packaged_socket_without_a_url() {
+    let socket_dir = Path::new("/run/allowlistd");
+    let made_dir = !socket_dir.exists();
+    std::fs::create_dir_all(socket_dir).expect("socket directory");
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let started =
+        Daemon::start_listening(&link, state.path(), "unix:/run/allowlistd/api.sock", &[]);
+    let status = started.as_ref().map(|_| {
+        Command::new(allowlistctl())
+            .arg("--token-file")
+            .arg(state.path().join("admin.token"))
+            .arg("status")
+            .env_remove("ALLOWLIST_URL")
+            .output()
+            .expect("allowlistctl")
+    });
+    let status = status.map_err(|err| format!("{err:#}"));
+    drop(started);
+    if made_dir {
+        let _ = std::fs::remove_dir_all(socket_dir);
+    }
+    let status = status.expect("allowlistd on the packaged socket");
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(text(&status).contains("enforcing:"), "{}", text(&status));
 }
 
 #[test]

@@ -36,7 +36,8 @@ pub struct ApiOptions {
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
 
-    /// API connections served at once, 1 to 65536; more wait. Each takes an open file: the
+    /// API connections open at once, 1 to 65536: at the limit, a new one closes the one that
+    /// has waited longest for a request (idle ones first). Each takes an open file: the
     /// daemon raises its soft limit as needed and refuses to start if the hard limit
     /// (LimitNOFILE) cannot hold them [default: 256].
     #[arg(long, value_name = "N")]

@@ -4,6 +4,7 @@
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use nix::sys::socket::{Backlog, listen};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Group, chown};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -29,8 +30,25 @@ pub(super) enum Accepted {
 
 impl Listener {
     /// Binds what `settings` configures: reads the TLS files, and makes a unix socket
-    /// readable and writable by the daemon's user only (or also by `--socket-group`).
+    /// readable and writable by the daemon's user only (or also by `--socket-group`). The
+    /// listen backlog is the longest the kernel allows (`net.core.somaxconn`, 4096 by
+    /// default): a crowd of clients that connect again as soon as they are closed fills a
+    /// shorter one, and the operator's connection attempts are dropped with theirs.
     pub(super) async fn bind(settings: &ServerSettings) -> Result<Listener, ServerError> {
+        let listener = Listener::bind_socket(settings).await?;
+        let resized = match &listener {
+            Listener::Tcp(socket, _) => listen(socket, Backlog::MAXCONN),
+            Listener::Unix(socket, _) => listen(socket, Backlog::MAXCONN),
+        };
+        resized.map_err(|err| ServerError::Bind {
+            address: settings.listen.clone(),
+            source: err.into(),
+        })?;
+        Ok(listener)
+    }
+
+    /// Binds the socket, with the default backlog.
+    async fn bind_socket(settings: &ServerSettings) -> Result<Listener, ServerError> {
         let bind_error = |source| ServerError::Bind {
             address: settings.listen.clone(),
             source,

@@ -1,6 +1,7 @@
 //! Serving the admin API: where it listens (TCP, TLS, a unix socket), who each client is (for
 //! the audit log and the lockout guard), and the limits that keep slow or many clients from
-//! holding it (header and body timeouts, a connection limit, a stop bounded in time).
+//! holding it (header and body timeouts, a connection limit that sheds the connections
+//! that waited longest for a request, a stop bounded in time).
 
 mod address;
 mod error;
@@ -9,6 +10,7 @@ mod listener;
 mod peer;
 mod serve;
 mod settings;
+mod shedding;
 mod tls;
 
 pub use address::ListenAddress;

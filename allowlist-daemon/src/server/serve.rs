@@ -1,5 +1,6 @@
 //! The accept loop and each connection's life: TLS handshake, HTTP/1.1 with a header
-//! timeout, the peer in every request, a connection limit and a bounded stop.
+//! timeout, the peer in every request, a connection limit that makes room for newcomers by
+//! closing the connection that waited longest for a request, and a bounded stop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tower::ServiceExt as _;
 
 use super::file_limit::ensure_file_limit;
 use super::listener::{Accepted, Listener};
+use super::shedding::{Connections, GuardedBody, Registration};
 use super::{ServerError, ServerSettings};
 
 /// How long a stop waits for connections under way to finish before closing them.
@@ -24,7 +26,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long accepting pauses after it failed (out of files, say) before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How often at most the log says that every connection is in use.
+/// How often at most the log says that every connection is in use (connections shed, or a
+/// newcomer waiting).
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What a connection's bytes go through: TCP, TLS over TCP, or a unix socket.
@@ -55,39 +58,53 @@ impl Server {
         let (stopping, stop_seen) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(self.settings.max_connections));
         let mut connections = JoinSet::new();
+        let open = Connections::default();
         let mut warned_full: Option<Instant> = None;
         tokio::pin!(stop);
         loop {
-            if permits.available_permits() == 0
-                && warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY)
-            {
-                warned_full = Some(Instant::now());
-                tracing::warn!(
-                    max_connections = self.settings.max_connections,
-                    "every API connection is in use; new ones wait (--max-connections)"
-                );
-            }
-            let permit = tokio::select! {
-                () = &mut stop => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let accepted = tokio::select! {
                 () = &mut stop => break,
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let permit = match permits.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            // Room for the newcomer: an operator always gets through a
+                            // crowd of idle or stalled clients.
+                            let shed = open.shed_longest_waiting();
+                            if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+                                warned_full = Some(Instant::now());
+                                tracing::warn!(
+                                    max_connections = self.settings.max_connections,
+                                    shed,
+                                    "every API connection is in use: the one that waited \
+                                     longest for a request is closed for a new one, or the \
+                                     new one waits while all serve requests (--max-connections)"
+                                );
+                            }
+                            tokio::select! {
+                                () = &mut stop => break,
+                                permit = permits.clone().acquire_owned() => match permit {
+                                    Ok(permit) => permit,
+                                    Err(_) => break,
+                                },
+                            }
+                        }
+                    };
+                    let registration = Arc::new(open.register());
+                    let id = registration.id();
                     let connection = Connection {
                         tls: self.listener.tls().cloned(),
                         app: app.clone(),
                         settings: self.settings.clone(),
                         stop_seen: stop_seen.clone(),
+                        registration,
                         _permit: permit,
                     };
-                    connections.spawn(connection.serve(stream, peer));
+                    let abort = connections.spawn(connection.serve(stream, peer));
+                    open.set_abort(id, abort);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting an API connection");
@@ -123,6 +140,8 @@ struct Connection {
     app: Router,
     settings: ServerSettings,
     stop_seen: watch::Receiver<bool>,
+    /// Its place among the open connections: what it is doing, for the shedding.
+    registration: Arc<Registration>,
     /// Held while the connection lives: one of --max-connections.
     _permit: OwnedSemaphorePermit,
 }
@@ -152,9 +171,20 @@ impl Connection {
         };
         let app = self.app;
         let service_peer = peer.clone();
+        let registration = self.registration.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let app = app.clone();
+            let registration = registration.clone();
             request.extensions_mut().insert(service_peer.clone());
-            app.clone().oneshot(request)
+            async move {
+                let Some(guard) = registration.begin_request() else {
+                    return Ok(shed_response());
+                };
+                let response = app.oneshot(request).await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| GuardedBody::wrap(body, guard)),
+                )
+            }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -173,4 +203,15 @@ impl Connection {
             }
         }
     }
+}
+
+/// The answer to a request whose connection was closed to make room as its headers came in.
+fn shed_response() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        [(hyper::header::CONNECTION, "close")],
+        "the connection was closed to make room for others: connect again\n",
+    )
+        .into_response()
 }

@@ -14,7 +14,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsFiles>,
     /// The group that may use the unix socket besides its owner.
     pub socket_group: Option<String>,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once; at the limit, the one that waited longest for a request is
+    /// closed for a newcomer (idle kept-alive ones first).
     pub max_connections: usize,
     /// Time a connection has to send a request's headers (and, with TLS, its handshake),
     /// also between requests on a kept-alive connection.

@@ -34,14 +34,10 @@ use output::Output;
 #[command(name = "allowlistctl", version, about, long_about)]
 struct Cli {
     /// Address of allowlistd's admin API: http://HOST:PORT, https://HOST:PORT, or
-    /// unix:/PATH for its unix socket (unix:/run/allowlistd/api.sock).
-    #[arg(
-        long,
-        env = "ALLOWLIST_URL",
-        default_value = "http://127.0.0.1:9180",
-        global = true
-    )]
-    url: String,
+    /// unix:/PATH for its unix socket [default: unix:/run/allowlistd/api.sock when that
+    /// socket exists (the packaged service listens there), else http://127.0.0.1:9180].
+    #[arg(long, env = "ALLOWLIST_URL", global = true)]
+    url: Option<String>,
 
     /// CA certificate (PEM) that signed the API's TLS certificate, for an https:// URL whose
     /// certificate the system does not trust.
@@ -276,6 +272,19 @@ enum Command {
     },
 }
 
+/// The unix socket the packaged service listens on.
+const PACKAGED_SOCKET: &str = "/run/allowlistd/api.sock";
+
+/// The API's address when none is given: the packaged service's unix socket when it exists,
+/// else the daemon's default TCP address.
+fn default_url() -> String {
+    if std::path::Path::new(PACKAGED_SOCKET).exists() {
+        format!("unix:{PACKAGED_SOCKET}")
+    } else {
+        format!("http://{}", allowlist_daemon::config::DEFAULT_LISTEN)
+    }
+}
+
 fn main() -> ExitCode {
     // Like any Unix filter: when the reader of the output goes away (`| head`), end
     // quietly instead of failing on the next write.
@@ -314,7 +323,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let token = std::env::var("ALLOWLIST_TOKEN").ok();
-    let api = Api::new(&cli.url, cli.cacert.as_deref(), token, cli.token_file)?;
+    let url = cli.url.unwrap_or_else(default_url);
+    let api = Api::new(&url, cli.cacert.as_deref(), token, cli.token_file)?;
     let output = match cli.command {
         Command::Status => {
             let mut state = api.get("/v1/enforcement")?;
