@@ -51,13 +51,11 @@ pub enum BatchError {
         /// The value type's size.
         value: usize,
     },
-    /// The kernel stopped part way.
-    #[error("the kernel stopped after {done} of {asked} elements")]
+    /// The kernel stopped part way through the map.
+    #[error("the kernel stopped after {done} elements")]
     Stopped {
         /// Elements the kernel processed.
         done: usize,
-        /// Elements asked for.
-        asked: usize,
         /// Why it stopped.
         #[source]
         source: Errno,
@@ -139,11 +137,7 @@ impl<'a, K: Pod, V: Pod> BatchMap<'a, K, V> {
                 // The end of the map.
                 Err(Errno::ENOENT) => return Ok(()),
                 Err(source) => {
-                    return Err(BatchError::Stopped {
-                        done: read,
-                        asked: read,
-                        source,
-                    });
+                    return Err(BatchError::Stopped { done: read, source });
                 }
                 Ok(()) if read >= limit => return Ok(()),
                 Ok(()) => {}
