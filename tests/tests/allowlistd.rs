@@ -166,6 +166,74 @@ fn an_unknown_interface_is_refused_by_name() {
 }
 
 #[test]
+fn an_interface_that_does_not_exist_yet_is_refused_unless_waited_for() {
+    let err = refused(&["--iface", "late0"]);
+    assert!(err.contains("there is no interface late0 here"), "{err}");
+    assert!(err.contains("--wait-for-iface"), "{err}");
+}
+
+#[test]
+fn an_interface_that_appears_after_the_start_is_attached_and_enforced() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(
+        &link,
+        state.path(),
+        &["--iface", "late0", "--wait-for-iface"],
+    )
+    .expect("allowlistd waiting for late0");
+    let created = daemon.call(
+        "POST",
+        "/v1/allowlists",
+        Some(&json!({"name": "late", "entries": [{"cidr": "198.21.0.2/32"}]})),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let enabled = daemon.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({ "allowlist_ids": [id] })),
+    );
+    assert_eq!(enabled.status, 202, "{:?}", enabled.body);
+
+    // The interface comes up after the daemon: a veth pair from the server's namespace to
+    // the client's, where an allowed and a denied address sit.
+    let client = link.client.name().to_owned();
+    link.server
+        .ip(&[
+            "link", "add", "late0", "type", "veth", "peer", "name", "late0p", "netns", &client,
+        ])
+        .expect("late0");
+    link.server
+        .ip(&["addr", "add", "198.21.0.1/24", "dev", "late0"])
+        .expect("address");
+    link.server.ip(&["link", "set", "late0", "up"]).expect("up");
+    for address in ["198.21.0.2/24", "198.21.0.3/24"] {
+        link.client
+            .ip(&["addr", "add", address, "dev", "late0p"])
+            .expect("client address");
+    }
+    link.client
+        .ip(&["link", "set", "late0p", "up"])
+        .expect("up");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !daemon.log().contains("the interface appeared: attached") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pings = |source: &str| {
+        link.client
+            .command(&["ping", "-c", "2", "-W", "1", "-I", source, "198.21.0.1"])
+            .output()
+            .expect("ping")
+            .status
+            .success()
+    };
+    assert!(pings("198.21.0.2"), "the allowed address gets through");
+    assert!(!pings("198.21.0.3"), "the denied one is dropped on late0");
+}
+
+#[test]
 fn a_garbage_allow_entry_is_refused() {
     let err = refused(&["--iface", SERVER_IF, "--allow", "198.18.0"]);
     assert!(err.contains("is not an IPv4/IPv6 address or CIDR"), "{err}");

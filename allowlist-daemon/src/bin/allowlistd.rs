@@ -8,7 +8,7 @@ use allowlist_common::Mode;
 use allowlist_daemon::api::{AppState, router};
 use allowlist_daemon::auth::AdminToken;
 use allowlist_daemon::config::{DEFAULT_PIN_DIR, Options};
-use allowlist_daemon::dataplane::{Dataplane, KernelLog, ReplyOpeners};
+use allowlist_daemon::dataplane::{AttachMode, Dataplane, KernelLog, ReplyOpeners};
 use allowlist_daemon::fleet::FleetView;
 use allowlist_daemon::fleet::follower::Follower;
 use allowlist_daemon::server::Server;
@@ -203,7 +203,21 @@ async fn run() -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "the kernel enforces the state"
     );
+    let mut absent = Vec::new();
     for interface in &config.interfaces {
+        if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
+            anyhow::ensure!(
+                config.wait_for_interfaces,
+                "there is no interface {interface} here: name one `ip link` lists, or give \
+                 --wait-for-iface to attach to it once it appears"
+            );
+            tracing::warn!(
+                interface,
+                "the interface does not exist yet: attaching to it once it appears"
+            );
+            absent.push(interface.clone());
+            continue;
+        }
         let mode = service
             .dataplane_mut()
             .attach(interface, config.xdp_mode)
@@ -249,6 +263,13 @@ async fn run() -> anyhow::Result<()> {
     tokio::spawn(revert_when_due(service.clone()));
     tokio::spawn(renew_flow_filter(service.clone()));
     tokio::spawn(refresh_feeds(service.clone()));
+    if !absent.is_empty() {
+        tokio::spawn(attach_when_present(
+            service.clone(),
+            absent,
+            config.xdp_mode,
+        ));
+    }
     tokio::spawn(log_counters(usage.clone(), config.stats_interval));
     let fleet = config.fleet.clone().map(|fleet| {
         let view = Arc::new(Mutex::new(FleetView::new(&fleet)));
@@ -460,6 +481,41 @@ async fn renew_flow_filter(service: Arc<Mutex<Service>>) {
             }
         })
         .await;
+    }
+}
+
+/// Attaches to each of `absent` once it exists (looked for every second), in `mode`; an
+/// attach that fails is logged and tried again.
+async fn attach_when_present(
+    service: Arc<Mutex<Service>>,
+    mut absent: Vec<String>,
+    mode: AttachMode,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !absent.is_empty() {
+        tick.tick().await;
+        let present: Vec<String> = absent
+            .iter()
+            .filter(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok())
+            .cloned()
+            .collect();
+        for interface in present {
+            let name = interface.clone();
+            let attached = on_service(&service, "attach", move |service| {
+                service.dataplane_mut().attach(&name, mode)
+            })
+            .await;
+            match attached {
+                Some(Ok(attached)) => {
+                    tracing::info!(interface, mode = %attached, "the interface appeared: attached");
+                    absent.retain(|name| *name != interface);
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(interface, error = %err, "attaching to the new interface");
+                }
+                None => {}
+            }
+        }
     }
 }
 

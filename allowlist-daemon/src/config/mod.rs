@@ -150,6 +150,12 @@ pub struct Options {
     #[arg(long, value_enum)]
     pub xdp_mode: Option<XdpMode>,
 
+    /// Start even when an --iface does not exist yet, and attach to it once it appears
+    /// (looked for every second, and logged), instead of refusing to start.
+    #[arg(long)]
+    #[serde(default)]
+    pub wait_for_iface: bool,
+
     /// Source always allowed while enforcing, which no API call can remove: a CIDR or a plain
     /// address; repeat for several.
     #[arg(long, value_name = "CIDR")]
@@ -323,6 +329,8 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// XDP attach mode.
     pub xdp_mode: AttachMode,
+    /// Whether interfaces that do not exist yet are waited for instead of refused.
+    pub wait_for_interfaces: bool,
     /// Always-allowed prefixes.
     pub always_allow: Vec<IpNet>,
     /// Mode of the program while enforcing.
@@ -399,6 +407,7 @@ impl Options {
         Options {
             iface: vec(self.iface, file.iface),
             xdp_mode: self.xdp_mode.or(file.xdp_mode),
+            wait_for_iface: self.wait_for_iface || file.wait_for_iface,
             allow: vec(self.allow, file.allow),
             mode: self.mode.or(file.mode),
             listen: self.listen.or(file.listen),
@@ -445,6 +454,7 @@ impl Options {
         let config = Config {
             interfaces: self.iface,
             xdp_mode: self.xdp_mode.unwrap_or(XdpMode::Auto).into(),
+            wait_for_interfaces: self.wait_for_iface,
             always_allow: self.allow.into_iter().map(|allow| allow.0).collect(),
             mode: self.mode.unwrap_or(EnforceMode::Enforce).into(),
             server: self.api.resolve(self.listen)?,
@@ -521,6 +531,7 @@ mod tests {
             protect = ["tcp/22", "udp/51820"]
             replies-for = ["udp/53", "tcp"]
             unprotected-protocol = ["gre", "50"]
+            wait-for-iface = true
             "#,
         )
         .expect("parse");
@@ -530,6 +541,7 @@ mod tests {
         };
         let config = flags.or(file).resolve().expect("resolve");
         assert_eq!(config.interfaces, ["eth1", "eth2"]);
+        assert!(config.wait_for_interfaces);
         assert_eq!(
             config.always_allow[0],
             "192.0.2.7/32".parse::<IpNet>().expect("literal")
@@ -594,6 +606,11 @@ mod tests {
         let config = example.resolve().expect("resolves");
         assert_eq!(config.interfaces, ["eth0"]);
         assert_eq!(config.ack_min, Duration::from_secs(60));
+        assert_eq!(
+            config.server.listen,
+            crate::server::ListenAddress::Unix("/run/allowlistd/api.sock".into()),
+            "the packaged service serves its API on the unix socket"
+        );
     }
 
     #[test]
