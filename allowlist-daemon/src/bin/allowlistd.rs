@@ -379,7 +379,7 @@ async fn on_service<T: Send + 'static>(
 }
 
 /// Reverts the pending change at its deadline, removes entries at their expiry, retries a
-/// failed save, and keeps the program's clock for last hits.
+/// failed save, keeps the program's clock for last hits, and shrinks maps left too large.
 async fn revert_when_due(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -391,6 +391,7 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
             service.revert_if_due();
             service.expire_due();
             service.retry_save();
+            service.shrink_if_due();
         })
         .await;
     }

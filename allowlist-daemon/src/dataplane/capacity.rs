@@ -117,18 +117,21 @@ impl Capacity {
 
     /// Whether maps of this capacity hold `need` (the rules of its policies, not those only
     /// kept: a list created or changed while it is not enforced does not make the maps
-    /// again), and are not so far above it that they should shrink ([`SHRINK_FACTOR`] times
-    /// its class or more).
-    pub fn suits(&self, need: Need) -> bool {
-        let fits = need.rules <= self.rules
+    /// again).
+    pub fn holds(&self, need: Need) -> bool {
+        need.rules <= self.rules
             && need.v4_prefixes <= self.v4_prefixes
-            && need.v6_prefixes <= self.v6_prefixes;
+            && need.v6_prefixes <= self.v6_prefixes
+    }
+
+    /// Whether maps of this capacity are so far above `need` that they should shrink
+    /// ([`SHRINK_FACTOR`] times its class or more, in rules or in either family).
+    pub fn oversized_for(&self, need: Need) -> bool {
         let ideal = Capacity::for_need(need, self.flows);
         let far = |have: u32, ideal: u32| u64::from(have) >= u64::from(ideal) * SHRINK_FACTOR;
-        let oversized = far(self.rules, ideal.rules)
+        far(self.rules, ideal.rules)
             || far(self.v4_prefixes, ideal.v4_prefixes)
-            || far(self.v6_prefixes, ideal.v6_prefixes);
-        fits && !oversized
+            || far(self.v6_prefixes, ideal.v6_prefixes)
     }
 }
 
@@ -177,7 +180,10 @@ mod tests {
             kept_rules: 10_000,
             ..need(100, 100)
         };
-        assert!(capacity.suits(created), "a list created, not enforced");
+        assert!(
+            capacity.holds(created) && !capacity.oversized_for(created),
+            "a list created, not enforced"
+        );
         let enabled = Need {
             v4_prefixes: 10_000,
             ..created
@@ -190,7 +196,7 @@ mod tests {
             ..created
         };
         assert!(
-            Capacity::for_need(need(100, 10_000), 1024).suits(Need {
+            !Capacity::for_need(need(100, 10_000), 1024).oversized_for(Need {
                 v4_prefixes: 10_000,
                 ..disabled
             }),
@@ -263,16 +269,17 @@ mod tests {
     #[test]
     fn maps_are_made_again_only_when_outgrown_or_far_too_large() {
         let capacity = Capacity::for_need(need(1000, 1000), 1024);
-        assert!(capacity.suits(need(1000, 1000)));
-        assert!(capacity.suits(need(1050, 1050)), "headroom");
-        assert!(capacity.suits(need(400, 400)), "a little below: kept");
-        assert!(!capacity.suits(need(100, 100)), "far below: shrinks");
-        assert!(!capacity.suits(need(5000, 1000)), "outgrown");
+        let suits = |need: Need| capacity.holds(need) && !capacity.oversized_for(need);
+        assert!(suits(need(1000, 1000)));
+        assert!(suits(need(1050, 1050)), "headroom");
+        assert!(suits(need(400, 400)), "a little below: kept");
+        assert!(capacity.oversized_for(need(100, 100)), "far below: shrinks");
+        assert!(!capacity.holds(need(5000, 1000)), "outgrown");
         let v6 = Need {
             v6_prefixes: 5000,
             ..need(1000, 1000)
         };
-        assert!(!capacity.suits(v6), "each family by itself");
+        assert!(!capacity.holds(v6), "each family by itself");
     }
 
     #[test]

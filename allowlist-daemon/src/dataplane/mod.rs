@@ -49,7 +49,7 @@ pub use kernel_log::KernelLog;
 pub use links::Attachment;
 pub use memory::MapMemory;
 pub use readings::{Readings, RuleTable};
-pub use resize::Install;
+pub use resize::{Install, SHRINK_AFTER};
 pub use sys::BatchError;
 pub use types::{
     AttachMode, AttachedMode, Capacity, Counters, Enforced, Enforcement, FlowStats, FrameRun,
@@ -90,6 +90,9 @@ pub struct Dataplane {
     memory: memory::MemoryProbe,
     /// The rules the policies being installed flag: the others' deadlines go once they are.
     rule_expiries_wanted: std::collections::BTreeSet<allowlist_common::RuleId>,
+    /// Since when the maps have been far larger than the policies in force need (they are
+    /// made again smaller once that has lasted [`resize::SHRINK_AFTER`]).
+    oversized_since: Option<std::time::Instant>,
 }
 
 impl Dataplane {
@@ -134,6 +137,7 @@ impl Dataplane {
             memory,
             rule_expiries: std::collections::BTreeMap::new(),
             rule_expiries_wanted: std::collections::BTreeSet::new(),
+            oversized_since: None,
         })
     }
 

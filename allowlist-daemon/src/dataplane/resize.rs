@@ -18,6 +18,11 @@ use super::readings::each_rule_window;
 use super::sys::Access;
 use super::types::{AttachMode, Capacity, Enforcement};
 
+/// How long maps stay far larger than the policies in force before they are made again
+/// smaller: a list disabled and enabled again, or a change and its revert, cost no load of the
+/// program and its maps each way.
+pub const SHRINK_AFTER: Duration = Duration::from_secs(30);
+
 /// What [`Dataplane::enforce`] writes: the policy in force, the one to fall back to and when,
 /// and the kernel's deadlines of expiring rules.
 pub struct Install<'a> {
@@ -52,10 +57,11 @@ impl<'a> Install<'a> {
 
 impl Dataplane {
     /// Makes the kernel enforce `install`, in maps whose size suits `need`: those in force
-    /// when they do (deadlines given first, policies written, deadlines no longer read taken
-    /// back), else made again at the class of `need` (see the module's documentation); made
-    /// again at the same size too when their two generations are both in force and a third
-    /// policy must be written. An object without pins (the tests' own) keeps its maps.
+    /// when they hold it (deadlines given first, policies written, deadlines no longer read
+    /// taken back), else made again at the class of `need` (see the module's documentation);
+    /// made again smaller too once they have been far too large for [`SHRINK_AFTER`], and
+    /// at the same size when their two generations are both in force and a third policy must
+    /// be written. An object without pins (the tests' own) keeps its maps.
     pub fn enforce(&mut self, need: Need, install: &Install<'_>) -> Result<(), DataplaneError> {
         // The rules given a deadline are written to the hit array too.
         let deadlines = install.deadlines.keys().next_back();
@@ -65,7 +71,14 @@ impl Dataplane {
                 .max(deadlines.map_or(0, |rule| rule.saturating_add(1))),
             ..need
         };
-        if self.pins.is_some() && !self.capacity.suits(need) {
+        self.oversized_since = if self.capacity.oversized_for(need) {
+            self.oversized_since.or_else(|| Some(Instant::now()))
+        } else {
+            None
+        };
+        let holds = self.capacity.holds(need);
+        let started = Instant::now();
+        if self.pins.is_some() && (!holds || self.shrink_due()) {
             let capacity = Capacity::for_need(need, self.capacity.flows);
             tracing::info!(
                 rules = capacity.rules,
@@ -76,8 +89,25 @@ impl Dataplane {
                 before_v6_prefixes = self.capacity.v6_prefixes,
                 "the policies need tables of another size: making them again"
             );
-            return self.resize(capacity, install);
+            match self.resize(capacity, install) {
+                // Only a shrink failed: the maps in force still hold the policies.
+                Err(err) if holds => {
+                    tracing::warn!(
+                        error = %crate::error_chain(&err),
+                        "making the tables smaller failed: tried again later"
+                    );
+                    self.oversized_since = Some(Instant::now());
+                }
+                resized => return resized,
+            }
         }
+        // Times left counted from now (a failed shrink took a while).
+        let (fallback, deadlines) = install.later(started.elapsed());
+        let install = &Install {
+            active: install.active,
+            fallback,
+            deadlines: &deadlines,
+        };
         match self.write(install) {
             Err(DataplaneError::NoFreeGeneration) if self.pins.is_some() => {
                 tracing::info!(
@@ -88,6 +118,13 @@ impl Dataplane {
             }
             written => written,
         }
+    }
+
+    /// Whether the maps have been far larger than the policies in force need for
+    /// [`SHRINK_AFTER`]: the next [`Dataplane::enforce`] makes them again smaller.
+    pub fn shrink_due(&self) -> bool {
+        self.oversized_since
+            .is_some_and(|since| since.elapsed() >= SHRINK_AFTER)
     }
 
     /// Writes `install` into this object's maps.

@@ -192,6 +192,19 @@ impl Service {
         self.dataplane.tick_clock()
     }
 
+    /// Makes the maps again smaller once they have been far larger than the policies in
+    /// force need for a while (see [`Dataplane::shrink_due`]).
+    pub fn shrink_if_due(&mut self) {
+        if !self.dataplane.shrink_due() {
+            return;
+        }
+        match self.sync_kernel() {
+            // The snapshot readers are served from tells the kernel memory.
+            Ok(()) => self.publish(),
+            Err(err) => tracing::warn!(error = %err, "making the maps again smaller"),
+        }
+    }
+
     /// Renews the flow filter of the reply check from the flows still live (every few
     /// seconds); returns the flows it holds.
     pub fn renew_flow_filter(&mut self) -> Result<usize, DataplaneError> {
