@@ -148,6 +148,7 @@ fn refused(args: &[&str]) -> String {
         !link.server_has_xdp().expect("ip link"),
         "nothing attached after a refusal"
     );
+    assert!(!state.pin_dir().exists(), "nothing pinned after a refusal");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

@@ -160,6 +160,21 @@ async fn run() -> anyhow::Result<()> {
         None => args.options,
     };
     let config = options.resolve()?;
+    // An interface that is not there refuses the start before the kernel is touched, unless
+    // it is to be waited for.
+    let absent: Vec<String> = config
+        .interfaces
+        .iter()
+        .filter(|name| nix::net::if_::if_nametoindex(name.as_str()).is_err())
+        .cloned()
+        .collect();
+    if let Some(interface) = absent.first() {
+        anyhow::ensure!(
+            config.wait_for_interfaces,
+            "there is no interface {interface} here: name one `ip link` lists, or give \
+             --wait-for-iface to attach to it once it appears"
+        );
+    }
 
     // The state is read and checked before the kernel is touched: a bad state file changes
     // nothing there.
@@ -203,19 +218,12 @@ async fn run() -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "the kernel enforces the state"
     );
-    let mut absent = Vec::new();
     for interface in &config.interfaces {
-        if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
-            anyhow::ensure!(
-                config.wait_for_interfaces,
-                "there is no interface {interface} here: name one `ip link` lists, or give \
-                 --wait-for-iface to attach to it once it appears"
-            );
+        if absent.contains(interface) {
             tracing::warn!(
                 interface,
                 "the interface does not exist yet: attaching to it once it appears"
             );
-            absent.push(interface.clone());
             continue;
         }
         let mode = service
