@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use allowlist_tests::allowlistd_binary;
 use allowlist_tests::crowd::{Behaviour, Crowd};
-use allowlist_tests::daemon::{API_ADDR, Daemon, TempDir};
+use allowlist_tests::daemon::{API_ADDR, Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
+use allowlist_tests::scenario::{create, disable, enable};
 use serde_json::json;
 
 fn allowlistctl() -> PathBuf {
@@ -365,9 +366,9 @@ fn idle_and_stalled_clients_are_closed_and_cannot_keep_the_operator_out() {
 /// The slowest answers to `/healthz` and to an acknowledgement, asked over and over for
 /// `period`: list `id` (disabled) enabled then disabled, each change acknowledged.
 fn slowest_answers(daemon: &Daemon, id: &str, period: Duration) -> (Duration, Duration) {
-    let timed = |method: &str, path: &str, body: Option<serde_json::Value>, status: u16| {
+    let timed = |method: &str, path: &str, status: u16| {
         let started = Instant::now();
-        let answer = daemon.call(method, path, body.as_ref());
+        let answer = daemon.call(method, path, None);
         assert_eq!(answer.status, status, "{method} {path}: {:?}", answer.body);
         started.elapsed()
     };
@@ -375,11 +376,10 @@ fn slowest_answers(daemon: &Daemon, id: &str, period: Duration) -> (Duration, Du
     let started = Instant::now();
     // Enabled and disabled again in each round: the list ends as it began.
     while started.elapsed() < period {
-        for switch in ["enable", "disable"] {
-            healthz = healthz.max(timed("GET", "/healthz", None, 200));
-            let ids = json!({ "allowlist_ids": [id] });
-            timed("POST", &format!("/v1/enforcement/{switch}"), Some(ids), 202);
-            acknowledge = acknowledge.max(timed("POST", "/v1/enforcement/acknowledge", None, 200));
+        for switch in [enable as fn(&Daemon, &str) -> Response, disable] {
+            healthz = healthz.max(timed("GET", "/healthz", 200));
+            switch(daemon, id);
+            acknowledge = acknowledge.max(timed("POST", "/v1/enforcement/acknowledge", 200));
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -398,12 +398,7 @@ fn an_operator_gets_through_crowds_of_stalled_and_idle_clients() {
         &["--ack-min", "0s"],
     )
     .expect("allowlistd");
-    create_list(&daemon, "office", "198.18.0.2/32");
-    let lists = daemon.call("GET", "/v1/allowlists", None);
-    let id = lists.body["allowlists"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = create(&daemon, "office", &["198.18.0.2/32".to_owned()]);
     let address = API_ADDR.parse().expect("address");
     for (clients, behaviour) in [(500, Behaviour::SlowHeaders), (2000, Behaviour::Idle)] {
         let crowd = Crowd::start(&link.server.path(), address, clients, behaviour).expect("crowd");

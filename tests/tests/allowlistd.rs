@@ -8,6 +8,7 @@ use std::process::Command;
 use allowlist_tests::allowlistd_binary;
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::*;
+use allowlist_tests::scenario::{create, enable};
 use allowlist_tests::traffic::udp_gets_through;
 use serde_json::json;
 
@@ -183,19 +184,8 @@ fn an_interface_that_appears_after_the_start_is_attached_and_enforced() {
         &["--iface", "late0", "--wait-for-iface"],
     )
     .expect("allowlistd waiting for late0");
-    let created = daemon.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&json!({"name": "late", "entries": [{"cidr": "198.21.0.2/32"}]})),
-    );
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let id = created.body["id"].as_str().expect("id").to_owned();
-    let enabled = daemon.call(
-        "POST",
-        "/v1/enforcement/enable",
-        Some(&json!({ "allowlist_ids": [id] })),
-    );
-    assert_eq!(enabled.status, 202, "{:?}", enabled.body);
+    let id = create(&daemon, "late", &["198.21.0.2/32".to_owned()]);
+    enable(&daemon, &id);
 
     // The interface comes up after the daemon: a veth pair from the server's namespace to
     // the client's, where an allowed and a denied address sit.

@@ -165,7 +165,7 @@ async fn run() -> anyhow::Result<()> {
     let absent: Vec<String> = config
         .interfaces
         .iter()
-        .filter(|name| nix::net::if_::if_nametoindex(name.as_str()).is_err())
+        .filter(|name| !interface_exists(name))
         .cloned()
         .collect();
     if let Some(interface) = absent.first() {
@@ -493,6 +493,11 @@ async fn renew_flow_filter(service: Arc<Mutex<Service>>) {
     }
 }
 
+/// Whether this network namespace has an interface named `name`.
+fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
 /// Attaches to each of `absent` once it exists (looked for every second), in `mode`; an
 /// attach that fails is logged and tried again.
 async fn attach_when_present(
@@ -505,7 +510,7 @@ async fn attach_when_present(
         tick.tick().await;
         let present: Vec<String> = absent
             .iter()
-            .filter(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok())
+            .filter(|name| interface_exists(name))
             .cloned()
             .collect();
         for interface in present {

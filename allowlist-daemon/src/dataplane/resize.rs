@@ -77,8 +77,10 @@ impl Dataplane {
             None
         };
         let holds = self.capacity.holds(need);
-        let started = Instant::now();
+        // A failed shrink took a while: the times left are counted from after it.
+        let mut after_failed_shrink = None;
         if self.pins.is_some() && (!holds || self.shrink_due()) {
+            let started = Instant::now();
             let capacity = Capacity::for_need(need, self.capacity.flows);
             tracing::info!(
                 rules = capacity.rules,
@@ -97,16 +99,22 @@ impl Dataplane {
                         "making the tables smaller failed: tried again later"
                     );
                     self.oversized_since = Some(Instant::now());
+                    after_failed_shrink = Some(install.later(started.elapsed()));
                 }
                 resized => return resized,
             }
         }
-        // Times left counted from now (a failed shrink took a while).
-        let (fallback, deadlines) = install.later(started.elapsed());
-        let install = &Install {
-            active: install.active,
-            fallback,
-            deadlines: &deadlines,
+        let later;
+        let install = match &after_failed_shrink {
+            Some((fallback, deadlines)) => {
+                later = Install {
+                    active: install.active,
+                    fallback: *fallback,
+                    deadlines,
+                };
+                &later
+            }
+            None => install,
         };
         match self.write(install) {
             Err(DataplaneError::NoFreeGeneration) if self.pins.is_some() => {
