@@ -137,11 +137,11 @@ pub fn now() -> u64 {
 }
 
 /// Records (or refreshes) the flow of a packet the host sends to `remote`; a packet that
-/// would start a flow starts one only if `config` lets its kind open flows.
+/// would start a flow starts one only if the configuration lets its kind open flows.
+/// `counted` runs when a flow was recorded anew.
 #[inline(always)]
-pub fn record(config: &Config, ends: Ends, transport: Transport, end: usize, counted: impl Fn()) {
-    let now = now();
-    let (flow, tcp) = match transport.protocol {
+pub fn record(ends: Ends, transport: Transport, end: usize, counted: impl Fn()) {
+    let (flow, tcp_flags) = match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let Some((local_port, remote_port)) = packet::ports(transport.at, end) else {
                 return;
@@ -151,9 +151,9 @@ pub fn record(config: &Config, ends: Ends, transport: Transport, end: usize, cou
                 let Some(flags) = packet::tcp_flags(transport.at, end) else {
                     return;
                 };
-                (flow, Some(flags))
+                (flow, u32::from(flags))
             } else {
-                (flow, None)
+                (flow, NOT_TCP)
             }
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
@@ -163,10 +163,32 @@ pub fn record(config: &Config, ends: Ends, transport: Transport, end: usize, cou
             if icmp_type != ICMP_ECHO_REQUEST && icmp_type != ICMPV6_ECHO_REQUEST {
                 return;
             }
-            (key(ends, 0, id, transport.protocol), None)
+            (key(ends, 0, id, transport.protocol), NOT_TCP)
         }
         _ => return,
     };
+    if allowlist_record_flow(&flow, tcp_flags) != 0 {
+        counted();
+    }
+}
+
+/// The TCP flags [`allowlist_record_flow`] is given for a packet of another protocol.
+const NOT_TCP: u32 = 1 << 8;
+
+/// Records (or refreshes) `flow`, that of a TCP packet with the flags `tcp_flags` or of
+/// another protocol ([`NOT_TCP`]): a global function (see `build.rs`), which the verifier
+/// checks once, not once for every kind of packet [`record`] looks at. 1 when the flow was
+/// recorded anew.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn allowlist_record_flow(flow: *const FlowKey, tcp_flags: u32) -> i64 {
+    // SAFETY: the flow key the caller built on its stack (or null, which the verifier makes
+    // every global function handle).
+    let (Some(config), Some(flow)) = (crate::config(), unsafe { flow.as_ref() }) else {
+        return 0;
+    };
+    let tcp = (tcp_flags != NOT_TCP).then_some(tcp_flags as u8);
+    let now = now();
     if let Some(state) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value; concurrent updates of these plain fields are benign.
         let state = unsafe { &mut *state };
@@ -179,24 +201,26 @@ pub fn record(config: &Config, ends: Ends, transport: Transport, end: usize, cou
             Some(flags) => note_tcp_flags(state, flags, now),
             None => state.last_seen_ns = now,
         }
-        note_in_filters(&flow);
-        return;
+        note_in_filters(flow);
+        return 0;
     }
     let starts = match tcp {
         Some(flags) => flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
         None => true,
     } && opens(config, flow.protocol, flow.remote_port);
-    if starts {
-        let state = FlowState {
-            last_seen_ns: now,
-            closing: FlowState::OPEN,
-            padding: 0,
-        };
-        if FLOWS.insert(flow, state, 0).is_ok() {
-            note_in_filters(&flow);
-            counted();
-        }
+    if !starts {
+        return 0;
     }
+    let state = FlowState {
+        last_seen_ns: now,
+        closing: FlowState::OPEN,
+        padding: 0,
+    };
+    if FLOWS.insert(flow, state, 0).is_err() {
+        return 0;
+    }
+    note_in_filters(flow);
+    1
 }
 
 /// Whether the host's packet of IP protocol `protocol` to `remote_port` may open a flow:
@@ -235,16 +259,13 @@ fn note_tcp_flags(state: &mut FlowState, flags: u8, now: u64) {
 /// it: a reply changes nothing, so that a spoofer who knows a flow's ports can neither keep
 /// it open past its idle timeout nor tear it down with a forged RST or FIN.
 #[inline(always)]
-pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -> bool {
+pub fn is_reply(ends: Ends, transport: Transport, end: usize) -> bool {
     match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let Some((remote_port, local_port)) = packet::ports(transport.at, end) else {
                 return false;
             };
-            known(
-                config,
-                &key(ends, remote_port, local_port, transport.protocol),
-            )
+            known(&key(ends, remote_port, local_port, transport.protocol))
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
             let Some((icmp_type, id)) = packet::icmp_type_and_id(transport.at, end) else {
@@ -252,18 +273,18 @@ pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -
             };
             match (transport.protocol, icmp_type) {
                 (ip_proto::ICMP, ICMP_ECHO_REPLY) | (ip_proto::ICMPV6, ICMPV6_ECHO_REPLY) => {
-                    known(config, &key(ends, 0, id, transport.protocol))
+                    known(&key(ends, 0, id, transport.protocol))
                 }
                 (
                     ip_proto::ICMP,
                     ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM,
                 ) => quoted_flow_v4(packet::quoted(transport.at), end)
-                    .is_some_and(|flow| known(config, &flow)),
+                    .is_some_and(|flow| known(&flow)),
                 (
                     ip_proto::ICMPV6,
                     ICMPV6_DEST_UNREACHABLE | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED,
                 ) => quoted_flow_v6(packet::quoted(transport.at), end)
-                    .is_some_and(|flow| known(config, &flow)),
+                    .is_some_and(|flow| known(&flow)),
                 _ => false,
             }
         }
@@ -273,14 +294,29 @@ pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -
 
 /// Whether `flow` is recorded and fresh (without refreshing it).
 #[inline(always)]
-fn known(config: &Config, flow: &FlowKey) -> bool {
+fn known(flow: &FlowKey) -> bool {
+    allowlist_known_flow(flow) != 0
+}
+
+/// [`known`], a global function (see `build.rs`): the verifier checks it once, not once for
+/// every kind of packet [`is_reply`] looks at. 1 when `flow` is recorded and fresh.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn allowlist_known_flow(flow: *const FlowKey) -> i64 {
+    // SAFETY: the flow key the caller built on its stack (or null, which the verifier makes
+    // every global function handle).
+    let (Some(config), Some(flow)) = (crate::config(), unsafe { flow.as_ref() }) else {
+        return 0;
+    };
     if !may_be_recorded(config, flow) {
-        return false;
+        return 0;
     }
     // SAFETY: the value is only read.
     match unsafe { FLOWS.get(flow) } {
-        Some(state) => state.passes_replies(config.flow_timeout_ns(flow.protocol), now()),
-        None => false,
+        Some(state) => {
+            i64::from(state.passes_replies(config.flow_timeout_ns(flow.protocol), now()))
+        }
+        None => 0,
     }
 }
 

@@ -64,7 +64,7 @@ static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(GENERATIONS * PROTE
 
 /// The configuration in use: the slot [`CONFIG_SLOT`] names.
 #[inline(always)]
-fn config() -> Option<&'static Config> {
+pub(crate) fn config() -> Option<&'static Config> {
     CONFIG.get(*CONFIG_SLOT.get(0)?)
 }
 
@@ -116,7 +116,6 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
                 (Some(t), Some(local))
                     if config.replies != 0
                         && flows::is_reply(
-                            config,
                             Ends::V4 {
                                 remote: addr,
                                 local,
@@ -155,7 +154,6 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
                     (Some(t), Some(local))
                         if config.replies != 0
                             && flows::is_reply(
-                                config,
                                 Ends::V6 {
                                     remote: addr,
                                     local,
@@ -191,7 +189,7 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
                     packet::destination_v4(ip, end),
                     packet::transport_v4(ip, end),
                 ) {
-                    flows::record(config, Ends::V4 { remote, local }, t, end, || {
+                    flows::record(Ends::V4 { remote, local }, t, end, || {
                         tally.count(Counter::FlowsRecorded)
                     });
                 }
@@ -201,7 +199,7 @@ pub fn allowlist_egress(ctx: TcContext) -> i32 {
                     packet::destination_v6(ip, end),
                     packet::transport_v6(ip, end),
                 ) {
-                    flows::record(config, Ends::V6 { remote, local }, t, end, || {
+                    flows::record(Ends::V6 { remote, local }, t, end, || {
                         tally.count(Counter::FlowsRecorded)
                     });
                 }

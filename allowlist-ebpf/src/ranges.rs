@@ -69,9 +69,9 @@ struct Generation {
 
 impl Generation {
     #[inline(always)]
-    fn of(generation: u8) -> Generation {
+    fn of(generation: u32) -> Generation {
         Generation {
-            index: u32::from(generation),
+            index: generation,
             // SAFETY: a read-only global the loader sets before the program runs.
             regions: unsafe { core::ptr::read_volatile(&REGIONS) },
         }
@@ -135,12 +135,10 @@ impl V6Tables for V6 {
 /// The rule of the longest prefix of `generation` covering the IPv4 source `addr`.
 #[inline(always)]
 pub fn lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
-    let addr = u32::from_be_bytes(addr);
-    let short = V4_SHORT.get(u32::from(generation))?;
-    if short.answers() {
-        return short.rule_of(addr);
-    }
-    classify_v4(&V4(Generation::of(generation)), addr)
+    rule_of(allowlist_classify_v4(
+        u32::from(generation),
+        u32::from_be_bytes(addr),
+    ))
 }
 
 /// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
@@ -150,10 +148,50 @@ pub fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
     let mut low = [0u8; 8];
     high.copy_from_slice(&addr[..8]);
     low.copy_from_slice(&addr[8..]);
-    let addr = [u64::from_be_bytes(high), u64::from_be_bytes(low)];
-    let short = V6_SHORT.get(u32::from(generation))?;
+    rule_of(allowlist_classify_v6(
+        u32::from(generation),
+        u64::from_be_bytes(high),
+        u64::from_be_bytes(low),
+    ))
+}
+
+/// What a classifying global function returns for `rule`: the rule, or -1 for none.
+#[inline(always)]
+fn raw(rule: Option<RuleId>) -> i64 {
+    rule.map_or(-1, i64::from)
+}
+
+/// The rule a classifying global function returned.
+#[inline(always)]
+fn rule_of(raw: i64) -> Option<RuleId> {
+    RuleId::try_from(raw).ok()
+}
+
+/// [`lookup_v4`]'s classification, a global function (see `build.rs`): the verifier checks
+/// it once, alone, not once for every path of the program that reaches it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn allowlist_classify_v4(generation: u32, addr: u32) -> i64 {
+    let Some(short) = V4_SHORT.get(generation) else {
+        return raw(None);
+    };
     if short.answers() {
-        return short.rule_of(addr);
+        return raw(short.rule_of(addr));
     }
-    classify_v6(&V6(Generation::of(generation)), addr)
+    raw(classify_v4(&V4(Generation::of(generation)), addr))
+}
+
+/// [`lookup_v6`]'s classification of the address `high`:`low`, a global function like
+/// [`allowlist_classify_v4`].
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn allowlist_classify_v6(generation: u32, high: u64, low: u64) -> i64 {
+    let Some(short) = V6_SHORT.get(generation) else {
+        return raw(None);
+    };
+    let addr = [high, low];
+    if short.answers() {
+        return raw(short.rule_of(addr));
+    }
+    raw(classify_v6(&V6(Generation::of(generation)), addr))
 }

@@ -1,13 +1,15 @@
 //! The kernel memory follows the policies in force, not `--max-entries`: a small policy
 //! takes little at the largest ceiling; growing to a million prefixes and back gives the
-//! memory back (a while later: a list disabled and enabled again loads nothing); the kernel falls back at the deadline, with the daemon killed, between
-//! generations of very different sizes, either way, and after a third large policy was
-//! written while one was pending; a restart adopts them as they are.
+//! memory back (a while later: a list disabled and enabled again, or replaced by as many
+//! other entries, loads nothing, and a load verifies few instructions); the kernel falls
+//! back at the deadline, with the daemon killed, between generations of very different
+//! sizes, either way, and after a third large policy was written while one was pending; a
+//! restart adopts them as they are.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use allowlist_daemon::dataplane::SHRINK_AFTER;
+use allowlist_daemon::dataplane::{Dataplane, SHRINK_AFTER};
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::scenario::*;
@@ -194,6 +196,36 @@ fn a_list_disabled_and_enabled_again_keeps_its_tables() {
     acknowledge_now(&daemon);
     assert!(enforcing_office(&link));
     assert_eq!(resizes(), 1, "no load either way: {}", daemon.log());
+}
+
+#[test]
+fn a_list_replaced_by_as_many_other_entries_keeps_its_tables() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let (daemon, id) = enforcing(&link, &state, 20_000);
+    let resizes = || daemon.log().matches("making them again").count();
+    assert_eq!(resizes(), 1, "enabled: {}", daemon.log());
+    // Each replacement takes new rule ids while the replaced entries keep theirs.
+    for first in [100_000, 200_000] {
+        replace_pending(&daemon, &id, "big", hosts_and_office(first, 20_000));
+        acknowledge_now(&daemon);
+        assert!(enforcing_office(&link));
+    }
+    assert_eq!(resizes(), 1, "no load for a replacement: {}", daemon.log());
+}
+
+/// Every resize of the tables loads the programs again: the kernel's verifier must walk few
+/// instructions (before the classification and the flow lookups were global functions, the
+/// XDP program took 129,063, about 130 ms on this machine's kind of CPU).
+#[test]
+fn loading_the_programs_walks_few_instructions_in_the_verifier() {
+    let dataplane = Dataplane::load(8192, 1024).expect("loading the XDP program (are you root?)");
+    let (xdp, egress) = dataplane.verified_instructions().expect("program info");
+    assert!(xdp > 0 && xdp < 50_000, "XDP program: {xdp} instructions");
+    assert!(
+        egress > 0 && egress < 5_000,
+        "egress program: {egress} instructions"
+    );
 }
 
 /// With `before` hosts enforced and `after` hosts (and the denied client) pending, the

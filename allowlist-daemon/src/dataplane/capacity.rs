@@ -73,9 +73,15 @@ impl Need {
         )
     }
 
-    /// The rule ids maps made for this need hold.
+    /// The rule ids maps made for this need hold: every one in use, and room for a
+    /// replacement of every prefix in force. A replaced list's entries keep their rule ids
+    /// until the change is acknowledged, so its new entries take as many more: without that
+    /// room the first replacement of a list would make the maps again.
     fn all_rules(&self) -> u32 {
-        self.rules.max(self.kept_rules)
+        let replacement = 2 * (u64::from(self.v4_prefixes) + u64::from(self.v6_prefixes));
+        self.rules
+            .max(self.kept_rules)
+            .max(u32::try_from(replacement).unwrap_or(u32::MAX))
     }
 }
 
@@ -232,11 +238,23 @@ mod tests {
             (MIN_RULES, MIN_PREFIXES, MIN_PREFIXES)
         );
         let capacity = Capacity::for_need(need(1000, 10_000), 1024);
-        assert_eq!((capacity.rules, capacity.v4_prefixes), (1280, 10_752));
+        assert_eq!((capacity.rules, capacity.v4_prefixes), (21_504, 10_752));
         let capacity = Capacity::for_need(need(2_000_001, 1_000_000), 1024);
         assert_eq!(capacity.v4_prefixes, 1_114_112, "17/16 x 2^20");
         assert_eq!(capacity.rules, 2_228_224, "17/16 x 2^21");
         assert_eq!(class(u32::MAX, MIN_RULES), u32::MAX);
+    }
+
+    #[test]
+    fn a_replacement_of_every_prefix_fits_the_maps_made_for_the_policy() {
+        let capacity = Capacity::for_need(need(10_000, 10_000), 1024);
+        let replacing = need(20_000, 10_000);
+        assert!(capacity.holds(replacing) && !capacity.oversized_for(replacing));
+        let acknowledged = Need {
+            kept_rules: 20_000,
+            ..need(20_000, 10_000)
+        };
+        assert!(capacity.holds(acknowledged) && !capacity.oversized_for(acknowledged));
     }
 
     #[test]

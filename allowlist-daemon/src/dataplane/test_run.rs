@@ -100,4 +100,19 @@ impl Dataplane {
             .map_err(program_error(EGRESS_PROGRAM_NAME))?;
         Ok(())
     }
+
+    /// How many instructions the kernel's verifier walked to load the XDP program and the
+    /// egress program (what every load of them costs, as each resize of the tables does).
+    pub fn verified_instructions(&self) -> Result<(u32, u32), DataplaneError> {
+        let xdp = program::<Xdp>(&self.ebpf, PROGRAM_NAME)?
+            .info()
+            .map_err(program_error(PROGRAM_NAME))?;
+        let egress = program::<SchedClassifier>(&self.ebpf, EGRESS_PROGRAM_NAME)?
+            .info()
+            .map_err(program_error(EGRESS_PROGRAM_NAME))?;
+        Ok((
+            xdp.verified_instruction_count().unwrap_or(0),
+            egress.verified_instruction_count().unwrap_or(0),
+        ))
+    }
 }

@@ -1,0 +1,27 @@
+//! Links the program's global functions as global: the verifier checks a global function
+//! once, alone, with only its arguments' types known, instead of once for every path of the
+//! program that reaches it (what it does for a static subprogram or inlined code). The
+//! classification and the flow lookups sit after many branches of the packet parsing: as
+//! global functions they cut the instructions the verifier walks at every load of the
+//! program (each resize of the tables) from about 129,000 to a third of that.
+//!
+//! bpf-linker keeps a function global only when it is exported; every other one it makes
+//! static. Host builds (`cargo clippy --workspace`) link no BPF and get no flag.
+
+/// The program's global functions: each `#[unsafe(no_mangle)] pub extern "C"`.
+const GLOBAL_FUNCTIONS: [&str; 4] = [
+    "allowlist_classify_v4",
+    "allowlist_classify_v6",
+    "allowlist_known_flow",
+    "allowlist_record_flow",
+];
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("bpf") {
+        println!(
+            "cargo:rustc-link-arg-bins=--export={}",
+            GLOBAL_FUNCTIONS.join(",")
+        );
+    }
+}
