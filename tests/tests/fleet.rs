@@ -110,6 +110,50 @@ fn a_stale_publish_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn a_pipeline_publishes_over_a_moved_fleet_with_base_current() {
+    let fleet = fleet(0, ["1s", "5s"], &[]);
+    let first = fleet.publish(&office_file(&[]), Some("current"));
+    assert_eq!(fleet.status()["current"], first, "a first release");
+    let second = fleet.publish(&office_file(&["192.0.2.8"]), Some(&first));
+
+    let file = policy_file(
+        fleet.files.path(),
+        "repository.toml",
+        &office_file(&["192.0.2.9"]),
+    );
+    let path = file.to_str().expect("path");
+    let stale = fleet
+        .etcd
+        .fleet_ctl(FLEET, &["publish", "-f", path, "--base", &first]);
+    assert!(!stale.status.success(), "a stale explicit base");
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        err.contains(&format!("the fleet is at release {second}")),
+        "{err}"
+    );
+    assert_eq!(fleet.status()["current"], second, "unchanged");
+
+    let third = fleet.publish(&office_file(&["192.0.2.9"]), Some("current"));
+    assert_ne!(third, second);
+    assert_eq!(
+        fleet.status()["current"],
+        third,
+        "published over the moved fleet"
+    );
+    let again = fleet
+        .etcd
+        .fleet_ctl(FLEET, &["publish", "-f", path, "--base", "current"]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again:?}");
+    assert!(stdout.contains("nothing to publish"), "{stdout}");
+    assert_eq!(
+        fleet.status()["current"],
+        third,
+        "the same lists: no new release"
+    );
+}
+
+#[test]
 fn etcd_lost_outside_a_window_keeps_the_policy_and_inside_one_every_host_reverts() {
     let mut fleet = fleet(2, ["1s", "6s"], &[]);
     let first = fleet.publish(&office_file(&[]), None);

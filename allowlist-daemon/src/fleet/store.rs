@@ -54,7 +54,8 @@ pub enum FleetError {
     /// The publish was based on another release than the fleet's current one.
     #[error(
         "the fleet is at release {}, but this publish is based on {}: export the current \
-         release (allowlistctl fleet export), merge your change into it and publish again",
+         release (allowlistctl fleet export), merge your change into it and publish again \
+         (a pipeline whose file is the whole policy: publish --base current)",
         current.as_deref().unwrap_or("(none)"),
         base.as_deref().unwrap_or("nothing (no base given)")
     )]

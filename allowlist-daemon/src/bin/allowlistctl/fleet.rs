@@ -52,13 +52,18 @@ pub(crate) enum FleetCommand {
     /// Publish a policy file as the fleet's new release (printed). Hosts apply it as a
     /// pending change and revert it unless it is acknowledged (`fleet ack`) in their window.
     /// Refused if the fleet moved on from the release the file is based on (`base` in the
-    /// file, as `fleet export` writes it, or --base).
+    /// file, as `fleet export` writes it, or --base), so that two people editing by hand
+    /// never overwrite each other.
     Publish {
         /// The policy file.
         #[arg(long = "file", short = 'f', value_name = "FILE")]
         file: PathBuf,
-        /// The release the file is based on [default: the file's `base`].
-        #[arg(long)]
+        /// The release the file is based on [default: the file's `base`]. `current`: the
+        /// release the fleet is at when this publishes, for a pipeline that publishes a
+        /// repository's file on every commit: the file replaces whatever is there (still
+        /// refused if another publish lands between the read and the write), and nothing is
+        /// published when that release already holds the same lists.
+        #[arg(long, value_name = "RELEASE|current")]
         base: Option<String>,
         /// Sign the release with this Ed25519 key (OpenSSH format, unencrypted): hosts with
         /// --fleet-trust apply only releases their trusted keys signed. Repeat for several.
@@ -172,6 +177,17 @@ fn new_release_id() -> anyhow::Result<String> {
     ))
 }
 
+/// The `--base` of a publish that replaces whatever release the fleet is at.
+const CURRENT_BASE: &str = "current";
+
+/// What a publish based on the current release says when `current` already holds its lists.
+fn unchanged(fleet: &str, current: &str) -> Output {
+    Output::Done(
+        format!("nothing to publish: release {current} of fleet {fleet} already holds these lists"),
+        json!({ "published": null, "fleet": fleet, "current": current }),
+    )
+}
+
 /// Runs `command`; `api` is this host's daemon, for detach and attach.
 pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
     match command {
@@ -188,15 +204,29 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
                 .iter()
                 .map(|path| SigningKey::read(path))
                 .collect::<Result<Vec<_>, _>>()?;
+            let runtime = runtime()?;
+            let mut store = etcd.connect(&runtime)?;
+            let base = match base.or(policy.base) {
+                Some(base) if base == CURRENT_BASE => {
+                    let current = runtime.block_on(store.current())?.map(|(id, _)| id);
+                    if let Some(id) = &current {
+                        let (release, _) =
+                            runtime.block_on(store.release(id, MAX_RELEASE_BYTES))?;
+                        if release.allowlists == policy.allowlists {
+                            return Ok(unchanged(&etcd.fleet, id));
+                        }
+                    }
+                    current
+                }
+                base => base,
+            };
             let release = Release {
                 id: new_release_id()?,
-                base: base.or(policy.base),
+                base,
                 published_at: rfc3339(time::OffsetDateTime::now_utc()),
                 by: operator(),
                 allowlists: policy.allowlists,
             };
-            let runtime = runtime()?;
-            let mut store = etcd.connect(&runtime)?;
             runtime.block_on(store.publish(&release, &signers))?;
             let signed: Vec<String> = signers.iter().map(SigningKey::fingerprint).collect();
             Ok(Output::Done(
