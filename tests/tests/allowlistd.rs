@@ -174,6 +174,73 @@ fn an_interface_that_does_not_exist_yet_is_refused_unless_waited_for() {
     assert!(err.contains("--wait-for-iface"), "{err}");
 }
 
+/// `xdp-filter` (xdp-tools) loaded on the server's interface of `link`: another XDP
+/// program, unloaded when dropped.
+struct XdpFilter<'a>(&'a TestLink);
+
+impl<'a> XdpFilter<'a> {
+    fn load(link: &'a TestLink) -> Self {
+        let loaded = XdpFilter::command(link, "load");
+        assert!(loaded.status.success(), "xdp-filter load: {loaded:?}");
+        XdpFilter(link)
+    }
+
+    /// `xdp-filter VERB` on the server's interface, in its namespace (`nsenter`, so that
+    /// libxdp's pins land in the host's bpffs, where unloading finds them).
+    fn command(link: &TestLink, verb: &str) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", link.server.path()))
+            .args(["xdp-filter", verb, SERVER_IF])
+            .output()
+            .expect("running xdp-filter")
+    }
+}
+
+impl Drop for XdpFilter<'_> {
+    fn drop(&mut self) {
+        let _ = XdpFilter::command(self.0, "unload");
+        // libxdp's directory of pins, empty again (left alone when it is not).
+        let _ = std::fs::remove_dir("/sys/fs/bpf/xdp");
+    }
+}
+
+#[test]
+fn an_interface_another_xdp_program_holds_is_refused_naming_it() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let filter = XdpFilter::load(&link);
+    let output = Command::new("nsenter")
+        .arg(format!("--net={}", link.server.path()))
+        .arg(allowlistd_binary().expect("allowlistd binary"))
+        .args(["--iface", SERVER_IF, "--state-dir"])
+        .arg(state.path())
+        .arg("--pin-dir")
+        .arg(state.pin_dir())
+        .output()
+        .expect("running allowlistd");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{SERVER_IF} already runs XDP program"))
+            && err.contains("(xdpfilt_alw_all, native mode)")
+            && err.contains(&format!("xdp-loader unload {SERVER_IF} --all")),
+        "{err}"
+    );
+    assert!(
+        !state.pin_dir().exists(),
+        "nothing pinned after the refusal"
+    );
+    let shown = link
+        .server
+        .ip(&["-details", "link", "show", SERVER_IF])
+        .expect("ip link");
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("name xdpfilt_alw_all"),
+        "the other program left in place"
+    );
+    drop(filter);
+}
+
 #[test]
 fn an_interface_that_appears_after_the_start_is_attached_and_enforced() {
     let link = TestLink::create().expect("test link");

@@ -20,6 +20,7 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("faketime", "faketime"),
     ("systemd-analyze", "systemd"),
     ("bpftool", "bpftool"),
+    ("xdp-filter", "xdp-tools"),
 ];
 
 /// What building the daemon needs: `protoc` and the well-known `.proto` files, for the

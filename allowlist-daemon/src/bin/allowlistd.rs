@@ -175,6 +175,14 @@ async fn run() -> anyhow::Result<()> {
              --wait-for-iface to attach to it once it appears"
         );
     }
+    // So does one that another XDP program holds (named, with what to do).
+    for interface in config
+        .interfaces
+        .iter()
+        .filter(|name| !absent.contains(name))
+    {
+        Dataplane::check_free(interface)?;
+    }
 
     // The state is read and checked before the kernel is touched: a bad state file changes
     // nothing there.

@@ -8,7 +8,7 @@ use aya::pin::PinError;
 use aya::programs::ProgramError;
 use aya::programs::links::LinkError;
 
-use super::sys::BatchError;
+use super::sys::{BatchError, XdpHolder};
 use super::types::AttachMode;
 
 /// Errors of the dataplane.
@@ -66,6 +66,30 @@ pub enum DataplaneError {
         /// What failed.
         #[source]
         source: ProgramError,
+    },
+    /// Another XDP program holds the interface.
+    #[error(
+        "{interface} already runs XDP program {} ({program}, {} mode){}",
+        holder.id,
+        holder.attachment,
+        occupied_hint(interface, program)
+    )]
+    Occupied {
+        /// The interface.
+        interface: String,
+        /// The program there.
+        holder: XdpHolder,
+        /// Its name, as the kernel has it.
+        program: String,
+    },
+    /// The XDP program on an interface could not be found out.
+    #[error("reading which XDP program {interface} runs")]
+    Holder {
+        /// The interface.
+        interface: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
     },
     /// The kernel gave a link that cannot be pinned (XDP and TCX links need Linux 6.6).
     #[error("the kernel attached to {0} without a BPF link; pinning needs Linux 6.6 or later")]
@@ -205,4 +229,23 @@ pub(super) fn batch_error(name: &'static str) -> impl Fn(BatchError) -> Dataplan
 /// Names program `name` in a [`ProgramError`].
 pub(super) fn program_error(name: &'static str) -> impl Fn(ProgramError) -> DataplaneError {
     move |source| DataplaneError::Program { name, source }
+}
+
+/// How to proceed when `program` holds `interface`.
+fn occupied_hint(interface: &str, program: &str) -> String {
+    let what = match program {
+        "xdp_dispatcher" => {
+            "it is libxdp's dispatcher (`xdp-loader status` lists the programs it runs); "
+        }
+        allowlist_common::PROGRAM_NAME => {
+            "it is an allowlistd program pinned under another --pin-dir (that daemon's \
+             `allowlistd teardown` removes it); "
+        }
+        _ => "",
+    };
+    format!(
+        ": {what}allowlistd does not share an interface with another XDP program yet. Unload \
+         it first (`xdp-loader unload {interface} --all` or `ip link set dev {interface} xdp \
+         off`), or leave {interface} out of --iface"
+    )
 }

@@ -13,6 +13,7 @@ use super::Dataplane;
 use super::error::{AdoptError, DataplaneError};
 use super::load::program_mut;
 use super::pins::{read_dir, remove_pin};
+use super::sys::xdp_holder;
 use super::types::{AttachMode, AttachedMode};
 
 /// One attachment of the program to an interface; pinned links outlive it.
@@ -42,6 +43,7 @@ impl Dataplane {
         let (link, attached) = match self.adopt::<Xdp, XdpLink>(PROGRAM_NAME, &xdp_pin)? {
             Some(link) => (link, AttachedMode::Adopted),
             None => {
+                Dataplane::check_free(interface)?;
                 let (link, attached) = self.attach_xdp(interface, mode)?;
                 (self.pin_link(link, &xdp_pin)?, attached)
             }
@@ -75,6 +77,34 @@ impl Dataplane {
             _egress: egress,
         });
         Ok(attached)
+    }
+
+    /// Fails with [`DataplaneError::Occupied`], naming the program, when another XDP
+    /// program than an allowlist's holds `interface` (nothing is touched: it only asks); an
+    /// allowlist program is left to the attach, which takes over its pinned link.
+    pub fn check_free(interface: &str) -> Result<(), DataplaneError> {
+        let holder_error = |source| DataplaneError::Holder {
+            interface: interface.to_owned(),
+            source,
+        };
+        let ifindex =
+            nix::net::if_::if_nametoindex(interface).map_err(|errno| holder_error(errno.into()))?;
+        let Some(holder) = xdp_holder(ifindex).map_err(holder_error)? else {
+            return Ok(());
+        };
+        let program = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|program| program.id() == holder.id)
+            .and_then(|program| program.name_as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unnamed".to_owned());
+        if program == PROGRAM_NAME {
+            return Ok(());
+        }
+        Err(DataplaneError::Occupied {
+            interface: interface.to_owned(),
+            holder,
+            program,
+        })
     }
 
     /// The current attachments.

@@ -50,7 +50,7 @@ pub use links::Attachment;
 pub use memory::MapMemory;
 pub use readings::{Readings, RuleTable};
 pub use resize::{Install, SHRINK_AFTER};
-pub use sys::BatchError;
+pub use sys::{BatchError, XdpAttachment, XdpHolder};
 pub use types::{
     AttachMode, AttachedMode, Capacity, Counters, Enforced, Enforcement, FlowStats, FrameRun,
     KernelState, Replies, ReplyOpeners, RuleUse, SourceNoted, Verdict,
