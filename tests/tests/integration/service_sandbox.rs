@@ -20,7 +20,7 @@ const UID: u32 = 65534;
 
 /// The words of every `NAME=` line of the shipped unit.
 fn unit_setting(name: &str) -> Vec<String> {
-    let unit = include_str!("../../packaging/allowlistd.service");
+    let unit = include_str!("../../../packaging/allowlistd.service");
     unit.lines()
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix('='))
         .flat_map(|value| value.split_whitespace().map(str::to_owned))

@@ -61,7 +61,7 @@ fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
     );
 
     let dashboard: Value =
-        serde_json::from_str(include_str!("../../packaging/grafana/allowlist.json"))
+        serde_json::from_str(include_str!("../../../packaging/grafana/allowlist.json"))
             .expect("the dashboard is JSON");
     let mut found = Vec::new();
     queries(&dashboard, &mut found);
@@ -70,7 +70,7 @@ fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
         "the dashboard's panels have queries: {found:?}"
     );
     let dashboard_metrics = metric_names(&found.join("\n"));
-    let alerts = include_str!("../../packaging/prometheus/alerts.yml");
+    let alerts = include_str!("../../../packaging/prometheus/alerts.yml");
     let alert_metrics = metric_names(alerts);
     for (what, used) in [
         ("dashboard", &dashboard_metrics),
