@@ -259,13 +259,16 @@ fn note_tcp_flags(state: &mut FlowState, flags: u8, now: u64) {
 /// it: a reply changes nothing, so that a spoofer who knows a flow's ports can neither keep
 /// it open past its idle timeout nor tear it down with a forged RST or FIN.
 #[inline(always)]
-pub fn is_reply(ends: Ends, transport: Transport, end: usize) -> bool {
+pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -> bool {
     match transport.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let Some((remote_port, local_port)) = packet::ports(transport.at, end) else {
                 return false;
             };
-            known(&key(ends, remote_port, local_port, transport.protocol))
+            known(
+                config,
+                &key(ends, remote_port, local_port, transport.protocol),
+            )
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
             let Some((icmp_type, id)) = packet::icmp_type_and_id(transport.at, end) else {
@@ -273,18 +276,18 @@ pub fn is_reply(ends: Ends, transport: Transport, end: usize) -> bool {
             };
             match (transport.protocol, icmp_type) {
                 (ip_proto::ICMP, ICMP_ECHO_REPLY) | (ip_proto::ICMPV6, ICMPV6_ECHO_REPLY) => {
-                    known(&key(ends, 0, id, transport.protocol))
+                    known(config, &key(ends, 0, id, transport.protocol))
                 }
                 (
                     ip_proto::ICMP,
                     ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM,
                 ) => quoted_flow_v4(packet::quoted(transport.at), end)
-                    .is_some_and(|flow| known(&flow)),
+                    .is_some_and(|flow| known(config, &flow)),
                 (
                     ip_proto::ICMPV6,
                     ICMPV6_DEST_UNREACHABLE | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED,
                 ) => quoted_flow_v6(packet::quoted(transport.at), end)
-                    .is_some_and(|flow| known(&flow)),
+                    .is_some_and(|flow| known(config, &flow)),
                 _ => false,
             }
         }
@@ -292,25 +295,23 @@ pub fn is_reply(ends: Ends, transport: Transport, end: usize) -> bool {
     }
 }
 
-/// Whether `flow` is recorded and fresh (without refreshing it).
+/// Whether `flow` is recorded and fresh (without refreshing it): the flow filter inline
+/// (most refused sources end there), the flow map in [`allowlist_fresh_flow`].
 #[inline(always)]
-fn known(flow: &FlowKey) -> bool {
-    allowlist_known_flow(flow) != 0
+fn known(config: &Config, flow: &FlowKey) -> bool {
+    may_be_recorded(config, flow) && allowlist_fresh_flow(flow) != 0
 }
 
-/// [`known`], a global function (see `build.rs`): the verifier checks it once, not once for
-/// every kind of packet [`is_reply`] looks at. 1 when `flow` is recorded and fresh.
+/// Whether `flow` is in the flow map and fresh: 1 or 0. A global function (see `build.rs`):
+/// the verifier checks it once, not once for every kind of packet [`is_reply`] looks at.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn allowlist_known_flow(flow: *const FlowKey) -> i64 {
+pub extern "C" fn allowlist_fresh_flow(flow: *const FlowKey) -> i64 {
     // SAFETY: the flow key the caller built on its stack (or null, which the verifier makes
     // every global function handle).
     let (Some(config), Some(flow)) = (crate::config(), unsafe { flow.as_ref() }) else {
         return 0;
     };
-    if !may_be_recorded(config, flow) {
-        return 0;
-    }
     // SAFETY: the value is only read.
     match unsafe { FLOWS.get(flow) } {
         Some(state) => {

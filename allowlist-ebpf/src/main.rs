@@ -116,6 +116,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
                 (Some(t), Some(local))
                     if config.replies != 0
                         && flows::is_reply(
+                            config,
                             Ends::V4 {
                                 remote: addr,
                                 local,
@@ -154,6 +155,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
                     (Some(t), Some(local))
                         if config.replies != 0
                             && flows::is_reply(
+                                config,
                                 Ends::V6 {
                                     remote: addr,
                                     local,

@@ -3,9 +3,9 @@
 //! inlined array read.
 
 use allowlist_common::ranges::short::{ShortV4, ShortV6};
-use allowlist_common::ranges::v4::{V4Leaf, V4Words, classify_v4};
-use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, classify_v6};
-use allowlist_common::ranges::{RangeBucket, Regions, SUMMARY_WORDS};
+use allowlist_common::ranges::v4::{V4Leaf, V4Words, search_v4, v4_bucket_answer};
+use allowlist_common::ranges::v6::{V6Header, V6Tables, V6Words, search_v6, v6_bucket_answer};
+use allowlist_common::ranges::{BucketAnswer, RangeBucket, Regions, SUMMARY_WORDS};
 use allowlist_common::{GENERATIONS, Ipv4Addr, Ipv6Addr, RuleId};
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 
@@ -132,66 +132,69 @@ impl V6Tables for V6 {
     }
 }
 
-/// The rule of the longest prefix of `generation` covering the IPv4 source `addr`.
+/// The rule of the longest prefix of `generation` covering the IPv4 source `addr`: the
+/// short list, the summary and the bucket inline (what most packets need); a search of the
+/// bucket's leaves in [`allowlist_search_v4`].
 #[inline(always)]
 pub fn lookup_v4(generation: u8, addr: Ipv4Addr) -> Option<RuleId> {
-    rule_of(allowlist_classify_v4(
-        u32::from(generation),
-        u32::from_be_bytes(addr),
-    ))
+    let addr = u32::from_be_bytes(addr);
+    let short = V4_SHORT.get(u32::from(generation))?;
+    if short.answers() {
+        return short.rule_of(addr);
+    }
+    match v4_bucket_answer(&V4(Generation::of(u32::from(generation))), addr) {
+        BucketAnswer::Rule(rule) => rule,
+        BucketAnswer::Search(slot) => {
+            RuleId::try_from(allowlist_search_v4(u32::from(generation), slot, addr)).ok()
+        }
+    }
 }
 
-/// The rule of the longest prefix of `generation` covering the IPv6 source `addr`.
+/// The rule of the longest prefix of `generation` covering the IPv6 source `addr`, as
+/// [`lookup_v4`]; a search of the bucket's ranges in [`allowlist_search_v6`].
 #[inline(always)]
 pub fn lookup_v6(generation: u8, addr: &Ipv6Addr) -> Option<RuleId> {
     let mut high = [0u8; 8];
     let mut low = [0u8; 8];
     high.copy_from_slice(&addr[..8]);
     low.copy_from_slice(&addr[8..]);
-    rule_of(allowlist_classify_v6(
-        u32::from(generation),
-        u64::from_be_bytes(high),
-        u64::from_be_bytes(low),
-    ))
+    let addr = [u64::from_be_bytes(high), u64::from_be_bytes(low)];
+    let short = V6_SHORT.get(u32::from(generation))?;
+    if short.answers() {
+        return short.rule_of(addr);
+    }
+    match v6_bucket_answer(&V6(Generation::of(u32::from(generation))), addr) {
+        BucketAnswer::Rule(rule) => rule,
+        BucketAnswer::Search(slot) => RuleId::try_from(allowlist_search_v6(
+            u32::from(generation),
+            slot,
+            addr[0],
+            addr[1],
+        ))
+        .ok(),
+    }
 }
 
-/// What a classifying global function returns for `rule`: the rule, or -1 for none.
-#[inline(always)]
-fn raw(rule: Option<RuleId>) -> i64 {
-    rule.map_or(-1, i64::from)
-}
-
-/// The rule a classifying global function returned.
-#[inline(always)]
-fn rule_of(raw: i64) -> Option<RuleId> {
-    RuleId::try_from(raw).ok()
-}
-
-/// [`lookup_v4`]'s classification, a global function (see `build.rs`): the verifier checks
-/// it once, alone, not once for every path of the program that reaches it.
+/// The search of [`lookup_v4`]: the rule of `addr` in the leaves of the bucket at line
+/// `slot` of `generation`, or -1 for none. A global function (see `build.rs`): the verifier
+/// checks it once, alone, not once for every path of the program that reaches it.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn allowlist_classify_v4(generation: u32, addr: u32) -> i64 {
-    let Some(short) = V4_SHORT.get(generation) else {
-        return raw(None);
-    };
-    if short.answers() {
-        return raw(short.rule_of(addr));
-    }
-    raw(classify_v4(&V4(Generation::of(generation)), addr))
+pub extern "C" fn allowlist_search_v4(generation: u32, slot: u32, addr: u32) -> i64 {
+    let table = V4(Generation::of(generation));
+    table
+        .bucket(slot)
+        .and_then(|bucket| search_v4(&table, bucket, addr))
+        .map_or(-1, i64::from)
 }
 
-/// [`lookup_v6`]'s classification of the address `high`:`low`, a global function like
-/// [`allowlist_classify_v4`].
+/// The search of [`lookup_v6`], as [`allowlist_search_v4`], for the address `high`:`low`.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn allowlist_classify_v6(generation: u32, high: u64, low: u64) -> i64 {
-    let Some(short) = V6_SHORT.get(generation) else {
-        return raw(None);
-    };
-    let addr = [high, low];
-    if short.answers() {
-        return raw(short.rule_of(addr));
-    }
-    raw(classify_v6(&V6(Generation::of(generation)), addr))
+pub extern "C" fn allowlist_search_v6(generation: u32, slot: u32, high: u64, low: u64) -> i64 {
+    let table = V6(Generation::of(generation));
+    table
+        .bucket(slot)
+        .and_then(|bucket| search_v6(&table, bucket, [high, low]))
+        .map_or(-1, i64::from)
 }

@@ -205,6 +205,16 @@ pub const fn range_capacity(prefixes: u32) -> u32 {
     }
 }
 
+/// What the reads of a lookup's summary word and bucket found: the answer, or the bucket
+/// (by its line) whose ranges must be searched for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketAnswer {
+    /// The answer: the rule, or none.
+    Rule(Option<RuleId>),
+    /// The line of a bucket whose leaves (IPv4) or listed ranges (IPv6) hold the answer.
+    Search(u32),
+}
+
 /// The ranges word of a bucket inside one range: `rule`'s, or no rule's.
 pub const fn uniform_bucket(rule: Option<RuleId>) -> u64 {
     match rule {

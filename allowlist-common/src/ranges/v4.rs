@@ -9,8 +9,8 @@
 //! buckets search their leaves by halving.
 
 use super::{
-    RangeBucket, SUMMARY_BUCKETS, bucket_slot, listed_bucket, rule_in_word, some_rule,
-    summary_allows,
+    BucketAnswer, RangeBucket, SUMMARY_BUCKETS, bucket_slot, listed_bucket, rule_in_word,
+    some_rule, summary_allows,
 };
 use crate::RuleId;
 
@@ -178,17 +178,34 @@ pub trait V4Words {
 /// The rule of the longest prefix covering the IPv4 address `addr` (host order), if any.
 #[inline(always)]
 pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
-    let index = addr >> 16;
-    let summary = table.summary(index / SUMMARY_BUCKETS)?;
-    if !summary_allows(summary, index) {
-        return None;
+    match v4_bucket_answer(table, addr) {
+        BucketAnswer::Rule(rule) => rule,
+        BucketAnswer::Search(slot) => search_v4(table, table.bucket(slot)?, addr),
     }
-    let bucket = table.bucket(bucket_slot(summary, index))?;
+}
+
+/// The first part of [`classify_v4`]: the summary word and the bucket, a uniform or inline
+/// bucket answered, a block the bucket leaves uncovered refused; what is left is a search of
+/// the bucket's leaves ([`search_v4`]). The program keeps this part inline (every packet
+/// takes it) and makes the search a function of its own.
+#[inline(always)]
+pub fn v4_bucket_answer(table: &impl V4Words, addr: u32) -> BucketAnswer {
+    let index = addr >> 16;
+    let Some(summary) = table.summary(index / SUMMARY_BUCKETS) else {
+        return BucketAnswer::Rule(None);
+    };
+    if !summary_allows(summary, index) {
+        return BucketAnswer::Rule(None);
+    }
+    let slot = bucket_slot(summary, index);
+    let Some(bucket) = table.bucket(slot) else {
+        return BucketAnswer::Rule(None);
+    };
     let low = addr as u16;
     let first = bucket.ranges as u32;
     let count = (bucket.ranges >> 32) as u32;
     if count == 0 {
-        return first.checked_sub(1);
+        return BucketAnswer::Rule(first.checked_sub(1));
     }
     if count <= V4_INLINE_RANGES {
         // The bucket's first range starts at its first address; the starts rise.
@@ -201,11 +218,21 @@ pub fn classify_v4(table: &impl V4Words, addr: u32) -> Option<RuleId> {
             }
         }
         let rules = bucket.words[INLINE_RULE_WORD + (at / 2) as usize % INLINE_RULE_WORDS];
-        return some_rule(rule_in_word(rules, at));
+        return BucketAnswer::Rule(some_rule(rule_in_word(rules, at)));
     }
     if !bucket.covers(u32::from(low >> 8)) {
-        return None;
+        return BucketAnswer::Rule(None);
     }
+    BucketAnswer::Search(slot)
+}
+
+/// The rest of [`classify_v4`]: the rule of `addr` in the leaves of `bucket`, a bucket of
+/// more than [`V4_INLINE_RANGES`] ranges.
+#[inline(always)]
+pub fn search_v4(table: &impl V4Words, bucket: &RangeBucket, addr: u32) -> Option<RuleId> {
+    let low = addr as u16;
+    let first = bucket.ranges as u32;
+    let count = (bucket.ranges >> 32) as u32;
     let leaves = count.div_ceil(LEAF_RANGES);
     let leaf = if leaves <= DIRECT_LEAVES {
         let mut at = 0;

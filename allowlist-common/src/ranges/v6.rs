@@ -8,8 +8,8 @@
 //! range's first address, whole, and its rule, two to a word.
 
 use super::{
-    RangeBucket, SUMMARY_BUCKETS, bucket_slot, listed_bucket, rule_in_word, some_rule,
-    summary_allows,
+    BucketAnswer, RangeBucket, SUMMARY_BUCKETS, bucket_slot, listed_bucket, rule_in_word,
+    some_rule, summary_allows,
 };
 use crate::RuleId;
 
@@ -170,10 +170,23 @@ const fn not_after(a: V6Words, b: V6Words) -> bool {
 /// The rule of the longest prefix covering the IPv6 address `addr`, if any.
 #[inline(always)]
 pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
-    let header = table.header()?;
+    match v6_bucket_answer(table, addr) {
+        BucketAnswer::Rule(rule) => rule,
+        BucketAnswer::Search(slot) => search_v6(table, table.bucket(slot)?, addr),
+    }
+}
+
+/// The first part of [`classify_v6`], as [`super::v4::v4_bucket_answer`] is of IPv4's:
+/// the region, the summary word and the bucket; what is left is a search of the bucket's
+/// listed ranges ([`search_v6`]).
+#[inline(always)]
+pub fn v6_bucket_answer(table: &impl V6Tables, addr: V6Words) -> BucketAnswer {
+    let Some(header) = table.header() else {
+        return BucketAnswer::Rule(None);
+    };
     let region_bits = header.region_bits;
     if region_bits > V6_MAX_REGION_BITS {
-        return None;
+        return BucketAnswer::Rule(None);
     }
     if region_bits > 0 {
         // Compare the region's prefix: the bits shifted out when aligning below it.
@@ -187,23 +200,28 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
             } else {
                 header.rule_above
             };
-            return some_rule(rule);
+            return BucketAnswer::Rule(some_rule(rule));
         }
     }
     let index = (bits_from(addr, region_bits) >> 40) as u32;
-    let summary = table.summary((index >> 8) / SUMMARY_BUCKETS)?;
+    let Some(summary) = table.summary((index >> 8) / SUMMARY_BUCKETS) else {
+        return BucketAnswer::Rule(None);
+    };
     if !summary_allows(summary, index >> 8) {
-        return None;
+        return BucketAnswer::Rule(None);
     }
-    let bucket = table.bucket(bucket_slot(summary, index >> 8))?;
+    let slot = bucket_slot(summary, index >> 8);
+    let Some(bucket) = table.bucket(slot) else {
+        return BucketAnswer::Rule(None);
+    };
     let block = index & 0xff;
     if bucket.words[QUARTERS_WORD] >> (block / 4) & 1 == 0 {
-        return None;
+        return BucketAnswer::Rule(None);
     }
     let first = bucket.ranges as u32;
     let count = (bucket.ranges >> 32) as u32;
     if count == 0 {
-        return first.checked_sub(1);
+        return BucketAnswer::Rule(first.checked_sub(1));
     }
     if count <= V6_INLINE_RANGES {
         let mut at = 0;
@@ -218,11 +236,20 @@ pub fn classify_v6(table: &impl V6Tables, addr: V6Words) -> Option<RuleId> {
             }
         }
         let rules = bucket.words[INLINE_RULE_WORD + (at / 2) as usize % INLINE_RULE_WORDS];
-        return some_rule(rule_in_word(rules, at));
+        return BucketAnswer::Rule(some_rule(rule_in_word(rules, at)));
     }
     if !bucket.covers(block) {
-        return None;
+        return BucketAnswer::Rule(None);
     }
+    BucketAnswer::Search(slot)
+}
+
+/// The rest of [`classify_v6`]: the rule of `addr` among the listed ranges of `bucket`, a
+/// bucket of more than [`V6_INLINE_RANGES`] ranges.
+#[inline(always)]
+pub fn search_v6(table: &impl V6Tables, bucket: &RangeBucket, addr: V6Words) -> Option<RuleId> {
+    let first = bucket.ranges as u32;
+    let count = (bucket.ranges >> 32) as u32;
     // The bucket's first range starts at or before its first address: the answer is in
     // lo..hi.
     let (mut lo, mut hi) = (0u32, count);
