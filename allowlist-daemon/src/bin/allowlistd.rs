@@ -181,7 +181,7 @@ async fn run() -> anyhow::Result<()> {
         .iter()
         .filter(|name| !absent.contains(name))
     {
-        Dataplane::check_free(interface)?;
+        Dataplane::check_free(&config.pin_dir, interface)?;
     }
 
     // The state is read and checked before the kernel is touched: a bad state file changes

@@ -69,18 +69,17 @@ pub enum DataplaneError {
     },
     /// Another XDP program holds the interface.
     #[error(
-        "{interface} already runs XDP program {} ({program}, {} mode){}",
+        "{interface} already runs XDP program {}{}",
         holder.id,
-        holder.attachment,
-        occupied_hint(interface, program)
+        occupied_hint(interface, *holder, program.as_deref())
     )]
     Occupied {
         /// The interface.
         interface: String,
         /// The program there.
         holder: XdpHolder,
-        /// Its name, as the kernel has it.
-        program: String,
+        /// Its name, as the kernel has it, when this process may read it.
+        program: Option<String>,
     },
     /// The XDP program on an interface could not be found out.
     #[error("reading which XDP program {interface} runs")]
@@ -231,21 +230,31 @@ pub(super) fn program_error(name: &'static str) -> impl Fn(ProgramError) -> Data
     move |source| DataplaneError::Program { name, source }
 }
 
-/// How to proceed when `program` holds `interface`.
-fn occupied_hint(interface: &str, program: &str) -> String {
-    let what = match program {
-        "xdp_dispatcher" => {
-            "it is libxdp's dispatcher (`xdp-loader status` lists the programs it runs); "
-        }
-        allowlist_common::PROGRAM_NAME => {
+/// What the program on `interface` is, and how to proceed.
+fn occupied_hint(interface: &str, holder: XdpHolder, program: Option<&str>) -> String {
+    let mode = holder.attachment;
+    let (named, what) = match program {
+        Some("xdp_dispatcher") => (
+            format!(" (xdp_dispatcher, {mode} mode)"),
+            "it is libxdp's dispatcher (`xdp-loader status` lists the programs it runs); ",
+        ),
+        Some(name) if name == allowlist_common::PROGRAM_NAME => (
+            format!(" ({name}, {mode} mode)"),
             "it is an allowlistd program pinned under another --pin-dir (that daemon's \
-             `allowlistd teardown` removes it); "
-        }
-        _ => "",
+             `allowlistd teardown` removes it); ",
+        ),
+        Some(name) => (format!(" ({name}, {mode} mode)"), ""),
+        None => (
+            format!(
+                " ({mode} mode; `bpftool prog show id {}` names it)",
+                holder.id
+            ),
+            "",
+        ),
     };
     format!(
-        ": {what}allowlistd does not share an interface with another XDP program yet. Unload \
-         it first (`xdp-loader unload {interface} --all` or `ip link set dev {interface} xdp \
-         off`), or leave {interface} out of --iface"
+        "{named}: {what}allowlistd does not share an interface with another XDP program yet. \
+         Unload it first (`xdp-loader unload {interface} --all` or `ip link set dev \
+         {interface} xdp off`), or leave {interface} out of --iface"
     )
 }

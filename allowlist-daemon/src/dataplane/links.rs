@@ -1,7 +1,7 @@
 //! Links: attaching the programs to interfaces (XDP ingress, TC egress), taking over links an
 //! earlier daemon pinned, pinning new ones, and letting go of interfaces no longer guarded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use allowlist_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
 use aya::programs::links::{FdLink, LinkError, PinnedLink};
@@ -43,7 +43,7 @@ impl Dataplane {
         let (link, attached) = match self.adopt::<Xdp, XdpLink>(PROGRAM_NAME, &xdp_pin)? {
             Some(link) => (link, AttachedMode::Adopted),
             None => {
-                Dataplane::check_free(interface)?;
+                check_holder(interface)?;
                 let (link, attached) = self.attach_xdp(interface, mode)?;
                 (self.pin_link(link, &xdp_pin)?, attached)
             }
@@ -79,32 +79,19 @@ impl Dataplane {
         Ok(attached)
     }
 
-    /// Fails with [`DataplaneError::Occupied`], naming the program, when another XDP
-    /// program than an allowlist's holds `interface` (nothing is touched: it only asks); an
-    /// allowlist program is left to the attach, which takes over its pinned link.
-    pub fn check_free(interface: &str) -> Result<(), DataplaneError> {
-        let holder_error = |source| DataplaneError::Holder {
-            interface: interface.to_owned(),
-            source,
-        };
-        let ifindex =
-            nix::net::if_::if_nametoindex(interface).map_err(|errno| holder_error(errno.into()))?;
-        let Some(holder) = xdp_holder(ifindex).map_err(holder_error)? else {
-            return Ok(());
-        };
-        let program = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .find(|program| program.id() == holder.id)
-            .and_then(|program| program.name_as_str().map(str::to_owned))
-            .unwrap_or_else(|| "unnamed".to_owned());
-        if program == PROGRAM_NAME {
+    /// Fails with [`DataplaneError::Occupied`], naming the program, when an XDP program
+    /// holds `interface` that no link pinned under `pin_root` (any layout version) attached:
+    /// not this daemon's, which the attach takes over. Nothing is touched: it only asks.
+    pub fn check_free(pin_root: &Path, interface: &str) -> Result<(), DataplaneError> {
+        let pin = format!("xdp_{interface}");
+        let pinned = read_dir(pin_root)
+            .unwrap_or_default()
+            .iter()
+            .any(|dir| dir.join(&pin).exists());
+        if pinned {
             return Ok(());
         }
-        Err(DataplaneError::Occupied {
-            interface: interface.to_owned(),
-            holder,
-            program,
-        })
+        check_holder(interface)
     }
 
     /// The current attachments.
@@ -304,4 +291,28 @@ impl LinkOwner<SchedClassifierLink> for SchedClassifier {
         let link = self.take_link(id).map_err(AdoptError::Program)?;
         FdLink::try_from(link).map_err(AdoptError::Link)
     }
+}
+
+/// Fails with [`DataplaneError::Occupied`] when an XDP program holds `interface`: the
+/// program's id and mode from rtnetlink, its name when this process may read it (listing
+/// programs needs `CAP_SYS_ADMIN`, which the packaged service does not have).
+fn check_holder(interface: &str) -> Result<(), DataplaneError> {
+    let holder_error = |source| DataplaneError::Holder {
+        interface: interface.to_owned(),
+        source,
+    };
+    let ifindex =
+        nix::net::if_::if_nametoindex(interface).map_err(|errno| holder_error(errno.into()))?;
+    let Some(holder) = xdp_holder(ifindex).map_err(holder_error)? else {
+        return Ok(());
+    };
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| program.id() == holder.id)
+        .and_then(|program| program.name_as_str().map(str::to_owned));
+    Err(DataplaneError::Occupied {
+        interface: interface.to_owned(),
+        holder,
+        program,
+    })
 }
