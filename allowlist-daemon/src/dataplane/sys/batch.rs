@@ -7,29 +7,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::Pod;
 use aya::maps::{MapData, MapError};
+use aya_obj::generated::bpf_cmd;
 use nix::errno::Errno;
 use nix::libc;
-
-/// `enum bpf_cmd` value of the batch lookup (include/uapi/linux/bpf.h).
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// Elements per system call: bounded, so that the buffers of a lookup stay small and no call
 /// keeps the kernel busy for long.
 const CHUNK: usize = 65_536;
 
-/// The `batch` member of `union bpf_attr`, as the kernel lays it out.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
+/// The `batch` member of `union bpf_attr` (aya-obj's bindings of the kernel's header).
+type BatchAttr = aya_obj::generated::bpf_attr__bindgen_ty_3;
 
 /// Errors of batch operations.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +112,10 @@ impl<'a, K: Pod, V: Pod> BatchMap<'a, K, V> {
                 keys: keys.as_mut_ptr() as u64,
                 values: values.as_mut_ptr() as u64,
                 count: (limit - read).min(chunk) as u32,
-                ..BatchAttr::default()
+                elem_flags: 0,
+                flags: 0,
             };
-            let outcome = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            let outcome = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
             let got = attr.count as usize;
             read += got;
             for (key, per_cpu) in keys[..got].iter().zip(values.chunks(self.per_element)) {
@@ -157,7 +145,7 @@ fn zeroed<T: Pod>(len: usize) -> Vec<T> {
 }
 
 /// `bpf(cmd, attr, sizeof attr)`.
-fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), Errno> {
+fn bpf(cmd: bpf_cmd, attr: &mut BatchAttr) -> Result<(), Errno> {
     // SAFETY: `attr` is a valid `bpf_attr.batch` for the size given. Its `keys` and `values`
     // (and the batch tokens) point into buffers the callers keep alive for the call, each as
     // long as `count` elements of the map's key and value sizes, which `BatchMap::new`
@@ -165,7 +153,7 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), Errno> {
     let result = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            cmd,
+            cmd as libc::c_long,
             attr as *mut BatchAttr,
             size_of::<BatchAttr>(),
         )
