@@ -27,8 +27,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use allowlist_common::Mode;
-use allowlist_daemon::dataplane::Dataplane;
+use allowlist_common::{Counter, Mode};
+use allowlist_daemon::dataplane::{Dataplane, Verdict};
 use allowlist_daemon::policy::{Policy, parse_cidr};
 
 /// A policy from CIDR strings, rule ids in order from 0.
@@ -49,6 +49,20 @@ pub fn loaded(cidrs: &[&str], mode: Mode) -> Dataplane {
         .expect("applying the policy");
     dataplane.set_mode(mode).expect("setting the mode");
     dataplane
+}
+
+/// What the XDP program does with `frame`, run once by the kernel.
+pub fn verdict(dataplane: &Dataplane, frame: &[u8]) -> Verdict {
+    dataplane.run_frame(frame, 1).expect("test run").verdict
+}
+
+/// The program's counter `counter`, summed over interfaces and CPUs.
+pub fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
+    dataplane
+        .readings()
+        .counters()
+        .expect("counters")
+        .get(counter)
 }
 
 /// The `allowlistd` binary of the same build as the running executable: beside it

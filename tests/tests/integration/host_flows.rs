@@ -10,9 +10,9 @@ use allowlist_common::{Counter, Mode};
 use allowlist_daemon::dataplane::{AttachMode, Dataplane, Replies};
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::frames::{IPPROTO_TCP, ipv6, tcp, tcp_segment};
-use allowlist_tests::loaded;
 use allowlist_tests::netns::*;
 use allowlist_tests::traffic::{TCP_PROBE_TIMEOUT, tcp_connects, udp_gets_through};
+use allowlist_tests::{counter, loaded};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const POLICY: &[&str] = &["198.18.0.2", "fd00:a11::2"];
@@ -32,14 +32,6 @@ fn guard(link: &TestLink, xdp_mode: AttachMode) -> Dataplane {
         .expect("enter")
         .expect("attach");
     dataplane
-}
-
-fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
-    dataplane
-        .readings()
-        .counters()
-        .expect("counters")
-        .get(counter)
 }
 
 /// The server opens a TCP connection to a listener on `remote` (a client address) and

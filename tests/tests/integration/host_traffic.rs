@@ -9,7 +9,7 @@ use allowlist_common::Mode;
 use allowlist_daemon::dataplane::{Dataplane, ReplyOpeners, Verdict};
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::frames::*;
-use allowlist_tests::loaded;
+use allowlist_tests::{loaded, verdict};
 
 const LOCAL: &str = "198.18.0.1";
 const REMOTE: &str = "203.0.113.53";
@@ -17,10 +17,6 @@ const POLICY: &[&str] = &["198.18.0.2"];
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("literal")
-}
-
-fn verdict(dataplane: &Dataplane, frame: &[u8]) -> Verdict {
-    dataplane.run_frame(frame, 1).expect("test run").verdict
 }
 
 /// Whether the reply to a packet the host sends (`outbound`) passes: the host sends it,

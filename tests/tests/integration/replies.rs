@@ -10,7 +10,7 @@ use allowlist_common::{Counter, Mode};
 use allowlist_daemon::dataplane::{Dataplane, Replies, Verdict};
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::frames::*;
-use allowlist_tests::loaded;
+use allowlist_tests::{counter, loaded, verdict};
 
 /// The host.
 const LOCAL_V4: &str = "198.18.0.1";
@@ -51,20 +51,8 @@ fn icmp_protocol(addr: IpAddr) -> u8 {
     }
 }
 
-fn verdict(dataplane: &Dataplane, frame: &[u8]) -> Verdict {
-    dataplane.run_frame(frame, 1).expect("test run").verdict
-}
-
 fn send(dataplane: &Dataplane, frame: &[u8]) {
     dataplane.run_egress_frame(frame).expect("egress test run");
-}
-
-fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
-    dataplane
-        .readings()
-        .counters()
-        .expect("counters")
-        .get(counter)
 }
 
 #[test]

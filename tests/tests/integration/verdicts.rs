@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use allowlist_common::{Counter, Mode};
 use allowlist_daemon::dataplane::{Dataplane, Verdict};
 use allowlist_tests::frames::*;
-use allowlist_tests::{loaded, policy};
+use allowlist_tests::{counter, loaded, policy, verdict};
 
 const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const DENIED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
@@ -17,18 +17,6 @@ const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa11, 0, 0, 0, 0, 0, 1);
 
 /// The policy of most tests: rule 0 allows ALLOWED_V4, rule 1 ALLOWED_V6's /64.
 const POLICY: &[&str] = &["198.18.0.2", "fd00:a11::/64"];
-
-fn verdict(dataplane: &Dataplane, frame: &[u8]) -> Verdict {
-    dataplane.run_frame(frame, 1).expect("test run").verdict
-}
-
-fn counter(dataplane: &Dataplane, counter: Counter) -> u64 {
-    dataplane
-        .readings()
-        .counters()
-        .expect("counters")
-        .get(counter)
-}
 
 /// Asserts the counters equal `expected` and every other counter is zero.
 fn assert_counters(dataplane: &Dataplane, expected: &[(Counter, u64)]) {
