@@ -87,7 +87,7 @@ fn run_task(cli: Cli) -> anyhow::Result<()> {
             system::require_root("cargo xtask run")?;
             build(true)?;
             if args.is_empty() {
-                system::ensure_test_commands()?;
+                system::ensure_demo_commands()?;
                 run(Command::new("cargo").args([
                     "build",
                     "--release",

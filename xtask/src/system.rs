@@ -6,12 +6,19 @@ use anyhow::{Context as _, bail};
 
 use crate::run;
 
-/// Commands the tests run, and the Debian package that provides each.
-const TEST_COMMANDS: &[(&str, &str)] = &[
+/// Commands the demo (`cargo xtask run`) runs, and the Debian package that provides each:
+/// namespaces and veth pairs, and traffic between them.
+const DEMO_COMMANDS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
     ("nsenter", "util-linux"),
     ("sysctl", "procps"),
+];
+
+/// Commands the tests run besides the demo's. Only the tests install them: etcd-server, for
+/// one, creates a user and enables a service, which an ordinary host that runs the demo
+/// should not get.
+const TEST_COMMANDS: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
     ("openssl", "openssl"),
@@ -56,7 +63,12 @@ fn is_root() -> bool {
 
 /// Installs, with apt-get, the packages whose commands the tests need and are missing.
 pub fn ensure_test_commands() -> anyhow::Result<()> {
-    ensure_commands(TEST_COMMANDS)
+    ensure_commands(&[DEMO_COMMANDS, TEST_COMMANDS].concat())
+}
+
+/// Installs, with apt-get, the packages whose commands the demo needs and are missing.
+pub fn ensure_demo_commands() -> anyhow::Result<()> {
+    ensure_commands(DEMO_COMMANDS)
 }
 
 /// Installs what building the daemon needs and is missing: protoc and its includes.
@@ -70,7 +82,7 @@ pub fn ensure_build_packages() -> anyhow::Result<()> {
 
 /// As [`ensure_test_commands`], for the benchmark.
 pub fn ensure_bench_commands() -> anyhow::Result<()> {
-    ensure_commands(TEST_COMMANDS)?;
+    ensure_test_commands()?;
     ensure_commands(BENCH_COMMANDS)
 }
 
