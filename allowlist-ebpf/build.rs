@@ -11,11 +11,12 @@
 //! static. Host builds (`cargo clippy --workspace`) link no BPF and get no flag.
 
 /// The program's global functions: each `#[unsafe(no_mangle)] pub extern "C"`.
-const GLOBAL_FUNCTIONS: [&str; 4] = [
+const GLOBAL_FUNCTIONS: [&str; 5] = [
     "allowlist_search_v4",
     "allowlist_search_v6",
     "allowlist_fresh_flow",
     "allowlist_record_flow",
+    "allowlist_preview",
 ];
 
 fn main() {

@@ -10,6 +10,7 @@
 pub mod flow_filter;
 #[cfg(feature = "user")]
 mod pod;
+pub mod preview;
 pub mod ranges;
 pub mod rule_stats;
 
@@ -22,7 +23,7 @@ pub const EGRESS_PROGRAM_NAME: &str = "allowlist_egress";
 
 /// Version of the maps' layout. Pins live under `<bpffs>/allowlist/v<LAYOUT_VERSION>`; a daemon
 /// never reuses pins of another version. Bump it with every change to a map or to this ABI.
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// Policy generations kept side by side in the range tables. The active policy and, while a
 /// change is pending, the one it reverts to are two; the third is where the next one is
@@ -217,6 +218,12 @@ pub struct Config {
     /// IP protocols (other than TCP, UDP and ICMP) that pass unchecked while scopes are set:
     /// bit `p % 64` of word `p / 64` for protocol number `p`.
     pub unprotected_protocols: [u64; 4],
+    /// The candidate policy a preview judges packets against too (see [`preview`]); read
+    /// only while `preview_until_ns` is in the future.
+    pub preview: Enforcement,
+    /// `bpf_ktime_get_coarse_ns` until which the preview runs (the program stops by itself,
+    /// with the daemon dead too); 0: no preview.
+    pub preview_until_ns: u64,
 }
 
 impl Config {
@@ -355,11 +362,15 @@ pub enum Counter {
     PassedUnprotected = 7,
     /// Flows recorded by the egress program (new entries of the flow map).
     FlowsRecorded = 8,
+    /// Packets the policy in force passes and a running preview's candidate would drop.
+    PreviewWouldDrop = 9,
+    /// Packets the policy in force refuses and a running preview's candidate would pass.
+    PreviewWouldPass = 10,
 }
 
 impl Counter {
     /// Number of counters per interface slot of [`MAP_COUNTERS`].
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
 
     /// The index of this counter of interface slot `slot` in [`MAP_COUNTERS`].
     pub const fn index(self, slot: u32) -> u32 {
@@ -377,6 +388,8 @@ impl Counter {
         Counter::PassedReply,
         Counter::PassedUnprotected,
         Counter::FlowsRecorded,
+        Counter::PreviewWouldDrop,
+        Counter::PreviewWouldPass,
     ];
 
     /// A stable snake_case name, for logs and metrics.
@@ -391,6 +404,8 @@ impl Counter {
             Counter::PassedReply => "passed_reply",
             Counter::PassedUnprotected => "passed_unprotected",
             Counter::FlowsRecorded => "flows_recorded",
+            Counter::PreviewWouldDrop => "preview_would_drop",
+            Counter::PreviewWouldPass => "preview_would_pass",
         }
     }
 }
@@ -402,9 +417,9 @@ mod tests {
     #[test]
     fn counters_of_a_slot_are_contiguous() {
         assert_eq!(Counter::PassedAllowed.index(0), 0);
-        assert_eq!(Counter::FlowsRecorded.index(0), Counter::COUNT - 1);
+        assert_eq!(Counter::PreviewWouldPass.index(0), Counter::COUNT - 1);
         assert_eq!(Counter::Dropped.index(2), 2 * Counter::COUNT + 3);
-        let last = Counter::FlowsRecorded.index(MAX_INTERFACES);
+        let last = Counter::PreviewWouldPass.index(MAX_INTERFACES);
         assert_eq!(
             last + 1,
             (MAX_INTERFACES + 1) * Counter::COUNT,

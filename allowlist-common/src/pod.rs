@@ -1,5 +1,6 @@
 //! The map types as [`aya::Pod`], for user space (the `user` feature).
 
+use crate::preview::{PreviewKey, PreviewSeen};
 use crate::ranges::short::{ShortV4, ShortV6};
 use crate::ranges::v4::V4Leaf;
 use crate::ranges::v6::V6Header;
@@ -11,6 +12,8 @@ use crate::{Config, FlowKey, FlowState, GenerationRecord, RuleStats, SourceKey, 
 unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for SourceKey {}
 unsafe impl aya::Pod for SourceSeen {}
+unsafe impl aya::Pod for PreviewKey {}
+unsafe impl aya::Pod for PreviewSeen {}
 unsafe impl aya::Pod for RuleStats {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}

@@ -48,17 +48,42 @@ pub fn render(
         "Packets seen by the XDP program, by interface (other: test runs and interfaces \
          without a slot of their own) and verdict, with the program's current mode.",
     );
-    for (interface, counters) in usage.interface_counters()? {
+    let interfaces = usage.interface_counters()?;
+    for (interface, counters) in &interfaces {
         for counter in Counter::ALL {
-            if counter == Counter::FlowsRecorded {
+            if matches!(
+                counter,
+                Counter::FlowsRecorded | Counter::PreviewWouldDrop | Counter::PreviewWouldPass
+            ) {
                 continue;
             }
             let _ = writeln!(
                 out,
                 "allowlist_packets_total{{interface=\"{}\",mode=\"{}\",verdict=\"{}\"}} {}",
-                label(&interface),
+                label(interface),
                 snapshot.mode,
                 counter.name(),
+                counters.get(counter)
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "allowlist_preview_packets_total",
+        "counter",
+        "Packets a preview's candidate would treat otherwise than the policy in force, by \
+         interface: would_drop (passed today), would_pass (refused today).",
+    );
+    for (interface, counters) in &interfaces {
+        for (candidate, counter) in [
+            ("would_drop", Counter::PreviewWouldDrop),
+            ("would_pass", Counter::PreviewWouldPass),
+        ] {
+            let _ = writeln!(
+                out,
+                "allowlist_preview_packets_total{{interface=\"{}\",candidate=\"{candidate}\"}} {}",
+                label(interface),
                 counters.get(counter)
             );
         }

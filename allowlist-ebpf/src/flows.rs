@@ -298,7 +298,7 @@ pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -
 /// Whether `flow` is recorded and fresh (without refreshing it): the flow filter inline
 /// (most refused sources end there), the flow map in [`allowlist_fresh_flow`].
 #[inline(always)]
-fn known(config: &Config, flow: &FlowKey) -> bool {
+pub(crate) fn known(config: &Config, flow: &FlowKey) -> bool {
     may_be_recorded(config, flow) && allowlist_fresh_flow(flow) != 0
 }
 

@@ -27,6 +27,7 @@ mod bench;
 mod events;
 mod flows;
 mod packet;
+mod preview;
 mod ranges;
 mod tally;
 mod top;
@@ -45,7 +46,7 @@ use aya_ebpf::{
 use crate::flows::{Addr, Ends};
 use crate::packet::{Source, Transport};
 use crate::ranges::{lookup_v4, lookup_v6};
-use crate::tally::Tally;
+use crate::tally::{Judged, Tally};
 
 /// Two slots; [`CONFIG_SLOT`] names the one in use.
 #[map]
@@ -60,7 +61,8 @@ static GENERATION_RECORDS: Array<GenerationRecord> = Array::with_max_entries(GEN
 
 /// One bitmap per generation, one bit per port: TCP ports in the first half, UDP in the second.
 #[map]
-static PROTECTED_PORTS: Array<u64> = Array::with_max_entries(GENERATIONS * PROTECTED_PORT_WORDS, 0);
+pub(crate) static PROTECTED_PORTS: Array<u64> =
+    Array::with_max_entries(GENERATIONS * PROTECTED_PORT_WORDS, 0);
 
 /// The configuration in use: the slot [`CONFIG_SLOT`] names.
 #[inline(always)]
@@ -74,6 +76,16 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
     let Some(config) = config() else {
         return XDP_PASS;
     };
+    let judged = judge(&ctx, config);
+    if config.preview_until_ns != 0 {
+        preview::judge(&ctx, judged.refused);
+    }
+    judged.action
+}
+
+/// What the policy in force does with the packet of `ctx`, counted.
+#[inline(always)]
+fn judge(ctx: &XdpContext, config: &Config) -> Judged {
     // The clock is read only while a change is pending.
     let now = if config.revert_at_ns != 0 {
         flows::now()
@@ -82,11 +94,11 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
     };
     let policy = config.in_force(now);
     if config.revert_at_ns != 0 && now >= config.revert_at_ns {
-        events::fell_back(&ctx, config.revert_at_ns);
+        events::fell_back(ctx, config.revert_at_ns);
     }
     let mode = Mode::from_raw(policy.mode);
     if mode == Mode::Off {
-        return XDP_PASS;
+        return Judged::PASSED;
     }
     let generation = policy.generation as u8;
     let scoped = policy.scoped != 0;
@@ -95,7 +107,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
     match packet::source(ctx.data(), end) {
         Source::NotIp => tally.pass(Counter::PassedNotIp),
         Source::Malformed => {
-            events::malformed(&ctx, ctx.ingress_ifindex() as u32, flows::now());
+            events::malformed(ctx, ctx.ingress_ifindex() as u32, flows::now());
             tally.refuse(mode, Counter::Malformed)
         }
         Source::V4(addr, ip) => {
@@ -145,7 +157,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
             match packet::neighbor_discovery(ip, end, &addr) {
                 Some(true) => tally.pass(Counter::PassedNeighborDiscovery),
                 None => {
-                    events::malformed(&ctx, ctx.ingress_ifindex() as u32, flows::now());
+                    events::malformed(ctx, ctx.ingress_ifindex() as u32, flows::now());
                     tally.refuse(mode, Counter::Malformed)
                 }
                 Some(false) => match (
@@ -221,7 +233,12 @@ const TC_ACT_OK: i32 = 0;
 /// ICMP (a tunnel, GRE, ESP, SCTP, ... carries anything past the ports) unless the operator
 /// named it unprotected. ICMP is outside every scope.
 #[inline(always)]
-fn protected(config: &Config, generation: u8, transport: Option<Transport>, end: usize) -> bool {
+pub(crate) fn protected(
+    config: &Config,
+    generation: u8,
+    transport: Option<Transport>,
+    end: usize,
+) -> bool {
     let Some(transport) = transport else {
         return true;
     };

@@ -73,14 +73,14 @@ impl Tally {
 
     /// Counts `counter` and passes the frame.
     #[inline(always)]
-    pub fn pass(self, counter: Counter) -> u32 {
+    pub fn pass(self, counter: Counter) -> Judged {
         self.count(counter);
-        XDP_PASS
+        Judged::PASSED
     }
 
     /// Counts an allowed packet and the hit on the rule that allowed it.
     #[inline(always)]
-    pub fn pass_rule(self, rule: RuleId) -> u32 {
+    pub fn pass_rule(self, rule: RuleId) -> Judged {
         count_rule_hit(rule & !EXPIRING_RULE);
         self.pass(Counter::PassedAllowed)
     }
@@ -88,18 +88,41 @@ impl Tally {
     /// Drops in enforce mode (counting `counter`); in monitor mode counts a would-drop
     /// (or a malformed frame) and passes.
     #[inline(always)]
-    pub fn refuse(self, mode: Mode, counter: Counter) -> u32 {
+    pub fn refuse(self, mode: Mode, counter: Counter) -> Judged {
         if mode == Mode::Enforce {
             self.count(counter);
-            XDP_DROP
+            Judged {
+                action: XDP_DROP,
+                refused: true,
+            }
         } else {
             self.count(match counter {
                 Counter::Dropped => Counter::WouldDrop,
                 other => other,
             });
-            XDP_PASS
+            Judged {
+                action: XDP_PASS,
+                refused: true,
+            }
         }
     }
+}
+
+/// What the policy in force did with a packet.
+#[derive(Clone, Copy)]
+pub struct Judged {
+    /// The XDP action.
+    pub action: u32,
+    /// Whether the policy refused it (dropped, or would have in monitor mode).
+    pub refused: bool,
+}
+
+impl Judged {
+    /// Passed by the policy.
+    pub const PASSED: Judged = Judged {
+        action: XDP_PASS,
+        refused: false,
+    };
 }
 
 /// Counts a hit on `rule` (sampled beyond the exact hits, see

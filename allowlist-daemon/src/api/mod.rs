@@ -8,6 +8,7 @@ mod enforcement;
 mod error;
 mod fleet;
 mod lists;
+mod preview;
 mod readings;
 mod stream;
 mod views;
@@ -96,6 +97,12 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: Duration) ->
         .route("/enforcement/disable", post(disable))
         .route("/enforcement/acknowledge", post(acknowledge))
         .route("/enforcement/scopes", put(set_scopes))
+        .route(
+            "/enforcement/preview",
+            get(preview::preview)
+                .post(preview::start_preview)
+                .delete(preview::end_preview),
+        )
         .route("/evaluate", get(evaluate))
         .route("/apply", post(apply))
         .route("/fleet", get(fleet))

@@ -395,7 +395,8 @@ async fn on_service<T: Send + 'static>(
 }
 
 /// Reverts the pending change at its deadline, removes entries at their expiry, retries a
-/// failed save, keeps the program's clock for last hits, and shrinks maps left too large.
+/// failed save, keeps the program's clock for last hits, shrinks maps left too large, and
+/// ends a preview whose window passed.
 async fn revert_when_due(service: Arc<Mutex<Service>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -408,6 +409,7 @@ async fn revert_when_due(service: Arc<Mutex<Service>>) {
             service.expire_due();
             service.retry_save();
             service.shrink_if_due();
+            service.end_preview_if_due();
         })
         .await;
     }

@@ -220,7 +220,11 @@ impl Dataplane {
     /// A generation holding `want`: one that already does, else a free generation (not in
     /// force, not `keep`), written now: its record cleared, its range tables and port bitmap
     /// written whole, then its record filled in.
-    fn place(&mut self, want: &Enforcement, keep: Option<u32>) -> Result<u32, DataplaneError> {
+    pub(super) fn place(
+        &mut self,
+        want: &Enforcement,
+        keep: Option<u32>,
+    ) -> Result<u32, DataplaneError> {
         let known = |g: &Generation| g.policy.is_some() || g.record.digest == [0; 32];
         let digest = if self.generations.iter().all(known) {
             // Every generation is known or names nothing: no digest needed to compare.
@@ -271,17 +275,21 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The generations the program may read now.
+    /// The generations the program may read now: a running preview's too, which no policy
+    /// is written over.
     fn generations_in_force(&self) -> Vec<u32> {
         let mut used = vec![self.current.active.generation];
         if self.current.revert_at_ns != 0 {
             used.push(self.current.fallback.generation);
         }
+        if self.current.preview_until_ns != 0 {
+            used.push(self.current.preview.generation);
+        }
         used
     }
 
     /// Refuses a policy that does not fit one generation.
-    fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
+    pub(super) fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
         if let Some((_, rule)) = policy
             .iter()
             .find(|(_, rule)| (**rule & !allowlist_common::EXPIRING_RULE) >= self.capacity.rules)

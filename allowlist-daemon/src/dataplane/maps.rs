@@ -2,6 +2,7 @@
 //! them belong to one object, and the lengths of the tables sized to the policies.
 
 use allowlist_common::flow_filter::{FlowFilterLine, MAP_FLOW_FILTER};
+use allowlist_common::preview::{MAP_PREVIEW_SOURCES, PreviewKey, PreviewSeen};
 use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT, ShortV4, ShortV6};
 use allowlist_common::ranges::v4::{
     MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, V4Leaf, leaf_capacity,
@@ -109,6 +110,8 @@ pub(super) struct Maps {
     pub(super) rule_hits: Array<MapData, RuleStats>,
     /// The sampled refused sources.
     pub(super) top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
+    /// The sources a preview's candidate would treat otherwise.
+    pub(super) preview_sources: PerCpuHashMap<MapData, PreviewKey, PreviewSeen>,
     /// The flows the host started.
     pub(super) flows: HashMap<MapData, FlowKey, FlowState>,
     /// The two filters of those flows.
@@ -160,6 +163,7 @@ impl Maps {
             clock: take(ebpf, MAP_CLOCK)?,
             rule_hits: take(ebpf, MAP_RULE_HITS)?,
             top_sources: take(ebpf, MAP_TOP_SOURCES)?,
+            preview_sources: take(ebpf, MAP_PREVIEW_SOURCES)?,
             flows: take(ebpf, MAP_FLOWS)?,
             flow_filter: take(ebpf, MAP_FLOW_FILTER)?,
         })

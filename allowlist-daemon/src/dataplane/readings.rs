@@ -8,6 +8,7 @@ use std::os::fd::AsFd as _;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use allowlist_common::preview::{MAP_PREVIEW_SOURCES, PreviewKey, PreviewSeen};
 use allowlist_common::{
     Counter, FlowKey, FlowState, MAP_COUNTERS, MAP_FLOWS, MAP_RULE_HITS, MAP_TOP_SOURCES,
     MAX_INTERFACES, RuleId, RuleStats, SourceKey, SourceSeen,
@@ -18,6 +19,7 @@ use super::clock::coarse_now_ns;
 use super::codec::source_address;
 use super::error::{DataplaneError, batch_error, map_error};
 use super::maps::Maps;
+use super::preview::PreviewSource;
 use super::sys::{Access, ArrayWindow, BatchMap};
 use super::types::{Counters, FlowStats, RuleUse, SourceNoted};
 
@@ -56,6 +58,7 @@ pub struct Readings {
     rule_hits: Arc<RwLock<RuleHits>>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     top_sources: PerCpuHashMap<MapData, SourceKey, SourceSeen>,
+    preview_sources: PerCpuHashMap<MapData, PreviewKey, PreviewSeen>,
     slots: Slots,
     cpus: usize,
 }
@@ -135,6 +138,11 @@ impl Readings {
                 Map::PerCpuLruHashMap,
                 MAP_TOP_SOURCES,
             )?,
+            preview_sources: own(
+                maps.preview_sources.map(),
+                Map::PerCpuLruHashMap,
+                MAP_PREVIEW_SOURCES,
+            )?,
             slots,
             cpus: aya::util::nr_cpus().map_err(|(_, err)| DataplaneError::Cpus(err))?,
         })
@@ -150,6 +158,11 @@ impl Readings {
                 self.top_sources.map(),
                 Map::PerCpuLruHashMap,
                 MAP_TOP_SOURCES,
+            )?,
+            preview_sources: own(
+                self.preview_sources.map(),
+                Map::PerCpuLruHashMap,
+                MAP_PREVIEW_SOURCES,
             )?,
             slots: self.slots.clone(),
             cpus: self.cpus,
@@ -296,5 +309,12 @@ impl Readings {
             });
         }
         Ok(sources)
+    }
+
+    /// The sources a preview's candidate would treat otherwise (at most
+    /// [`allowlist_common::preview::PREVIEW_SOURCES_CAPACITY`], the least recently seen
+    /// forgotten first), busiest first.
+    pub fn preview_sources(&self) -> Result<Vec<PreviewSource>, DataplaneError> {
+        super::preview::read_sources(&self.preview_sources)
     }
 }

@@ -185,10 +185,13 @@ impl Dataplane {
     ) -> Result<Dataplane, DataplaneError> {
         let mut next = Dataplane::with_object(self.pins.as_ref().map(|p| p.again()), capacity)?;
         next.slots = self.slots.clone();
+        // A preview ends: the new object's tables hold no candidate.
         next.current = allowlist_common::Config {
             active: allowlist_common::Enforcement::default(),
             fallback: allowlist_common::Enforcement::default(),
             revert_at_ns: 0,
+            preview: allowlist_common::Enforcement::default(),
+            preview_until_ns: 0,
             ..self.current
         };
         next.copy_rule_stats(self)?;

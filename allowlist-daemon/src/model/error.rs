@@ -110,6 +110,15 @@ pub enum ModelError {
         /// The list the request would edit, when it is one the pending change concerns.
         allowlist_id: Option<String>,
     },
+    /// A preview runs already: one at a time.
+    #[error(
+        "a preview runs since {started_at}: wait for its report (GET /v1/enforcement/preview) \
+         or end it (DELETE /v1/enforcement/preview)"
+    )]
+    PreviewRunning {
+        /// When it started.
+        started_at: String,
+    },
     /// The list belongs to the fleet the host follows: edit the fleet's release instead.
     #[error(
         "allowlist {id} comes from release {release} of fleet {fleet}: change it there \
@@ -195,6 +204,7 @@ impl ModelError {
             ModelError::LimitExceeded { .. } => "limit_exceeded",
             ModelError::VersionMismatch { .. } => "precondition_failed",
             ModelError::ChangePending { .. } => "change_pending",
+            ModelError::PreviewRunning { .. } => "preview_running",
             ModelError::FleetManaged { .. } => "fleet_managed",
             ModelError::ReleasePending { .. } => "fleet_release_pending",
             ModelError::NothingPending => "nothing_pending",

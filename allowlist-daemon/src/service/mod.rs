@@ -10,6 +10,7 @@ mod fleet;
 mod lockout;
 mod operations;
 mod policy_cache;
+mod preview;
 mod revert;
 mod setup;
 mod snapshot;
@@ -33,6 +34,7 @@ pub use audit::{Actor, append_to_trail, append_unauthenticated, flush_refusal_su
 pub use error::ServiceError;
 pub use fleet::FleetSnapshot;
 pub use lockout::Operator;
+pub use preview::{Candidate, MAX_PREVIEW_WINDOW, Preview};
 pub use revert::SaveFailure;
 pub use setup::{load_state, settings};
 pub use snapshot::{Published, Snapshot};
@@ -73,6 +75,8 @@ pub struct Service {
     feeds: feeds::FeedSchedule,
     /// The remote operators who made changes lately.
     operators: lockout::RecentOperators,
+    /// The preview running or last run.
+    preview: Option<Preview>,
 }
 
 impl Service {
@@ -125,6 +129,8 @@ impl Service {
         dataplane.set_reply_openers(&config.reply_openers)?;
         dataplane.set_unprotected_protocols(&config.unprotected_protocols)?;
         dataplane.set_top_sample(config.top_sample)?;
+        // A preview an earlier daemon ran ends: its report went with that daemon.
+        dataplane.stop_preview()?;
         let mut service = Service {
             model,
             store,
@@ -144,6 +150,7 @@ impl Service {
             actor: Actor::default(),
             feeds: feeds::FeedSchedule::default(),
             operators: lockout::RecentOperators::default(),
+            preview: None,
         };
         let before = service.dataplane.kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
@@ -352,6 +359,7 @@ impl Service {
         let before = summary(&self.model, self.dataplane.installed_prefixes());
         let previous = self.model.clone();
         let expired = self.commit(next)?;
+        self.note_preview_gone();
         let after = summary(&self.model, self.dataplane.installed_prefixes());
         let mut what = what(&value);
         if expired.changed() {

@@ -12,6 +12,9 @@ use crate::model::{
 };
 use crate::policy::PortScope;
 
+/// Why a preview ends when an operator enables a change.
+const PREVIEW_ENDED: &str = "a change was enabled";
+
 impl Service {
     /// Creates an allowlist.
     pub fn create(&mut self, input: AllowlistInput) -> Result<Allowlist, ServiceError> {
@@ -102,6 +105,7 @@ impl Service {
     ) -> Result<Option<Vec<GuardedAddress>>, ServiceError> {
         let applies = !self.model.enforcing() && !force;
         let guarded = self.guarded(operator, force)?;
+        self.end_preview(PREVIEW_ENDED)?;
         let addresses = lockout::addresses(&guarded);
         self.transact(
             |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
@@ -137,6 +141,7 @@ impl Service {
             )?;
             return Ok(report);
         }
+        self.end_preview(PREVIEW_ENDED)?;
         self.transact(
             |report: &ApplyReport| format!("applied a policy file: {}", describe(report)),
             |model, settings, now| {
@@ -155,6 +160,7 @@ impl Service {
 
     /// Disables allowlists.
     pub fn disable(&mut self, ids: &[String]) -> Result<(), ServiceError> {
+        self.end_preview(PREVIEW_ENDED)?;
         self.transact(
             |_| format!("disabled {ids:?}"),
             |model, settings, now| model.disable(ids, now, settings),
@@ -164,6 +170,7 @@ impl Service {
     /// Changes the protected ports.
     pub fn set_scopes(&mut self, scopes: BTreeSet<PortScope>) -> Result<(), ServiceError> {
         let shown: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        self.end_preview(PREVIEW_ENDED)?;
         self.transact(
             |_| format!("set the protected ports to {shown:?}"),
             |model, settings, now| model.set_scopes(scopes, now, settings),

@@ -26,6 +26,7 @@ mod kernel_memory;
 mod model_sequences;
 mod package;
 mod policy_sized_memory;
+mod preview;
 mod property;
 mod random_sequences;
 mod replies;

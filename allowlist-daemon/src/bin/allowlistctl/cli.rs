@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{enforcement, fleet, lists};
+use crate::{enforcement, fleet, lists, preview};
 
 /// Manage the allowlists of allowlistd.
 ///
@@ -99,6 +99,8 @@ pub(crate) enum Command {
         /// Ids or names.
         #[arg(required = true)]
         lists: Vec<String>,
+        #[command(flatten)]
+        preview: preview::PreviewArgs,
     },
     /// Guard only these local ports (tcp/22, udp/51820); pending until acknowledged.
     Scopes {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::client::Api;
 use crate::output::Output;
-use crate::session;
+use crate::{preview, session};
 
 /// `allowlistctl enable`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +24,8 @@ pub(crate) struct EnableArgs {
     /// Enable even if it would cut off your address or established sessions.
     #[arg(long)]
     pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) preview: crate::preview::PreviewArgs,
 }
 
 /// `allowlistctl apply`.
@@ -57,19 +59,41 @@ pub(crate) fn status(api: &Api) -> anyhow::Result<Output> {
     Ok(Output::State(state))
 }
 
-/// Enables lists (a pending change), guarding the operator's address.
-pub(crate) fn enable(api: &Api, args: EnableArgs) -> anyhow::Result<Output> {
+/// Enables lists (a pending change), guarding the operator's address; with `--preview`,
+/// judges the change on live traffic instead and prints what it would do.
+pub(crate) fn enable(api: &Api, args: EnableArgs, as_json: bool) -> anyhow::Result<Output> {
     let ids = resolve_ids(api, &args.lists)?;
+    let client_ip = args.client_ip.or_else(session::operator_address);
+    if let Some(window) = &args.preview.preview {
+        let mut body = json!({ "enable": ids });
+        if let Some(ip) = client_ip {
+            body["client_ip"] = json!(ip);
+        }
+        let report = preview::run(api, body, window)?;
+        preview::verdict(report, args.preview.allow_drops, as_json)?;
+        return Ok(Output::Printed);
+    }
     let mut body = json!({"allowlist_ids": ids, "force": args.force});
-    if let Some(ip) = args.client_ip.or_else(session::operator_address) {
+    if let Some(ip) = client_ip {
         body["client_ip"] = json!(ip);
     }
     Ok(Output::State(api.post("/v1/enforcement/enable", &body)?))
 }
 
-/// Disables lists (a pending change).
-pub(crate) fn disable(api: &Api, lists: &[String]) -> anyhow::Result<Output> {
+/// Disables lists (a pending change); with `--preview`, judges the change on live traffic
+/// instead.
+pub(crate) fn disable(
+    api: &Api,
+    lists: &[String],
+    args: &preview::PreviewArgs,
+    as_json: bool,
+) -> anyhow::Result<Output> {
     let ids = resolve_ids(api, lists)?;
+    if let Some(window) = &args.preview {
+        let report = preview::run(api, json!({ "disable": ids }), window)?;
+        preview::verdict(report, args.allow_drops, as_json)?;
+        return Ok(Output::Printed);
+    }
     Ok(Output::State(api.post(
         "/v1/enforcement/disable",
         &json!({"allowlist_ids": ids}),

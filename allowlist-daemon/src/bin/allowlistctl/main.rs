@@ -8,6 +8,7 @@ mod fleet;
 mod import;
 mod lists;
 mod output;
+mod preview;
 mod session;
 mod unix_socket;
 
@@ -88,8 +89,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => lists::import(&api, args)?,
         Command::Delete { list } => lists::delete(&api, &list)?,
         Command::Export => lists::export(&api)?,
-        Command::Enable(args) => enforcement::enable(&api, args)?,
-        Command::Disable { lists } => enforcement::disable(&api, &lists)?,
+        Command::Enable(args) => enforcement::enable(&api, args, as_json)?,
+        Command::Disable { lists, preview } => {
+            enforcement::disable(&api, &lists, &preview, as_json)?
+        }
         Command::Scopes { ports, .. } => enforcement::scopes(&api, &ports)?,
         Command::Ack => enforcement::acknowledge(&api)?,
         Command::Apply(args) => enforcement::apply(&api, args)?,

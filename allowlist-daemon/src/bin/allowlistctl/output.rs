@@ -19,6 +19,8 @@ pub(crate) enum Output {
     File(allowlist_daemon::policy_file::PolicyFile),
     /// What was done: a sentence for people, an object for scripts.
     Done(String, Value),
+    /// A preview's report.
+    Preview(Value),
     /// Already printed, page by page.
     Printed,
 }
@@ -43,6 +45,8 @@ impl Output {
             Output::Applied(v) => print_applied(&v),
             Output::Fleet(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Fleet(v) => print_fleet(&v),
+            Output::Preview(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
+            Output::Preview(v) => print_preview(&v),
             Output::State(v)
             | Output::Lists(v)
             | Output::List(v)
@@ -467,6 +471,87 @@ fn printable_lines(s: &str) -> String {
 fn rewrites_display(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A preview's report: what it judged, then the sources on each side.
+fn print_preview(report: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    println!(
+        "preview of {}: {} ({})",
+        describe_candidate(&report["candidate"]),
+        text(&report["state"]),
+        report["ended_because"].as_str().unwrap_or("running")
+    );
+    for cut in report["would_cut"].as_array().into_iter().flatten() {
+        println!(
+            "would cut off {} ({})",
+            printable_lines(&text(&cut["address"])),
+            printable_lines(&text(&cut["found"]))
+        );
+    }
+    for (side, title) in [
+        ("would_drop", "would drop (passes today)"),
+        ("would_pass", "would let in (refused today)"),
+    ] {
+        let sources = report[side]["sources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "{title}: {} packets from {} sources",
+            report[side]["packets"].as_u64().unwrap_or(0),
+            sources.len()
+        );
+        if sources.is_empty() {
+            continue;
+        }
+        println!(
+            "  {:<40} {:>10} {:>12} {:>10}  ports",
+            "source", "packets", "bytes", "last seen"
+        );
+        for source in &sources {
+            let ports: Vec<String> = source["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{}/{} ({})",
+                        text(&p["protocol"]),
+                        p["port"].as_u64().unwrap_or(0),
+                        p["packets"].as_u64().unwrap_or(0)
+                    )
+                })
+                .collect();
+            println!(
+                "  {:<40} {:>10} {:>12} {:>9}s  {}",
+                printable_lines(&text(&source["address"])),
+                source["packets"].as_u64().unwrap_or(0),
+                source["bytes"].as_u64().unwrap_or(0),
+                source["last_seen_seconds_ago"].as_u64().unwrap_or(0),
+                printable_lines(&ports.join(", "))
+            );
+        }
+    }
+}
+
+/// What a preview judged, in words.
+fn describe_candidate(candidate: &Value) -> String {
+    let ids = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (enable, disable) = (ids(&candidate["enable"]), ids(&candidate["disable"]));
+    let words = if enable.is_empty() {
+        format!("disabling {disable}")
+    } else {
+        format!("enabling {enable}")
+    };
+    printable_lines(&words)
 }
 
 #[cfg(test)]

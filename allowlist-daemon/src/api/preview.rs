@@ -1,0 +1,155 @@
+//! The routes of previews: start one (`POST`), read its report while it runs and after
+//! (`GET`), end it (`DELETE`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::JsonBody;
+use super::{ApiError, AppState, operator, with_service};
+use crate::dataplane::{PreviewSource, Would};
+use crate::model::rfc3339;
+use crate::server::Peer;
+use crate::service::{Candidate, MAX_PREVIEW_WINDOW, Preview};
+
+/// The window of a preview that names none.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PreviewInput {
+    /// Lists the candidate enables (not with `disable`).
+    #[serde(default)]
+    enable: Vec<String>,
+    /// Lists the candidate disables.
+    #[serde(default)]
+    disable: Vec<String>,
+    /// How long it runs (`5m`, `90s`; at most a day).
+    #[serde(default)]
+    window: Option<String>,
+    /// The operator's address, judged by the lockout guard.
+    #[serde(default)]
+    client_ip: Option<IpAddr>,
+}
+
+/// Starts a preview: 201 with its report (empty yet).
+pub(super) async fn start_preview(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    JsonBody(input): JsonBody<PreviewInput>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let candidate = match (input.enable.is_empty(), input.disable.is_empty()) {
+        (false, true) => Candidate::Enable(input.enable),
+        (true, false) => Candidate::Disable(input.disable),
+        _ => {
+            return Err(ApiError::invalid(
+                "enable",
+                "name the lists a change would enable, or those it would disable (not both)",
+            ));
+        }
+    };
+    let window = match input.window.as_deref() {
+        None => DEFAULT_WINDOW,
+        Some(text) => humantime::parse_duration(text.trim())
+            .map_err(|err| ApiError::invalid("window", format!("{text:?}: {err}")))?,
+    };
+    if window.is_zero() || window > MAX_PREVIEW_WINDOW {
+        return Err(ApiError::invalid(
+            "window",
+            "a preview runs for more than nothing and at most 24h",
+        ));
+    }
+    let operator = operator(input.client_ip, peer);
+    with_service(&state, move |service| {
+        let preview = service.start_preview(candidate, window, operator)?;
+        Ok((StatusCode::CREATED, Json(preview_view(&preview))))
+    })
+    .await
+}
+
+/// The preview running or last run.
+pub(super) async fn preview(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    with_service(&state, |service| match service.preview() {
+        Some(preview) => Ok(Json(preview_view(&preview))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no preview has run since the daemon started",
+        )),
+    })
+    .await
+}
+
+/// Ends the running preview; its report stays.
+pub(super) async fn end_preview(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    with_service(&state, |service| {
+        service.end_preview("ended on request")?;
+        match service.preview() {
+            Some(preview) => Ok(Json(preview_view(&preview))),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no preview has run since the daemon started",
+            )),
+        }
+    })
+    .await
+}
+
+/// A preview as the API shows it.
+fn preview_view(preview: &Preview) -> Value {
+    let (enable, disable) = match &preview.candidate {
+        Candidate::Enable(ids) => (ids.clone(), Vec::new()),
+        Candidate::Disable(ids) => (Vec::new(), ids.clone()),
+    };
+    let side = |would: Would| {
+        let sources: Vec<Value> = preview.sources(would).map(source_view).collect();
+        let packets: u64 = preview.sources(would).map(|s| s.packets).sum();
+        json!({ "packets": packets, "sources": sources })
+    };
+    json!({
+        "state": if preview.ended.is_some() { "ended" } else { "running" },
+        "candidate": { "enable": enable, "disable": disable },
+        "started_at": rfc3339(preview.started_at),
+        "ends_at": rfc3339(preview.ends_at),
+        "ended_at": preview.ended.map(|(at, _)| rfc3339(at)),
+        "ended_because": preview.ended.map(|(_, why)| why),
+        "would_cut": preview.would_cut,
+        "would_drop": side(Would::Drop),
+        "would_pass": side(Would::Pass),
+    })
+}
+
+/// One source of a report.
+fn source_view(source: &PreviewSource) -> Value {
+    let ports: Vec<Value> = source
+        .ports
+        .iter()
+        .map(|(protocol, port, packets)| {
+            json!({ "protocol": protocol_name(*protocol), "port": port, "packets": packets })
+        })
+        .collect();
+    json!({
+        "address": source.address,
+        "packets": source.packets,
+        "bytes": source.bytes,
+        "last_seen_seconds_ago": source.last_seen_ago.as_secs(),
+        "ports": ports,
+    })
+}
+
+/// A protocol's usual name, else its number.
+fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        1 => "icmp".to_owned(),
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        58 => "icmpv6".to_owned(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,164 @@
+//! Previews: a candidate (lists enabled or disabled as a change would) judged on live
+//! traffic beside the policy in force, without changing a verdict, for a window; then the
+//! sources it would drop that pass today, those it would let in, and the guarded addresses
+//! it would cut off. One at a time; enabling a change ends it (as do its window, a `DELETE`,
+//! the tables made again at another size, and a restart of the daemon), while changes no
+//! person makes (feeds, expiry) leave it running.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::lockout::Operator;
+use super::policy_cache::PolicyCache;
+use super::{Service, ServiceError};
+use crate::dataplane::{PreviewSource, Would};
+use crate::model::{GuardedAddress, ModelError};
+
+/// The longest window of a preview.
+pub const MAX_PREVIEW_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// What a preview judges: the state after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate {
+    /// These lists enabled.
+    Enable(Vec<String>),
+    /// These lists disabled.
+    Disable(Vec<String>),
+}
+
+/// A preview, running or ended.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// What it judges.
+    pub candidate: Candidate,
+    /// When it started.
+    pub started_at: OffsetDateTime,
+    /// When its window ends.
+    pub ends_at: OffsetDateTime,
+    /// The guarded addresses (the operator's, recent operators', sources of sessions to
+    /// protected ports) that pass today and that the candidate would cut off.
+    pub would_cut: Vec<GuardedAddress>,
+    /// When and why it ended; `None` while it runs.
+    pub ended: Option<(OffsetDateTime, &'static str)>,
+    /// The sources counted, as last read (when it ended: for good).
+    pub sources: Vec<PreviewSource>,
+}
+
+impl Preview {
+    /// The sources of `would`, busiest first.
+    pub fn sources(&self, would: Would) -> impl Iterator<Item = &PreviewSource> {
+        self.sources
+            .iter()
+            .filter(move |source| source.would == would)
+    }
+}
+
+impl Service {
+    /// Starts judging every packet against `candidate` for `window` as well; refused while
+    /// another preview runs, and for a candidate that the change itself would refuse (an
+    /// unknown list, one already enabled, a change pending).
+    pub fn start_preview(
+        &mut self,
+        candidate: Candidate,
+        window: Duration,
+        operator: Operator,
+    ) -> Result<Preview, ServiceError> {
+        if let Some(running) = self.preview.as_ref().filter(|p| p.ended.is_none()) {
+            return Err(ServiceError::Refused(ModelError::PreviewRunning {
+                started_at: crate::model::rfc3339(running.started_at),
+            }));
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut model = self.model.clone();
+        match &candidate {
+            Candidate::Enable(ids) => model.enable(ids, &[], true, now, &self.settings)?,
+            Candidate::Disable(ids) => model.disable(ids, now, &self.settings)?,
+        }
+        let policy = PolicyCache::default().policy(&model);
+        let enforcement = self.enforcement(&model, policy);
+        let mut guarded = self.guarded_always()?;
+        for address in [operator.client_ip, operator.peer_ip].into_iter().flatten() {
+            guarded.push(GuardedAddress {
+                address,
+                found: "client_ip".to_owned(),
+            });
+        }
+        let mut would_cut: Vec<GuardedAddress> = guarded
+            .into_iter()
+            .filter(|g| self.model.admits(g.address) && !model.admits(g.address))
+            .collect();
+        would_cut.dedup_by(|a, b| a.address == b.address);
+        self.dataplane.start_preview(&enforcement, window)?;
+        let preview = Preview {
+            candidate,
+            started_at: now,
+            ends_at: now + window,
+            would_cut,
+            ended: None,
+            sources: Vec::new(),
+        };
+        self.preview = Some(preview.clone());
+        Ok(preview)
+    }
+
+    /// The preview running or last run, its sources read now while it runs.
+    pub fn preview(&mut self) -> Option<Preview> {
+        self.end_preview_if_due();
+        let sources = match &self.preview {
+            Some(preview) if preview.ended.is_none() => {
+                self.dataplane.readings().preview_sources().ok()
+            }
+            _ => None,
+        };
+        let preview = self.preview.as_mut()?;
+        if let Some(sources) = sources {
+            preview.sources = sources;
+        }
+        Some(preview.clone())
+    }
+
+    /// Ends the running preview (`why` says why), keeping what it counted.
+    pub fn end_preview(&mut self, why: &'static str) -> Result<(), ServiceError> {
+        let Some(preview) = self.preview.as_mut().filter(|p| p.ended.is_none()) else {
+            return Ok(());
+        };
+        if let Ok(sources) = self.dataplane.readings().preview_sources() {
+            preview.sources = sources;
+        }
+        preview.ended = Some((OffsetDateTime::now_utc(), why));
+        self.dataplane.stop_preview()?;
+        Ok(())
+    }
+
+    /// Ends the running preview once its window has passed.
+    pub fn end_preview_if_due(&mut self) {
+        let due = self
+            .preview
+            .as_ref()
+            .is_some_and(|p| p.ended.is_none() && OffsetDateTime::now_utc() >= p.ends_at);
+        if due && let Err(err) = self.end_preview("its window ended") {
+            tracing::warn!(error = %crate::error_chain(&err), "ending the preview");
+        }
+    }
+}
+
+impl Service {
+    /// Notes that the running preview ended when the kernel no longer runs it (the tables
+    /// were made again for a change).
+    pub(super) fn note_preview_gone(&mut self) {
+        let gone = self.dataplane.preview_left().is_none();
+        if let Some(preview) = self.preview.as_mut().filter(|p| p.ended.is_none())
+            && gone
+            && OffsetDateTime::now_utc() < preview.ends_at
+        {
+            if let Ok(sources) = self.dataplane.readings().preview_sources() {
+                preview.sources = sources;
+            }
+            preview.ended = Some((
+                OffsetDateTime::now_utc(),
+                "the tables were made again for a change",
+            ));
+        }
+    }
+}

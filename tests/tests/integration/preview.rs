@@ -1,0 +1,152 @@
+//! Previews with real packets: a candidate judged on live traffic beside the policy in
+//! force reports the sources it would drop and those it would let in, and changes no verdict;
+//! one at a time; enabling a change ends it; allowlistctl's `--preview` prints the report and
+//! fails when the change would drop traffic that passes today.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::netns::*;
+use allowlist_tests::scenario::*;
+use allowlist_tests::traffic::passes;
+use serde_json::{Value, json};
+
+/// A daemon whose changes may be acknowledged at once.
+const ARGS: [&str; 4] = ["--ack-min", "0s", "--ack-max", "60s"];
+
+/// Starts a preview of `body`; fails unless it runs.
+fn start(daemon: &Daemon, body: Value) -> Value {
+    let started = daemon.call("POST", "/v1/enforcement/preview", Some(&body));
+    assert_eq!(started.status, 201, "{started:?}");
+    started.body
+}
+
+/// The preview's report.
+fn report(daemon: &Daemon) -> Value {
+    let report = daemon.call("GET", "/v1/enforcement/preview", None);
+    assert_eq!(report.status, 200, "{report:?}");
+    report.body
+}
+
+/// The addresses of a side of a report (`would_drop`, `would_pass`).
+fn sources(report: &Value, side: &str) -> Vec<IpAddr> {
+    report[side]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|source| source["address"].as_str()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_preview_reports_what_a_change_would_drop_and_changes_no_verdict() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+
+    let started = start(&daemon, json!({ "enable": [id], "window": "60s" }));
+    assert_eq!(started["state"], "running");
+    // Nothing is enforced: every source passes, the preview only counts.
+    for _ in 0..3 {
+        assert!(passes(&link, CLIENT_DENIED_V4), "a verdict changed");
+        assert!(passes(&link, CLIENT_DENIED_V6), "a verdict changed");
+        assert!(passes(&link, CLIENT_ALLOWED_V4));
+    }
+    let running = report(&daemon);
+    let dropped = sources(&running, "would_drop");
+    assert!(
+        dropped.contains(&CLIENT_DENIED_V4.into()) && dropped.contains(&CLIENT_DENIED_V6.into()),
+        "{running}"
+    );
+    assert!(!dropped.contains(&CLIENT_ALLOWED_V4.into()), "{running}");
+    let denied = running["would_drop"]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["address"] == CLIENT_DENIED_V4.to_string())
+        .cloned()
+        .unwrap_or_default();
+    assert!(denied["packets"].as_u64() >= Some(3), "{denied}");
+    assert_eq!(denied["ports"][0]["protocol"], "udp", "{denied}");
+
+    let second = daemon.call(
+        "POST",
+        "/v1/enforcement/preview",
+        Some(&json!({ "disable": [id] })),
+    );
+    assert_eq!(second.status, 409, "{second:?}");
+    assert_eq!(second.body["error"]["code"], "preview_running");
+
+    // Enabling the change ends the preview; its report stays.
+    enable(&daemon, &id);
+    let ended = report(&daemon);
+    assert_eq!(ended["state"], "ended", "{ended}");
+    assert_eq!(ended["ended_because"], "a change was enabled");
+    assert!(sources(&ended, "would_drop").contains(&CLIENT_DENIED_V4.into()));
+    assert!(enforcing_office(&link));
+
+    // Enforcing, acknowledged: disabling would let the denied client in.
+    let acknowledged = daemon.call("POST", "/v1/enforcement/acknowledge", None);
+    assert_eq!(acknowledged.status, 200, "{acknowledged:?}");
+    start(&daemon, json!({ "disable": [id], "window": "60s" }));
+    assert!(!passes(&link, CLIENT_DENIED_V4), "a verdict changed");
+    assert!(passes(&link, CLIENT_ALLOWED_V4), "a verdict changed");
+    let disabling = report(&daemon);
+    assert!(
+        sources(&disabling, "would_pass").contains(&CLIENT_DENIED_V4.into()),
+        "{disabling}"
+    );
+    assert!(sources(&disabling, "would_drop").is_empty(), "{disabling}");
+    let ended = daemon.call("DELETE", "/v1/enforcement/preview", None);
+    assert_eq!(ended.status, 200, "{ended:?}");
+    assert_eq!(ended.body["ended_because"], "ended on request");
+    assert!(!passes(&link, CLIENT_DENIED_V4));
+    let metrics = daemon.scrape();
+    assert!(
+        metrics.lines().any(|line| line.starts_with(
+            "allowlist_preview_packets_total{interface=\"srv0\",candidate=\"would_pass\"}"
+        ) && !line.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn allowlistctl_previews_an_enable_and_fails_when_it_would_drop_traffic() {
+    let link = Arc::new(TestLink::create().expect("test link"));
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
+    create(&daemon, "office", &office());
+    let sending = Arc::new(AtomicBool::new(true));
+    let sender = {
+        let (link, sending) = (link.clone(), sending.clone());
+        std::thread::spawn(move || {
+            while sending.load(Ordering::Relaxed) {
+                assert!(passes(&link, CLIENT_DENIED_V4), "a verdict changed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let refused = daemon.ctl(&["enable", "office", "--preview", "3s"]);
+    let accepted = daemon.ctl(&["enable", "office", "--preview", "2s", "--allow-drops"]);
+    sending.store(false, Ordering::Relaxed);
+    sender.join().expect("the sender");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("would drop (passes today)")
+            && stdout.contains(&CLIENT_DENIED_V4.to_string()),
+        "{stdout}"
+    );
+    assert!(stderr.contains("--allow-drops"), "{stderr}");
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert_eq!(
+        enforcement(&daemon)["enforcing"],
+        false,
+        "a preview changes nothing"
+    );
+}
