@@ -88,6 +88,7 @@ impl Service {
             .into_iter()
             .filter(|g| self.model.admits(g.address) && !model.admits(g.address))
             .collect();
+        would_cut.sort_by_key(|g| g.address);
         would_cut.dedup_by(|a, b| a.address == b.address);
         self.dataplane.start_preview(&enforcement, window)?;
         let preview = Preview {

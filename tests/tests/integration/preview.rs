@@ -1,7 +1,7 @@
 //! Previews with real packets: a candidate judged on live traffic beside the policy in
-//! force reports the sources it would drop and those it would let in, and changes no verdict;
-//! one at a time; enabling a change ends it; allowlistctl's `--preview` prints the report and
-//! fails when the change would drop traffic that passes today.
+//! force reports the sources it would drop and those it would let in, and changes no verdict
+//! (a flood included); one at a time; enabling a change ends it; allowlistctl's `--preview`
+//! prints the report and fails when the change would drop traffic that passes today.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use allowlist_tests::daemon::{Daemon, TempDir};
 use allowlist_tests::netns::*;
 use allowlist_tests::scenario::*;
-use allowlist_tests::traffic::passes;
+use allowlist_tests::traffic::{UdpStream, passes};
 use serde_json::{Value, json};
 
 /// A daemon whose changes may be acknowledged at once.
@@ -149,4 +149,59 @@ fn allowlistctl_previews_an_enable_and_fails_when_it_would_drop_traffic() {
         false,
         "a preview changes nothing"
     );
+}
+
+#[test]
+fn a_flood_during_a_preview_loses_no_allowed_packet_and_lets_no_denied_one_through() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
+    let office_id = create(&daemon, "office", &office());
+    let other = create(&daemon, "other", &["192.0.2.0/24".to_owned()]);
+    let enabled = daemon.call(
+        "POST",
+        "/v1/enforcement/enable",
+        Some(&json!({ "allowlist_ids": [office_id, other] })),
+    );
+    assert_eq!(enabled.status, 202, "{enabled:?}");
+    let acknowledged = daemon.call("POST", "/v1/enforcement/acknowledge", None);
+    assert_eq!(acknowledged.status, 200, "{acknowledged:?}");
+
+    // The candidate (office disabled) would drop the allowed client: its stream still
+    // arrives whole.
+    start(&daemon, json!({ "disable": [office_id], "window": "60s" }));
+    let allowed = UdpStream::run(
+        &link,
+        CLIENT_ALLOWED_V4.into(),
+        SERVER_V4.into(),
+        20_000,
+        || Ok(()),
+    )
+    .expect("allowed stream");
+    assert_eq!(allowed.received(), allowed.sent(), "an allowed packet lost");
+    let report_allowed = report(&daemon);
+    let would_drop = report_allowed["would_drop"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(would_drop >= 20_000, "{report_allowed}");
+    daemon.call("DELETE", "/v1/enforcement/preview", None);
+
+    // The candidate (both disabled: nothing enforced) would let the denied client in: its
+    // flood still goes nowhere.
+    start(
+        &daemon,
+        json!({ "disable": [office_id, other], "window": "60s" }),
+    );
+    let denied = UdpStream::run(
+        &link,
+        CLIENT_DENIED_V4.into(),
+        SERVER_V4.into(),
+        20_000,
+        || Ok(()),
+    )
+    .expect("denied flood");
+    assert_eq!(denied.received(), 0, "a denied packet got through");
+    let report_denied = report(&daemon);
+    let would_pass = report_denied["would_pass"]["packets"].as_u64().unwrap_or(0);
+    assert!(would_pass >= 20_000, "{report_denied}");
 }
