@@ -105,12 +105,12 @@ impl Service {
     ) -> Result<Option<Vec<GuardedAddress>>, ServiceError> {
         let applies = !self.model.enforcing() && !force;
         let guarded = self.guarded(operator, force)?;
-        self.end_preview(PREVIEW_ENDED)?;
         let addresses = lockout::addresses(&guarded);
         self.transact(
             |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
             |model, settings, now| model.enable(ids, &addresses, force, now, settings),
         )?;
+        self.end_preview(PREVIEW_ENDED)?;
         Ok(applies.then_some(guarded))
     }
 
@@ -141,8 +141,7 @@ impl Service {
             )?;
             return Ok(report);
         }
-        self.end_preview(PREVIEW_ENDED)?;
-        self.transact(
+        let report = self.transact(
             |report: &ApplyReport| format!("applied a policy file: {}", describe(report)),
             |model, settings, now| {
                 model.apply(
@@ -155,26 +154,28 @@ impl Service {
                     &mut RandomIds,
                 )
             },
-        )
+        )?;
+        self.end_preview(PREVIEW_ENDED)?;
+        Ok(report)
     }
 
     /// Disables allowlists.
     pub fn disable(&mut self, ids: &[String]) -> Result<(), ServiceError> {
-        self.end_preview(PREVIEW_ENDED)?;
         self.transact(
             |_| format!("disabled {ids:?}"),
             |model, settings, now| model.disable(ids, now, settings),
-        )
+        )?;
+        self.end_preview(PREVIEW_ENDED)
     }
 
     /// Changes the protected ports.
     pub fn set_scopes(&mut self, scopes: BTreeSet<PortScope>) -> Result<(), ServiceError> {
         let shown: Vec<String> = scopes.iter().map(ToString::to_string).collect();
-        self.end_preview(PREVIEW_ENDED)?;
         self.transact(
             |_| format!("set the protected ports to {shown:?}"),
             |model, settings, now| model.set_scopes(scopes, now, settings),
-        )
+        )?;
+        self.end_preview(PREVIEW_ENDED)
     }
 
     /// Acknowledges the pending change.

@@ -78,11 +78,17 @@ impl Service {
         let policy = PolicyCache::default().policy(&model);
         let enforcement = self.enforcement(&model, policy);
         let mut guarded = self.guarded_always()?;
-        for address in [operator.client_ip, operator.peer_ip].into_iter().flatten() {
-            guarded.push(GuardedAddress {
-                address,
-                found: "client_ip".to_owned(),
-            });
+        let found = [
+            ("client_ip", operator.client_ip),
+            ("api_peer", operator.peer_ip),
+        ];
+        for (found, address) in found {
+            if let Some(address) = address {
+                guarded.push(GuardedAddress {
+                    address,
+                    found: found.to_owned(),
+                });
+            }
         }
         let mut would_cut: Vec<GuardedAddress> = guarded
             .into_iter()
