@@ -136,8 +136,11 @@ pub extern "C" fn allowlist_preview(seen: *const Seen) -> i64 {
     if now >= config.preview_until_ns {
         return 0;
     }
-    let passes = candidate_passes(config, seen) || passes_anyway(config, seen);
-    let (would, counter) = match (seen.flags & REFUSED != 0, passes) {
+    // What passes under every policy (neighbour discovery, replies) was not refused: a
+    // refused packet passes the candidate only by the candidate's own policy.
+    let refused = seen.flags & REFUSED != 0;
+    let passes = candidate_passes(config, seen) || (!refused && passes_anyway(config, seen));
+    let (would, counter) = match (refused, passes) {
         (false, false) => (would::DROP, Counter::PreviewWouldDrop),
         (true, true) => (would::PASS, Counter::PreviewWouldPass),
         _ => return 0,
