@@ -6,7 +6,7 @@
 //!
 //! Usage: allowlist-bench [--only SECTION]... [REPORT.md]
 //!
-//! SECTION is one of replies, scaling, designs, memory, control, flood, peers. A run of every section writes REPORT
+//! SECTION is one of replies, preview, scaling, designs, memory, control, flood, peers. A run of every section writes REPORT
 //! (bench/RESULTS.md by default); a run of some writes only to standard output, unless a
 //! REPORT is named.
 
@@ -16,6 +16,7 @@ mod control_plane;
 mod filter_cpu;
 mod flood;
 mod kernel_memory;
+mod preview;
 mod replies;
 mod scaling;
 mod sources;
@@ -30,8 +31,8 @@ use std::path::Path;
 use anyhow::Context as _;
 
 /// The report's sections, in order.
-const SECTIONS: [&str; 7] = [
-    "replies", "scaling", "designs", "memory", "control", "flood", "peers",
+const SECTIONS: [&str; 8] = [
+    "replies", "preview", "scaling", "designs", "memory", "control", "flood", "peers",
 ];
 
 /// The verdict a report gives a target: met or missed.
@@ -83,6 +84,10 @@ fn run() -> anyhow::Result<()> {
     if runs("replies") {
         eprintln!("allowlist-bench: the reply check");
         replies::reply_check(&mut text)?;
+    }
+    if runs("preview") {
+        eprintln!("allowlist-bench: a preview running");
+        preview::preview_section(&mut text)?;
     }
     let mut chart = None;
     if runs("scaling") {

@@ -21,14 +21,14 @@ const RUNS: usize = 15;
 /// Packets per run.
 pub const REPEAT: u32 = 1_000_000;
 
-const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const DENIED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
-const ALLOWED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa11, 0, 0, 0, 0, 0, 2);
-const DENIED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 9);
+pub const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const DENIED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+pub const ALLOWED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa11, 0, 0, 0, 0, 0, 2);
+pub const DENIED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 9);
 
 /// `PREFIXES` random prefixes of realistic lengths (half IPv4 /8-/32, half IPv6 /16-/128)
 /// that avoid the denied sources, plus the allowed sources as /32 and /128.
-fn policy() -> Policy {
+pub fn policy() -> Policy {
     let mut random = Xorshift(0x5eed_a11c_0ffe_e000);
     let mut rules: Vec<(IpNet, u32)> = vec![
         (IpNet::from(IpAddr::V4(ALLOWED_V4)), 0),
