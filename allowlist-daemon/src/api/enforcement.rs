@@ -76,13 +76,7 @@ pub(super) async fn set_scopes(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<ScopesInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let mut scopes = std::collections::BTreeSet::new();
-    for (index, text) in input.protect.iter().enumerate() {
-        let scope = text
-            .parse()
-            .map_err(|message: String| ApiError::invalid(format!("protect[{index}]"), message))?;
-        scopes.insert(scope);
-    }
+    let scopes = parse_scopes(&input.protect)?;
     with_service(&state, move |service| {
         service.set_scopes(scopes)?;
         Ok((
@@ -91,6 +85,20 @@ pub(super) async fn set_scopes(
         ))
     })
     .await
+}
+
+/// The protected ports of a `protect` field (`tcp/22`, `udp/51820`).
+pub(super) fn parse_scopes(
+    protect: &[String],
+) -> Result<std::collections::BTreeSet<crate::policy::PortScope>, ApiError> {
+    let mut scopes = std::collections::BTreeSet::new();
+    for (index, text) in protect.iter().enumerate() {
+        let scope = text
+            .parse()
+            .map_err(|message: String| ApiError::invalid(format!("protect[{index}]"), message))?;
+        scopes.insert(scope);
+    }
+    Ok(scopes)
 }
 
 pub(super) async fn acknowledge(

@@ -10,10 +10,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::enforcement::parse_scopes;
 use super::error::JsonBody;
 use super::{ApiError, AppState, operator, with_service};
 use crate::dataplane::{PreviewSource, Would};
-use crate::model::rfc3339;
+use crate::model::{AllowlistInput, DesiredList, rfc3339};
 use crate::server::Peer;
 use crate::service::{Candidate, MAX_PREVIEW_WINDOW, Preview};
 
@@ -23,12 +24,21 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PreviewInput {
-    /// Lists the candidate enables (not with `disable`).
+    /// Lists the candidate enables.
     #[serde(default)]
     enable: Vec<String>,
     /// Lists the candidate disables.
     #[serde(default)]
     disable: Vec<String>,
+    /// The only ports the candidate protects (`tcp/22`; empty: every port).
+    #[serde(default)]
+    protect: Option<Vec<String>>,
+    /// A list the candidate replaces, as `PUT /v1/allowlists/{id}` would.
+    #[serde(default)]
+    replace: Option<ReplaceInput>,
+    /// A policy file the candidate applies, as `POST /v1/apply` would.
+    #[serde(default)]
+    apply: Option<ApplyInput>,
     /// How long it runs (`5m`, `90s`; at most a day).
     #[serde(default)]
     window: Option<String>,
@@ -37,23 +47,64 @@ pub(super) struct PreviewInput {
     client_ip: Option<IpAddr>,
 }
 
+/// The `replace` of a preview.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReplaceInput {
+    /// The list's id.
+    id: String,
+    /// The body a `PUT` of it would send.
+    list: AllowlistInput,
+}
+
+/// The `apply` of a preview.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApplyInput {
+    /// The lists the file declares.
+    allowlists: Vec<DesiredList>,
+    /// Delete the host's own lists it does not name.
+    #[serde(default)]
+    prune: bool,
+}
+
+/// The one change `input` names.
+fn candidate(input: PreviewInput) -> Result<Candidate, ApiError> {
+    let mut named = Vec::new();
+    if !input.enable.is_empty() {
+        named.push(Candidate::Enable(input.enable));
+    }
+    if !input.disable.is_empty() {
+        named.push(Candidate::Disable(input.disable));
+    }
+    if let Some(protect) = input.protect {
+        named.push(Candidate::Scopes(parse_scopes(&protect)?));
+    }
+    if let Some(ReplaceInput { id, list }) = input.replace {
+        named.push(Candidate::Replace { id, list });
+    }
+    if let Some(ApplyInput { allowlists, prune }) = input.apply {
+        named.push(Candidate::Apply { allowlists, prune });
+    }
+    match named.len() {
+        1 => Ok(named.remove(0)),
+        _ => Err(ApiError::invalid(
+            "enable",
+            "name one change: the lists it would enable, or disable, the ports it would \
+             protect, the list it would replace, or the policy file it would apply",
+        )),
+    }
+}
+
 /// Starts a preview: 201 with its report (empty yet).
 pub(super) async fn start_preview(
     State(state): State<AppState>,
     peer: Option<Extension<Peer>>,
     JsonBody(input): JsonBody<PreviewInput>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let candidate = match (input.enable.is_empty(), input.disable.is_empty()) {
-        (false, true) => Candidate::Enable(input.enable),
-        (true, false) => Candidate::Disable(input.disable),
-        _ => {
-            return Err(ApiError::invalid(
-                "enable",
-                "name the lists a change would enable, or those it would disable (not both)",
-            ));
-        }
-    };
-    let window = match input.window.as_deref() {
+    let (window, client_ip) = (input.window.clone(), input.client_ip);
+    let candidate = candidate(input)?;
+    let window = match window.as_deref() {
         None => DEFAULT_WINDOW,
         Some(text) => humantime::parse_duration(text.trim())
             .map_err(|err| ApiError::invalid("window", format!("{text:?}: {err}")))?,
@@ -64,7 +115,7 @@ pub(super) async fn start_preview(
             "a preview runs for more than nothing and at most 24h",
         ));
     }
-    let operator = operator(input.client_ip, peer);
+    let operator = operator(client_ip, peer);
     with_service(&state, move |service| {
         let preview = service.start_preview(candidate, window, operator)?;
         Ok((StatusCode::CREATED, Json(preview_view(&preview))))
@@ -103,9 +154,20 @@ pub(super) async fn end_preview(State(state): State<AppState>) -> Result<Json<Va
 
 /// A preview as the API shows it.
 fn preview_view(preview: &Preview) -> Value {
-    let (enable, disable) = match &preview.candidate {
-        Candidate::Enable(ids) => (ids.clone(), Vec::new()),
-        Candidate::Disable(ids) => (Vec::new(), ids.clone()),
+    let candidate = match &preview.candidate {
+        Candidate::Enable(ids) => json!({ "enable": ids }),
+        Candidate::Disable(ids) => json!({ "disable": ids }),
+        Candidate::Scopes(scopes) => {
+            let protect: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+            json!({ "protect": protect })
+        }
+        Candidate::Replace { id, list } => json!({
+            "replace": { "id": id, "entries": list.entries.as_ref().map_or(0, Vec::len) },
+        }),
+        Candidate::Apply { allowlists, prune } => {
+            let names: Vec<&str> = allowlists.iter().map(|list| list.name.as_str()).collect();
+            json!({ "apply": { "allowlists": names, "prune": prune } })
+        }
     };
     let side = |would: Would| {
         let sources: Vec<Value> = preview.sources(would).map(source_view).collect();
@@ -114,7 +176,7 @@ fn preview_view(preview: &Preview) -> Value {
     };
     json!({
         "state": if preview.ended.is_some() { "ended" } else { "running" },
-        "candidate": { "enable": enable, "disable": disable },
+        "candidate": candidate,
         "started_at": rfc3339(preview.started_at),
         "ends_at": rfc3339(preview.ends_at),
         "ended_at": preview.ended.map(|(at, _)| rfc3339(at)),

@@ -1,30 +1,50 @@
-//! Previews: a candidate (lists enabled or disabled as a change would) judged on live
-//! traffic beside the policy in force, without changing a verdict, for a window; then the
+//! Previews: a candidate (the state after an enable, a disable, a change of the protected
+//! ports, a list's replacement or a policy file applied) judged on live traffic beside the
+//! policy in force, without changing a verdict, for a window; then the
 //! sources it would drop that pass today, those it would let in, and the guarded addresses
 //! it would cut off. One at a time; enabling a change ends it (as do its window, a `DELETE`,
 //! the tables made again at another size, and a restart of the daemon), while changes no
 //! person makes (feeds, expiry) leave it running.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use super::lockout::Operator;
 use super::policy_cache::PolicyCache;
+use super::setup::RandomIds;
 use super::{Service, ServiceError};
 use crate::dataplane::{PreviewSource, Would};
-use crate::model::{GuardedAddress, ModelError};
+use crate::model::{AllowlistInput, DesiredList, GuardedAddress, ModelError, Scope};
+use crate::policy::PortScope;
 
 /// The longest window of a preview.
 pub const MAX_PREVIEW_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What a preview judges: the state after a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Candidate {
     /// These lists enabled.
     Enable(Vec<String>),
     /// These lists disabled.
     Disable(Vec<String>),
+    /// Only these ports protected (none: every port).
+    Scopes(BTreeSet<PortScope>),
+    /// A list replaced, as `PUT /v1/allowlists/{id}` would.
+    Replace {
+        /// The list's id.
+        id: String,
+        /// What replaces it.
+        list: AllowlistInput,
+    },
+    /// A policy file applied, as `POST /v1/apply` would.
+    Apply {
+        /// The lists it declares.
+        allowlists: Vec<DesiredList>,
+        /// Whether it deletes the host's own lists it does not name.
+        prune: bool,
+    },
 }
 
 /// A preview, running or ended.
@@ -57,7 +77,7 @@ impl Preview {
 impl Service {
     /// Starts judging every packet against `candidate` for `window` as well; refused while
     /// another preview runs, and for a candidate that the change itself would refuse (an
-    /// unknown list, one already enabled, a change pending).
+    /// unknown list, one already enabled, a change pending, an invalid entry).
     pub fn start_preview(
         &mut self,
         candidate: Candidate,
@@ -71,9 +91,20 @@ impl Service {
         }
         let now = OffsetDateTime::now_utc();
         let mut model = self.model.clone();
+        let settings = &self.settings;
         match &candidate {
-            Candidate::Enable(ids) => model.enable(ids, &[], true, now, &self.settings)?,
-            Candidate::Disable(ids) => model.disable(ids, now, &self.settings)?,
+            Candidate::Enable(ids) => model.enable(ids, &[], true, now, settings)?,
+            Candidate::Disable(ids) => model.disable(ids, now, settings)?,
+            Candidate::Scopes(scopes) => model.set_scopes(scopes.clone(), now, settings)?,
+            Candidate::Replace { id, list } => {
+                model.replace(id, list.clone(), None, now, settings, &mut RandomIds)?;
+            }
+            Candidate::Apply { allowlists, prune } => {
+                // The guarded addresses are reported below, not refused.
+                let scope = Scope::Local { prune: *prune };
+                let desired = allowlists.clone();
+                model.apply(desired, scope, &[], false, now, settings, &mut RandomIds)?;
+            }
         }
         let policy = PolicyCache::default().policy(&model);
         let enforcement = self.enforcement(&model, policy);

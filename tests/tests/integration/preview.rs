@@ -1,7 +1,9 @@
 //! Previews with real packets: a candidate judged on live traffic beside the policy in
 //! force reports the sources it would drop and those it would let in, and changes no verdict
 //! (a flood included); one at a time; enabling a change ends it; allowlistctl's `--preview`
-//! prints the report and fails when the change would drop traffic that passes today.
+//! prints the report and fails when the change would drop traffic that passes today, for an
+//! enable, an import, a removal and a policy file; the API previews a change of the protected
+//! ports too.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use allowlist_tests::daemon::{Daemon, TempDir};
+use allowlist_tests::etcd::policy_file;
 use allowlist_tests::netns::*;
 use allowlist_tests::scenario::*;
 use allowlist_tests::traffic::{UdpStream, passes};
@@ -204,4 +207,101 @@ fn a_flood_during_a_preview_loses_no_allowed_packet_and_lets_no_denied_one_throu
     let report_denied = report(&daemon);
     let would_pass = report_denied["would_pass"]["packets"].as_u64().unwrap_or(0);
     assert!(would_pass >= 20_000, "{report_denied}");
+}
+
+/// The office list without the allowed client's IPv4 address, as a policy file.
+const OFFICE_WITHOUT_V4: &str = r#"
+[[allowlist]]
+name = "office"
+enabled = true
+entries = [{ cidr = "fd00:a11::2" }]
+"#;
+
+#[test]
+fn previews_of_an_import_a_removal_a_policy_file_and_the_ports_drop_nothing() {
+    let link = Arc::new(TestLink::create().expect("test link"));
+    let state = TempDir::new().expect("state dir");
+    let (daemon, id) = enforcing_office_daemon(&link, &state);
+    // The allowed client keeps sending; every packet passes while the previews run.
+    let sending = Arc::new(AtomicBool::new(true));
+    let sender = {
+        let (link, sending) = (link.clone(), sending.clone());
+        std::thread::spawn(move || {
+            while sending.load(Ordering::Relaxed) {
+                assert!(passes(&link, CLIENT_ALLOWED_V4), "a verdict changed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let without_v4 = state.path().join("without-v4.txt");
+    std::fs::write(&without_v4, format!("{CLIENT_ALLOWED_V6}\n")).expect("write the file");
+    let imported = daemon.ctl(&[
+        "import",
+        "office",
+        without_v4.to_str().expect("path"),
+        "--preview",
+        "2s",
+    ]);
+    let removed = daemon.ctl(&[
+        "--json",
+        "remove",
+        "office",
+        &CLIENT_ALLOWED_V4.to_string(),
+        "--preview",
+        "2s",
+        "--allow-drops",
+    ]);
+    let file = policy_file(state.path(), "office.toml", OFFICE_WITHOUT_V4);
+    let applied = daemon.ctl(&[
+        "apply",
+        "-f",
+        file.to_str().expect("path"),
+        "--preview",
+        "2s",
+    ]);
+    sending.store(false, Ordering::Relaxed);
+    sender.join().expect("the sender");
+
+    let stdout = String::from_utf8_lossy(&imported.stdout);
+    assert!(!imported.status.success(), "{imported:?}");
+    assert!(
+        stdout.contains("would drop (passes today)")
+            && stdout.contains(&CLIENT_ALLOWED_V4.to_string()),
+        "{stdout}"
+    );
+    assert!(removed.status.success(), "{removed:?}");
+    let report: Value = serde_json::from_slice(&removed.stdout).expect("the report as JSON");
+    assert_eq!(
+        report["candidate"]["replace"]["id"],
+        id.as_str(),
+        "{report}"
+    );
+    assert_eq!(
+        sources(&report, "would_drop"),
+        [IpAddr::from(CLIENT_ALLOWED_V4)],
+        "{report}"
+    );
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    assert!(!applied.status.success(), "{applied:?}");
+    assert!(stdout.contains(&CLIENT_ALLOWED_V4.to_string()), "{stdout}");
+
+    // Protecting only tcp/22 would let the denied client's UDP in; it is still dropped.
+    start(&daemon, json!({ "protect": ["tcp/22"], "window": "60s" }));
+    assert!(!passes(&link, CLIENT_DENIED_V4), "a verdict changed");
+    let scoped = daemon.call("DELETE", "/v1/enforcement/preview", None);
+    assert!(
+        sources(&scoped.body, "would_pass").contains(&CLIENT_DENIED_V4.into()),
+        "{scoped:?}"
+    );
+    let two = daemon.call(
+        "POST",
+        "/v1/enforcement/preview",
+        Some(&json!({ "disable": [id], "protect": [] })),
+    );
+    assert_eq!(two.status, 400, "{two:?}");
+
+    // Nothing changed: the list holds both addresses, enforced, no change pending.
+    assert_eq!(list_entries(&daemon, &id).len(), 2);
+    assert!(enforcement(&daemon)["pending"].is_null());
+    assert!(enforcing_office(&link));
 }

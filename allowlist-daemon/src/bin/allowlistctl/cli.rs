@@ -69,6 +69,8 @@ pub(crate) enum Command {
         list: String,
         /// Entry id or its CIDR.
         entry: String,
+        #[command(flatten)]
+        preview: preview::PreviewArgs,
     },
     /// Replace an allowlist's name, description and entries with a JSON file
     /// ({"name", "description", "entries": [{"cidr", "description"}]}; - for stdin). Refused
@@ -110,6 +112,8 @@ pub(crate) enum Command {
         /// Guard every port again (no scopes).
         #[arg(long, conflicts_with = "ports")]
         all: bool,
+        #[command(flatten)]
+        preview: preview::PreviewArgs,
     },
     /// Acknowledge the pending change.
     Ack,

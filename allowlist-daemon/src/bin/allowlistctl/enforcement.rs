@@ -38,18 +38,20 @@ pub(crate) struct ApplyArgs {
     #[arg(long)]
     pub(crate) prune: bool,
     /// Print what would change; change nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preview")]
     pub(crate) dry_run: bool,
     /// Wait until the change may be acknowledged, then acknowledge it: proves that this
     /// client still reaches the host through the new policy.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preview")]
     pub(crate) wait_ack: bool,
     /// The address to protect from lockout [default: the client of your SSH session].
     #[arg(long)]
     pub(crate) client_ip: Option<IpAddr>,
     /// Apply even if it would cut off your address or established sessions.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preview")]
     pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) preview: preview::PreviewArgs,
 }
 
 /// Whether the host enforces, the lists enabled, the pending change, the kernel memory.
@@ -100,8 +102,19 @@ pub(crate) fn disable(
     )?))
 }
 
-/// Guards only `ports` (none: every port again).
-pub(crate) fn scopes(api: &Api, ports: &[String]) -> anyhow::Result<Output> {
+/// Guards only `ports` (none: every port again); with `--preview`, judges the change on
+/// live traffic instead.
+pub(crate) fn scopes(
+    api: &Api,
+    ports: &[String],
+    args: &preview::PreviewArgs,
+    as_json: bool,
+) -> anyhow::Result<Output> {
+    if let Some(window) = &args.preview {
+        let report = preview::run(api, json!({ "protect": ports }), window)?;
+        preview::verdict(report, args.allow_drops, as_json)?;
+        return Ok(Output::Printed);
+    }
     Ok(Output::State(api.request(
         "PUT",
         "/v1/enforcement/scopes",
@@ -122,8 +135,19 @@ pub(crate) fn acknowledge(api: &Api) -> anyhow::Result<Output> {
 
 /// Converges this host's own lists to a policy file; with `wait_ack`, acknowledges the
 /// change once it may be.
-pub(crate) fn apply(api: &Api, args: ApplyArgs) -> anyhow::Result<Output> {
+pub(crate) fn apply(api: &Api, args: ApplyArgs, as_json: bool) -> anyhow::Result<Output> {
     let policy = read_policy_file(&args.file)?;
+    if let Some(window) = &args.preview.preview {
+        let mut body = json!({
+            "apply": { "allowlists": policy.allowlists, "prune": args.prune },
+        });
+        if let Some(ip) = args.client_ip.or_else(session::operator_address) {
+            body["client_ip"] = json!(ip);
+        }
+        let report = preview::run(api, body, window)?;
+        preview::verdict(report, args.preview.allow_drops, as_json)?;
+        return Ok(Output::Printed);
+    }
     let mut body = json!({
         "allowlists": policy.allowlists,
         "prune": args.prune,

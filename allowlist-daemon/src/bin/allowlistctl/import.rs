@@ -34,9 +34,62 @@ pub(crate) struct Import<'a> {
     pub(crate) allow_all: bool,
 }
 
+/// A list's replacement, ready to send: what `PUT /v1/allowlists/{id}` takes.
+pub(crate) struct Replacement {
+    /// The list's id.
+    pub(crate) id: String,
+    /// The body of the `PUT`.
+    pub(crate) body: Value,
+    /// The list's version when it was read (the `PUT`'s `If-Match`).
+    pub(crate) version: Option<u64>,
+}
+
+impl Replacement {
+    /// The replacement of `current` (a list as the API shows it) by `entries`, keeping its
+    /// name, description and feed.
+    pub(crate) fn of(current: &Value, entries: Vec<Value>, allow_all: bool) -> Self {
+        let mut body = json!({
+            "name": current["name"],
+            "entries": entries,
+            "allow_all": allow_all,
+        });
+        if !current["description"].is_null() {
+            body["description"] = current["description"].clone();
+        }
+        // A replace without it would drop the list's feed.
+        if !current["source"].is_null() {
+            body["source"] = current["source"].clone();
+        }
+        Self {
+            id: current["id"].as_str().unwrap_or_default().to_owned(),
+            body,
+            version: current["version"].as_u64(),
+        }
+    }
+}
+
 impl Import<'_> {
     /// Runs the import; returns what to print: the counts, and the list as it is now.
     pub(crate) fn run(&self, api: &Api) -> anyhow::Result<Value> {
+        let (summary, replacement) = self.plan(api)?;
+        let Some(Replacement { id, body, version }) = replacement else {
+            return Ok(json!({ "import": summary }));
+        };
+        let list = api.request("PUT", &format!("/v1/allowlists/{id}"), Some(&body), version)?;
+        // The list without its entries (there may be a million).
+        let list: serde_json::Map<String, Value> = list
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| key.as_str() != "entries")
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        Ok(json!({ "import": summary, "allowlist": list }))
+    }
+
+    /// What the import would change, counted, and the replacement that makes it (none when
+    /// it changes nothing or with `dry_run`).
+    pub(crate) fn plan(&self, api: &Api) -> anyhow::Result<(Value, Option<Replacement>)> {
         let FeedRead {
             prefixes: wanted,
             repeated,
@@ -88,7 +141,7 @@ impl Import<'_> {
             "dry_run": self.dry_run,
         });
         if self.dry_run || (counts.added == 0 && counts.removed == 0) {
-            return Ok(json!({ "import": summary }));
+            return Ok((summary, None));
         }
         let entries: Vec<Value> = wanted
             .iter()
@@ -107,33 +160,10 @@ impl Import<'_> {
                 entry
             })
             .collect();
-        let mut body = json!({
-            "name": current["name"],
-            "entries": entries,
-            "allow_all": self.allow_all,
-        });
-        if !current["description"].is_null() {
-            body["description"] = current["description"].clone();
-        }
-        // A replace without it would drop the list's feed.
-        if !current["source"].is_null() {
-            body["source"] = current["source"].clone();
-        }
-        let list = api.request(
-            "PUT",
-            &format!("/v1/allowlists/{id}"),
-            Some(&body),
-            current["version"].as_u64(),
-        )?;
-        // The list without its entries (there may be a million).
-        let list: serde_json::Map<String, Value> = list
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(key, _)| key.as_str() != "entries")
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        Ok(json!({ "import": summary, "allowlist": list }))
+        Ok((
+            summary,
+            Some(Replacement::of(&current, entries, self.allow_all)),
+        ))
     }
 }
 

@@ -7,8 +7,9 @@ use anyhow::{Context as _, anyhow};
 use serde_json::{Value, json};
 
 use crate::client::Api;
-use crate::import::Import;
+use crate::import::{Import, Replacement};
 use crate::output::{self, Output};
+use crate::preview::{self, PreviewArgs};
 
 /// `allowlistctl create`.
 #[derive(Debug, clap::Args)]
@@ -83,11 +84,13 @@ pub(crate) struct ImportArgs {
     #[arg(long)]
     pub(crate) skip_invalid: bool,
     /// Say what would change; change nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preview")]
     pub(crate) dry_run: bool,
     /// Let the list hold 0.0.0.0/0 or ::/0, which allow every source of their family.
     #[arg(long)]
     pub(crate) allow_all: bool,
+    #[command(flatten)]
+    pub(crate) preview: PreviewArgs,
 }
 
 /// Creates a list.
@@ -139,10 +142,31 @@ pub(crate) fn add(api: &Api, args: AddArgs, as_json: bool) -> anyhow::Result<Out
 }
 
 /// Removes one entry, named by its id or its CIDR, from a list.
-pub(crate) fn remove(api: &Api, list: &str, entry: &str) -> anyhow::Result<Output> {
+pub(crate) fn remove(
+    api: &Api,
+    list: &str,
+    entry: &str,
+    preview: &PreviewArgs,
+    as_json: bool,
+) -> anyhow::Result<Output> {
     let current = api.resolve(list)?;
     let id = current["id"].as_str().unwrap_or_default();
     let entry_id = find_entry(api, id, entry)?;
+    if let Some(window) = &preview.preview {
+        let mut entries = Vec::new();
+        api.entry_pages(id, |page| {
+            entries.extend(
+                page.iter()
+                    .filter(|e| e["id"] != entry_id.as_str())
+                    .map(kept),
+            );
+            true
+        })?;
+        let allow_all = current["allow_all"] == true;
+        let replacement = Replacement::of(&current, entries, allow_all);
+        preview_replacement(api, &replacement, window, preview.allow_drops, as_json)?;
+        return Ok(Output::Printed);
+    }
     api.request(
         "DELETE",
         &format!("/v1/allowlists/{id}/entries/{entry_id}"),
@@ -169,9 +193,9 @@ pub(crate) fn update(api: &Api, list: &str, from_file: &Path) -> anyhow::Result<
 }
 
 /// Replaces a list's entries with the prefixes of a file or a feed.
-pub(crate) fn import(api: &Api, args: ImportArgs) -> anyhow::Result<Output> {
+pub(crate) fn import(api: &Api, args: ImportArgs, as_json: bool) -> anyhow::Result<Output> {
     let text = read_text(&args.file)?;
-    let report = Import {
+    let import = Import {
         list: &args.list,
         text: &text,
         format: args.format,
@@ -179,9 +203,42 @@ pub(crate) fn import(api: &Api, args: ImportArgs) -> anyhow::Result<Output> {
         skip_invalid: args.skip_invalid,
         dry_run: args.dry_run,
         allow_all: args.allow_all,
+    };
+    if let Some(window) = &args.preview.preview {
+        let (summary, replacement) = import.plan(api)?;
+        let Some(replacement) = replacement else {
+            return Ok(Output::Imported(json!({ "import": summary })));
+        };
+        preview_replacement(api, &replacement, window, args.preview.allow_drops, as_json)?;
+        return Ok(Output::Printed);
     }
-    .run(api)?;
-    Ok(Output::Imported(report))
+    Ok(Output::Imported(import.run(api)?))
+}
+
+/// Judges `replacement` on live traffic for `window` instead of making it, and prints the
+/// report.
+fn preview_replacement(
+    api: &Api,
+    replacement: &Replacement,
+    window: &str,
+    allow_drops: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let body = json!({ "replace": { "id": replacement.id, "list": replacement.body } });
+    let report = preview::run(api, body, window)?;
+    preview::verdict(report, allow_drops, as_json)
+}
+
+/// An entry as the API shows it, as a replacement sends it back: its prefix, description
+/// and expiry.
+fn kept(entry: &Value) -> Value {
+    let mut kept = json!({ "cidr": entry["cidr"] });
+    for field in ["description", "expires_at"] {
+        if !entry[field].is_null() {
+            kept[field] = entry[field].clone();
+        }
+    }
+    kept
 }
 
 /// Deletes a list that is not enabled.

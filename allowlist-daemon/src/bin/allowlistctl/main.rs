@@ -84,18 +84,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show { list } => lists::show(&api, &list, as_json)?,
         Command::Create(args) => lists::create(&api, args)?,
         Command::Add(args) => lists::add(&api, args, as_json)?,
-        Command::Remove { list, entry } => lists::remove(&api, &list, &entry)?,
+        Command::Remove {
+            list,
+            entry,
+            preview,
+        } => lists::remove(&api, &list, &entry, &preview, as_json)?,
         Command::Update { list, from_file } => lists::update(&api, &list, &from_file)?,
-        Command::Import(args) => lists::import(&api, args)?,
+        Command::Import(args) => lists::import(&api, args, as_json)?,
         Command::Delete { list } => lists::delete(&api, &list)?,
         Command::Export => lists::export(&api)?,
         Command::Enable(args) => enforcement::enable(&api, args, as_json)?,
         Command::Disable { lists, preview } => {
             enforcement::disable(&api, &lists, &preview, as_json)?
         }
-        Command::Scopes { ports, .. } => enforcement::scopes(&api, &ports)?,
+        Command::Scopes { ports, preview, .. } => {
+            enforcement::scopes(&api, &ports, &preview, as_json)?
+        }
         Command::Ack => enforcement::acknowledge(&api)?,
-        Command::Apply(args) => enforcement::apply(&api, args)?,
+        Command::Apply(args) => enforcement::apply(&api, args, as_json)?,
         Command::Fleet(command) => fleet::run(command, &api)?,
         Command::Evaluate { ip } => Output::Evaluation(api.get(&format!("/v1/evaluate?ip={ip}"))?),
         Command::Stats => Output::Stats(api.get("/v1/stats")?),

@@ -545,11 +545,28 @@ fn describe_candidate(candidate: &Value) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (enable, disable) = (ids(&candidate["enable"]), ids(&candidate["disable"]));
-    let words = if enable.is_empty() {
-        format!("disabling {disable}")
+    let words = if candidate["enable"].is_array() {
+        format!("enabling {}", ids(&candidate["enable"]))
+    } else if candidate["disable"].is_array() {
+        format!("disabling {}", ids(&candidate["disable"]))
+    } else if candidate["protect"].is_array() {
+        match ids(&candidate["protect"]) {
+            ports if ports.is_empty() => "protecting every port".to_owned(),
+            ports => format!("protecting only {ports}"),
+        }
+    } else if let Some(id) = candidate["replace"]["id"].as_str() {
+        let entries = candidate["replace"]["entries"].as_u64().unwrap_or(0);
+        format!("replacing {id}'s entries with {entries}")
     } else {
-        format!("enabling {enable}")
+        let prune = if candidate["apply"]["prune"] == true {
+            ", pruning the others"
+        } else {
+            ""
+        };
+        format!(
+            "applying a policy file of {}{prune}",
+            ids(&candidate["apply"]["allowlists"])
+        )
     };
     printable_lines(&words)
 }
