@@ -1,5 +1,6 @@
 //! What the machine must provide to run the tests: root, a few Debian packages and bpffs.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -132,13 +133,20 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
 }
 
 /// Fails, naming them, if test namespaces or bpffs pin directories were left behind (and
-/// removes them).
+/// removes them). Their names are `PREFIX{pid}-...`: those of a test process still running
+/// (another `cargo xtask test` at the same time) are not leftovers and stay.
 pub fn check_no_leftovers(prefix: &str) -> anyhow::Result<()> {
+    let left = |name: &str| {
+        name.strip_prefix(prefix).is_some_and(|rest| {
+            let pid = rest.split('-').next().unwrap_or_default();
+            pid.is_empty() || !Path::new("/proc").join(pid).exists()
+        })
+    };
     let listing = crate::capture(Command::new("ip").args(["netns", "list"]))?;
     let mut leftovers: Vec<String> = listing
         .lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| name.starts_with(prefix))
+        .filter(|name| left(name))
         .map(str::to_owned)
         .collect();
     for name in &leftovers {
@@ -152,7 +160,7 @@ pub fn check_no_leftovers(prefix: &str) -> anyhow::Result<()> {
                 .filter(|path| {
                     path.file_name()
                         .and_then(|name| name.to_str())
-                        .is_some_and(|name| name.starts_with(prefix))
+                        .is_some_and(left)
                 })
                 .collect::<Vec<_>>()
         })
