@@ -3,7 +3,7 @@
 //! (a flood included); one at a time; enabling a change ends it; allowlistctl's `--preview`
 //! prints the report and fails when the change would drop traffic that passes today, for an
 //! enable, an import, a removal and a policy file; the API previews a change of the protected
-//! ports too.
+//! ports too. A restart ends a preview, in the kernel too.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -304,4 +304,40 @@ fn previews_of_an_import_a_removal_a_policy_file_and_the_ports_drop_nothing() {
     assert_eq!(list_entries(&daemon, &id).len(), 2);
     assert!(enforcement(&daemon)["pending"].is_null());
     assert!(enforcing_office(&link));
+}
+
+/// The packets the kernel counted as a preview's candidate would drop them, on the server.
+fn would_drop_packets(daemon: &Daemon) -> u64 {
+    let series = "allowlist_preview_packets_total{interface=\"srv0\",candidate=\"would_drop\"}";
+    let metrics = daemon.scrape();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
+
+#[test]
+fn a_restart_ends_a_preview_in_the_kernel_too() {
+    let link = TestLink::create().expect("test link");
+    let state = TempDir::new().expect("state dir");
+    let mut daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
+    let id = create(&daemon, "office", &office());
+    start(&daemon, json!({ "enable": [id], "window": "10m" }));
+    assert!(passes(&link, CLIENT_DENIED_V4));
+    assert!(would_drop_packets(&daemon) >= 1, "the kernel judges");
+
+    daemon.kill().expect("kill -9");
+    let daemon = Daemon::start(&link, state.path(), &ARGS).expect("restart");
+    let gone = daemon.call("GET", "/v1/enforcement/preview", None);
+    assert_eq!(gone.status, 404, "{gone:?}");
+    let counted = would_drop_packets(&daemon);
+    for _ in 0..3 {
+        assert!(passes(&link, CLIENT_DENIED_V4), "a verdict changed");
+    }
+    assert_eq!(
+        would_drop_packets(&daemon),
+        counted,
+        "the kernel still judges against the earlier daemon's candidate"
+    );
+    start(&daemon, json!({ "enable": [id], "window": "10s" }));
 }
