@@ -11,19 +11,19 @@
 //! valid release applies without a restart.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::acknowledgement::Acknowledgement;
+use super::config::FleetConfig;
 use super::keys::Keys;
 use super::signature::{Trust, release_message};
 use super::status::{FleetState, HostStatus};
-use super::store::{EtcdOptions, FleetError, FleetStore};
+use super::store::{FleetError, FleetStore};
+use super::view::FleetView;
 use crate::model::{ModelError, rfc3339};
 use crate::service::{FleetSnapshot, Service, ServiceError};
 
@@ -35,65 +35,6 @@ const RENEW_EVERY: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(500);
 /// The longest wait before reconnecting.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// Which fleet the host follows, and how to reach it.
-#[derive(Debug, Clone)]
-pub struct FleetConfig {
-    /// How to reach etcd.
-    pub etcd: EtcdOptions,
-    /// The fleet.
-    pub fleet: String,
-    /// This host's name in the fleet.
-    pub host: String,
-    /// The operators' keys this host trusts, and how many must sign; `None`: releases need
-    /// no signature.
-    pub trust: Option<(PathBuf, usize)>,
-    /// The largest release this host reads.
-    pub max_release_bytes: usize,
-}
-
-/// The follower's state, for `GET /v1/fleet` and the metrics.
-#[derive(Debug, Clone, Serialize)]
-pub struct FleetView {
-    /// The fleet followed.
-    pub fleet: String,
-    /// This host's name in it.
-    pub host: String,
-    /// Whether etcd answers.
-    pub connected: bool,
-    /// Where the host stands with the current release.
-    pub state: FleetState,
-    /// The fleet's current release, as last seen.
-    pub release: Option<String>,
-    /// The release acknowledged on this host.
-    pub applied: Option<String>,
-    /// Why it failed, reverted or waits.
-    pub reason: Option<String>,
-    /// When a pending release reverts unless acknowledged (RFC 3339).
-    pub revert_at: Option<String>,
-    /// When the host last heard from etcd (RFC 3339).
-    pub last_sync: Option<String>,
-    /// The last error talking to etcd.
-    pub last_error: Option<String>,
-}
-
-impl FleetView {
-    /// The view before the first connection.
-    pub fn new(config: &FleetConfig) -> FleetView {
-        FleetView {
-            fleet: config.fleet.clone(),
-            host: config.host.clone(),
-            connected: false,
-            state: FleetState::Waiting,
-            release: None,
-            applied: None,
-            reason: Some("connecting to etcd".into()),
-            revert_at: None,
-            last_sync: None,
-            last_error: None,
-        }
-    }
-}
 
 /// What one pass over the state decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

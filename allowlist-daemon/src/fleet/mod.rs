@@ -8,14 +8,17 @@
 //! reverts by itself, with or without etcd or the daemon.
 
 pub mod acknowledgement;
+pub mod config;
 pub mod follower;
 pub mod keys;
 pub mod release;
 pub mod signature;
 pub mod status;
 pub mod store;
+pub mod view;
 
-pub use follower::{FleetConfig, FleetView};
+pub use config::FleetConfig;
 pub use release::Release;
 pub use status::{FleetState, HostStatus};
 pub use store::{EtcdOptions, FleetError, FleetStore};
+pub use view::FleetView;
