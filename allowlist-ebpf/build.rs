@@ -3,7 +3,7 @@
 //! program that reaches it (what it does for a static subprogram or inlined code). The
 //! searches of large buckets and the flow map lookups sit after many branches of the packet
 //! parsing: as global functions they cut the instructions the verifier walks at every load
-//! of the program (each resize of the tables) from about 129,000 to 78,000 (with the
+//! of the program (each resize of the tables) from about 129,000 to 87,000 (with the
 //! preview's judgement, itself a global function; the egress program's from 10,600 to
 //! 2,100). What most packets take (the short lists, the summary and the bucket, the flow
 //! filter) stays inline: a call costs a packet 10 to 20 ns.

@@ -278,20 +278,26 @@ pub fn is_reply(config: &Config, ends: Ends, transport: Transport, end: usize) -
                 (ip_proto::ICMP, ICMP_ECHO_REPLY) | (ip_proto::ICMPV6, ICMPV6_ECHO_REPLY) => {
                     known(config, &key(ends, 0, id, transport.protocol))
                 }
-                (
-                    ip_proto::ICMP,
-                    ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM,
-                ) => quoted_flow_v4(packet::quoted(transport.at), end)
-                    .is_some_and(|flow| known(config, &flow)),
-                (
-                    ip_proto::ICMPV6,
-                    ICMPV6_DEST_UNREACHABLE | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED,
-                ) => quoted_flow_v6(packet::quoted(transport.at), end)
-                    .is_some_and(|flow| known(config, &flow)),
-                _ => false,
+                _ => error_flow(transport, icmp_type, end).is_some_and(|flow| known(config, &flow)),
             }
         }
         _ => false,
+    }
+}
+
+/// The flow an ICMP or ICMPv6 error of type `icmp_type` (in `transport`) is about: the
+/// packet the host sent that it quotes. `None` for another type or a quote cut short.
+#[inline(always)]
+pub(crate) fn error_flow(transport: Transport, icmp_type: u8, end: usize) -> Option<FlowKey> {
+    match (transport.protocol, icmp_type) {
+        (ip_proto::ICMP, ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM) => {
+            quoted_flow_v4(packet::quoted(transport.at), end)
+        }
+        (
+            ip_proto::ICMPV6,
+            ICMPV6_DEST_UNREACHABLE | ICMPV6_PACKET_TOO_BIG | ICMPV6_TIME_EXCEEDED,
+        ) => quoted_flow_v6(packet::quoted(transport.at), end),
+        _ => None,
     }
 }
 

@@ -78,7 +78,7 @@ pub fn allowlist(ctx: XdpContext) -> u32 {
     };
     let judged = judge(&ctx, config);
     if config.preview_until_ns != 0 {
-        preview::judge(&ctx, judged.refused);
+        preview::judge(&ctx, config, judged.refused);
     }
     judged.action
 }

@@ -34,6 +34,8 @@ const NEIGHBOR_DISCOVERY: u8 = 4;
 const REFUSED: u8 = 8;
 /// [`Seen::flags`]: an ICMP or ICMPv6 echo reply.
 const ECHO_REPLY: u8 = 16;
+/// [`Seen::flags`]: an ICMP or ICMPv6 error about a flow the host started, still fresh.
+const ERROR_ABOUT_FLOW: u8 = 32;
 
 /// What the main path read of a packet, for the candidate.
 #[repr(C)]
@@ -53,9 +55,9 @@ pub struct Seen {
 }
 
 /// Reads the packet of `ctx` (which the policy in force `refused` or not) and has the
-/// running preview judge it.
+/// running preview judge it; `config` is the configuration in use.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext, refused: bool) {
+pub fn judge(ctx: &XdpContext, config: &Config, refused: bool) {
     let (start, end) = (ctx.data(), ctx.data_end());
     let mut seen = Seen {
         flow: FlowKey {
@@ -111,6 +113,14 @@ pub fn judge(ctx: &XdpContext, refused: bool) {
                     seen.flags |= PORTS;
                     if icmp_type == 0 || icmp_type == 129 {
                         seen.flags |= ECHO_REPLY;
+                    } else if !refused
+                        && config.replies != 0
+                        && crate::flows::error_flow(Transport { protocol, at }, icmp_type, end)
+                            .is_some_and(|flow| crate::flows::known(config, &flow))
+                    {
+                        // Looked up here, where the packet is: the quoted flow does not
+                        // travel to the preview. (A refused packet was no such error.)
+                        seen.flags |= ERROR_ABOUT_FLOW;
                     }
                 }
             }
@@ -178,8 +188,8 @@ fn candidate_passes(config: &Config, seen: &Seen) -> bool {
     rule.is_some_and(|rule| !tally::expired(rule))
 }
 
-/// Whether every policy passes `seen`: neighbour discovery, or a reply to a flow the host
-/// started (an ICMP error about one is not looked at here).
+/// Whether every policy passes `seen`: neighbour discovery, a reply to a flow the host
+/// started, or an ICMP error about one.
 #[inline(always)]
 fn passes_anyway(config: &Config, seen: &Seen) -> bool {
     if seen.flags & NEIGHBOR_DISCOVERY != 0 {
@@ -193,6 +203,7 @@ fn passes_anyway(config: &Config, seen: &Seen) -> bool {
         ip_proto::ICMP | ip_proto::ICMPV6 if seen.flags & ECHO_REPLY != 0 => {
             crate::flows::known(config, &seen.flow)
         }
+        ip_proto::ICMP | ip_proto::ICMPV6 => seen.flags & ERROR_ABOUT_FLOW != 0,
         _ => false,
     }
 }

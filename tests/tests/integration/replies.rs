@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use allowlist_common::{Counter, Mode};
-use allowlist_daemon::dataplane::{Dataplane, Replies, Verdict};
+use allowlist_daemon::dataplane::{Dataplane, Enforcement, Replies, Verdict};
 use allowlist_daemon::policy::PortScope;
 use allowlist_tests::frames::*;
 use allowlist_tests::{counter, loaded, verdict};
@@ -544,4 +544,68 @@ fn the_flow_filter_renewed_keeps_live_flows_and_forgets_idle_ones() {
     assert_eq!(verdict(&dataplane, &reply(40000)), Verdict::Drop);
     assert_eq!(dataplane.renew_flow_filter().expect("renewal"), 1);
     assert_eq!(verdict(&dataplane, &reply(40001)), Verdict::Pass);
+}
+
+#[test]
+fn a_preview_counts_no_icmp_error_about_a_flow_the_host_started() {
+    // The routers are allowed today; the candidate, the same policy without them, would
+    // drop their packets but not their errors about a flow the host started: those pass
+    // under any policy.
+    let today: Vec<&str> = POLICY
+        .iter()
+        .copied()
+        .chain([ROUTER_V4, ROUTER_V6])
+        .collect();
+    let mut dataplane = loaded(&today, Mode::Enforce);
+    let candidate = Enforcement {
+        policy: allowlist_tests::policy(POLICY),
+        mode: Mode::Enforce,
+        ..Enforcement::default()
+    };
+    dataplane
+        .start_preview(&candidate, Duration::from_secs(60))
+        .expect("a preview");
+    for (local, remote, router) in families() {
+        let outgoing = ip_packet(
+            local,
+            remote,
+            IPPROTO_TCP,
+            &tcp_segment(50002, 443, tcp::SYN),
+        );
+        send(
+            &dataplane,
+            &ip_frame(
+                local,
+                remote,
+                IPPROTO_TCP,
+                &tcp_segment(50002, 443, tcp::SYN),
+            ),
+        );
+        let (too_big, time_exceeded) = if local.is_ipv4() { (3, 11) } else { (2, 3) };
+        for icmp_type in [too_big, time_exceeded] {
+            let error = ip_frame(
+                router,
+                local,
+                icmp_protocol(local),
+                &icmp_error(icmp_type, &outgoing),
+            );
+            assert_eq!(verdict(&dataplane, &error), Verdict::Pass);
+        }
+    }
+    let sources = dataplane.readings().preview_sources().expect("the report");
+    assert!(sources.is_empty(), "counted: {sources:?}");
+    // The routers' other packets are counted: the candidate would drop them.
+    for (local, _, router) in families() {
+        let probe = ip_frame(router, local, IPPROTO_UDP, &udp(53, 40000));
+        assert_eq!(verdict(&dataplane, &probe), Verdict::Pass);
+    }
+    let counted: Vec<IpAddr> = dataplane
+        .readings()
+        .preview_sources()
+        .expect("the report")
+        .iter()
+        .map(|source| source.address)
+        .collect();
+    assert_eq!(counted.len(), 2, "{counted:?}");
+    assert!(counted.contains(&ip(ROUTER_V4)) && counted.contains(&ip(ROUTER_V6)));
 }
