@@ -44,6 +44,36 @@ fn sources(report: &Value, side: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// A source that keeps sending to the server, every packet passing, until stopped.
+struct Sender {
+    sending: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sender {
+    /// Starts sending from `source`, which passes today, over `link`.
+    fn start(link: &Arc<TestLink>, source: impl Into<IpAddr>) -> Sender {
+        let (link, source) = (link.clone(), source.into());
+        let sending = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let sending = sending.clone();
+            std::thread::spawn(move || {
+                while sending.load(Ordering::Relaxed) {
+                    assert!(passes(&link, source), "a verdict changed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Sender { sending, thread }
+    }
+
+    /// Stops it; fails if a packet did not pass.
+    fn stop(self) {
+        self.sending.store(false, Ordering::Relaxed);
+        self.thread.join().expect("every packet passed");
+    }
+}
+
 #[test]
 fn a_preview_reports_what_a_change_would_drop_and_changes_no_verdict() {
     let link = TestLink::create().expect("test link");
@@ -123,20 +153,10 @@ fn allowlistctl_previews_an_enable_and_fails_when_it_would_drop_traffic() {
     let state = TempDir::new().expect("state dir");
     let daemon = Daemon::start(&link, state.path(), &ARGS).expect("allowlistd");
     create(&daemon, "office", &office());
-    let sending = Arc::new(AtomicBool::new(true));
-    let sender = {
-        let (link, sending) = (link.clone(), sending.clone());
-        std::thread::spawn(move || {
-            while sending.load(Ordering::Relaxed) {
-                assert!(passes(&link, CLIENT_DENIED_V4), "a verdict changed");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let sender = Sender::start(&link, CLIENT_DENIED_V4);
     let refused = daemon.ctl(&["enable", "office", "--preview", "3s"]);
     let accepted = daemon.ctl(&["enable", "office", "--preview", "2s", "--allow-drops"]);
-    sending.store(false, Ordering::Relaxed);
-    sender.join().expect("the sender");
+    sender.stop();
     let stdout = String::from_utf8_lossy(&refused.stdout);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stdout}{stderr}");
@@ -223,16 +243,7 @@ fn previews_of_an_import_a_removal_a_policy_file_and_the_ports_drop_nothing() {
     let state = TempDir::new().expect("state dir");
     let (daemon, id) = enforcing_office_daemon(&link, &state);
     // The allowed client keeps sending; every packet passes while the previews run.
-    let sending = Arc::new(AtomicBool::new(true));
-    let sender = {
-        let (link, sending) = (link.clone(), sending.clone());
-        std::thread::spawn(move || {
-            while sending.load(Ordering::Relaxed) {
-                assert!(passes(&link, CLIENT_ALLOWED_V4), "a verdict changed");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let sender = Sender::start(&link, CLIENT_ALLOWED_V4);
     let without_v4 = state.path().join("without-v4.txt");
     std::fs::write(&without_v4, format!("{CLIENT_ALLOWED_V6}\n")).expect("write the file");
     let imported = daemon.ctl(&[
@@ -259,8 +270,7 @@ fn previews_of_an_import_a_removal_a_policy_file_and_the_ports_drop_nothing() {
         "--preview",
         "2s",
     ]);
-    sending.store(false, Ordering::Relaxed);
-    sender.join().expect("the sender");
+    sender.stop();
 
     let stdout = String::from_utf8_lossy(&imported.stdout);
     assert!(!imported.status.success(), "{imported:?}");

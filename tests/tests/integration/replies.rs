@@ -260,16 +260,18 @@ fn echo_replies_pass_for_the_host_s_own_pings() {
     }
 }
 
+/// Has the host open a TCP flow from `local` to `remote` (port 50002 to 443); returns the
+/// packet it sent, as an ICMP error about it quotes it.
+fn start_flow(dataplane: &Dataplane, local: IpAddr, remote: IpAddr) -> Vec<u8> {
+    let syn = tcp_segment(50002, 443, tcp::SYN);
+    send(dataplane, &ip_frame(local, remote, IPPROTO_TCP, &syn));
+    ip_packet(local, remote, IPPROTO_TCP, &syn)
+}
+
 #[test]
 fn icmp_errors_about_a_recorded_flow_pass_and_others_drop() {
     let dataplane = loaded(POLICY, Mode::Enforce);
     for (local, remote, router) in families() {
-        let outgoing = ip_packet(
-            local,
-            remote,
-            IPPROTO_TCP,
-            &tcp_segment(50002, 443, tcp::SYN),
-        );
         let unrelated = ip_packet(
             local,
             remote,
@@ -287,15 +289,7 @@ fn icmp_errors_about_a_recorded_flow_pass_and_others_drop() {
                 "type {icmp_type} about no flow"
             );
         }
-        send(
-            &dataplane,
-            &ip_frame(
-                local,
-                remote,
-                IPPROTO_TCP,
-                &tcp_segment(50002, 443, tcp::SYN),
-            ),
-        );
+        let outgoing = start_flow(&dataplane, local, remote);
         for icmp_type in [too_big, time_exceeded] {
             let error = ip_frame(router, local, proto, &icmp_error(icmp_type, &outgoing));
             assert_eq!(
@@ -566,21 +560,7 @@ fn a_preview_counts_no_icmp_error_about_a_flow_the_host_started() {
         .start_preview(&candidate, Duration::from_secs(60))
         .expect("a preview");
     for (local, remote, router) in families() {
-        let outgoing = ip_packet(
-            local,
-            remote,
-            IPPROTO_TCP,
-            &tcp_segment(50002, 443, tcp::SYN),
-        );
-        send(
-            &dataplane,
-            &ip_frame(
-                local,
-                remote,
-                IPPROTO_TCP,
-                &tcp_segment(50002, 443, tcp::SYN),
-            ),
-        );
+        let outgoing = start_flow(&dataplane, local, remote);
         let (too_big, time_exceeded) = if local.is_ipv4() { (3, 11) } else { (2, 3) };
         for icmp_type in [too_big, time_exceeded] {
             let error = ip_frame(
