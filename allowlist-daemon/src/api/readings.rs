@@ -97,7 +97,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         )?)
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 pub(super) async fn openapi() -> Response {
