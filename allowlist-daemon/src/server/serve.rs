@@ -9,8 +9,9 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -55,7 +56,7 @@ impl Server {
     /// Serves `app` until `stop` completes, then lets requests under way finish for up to
     /// [`SHUTDOWN_GRACE`] and closes every connection still open (idle, stalled or not).
     pub async fn serve(self, app: Router, stop: impl Future<Output = ()>) {
-        let (stopping, stop_seen) = watch::channel(false);
+        let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(self.settings.max_connections));
         let mut connections = JoinSet::new();
         let open = Connections::default();
@@ -99,7 +100,7 @@ impl Server {
                         tls: self.listener.tls().cloned(),
                         app: app.clone(),
                         settings: self.settings.clone(),
-                        stop_seen: stop_seen.clone(),
+                        watcher: graceful.watcher(),
                         registration,
                         _permit: permit,
                     };
@@ -113,25 +114,20 @@ impl Server {
             }
             while connections.try_join_next().is_some() {}
         }
-        let _ = stopping.send(true);
-        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if finished.is_err() {
+        // Each connection finishes the request it serves and closes; one still in its TLS
+        // handshake closes as it enters HTTP.
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 open = connections.len(),
                 grace_seconds = SHUTDOWN_GRACE.as_secs(),
                 "API connections still open after the stop's grace: closed"
             );
-            connections.shutdown().await;
         }
+        connections.shutdown().await;
     }
-}
-
-/// Completes once the server stops (or is gone).
-async fn stopped(stop_seen: &mut watch::Receiver<bool>) {
-    let _ = stop_seen.wait_for(|stopping| *stopping).await;
 }
 
 /// What serving one connection needs.
@@ -139,7 +135,8 @@ struct Connection {
     tls: Option<TlsAcceptor>,
     app: Router,
     settings: ServerSettings,
-    stop_seen: watch::Receiver<bool>,
+    /// Tells the connection that the server stops.
+    watcher: Watcher,
     /// Its place among the open connections: what it is doing, for the shedding.
     registration: Arc<Registration>,
     /// Held while the connection lives: one of --max-connections.
@@ -150,7 +147,7 @@ impl Connection {
     /// Negotiates TLS if configured, then serves HTTP/1.1 requests, each carrying `peer` in
     /// its extensions, until the client leaves, a timeout closes the connection, or the
     /// daemon stops.
-    async fn serve(mut self, stream: Accepted, peer: super::Peer) {
+    async fn serve(self, stream: Accepted, peer: super::Peer) {
         let header_timeout = self.settings.header_timeout;
         let io: Box<dyn Stream> = match (stream, &self.tls) {
             (Accepted::Tcp(stream), Some(tls)) => {
@@ -190,17 +187,8 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(err) = served {
-                    tracing::debug!(%peer, error = %err, "API connection ended");
-                }
-            }
-            () = stopped(&mut self.stop_seen) => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
+        if let Err(err) = self.watcher.watch(connection).await {
+            tracing::debug!(%peer, error = %err, "API connection ended");
         }
     }
 }
