@@ -154,7 +154,7 @@ pub(super) async fn end_preview(State(state): State<AppState>) -> Result<Json<Va
 
 /// A preview as the API shows it.
 fn preview_view(preview: &Preview) -> Value {
-    let candidate = match &preview.candidate {
+    let candidate = match preview.candidate.as_ref() {
         Candidate::Enable(ids) => json!({ "enable": ids }),
         Candidate::Disable(ids) => json!({ "disable": ids }),
         Candidate::Scopes(scopes) => {

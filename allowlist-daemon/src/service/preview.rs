@@ -7,6 +7,7 @@
 //! person makes (feeds, expiry) leave it running.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -50,8 +51,9 @@ pub enum Candidate {
 /// A preview, running or ended.
 #[derive(Debug, Clone)]
 pub struct Preview {
-    /// What it judges.
-    pub candidate: Candidate,
+    /// What it judges (shared: a list's replacement may hold a million entries, and the
+    /// report is copied at every read).
+    pub candidate: Arc<Candidate>,
     /// When it started.
     pub started_at: OffsetDateTime,
     /// When its window ends.
@@ -129,7 +131,7 @@ impl Service {
         would_cut.dedup_by(|a, b| a.address == b.address);
         self.dataplane.start_preview(&enforcement, window)?;
         let preview = Preview {
-            candidate,
+            candidate: Arc::new(candidate),
             started_at: now,
             ends_at: now + window,
             would_cut,
