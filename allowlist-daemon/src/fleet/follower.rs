@@ -457,7 +457,7 @@ impl Follower {
         };
         let fleet = self.config.fleet.clone();
         match self
-            .with_service(move |s| s.apply_release(&fleet, &release))
+            .with_service(move |s| s.apply_release(&fleet, &release.id, release.allowlists))
             .await
         {
             Ok(report) => {

@@ -5,8 +5,7 @@ use time::OffsetDateTime;
 
 use super::setup::RandomIds;
 use super::{Operator, Service, ServiceError};
-use crate::fleet::Release;
-use crate::model::{ApplyReport, Pending, Scope};
+use crate::model::{ApplyReport, DesiredList, Pending, Scope};
 
 /// Where the host stands with its fleet, as the model says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,33 +39,31 @@ impl Service {
         }
     }
 
-    /// Applies `release` of fleet `fleet` as one pending change, guarded against cutting off
-    /// what the lockout guard keeps reachable (established sessions to the protected ports,
-    /// remote operators), whether or not the host enforces already.
+    /// Applies release `release` of fleet `fleet`, declaring `allowlists`, as one pending
+    /// change, guarded against cutting off what the lockout guard keeps reachable
+    /// (established sessions to the protected ports, remote operators), whether or not the
+    /// host enforces already.
     pub fn apply_release(
         &mut self,
         fleet: &str,
-        release: &Release,
+        release: &str,
+        allowlists: Vec<DesiredList>,
     ) -> Result<ApplyReport, ServiceError> {
         let guarded = match self.model.enforcing() {
             true => self.guarded_always()?,
             false => self.guarded(Operator::default(), false)?,
         };
-        let scope = Scope::Fleet {
-            fleet,
-            release: &release.id,
-        };
+        let scope = Scope::Fleet { fleet, release };
         self.transact(
             |report: &ApplyReport| {
                 format!(
-                    "applied release {} of fleet {fleet}: {}",
-                    release.id,
+                    "applied release {release} of fleet {fleet}: {}",
                     super::operations::describe(report)
                 )
             },
             |model, settings, now| {
                 model.apply(
-                    release.allowlists.clone(),
+                    allowlists,
                     scope,
                     &guarded,
                     false,
