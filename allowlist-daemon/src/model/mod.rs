@@ -57,6 +57,7 @@ mod guard;
 mod input;
 mod lists;
 mod pending;
+mod revert;
 mod rules;
 mod saved;
 #[cfg(any(test, feature = "test-util"))]
