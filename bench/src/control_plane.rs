@@ -15,8 +15,8 @@ use ipnet::IpNet;
 
 use crate::control_peers::{Peer, PeerTimes};
 use crate::kernel_memory::pinned_maps;
+use crate::measure::verdict;
 use crate::sources::disjoint_v4_prefixes;
-use crate::verdict;
 
 /// List sizes.
 const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];

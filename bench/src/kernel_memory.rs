@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use crate::control_peers::ipset_memory_of;
+use crate::measure::verdict;
 use crate::sources::disjoint_v4_prefixes;
-use crate::verdict;
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -16,6 +16,7 @@ mod control_plane;
 mod filter_cpu;
 mod flood;
 mod kernel_memory;
+mod measure;
 mod preview;
 mod replies;
 mod scaling;
@@ -34,11 +35,6 @@ use anyhow::Context as _;
 const SECTIONS: [&str; 8] = [
     "replies", "preview", "scaling", "designs", "memory", "control", "flood", "peers",
 ];
-
-/// The verdict a report gives a target: met or missed.
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "missed" }
-}
 
 fn main() -> std::process::ExitCode {
     match run() {

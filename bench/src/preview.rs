@@ -12,9 +12,10 @@ use allowlist_tests::frames::udp_frame;
 use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::replies::{ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, REPEAT, policy};
-use crate::scaling::median;
-use crate::verdict;
+use crate::measure::REPEAT;
+use crate::measure::median;
+use crate::measure::verdict;
+use crate::replies::{ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, policy};
 
 /// Runs of each measurement; the median is reported.
 const RUNS: usize = 15;

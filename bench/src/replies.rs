@@ -10,16 +10,13 @@ use allowlist_tests::frames::udp_frame;
 use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::scaling::median;
+use crate::measure::{REPEAT, median, verdict};
 use crate::sources::Xorshift;
-use crate::verdict;
 
 /// Prefixes in the policy besides the allowed sources.
 const PREFIXES: u32 = 1000;
 /// Runs of each measurement; the median is reported.
 const RUNS: usize = 15;
-/// Packets per run.
-pub const REPEAT: u32 = 1_000_000;
 
 pub const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const DENIED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);

@@ -11,7 +11,7 @@ use allowlist_common::bench::BENCH_LOOPS;
 use allowlist_daemon::dataplane::{Dataplane, LookupDesign};
 use anyhow::Context as _;
 
-use crate::scaling::median;
+use crate::measure::median;
 
 /// Runs of each measurement, interleaved; the median is reported.
 const RUNS: usize = 9;

@@ -1,67 +1,18 @@
 //! The peer on the same hook: xdp-filter from Debian's xdp-tools, timed by `bpftool prog run`.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use allowlist_tests::frames::udp_frame;
 use allowlist_tests::netns::{SERVER_IF, TestLink};
 use anyhow::Context as _;
 
-use crate::replies::REPEAT;
-use crate::scaling::{SCALING_RUNS, Scaling};
-
-/// Writes the comparison with xdp-filter.
-pub fn peer_report(
-    text: &mut String,
-    results: &[Scaling],
-    peer: &[(u32, Option<[f64; 2]>)],
-) -> anyhow::Result<()> {
-    writeln!(text, "\n### Against xdp-filter\n")?;
-    writeln!(
-        text,
-        "`xdp-filter` from Debian's xdp-tools, loaded in skb mode with `--policy allow` (a \
-         deny list) holding the same N IPv4 prefixes as the allowlist, as addresses (it holds \
-         exact addresses only, 10 000 at most: a host route as it is, a shorter prefix by its \
-         first address), timed by `bpftool prog run` ({REPEAT} repeats, median of {SCALING_RUNS}) on a \
-         frame from a listed and from an unlisted source. Beside it, the allowlist on one \
-         repeated IPv4 frame from an allowed and from a denied source, same run. The target: \
-         never slower (the worse case of each compared).\n"
-    )?;
-    writeln!(
-        text,
-        "| IPv4 entries | xdp-filter listed (ns) | xdp-filter unlisted (ns) | allowlist allowed \
-         (ns) | allowlist denied (ns) | ratio allowlist / xdp-filter | verdict |"
-    )?;
-    writeln!(text, "|---:|---:|---:|---:|---:|---:|---|")?;
-    for ((size, measured), r) in peer.iter().zip(results) {
-        match measured {
-            Some([listed, unlisted]) => {
-                let ours = r.repeated[0].max(r.repeated[1]);
-                let theirs = listed.max(*unlisted);
-                writeln!(
-                    text,
-                    "| {size} | {listed:.0} | {unlisted:.0} | {:.0} | {:.0} | {:.2} | {} |",
-                    r.repeated[0],
-                    r.repeated[1],
-                    ours / theirs,
-                    crate::verdict(ours <= theirs)
-                )?;
-            }
-            None => writeln!(
-                text,
-                "| {size} | cannot hold | | {:.0} | {:.0} | | |",
-                r.repeated[0], r.repeated[1]
-            )?,
-        }
-    }
-    Ok(())
-}
+use crate::measure::REPEAT;
 
 /// Per-packet time of xdp-filter (Debian's xdp-tools) in deny mode holding the addresses
 /// `listed`, on a frame from a listed (dropped) and from an unlisted (passed) source, as
-/// `bpftool prog run` measures it: medians of `SCALING_RUNS` runs. It holds 10 000 addresses
+/// `bpftool prog run` measures it: medians of `runs` runs. It holds 10 000 addresses
 /// at most: `None` beyond that.
-pub fn xdp_filter(listed: &[Ipv4Addr]) -> anyhow::Result<Option<[f64; 2]>> {
+pub fn xdp_filter(listed: &[Ipv4Addr], runs: usize) -> anyhow::Result<Option<[f64; 2]>> {
     const CAPACITY: usize = 10_000;
     if listed.len() > CAPACITY || listed.is_empty() {
         return Ok(None);
@@ -101,7 +52,7 @@ pub fn xdp_filter(listed: &[Ipv4Addr]) -> anyhow::Result<Option<[f64; 2]>> {
         for (frame, path) in frames.iter().zip(&paths) {
             std::fs::write(path, frame)?;
         }
-        for _ in 0..SCALING_RUNS {
+        for _ in 0..runs {
             for (case, path) in paths.iter().enumerate() {
                 let output = std::process::Command::new("bpftool")
                     .args(["prog", "run", "id", &id.to_string(), "data_in"])

@@ -227,7 +227,7 @@ fn report(text: &mut String, results: &[SizeRuns]) -> anyhow::Result<()> {
             "| {} flood, {size} prefixes: the allowlist's own CPU per packet at most \
              {TARGET_RATIO}x the best peer's | {ratio:.2}x ({low:.2}–{high:.2}) | {} |",
             flood.name(),
-            crate::verdict(ratio <= TARGET_RATIO)
+            crate::measure::verdict(ratio <= TARGET_RATIO)
         )?;
     }
     Ok(())
