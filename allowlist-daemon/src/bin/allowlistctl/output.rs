@@ -556,7 +556,7 @@ fn describe_candidate(candidate: &Value) -> String {
         }
     } else if let Some(id) = candidate["replace"]["id"].as_str() {
         let entries = candidate["replace"]["entries"].as_u64().unwrap_or(0);
-        format!("replacing {id}'s entries with {entries}")
+        format!("replacing the entries of {id} with {entries}")
     } else {
         let prune = if candidate["apply"]["prune"] == true {
             ", pruning the others"
