@@ -7,18 +7,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use allowlist_common::Mode;
-use allowlist_daemon::dataplane::{Dataplane, Enforcement};
+use allowlist_daemon::dataplane::Enforcement;
 use allowlist_tests::frames::udp_frame;
-use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::measure::REPEAT;
-use crate::measure::median;
-use crate::measure::verdict;
-use crate::replies::{ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, policy};
-
-/// Runs of each measurement; the median is reported.
-const RUNS: usize = 15;
+use crate::measure::{INTERLEAVED_RUNS, REPEAT, interleaved, verdict};
+use crate::replies::{ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, loaded};
 /// What a running preview may cost a packet whose verdict the candidate keeps (judged
 /// again, nothing written).
 const KEPT_TARGET_NS: f64 = 50.0;
@@ -28,11 +22,7 @@ const CHANGED_TARGET_NS: f64 = 150.0;
 
 /// Measures a preview's cost and writes its section of the report.
 pub fn preview_section(text: &mut String) -> anyhow::Result<()> {
-    let mut dataplane =
-        Dataplane::load(4096, 4096).context("loading the XDP program (are you root?)")?;
-    let policy = policy();
-    dataplane.apply(&policy).context("writing the policy")?;
-    dataplane.set_mode(Mode::Enforce)?;
+    let (mut dataplane, policy) = loaded()?;
     let allowed = [IpAddr::V4(ALLOWED_V4), IpAddr::V6(ALLOWED_V6)].map(IpNet::from);
     let candidate = Enforcement {
         policy: policy
@@ -62,27 +52,20 @@ pub fn preview_section(text: &mut String) -> anyhow::Result<()> {
         .iter()
         .map(|(_, source, _)| udp_frame(*source))
         .collect();
-    // samples[case][without = 0, with = 1]
-    let mut samples = vec![[Vec::new(), Vec::new()]; cases.len()];
-    for _ in 0..RUNS {
-        for slot in [0, 1] {
-            if slot == 1 {
-                dataplane.start_preview(&candidate, Duration::from_secs(600))?;
-            } else {
-                dataplane.stop_preview()?;
-            }
-            for (case, frame) in frames.iter().enumerate() {
-                samples[case][slot].push(dataplane.run_frame(frame, REPEAT)?.duration);
-            }
+    let medians = interleaved(&mut dataplane, &frames, |dataplane, running| {
+        match running {
+            true => dataplane.start_preview(&candidate, Duration::from_secs(600))?,
+            false => dataplane.stop_preview()?,
         }
-    }
+        Ok(())
+    })?;
     dataplane.stop_preview()?;
 
     writeln!(text, "\n## A preview running\n")?;
     writeln!(
         text,
         "Per-packet time of the XDP program (`BPF_PROG_TEST_RUN`, repeat {REPEAT}, median of \
-         {RUNS} interleaved runs), the policy of the reply check's section, replies on, without \
+         {INTERLEAVED_RUNS} interleaved runs), the policy of the reply check's section, replies on, without \
          a preview and with one whose candidate is the same policy without the allowed \
          sources: their packets are judged again and counted in the preview's map, the denied \
          ones only judged again.\n"
@@ -94,8 +77,7 @@ pub fn preview_section(text: &mut String) -> anyhow::Result<()> {
     writeln!(text, "|---|---:|---:|---:|")?;
     // The worst difference of the packets whose verdict is kept, and of those it changes.
     let (mut kept, mut changed) = (f64::MIN, f64::MIN);
-    for ((name, _, changes), [without, with]) in cases.iter().zip(samples) {
-        let (without, with) = (median(without), median(with));
+    for ((name, _, changes), [without, with]) in cases.iter().zip(medians) {
         writeln!(
             text,
             "| {name} | {without:.0} | {with:.0} | {:+.0} |",

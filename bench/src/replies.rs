@@ -10,13 +10,11 @@ use allowlist_tests::frames::udp_frame;
 use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::measure::{REPEAT, median, verdict};
+use crate::measure::{INTERLEAVED_RUNS, REPEAT, interleaved, verdict};
 use crate::sources::Xorshift;
 
 /// Prefixes in the policy besides the allowed sources.
 const PREFIXES: u32 = 1000;
-/// Runs of each measurement; the median is reported.
-const RUNS: usize = 15;
 
 pub const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const DENIED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
@@ -51,13 +49,20 @@ pub fn policy() -> Policy {
     rules.into_iter().collect()
 }
 
-/// Measures the reply check and writes its section of the report.
-pub fn reply_check(text: &mut String) -> anyhow::Result<()> {
+/// The program loaded (its own maps, not attached), enforcing [`policy`], which it returns.
+pub fn loaded() -> anyhow::Result<(Dataplane, Policy)> {
     let mut dataplane =
         Dataplane::load(4096, 4096).context("loading the XDP program (are you root?)")?;
-    eprintln!("allowlist-bench: the reply check");
-    dataplane.apply(&policy()).context("writing the policy")?;
+    let policy = policy();
+    dataplane.apply(&policy).context("writing the policy")?;
     dataplane.set_mode(Mode::Enforce)?;
+    Ok((dataplane, policy))
+}
+
+/// Measures the reply check and writes its section of the report.
+pub fn reply_check(text: &mut String) -> anyhow::Result<()> {
+    eprintln!("allowlist-bench: the reply check");
+    let (mut dataplane, _) = loaded()?;
     let cases = [
         ("IPv4, allowed source", IpAddr::V4(ALLOWED_V4)),
         ("IPv4, denied source", IpAddr::V4(DENIED_V4)),
@@ -65,25 +70,18 @@ pub fn reply_check(text: &mut String) -> anyhow::Result<()> {
         ("IPv6, denied source", IpAddr::V6(DENIED_V6)),
     ];
     let frames: Vec<Vec<u8>> = cases.iter().map(|(_, source)| udp_frame(*source)).collect();
-    // samples[case][replies off = 0, on = 1]
-    let mut samples = vec![[Vec::new(), Vec::new()]; cases.len()];
-    for _ in 0..RUNS {
-        for (slot, enabled) in [(0, false), (1, true)] {
-            dataplane.set_replies(Replies {
-                enabled,
-                ..Replies::default()
-            })?;
-            for (case, frame) in frames.iter().enumerate() {
-                samples[case][slot].push(dataplane.run_frame(frame, REPEAT)?.duration);
-            }
-        }
-    }
+    let medians = interleaved(&mut dataplane, &frames, |dataplane, enabled| {
+        Ok(dataplane.set_replies(Replies {
+            enabled,
+            ..Replies::default()
+        })?)
+    })?;
 
     writeln!(text, "\n## The reply check\n")?;
     writeln!(
         text,
         "Per-packet time of the XDP program as the kernel measures it (`BPF_PROG_TEST_RUN`, \
-         repeat {REPEAT}, median of {RUNS} interleaved runs), enforce mode, {PREFIXES} random \
+         repeat {REPEAT}, median of {INTERLEAVED_RUNS} interleaved runs), enforce mode, {PREFIXES} random \
          prefixes plus the allowed sources, the same UDP frame repeated. The check for replies \
          to flows the host started runs only for sources outside the allowlist: an allowed \
          source should cost the same with replies on and off.\n"
@@ -94,8 +92,7 @@ pub fn reply_check(text: &mut String) -> anyhow::Result<()> {
     )?;
     writeln!(text, "|---|---:|---:|---:|---:|")?;
     let (mut allowed_costs, mut denied_costs) = (Vec::new(), Vec::new());
-    for ((name, _), [off, on]) in cases.iter().zip(samples) {
-        let (off, on) = (median(off), median(on));
+    for ((name, _), [off, on]) in cases.iter().zip(medians) {
         writeln!(
             text,
             "| {name} | {off:.0} | {on:.0} | {:+.0} | {:.2} |",
