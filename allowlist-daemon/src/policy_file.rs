@@ -14,6 +14,15 @@
 //! ]
 //! ```
 //!
+//! A file published to a fleet may say how the release rolls out (`allowlistctl fleet
+//! publish --wave` says it on the command line instead):
+//!
+//! ```toml
+//! [rollout]
+//! waves = ["canary-*", "25%", "100%"]
+//! soak = "10m"                     # optional: each healthy wave goes on by itself
+//! ```
+//!
 //! A file is checked as a whole before anything is done with it: an unknown key, a bad or
 //! duplicate prefix, a name used twice, an allow-all prefix without `allow_all = true` are
 //! refused with the file, the line (the path in the document for JSON) and what is wrong.
@@ -38,6 +47,21 @@ pub struct PolicyFile {
     /// The lists, in the file's order.
     #[serde(default, rename = "allowlist")]
     pub allowlists: Vec<DesiredList>,
+    /// How a fleet release of the file rolls out (`allowlistctl fleet publish` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutTable>,
+}
+
+/// The `[rollout]` table of a policy file: the waves of a fleet release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutTable {
+    /// The waves, in order: host names, globs or shares of the fleet (`25%`).
+    pub waves: Vec<String>,
+    /// How long each wave's hosts keep the release, all healthy, before the next wave
+    /// starts without an acknowledgement (`10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
 }
 
 /// A file that cannot be used: which, where in it, and why.
@@ -60,6 +84,8 @@ struct TomlFile {
     base: Option<String>,
     #[serde(default)]
     allowlist: Vec<Spanned<TomlList>>,
+    #[serde(default)]
+    rollout: Option<RolloutTable>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +148,7 @@ impl PolicyFile {
             let mut file = PolicyFile {
                 base: raw.base,
                 allowlists: Vec::new(),
+                rollout: raw.rollout,
             };
             let lines = Lines::of(text);
             for list in raw.allowlist {
@@ -222,6 +249,13 @@ impl PolicyFile {
             }
             out.push_str("]\n");
         }
+        if let Some(rollout) = &self.rollout {
+            let waves: Vec<String> = rollout.waves.iter().map(|wave| quote(wave)).collect();
+            out.push_str(&format!("\n[rollout]\nwaves = [{}]\n", waves.join(", ")));
+            if let Some(soak) = &rollout.soak {
+                out.push_str(&format!("soak = {}\n", quote(soak)));
+            }
+        }
         out
     }
 }
@@ -289,6 +323,12 @@ entries = [{ cidr = "198.51.100.7" }]
         assert!(file.allowlists[1].source.is_some());
         assert!(file.allowlists[0].entries[1].expires_at.is_some());
         file.base = Some("r1".into());
+        assert_eq!(parse(&file.to_toml()).expect("exported TOML"), file);
+        let with_waves = format!(
+            "{with_times_and_a_feed}\n[rollout]\nwaves = [\"canary-*\", \"25%\"]\nsoak = \"10m\"\n"
+        );
+        file = parse(&with_waves).expect("a rollout table");
+        assert_eq!(file.rollout.as_ref().map(|r| r.waves.len()), Some(2));
         assert_eq!(parse(&file.to_toml()).expect("exported TOML"), file);
         let json = serde_json::to_string(&file).expect("json");
         let from_json = PolicyFile::parse(Path::new("office.json"), &json).expect("JSON");

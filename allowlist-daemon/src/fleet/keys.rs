@@ -9,6 +9,7 @@
 //! | `members/<host>` | that a host follows the fleet (kept) |
 //! | `hosts/<host>` | the host's status, bound to its lease (gone with the host) |
 //! | `reapply/<host>` | a release the operator offers the host again (`fleet reapply`) |
+//! | `rollout/<id>` | how far a release in waves got ([`super::rollout::Progress`]) |
 
 /// The keys of one fleet.
 #[derive(Debug, Clone)]
@@ -82,6 +83,11 @@ impl Keys {
     /// A release offered to a host again.
     pub fn reapply(&self, host: &str) -> String {
         format!("{}{host}", self.reapplies())
+    }
+
+    /// How far release `id`'s rollout got.
+    pub fn rollout(&self, id: &str) -> String {
+        format!("{}rollout/{id}", self.prefix)
     }
 
     /// The prefix of every release's header and chunks.

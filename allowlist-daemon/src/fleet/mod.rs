@@ -12,6 +12,7 @@ pub mod config;
 pub mod follower;
 pub mod keys;
 pub mod release;
+pub mod rollout;
 pub mod signature;
 pub mod status;
 pub mod store;
@@ -19,6 +20,7 @@ pub mod view;
 
 pub use config::FleetConfig;
 pub use release::Release;
+pub use rollout::{Progress, Rollout};
 pub use status::{FleetState, HostStatus};
 pub use store::{EtcdOptions, FleetError, FleetStore};
 pub use view::FleetView;

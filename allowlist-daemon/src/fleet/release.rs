@@ -24,6 +24,9 @@ pub struct Release {
     pub by: String,
     /// The lists, as a policy file declares them.
     pub allowlists: Vec<DesiredList>,
+    /// The waves it rolls out in; without, every host takes it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::Rollout>,
 }
 
 /// The most a release may hold, whatever a host allows: its header is refused beyond, before
@@ -199,6 +202,7 @@ mod tests {
                     .collect(),
                 source: None,
             }],
+            rollout: None,
         }
     }
 

@@ -52,9 +52,18 @@ pub fn release_message(fleet: &str, id: &str, sha256: &str) -> Vec<u8> {
     format!("allowlist release\nfleet {fleet}\nrelease {id}\nsha256 {sha256}\n").into_bytes()
 }
 
-/// What an operator signs to acknowledge a release.
-pub fn acknowledgement_message(fleet: &str, id: &str, sha256: &str) -> Vec<u8> {
-    format!("allowlist acknowledgement\nfleet {fleet}\nrelease {id}\nsha256 {sha256}\n")
+/// What an operator signs to acknowledge a release (up to wave `wave` of its rollout, when
+/// given).
+pub fn acknowledgement_message(
+    fleet: &str,
+    id: &str,
+    sha256: &str,
+    wave: Option<usize>,
+) -> Vec<u8> {
+    let wave = wave
+        .map(|wave| format!("wave {wave}\n"))
+        .unwrap_or_default();
+    format!("allowlist acknowledgement\nfleet {fleet}\nrelease {id}\nsha256 {sha256}\n{wave}")
         .into_bytes()
 }
 
@@ -249,7 +258,7 @@ u2pwB4Y92ZeyxIk8ii17AAAAEHRlc3QtYUBhbGxvd2xpc3QBAgMEBQ==
         assert!(
             trusted
                 .check(
-                    &acknowledgement_message("web", "r1", "ab"),
+                    &acknowledgement_message("web", "r1", "ab", None),
                     std::slice::from_ref(&signed)
                 )
                 .is_err(),

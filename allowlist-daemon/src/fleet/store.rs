@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use super::acknowledgement::Acknowledgement;
 use super::keys::Keys;
 use super::release::{Header, Release, ReleaseError};
+use super::rollout::Progress;
 use super::signature::{Signature, SigningKey, acknowledgement_message, release_message};
 use super::status::HostStatus;
 
@@ -304,10 +305,22 @@ impl FleetStore {
             key: self.keys.release(&release.id),
             source,
         })?;
-        let txn = Txn::new().when([compare]).and_then([
+        let mut writes = vec![
             TxnOp::put(self.keys.release(&release.id), header, None),
             TxnOp::put(self.keys.current(), release.id.as_str(), None),
-        ]);
+        ];
+        if release.rollout.is_some() {
+            let first = Progress {
+                open: 1,
+                halted: None,
+            };
+            let value = serde_json::to_vec(&first).map_err(|source| FleetError::Format {
+                key: self.keys.rollout(&release.id),
+                source,
+            })?;
+            writes.push(TxnOp::put(self.keys.rollout(&release.id), value, None));
+        }
+        let txn = Txn::new().when([compare]).and_then(writes);
         let done = self
             .client
             .txn(txn)
@@ -401,13 +414,14 @@ impl FleetStore {
         Ok(())
     }
 
-    /// Acknowledges release `id` for the fleet, as `by`, signed by `signer` when given: the
-    /// acknowledgement names the release and the digest of its content. A second operator's
-    /// acknowledgement of the same release adds their signature to it. Refused for a release
-    /// that does not exist.
+    /// Acknowledges release `id` for the fleet (up to wave `wave` of its rollout, when
+    /// given), as `by`, signed by `signer` when given: the acknowledgement names the release
+    /// and the digest of its content. A second operator's acknowledgement of the same release
+    /// and wave adds their signature to it. Refused for a release that does not exist.
     pub async fn acknowledge(
         &mut self,
         id: &str,
+        wave: Option<usize>,
         by: &str,
         signer: Option<&SigningKey>,
     ) -> Result<(), FleetError> {
@@ -422,16 +436,17 @@ impl FleetStore {
         let revision = found.map_or(0, |kv| kv.mod_revision());
         let mut ack = found
             .and_then(|kv| serde_json::from_slice::<Acknowledgement>(kv.value()).ok())
-            .filter(|ack| ack.release == id && ack.sha256 == header.sha256)
+            .filter(|ack| ack.release == id && ack.sha256 == header.sha256 && ack.wave == wave)
             .unwrap_or_else(|| Acknowledgement {
                 release: id.to_owned(),
                 sha256: header.sha256.clone(),
+                wave,
                 by: by.to_owned(),
                 acknowledged_at: crate::model::rfc3339(time::OffsetDateTime::now_utc()),
                 signatures: Vec::new(),
             });
         if let Some(signer) = signer {
-            let message = acknowledgement_message(&self.fleet, id, &header.sha256);
+            let message = acknowledgement_message(&self.fleet, id, &header.sha256, wave);
             ack.signatures.push(sign(signer, &message)?);
         }
         let value = serde_json::to_vec(&ack).map_err(|source| FleetError::Format {
@@ -451,6 +466,36 @@ impl FleetStore {
                 .map_err(etcd(format!("offering release {id} to {host} again")))?;
         }
         Ok(())
+    }
+
+    /// How far release `id`'s rollout got, and the revision of its key (0: absent).
+    pub async fn progress(&mut self, id: &str) -> Result<(Progress, i64), FleetError> {
+        let response = self
+            .client
+            .get(self.keys.rollout(id), None)
+            .await
+            .map_err(etcd(format!("reading the rollout of release {id}")))?;
+        let kv = response.kvs().first();
+        Ok((
+            Progress::read(kv.map(|kv| kv.value())),
+            kv.map_or(0, |kv| kv.mod_revision()),
+        ))
+    }
+
+    /// Records how far release `id`'s rollout got, if its key is still at `revision` (0:
+    /// absent): two hosts that open the next wave together open it once.
+    pub async fn set_progress(
+        &mut self,
+        id: &str,
+        progress: &Progress,
+        revision: i64,
+    ) -> Result<(), FleetError> {
+        let key = self.keys.rollout(id);
+        let value = serde_json::to_vec(progress).map_err(|source| FleetError::Format {
+            key: key.clone(),
+            source,
+        })?;
+        self.put_if_unchanged(&key, value, revision).await
     }
 
     /// Writes `value` at `key` if the key is still at `revision` (0: absent).

@@ -16,10 +16,23 @@ pub struct FleetSnapshot {
     pub applied: Option<String>,
     /// The last release this host reverted.
     pub reverted: Option<String>,
-    /// The release pending here: its id, when it may be acknowledged, when it reverts.
-    pub pending: Option<(String, OffsetDateTime, OffsetDateTime)>,
+    /// The release pending here.
+    pub pending: Option<PendingRelease>,
     /// Whether some other change is pending (a local one).
     pub local_pending: bool,
+}
+
+/// A fleet release pending on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRelease {
+    /// The release.
+    pub id: String,
+    /// When it was applied.
+    pub applied_at: OffsetDateTime,
+    /// Acknowledgements before this are too early.
+    pub acknowledge_after: OffsetDateTime,
+    /// When it reverts unless acknowledged.
+    pub revert_at: OffsetDateTime,
 }
 
 impl Service {
@@ -33,7 +46,12 @@ impl Service {
             applied: memo.applied.clone(),
             reverted: memo.reverted.clone(),
             pending: model.pending_release().and_then(|release| {
-                pending.map(|p| (release.to_owned(), p.acknowledge_after, p.revert_at))
+                pending.map(|p| PendingRelease {
+                    id: release.to_owned(),
+                    applied_at: p.applied_at,
+                    acknowledge_after: p.acknowledge_after,
+                    revert_at: p.revert_at,
+                })
             }),
             local_pending: pending.is_some() && model.pending_release().is_none(),
         }

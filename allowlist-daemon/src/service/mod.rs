@@ -32,7 +32,7 @@ use crate::store::Store;
 pub use crate::model::GuardedAddress;
 pub use audit::{Actor, append_to_trail, append_unauthenticated, flush_refusal_summaries};
 pub use error::ServiceError;
-pub use fleet::FleetSnapshot;
+pub use fleet::{FleetSnapshot, PendingRelease};
 pub use lockout::Operator;
 pub use preview::{Candidate, MAX_PREVIEW_WINDOW, Preview};
 pub use revert::SaveFailure;

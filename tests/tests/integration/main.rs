@@ -17,6 +17,7 @@ mod feeds;
 mod fleet;
 mod fleet_hostile;
 mod fleet_signed;
+mod fleet_waves;
 mod generations;
 mod host_flows;
 mod host_traffic;

@@ -137,6 +137,13 @@ pub(crate) fn acknowledge(api: &Api) -> anyhow::Result<Output> {
 /// change once it may be.
 pub(crate) fn apply(api: &Api, args: ApplyArgs, as_json: bool) -> anyhow::Result<Output> {
     let policy = read_policy_file(&args.file)?;
+    if policy.rollout.is_some() {
+        anyhow::bail!(
+            "{}: a [rollout] table says how a fleet release rolls out (allowlistctl fleet \
+             publish); a host applies its own file at once: remove the table",
+            args.file.display()
+        );
+    }
     if let Some(window) = &args.preview.preview {
         let mut body = json!({
             "apply": { "allowlists": policy.allowlists, "prune": args.prune },

@@ -282,6 +282,7 @@ pub(crate) fn export(api: &Api) -> anyhow::Result<Output> {
             .filter(|list| list["fleet"].is_null())
             .map(declared)
             .collect(),
+        rollout: None,
     };
     Ok(Output::File(file))
 }

@@ -345,6 +345,50 @@ fn print_fleet(v: &Value) {
                 .unwrap_or_default()
         );
     }
+    print_rollout(&v["rollout"], &hosts);
+}
+
+/// The waves of a release in waves: which is open, where it halted, each wave's hosts.
+fn print_rollout(rollout: &Value, hosts: &[&Value]) {
+    let Some(waves) = rollout["waves"].as_array() else {
+        return;
+    };
+    match &rollout["halted"] {
+        Value::Null => println!(
+            "rollout: wave {} of {} open{}",
+            rollout["open"],
+            waves.len(),
+            rollout["soak_seconds"]
+                .as_u64()
+                .map(|soak| format!(", each goes on after a soak of {soak} s"))
+                .unwrap_or_default()
+        ),
+        halt => println!(
+            "rollout: HALTED in wave {} of {}: {} {}; no later wave applies it \
+             (allowlistctl fleet abort takes the fleet back)",
+            halt["wave"],
+            waves.len(),
+            text(&halt["host"]),
+            printable(halt["reason"].as_str().unwrap_or_default())
+        ),
+    }
+    for wave in waves {
+        let members: Vec<String> = hosts
+            .iter()
+            .filter(|host| host["wave"] == wave["wave"])
+            .map(|host| format!("{} {}", text(&host["host"]), text(&host["state"])))
+            .collect();
+        println!(
+            "  wave {} ({}): {}",
+            wave["wave"],
+            text(&wave["spec"]),
+            if members.is_empty() {
+                "no host".to_owned()
+            } else {
+                members.join(", ")
+            }
+        );
+    }
 }
 
 /// Prints what a list is, above its entries.

@@ -9,6 +9,8 @@
 //! release and its digest (and is signed likewise). A release that fails any of this is
 //! reported `failed` with the reason, and the host goes on following the fleet: the next
 //! valid release applies without a restart.
+//!
+//! A release in waves ([`waves`]) applies here only once this host's wave is open.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,15 +19,17 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use time::OffsetDateTime;
 
-use super::acknowledgement::Acknowledgement;
 use super::config::FleetConfig;
 use super::keys::Keys;
-use super::signature::{Trust, release_message};
+use super::signature::Trust;
 use super::status::{FleetState, HostStatus};
 use super::store::{FleetError, FleetStore};
 use super::view::FleetView;
-use crate::model::{ModelError, rfc3339};
+use crate::model::rfc3339;
 use crate::service::{FleetSnapshot, Service, ServiceError};
+
+mod step;
+mod waves;
 
 /// The host's status key lives this long without renewal: a dead host shows as gone then.
 const LEASE_TTL_SECONDS: i64 = 10;
@@ -63,6 +67,8 @@ pub struct Follower {
     offered: Option<String>,
     /// The last revision seen: a new connection resumes watching after it.
     revision: Option<i64>,
+    /// The rollouts of releases in waves, and how far they got.
+    waves: waves::Waves,
 }
 
 impl Follower {
@@ -83,6 +89,7 @@ impl Follower {
             failed: None,
             offered: None,
             revision: None,
+            waves: waves::Waves::default(),
         }
     }
 
@@ -131,14 +138,15 @@ impl Follower {
         if snapshot.detached {
             return detached();
         }
-        if let Some((release, _, revert_at)) = &snapshot.pending {
+        if let Some(pending) = &snapshot.pending {
             return Standing {
                 state: FleetState::Pending,
                 reason: Some(format!(
-                    "release {release} is pending and etcd cannot be reached: it reverts at \
-                     its deadline unless acknowledged before"
+                    "release {} is pending and etcd cannot be reached: it reverts at its \
+                     deadline unless acknowledged before",
+                    pending.id
                 )),
-                revert_at: Some(*revert_at),
+                revert_at: Some(pending.revert_at),
             };
         }
         let state = match current {
@@ -236,10 +244,12 @@ impl Follower {
                 store.report(&written, lease).await?;
                 reported = Some(status);
             }
+            self.drive(&mut store, &standing).await?;
         }
     }
 
-    /// Reads the fleet's current release, its acknowledgements and this host's offer afresh;
+    /// Reads the fleet's current release, its acknowledgements, rollouts and this host's
+    /// offer afresh;
     /// returns the revision read at.
     async fn relist(&mut self, store: &mut FleetStore) -> Result<i64, FleetError> {
         let acks = store
@@ -267,13 +277,31 @@ impl Follower {
             .kvs()
             .first()
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        let rollouts = store
+            .client()
+            .get(self.keys.rollout(""), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("listing the fleet's rollouts"))?;
+        let rollout_prefix = self.keys.rollout("");
+        self.waves.relisted(
+            rollouts
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key());
+                    let id = key.strip_prefix(&rollout_prefix)?;
+                    Some((id.to_owned(), kv.value().to_vec()))
+                })
+                .collect(),
+        );
         self.current = store.current().await?.map(|(id, _)| id);
         self.revision = Some(revision);
         Ok(revision)
     }
 
-    /// Watches, from revision `from`, what the follower acts on: the current release and the
-    /// acknowledgements (not the releases' content, which it reads when it needs it).
+    /// Watches, from revision `from`, what the follower acts on: the current release, the
+    /// acknowledgements, the rollouts' progress and offers (not the releases' content, which
+    /// it reads when it needs it).
     async fn watch(
         &mut self,
         store: &mut FleetStore,
@@ -301,10 +329,18 @@ impl Follower {
             )
             .await
             .map_err(etcd("watching the host's offers"))?;
+        watch
+            .watch(
+                self.keys.rollout(""),
+                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+            )
+            .await
+            .map_err(etcd("watching the fleet's rollouts"))?;
         Ok(watch)
     }
 
-    /// Takes in one watched change: the current release, an acknowledgement, or an offer.
+    /// Takes in one watched change: the current release, an acknowledgement, an offer, or a
+    /// rollout's progress.
     fn note(&mut self, key: &[u8], value: &[u8], kind: EventType) {
         let key = String::from_utf8_lossy(key);
         let value = (kind == EventType::Put).then(|| String::from_utf8_lossy(value).into_owned());
@@ -321,6 +357,8 @@ impl Follower {
                 Some(value) => self.acks.insert(id.to_owned(), value.into_bytes()),
                 None => self.acks.remove(id),
             };
+        } else if let Some(id) = key.strip_prefix(&self.keys.rollout("")) {
+            self.waves.note_progress(id, value.map(String::into_bytes));
         }
     }
 
@@ -333,212 +371,6 @@ impl Follower {
                 .map(Some)
                 .map_err(|err| crate::error_chain(&err)),
         }
-    }
-
-    /// The digest of release `id`, from what this host read of it, else from its header.
-    async fn digest(&mut self, store: &mut FleetStore, id: &str) -> Result<String, FleetError> {
-        if let Some(digest) = self.digests.get(id) {
-            return Ok(digest.clone());
-        }
-        let (header, _) = store.header(id).await?;
-        self.digests.insert(id.to_owned(), header.sha256.clone());
-        Ok(header.sha256)
-    }
-
-    /// Whether the fleet acknowledged release `id`, as this host judges what its key holds;
-    /// `Err` with why an acknowledgement there does not count.
-    async fn acknowledged(
-        &mut self,
-        store: &mut FleetStore,
-        id: &str,
-    ) -> Result<Result<bool, String>, FleetError> {
-        let Some(value) = self.acks.get(id).cloned() else {
-            return Ok(Ok(false));
-        };
-        let digest = match self.digest(store, id).await {
-            Ok(digest) => digest,
-            Err(err) if err.is_content() => return Ok(Err(crate::error_chain(&err))),
-            Err(err) => return Err(err),
-        };
-        let trust = match self.trust() {
-            Ok(trust) => trust,
-            Err(why) => return Ok(Err(why)),
-        };
-        Ok(
-            Acknowledgement::judge(&value, &self.config.fleet, id, &digest, trust.as_ref())
-                .map(|_| true),
-        )
-    }
-
-    /// Decides and does what the current release asks of this host now.
-    async fn step(
-        &mut self,
-        store: &mut FleetStore,
-        snapshot: FleetSnapshot,
-    ) -> Result<Standing, FleetError> {
-        let standing = |state, reason: Option<String>, revert_at| Standing {
-            state,
-            reason,
-            revert_at,
-        };
-        let Some(current) = self.current.clone() else {
-            return Ok(standing(
-                FleetState::Waiting,
-                Some("no release published yet".into()),
-                None,
-            ));
-        };
-        if let Some((pending, acknowledge_after, revert_at)) = snapshot.pending {
-            let acknowledged = self.acknowledged(store, &pending).await?;
-            if acknowledged == Ok(true) && OffsetDateTime::now_utc() >= acknowledge_after {
-                let release = pending.clone();
-                match self
-                    .with_service(move |s| s.acknowledge_release(&release))
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(release = %pending, "release acknowledged for the fleet")
-                    }
-                    Err(err) => {
-                        tracing::warn!(release = %pending, error = %crate::error_chain(&err), "acknowledging the release")
-                    }
-                }
-                return Ok(standing(FleetState::Acknowledged, None, None));
-            }
-            let reason = match acknowledged {
-                Err(why) => Some(format!(
-                    "{why}: not counted; it reverts unless acknowledged"
-                )),
-                Ok(_) if pending != current => Some(format!(
-                    "release {pending} is pending; {current} waits for it"
-                )),
-                Ok(_) => None,
-            };
-            return Ok(standing(FleetState::Pending, reason, Some(revert_at)));
-        }
-        if snapshot.applied.as_deref() == Some(current.as_str()) {
-            return Ok(standing(FleetState::Acknowledged, None, None));
-        }
-        if self.offered.as_deref() == Some(current.as_str()) {
-            self.take_offer(store, &current).await?;
-            let snapshot = self.snapshot().await;
-            if snapshot.reverted.as_deref() == Some(current.as_str()) {
-                return Ok(standing(
-                    FleetState::Reverted,
-                    Some("offered again, but the host could not take it".into()),
-                    None,
-                ));
-            }
-        } else if snapshot.reverted.as_deref() == Some(current.as_str()) {
-            let reason = match self.acknowledged(store, &current).await? {
-                Ok(true) => format!(
-                    "the fleet acknowledged it after this host had reverted it at its deadline \
-                     (it could not hear the acknowledgement in time): offer it again with \
-                     `allowlistctl fleet reapply {}`",
-                    self.config.host
-                ),
-                _ => "nobody acknowledged it in time: reverted to the previous policy".into(),
-            };
-            return Ok(standing(FleetState::Reverted, Some(reason), None));
-        }
-        if let Some((release, reason)) = &self.failed
-            && *release == current
-        {
-            return Ok(standing(FleetState::Failed, Some(reason.clone()), None));
-        }
-        if snapshot.local_pending {
-            let reason = "a local change is pending: the release waits for it".into();
-            return Ok(standing(FleetState::Waiting, Some(reason), None));
-        }
-        self.show(|view| view.state = FleetState::Applying);
-        let release = match self.read_release(store, &current).await? {
-            Ok(release) => release,
-            Err(reason) => return Ok(self.fail(&current, reason)),
-        };
-        let fleet = self.config.fleet.clone();
-        match self
-            .with_service(move |s| s.apply_release(&fleet, &release.id, release.allowlists))
-            .await
-        {
-            Ok(report) => {
-                tracing::info!(release = %current, changes = %format!("{report:?}"), "applied a fleet release; pending until the fleet acknowledges it");
-                let snapshot = self.snapshot().await;
-                Ok(standing(
-                    FleetState::Pending,
-                    None,
-                    snapshot.pending.map(|(_, _, at)| at),
-                ))
-            }
-            Err(ServiceError::Refused(ModelError::ChangePending { .. })) => Ok(standing(
-                FleetState::Waiting,
-                Some("a local change is pending: the release waits for it".into()),
-                None,
-            )),
-            Err(err) => Ok(self.fail(&current, crate::error_chain(&err))),
-        }
-    }
-
-    /// Release `id`, read within this host's limits and checked against its digest and, if
-    /// this host trusts keys, its signatures; `Ok(Err(why))` when it is not one to apply.
-    async fn read_release(
-        &mut self,
-        store: &mut FleetStore,
-        id: &str,
-    ) -> Result<Result<super::Release, String>, FleetError> {
-        let (release, header) = match store.release(id, self.config.max_release_bytes).await {
-            Ok(read) => read,
-            Err(err) if err.is_content() => return Ok(Err(crate::error_chain(&err))),
-            Err(err) => return Err(err),
-        };
-        self.digests.insert(id.to_owned(), header.sha256.clone());
-        let trust = match self.trust() {
-            Ok(trust) => trust,
-            Err(why) => return Ok(Err(why)),
-        };
-        if let Some(trust) = trust {
-            let message = release_message(&self.config.fleet, id, &header.sha256);
-            if let Err(why) = trust.check(&message, &header.signatures) {
-                return Ok(Err(format!("release {id} is {why}")));
-            }
-        }
-        Ok(Ok(release))
-    }
-
-    /// Notes that release `id` cannot be applied here, for `reason`: the host stays on its
-    /// policy and says why.
-    fn fail(&mut self, id: &str, reason: String) -> Standing {
-        tracing::error!(release = %id, reason, "cannot apply the fleet release: staying on the previous policy");
-        self.failed = Some((id.to_owned(), reason.clone()));
-        Standing {
-            state: FleetState::Failed,
-            reason: Some(reason),
-            revert_at: None,
-        }
-    }
-
-    /// Takes the operator's offer of release `id` again: forgets that this host reverted it
-    /// (or failed it), and removes the offer, which is used once.
-    async fn take_offer(&mut self, store: &mut FleetStore, id: &str) -> Result<(), FleetError> {
-        let release = id.to_owned();
-        match self
-            .with_service(move |s| s.offer_release_again(&release))
-            .await
-        {
-            Ok(_) => tracing::info!(release = id, "release offered again: applying it"),
-            Err(err) => {
-                tracing::warn!(release = id, error = %crate::error_chain(&err), "taking the offer of a release")
-            }
-        }
-        if self.failed.as_ref().is_some_and(|(failed, _)| failed == id) {
-            self.failed = None;
-        }
-        store
-            .client()
-            .delete(self.keys.reapply(&self.config.host), None)
-            .await
-            .map_err(etcd("removing the host's offer"))?;
-        self.offered = None;
-        Ok(())
     }
 
     /// The status to publish for `standing` (its time left to the writer), and the view to

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
 use allowlist_daemon::fleet::signature::SigningKey;
-use allowlist_daemon::fleet::{EtcdOptions, FleetState, FleetStore, HostStatus, Release};
-use allowlist_daemon::model::rfc3339;
+use allowlist_daemon::fleet::{EtcdOptions, FleetStore};
 use allowlist_daemon::policy_file::PolicyFile;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -14,6 +13,10 @@ use serde_json::json;
 
 use crate::client::Api;
 use crate::output::Output;
+
+mod acknowledge;
+mod publish;
+mod status;
 
 /// Where the fleet's etcd is.
 #[derive(Debug, Args)]
@@ -69,6 +72,30 @@ pub(crate) enum FleetCommand {
         /// --fleet-trust apply only releases their trusted keys signed. Repeat for several.
         #[arg(long = "sign-key", value_name = "FILE")]
         sign_keys: Vec<PathBuf>,
+        /// Roll the release out in waves, in this order: host names, globs ('canary-*') or a
+        /// share of the fleet's members ('25%', counted from the first wave). The last wave is
+        /// every other host, those that join later included ('100%' may end the list). A wave
+        /// applies the release once every host of the wave before acknowledged it; a host
+        /// that reverts or fails it halts the rollout (see `fleet abort`).
+        #[arg(long = "wave", value_name = "HOSTS|GLOB|N%")]
+        waves: Vec<String>,
+        /// With --wave: how long a wave's hosts keep the release, all connected and none
+        /// reverted, before they acknowledge it themselves and the next wave starts (10m).
+        /// Shorter than the hosts' --ack-max, or they revert first. Without it, `fleet ack`
+        /// acknowledges each wave.
+        #[arg(long, value_name = "DURATION", requires = "waves")]
+        soak: Option<humantime::Duration>,
+        #[command(flatten)]
+        etcd: Etcd,
+    },
+    /// Take the fleet back to the release the current one replaced: after a halted rollout,
+    /// or any release found wrong. Published as a new release that every host applies as a
+    /// pending change and reverts unless acknowledged (`fleet ack`), so that an abort can
+    /// never lock anyone out either.
+    Abort {
+        /// Sign the release with this Ed25519 key (as for `publish`).
+        #[arg(long = "sign-key", value_name = "FILE")]
+        sign_keys: Vec<PathBuf>,
         #[command(flatten)]
         etcd: Etcd,
     },
@@ -84,13 +111,15 @@ pub(crate) enum FleetCommand {
         etcd: Etcd,
     },
     /// Each host of the fleet: its state, release, revert deadline, last word; hosts gone
-    /// (their lease expired) too.
+    /// (their lease expired) too; for a release in waves, each wave and where it stopped.
     Status {
         #[command(flatten)]
         etcd: Etcd,
     },
     /// Acknowledge a release for the whole fleet: each host keeps it (from its --ack-min on).
-    /// Fails when no host has it pending any more (every host reverted it: see `reapply`).
+    /// For a release in waves, the wave rolling out: the next starts once each of its hosts
+    /// acknowledged. Fails when no host has it pending any more (every host reverted it: see
+    /// `reapply`), or when its rollout halted.
     Ack {
         /// The release [default: the fleet's current one].
         release: Option<String>,
@@ -159,35 +188,6 @@ fn operator() -> String {
     format!("{user}@{host}")
 }
 
-/// A new release id: the time, then randomness (`r20270115T080000-3f9a`).
-fn new_release_id() -> anyhow::Result<String> {
-    let now = time::OffsetDateTime::now_utc();
-    let mut random = [0u8; 2];
-    getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("getrandom: {err}"))?;
-    Ok(format!(
-        "r{:04}{:02}{:02}T{:02}{:02}{:02}-{:02x}{:02x}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        random[0],
-        random[1]
-    ))
-}
-
-/// The `--base` of a publish that replaces whatever release the fleet is at.
-const CURRENT_BASE: &str = "current";
-
-/// What a publish based on the current release says when `current` already holds its lists.
-fn unchanged(fleet: &str, current: &str) -> Output {
-    Output::Done(
-        format!("nothing to publish: release {current} of fleet {fleet} already holds these lists"),
-        json!({ "published": null, "fleet": fleet, "current": current }),
-    )
-}
-
 /// Runs `command`; `api` is this host's daemon, for detach and attach.
 pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
     match command {
@@ -197,60 +197,20 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
             file,
             base,
             sign_keys,
+            waves,
+            soak,
             etcd,
-        } => {
-            let policy = crate::read_policy_file(&file)?;
-            let signers = sign_keys
-                .iter()
-                .map(|path| SigningKey::read(path))
-                .collect::<Result<Vec<_>, _>>()?;
-            let runtime = runtime()?;
-            let mut store = etcd.connect(&runtime)?;
-            let base = match base.or(policy.base) {
-                Some(base) if base == CURRENT_BASE => {
-                    let current = runtime.block_on(store.current())?.map(|(id, _)| id);
-                    if let Some(id) = &current {
-                        let (release, _) =
-                            runtime.block_on(store.release(id, MAX_RELEASE_BYTES))?;
-                        if release.allowlists == policy.allowlists {
-                            return Ok(unchanged(&etcd.fleet, id));
-                        }
-                    }
-                    current
-                }
-                base => base,
-            };
-            let release = Release {
-                id: new_release_id()?,
+        } => publish::publish(
+            publish::Publish {
+                file,
                 base,
-                published_at: rfc3339(time::OffsetDateTime::now_utc()),
-                by: operator(),
-                allowlists: policy.allowlists,
-            };
-            runtime.block_on(store.publish(&release, &signers))?;
-            let signed: Vec<String> = signers.iter().map(SigningKey::fingerprint).collect();
-            Ok(Output::Done(
-                format!(
-                    "published release {} of fleet {} (based on {}{}); hosts apply it now and \
-                     revert it unless acknowledged: allowlistctl fleet ack {}",
-                    release.id,
-                    etcd.fleet,
-                    release.base.as_deref().unwrap_or("nothing"),
-                    if signed.is_empty() {
-                        ", unsigned".to_owned()
-                    } else {
-                        format!(", signed by {}", signed.join(", "))
-                    },
-                    release.id
-                ),
-                json!({
-                    "published": release.id,
-                    "fleet": etcd.fleet,
-                    "base": release.base,
-                    "signed_by": signed,
-                }),
-            ))
-        }
+                sign_keys,
+                waves,
+                soak,
+            },
+            &etcd,
+        ),
+        FleetCommand::Abort { sign_keys, etcd } => publish::abort(&sign_keys, &etcd),
         FleetCommand::Sign {
             release,
             sign_key,
@@ -270,100 +230,13 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
                 json!({ "signed": release, "fleet": etcd.fleet, "by": signer.fingerprint() }),
             ))
         }
-        FleetCommand::Status { etcd } => {
-            let runtime = runtime()?;
-            let mut store = etcd.connect(&runtime)?;
-            let current = runtime.block_on(store.current())?.map(|(id, _)| id);
-            let hosts: Vec<serde_json::Value> = runtime
-                .block_on(store.hosts())?
-                .into_iter()
-                .map(|(host, status)| match status {
-                    Some(status) => json!(status),
-                    None => json!({ "host": host, "state": "gone" }),
-                })
-                .collect();
-            Ok(Output::Fleet(json!({
-                "fleet": etcd.fleet,
-                "current": current,
-                "hosts": hosts,
-            })))
-        }
+        FleetCommand::Status { etcd } => status::status(&etcd),
         FleetCommand::Ack {
             release,
             sign_key,
             etcd,
-        } => {
-            let signer = sign_key.as_deref().map(SigningKey::read).transpose()?;
-            let runtime = runtime()?;
-            let mut store = etcd.connect(&runtime)?;
-            let release = current_or(&runtime, &mut store, release)?;
-            runtime.block_on(store.acknowledge(&release, &operator(), signer.as_ref()))?;
-            // An acknowledgement no host can use any more changes nothing: say so.
-            let hosts = runtime.block_on(store.hosts())?;
-            let on_it: Vec<&HostStatus> = hosts
-                .iter()
-                .filter_map(|(_, status)| status.as_ref())
-                .filter(|status| status.release.as_deref() == Some(release.as_str()))
-                .collect();
-            let reverted: Vec<&str> = on_it
-                .iter()
-                .filter(|status| status.state == FleetState::Reverted)
-                .map(|status| status.host.as_str())
-                .collect();
-            let waiting = on_it
-                .iter()
-                .any(|status| matches!(status.state, FleetState::Pending | FleetState::Applying));
-            if !reverted.is_empty() && !waiting {
-                anyhow::bail!(
-                    "acknowledged release {release}, but no host has it pending: {} reverted it \
-                     already, and it changes nothing there; offer it again with `allowlistctl \
-                     fleet reapply`",
-                    reverted.join(", ")
-                );
-            }
-            Ok(Output::Done(
-                format!(
-                    "acknowledged release {release} for fleet {}{}",
-                    etcd.fleet,
-                    signer
-                        .as_ref()
-                        .map(|signer| format!(", signed by {}", signer.fingerprint()))
-                        .unwrap_or_default()
-                ),
-                json!({ "acknowledged": release, "fleet": etcd.fleet, "reverted": reverted }),
-            ))
-        }
-        FleetCommand::Reapply { hosts, etcd } => {
-            let runtime = runtime()?;
-            let mut store = etcd.connect(&runtime)?;
-            let release = current_or(&runtime, &mut store, None)?;
-            let hosts = if hosts.is_empty() {
-                runtime
-                    .block_on(store.hosts())?
-                    .into_iter()
-                    .filter_map(|(host, status)| {
-                        let status = status?;
-                        (status.release.as_deref() == Some(release.as_str())
-                            && matches!(status.state, FleetState::Reverted | FleetState::Failed))
-                        .then_some(host)
-                    })
-                    .collect()
-            } else {
-                hosts
-            };
-            if hosts.is_empty() {
-                anyhow::bail!("no host reverted or failed release {release}: nothing to offer");
-            }
-            runtime.block_on(store.reapply(&release, &hosts))?;
-            Ok(Output::Done(
-                format!(
-                    "offered release {release} again to {}: each applies it as a pending \
-                     change, to acknowledge (allowlistctl fleet ack {release})",
-                    hosts.join(", ")
-                ),
-                json!({ "offered": release, "hosts": hosts }),
-            ))
-        }
+        } => acknowledge::acknowledge(release, sign_key.as_deref(), &etcd),
+        FleetCommand::Reapply { hosts, etcd } => acknowledge::reapply(hosts, &etcd),
         FleetCommand::Export { release, etcd } => {
             let runtime = runtime()?;
             let mut store = etcd.connect(&runtime)?;
@@ -372,6 +245,8 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
             Ok(Output::File(PolicyFile {
                 base: Some(release.id),
                 allowlists: release.allowlists,
+                // Each release names its own waves.
+                rollout: None,
             }))
         }
     }

@@ -1,0 +1,236 @@
+//! `allowlistctl fleet publish` and `fleet abort`: new releases, in waves or at once.
+
+use std::path::PathBuf;
+
+use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
+use allowlist_daemon::fleet::signature::SigningKey;
+use allowlist_daemon::fleet::{FleetStore, Release, Rollout};
+use allowlist_daemon::model::{DesiredList, rfc3339};
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::{Etcd, operator, runtime};
+use crate::output::Output;
+
+/// The `--base` of a publish that replaces whatever release the fleet is at.
+const CURRENT_BASE: &str = "current";
+
+/// What `fleet publish` was asked.
+pub(super) struct Publish {
+    /// The policy file.
+    pub file: PathBuf,
+    /// `--base`.
+    pub base: Option<String>,
+    /// `--sign-key`.
+    pub sign_keys: Vec<PathBuf>,
+    /// `--wave`.
+    pub waves: Vec<String>,
+    /// `--soak`.
+    pub soak: Option<humantime::Duration>,
+}
+
+/// A new release id: the time, then randomness (`r20270115T080000-3f9a`).
+fn new_release_id() -> anyhow::Result<String> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut random = [0u8; 2];
+    getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("getrandom: {err}"))?;
+    Ok(format!(
+        "r{:04}{:02}{:02}T{:02}{:02}{:02}-{:02x}{:02x}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        random[0],
+        random[1]
+    ))
+}
+
+/// What a publish based on the current release says when `current` already holds its lists.
+fn unchanged(fleet: &str, current: &str) -> Output {
+    Output::Done(
+        format!("nothing to publish: release {current} of fleet {fleet} already holds these lists"),
+        json!({ "published": null, "fleet": fleet, "current": current }),
+    )
+}
+
+fn signers(paths: &[PathBuf]) -> anyhow::Result<Vec<SigningKey>> {
+    Ok(paths
+        .iter()
+        .map(|path| SigningKey::read(path))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The waves of `rollout`, for people: `1 canary-* (canary-1, canary-2), 2 25% (4 hosts)`.
+fn describe_waves(rollout: &Rollout) -> String {
+    let last = rollout.count();
+    rollout
+        .specs
+        .iter()
+        .zip(&rollout.waves)
+        .enumerate()
+        .map(|(index, (spec, hosts))| {
+            let hosts = match hosts.len() {
+                0 => "no host yet".to_owned(),
+                1..=3 => hosts.join(", "),
+                n => format!("{n} hosts"),
+            };
+            let later = if index + 1 == last {
+                " and any host that joins"
+            } else {
+                ""
+            };
+            format!("wave {} {spec} ({hosts}{later})", index + 1)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Publishes `release` signed by `signers`; says what hosts do now.
+fn publish_release(
+    runtime: &tokio::runtime::Runtime,
+    store: &mut FleetStore,
+    release: &Release,
+    signers: &[SigningKey],
+    what: String,
+) -> anyhow::Result<Output> {
+    runtime.block_on(store.publish(release, signers))?;
+    let signed: Vec<String> = signers.iter().map(SigningKey::fingerprint).collect();
+    let signed_text = match signed.is_empty() {
+        true => ", unsigned".to_owned(),
+        false => format!(", signed by {}", signed.join(", ")),
+    };
+    let next = match &release.rollout {
+        Some(rollout) => format!(
+            "in {} waves: {}. Wave 1 applies it now and reverts it unless acknowledged: {}",
+            rollout.count(),
+            describe_waves(rollout),
+            match rollout.soak_seconds {
+                Some(soak) => format!("each wave goes on by itself after {soak} s, all healthy"),
+                None => format!("allowlistctl fleet ack {} (once per wave)", release.id),
+            }
+        ),
+        None => format!(
+            "hosts apply it now and revert it unless acknowledged: allowlistctl fleet ack {}",
+            release.id
+        ),
+    };
+    Ok(Output::Done(
+        format!(
+            "published release {} of fleet {} ({what}, based on {}{signed_text}); {next}",
+            release.id,
+            store.fleet(),
+            release.base.as_deref().unwrap_or("nothing"),
+        ),
+        json!({
+            "published": release.id,
+            "fleet": store.fleet(),
+            "base": release.base,
+            "signed_by": signed,
+            "rollout": release.rollout,
+        }),
+    ))
+}
+
+/// `fleet publish`.
+pub(super) fn publish(asked: Publish, etcd: &Etcd) -> anyhow::Result<Output> {
+    let policy = crate::read_policy_file(&asked.file)?;
+    let signers = signers(&asked.sign_keys)?;
+    let runtime = runtime()?;
+    let mut store = etcd.connect(&runtime)?;
+    let base = match asked.base.or(policy.base) {
+        Some(base) if base == CURRENT_BASE => {
+            let current = runtime.block_on(store.current())?.map(|(id, _)| id);
+            if let Some(id) = &current {
+                let (release, _) = runtime.block_on(store.release(id, MAX_RELEASE_BYTES))?;
+                if release.allowlists == policy.allowlists {
+                    return Ok(unchanged(store.fleet(), id));
+                }
+            }
+            current
+        }
+        base => base,
+    };
+    let (waves, soak) = match (&policy.rollout, asked.waves.is_empty()) {
+        // The command line says it for this publish; else the file's table.
+        (Some(table), true) => {
+            let soak = table
+                .soak
+                .as_deref()
+                .map(|soak| {
+                    humantime::parse_duration(soak).with_context(|| {
+                        format!("{}: [rollout] soak {soak:?}", asked.file.display())
+                    })
+                })
+                .transpose()?;
+            (table.waves.clone(), soak)
+        }
+        _ => (asked.waves, asked.soak.map(Into::into)),
+    };
+    let rollout = match waves.is_empty() {
+        true => None,
+        false => {
+            let members: Vec<String> = runtime
+                .block_on(store.hosts())?
+                .into_iter()
+                .map(|(host, _)| host)
+                .collect();
+            let soak = soak.map(|soak: std::time::Duration| soak.as_secs());
+            Some(Rollout::plan(&waves, &members, soak)?)
+        }
+    };
+    let release = Release {
+        id: new_release_id()?,
+        base,
+        published_at: rfc3339(time::OffsetDateTime::now_utc()),
+        by: operator(),
+        allowlists: policy.allowlists,
+        rollout,
+    };
+    let what = format!("from {}", asked.file.display());
+    publish_release(&runtime, &mut store, &release, &signers, what)
+}
+
+/// `fleet abort`: the lists of the release the current one replaced (none, if it replaced
+/// nothing), published as a new release at once to every host.
+pub(super) fn abort(sign_keys: &[PathBuf], etcd: &Etcd) -> anyhow::Result<Output> {
+    let signers = signers(sign_keys)?;
+    let runtime = runtime()?;
+    let mut store = etcd.connect(&runtime)?;
+    let Some((current, _)) = runtime.block_on(store.current())? else {
+        anyhow::bail!("fleet {} has no release: nothing to abort", store.fleet());
+    };
+    let (aborted, _) = runtime.block_on(store.release(&current, MAX_RELEASE_BYTES))?;
+    let (allowlists, back_to): (Vec<DesiredList>, String) = match &aborted.base {
+        Some(base) => {
+            let (previous, _) = runtime.block_on(store.release(base, MAX_RELEASE_BYTES))?;
+            (previous.allowlists, format!("the lists of {base}"))
+        }
+        None => (Vec::new(), "no fleet lists, as before it".to_owned()),
+    };
+    let halted = match aborted.rollout {
+        Some(_) => runtime
+            .block_on(store.progress(&current))?
+            .0
+            .halted
+            .map(|halt| {
+                format!(
+                    " (halted in wave {}: {} {})",
+                    halt.wave, halt.host, halt.reason
+                )
+            })
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let release = Release {
+        id: new_release_id()?,
+        base: Some(current.clone()),
+        published_at: rfc3339(time::OffsetDateTime::now_utc()),
+        by: operator(),
+        allowlists,
+        rollout: None,
+    };
+    let what = format!("aborting {current}{halted}: {back_to}");
+    publish_release(&runtime, &mut store, &release, &signers, what)
+}

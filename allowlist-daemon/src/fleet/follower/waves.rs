@@ -1,0 +1,235 @@
+//! Releases in waves, as one host follows them: it applies a release only once its wave is
+//! open, counts only an acknowledgement of its wave, acknowledges by itself after the soak
+//! time when every host of its wave is healthy, halts the rollout when it reverts or fails
+//! the release, and opens the next wave when every host of its own acknowledged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::{Follower, Standing};
+use crate::fleet::release::Release;
+use crate::fleet::rollout::{Halt, Progress, Rollout};
+use crate::fleet::status::{FleetState, HostStatus};
+use crate::fleet::store::{FleetError, FleetStore};
+use crate::model::rfc3339;
+use crate::service::PendingRelease;
+
+/// How often, at most, a host reads every host's status to judge its wave.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// What a follower keeps of releases in waves.
+#[derive(Default)]
+pub(super) struct Waves {
+    /// What each release's `rollout/<id>` key holds, as last read.
+    progress: BTreeMap<String, Vec<u8>>,
+    /// The rollout of each release this host read, by id (`None`: every host at once).
+    rollouts: BTreeMap<String, Option<Rollout>>,
+    /// The current release, read and checked, while this host's wave is not open yet.
+    held: Option<Release>,
+    /// When this host last read every host's status for its wave.
+    looked: Option<Instant>,
+}
+
+impl Waves {
+    /// Takes in what release `id`'s progress key holds now (`None`: deleted).
+    pub(super) fn note_progress(&mut self, id: &str, value: Option<Vec<u8>>) {
+        match value {
+            Some(value) => self.progress.insert(id.to_owned(), value),
+            None => self.progress.remove(id),
+        };
+    }
+
+    /// Replaces every progress known by `listed`, as read afresh.
+    pub(super) fn relisted(&mut self, listed: BTreeMap<String, Vec<u8>>) {
+        self.progress = listed;
+    }
+
+    /// How far release `id`'s rollout got, as last read.
+    fn progress(&self, id: &str) -> Progress {
+        Progress::read(self.progress.get(id).map(Vec::as_slice))
+    }
+
+    /// Notes the rollout of `release`, read and checked.
+    pub(super) fn note_rollout(&mut self, release: &Release) {
+        self.rollouts
+            .insert(release.id.clone(), release.rollout.clone());
+    }
+
+    /// Release `id` if this host holds it, read while its wave was not open.
+    pub(super) fn take_held(&mut self, id: &str) -> Option<Release> {
+        self.held.take_if(|held| held.id == id)
+    }
+
+    /// Keeps `release`, read and checked, until this host's wave opens.
+    pub(super) fn hold(&mut self, release: Release) {
+        self.held = Some(release);
+    }
+
+    /// Why `host` does not apply `release` yet (`None`: it may).
+    pub(super) fn holds(&self, release: &Release, host: &str) -> Option<String> {
+        release
+            .rollout
+            .as_ref()?
+            .holds(host, &self.progress(&release.id))
+    }
+
+    /// Whether it is time to read every host's status again.
+    fn due(&mut self) -> bool {
+        let due = self.looked.is_none_or(|at| at.elapsed() >= LOOK_EVERY);
+        if due {
+            self.looked = Some(Instant::now());
+        }
+        due
+    }
+}
+
+/// Whether every host of `wave` of `rollout`, among `hosts`, reports release `id` in one of
+/// `states`.
+fn whole_wave(
+    rollout: &Rollout,
+    wave: usize,
+    hosts: &[(String, Option<HostStatus>)],
+    id: &str,
+    states: &[FleetState],
+) -> bool {
+    let members: Vec<String> = hosts.iter().map(|(host, _)| host.clone()).collect();
+    rollout.hosts_of(wave, &members).into_iter().all(|host| {
+        hosts.iter().any(|(name, status)| {
+            name == host
+                && status.as_ref().is_some_and(|status| {
+                    status.release.as_deref() == Some(id) && states.contains(&status.state)
+                })
+        })
+    })
+}
+
+impl Follower {
+    /// This host's wave in release `id`'s rollout and how many waves it has (`None`: no
+    /// waves), reading the release when this host has not yet; `Ok(Err(why))` when it
+    /// cannot be read.
+    pub(super) async fn wave(
+        &mut self,
+        store: &mut FleetStore,
+        id: &str,
+    ) -> Result<Result<Option<usize>, String>, FleetError> {
+        if !self.waves.rollouts.contains_key(id)
+            && let Err(why) = self.read_release(store, id).await?
+        {
+            return Ok(Err(why));
+        }
+        let rollout = self.waves.rollouts.get(id).and_then(Option::as_ref);
+        Ok(Ok(rollout.map(|rollout| rollout.wave_of(&self.config.host))))
+    }
+
+    /// Whether release `pending` soaked: its rollout names a soak time, it has been in
+    /// force that long here, the rollout did not halt, and every host of this host's wave
+    /// has it pending or acknowledged (connected, not reverted). `Some(why)` when it did.
+    pub(super) async fn soaked(
+        &mut self,
+        store: &mut FleetStore,
+        pending: &PendingRelease,
+    ) -> Result<Option<String>, FleetError> {
+        if self.current.as_deref() != Some(pending.id.as_str()) {
+            return Ok(None);
+        }
+        let Ok(Some(wave)) = self.wave(store, &pending.id).await? else {
+            return Ok(None);
+        };
+        let Some(Some(rollout)) = self.waves.rollouts.get(&pending.id) else {
+            return Ok(None);
+        };
+        let Some(soak) = rollout.soak_seconds else {
+            return Ok(None);
+        };
+        let soaked_at = pending.applied_at + Duration::from_secs(soak);
+        if OffsetDateTime::now_utc() < soaked_at
+            || self.waves.progress(&pending.id).halted.is_some()
+            || !self.waves.due()
+        {
+            return Ok(None);
+        }
+        let hosts = store.hosts().await?;
+        let Some(Some(rollout)) = self.waves.rollouts.get(&pending.id) else {
+            return Ok(None);
+        };
+        let healthy = [FleetState::Pending, FleetState::Acknowledged];
+        Ok(
+            whole_wave(rollout, wave, &hosts, &pending.id, &healthy).then(|| {
+                format!("every host of wave {wave} kept it {soak} s, connected and not reverted")
+            }),
+        )
+    }
+
+    /// What this host owes the current release's rollout, given where it stands now (its
+    /// status already reported): halt it when it reverted or failed the release in an open
+    /// wave; open the next wave when every host of its own acknowledged it.
+    pub(super) async fn drive(
+        &mut self,
+        store: &mut FleetStore,
+        standing: &Standing,
+    ) -> Result<(), FleetError> {
+        let Some(current) = self.current.clone() else {
+            return Ok(());
+        };
+        let Some(Some(rollout)) = self.waves.rollouts.get(&current) else {
+            return Ok(());
+        };
+        let (wave, count) = (rollout.wave_of(&self.config.host), rollout.count());
+        let progress = self.waves.progress(&current);
+        if progress.halted.is_some() || wave > progress.open {
+            return Ok(());
+        }
+        let next = match standing.state {
+            FleetState::Reverted | FleetState::Failed => Progress {
+                open: progress.open,
+                halted: Some(Halt {
+                    wave,
+                    host: self.config.host.clone(),
+                    reason: standing
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", standing.state).to_lowercase()),
+                    at: rfc3339(OffsetDateTime::now_utc()),
+                }),
+            },
+            FleetState::Acknowledged if wave == progress.open && wave < count => {
+                if !self.waves.due() {
+                    return Ok(());
+                }
+                let hosts = store.hosts().await?;
+                let Some(Some(rollout)) = self.waves.rollouts.get(&current) else {
+                    return Ok(());
+                };
+                let acknowledged = [FleetState::Acknowledged];
+                if !whole_wave(rollout, wave, &hosts, &current, &acknowledged) {
+                    return Ok(());
+                }
+                Progress {
+                    open: wave + 1,
+                    halted: None,
+                }
+            }
+            _ => return Ok(()),
+        };
+        let (fresh, revision) = store.progress(&current).await?;
+        if fresh != progress {
+            // Another host moved it meanwhile; the watch brings what it did.
+            return Ok(());
+        }
+        match store.set_progress(&current, &next, revision).await {
+            Ok(()) => match &next.halted {
+                Some(halt) => {
+                    tracing::warn!(release = %current, wave, reason = %halt.reason, "halted the release's rollout: no later wave applies it")
+                }
+                None => {
+                    tracing::info!(release = %current, wave = next.open, "every host of wave {wave} acknowledged the release: the next wave starts")
+                }
+            },
+            Err(FleetError::Raced(_)) => {}
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+}
