@@ -8,15 +8,14 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::enforcement::parse_scopes;
 use super::error::JsonBody;
 use super::{ApiError, AppState, operator, with_service};
-use crate::dataplane::{PreviewSource, Would};
-use crate::model::{AllowlistInput, DesiredList, rfc3339};
+
+use crate::model::{AllowlistInput, DesiredList};
 use crate::server::Peer;
-use crate::service::{Candidate, MAX_PREVIEW_WINDOW, Preview};
+use crate::service::{Candidate, MAX_PREVIEW_WINDOW, PreviewReport};
 
 /// The window of a preview that names none.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
@@ -101,7 +100,7 @@ pub(super) async fn start_preview(
     State(state): State<AppState>,
     peer: Option<Extension<Peer>>,
     JsonBody(input): JsonBody<PreviewInput>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PreviewReport>), ApiError> {
     let (window, client_ip) = (input.window.clone(), input.client_ip);
     let candidate = candidate(input)?;
     let window = match window.as_deref() {
@@ -118,15 +117,17 @@ pub(super) async fn start_preview(
     let operator = operator(client_ip, peer);
     with_service(&state, move |service| {
         let preview = service.start_preview(candidate, window, operator)?;
-        Ok((StatusCode::CREATED, Json(preview_view(&preview))))
+        Ok((StatusCode::CREATED, Json(preview.report())))
     })
     .await
 }
 
 /// The preview running or last run.
-pub(super) async fn preview(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn preview(
+    State(state): State<AppState>,
+) -> Result<Json<PreviewReport>, ApiError> {
     with_service(&state, |service| match service.preview() {
-        Some(preview) => Ok(Json(preview_view(&preview))),
+        Some(preview) => Ok(Json(preview.report())),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -137,11 +138,13 @@ pub(super) async fn preview(State(state): State<AppState>) -> Result<Json<Value>
 }
 
 /// Ends the running preview; its report stays.
-pub(super) async fn end_preview(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn end_preview(
+    State(state): State<AppState>,
+) -> Result<Json<PreviewReport>, ApiError> {
     with_service(&state, |service| {
         service.end_preview("ended on request")?;
         match service.preview() {
-            Some(preview) => Ok(Json(preview_view(&preview))),
+            Some(preview) => Ok(Json(preview.report())),
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -150,68 +153,4 @@ pub(super) async fn end_preview(State(state): State<AppState>) -> Result<Json<Va
         }
     })
     .await
-}
-
-/// A preview as the API shows it.
-fn preview_view(preview: &Preview) -> Value {
-    let candidate = match preview.candidate.as_ref() {
-        Candidate::Enable(ids) => json!({ "enable": ids }),
-        Candidate::Disable(ids) => json!({ "disable": ids }),
-        Candidate::Scopes(scopes) => {
-            let protect: Vec<String> = scopes.iter().map(ToString::to_string).collect();
-            json!({ "protect": protect })
-        }
-        Candidate::Replace { id, list } => json!({
-            "replace": { "id": id, "entries": list.entries.as_ref().map_or(0, Vec::len) },
-        }),
-        Candidate::Apply { allowlists, prune } => {
-            let names: Vec<&str> = allowlists.iter().map(|list| list.name.as_str()).collect();
-            json!({ "apply": { "allowlists": names, "prune": prune } })
-        }
-    };
-    let side = |would: Would| {
-        let sources: Vec<Value> = preview.sources(would).map(source_view).collect();
-        let packets: u64 = preview.sources(would).map(|s| s.packets).sum();
-        json!({ "packets": packets, "sources": sources })
-    };
-    json!({
-        "state": if preview.ended.is_some() { "ended" } else { "running" },
-        "candidate": candidate,
-        "started_at": rfc3339(preview.started_at),
-        "ends_at": rfc3339(preview.ends_at),
-        "ended_at": preview.ended.map(|(at, _)| rfc3339(at)),
-        "ended_because": preview.ended.map(|(_, why)| why),
-        "would_cut": preview.would_cut,
-        "would_drop": side(Would::Drop),
-        "would_pass": side(Would::Pass),
-    })
-}
-
-/// One source of a report.
-fn source_view(source: &PreviewSource) -> Value {
-    let ports: Vec<Value> = source
-        .ports
-        .iter()
-        .map(|(protocol, port, packets)| {
-            json!({ "protocol": protocol_name(*protocol), "port": port, "packets": packets })
-        })
-        .collect();
-    json!({
-        "address": source.address,
-        "packets": source.packets,
-        "bytes": source.bytes,
-        "last_seen_seconds_ago": source.last_seen_ago.as_secs(),
-        "ports": ports,
-    })
-}
-
-/// A protocol's usual name, else its number.
-fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "icmp".to_owned(),
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        58 => "icmpv6".to_owned(),
-        other => other.to_string(),
-    }
 }

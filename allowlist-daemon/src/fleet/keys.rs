@@ -10,6 +10,8 @@
 //! | `hosts/<host>` | the host's status, bound to its lease (gone with the host) |
 //! | `reapply/<host>` | a release the operator offers the host again (`fleet reapply`) |
 //! | `rollout/<id>` | how far a release in waves got ([`super::rollout::Progress`]) |
+//! | `preview` | the release the hosts judge live traffic against ([`super::preview::FleetPreview`]) |
+//! | `previews/<id>/<host>` | what a host's preview of release `<id>` found |
 
 /// The keys of one fleet.
 #[derive(Debug, Clone)]
@@ -88,6 +90,21 @@ impl Keys {
     /// How far release `id`'s rollout got.
     pub fn rollout(&self, id: &str) -> String {
         format!("{}rollout/{id}", self.prefix)
+    }
+
+    /// The release the hosts preview.
+    pub fn preview(&self) -> String {
+        format!("{}preview", self.prefix)
+    }
+
+    /// The prefix of the hosts' reports of their preview of release `id`.
+    pub fn preview_reports(&self, id: &str) -> String {
+        format!("{}previews/{id}/", self.prefix)
+    }
+
+    /// `host`'s report of its preview of release `id`.
+    pub fn preview_report(&self, id: &str, host: &str) -> String {
+        format!("{}{host}", self.preview_reports(id))
     }
 
     /// The prefix of every release's header and chunks.

@@ -11,6 +11,7 @@ pub mod acknowledgement;
 pub mod config;
 pub mod follower;
 pub mod keys;
+pub mod preview;
 pub mod release;
 pub mod rollout;
 pub mod signature;

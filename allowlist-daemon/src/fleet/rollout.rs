@@ -222,7 +222,7 @@ impl Rollout {
             && wave > halt.wave
         {
             return Some(format!(
-                "the rollout halted in wave {} ({} {}): this host, in wave {wave}, stays on its \
+                "the rollout halted in wave {} ({}: {}): this host, in wave {wave}, stays on its \
                  policy (allowlistctl fleet abort takes the fleet back)",
                 halt.wave, halt.host, halt.reason
             ));

@@ -287,24 +287,7 @@ impl FleetStore {
                 });
             }
         };
-        let (mut header, chunks) = release.encode().map_err(|source| FleetError::Format {
-            key: self.keys.release(&release.id),
-            source,
-        })?;
-        let message = release_message(&self.fleet, &release.id, &header.sha256);
-        for signer in signers {
-            header.signatures.push(sign(signer, &message)?);
-        }
-        for (n, chunk) in chunks.into_iter().enumerate() {
-            self.client
-                .put(self.keys.chunk(&release.id, n), chunk, None)
-                .await
-                .map_err(etcd(format!("writing chunk {n} of release {}", release.id)))?;
-        }
-        let header = serde_json::to_vec(&header).map_err(|source| FleetError::Format {
-            key: self.keys.release(&release.id),
-            source,
-        })?;
+        let header = self.stage(release, signers).await?;
         let mut writes = vec![
             TxnOp::put(self.keys.release(&release.id), header, None),
             TxnOp::put(self.keys.current(), release.id.as_str(), None),
@@ -341,6 +324,33 @@ impl FleetStore {
         Err(FleetError::Stale {
             current: self.current().await?.map(|(id, _)| id),
             base: release.base.clone(),
+        })
+    }
+
+    /// Writes `release`'s chunks, signed by `signers`; returns its header, to write (with
+    /// what makes it the current release, or a preview) in one transaction after.
+    pub async fn stage(
+        &mut self,
+        release: &Release,
+        signers: &[SigningKey],
+    ) -> Result<Vec<u8>, FleetError> {
+        let (mut header, chunks) = release.encode().map_err(|source| FleetError::Format {
+            key: self.keys.release(&release.id),
+            source,
+        })?;
+        let message = release_message(&self.fleet, &release.id, &header.sha256);
+        for signer in signers {
+            header.signatures.push(sign(signer, &message)?);
+        }
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            self.client
+                .put(self.keys.chunk(&release.id, n), chunk, None)
+                .await
+                .map_err(etcd(format!("writing chunk {n} of release {}", release.id)))?;
+        }
+        serde_json::to_vec(&header).map_err(|source| FleetError::Format {
+            key: self.keys.release(&release.id),
+            source,
         })
     }
 

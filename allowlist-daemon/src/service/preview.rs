@@ -46,6 +46,15 @@ pub enum Candidate {
         /// Whether it deletes the host's own lists it does not name.
         prune: bool,
     },
+    /// A fleet release applied, as the host's follower would (`fleet publish --preview`).
+    Release {
+        /// The fleet.
+        fleet: String,
+        /// The release.
+        release: String,
+        /// The lists it declares.
+        allowlists: Vec<DesiredList>,
+    },
 }
 
 /// A preview, running or ended.
@@ -104,6 +113,15 @@ impl Service {
             Candidate::Apply { allowlists, prune } => {
                 // The guarded addresses are reported below, not refused.
                 let scope = Scope::Local { prune: *prune };
+                let desired = allowlists.clone();
+                model.apply(desired, scope, &[], false, now, settings, &mut RandomIds)?;
+            }
+            Candidate::Release {
+                fleet,
+                release,
+                allowlists,
+            } => {
+                let scope = Scope::Fleet { fleet, release };
                 let desired = allowlists.clone();
                 model.apply(desired, scope, &[], false, now, settings, &mut RandomIds)?;
             }

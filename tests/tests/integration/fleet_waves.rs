@@ -84,6 +84,13 @@ fn a_wave_that_reverts_halts_the_rollout_and_abort_takes_the_first_wave_back() {
     });
     let status = fleet.status();
     assert_eq!(status["rollout"]["halted"]["wave"], 2, "{status}");
+    let table = fleet.etcd.fleet_ctl(FLEET, &["status"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    eprintln!("{table}");
+    assert!(
+        table.contains("rollout: HALTED in wave 2 of 3: host1"),
+        "{table}"
+    );
     assert!(
         !passes(&fleet.hosts[1].link, CLIENT_DENIED_V4),
         "host1 reverted"

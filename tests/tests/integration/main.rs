@@ -16,6 +16,7 @@ mod fail_safe;
 mod feeds;
 mod fleet;
 mod fleet_hostile;
+mod fleet_preview;
 mod fleet_signed;
 mod fleet_waves;
 mod generations;

@@ -16,6 +16,8 @@ pub(crate) enum Output {
     /// A page of the audit trail.
     Audit(Value),
     Fleet(Value),
+    /// `fleet status --preview`.
+    FleetPreview(Value),
     File(allowlist_daemon::policy_file::PolicyFile),
     /// What was done: a sentence for people, an object for scripts.
     Done(String, Value),
@@ -45,6 +47,10 @@ impl Output {
             Output::Applied(v) => print_applied(&v),
             Output::Fleet(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Fleet(v) => print_fleet(&v),
+            Output::FleetPreview(v) if as_json => {
+                println!("{}", serde_json::to_string_pretty(&v)?)
+            }
+            Output::FleetPreview(v) => print_fleet_preview(&v),
             Output::Preview(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Preview(v) => print_preview(&v),
             Output::State(v)
@@ -348,6 +354,65 @@ fn print_fleet(v: &Value) {
     print_rollout(&v["rollout"], &hosts);
 }
 
+/// A fleet preview: each host's findings, then the sources the release would drop.
+fn print_fleet_preview(v: &Value) {
+    let preview = &v["preview"];
+    println!(
+        "preview of release {} on fleet {} by {}: started {}, for {} s",
+        text(&preview["release"]),
+        text(&v["fleet"]),
+        text(&preview["by"]),
+        text(&preview["started_at"]),
+        preview["window_seconds"]
+    );
+    println!(
+        "{:<24} {:<10} {:>12} {:>8} {:>12} {:<24} ERROR",
+        "HOST", "STATE", "DROP PKTS", "SOURCES", "PASS PKTS", "WOULD CUT"
+    );
+    for host in v["hosts"].as_array().into_iter().flatten() {
+        let cut: Vec<String> = host["would_cut"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|guarded| text(&guarded["address"]))
+            .collect();
+        println!(
+            "{:<24} {:<10} {:>12} {:>8} {:>12} {:<24} {}",
+            text(&host["host"]),
+            text(&host["state"]),
+            host["would_drop_packets"].as_u64().unwrap_or(0),
+            host["would_drop_sources"].as_u64().unwrap_or(0),
+            host["would_pass_packets"].as_u64().unwrap_or(0),
+            if cut.is_empty() {
+                "-".to_owned()
+            } else {
+                cut.join(",")
+            },
+            host["error"].as_str().map(printable).unwrap_or_default()
+        );
+    }
+    let dropped = v["would_drop"].as_array().map_or(&[][..], Vec::as_slice);
+    if dropped.is_empty() {
+        println!("nothing that passes today would be dropped (so far)");
+        return;
+    }
+    println!("sources it would drop that pass today:");
+    for source in dropped {
+        let hosts: Vec<String> = source["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        println!(
+            "  {:<40} {:>10} packets  on {}",
+            text(&source["address"]),
+            source["packets"],
+            hosts.join(", ")
+        );
+    }
+}
+
 /// The waves of a release in waves: which is open, where it halted, each wave's hosts.
 fn print_rollout(rollout: &Value, hosts: &[&Value]) {
     let Some(waves) = rollout["waves"].as_array() else {
@@ -364,7 +429,7 @@ fn print_rollout(rollout: &Value, hosts: &[&Value]) {
                 .unwrap_or_default()
         ),
         halt => println!(
-            "rollout: HALTED in wave {} of {}: {} {}; no later wave applies it \
+            "rollout: HALTED in wave {} of {}: {}: {}; no later wave applies it \
              (allowlistctl fleet abort takes the fleet back)",
             halt["wave"],
             waves.len(),

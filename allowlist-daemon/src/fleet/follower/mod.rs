@@ -28,6 +28,7 @@ use super::view::FleetView;
 use crate::model::rfc3339;
 use crate::service::{FleetSnapshot, Service, ServiceError};
 
+mod preview;
 mod step;
 mod waves;
 
@@ -69,6 +70,8 @@ pub struct Follower {
     revision: Option<i64>,
     /// The rollouts of releases in waves, and how far they got.
     waves: waves::Waves,
+    /// The fleet's previews, and the one this host took up.
+    previews: preview::Previews,
 }
 
 impl Follower {
@@ -90,6 +93,7 @@ impl Follower {
             offered: None,
             revision: None,
             waves: waves::Waves::default(),
+            previews: preview::Previews::default(),
         }
     }
 
@@ -229,6 +233,7 @@ impl Follower {
             }
             self.show(|view| view.last_sync = Some(rfc3339(OffsetDateTime::now_utc())));
             let snapshot = self.snapshot().await;
+            let snapshot_detached = snapshot.detached;
             let standing = match snapshot.detached {
                 // Still reported, so that `fleet status` says so.
                 true => detached(),
@@ -245,6 +250,9 @@ impl Follower {
                 reported = Some(status);
             }
             self.drive(&mut store, &standing).await?;
+            if !snapshot_detached {
+                self.follow_preview(&mut store).await?;
+            }
         }
     }
 
@@ -282,6 +290,13 @@ impl Follower {
             .get(self.keys.rollout(""), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(etcd("listing the fleet's rollouts"))?;
+        let preview = store
+            .client()
+            .get(self.keys.preview(), None)
+            .await
+            .map_err(etcd("reading the fleet's preview"))?;
+        self.previews
+            .note(preview.kvs().first().map(|kv| kv.value().to_vec()));
         let rollout_prefix = self.keys.rollout("");
         self.waves.relisted(
             rollouts
@@ -336,6 +351,13 @@ impl Follower {
             )
             .await
             .map_err(etcd("watching the fleet's rollouts"))?;
+        watch
+            .watch(
+                self.keys.preview(),
+                Some(WatchOptions::new().with_start_revision(from)),
+            )
+            .await
+            .map_err(etcd("watching the fleet's previews"))?;
         Ok(watch)
     }
 
@@ -357,6 +379,8 @@ impl Follower {
                 Some(value) => self.acks.insert(id.to_owned(), value.into_bytes()),
                 None => self.acks.remove(id),
             };
+        } else if key == self.keys.preview() {
+            self.previews.note(value.map(String::into_bytes));
         } else if let Some(id) = key.strip_prefix(&self.keys.rollout("")) {
             self.waves.note_progress(id, value.map(String::into_bytes));
         }

@@ -29,7 +29,7 @@ pub(super) fn acknowledge(
             let (progress, _) = runtime.block_on(store.progress(&release))?;
             if let Some(halt) = progress.halted {
                 anyhow::bail!(
-                    "the rollout of release {release} halted in wave {} ({} {}): no later wave \
+                    "the rollout of release {release} halted in wave {} ({}: {}): no later wave \
                      applies it and an acknowledgement changes nothing; `allowlistctl fleet \
                      abort` takes the fleet back to the release before it",
                     halt.wave,

@@ -85,6 +85,12 @@ pub(crate) enum FleetCommand {
         /// acknowledges each wave.
         #[arg(long, value_name = "DURATION", requires = "waves")]
         soak: Option<humantime::Duration>,
+        /// Publish nothing: have the hosts (the first wave's with --wave, else every host)
+        /// judge their live traffic against the release for this long (10m, at most 24h),
+        /// changing no verdict; `fleet status --preview` shows, per host, what it would drop
+        /// and let in. The release is stored, not made current.
+        #[arg(long, value_name = "DURATION")]
+        preview: Option<humantime::Duration>,
         #[command(flatten)]
         etcd: Etcd,
     },
@@ -113,6 +119,11 @@ pub(crate) enum FleetCommand {
     /// Each host of the fleet: its state, release, revert deadline, last word; hosts gone
     /// (their lease expired) too; for a release in waves, each wave and where it stopped.
     Status {
+        /// The fleet's last preview instead (`fleet publish --preview`): per host, what the
+        /// release would drop that passes today and let in, and the sources it would drop,
+        /// summed over the hosts.
+        #[arg(long)]
+        preview: bool,
         #[command(flatten)]
         etcd: Etcd,
     },
@@ -199,6 +210,7 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
             sign_keys,
             waves,
             soak,
+            preview,
             etcd,
         } => publish::publish(
             publish::Publish {
@@ -207,6 +219,7 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
                 sign_keys,
                 waves,
                 soak,
+                preview,
             },
             &etcd,
         ),
@@ -230,7 +243,14 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
                 json!({ "signed": release, "fleet": etcd.fleet, "by": signer.fingerprint() }),
             ))
         }
-        FleetCommand::Status { etcd } => status::status(&etcd),
+        FleetCommand::Status {
+            preview: false,
+            etcd,
+        } => status::status(&etcd),
+        FleetCommand::Status {
+            preview: true,
+            etcd,
+        } => status::preview(&etcd),
         FleetCommand::Ack {
             release,
             sign_key,

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
+use allowlist_daemon::fleet::preview::FleetPreview;
 use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
 use allowlist_daemon::fleet::signature::SigningKey;
 use allowlist_daemon::fleet::{FleetStore, Release, Rollout};
 use allowlist_daemon::model::{DesiredList, rfc3339};
+use allowlist_daemon::service::MAX_PREVIEW_WINDOW;
 use anyhow::Context as _;
 use serde_json::json;
 
@@ -27,6 +29,8 @@ pub(super) struct Publish {
     pub waves: Vec<String>,
     /// `--soak`.
     pub soak: Option<humantime::Duration>,
+    /// `--preview`.
+    pub preview: Option<humantime::Duration>,
 }
 
 /// A new release id: the time, then randomness (`r20270115T080000-3f9a`).
@@ -188,8 +192,52 @@ pub(super) fn publish(asked: Publish, etcd: &Etcd) -> anyhow::Result<Output> {
         allowlists: policy.allowlists,
         rollout,
     };
+    if let Some(window) = asked.preview {
+        return preview(&runtime, &mut store, &release, &signers, window.into());
+    }
     let what = format!("from {}", asked.file.display());
     publish_release(&runtime, &mut store, &release, &signers, what)
+}
+
+/// `fleet publish --preview`: stores `release` and asks the hosts of its first wave (every
+/// host without waves) to judge live traffic against it for `window`.
+fn preview(
+    runtime: &tokio::runtime::Runtime,
+    store: &mut FleetStore,
+    release: &Release,
+    signers: &[SigningKey],
+    window: std::time::Duration,
+) -> anyhow::Result<Output> {
+    if window.is_zero() || window > MAX_PREVIEW_WINDOW {
+        anyhow::bail!("--preview: a preview runs for more than nothing and at most 24h");
+    }
+    let hosts = release
+        .rollout
+        .as_ref()
+        .map(|rollout| rollout.waves[0].clone());
+    let asked = FleetPreview {
+        release: release.id.clone(),
+        hosts: hosts.clone(),
+        started_at: rfc3339(time::OffsetDateTime::now_utc()),
+        window_seconds: window.as_secs().max(1),
+        by: operator(),
+    };
+    runtime.block_on(asked.publish(store, release, signers))?;
+    let on = match &hosts {
+        Some(hosts) => format!("the hosts of its first wave ({})", hosts.join(", ")),
+        None => "every host".to_owned(),
+    };
+    Ok(Output::Done(
+        format!(
+            "previewing release {} of fleet {} on {on} for {}: nothing is published and no \
+             verdict changes; see what it would drop with `allowlistctl fleet status \
+             --preview`",
+            release.id,
+            store.fleet(),
+            humantime::format_duration(window)
+        ),
+        json!({ "previewing": release.id, "fleet": store.fleet(), "hosts": hosts }),
+    ))
 }
 
 /// `fleet abort`: the lists of the release the current one replaced (none, if it replaced
@@ -216,7 +264,7 @@ pub(super) fn abort(sign_keys: &[PathBuf], etcd: &Etcd) -> anyhow::Result<Output
             .halted
             .map(|halt| {
                 format!(
-                    " (halted in wave {}: {} {})",
+                    " (halted in wave {}, {}: {})",
                     halt.wave, halt.host, halt.reason
                 )
             })

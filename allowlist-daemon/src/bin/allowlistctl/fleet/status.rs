@@ -1,5 +1,9 @@
-//! `allowlistctl fleet status`: each host's state, and how far a release in waves got.
+//! `allowlistctl fleet status`: each host's state, how far a release in waves got, and
+//! what the hosts of a preview found.
 
+use std::collections::BTreeMap;
+
+use allowlist_daemon::fleet::preview::{FleetPreview, HostPreview};
 use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
 use serde_json::{Value, json};
 
@@ -58,5 +62,76 @@ pub(super) fn status(etcd: &Etcd) -> anyhow::Result<Output> {
         "current": current,
         "rollout": rollout,
         "hosts": hosts,
+    })))
+}
+
+/// `fleet status --preview`: the fleet's last preview, each host's findings, and the
+/// sources the release would drop summed over the hosts.
+pub(super) fn preview(etcd: &Etcd) -> anyhow::Result<Output> {
+    let runtime = runtime()?;
+    let mut store = etcd.connect(&runtime)?;
+    let Some(asked) = runtime.block_on(FleetPreview::current(&mut store))? else {
+        anyhow::bail!(
+            "fleet {} has no preview: start one with `allowlistctl fleet publish -f FILE \
+             --preview 10m`",
+            etcd.fleet
+        );
+    };
+    let reports = runtime.block_on(HostPreview::list(&mut store, &asked.release))?;
+    let members: Vec<String> = runtime
+        .block_on(store.hosts())?
+        .into_iter()
+        .map(|(host, _)| host)
+        .filter(|host| asked.includes(host))
+        .collect();
+    // Every source the release would drop, summed over the hosts that saw it.
+    let mut dropped: BTreeMap<String, (u64, u64, Vec<String>)> = BTreeMap::new();
+    let mut hosts: Vec<Value> = Vec::new();
+    for host in &members {
+        let Some(found) = reports.iter().find(|report| &report.host == host) else {
+            hosts.push(json!({ "host": host, "state": "no report" }));
+            continue;
+        };
+        let report = found.report.clone().unwrap_or(Value::Null);
+        for source in report["would_drop"]["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let address = source["address"].as_str().unwrap_or_default().to_owned();
+            let sum = dropped.entry(address).or_default();
+            sum.0 += source["packets"].as_u64().unwrap_or(0);
+            sum.1 += source["bytes"].as_u64().unwrap_or(0);
+            sum.2.push(host.clone());
+        }
+        let state = match (&found.error, report["state"].as_str()) {
+            (Some(_), _) => "error",
+            (None, Some(state)) => state,
+            (None, None) => "no report",
+        };
+        hosts.push(json!({
+            "host": host,
+            "state": state,
+            "error": found.error,
+            "would_drop_packets": report["would_drop"]["packets"],
+            "would_drop_sources": report["would_drop"]["sources"].as_array().map_or(0, Vec::len),
+            "would_pass_packets": report["would_pass"]["packets"],
+            "would_cut": report["would_cut"],
+            "updated_at": found.updated_at,
+            "report": report,
+        }));
+    }
+    let mut would_drop: Vec<Value> = dropped
+        .into_iter()
+        .map(|(address, (packets, bytes, hosts))| {
+            json!({ "address": address, "packets": packets, "bytes": bytes, "hosts": hosts })
+        })
+        .collect();
+    would_drop.sort_by_key(|source| std::cmp::Reverse(source["packets"].as_u64()));
+    Ok(Output::FleetPreview(json!({
+        "fleet": etcd.fleet,
+        "preview": asked,
+        "hosts": hosts,
+        "would_drop": would_drop,
     })))
 }
