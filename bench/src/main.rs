@@ -2,18 +2,20 @@
 //! run (`BPF_PROG_TEST_RUN` with a large `repeat`), as a median over interleaved runs so that
 //! the configurations compared share the machine's noise; what the control plane costs at
 //! large lists, beside nftables and ipset; a flood end to end, and the filter's own CPU under
-//! floods beside nftables and iptables with ipset. Writes a Markdown report.
+//! floods beside nftables and iptables with ipset; a fleet of fifty followers. Writes a
+//! Markdown report.
 //!
 //! Usage: allowlist-bench [--only SECTION]... [REPORT.md]
 //!
-//! SECTION is one of replies, preview, scaling, designs, memory, control, flood, peers. A run of every section writes REPORT
-//! (bench/RESULTS.md by default); a run of some writes only to standard output, unless a
-//! REPORT is named.
+//! SECTION is one of replies, preview, scaling, designs, memory, control, flood, peers,
+//! fleet. A run of every section writes REPORT (bench/RESULTS.md by default); a run of some
+//! writes only to standard output, unless a REPORT is named.
 
 mod chart;
 mod control_peers;
 mod control_plane;
 mod filter_cpu;
+mod fleet_size;
 mod flood;
 mod kernel_memory;
 mod measure;
@@ -32,8 +34,8 @@ use std::path::Path;
 use anyhow::Context as _;
 
 /// The report's sections, in order.
-const SECTIONS: [&str; 8] = [
-    "replies", "preview", "scaling", "designs", "memory", "control", "flood", "peers",
+const SECTIONS: [&str; 9] = [
+    "replies", "preview", "scaling", "designs", "memory", "control", "flood", "peers", "fleet",
 ];
 
 fn main() -> std::process::ExitCode {
@@ -105,6 +107,10 @@ fn run() -> anyhow::Result<()> {
     }
     if runs("peers") {
         filter_cpu::filter_cpu_section(&mut text)?;
+    }
+    if runs("fleet") {
+        eprintln!("allowlist-bench: a fleet of real size");
+        fleet_size::fleet_section(&mut text)?;
     }
     print!("{text}");
     let Some(report) = report else {

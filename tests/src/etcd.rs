@@ -156,6 +156,29 @@ impl Etcd {
         command.output().expect("running allowlistctl fleet")
     }
 
+    /// etcd's own metrics (Prometheus text), read from inside its namespace.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        use std::io::{Read as _, Write as _};
+        self.ns.enter(|| -> anyhow::Result<String> {
+            let mut stream = std::net::TcpStream::connect((ETCD_ADDRESS, 2379))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        })?
+    }
+
+    /// etcd's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// A file in etcd's temporary directory.
     pub fn file(&self, name: &str) -> std::path::PathBuf {
         self.data.path().join(name)

@@ -40,8 +40,9 @@ enum Task {
     /// Measure the data path, the control plane and a flood (as root), beside peers, and
     /// write bench/RESULTS.md.
     Bench {
-        /// Run only these sections (replies, preview, scaling, designs, memory, control, flood, peers) and print them; the
-        /// report is written only by a run of every section.
+        /// Run only these sections (replies, preview, scaling, designs, memory, control,
+        /// flood, peers, fleet) and print them; the report is written only by a run of every
+        /// section.
         #[arg(long, value_name = "SECTION")]
         only: Vec<String>,
     },
