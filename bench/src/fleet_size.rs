@@ -256,8 +256,8 @@ pub fn fleet_section(text: &mut String) -> anyhow::Result<()> {
     }
     writeln!(
         text,
-        "\netcd: {:.1} requests/s idle ({HOSTS} hosts: lease keep-alives and status rewrites \
-         every 3 s), {:.1} requests/s from publish to every host acknowledged, {:.0} watchers \
+        "\netcd: {:.1} requests/s idle ({HOSTS} hosts: a lease keep-alive every 3 s each, a \
+         status written on change and every minute), {:.1} requests/s from publish to every host acknowledged, {:.0} watchers \
          ({:.1} per host), {etcd_rss:.0} MiB resident.",
         rate(idle_from, idle_to),
         rate(from, to),

@@ -37,6 +37,7 @@ pub struct HostStatus {
     pub reason: Option<String>,
     /// When a pending release reverts unless acknowledged (RFC 3339).
     pub revert_at: Option<String>,
-    /// When this status was written (RFC 3339): the host's last word.
+    /// When this status was written (RFC 3339): when it changed, else at most a minute ago
+    /// while the host is connected.
     pub updated_at: String,
 }

@@ -34,8 +34,12 @@ mod waves;
 
 /// The host's status key lives this long without renewal: a dead host shows as gone then.
 const LEASE_TTL_SECONDS: i64 = 10;
-/// How often the lease is renewed and the status rewritten.
+/// How often the lease is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How often the status is written again when it did not change (its `updated_at` says the
+/// host is alive, and a status someone deleted comes back): the lease alone keeps the key
+/// meanwhile, so that a quiet fleet costs etcd keep-alives, not writes.
+const REWRITE_EVERY: Duration = Duration::from_secs(60);
 /// How often the follower looks at the clock (acknowledgement windows, reverts).
 const TICK: Duration = Duration::from_millis(500);
 /// The longest wait before reconnecting.
@@ -196,6 +200,7 @@ impl Follower {
         };
         let mut tick = tokio::time::interval(TICK);
         let mut renew = tokio::time::interval(RENEW_EVERY);
+        let mut rewrite = tokio::time::interval(REWRITE_EVERY);
         let mut reported: Option<HostStatus> = None;
         loop {
             tokio::select! {
@@ -228,8 +233,8 @@ impl Follower {
                 _ = renew.tick() => {
                     keeper.keep_alive().await.map_err(etcd("renewing the status lease"))?;
                     renewals.message().await.map_err(etcd("renewing the status lease"))?;
-                    reported = None;
                 }
+                _ = rewrite.tick() => reported = None,
             }
             self.show(|view| view.last_sync = Some(rfc3339(OffsetDateTime::now_utc())));
             let snapshot = self.snapshot().await;
