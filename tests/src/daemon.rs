@@ -435,7 +435,13 @@ impl Daemon {
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Response> {
         let raw = self.exchange(method, path, body, headers)?;
-        parse_response(&raw).with_context(|| format!("{method} {path} in {}", self.ns_name))
+        let response =
+            parse_response(&raw).with_context(|| format!("{method} {path} in {}", self.ns_name))?;
+        if let Err(mismatch) = crate::openapi::check(method, path, response.status, &response.body)
+        {
+            panic!("the API and its OpenAPI document disagree: {mismatch}\n{response:?}");
+        }
+        Ok(response)
     }
 
     /// Sends one HTTP/1.1 request on a connection opened in the daemon's namespace and returns

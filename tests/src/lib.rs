@@ -18,6 +18,7 @@ pub mod frames;
 pub mod kernel_image;
 pub mod mounts;
 pub mod netns;
+pub mod openapi;
 pub mod operator_keys;
 pub mod reference;
 pub mod scenario;

@@ -327,42 +327,41 @@ impl Follower {
         store: &mut FleetStore,
         from: i64,
     ) -> Result<etcd_client::WatchStream, FleetError> {
+        // (key, whether it is a prefix, what it is)
+        let watched = [
+            (self.keys.current(), false, "the fleet"),
+            (self.keys.ack(""), true, "the fleet's acknowledgements"),
+            (
+                self.keys.reapply(&self.config.host),
+                false,
+                "the host's offers",
+            ),
+            (self.keys.rollout(""), true, "the fleet's rollouts"),
+            (self.keys.preview(), false, "the fleet's previews"),
+        ];
+        let options = |prefix: bool| {
+            let options = WatchOptions::new().with_start_revision(from);
+            Some(if prefix {
+                options.with_prefix()
+            } else {
+                options
+            })
+        };
+        let [(key, prefix, _), rest @ ..] = watched;
         let mut watch = store
             .client()
-            .watch(
-                self.keys.current(),
-                Some(WatchOptions::new().with_start_revision(from)),
-            )
+            .watch(key, options(prefix))
             .await
             .map_err(etcd("watching the fleet"))?;
-        watch
-            .watch(
-                self.keys.ack(""),
-                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-            )
-            .await
-            .map_err(etcd("watching the fleet's acknowledgements"))?;
-        watch
-            .watch(
-                self.keys.reapply(&self.config.host),
-                Some(WatchOptions::new().with_start_revision(from)),
-            )
-            .await
-            .map_err(etcd("watching the host's offers"))?;
-        watch
-            .watch(
-                self.keys.rollout(""),
-                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-            )
-            .await
-            .map_err(etcd("watching the fleet's rollouts"))?;
-        watch
-            .watch(
-                self.keys.preview(),
-                Some(WatchOptions::new().with_start_revision(from)),
-            )
-            .await
-            .map_err(etcd("watching the fleet's previews"))?;
+        for (key, prefix, what) in rest {
+            watch
+                .watch(key, options(prefix))
+                .await
+                .map_err(|source| FleetError::Etcd {
+                    action: format!("watching {what}"),
+                    source,
+                })?;
+        }
         Ok(watch)
     }
 

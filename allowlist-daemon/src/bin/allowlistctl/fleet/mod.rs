@@ -57,43 +57,7 @@ pub(crate) enum FleetCommand {
     /// Refused if the fleet moved on from the release the file is based on (`base` in the
     /// file, as `fleet export` writes it, or --base), so that two people editing by hand
     /// never overwrite each other.
-    Publish {
-        /// The policy file.
-        #[arg(long = "file", short = 'f', value_name = "FILE")]
-        file: PathBuf,
-        /// The release the file is based on [default: the file's `base`]. `current`: the
-        /// release the fleet is at when this publishes, for a pipeline that publishes a
-        /// repository's file on every commit: the file replaces whatever is there (still
-        /// refused if another publish lands between the read and the write), and nothing is
-        /// published when that release already holds the same lists.
-        #[arg(long, value_name = "RELEASE|current")]
-        base: Option<String>,
-        /// Sign the release with this Ed25519 key (OpenSSH format, unencrypted): hosts with
-        /// --fleet-trust apply only releases their trusted keys signed. Repeat for several.
-        #[arg(long = "sign-key", value_name = "FILE")]
-        sign_keys: Vec<PathBuf>,
-        /// Roll the release out in waves, in this order: host names, globs ('canary-*') or a
-        /// share of the fleet's members ('25%', counted from the first wave). The last wave is
-        /// every other host, those that join later included ('100%' may end the list). A wave
-        /// applies the release once every host of the wave before acknowledged it; a host
-        /// that reverts or fails it halts the rollout (see `fleet abort`).
-        #[arg(long = "wave", value_name = "HOSTS|GLOB|N%")]
-        waves: Vec<String>,
-        /// With --wave: how long a wave's hosts keep the release, all connected and none
-        /// reverted, before they acknowledge it themselves and the next wave starts (10m).
-        /// Shorter than the hosts' --ack-max, or they revert first. Without it, `fleet ack`
-        /// acknowledges each wave.
-        #[arg(long, value_name = "DURATION", requires = "waves")]
-        soak: Option<humantime::Duration>,
-        /// Publish nothing: have the hosts (the first wave's with --wave, else every host)
-        /// judge their live traffic against the release for this long (10m, at most 24h),
-        /// changing no verdict; `fleet status --preview` shows, per host, what it would drop
-        /// and let in. The release is stored, not made current.
-        #[arg(long, value_name = "DURATION")]
-        preview: Option<humantime::Duration>,
-        #[command(flatten)]
-        etcd: Etcd,
-    },
+    Publish(publish::PublishArgs),
     /// Take the fleet back to the release the current one replaced: after a halted rollout,
     /// or any release found wrong. Published as a new release that every host applies as a
     /// pending change and reverts unless acknowledged (`fleet ack`), so that an abort can
@@ -204,25 +168,7 @@ pub(crate) fn run(command: FleetCommand, api: &Api) -> anyhow::Result<Output> {
     match command {
         FleetCommand::Detach => switch(api, "/v1/fleet/detach"),
         FleetCommand::Attach => switch(api, "/v1/fleet/attach"),
-        FleetCommand::Publish {
-            file,
-            base,
-            sign_keys,
-            waves,
-            soak,
-            preview,
-            etcd,
-        } => publish::publish(
-            publish::Publish {
-                file,
-                base,
-                sign_keys,
-                waves,
-                soak,
-                preview,
-            },
-            &etcd,
-        ),
+        FleetCommand::Publish(args) => publish::publish(args),
         FleetCommand::Abort { sign_keys, etcd } => publish::abort(&sign_keys, &etcd),
         FleetCommand::Sign {
             release,

@@ -9,6 +9,7 @@ use allowlist_daemon::fleet::{FleetStore, Release, Rollout};
 use allowlist_daemon::model::{DesiredList, rfc3339};
 use allowlist_daemon::service::MAX_PREVIEW_WINDOW;
 use anyhow::Context as _;
+use clap::Args;
 use serde_json::json;
 
 use super::{Etcd, operator, runtime};
@@ -17,20 +18,44 @@ use crate::output::Output;
 /// The `--base` of a publish that replaces whatever release the fleet is at.
 const CURRENT_BASE: &str = "current";
 
-/// What `fleet publish` was asked.
-pub(super) struct Publish {
+/// What `fleet publish` is asked.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
     /// The policy file.
-    pub file: PathBuf,
-    /// `--base`.
-    pub base: Option<String>,
-    /// `--sign-key`.
-    pub sign_keys: Vec<PathBuf>,
-    /// `--wave`.
-    pub waves: Vec<String>,
-    /// `--soak`.
-    pub soak: Option<humantime::Duration>,
-    /// `--preview`.
-    pub preview: Option<humantime::Duration>,
+    #[arg(long = "file", short = 'f', value_name = "FILE")]
+    file: PathBuf,
+    /// The release the file is based on [default: the file's `base`]. `current`: the
+    /// release the fleet is at when this publishes, for a pipeline that publishes a
+    /// repository's file on every commit: the file replaces whatever is there (still
+    /// refused if another publish lands between the read and the write), and nothing is
+    /// published when that release already holds the same lists.
+    #[arg(long, value_name = "RELEASE|current")]
+    base: Option<String>,
+    /// Sign the release with this Ed25519 key (OpenSSH format, unencrypted): hosts with
+    /// --fleet-trust apply only releases their trusted keys signed. Repeat for several.
+    #[arg(long = "sign-key", value_name = "FILE")]
+    sign_keys: Vec<PathBuf>,
+    /// Roll the release out in waves, in this order: host names, globs ('canary-*') or a
+    /// share of the fleet's members ('25%', counted from the first wave). The last wave is
+    /// every other host, those that join later included ('100%' may end the list). A wave
+    /// applies the release once every host of the wave before acknowledged it; a host
+    /// that reverts or fails it halts the rollout (see `fleet abort`).
+    #[arg(long = "wave", value_name = "HOSTS|GLOB|N%")]
+    waves: Vec<String>,
+    /// With --wave: how long a wave's hosts keep the release, all connected and none
+    /// reverted, before they acknowledge it themselves and the next wave starts (10m).
+    /// Shorter than the hosts' --ack-max, or they revert first. Without it, `fleet ack`
+    /// acknowledges each wave.
+    #[arg(long, value_name = "DURATION", requires = "waves")]
+    soak: Option<humantime::Duration>,
+    /// Publish nothing: have the hosts (the first wave's with --wave, else every host)
+    /// judge their live traffic against the release for this long (10m, at most 24h),
+    /// changing no verdict; `fleet status --preview` shows, per host, what it would drop
+    /// and let in. The release is stored, not made current.
+    #[arg(long, value_name = "DURATION")]
+    preview: Option<humantime::Duration>,
+    #[command(flatten)]
+    etcd: Etcd,
 }
 
 /// A new release id: the time, then randomness (`r20270115T080000-3f9a`).
@@ -138,7 +163,8 @@ fn publish_release(
 }
 
 /// `fleet publish`.
-pub(super) fn publish(asked: Publish, etcd: &Etcd) -> anyhow::Result<Output> {
+pub(super) fn publish(asked: PublishArgs) -> anyhow::Result<Output> {
+    let etcd = &asked.etcd;
     let policy = crate::read_policy_file(&asked.file)?;
     let signers = signers(&asked.sign_keys)?;
     let runtime = runtime()?;
