@@ -284,6 +284,23 @@ u2pwB4Y92ZeyxIk8ii17AAAAEHRlc3QtYUBhbGxvd2xpc3QBAgMEBQ==
     }
 
     #[test]
+    fn an_acknowledgement_signed_for_one_wave_does_not_sign_a_later_one() {
+        let a = key(KEY_A);
+        let first_wave = acknowledgement_message("web", "r1", "ab", Some(1));
+        let signed = a.sign(&first_wave).expect("sign");
+        let trusted = trust(&[&signed.key], 1);
+        let signatures = std::slice::from_ref(&signed);
+        assert!(trusted.check(&first_wave, signatures).is_ok());
+        for relabelled in [Some(3), None] {
+            let message = acknowledgement_message("web", "r1", "ab", relabelled);
+            assert!(
+                trusted.check(&message, signatures).is_err(),
+                "wave 1 relabelled as {relabelled:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_signature_made_by_ssh_keygen_verifies() {
         // printf 'allowlist release\nfleet web\nrelease r1\nsha256 ab\n' > msg
         // ssh-keygen -Y sign -n allowlist-fleet -f key msg   (KEY_A)
