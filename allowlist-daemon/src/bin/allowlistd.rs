@@ -188,7 +188,8 @@ async fn run() -> anyhow::Result<()> {
     // nothing there.
     let started = std::time::Instant::now();
     let mut store = Store::open(&config.state_dir)?;
-    let saved = load_state(&config, &mut store)?;
+    let service_settings = config.service();
+    let saved = load_state(&service_settings, &mut store)?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "state read and checked"
@@ -220,8 +221,13 @@ async fn run() -> anyhow::Result<()> {
             config.pin_dir.display()
         );
     }
-    let mut service = Service::start(&config, dataplane, store, saved.unwrap_or_default())
-        .context("restoring the state")?;
+    let mut service = Service::start(
+        service_settings,
+        dataplane,
+        store,
+        saved.unwrap_or_default(),
+    )
+    .context("restoring the state")?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "the kernel enforces the state"

@@ -16,6 +16,7 @@ use crate::server::{ListenAddress, ServerSettings};
 mod api;
 pub mod bounds;
 mod fleet;
+mod service;
 mod traffic;
 
 pub use api::{ApiOptions, DEFAULT_LISTEN};

@@ -13,6 +13,7 @@ mod policy_cache;
 mod preview;
 mod preview_report;
 mod revert;
+mod settings;
 mod setup;
 mod snapshot;
 mod usage;
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 use allowlist_common::{Mode, RuleId};
 use time::OffsetDateTime;
 
-use crate::config::Config;
 use crate::dataplane::{
     Dataplane, DataplaneError, Enforced, Enforcement, Install, KernelState, Need,
 };
@@ -38,7 +38,8 @@ pub use lockout::Operator;
 pub use preview::{Candidate, MAX_PREVIEW_WINDOW, Preview};
 pub use preview_report::{PortReport, PreviewReport, Side, SourceReport};
 pub use revert::SaveFailure;
-pub use setup::{load_state, settings};
+pub use settings::ServiceSettings;
+pub use setup::load_state;
 pub use snapshot::{Published, Snapshot};
 pub use usage::{
     AlwaysAllowHits, EntryHits, FlowStatsView, KernelMemory, ListHits, MAX_AGE, Stats, Top,
@@ -47,7 +48,6 @@ pub use usage::{
 
 use audit::Outcome;
 use policy_cache::PolicyCache;
-use setup::configure;
 
 /// The model, its store and the kernel, kept in step.
 pub struct Service {
@@ -86,13 +86,13 @@ impl Service {
     /// change whose time has passed or that the kernel has already fallen back from) and makes
     /// `dataplane` enforce it, logging what the kernel held before if that differs.
     pub fn start(
-        config: &Config,
+        config: ServiceSettings,
         mut dataplane: Dataplane,
         mut store: Store,
         mut model: Model,
     ) -> Result<Self, ServiceError> {
-        let settings = settings(config);
-        configure(&mut model, config);
+        config.configure(&mut model);
+        let settings = config.model.clone();
         let audit = crate::store::AuditLog::open(&config.state_dir, config.audit_max_bytes)?;
         let mut changed = false;
         let renumbered = model.renumber_rules(settings.rule_capacity);
@@ -138,7 +138,7 @@ impl Service {
             store,
             dataplane,
             settings,
-            protect_ports: config.protect_ports.clone(),
+            protect_ports: config.protect_ports,
             enforce_mode: config.mode,
             reverts: u64::from(reverted_at_start),
             unsaved: None,

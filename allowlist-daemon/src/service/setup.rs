@@ -1,64 +1,29 @@
-//! From the configuration to the model: limits, rule capacities, the always-allow prefixes,
-//! the state loaded and checked, and new ids.
+//! The state loaded and checked against the service's settings, and new ids.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use allowlist_common::RuleId;
 use time::OffsetDateTime;
 
-use crate::config::Config;
-use crate::model::{EntryId, Model, NewIds, Settings};
+use super::ServiceSettings;
+use crate::model::{EntryId, Model, NewIds};
 use crate::store::{Store, StoreError};
 
-/// Rule ids available to allowlist entries: room for a full replacement of every entry (old
-/// and new side by side while it is applied).
-pub(super) fn entry_rule_capacity(config: &Config) -> RuleId {
-    RuleId::try_from(config.max_entries.saturating_mul(2)).unwrap_or(RuleId::MAX / 2)
-}
-
-/// The model's limits and windows under `config`.
-pub fn settings(config: &Config) -> Settings {
-    Settings {
-        max_lists: config.max_lists,
-        max_entries: config.max_entries,
-        max_name_len: config.max_name_len,
-        max_description_len: config.max_description_len,
-        ack_min: config.ack_min,
-        ack_max: config.ack_max,
-        rule_capacity: entry_rule_capacity(config)
-            .saturating_add(RuleId::try_from(config.always_allow.len()).unwrap_or(0)),
-        max_entry_ttl: config.max_entry_ttl,
-    }
-}
-
-/// Gives `model` what comes from `config` rather than from the state: the always-allow
-/// prefixes (with the first rule ids: the entries' come after, so that the ids in use, and
-/// the kernel's hit array, stay as small as the policy) and the default scopes.
-pub(super) fn configure(model: &mut Model, config: &Config) {
-    model.set_default_scopes(config.protect.iter().copied().collect());
-    model.set_always_allow(
-        config
-            .always_allow
-            .iter()
-            .zip(0..)
-            .map(|(net, rule)| (*net, rule))
-            .collect(),
-    );
-}
-
-/// Reads the state in `store` and checks it against every invariant, with `config`'s limits
+/// Reads the state in `store` and checks it against every invariant, with `settings`' limits
 /// and always-allow prefixes; `None` when there is no state yet. A state that breaks one is
 /// refused with the file, the problem and what to do; nothing touches the kernel before.
-pub fn load_state(config: &Config, store: &mut Store) -> Result<Option<Model>, StoreError> {
+pub fn load_state(
+    settings: &ServiceSettings,
+    store: &mut Store,
+) -> Result<Option<Model>, StoreError> {
     let started = std::time::Instant::now();
     let Some(mut model) = store.load()? else {
         return Ok(None);
     };
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "state read");
-    configure(&mut model, config);
+    settings.configure(&mut model);
     model
-        .validate(&settings(config))
+        .validate(&settings.model)
         .map_err(|problem| store.invalid(problem))?;
     Ok(Some(model))
 }
