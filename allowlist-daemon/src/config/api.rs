@@ -13,8 +13,9 @@ use crate::server::{ListenAddress, ServerSettings, TlsFiles};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
 
 /// How the admin API is served, as flags and the `[api]` table give it.
-#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[derive(Debug, Default, Clone, clap::Args, Deserialize, merge::Merge)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct ApiOptions {
     /// TLS certificate (PEM, with its intermediates) for the admin API; with --tls-key.
     /// Needed to listen on an address other than loopback.
@@ -29,6 +30,7 @@ pub struct ApiOptions {
     /// the admin token and take over the firewall: use TLS or a unix socket instead.
     #[arg(long)]
     #[serde(default)]
+    #[merge(strategy = merge::bool::overwrite_false)]
     pub insecure_listen: bool,
 
     /// Group allowed to use the unix socket (mode 0660) besides the daemon's user, which must
@@ -58,19 +60,6 @@ pub struct ApiOptions {
 }
 
 impl ApiOptions {
-    /// Fills what these options leave unset from `file`.
-    pub fn or(self, file: ApiOptions) -> ApiOptions {
-        ApiOptions {
-            tls_cert: self.tls_cert.or(file.tls_cert),
-            tls_key: self.tls_key.or(file.tls_key),
-            insecure_listen: self.insecure_listen || file.insecure_listen,
-            socket_group: self.socket_group.or(file.socket_group),
-            max_connections: self.max_connections.or(file.max_connections),
-            header_timeout: self.header_timeout.or(file.header_timeout),
-            request_timeout: self.request_timeout.or(file.request_timeout),
-        }
-    }
-
     /// The serving settings for `listen`, checked: an address beyond loopback needs TLS or
     /// --insecure-listen; TLS and the socket group each need their kind of address.
     pub fn resolve(self, listen: Option<ListenAddress>) -> Result<ServerSettings, ConfigError> {

@@ -10,13 +10,15 @@ use crate::fleet::signature::Trust;
 use crate::fleet::{EtcdOptions, FleetConfig};
 
 /// How this host follows a fleet; all unset: it follows none.
-#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[derive(Debug, Default, Clone, clap::Args, Deserialize, merge::Merge)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct FleetOptions {
     /// etcd endpoints of the fleet to follow (http://10.0.0.5:2379, https://...); repeat or
     /// separate with commas.
     #[arg(long = "fleet-endpoints", value_name = "URL", value_delimiter = ',')]
     #[serde(default)]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub endpoints: Vec<String>,
 
     /// The fleet to follow (letters, digits, `.`, `_`, `-`).
@@ -70,26 +72,6 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl FleetOptions {
-    /// Fills what these options leave unset from `file`.
-    pub fn or(self, file: FleetOptions) -> FleetOptions {
-        FleetOptions {
-            endpoints: if self.endpoints.is_empty() {
-                file.endpoints
-            } else {
-                self.endpoints
-            },
-            name: self.name.or(file.name),
-            host_name: self.host_name.or(file.host_name),
-            ca: self.ca.or(file.ca),
-            cert: self.cert.or(file.cert),
-            key: self.key.or(file.key),
-            user: self.user.or(file.user),
-            password_file: self.password_file.or(file.password_file),
-            trust: self.trust.or(file.trust),
-            trust_threshold: self.trust_threshold.or(file.trust_threshold),
-        }
-    }
-
     /// The fleet to follow, checked; `None` when no fleet is configured. A host reads
     /// releases of at most `max_release_bytes`.
     pub fn resolve(self, max_release_bytes: usize) -> Result<Option<FleetConfig>, ConfigError> {

@@ -138,12 +138,14 @@ impl From<EnforceMode> for Mode {
 
 /// The flags of `allowlistd`; each can also be a key of the `--config` file (`iface = ["eth1"]`,
 /// `ack-min = "90s"`, ...).
-#[derive(Debug, Default, clap::Args, Deserialize)]
+#[derive(Debug, Default, clap::Args, Deserialize, merge::Merge)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[merge(strategy = merge::option::overwrite_none)]
 pub struct Options {
     /// Interface to guard; repeat for several.
     #[arg(long = "iface", value_name = "IF")]
     #[serde(default)]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub iface: Vec<String>,
 
     /// XDP attach mode: auto tries native (driver) mode and falls back to skb (generic)
@@ -155,12 +157,14 @@ pub struct Options {
     /// (looked for every second, and logged), instead of refusing to start.
     #[arg(long)]
     #[serde(default)]
+    #[merge(strategy = merge::bool::overwrite_false)]
     pub wait_for_iface: bool,
 
     /// Source always allowed while enforcing, which no API call can remove: a CIDR or a plain
     /// address; repeat for several.
     #[arg(long, value_name = "CIDR")]
     #[serde(default, deserialize_with = "vec_from_str")]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub allow: Vec<AllowCidr>,
 
     /// What enforcing does with other sources: drop them, or only count them
@@ -203,6 +207,7 @@ pub struct Options {
     /// several [default: 22].
     #[arg(long = "protect-port", value_name = "PORT")]
     #[serde(default)]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub protect_port: Vec<u16>,
 
     /// Longest time an entry may be given to live (its `ttl`, or `expires_at` from now), 1m
@@ -256,6 +261,7 @@ pub struct Options {
     /// [default: every TCP and UDP packet and ping].
     #[arg(long = "replies-for", value_name = "PROTO[/PORT]")]
     #[serde(default, deserialize_with = "vec_from_str")]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub replies_for: Vec<ReplyFor>,
 
     /// Idle time after which replies to a TCP connection the host opened drop [default: 1h].
@@ -292,11 +298,13 @@ pub struct Options {
     /// inbound IP packet is checked. Used until scopes are set through the API.
     #[arg(long, value_name = "PROTO/PORT")]
     #[serde(default, deserialize_with = "vec_from_str")]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub protect: Vec<PortScope>,
 
     /// How the admin API is served (an `[api]` table in the file).
     #[command(flatten)]
     #[serde(default)]
+    #[merge(strategy = merge::Merge::merge)]
     pub api: ApiOptions,
 
     /// IP protocol that passes unchecked while scopes are set: a name (gre, esp, ah, ipip,
@@ -305,11 +313,13 @@ pub struct Options {
     /// any traffic past them.
     #[arg(long = "unprotected-protocol", value_name = "PROTO")]
     #[serde(default, deserialize_with = "vec_from_str")]
+    #[merge(strategy = merge::vec::overwrite_empty)]
     pub unprotected_protocol: Vec<IpProtocol>,
 
     /// The fleet to follow (a `[fleet]` table in the file).
     #[command(flatten)]
     #[serde(default)]
+    #[merge(strategy = merge::Merge::merge)]
     pub fleet: FleetOptions,
 }
 
@@ -400,45 +410,11 @@ impl Options {
         })
     }
 
-    /// Fills what these options leave unset from `file`.
-    pub fn or(self, file: Options) -> Options {
-        fn vec<T>(flags: Vec<T>, file: Vec<T>) -> Vec<T> {
-            if flags.is_empty() { file } else { flags }
-        }
-        Options {
-            iface: vec(self.iface, file.iface),
-            xdp_mode: self.xdp_mode.or(file.xdp_mode),
-            wait_for_iface: self.wait_for_iface || file.wait_for_iface,
-            allow: vec(self.allow, file.allow),
-            mode: self.mode.or(file.mode),
-            listen: self.listen.or(file.listen),
-            state_dir: self.state_dir.or(file.state_dir),
-            pin_dir: self.pin_dir.or(file.pin_dir),
-            ack_min: self.ack_min.or(file.ack_min),
-            ack_max: self.ack_max.or(file.ack_max),
-            token_file: self.token_file.or(file.token_file),
-            protect_port: vec(self.protect_port, file.protect_port),
-            max_entry_ttl: self.max_entry_ttl.or(file.max_entry_ttl),
-            max_lists: self.max_lists.or(file.max_lists),
-            max_entries: self.max_entries.or(file.max_entries),
-            max_name_len: self.max_name_len.or(file.max_name_len),
-            max_description_len: self.max_description_len.or(file.max_description_len),
-            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes),
-            audit_max_bytes: self.audit_max_bytes.or(file.audit_max_bytes),
-            stats_interval: self.stats_interval.or(file.stats_interval),
-            replies: self.replies.or(file.replies),
-            replies_for: vec(self.replies_for, file.replies_for),
-            reply_timeout_tcp: self.reply_timeout_tcp.or(file.reply_timeout_tcp),
-            reply_timeout_udp: self.reply_timeout_udp.or(file.reply_timeout_udp),
-            reply_timeout_icmp: self.reply_timeout_icmp.or(file.reply_timeout_icmp),
-            max_flows: self.max_flows.or(file.max_flows),
-            top_sample: self.top_sample.or(file.top_sample),
-            metrics_top_entries: self.metrics_top_entries.or(file.metrics_top_entries),
-            protect: vec(self.protect, file.protect),
-            unprotected_protocol: vec(self.unprotected_protocol, file.unprotected_protocol),
-            api: self.api.or(file.api),
-            fleet: self.fleet.or(file.fleet),
-        }
+    /// Fills what these options leave unset from `file`: a flag wins over the file, a list
+    /// given as flags replaces the file's.
+    pub fn or(mut self, file: Options) -> Options {
+        merge::Merge::merge(&mut self, file);
+        self
     }
 
     /// Applies the defaults and checks the result against [`bounds`].

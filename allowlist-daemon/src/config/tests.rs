@@ -171,3 +171,32 @@ fn settings_out_of_their_bounds_are_refused_with_the_bound() {
     );
     assert_eq!(with("max-entries = 8388608"), "", "the bound itself");
 }
+
+#[test]
+fn a_flag_list_replaces_the_file_s_and_tables_merge_field_by_field() {
+    let file: Options = toml::from_str(
+        r#"
+        iface = ["eth1"]
+        [fleet]
+        endpoints = ["http://10.0.0.5:2379"]
+        name = "web"
+        [api]
+        max-connections = 50
+        "#,
+    )
+    .expect("parse");
+    let flags = Options {
+        iface: vec!["eth9".into()],
+        fleet: FleetOptions {
+            host_name: Some("web-1".into()),
+            ..FleetOptions::default()
+        },
+        ..Options::default()
+    };
+    let merged = flags.or(file);
+    assert_eq!(merged.iface, ["eth9"], "the flags' list, not both");
+    assert_eq!(merged.fleet.name.as_deref(), Some("web"));
+    assert_eq!(merged.fleet.endpoints, ["http://10.0.0.5:2379"]);
+    assert_eq!(merged.fleet.host_name.as_deref(), Some("web-1"));
+    assert_eq!(merged.api.max_connections, Some(50));
+}
