@@ -265,55 +265,17 @@ impl Follower {
     /// offer afresh;
     /// returns the revision read at.
     async fn relist(&mut self, store: &mut FleetStore) -> Result<i64, FleetError> {
-        let acks = store
-            .client()
-            .get(self.keys.ack(""), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd("listing the fleet's acknowledgements"))?;
-        let revision = acks.header().map_or(0, |h| h.revision());
-        let ack_prefix = self.keys.ack("");
-        self.acks = acks
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let key = String::from_utf8_lossy(kv.key());
-                let id = key.strip_prefix(&ack_prefix)?;
-                Some((id.to_owned(), kv.value().to_vec()))
-            })
-            .collect();
-        let offered = store
-            .client()
-            .get(self.keys.reapply(&self.config.host), None)
-            .await
-            .map_err(etcd("reading the host's offer"))?;
+        let (acks, revision) = listed(store, &self.keys.ack(""), true).await?;
+        self.acks = acks;
+        let (offered, _) = listed(store, &self.keys.reapply(&self.config.host), false).await?;
         self.offered = offered
-            .kvs()
-            .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-        let rollouts = store
-            .client()
-            .get(self.keys.rollout(""), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd("listing the fleet's rollouts"))?;
-        let preview = store
-            .client()
-            .get(self.keys.preview(), None)
-            .await
-            .map_err(etcd("reading the fleet's preview"))?;
-        self.previews
-            .note(preview.kvs().first().map(|kv| kv.value().to_vec()));
-        let rollout_prefix = self.keys.rollout("");
-        self.waves.relisted(
-            rollouts
-                .kvs()
-                .iter()
-                .filter_map(|kv| {
-                    let key = String::from_utf8_lossy(kv.key());
-                    let id = key.strip_prefix(&rollout_prefix)?;
-                    Some((id.to_owned(), kv.value().to_vec()))
-                })
-                .collect(),
-        );
+            .into_values()
+            .next()
+            .map(|value| String::from_utf8_lossy(&value).into_owned());
+        let (rollouts, _) = listed(store, &self.keys.rollout(""), true).await?;
+        self.waves.relisted(rollouts);
+        let (preview, _) = listed(store, &self.keys.preview(), false).await?;
+        self.previews.note(preview.into_values().next());
         self.current = store.current().await?.map(|(id, _)| id);
         self.revision = Some(revision);
         Ok(revision)
@@ -459,6 +421,35 @@ impl Follower {
     fn show<T>(&self, change: impl FnOnce(&mut FleetView) -> T) -> T {
         change(&mut self.view.lock().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// What the keys under `prefix` (or the key itself, unless `is_prefix`) hold, by what
+/// follows the prefix, and the revision read at.
+async fn listed(
+    store: &mut FleetStore,
+    prefix: &str,
+    is_prefix: bool,
+) -> Result<(BTreeMap<String, Vec<u8>>, i64), FleetError> {
+    let options = is_prefix.then(|| GetOptions::new().with_prefix());
+    let response = store
+        .client()
+        .get(prefix, options)
+        .await
+        .map_err(|source| FleetError::Etcd {
+            action: format!("reading {prefix}"),
+            source,
+        })?;
+    let revision = response.header().map_or(0, |h| h.revision());
+    let values = response
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let key = String::from_utf8_lossy(kv.key());
+            let rest = key.strip_prefix(prefix)?;
+            Some((rest.to_owned(), kv.value().to_vec()))
+        })
+        .collect();
+    Ok((values, revision))
 }
 
 fn etcd(action: &'static str) -> impl FnOnce(etcd_client::Error) -> FleetError {
