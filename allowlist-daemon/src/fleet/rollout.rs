@@ -215,12 +215,12 @@ impl Rollout {
             .collect()
     }
 
-    /// Why `host` does not apply the release yet, given how far it got (`None`: it may).
+    /// Why `host` does not apply the release (yet), given how far it got (`None`: it may):
+    /// its wave is not open, or the rollout halted.
     pub fn holds(&self, host: &str, progress: &Progress) -> Option<String> {
         let wave = self.wave_of(host);
-        if let Some(halt) = &progress.halted
-            && wave > halt.wave
-        {
+        // Not even a host of the halted wave that had not applied it yet.
+        if let Some(halt) = &progress.halted {
             return Some(format!(
                 "the rollout halted in wave {} ({}: {}): this host, in wave {wave}, stays on its \
                  policy (allowlistctl fleet abort takes the fleet back)",
@@ -323,12 +323,11 @@ mod tests {
                 at: "2027-01-01T00:00:00Z".into(),
             }),
         };
-        assert_eq!(
-            plan.holds("web-01", &halted),
-            None,
-            "its wave applied already"
-        );
         assert!(plan.holds("web-02", &halted).is_some(), "never past a halt");
+        assert!(
+            plan.holds("web-01", &halted).is_some(),
+            "nor to a host of the halted wave that had not applied it yet"
+        );
     }
 
     #[test]

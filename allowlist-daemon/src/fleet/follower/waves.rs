@@ -86,7 +86,8 @@ impl Waves {
 }
 
 /// Whether every host of `wave` of `rollout`, among `hosts`, reports release `id` in one of
-/// `states`.
+/// `states`; a host its operator detached from the fleet follows no rollout, and is not
+/// waited for.
 fn whole_wave(
     rollout: &Rollout,
     wave: usize,
@@ -99,7 +100,8 @@ fn whole_wave(
         hosts.iter().any(|(name, status)| {
             name == host
                 && status.as_ref().is_some_and(|status| {
-                    status.release.as_deref() == Some(id) && states.contains(&status.state)
+                    status.state == FleetState::Detached
+                        || (status.release.as_deref() == Some(id) && states.contains(&status.state))
                 })
         })
     })
