@@ -46,11 +46,11 @@ impl Output {
             Output::Imported(v) => println!("{}", printable_lines(&crate::import::describe(&v))),
             Output::Applied(v) => print_applied(&v),
             Output::Fleet(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
-            Output::Fleet(v) => print_fleet(&v),
+            Output::Fleet(v) => crate::fleet::print::status(&v),
             Output::FleetPreview(v) if as_json => {
                 println!("{}", serde_json::to_string_pretty(&v)?)
             }
-            Output::FleetPreview(v) => print_fleet_preview(&v),
+            Output::FleetPreview(v) => crate::fleet::print::preview(&v),
             Output::Preview(v) if as_json => println!("{}", serde_json::to_string_pretty(&v)?),
             Output::Preview(v) => print_preview(&v),
             Output::State(v)
@@ -303,159 +303,6 @@ fn print_applied(v: &Value) {
     }
 }
 
-/// Each host of a fleet, a line each.
-fn print_fleet(v: &Value) {
-    let text = |v: &Value| v.as_str().map_or_else(|| "-".to_owned(), printable);
-    println!(
-        "fleet {}: current release {}",
-        text(&v["fleet"]),
-        text(&v["current"])
-    );
-    println!(
-        "{:<24} {:<13} {:<24} {:<24} {:<22} {:<22} REASON",
-        "HOST", "STATE", "RELEASE", "APPLIED", "REVERT AT", "LAST SEEN"
-    );
-    for host in v["hosts"].as_array().into_iter().flatten() {
-        println!(
-            "{:<24} {:<13} {:<24} {:<24} {:<22} {:<22} {}",
-            text(&host["host"]),
-            text(&host["state"]),
-            text(&host["release"]),
-            text(&host["applied"]),
-            text(&host["revert_at"]),
-            text(&host["updated_at"]),
-            host["reason"].as_str().map(printable).unwrap_or_default()
-        );
-    }
-    // The hosts not on the current release, each with why: impossible to miss.
-    let hosts: Vec<&Value> = v["hosts"].as_array().into_iter().flatten().collect();
-    let on_current = |host: &&Value| {
-        host["release"] == v["current"]
-            && matches!(host["state"].as_str(), Some("acknowledged" | "pending"))
-    };
-    let behind: Vec<&&Value> = hosts.iter().filter(|host| !on_current(host)).collect();
-    println!(
-        "{} of {} hosts on release {}",
-        hosts.len() - behind.len(),
-        hosts.len(),
-        text(&v["current"])
-    );
-    for host in behind {
-        println!(
-            "  NOT ON IT: {} is {}{}",
-            text(&host["host"]),
-            text(&host["state"]),
-            host["reason"]
-                .as_str()
-                .map(|reason| format!(": {}", printable(reason)))
-                .unwrap_or_default()
-        );
-    }
-    print_rollout(&v["rollout"], &hosts);
-}
-
-/// A fleet preview: each host's findings, then the sources the release would drop.
-fn print_fleet_preview(v: &Value) {
-    let preview = &v["preview"];
-    println!(
-        "preview of release {} on fleet {} by {}: started {}, for {} s",
-        text(&preview["release"]),
-        text(&v["fleet"]),
-        text(&preview["by"]),
-        text(&preview["started_at"]),
-        preview["window_seconds"]
-    );
-    println!(
-        "{:<24} {:<10} {:>12} {:>8} {:>12} {:<24} ERROR",
-        "HOST", "STATE", "DROP PKTS", "SOURCES", "PASS PKTS", "WOULD CUT"
-    );
-    for host in v["hosts"].as_array().into_iter().flatten() {
-        let cut: Vec<String> = host["would_cut"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|guarded| text(&guarded["address"]))
-            .collect();
-        println!(
-            "{:<24} {:<10} {:>12} {:>8} {:>12} {:<24} {}",
-            text(&host["host"]),
-            text(&host["state"]),
-            host["would_drop_packets"].as_u64().unwrap_or(0),
-            host["would_drop_sources"].as_u64().unwrap_or(0),
-            host["would_pass_packets"].as_u64().unwrap_or(0),
-            if cut.is_empty() {
-                "-".to_owned()
-            } else {
-                cut.join(",")
-            },
-            host["error"].as_str().map(printable).unwrap_or_default()
-        );
-    }
-    let dropped = v["would_drop"].as_array().map_or(&[][..], Vec::as_slice);
-    if dropped.is_empty() {
-        println!("nothing that passes today would be dropped (so far)");
-        return;
-    }
-    println!("sources it would drop that pass today:");
-    for source in dropped {
-        let hosts: Vec<String> = source["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect();
-        println!(
-            "  {:<40} {:>10} packets  on {}",
-            text(&source["address"]),
-            source["packets"],
-            hosts.join(", ")
-        );
-    }
-}
-
-/// The waves of a release in waves: which is open, where it halted, each wave's hosts.
-fn print_rollout(rollout: &Value, hosts: &[&Value]) {
-    let Some(waves) = rollout["waves"].as_array() else {
-        return;
-    };
-    match &rollout["halted"] {
-        Value::Null => println!(
-            "rollout: wave {} of {} open{}",
-            rollout["open"],
-            waves.len(),
-            rollout["soak_seconds"]
-                .as_u64()
-                .map(|soak| format!(", each goes on after a soak of {soak} s"))
-                .unwrap_or_default()
-        ),
-        halt => println!(
-            "rollout: HALTED in wave {} of {}: {}: {}; no later wave applies it \
-             (allowlistctl fleet abort takes the fleet back)",
-            halt["wave"],
-            waves.len(),
-            text(&halt["host"]),
-            printable(halt["reason"].as_str().unwrap_or_default())
-        ),
-    }
-    for wave in waves {
-        let members: Vec<String> = hosts
-            .iter()
-            .filter(|host| host["wave"] == wave["wave"])
-            .map(|host| format!("{} {}", text(&host["host"]), text(&host["state"])))
-            .collect();
-        println!(
-            "  wave {} ({}): {}",
-            wave["wave"],
-            text(&wave["spec"]),
-            if members.is_empty() {
-                "no host".to_owned()
-            } else {
-                members.join(", ")
-            }
-        );
-    }
-}
-
 /// Prints what a list is, above its entries.
 pub(crate) fn print_list_header(l: &Value) {
     println!("id:          {}", text(&l["id"]));
@@ -549,7 +396,7 @@ pub(crate) fn print_entry_rows(entries: &[Value]) {
 /// A JSON value as text for a table: strings without their quotes, their control
 /// characters escaped (`\n`, `\u{1b}`), so that a name or a description can neither forge a
 /// row nor send escape sequences to the terminal.
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v.as_str() {
         Some(s) => printable(s),
         None => v.to_string(),
@@ -559,7 +406,7 @@ fn text(v: &Value) -> String {
 /// `s` with the characters that could rewrite what a terminal shows escaped: control
 /// characters (escape sequences, carriage returns, new lines) and the bidirectional
 /// overrides and isolates that reorder a line (U+202E shows `evil` as `live`).
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .fold(String::with_capacity(s.len()), |mut out, c| {
             if rewrites_display(c) {

@@ -15,6 +15,7 @@ use crate::client::Api;
 use crate::output::Output;
 
 mod acknowledge;
+pub(crate) mod print;
 mod publish;
 mod status;
 
