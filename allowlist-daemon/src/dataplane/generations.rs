@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use allowlist_common::{
     Config, GENERATIONS, GenerationRecord, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_GENERATION_RECORDS,
-    MAP_PROTECTED_PORTS, Mode, PROTECTED_PORT_WORDS,
+    MAP_PROTECTED_PORTS, PROTECTED_PORT_WORDS,
 };
 
 use super::Dataplane;
 use super::clock::monotonic_now_ns;
 use super::codec::{policy_digest, port_words, raw_enforcement, scopes_of};
 use super::error::{DataplaneError, map_error};
-use super::types::{Enforced, Enforcement, KernelState};
+use super::types::Enforcement;
 use crate::policy::{Policy, PortScope};
 
 /// What one generation of the range tables and port bitmaps holds, as written to the kernel.
@@ -95,81 +95,6 @@ impl Dataplane {
             generation.scopes = scopes_of(words);
         }
         Ok(())
-    }
-
-    /// What the kernel enforces now.
-    pub fn kernel_state(&self) -> KernelState {
-        let active = self.enforced(&self.current.active);
-        let fallback = self
-            .time_to_fallback()
-            .map(|remaining| (self.enforced(&self.current.fallback), remaining));
-        KernelState { active, fallback }
-    }
-
-    /// While a change is pending in the kernel: the time left until the program falls back,
-    /// in the kernel's own (monotonic) clock, which no step of the wall clock moves.
-    pub fn time_to_fallback(&self) -> Option<Duration> {
-        (self.current.revert_at_ns != 0).then(|| {
-            Duration::from_nanos(self.current.revert_at_ns.saturating_sub(monotonic_now_ns()))
-        })
-    }
-
-    /// Whether a pending change's deadline has passed in the kernel's clock: the program
-    /// enforces the fallback now.
-    pub fn fell_back(&self) -> bool {
-        self.current.revert_at_ns != 0 && monotonic_now_ns() >= self.current.revert_at_ns
-    }
-
-    /// The policy in force in the kernel (not counting a pending fallback); `None` until
-    /// this daemon knows it (after a restart: until it installs a policy).
-    #[cfg(feature = "test-util")]
-    pub fn installed(&self) -> Option<&Policy> {
-        let generation = self.current.active.generation as usize % self.generations.len();
-        self.generations[generation].policy.as_ref()
-    }
-
-    /// Prefixes of the policy in force in the kernel (not counting a pending fallback), as
-    /// its generation's record says.
-    pub fn installed_prefixes(&self) -> u64 {
-        let generation = self.current.active.generation as usize % self.generations.len();
-        self.generations[generation].record.prefixes
-    }
-
-    /// The generation a raw configuration entry names, and its scopes if it uses them.
-    fn named(&self, raw: &allowlist_common::Enforcement) -> (Generation, BTreeSet<PortScope>) {
-        let generation = self
-            .generations
-            .get(raw.generation as usize)
-            .cloned()
-            .unwrap_or_default();
-        let scopes = if raw.scoped != 0 {
-            generation.scopes.clone()
-        } else {
-            BTreeSet::new()
-        };
-        (generation, scopes)
-    }
-
-    /// What a raw configuration entry enforces, as the kernel's records say.
-    fn enforced(&self, raw: &allowlist_common::Enforcement) -> Enforced {
-        let (generation, scopes) = self.named(raw);
-        Enforced {
-            digest: (generation.record.digest != [0; 32]).then_some(generation.record.digest),
-            prefixes: generation.record.prefixes,
-            scopes,
-            mode: Mode::from_raw(raw.mode),
-        }
-    }
-
-    /// The enforcement a raw configuration entry names (an unknown policy as empty).
-    #[cfg(feature = "test-util")]
-    pub(super) fn enforcement(&self, raw: &allowlist_common::Enforcement) -> Enforcement {
-        let (generation, scopes) = self.named(raw);
-        Enforcement {
-            policy: generation.policy.unwrap_or_default(),
-            scopes,
-            mode: Mode::from_raw(raw.mode),
-        }
     }
 
     /// Makes the kernel enforce `active` and, when `fallback` is given, fall back by itself to

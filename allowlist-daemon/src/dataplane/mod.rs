@@ -20,6 +20,7 @@ mod generations;
 mod holders;
 mod host_traffic;
 mod kernel_log;
+mod kernel_state;
 mod layout;
 mod links;
 mod load;
