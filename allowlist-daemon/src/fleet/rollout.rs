@@ -9,7 +9,7 @@
 //! gets a host no further than the release itself allows (a pending change that reverts
 //! unless acknowledged for its wave).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -207,11 +207,31 @@ impl Rollout {
             .map_or(self.count(), |index| index + 1)
     }
 
-    /// The hosts of `wave` among `members` (every member the last wave takes).
-    pub fn hosts_of<'a>(&self, wave: usize, members: &'a [String]) -> Vec<&'a String> {
-        members
-            .iter()
-            .filter(|host| self.wave_of(host) == wave)
+    /// The hosts of `wave`: those named in it, and for the last wave every member of
+    /// `members` no wave names. Linear in the members, for fleets of thousands.
+    pub fn hosts_of<'a>(&'a self, wave: usize, members: &'a [String]) -> Vec<&'a str> {
+        let Some(named) = wave.checked_sub(1).and_then(|index| self.waves.get(index)) else {
+            return Vec::new();
+        };
+        let mut hosts: Vec<&str> = named.iter().map(String::as_str).collect();
+        if wave == self.count() {
+            let in_a_wave: HashSet<&str> =
+                self.waves.iter().flatten().map(String::as_str).collect();
+            hosts.extend(
+                members
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|member| !in_a_wave.contains(member)),
+            );
+        }
+        hosts
+    }
+
+    /// Each named host's wave (a host not named is in the last).
+    pub fn waves_by_host(&self) -> HashMap<&str, usize> {
+        (1..)
+            .zip(&self.waves)
+            .flat_map(|(wave, hosts)| hosts.iter().map(move |host| (host.as_str(), wave)))
             .collect()
     }
 
@@ -283,6 +303,12 @@ mod tests {
         );
         let again = Rollout::plan(&strings(&["canary-*", "25%"]), &fleet, None).expect("plan");
         assert_eq!(plan, again, "the same hosts on every run");
+        fleet.push("joined-later".into());
+        assert_eq!(plan.hosts_of(1, &fleet), ["canary-1", "canary-2"]);
+        let last = plan.hosts_of(3, &fleet);
+        assert_eq!(last.len(), 17);
+        assert!(last.contains(&"joined-later"));
+        assert_eq!(plan.waves_by_host().get("canary-2"), Some(&1));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! time when every host of its wave is healthy, halts the rollout when it reverts or fails
 //! the release, and opens the next wave when every host of its own acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -96,13 +96,14 @@ fn whole_wave(
     states: &[FleetState],
 ) -> bool {
     let members: Vec<String> = hosts.iter().map(|(host, _)| host.clone()).collect();
+    let statuses: HashMap<&str, &HostStatus> = hosts
+        .iter()
+        .filter_map(|(host, status)| Some((host.as_str(), status.as_ref()?)))
+        .collect();
     rollout.hosts_of(wave, &members).into_iter().all(|host| {
-        hosts.iter().any(|(name, status)| {
-            name == host
-                && status.as_ref().is_some_and(|status| {
-                    status.state == FleetState::Detached
-                        || (status.release.as_deref() == Some(id) && states.contains(&status.state))
-                })
+        statuses.get(host).is_some_and(|status| {
+            status.state == FleetState::Detached
+                || (status.release.as_deref() == Some(id) && states.contains(&status.state))
         })
     })
 }

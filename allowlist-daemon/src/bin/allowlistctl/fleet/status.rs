@@ -26,15 +26,17 @@ pub(super) fn status(etcd: &Etcd) -> anyhow::Result<Output> {
             rollout = release.rollout.map(|waves| (waves, progress));
         }
     }
+    let by_host = rollout.as_ref().map(|(waves, _)| waves.waves_by_host());
     let hosts: Vec<Value> = hosts
-        .into_iter()
+        .iter()
         .map(|(host, status)| {
             let mut value = match status {
                 Some(status) => json!(status),
                 None => json!({ "host": host, "state": "gone" }),
             };
-            if let Some((waves, _)) = &rollout {
-                value["wave"] = json!(waves.wave_of(&host));
+            if let (Some((waves, _)), Some(by_host)) = (&rollout, &by_host) {
+                let last = waves.count();
+                value["wave"] = json!(by_host.get(host.as_str()).copied().unwrap_or(last));
             }
             value
         })
