@@ -16,7 +16,9 @@ use crate::fleet::store::{FleetError, FleetStore};
 use crate::model::rfc3339;
 use crate::service::PendingRelease;
 
-/// How often, at most, a host reads every host's status to judge its wave.
+/// How often, at most, a host reads every host's status to judge its wave, per ten hosts
+/// of the wave: the hosts of a wave together read the fleet's statuses about ten times a
+/// second whatever its size, and the first to see the wave done opens the next.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a follower keeps of releases in waves.
@@ -75,9 +77,14 @@ impl Waves {
             .holds(host, &self.progress(&release.id))
     }
 
-    /// Whether it is time to read every host's status again.
-    fn due(&mut self) -> bool {
-        let due = self.looked.is_none_or(|at| at.elapsed() >= LOOK_EVERY);
+    /// Whether it is time to read every host's status again, for a host of a wave of
+    /// `wave_size` hosts.
+    fn due(&mut self, wave_size: usize) -> bool {
+        let every =
+            LOOK_EVERY.saturating_mul(u32::try_from(wave_size / 10).unwrap_or(u32::MAX).max(1));
+        let due = self
+            .looked
+            .is_none_or(|at| at.elapsed() >= super::jitter(every));
         if due {
             self.looked = Some(Instant::now());
         }
@@ -149,7 +156,9 @@ impl Follower {
         let soaked_at = pending.applied_at + Duration::from_secs(soak);
         if OffsetDateTime::now_utc() < soaked_at
             || self.waves.progress(&pending.id).halted.is_some()
-            || !self.waves.due()
+            || !self
+                .waves
+                .due(rollout.waves.get(wave - 1).map_or(1, Vec::len))
         {
             return Ok(None);
         }
@@ -198,7 +207,8 @@ impl Follower {
                 }),
             },
             FleetState::Acknowledged if wave == progress.open && wave < count => {
-                if !self.waves.due() {
+                let wave_size = rollout.waves.get(wave - 1).map_or(1, Vec::len);
+                if !self.waves.due(wave_size) {
                     return Ok(());
                 }
                 let hosts = store.hosts().await?;
