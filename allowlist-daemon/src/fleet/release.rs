@@ -48,6 +48,10 @@ pub struct Header {
     /// Operators' signatures of the release (see [`super::signature`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<super::signature::Signature>,
+    /// The release's waves, copied from its content so that a host learns its wave without
+    /// reading the release; a host that reads the content refuses it unless both agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::Rollout>,
 }
 
 impl Header {
@@ -133,6 +137,7 @@ impl Release {
                 bytes: content.len(),
                 sha256: hex_sha256(&content),
                 signatures: Vec::new(),
+                rollout: self.rollout.clone(),
             },
             chunks,
         ))
@@ -162,6 +167,12 @@ impl Release {
             return Err(ReleaseError::Refused {
                 id: header.id.clone(),
                 why: format!("its content names release {:?}", release.id),
+            });
+        }
+        if release.rollout != header.rollout {
+            return Err(ReleaseError::Refused {
+                id: header.id.clone(),
+                why: "its header's waves are not those of its content".into(),
             });
         }
         Ok(release)
@@ -213,6 +224,24 @@ mod tests {
         assert!(chunks.len() > 1, "{} bytes in one chunk", header.bytes);
         assert!(chunks.iter().all(|chunk| chunk.len() <= CHUNK_BYTES));
         assert_eq!(Release::decode(&header, &chunks).expect("decode"), big);
+    }
+
+    #[test]
+    fn waves_in_the_header_must_be_those_of_the_content() {
+        let mut waved = release(10);
+        waved.rollout = Some(
+            crate::fleet::rollout::Rollout::plan(&["a".into()], &["a".into(), "b".into()], None)
+                .expect("plan"),
+        );
+        let (mut header, chunks) = waved.encode().expect("encode");
+        assert_eq!(
+            header.rollout, waved.rollout,
+            "a host learns its wave from the header"
+        );
+        assert_eq!(Release::decode(&header, &chunks).expect("decode"), waved);
+        header.rollout = None;
+        let err = Release::decode(&header, &chunks).expect_err("a header without the waves");
+        assert!(err.to_string().contains("waves"), "{err}");
     }
 
     #[test]

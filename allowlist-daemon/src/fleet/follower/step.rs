@@ -76,20 +76,17 @@ impl Follower {
             let reason = "a local change is pending: the release waits for it".into();
             return Ok(standing(FleetState::Waiting, Some(reason), None));
         }
-        let release = match self.waves.take_held(&current) {
-            Some(release) => release,
-            None => {
-                self.show(|view| view.state = FleetState::Applying);
-                match self.read_release(store, &current).await? {
-                    Ok(release) => release,
-                    Err(reason) => return Ok(self.fail(&current, reason)),
-                }
-            }
-        };
-        if let Some(why) = self.waves.holds(&release, &self.config.host) {
-            self.waves.hold(release);
+        if let Err(reason) = self.wave(store, &current).await? {
+            return Ok(self.fail(&current, reason));
+        }
+        if let Some(why) = self.waves.holds(&current, &self.config.host) {
             return Ok(standing(FleetState::Waiting, Some(why), None));
         }
+        self.show(|view| view.state = FleetState::Applying);
+        let release = match self.read_release(store, &current).await? {
+            Ok(release) => release,
+            Err(reason) => return Ok(self.fail(&current, reason)),
+        };
         let fleet = self.config.fleet.clone();
         match self
             .with_service(move |s| s.apply_release(&fleet, &release.id, release.allowlists))
@@ -228,7 +225,6 @@ impl Follower {
                 return Ok(Err(format!("release {id} is {why}")));
             }
         }
-        self.waves.note_rollout(&release);
         Ok(Ok(release))
     }
 

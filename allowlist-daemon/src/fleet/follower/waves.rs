@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::{Follower, Standing};
-use crate::fleet::release::Release;
 use crate::fleet::rollout::{Halt, Progress, Rollout};
 use crate::fleet::status::{FleetState, HostStatus};
 use crate::fleet::store::{FleetError, FleetStore};
@@ -26,10 +25,9 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Waves {
     /// What each release's `rollout/<id>` key holds, as last read.
     progress: BTreeMap<String, Vec<u8>>,
-    /// The rollout of each release this host read, by id (`None`: every host at once).
+    /// The rollout of each release whose header this host read, by id (`None`: every host
+    /// at once).
     rollouts: BTreeMap<String, Option<Rollout>>,
-    /// The current release, read and checked, while this host's wave is not open yet.
-    held: Option<Release>,
     /// When this host last read every host's status for its wave.
     looked: Option<Instant>,
 }
@@ -53,28 +51,11 @@ impl Waves {
         Progress::read(self.progress.get(id).map(Vec::as_slice))
     }
 
-    /// Notes the rollout of `release`, read and checked.
-    pub(super) fn note_rollout(&mut self, release: &Release) {
-        self.rollouts
-            .insert(release.id.clone(), release.rollout.clone());
-    }
-
-    /// Release `id` if this host holds it, read while its wave was not open.
-    pub(super) fn take_held(&mut self, id: &str) -> Option<Release> {
-        self.held.take_if(|held| held.id == id)
-    }
-
-    /// Keeps `release`, read and checked, until this host's wave opens.
-    pub(super) fn hold(&mut self, release: Release) {
-        self.held = Some(release);
-    }
-
-    /// Why `host` does not apply `release` yet (`None`: it may).
-    pub(super) fn holds(&self, release: &Release, host: &str) -> Option<String> {
-        release
-            .rollout
-            .as_ref()?
-            .holds(host, &self.progress(&release.id))
+    /// Why `host` does not apply release `id` yet (`None`: it may), as far as this host
+    /// knows its rollout.
+    pub(super) fn holds(&self, id: &str, host: &str) -> Option<String> {
+        let rollout = self.rollouts.get(id)?.as_ref()?;
+        rollout.holds(host, &self.progress(id))
     }
 
     /// Whether it is time to read every host's status again, for a host of a wave of
@@ -116,18 +97,22 @@ fn whole_wave(
 }
 
 impl Follower {
-    /// This host's wave in release `id`'s rollout and how many waves it has (`None`: no
-    /// waves), reading the release when this host has not yet; `Ok(Err(why))` when it
-    /// cannot be read.
+    /// This host's wave in release `id`'s rollout (`None`: no waves), from its header, read
+    /// when this host has not yet (a header, not the release: hosts of later waves read the
+    /// release only when their wave opens); `Ok(Err(why))` when it cannot be read.
     pub(super) async fn wave(
         &mut self,
         store: &mut FleetStore,
         id: &str,
     ) -> Result<Result<Option<usize>, String>, FleetError> {
-        if !self.waves.rollouts.contains_key(id)
-            && let Err(why) = self.read_release(store, id).await?
-        {
-            return Ok(Err(why));
+        if !self.waves.rollouts.contains_key(id) {
+            match store.header(id).await {
+                Ok((header, _)) => {
+                    self.waves.rollouts.insert(id.to_owned(), header.rollout);
+                }
+                Err(err) if err.is_content() => return Ok(Err(crate::error_chain(&err))),
+                Err(err) => return Err(err),
+            }
         }
         let rollout = self.waves.rollouts.get(id).and_then(Option::as_ref);
         Ok(Ok(rollout.map(|rollout| rollout.wave_of(&self.config.host))))
