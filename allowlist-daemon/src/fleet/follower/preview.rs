@@ -32,6 +32,11 @@ impl Previews {
     }
 }
 
+/// What tells one fleet preview from another: its release and its start.
+fn key_of(asked: &FleetPreview) -> (String, String) {
+    (asked.release.clone(), asked.started_at.clone())
+}
+
 /// Whether `preview` judges release `id`.
 fn judges(preview: &Preview, id: &str) -> bool {
     matches!(preview.candidate.as_ref(), Candidate::Release { release, .. } if release == id)
@@ -50,7 +55,7 @@ impl Follower {
         if !asked.includes(&self.config.host) {
             return Ok(());
         }
-        let key = (asked.release.clone(), asked.started_at.clone());
+        let key = key_of(&asked);
         if self.previews.taken.as_ref().map(|(taken, ..)| taken) != Some(&key) {
             self.previews.taken = Some((key, false, None));
             let left = asked
@@ -59,14 +64,10 @@ impl Follower {
                 .and_then(|left| Duration::try_from(left).ok())
                 .filter(|left| !left.is_zero());
             let Some(left) = left else {
-                return self
-                    .finish_preview(
-                        store,
-                        &asked.release,
-                        Some("its window had passed".into()),
-                        None,
-                    )
-                    .await;
+                // Over before this host saw it (it started after, or restarted): what it
+                // reported before, if anything, stands.
+                self.previews.taken = Some((key_of(&asked), true, None));
+                return Ok(());
             };
             if let Err(why) = self
                 .start_fleet_preview(store, &asked.release, left)
