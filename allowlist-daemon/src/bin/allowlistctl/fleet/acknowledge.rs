@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
 use allowlist_daemon::fleet::signature::SigningKey;
 use allowlist_daemon::fleet::{FleetState, HostStatus};
 use serde_json::json;
@@ -22,8 +21,9 @@ pub(super) fn acknowledge(
     let runtime = runtime()?;
     let mut store = etcd.connect(&runtime)?;
     let release = current_or(&runtime, &mut store, release)?;
-    let (content, _) = runtime.block_on(store.release(&release, MAX_RELEASE_BYTES))?;
-    let wave = match &content.rollout {
+    // The header's copy of the waves: the release itself may be large.
+    let (header, _) = runtime.block_on(store.header(&release))?;
+    let wave = match &header.rollout {
         None => None,
         Some(rollout) => {
             let (progress, _) = runtime.block_on(store.progress(&release))?;

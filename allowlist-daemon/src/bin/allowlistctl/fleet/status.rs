@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use allowlist_daemon::fleet::preview::{FleetPreview, HostPreview};
-use allowlist_daemon::fleet::release::MAX_RELEASE_BYTES;
 use serde_json::{Value, json};
 
 use super::{Etcd, runtime};
@@ -19,11 +18,16 @@ pub(super) fn status(etcd: &Etcd) -> anyhow::Result<Output> {
     let hosts = runtime.block_on(store.hosts())?;
     let mut rollout = None;
     if let Some(id) = &current {
-        // Only a release in waves has a progress key: the content is read for those alone.
-        let (progress, revision) = runtime.block_on(store.progress(id))?;
-        if revision != 0 {
-            let (release, _) = runtime.block_on(store.release(id, MAX_RELEASE_BYTES))?;
-            rollout = release.rollout.map(|waves| (waves, progress));
+        // The header's copy of the waves (the release itself may be large); a header that
+        // cannot be read shows no waves: the hosts say what is wrong with it.
+        let header = match runtime.block_on(store.header(id)) {
+            Ok((header, _)) => Some(header),
+            Err(err) if err.is_content() => None,
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(waves) = header.and_then(|header| header.rollout) {
+            let (progress, _) = runtime.block_on(store.progress(id))?;
+            rollout = Some((waves, progress));
         }
     }
     let by_host = rollout.as_ref().map(|(waves, _)| waves.waves_by_host());
