@@ -209,7 +209,11 @@ impl Rollout {
 
     /// The hosts of `wave`: those named in it, and for the last wave every member of
     /// `members` no wave names. Linear in the members, for fleets of thousands.
-    pub fn hosts_of<'a>(&'a self, wave: usize, members: &'a [String]) -> Vec<&'a str> {
+    pub fn hosts_of<'a>(
+        &'a self,
+        wave: usize,
+        members: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<&'a str> {
         let Some(named) = wave.checked_sub(1).and_then(|index| self.waves.get(index)) else {
             return Vec::new();
         };
@@ -219,8 +223,7 @@ impl Rollout {
                 self.waves.iter().flatten().map(String::as_str).collect();
             hosts.extend(
                 members
-                    .iter()
-                    .map(String::as_str)
+                    .into_iter()
                     .filter(|member| !in_a_wave.contains(member)),
             );
         }
@@ -304,8 +307,9 @@ mod tests {
         let again = Rollout::plan(&strings(&["canary-*", "25%"]), &fleet, None).expect("plan");
         assert_eq!(plan, again, "the same hosts on every run");
         fleet.push("joined-later".into());
-        assert_eq!(plan.hosts_of(1, &fleet), ["canary-1", "canary-2"]);
-        let last = plan.hosts_of(3, &fleet);
+        let members = || fleet.iter().map(String::as_str);
+        assert_eq!(plan.hosts_of(1, members()), ["canary-1", "canary-2"]);
+        let last = plan.hosts_of(3, members());
         assert_eq!(last.len(), 17);
         assert!(last.contains(&"joined-later"));
         assert_eq!(plan.waves_by_host().get("canary-2"), Some(&1));

@@ -18,8 +18,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// What a follower keeps of the fleet's previews.
 #[derive(Default)]
 pub(super) struct Previews {
-    /// What the `preview` key holds, as last read.
-    asked: Option<Vec<u8>>,
+    /// The preview the `preview` key asks for, as last read (`None`: none, or not one).
+    asked: Option<FleetPreview>,
     /// The preview this host took up (release, start), whether it wrote its last report,
     /// and when it wrote one.
     taken: Option<((String, String), bool, Option<Instant>)>,
@@ -28,7 +28,7 @@ pub(super) struct Previews {
 impl Previews {
     /// Takes in what the `preview` key holds now (`None`: deleted).
     pub(super) fn note(&mut self, value: Option<Vec<u8>>) {
-        self.asked = value;
+        self.asked = value.as_deref().and_then(FleetPreview::read);
     }
 }
 
@@ -49,7 +49,7 @@ impl Follower {
         &mut self,
         store: &mut FleetStore,
     ) -> Result<(), FleetError> {
-        let Some(asked) = self.previews.asked.as_deref().and_then(FleetPreview::read) else {
+        let Some(asked) = self.previews.asked.clone() else {
             return Ok(());
         };
         if !asked.includes(&self.config.host) {
@@ -91,14 +91,8 @@ impl Follower {
             .flatten();
         match preview.filter(|preview| judges(preview, &asked.release)) {
             Some(preview) if preview.ended.is_none() => {
-                let report = HostPreview {
-                    host: self.config.host.clone(),
-                    release: asked.release.clone(),
-                    error: None,
-                    report: serde_json::to_value(preview.report()).ok(),
-                    updated_at: rfc3339(OffsetDateTime::now_utc()),
-                };
-                report.write(store).await?;
+                self.write_report(store, &asked.release, None, Some(&preview))
+                    .await?;
                 if let Some((_, _, reported)) = &mut self.previews.taken {
                     *reported = Some(Instant::now());
                 }
@@ -176,6 +170,23 @@ impl Follower {
                 "no preview of the fleet release on this host"
             );
         }
+        self.write_report(store, id, error, preview.as_ref())
+            .await?;
+        if let Some((_, done, _)) = &mut self.previews.taken {
+            *done = true;
+        }
+        Ok(())
+    }
+
+    /// Writes this host's report of its preview of release `id`: why it could not run it,
+    /// or what it found so far.
+    async fn write_report(
+        &self,
+        store: &mut FleetStore,
+        id: &str,
+        error: Option<String>,
+        preview: Option<&Preview>,
+    ) -> Result<(), FleetError> {
         let report = HostPreview {
             host: self.config.host.clone(),
             release: id.to_owned(),
@@ -183,10 +194,6 @@ impl Follower {
             report: preview.and_then(|preview| serde_json::to_value(preview.report()).ok()),
             updated_at: rfc3339(OffsetDateTime::now_utc()),
         };
-        report.write(store).await?;
-        if let Some((_, done, _)) = &mut self.previews.taken {
-            *done = true;
-        }
-        Ok(())
+        report.write(store).await
     }
 }

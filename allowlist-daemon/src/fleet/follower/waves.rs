@@ -24,7 +24,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(super) struct Waves {
     /// What each release's `rollout/<id>` key holds, as last read.
-    progress: BTreeMap<String, Vec<u8>>,
+    progress: BTreeMap<String, Progress>,
     /// The rollout of each release whose header this host read, by id (`None`: every host
     /// at once).
     rollouts: BTreeMap<String, Option<Rollout>>,
@@ -33,22 +33,30 @@ pub(super) struct Waves {
 }
 
 impl Waves {
-    /// Takes in what release `id`'s progress key holds now (`None`: deleted).
+    /// Takes in what release `id`'s progress key holds now (`None`: deleted), read once.
     pub(super) fn note_progress(&mut self, id: &str, value: Option<Vec<u8>>) {
         match value {
-            Some(value) => self.progress.insert(id.to_owned(), value),
+            Some(value) => self
+                .progress
+                .insert(id.to_owned(), Progress::read(Some(&value))),
             None => self.progress.remove(id),
         };
     }
 
     /// Replaces every progress known by `listed`, as read afresh.
     pub(super) fn relisted(&mut self, listed: BTreeMap<String, Vec<u8>>) {
-        self.progress = listed;
+        self.progress = listed
+            .into_iter()
+            .map(|(id, value)| (id, Progress::read(Some(&value))))
+            .collect();
     }
 
     /// How far release `id`'s rollout got, as last read.
     fn progress(&self, id: &str) -> Progress {
-        Progress::read(self.progress.get(id).map(Vec::as_slice))
+        self.progress
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Progress::read(None))
     }
 
     /// Why `host` does not apply release `id` yet (`None`: it may), as far as this host
@@ -83,12 +91,12 @@ fn whole_wave(
     id: &str,
     states: &[FleetState],
 ) -> bool {
-    let members: Vec<String> = hosts.iter().map(|(host, _)| host.clone()).collect();
     let statuses: HashMap<&str, &HostStatus> = hosts
         .iter()
         .filter_map(|(host, status)| Some((host.as_str(), status.as_ref()?)))
         .collect();
-    rollout.hosts_of(wave, &members).into_iter().all(|host| {
+    let members = hosts.iter().map(|(host, _)| host.as_str());
+    rollout.hosts_of(wave, members).into_iter().all(|host| {
         statuses.get(host).is_some_and(|status| {
             status.state == FleetState::Detached
                 || (status.release.as_deref() == Some(id) && states.contains(&status.state))
