@@ -101,11 +101,6 @@ fn until_all(
     }
 }
 
-/// Publishes `text`; returns the release.
-fn publish(fleet: &Fleet, text: &str, base: Option<&str>) -> String {
-    fleet.publish(text, base)
-}
-
 /// Whether a sample of hosts (first, middle, last) enforces the office list.
 fn sample_enforces(fleet: &Fleet) -> bool {
     [0, HOSTS / 2, HOSTS - 1]
@@ -147,7 +142,7 @@ pub fn fleet_section(text: &mut String) -> anyhow::Result<()> {
     // A release through a healthy etcd.
     let from = read_etcd(&fleet.etcd)?;
     let publish_at = Instant::now();
-    let first = publish(&fleet, &office_file(&[]), None);
+    let first = fleet.publish(&office_file(&[]), None);
     let pending = until_all(
         &fleet,
         Some(&first),
@@ -172,7 +167,7 @@ pub fn fleet_section(text: &mut String) -> anyhow::Result<()> {
     // A release with etcd away for 30 s between its publish and its acknowledgement.
     let mut fleet = fleet;
     let publish_at = Instant::now();
-    let second = publish(&fleet, &office_file(&["192.0.2.77"]), Some(&first));
+    let second = fleet.publish(&office_file(&["192.0.2.77"]), Some(&first));
     let pending_again = until_all(
         &fleet,
         Some(&second),

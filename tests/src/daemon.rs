@@ -71,6 +71,16 @@ fn command(
     Ok(command)
 }
 
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in
+/// KiB.
+pub fn process_memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The pin directory [`Daemon::start`] gives a daemon whose state is in `state_dir`.
 fn pin_dir_for(state_dir: &Path) -> PathBuf {
     let name = state_dir.file_name().unwrap_or_default();
@@ -329,12 +339,7 @@ impl Daemon {
 
     /// A memory figure of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in KiB.
     fn memory_kib(&self, field: &str) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        process_memory_kib(self.child.as_ref()?.id(), field)
     }
 
     /// A TCP connection to the API, from inside the daemon's namespace.

@@ -171,12 +171,7 @@ impl Etcd {
 
     /// etcd's resident memory now (`VmRSS`), in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        crate::daemon::process_memory_kib(self.child.as_ref()?.id(), "VmRSS")
     }
 
     /// A file in etcd's temporary directory.
