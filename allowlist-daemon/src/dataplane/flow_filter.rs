@@ -5,7 +5,7 @@
 use allowlist_common::flow_filter::{
     FLOW_FILTER_LINES, FlowFilterLine, MAP_FLOW_FILTER, flow_filter_byte, flow_filter_slot,
 };
-use allowlist_common::{Config, FlowKey, FlowState, MAP_FLOWS};
+use allowlist_common::{FlowKey, FlowState, MAP_FLOWS};
 use aya::maps::IterableMap as _;
 
 use super::Dataplane;
@@ -18,7 +18,7 @@ impl Dataplane {
     /// switches the check to it. Returns the flows it holds. Safe while the programs run: a
     /// flow recorded meanwhile sets its byte in this filter after the clearing.
     pub fn renew_flow_filter(&mut self) -> Result<usize, DataplaneError> {
-        let renewed = (self.current.flow_filter & 1) ^ 1;
+        let renewed = (self.config.current().flow_filter & 1) ^ 1;
         let lines = FLOW_FILTER_LINES as usize;
         let mapping_error = |source| DataplaneError::Mapping {
             name: MAP_FLOW_FILTER,
@@ -39,7 +39,7 @@ impl Dataplane {
         BatchMap::<FlowKey, FlowState>::new(self.maps.flows.map(), None)
             .and_then(|flows| {
                 flows.lookup(usize::MAX, |flow, state| {
-                    let timeout = self.current.flow_timeout_ns(flow.protocol);
+                    let timeout = self.config.current().flow_timeout_ns(flow.protocol);
                     if state[0].passes_replies(timeout, now) {
                         let (line, byte) = flow_filter_byte(0, flow_filter_slot(flow));
                         held += usize::from(window.set_byte(line as usize, byte, 1));
@@ -47,10 +47,7 @@ impl Dataplane {
                 })
             })
             .map_err(batch_error(MAP_FLOWS))?;
-        self.switch(Config {
-            flow_filter: renewed,
-            ..self.current
-        })?;
+        self.config.update(|config| config.flow_filter = renewed)?;
         Ok(held)
     }
 }

@@ -1,20 +1,19 @@
 //! Policy generations: three policies side by side in the range tables and port bitmaps
 //! (two when the tables are large, see [`super::capacity`]), each with a record of what it
-//! holds, two configuration slots, and the one write that switches every CPU from one to
-//! another.
+//! holds, and which one a new policy goes into.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use allowlist_common::{
-    Config, GENERATIONS, GenerationRecord, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_GENERATION_RECORDS,
-    MAP_PROTECTED_PORTS, PROTECTED_PORT_WORDS,
+    GENERATIONS, GenerationRecord, MAP_GENERATION_RECORDS, MAP_PROTECTED_PORTS,
+    PROTECTED_PORT_WORDS,
 };
+use aya::Ebpf;
+use aya::maps::{Array, IterableMap as _, MapData};
 
-use super::Dataplane;
-use super::clock::monotonic_now_ns;
-use super::codec::{policy_digest, port_words, raw_enforcement, scopes_of};
+use super::codec::{policy_digest, port_words, scopes_of};
 use super::error::{DataplaneError, map_error};
+use super::maps::take;
 use super::types::Enforcement;
 use crate::policy::{Policy, PortScope};
 
@@ -45,50 +44,67 @@ impl Generation {
 
 /// The generation to write a new policy into: the first of the tables' `generations` no
 /// packet may read (not `in_force`, not `keep`); `None` when every one is taken.
-pub(super) fn choose_generation(
-    generations: u32,
-    in_force: &[u32],
-    keep: Option<u32>,
-) -> Option<u32> {
+fn choose_generation(generations: u32, in_force: &[u32], keep: Option<u32>) -> Option<u32> {
     (0..generations.min(GENERATIONS)).find(|g| !in_force.contains(g) && Some(*g) != keep)
 }
 
-impl Dataplane {
-    /// Reads what pinned maps hold: the configuration in use, every generation's record and
-    /// port bitmap.
-    pub(super) fn read_back(&mut self) -> Result<(), DataplaneError> {
-        self.slot = self
-            .maps
-            .config_slot
-            .get(&0, 0)
-            .map_err(map_error(MAP_CONFIG_SLOT))?
-            & 1;
-        self.current = self
-            .maps
-            .config
-            .get(&self.slot, 0)
-            .map_err(map_error(MAP_CONFIG))?;
-        for (index, generation) in (0u32..).zip(self.generations.iter_mut()) {
+/// What `Generations::find` found for a policy.
+pub(super) enum Found {
+    /// A generation holds it already.
+    Held(u32),
+    /// None does; its digest when it was computed to compare (to reuse when sealing).
+    Absent(Option<[u8; 32]>),
+}
+
+/// The generations of one object: what each holds, and the two maps that tell the program
+/// (each generation's record, and the port bitmaps).
+pub(super) struct Generations {
+    /// Each generation's record: the digest of its policy and its prefixes.
+    records: Array<MapData, GenerationRecord>,
+    /// The protected-port bitmap of every generation.
+    protected_ports: Array<MapData, u64>,
+    /// What each generation holds, as written or read back.
+    held: Vec<Generation>,
+    /// What the port bitmaps hold, word by word.
+    port_words: Vec<u64>,
+    /// How many generations the tables have room for.
+    room: u32,
+}
+
+impl Generations {
+    /// Takes the two maps out of `ebpf`, for tables with room for `room` generations;
+    /// nothing known of what they hold until [`Generations::read_back`].
+    pub(super) fn take(ebpf: &mut Ebpf, room: u32) -> Result<Self, DataplaneError> {
+        Ok(Generations {
+            records: take(ebpf, MAP_GENERATION_RECORDS)?,
+            protected_ports: take(ebpf, MAP_PROTECTED_PORTS)?,
+            held: vec![Generation::default(); GENERATIONS as usize],
+            port_words: vec![0; (GENERATIONS * PROTECTED_PORT_WORDS) as usize],
+            room,
+        })
+    }
+
+    /// Reads every generation's record and port bitmap from pinned maps; when the
+    /// configuration was `never_switched`, generation 0 (which it names, and which nothing
+    /// writes while it is named) is known to hold the empty policy its tables were made with.
+    pub(super) fn read_back(&mut self, never_switched: bool) -> Result<(), DataplaneError> {
+        for (index, generation) in (0u32..).zip(self.held.iter_mut()) {
             generation.record = self
-                .maps
-                .generation_records
+                .records
                 .get(&index, 0)
                 .map_err(map_error(MAP_GENERATION_RECORDS))?;
         }
-        if self.current == Config::default() {
-            // Never switched: the configuration names generation 0, which nothing writes
-            // while it is named, so its tables are as created: empty.
-            self.generations[0].policy = Some(Policy::new());
+        if never_switched {
+            self.held[0].policy = Some(Policy::new());
         }
         for (index, word) in (0u32..).zip(self.port_words.iter_mut()) {
             *word = self
-                .maps
                 .protected_ports
                 .get(&index, 0)
                 .map_err(map_error(MAP_PROTECTED_PORTS))?;
         }
         for (generation, words) in self
-            .generations
+            .held
             .iter_mut()
             .zip(self.port_words.chunks(PROTECTED_PORT_WORDS as usize))
         {
@@ -97,93 +113,98 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Makes the kernel enforce `active` and, when `fallback` is given, fall back by itself to
-    /// its policy once its delay has passed. Every policy is written completely into a
-    /// generation no packet uses, then one write switches every CPU to the new configuration:
-    /// no packet sees a half-written policy. On error the kernel still enforces what it did.
-    pub fn install(
-        &mut self,
-        active: &Enforcement,
-        fallback: Option<(&Enforcement, Duration)>,
-    ) -> Result<(), DataplaneError> {
-        self.check_fits(&active.policy)?;
-        let Some((fallback, delay)) = fallback else {
-            let generation = self.place(active, None)?;
-            return self.switch(Config {
-                active: raw_enforcement(generation, active),
-                fallback: allowlist_common::Enforcement::default(),
-                revert_at_ns: 0,
-                ..self.current
-            });
-        };
-        self.check_fits(&fallback.policy)?;
-        let deadline = monotonic_now_ns()
-            .saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX))
-            .max(1);
-        let back = self.place(fallback, None)?;
-        let front = match self.place(active, Some(back)) {
-            Err(DataplaneError::NoFreeGeneration) => {
-                // The two generations in force are both needed until the new fallback is: switch
-                // to it first (same active policy), which frees the old one.
-                self.switch(Config {
-                    fallback: raw_enforcement(back, fallback),
-                    revert_at_ns: deadline,
-                    ..self.current
-                })?;
-                self.place(active, Some(back))?
-            }
-            other => other?,
-        };
-        self.switch(Config {
-            active: raw_enforcement(front, active),
-            fallback: raw_enforcement(back, fallback),
-            revert_at_ns: deadline,
-            ..self.current
-        })
-    }
-
-    /// A generation holding `want`: one that already does, else a free generation (not in
-    /// force, not `keep`), written now: its record cleared, its range tables and port bitmap
-    /// written whole, then its record filled in.
-    pub(super) fn place(
-        &mut self,
-        want: &Enforcement,
-        keep: Option<u32>,
-    ) -> Result<u32, DataplaneError> {
+    /// The generation that holds `want` already, if any (its policy is then known by value).
+    pub(super) fn find(&mut self, want: &Enforcement) -> Found {
         let known = |g: &Generation| g.policy.is_some() || g.record.digest == [0; 32];
-        let digest = if self.generations.iter().all(known) {
+        let digest = if self.held.iter().all(known) {
             // Every generation is known or names nothing: no digest needed to compare.
             None
         } else {
             Some(policy_digest(&want.policy))
         };
-        if let Some(index) = self
-            .generations
+        match self
+            .held
             .iter()
             .position(|g| g.holds(want, digest.as_ref()))
         {
-            self.generations[index].policy = Some(want.policy.clone());
-            return Ok(index as u32);
+            Some(index) => {
+                self.held[index].policy = Some(want.policy.clone());
+                Found::Held(index as u32)
+            }
+            None => Found::Absent(digest),
         }
-        let in_force = self.generations_in_force();
-        let generation = choose_generation(self.capacity.generations, &in_force, keep)
-            .ok_or(DataplaneError::NoFreeGeneration)?;
-        let index = generation as usize;
-        // No packet uses this generation: it may hold anything while it is written, but its
-        // record names nothing until it is whole.
-        self.generations[index].policy = None;
-        self.write_record(generation, GenerationRecord::default())?;
-        self.write_ranges(generation, &want.policy)?;
-        if !want.scopes.is_empty() {
-            self.write_scopes(generation, &want.scopes)?;
-        }
+    }
+
+    /// The generation to write a new policy into: the first no packet may read (not
+    /// `in_force`, not `keep`); `None` when every one is taken.
+    pub(super) fn free(&self, in_force: &[u32], keep: Option<u32>) -> Option<u32> {
+        choose_generation(self.room, in_force, keep)
+    }
+
+    /// Clears `generation`'s record before it is written: it names no policy until it is
+    /// whole again ([`Generations::seal`]).
+    pub(super) fn open(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.held[generation as usize].policy = None;
+        self.write_record(generation, GenerationRecord::default())
+    }
+
+    /// Records that `generation` now holds `want`'s policy (`digest`: its digest, if known).
+    pub(super) fn seal(
+        &mut self,
+        generation: u32,
+        want: &Enforcement,
+        digest: Option<[u8; 32]>,
+    ) -> Result<(), DataplaneError> {
         let record = GenerationRecord {
             digest: digest.unwrap_or_else(|| policy_digest(&want.policy)),
             prefixes: want.policy.len() as u64,
         };
         self.write_record(generation, record)?;
-        self.generations[index].policy = Some(want.policy.clone());
-        Ok(generation)
+        self.held[generation as usize].policy = Some(want.policy.clone());
+        Ok(())
+    }
+
+    /// Writes `generation`'s port bitmap (only the words that change).
+    pub(super) fn write_scopes(
+        &mut self,
+        generation: u32,
+        scopes: &BTreeSet<PortScope>,
+    ) -> Result<(), DataplaneError> {
+        for (index, word) in port_words(generation, scopes) {
+            let known = &mut self.port_words[index as usize];
+            if *known != word {
+                self.protected_ports
+                    .set(index, word, 0)
+                    .map_err(map_error(MAP_PROTECTED_PORTS))?;
+                *known = word;
+            }
+        }
+        self.held[generation as usize].scopes = scopes.clone();
+        Ok(())
+    }
+
+    /// What `generation` holds (nothing known for one out of range).
+    pub(super) fn get(&self, generation: u32) -> Generation {
+        self.held
+            .get(generation as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The policy `generation` holds, when this daemon knows it.
+    #[cfg(feature = "test-util")]
+    pub(super) fn policy(&self, generation: u32) -> Option<&Policy> {
+        self.held
+            .get(generation as usize)
+            .and_then(|held| held.policy.as_ref())
+    }
+
+    /// The two maps, by name (to pin them again after a failed resize).
+    pub(super) fn maps(&self) -> [(&'static str, &MapData); 2] {
+        [
+            (MAP_GENERATION_RECORDS, self.records.map()),
+            (MAP_PROTECTED_PORTS, self.protected_ports.map()),
+        ]
     }
 
     /// Writes `generation`'s record.
@@ -192,90 +213,10 @@ impl Dataplane {
         generation: u32,
         record: GenerationRecord,
     ) -> Result<(), DataplaneError> {
-        self.maps
-            .generation_records
+        self.records
             .set(generation, record, 0)
             .map_err(map_error(MAP_GENERATION_RECORDS))?;
-        self.generations[generation as usize].record = record;
-        Ok(())
-    }
-
-    /// The generations the program may read now: a running preview's too, which no policy
-    /// is written over.
-    fn generations_in_force(&self) -> Vec<u32> {
-        let mut used = vec![self.current.active.generation];
-        if self.current.revert_at_ns != 0 {
-            used.push(self.current.fallback.generation);
-        }
-        if self.current.preview_until_ns != 0 {
-            used.push(self.current.preview.generation);
-        }
-        used
-    }
-
-    /// Refuses a policy that does not fit one generation.
-    pub(super) fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
-        if let Some((_, rule)) = policy
-            .iter()
-            .find(|(_, rule)| (**rule & !allowlist_common::EXPIRING_RULE) >= self.capacity.rules)
-        {
-            return Err(DataplaneError::RuleOutOfRange {
-                rule: *rule,
-                capacity: self.capacity.rules,
-            });
-        }
-        let (v4, v6) = policy.len_by_family();
-        let capacity = &self.capacity;
-        for (family, needed, room) in [(4, v4, capacity.v4_prefixes), (6, v6, capacity.v6_prefixes)]
-        {
-            if needed > room as usize {
-                return Err(DataplaneError::CapacityExceeded {
-                    family,
-                    needed,
-                    capacity: room,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes `config` into the slot not in use, then switches to it: the one write after
-    /// which every CPU reads the new configuration.
-    pub(super) fn switch(&mut self, config: Config) -> Result<(), DataplaneError> {
-        if config == self.current {
-            return Ok(());
-        }
-        let next = self.slot ^ 1;
-        self.maps
-            .config
-            .set(next, config, 0)
-            .map_err(map_error(MAP_CONFIG))?;
-        self.maps
-            .config_slot
-            .set(0, next, 0)
-            .map_err(map_error(MAP_CONFIG_SLOT))?;
-        self.slot = next;
-        self.current = config;
-        Ok(())
-    }
-
-    /// Writes `generation`'s port bitmap (only the words that change).
-    fn write_scopes(
-        &mut self,
-        generation: u32,
-        scopes: &BTreeSet<PortScope>,
-    ) -> Result<(), DataplaneError> {
-        for (index, word) in port_words(generation, scopes) {
-            let known = &mut self.port_words[index as usize];
-            if *known != word {
-                self.maps
-                    .protected_ports
-                    .set(index, word, 0)
-                    .map_err(map_error(MAP_PROTECTED_PORTS))?;
-                *known = word;
-            }
-        }
-        self.generations[generation as usize].scopes = scopes.clone();
+        self.held[generation as usize].record = record;
         Ok(())
     }
 }

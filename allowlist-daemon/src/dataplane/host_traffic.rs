@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use allowlist_common::{Config, MAP_REPLY_PORTS, reply_openers};
+use allowlist_common::{MAP_REPLY_PORTS, reply_openers};
 
 use super::Dataplane;
 use super::codec::port_words;
@@ -19,12 +19,11 @@ impl Dataplane {
     /// for the check; the egress program is attached (or not) by [`Dataplane::attach`].
     pub fn set_replies(&mut self, replies: Replies) -> Result<(), DataplaneError> {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.switch(Config {
-            replies: u32::from(replies.enabled),
-            tcp_timeout_ns: nanos(replies.tcp_timeout),
-            udp_timeout_ns: nanos(replies.udp_timeout),
-            icmp_timeout_ns: nanos(replies.icmp_timeout),
-            ..self.current
+        self.config.update(|config| {
+            config.replies = u32::from(replies.enabled);
+            config.tcp_timeout_ns = nanos(replies.tcp_timeout);
+            config.udp_timeout_ns = nanos(replies.udp_timeout);
+            config.icmp_timeout_ns = nanos(replies.icmp_timeout);
         })
     }
 
@@ -59,10 +58,8 @@ impl Dataplane {
         if !openers.icmp {
             restrictions |= reply_openers::NO_ICMP;
         }
-        self.switch(Config {
-            reply_restrictions: restrictions,
-            ..self.current
-        })
+        self.config
+            .update(|config| config.reply_restrictions = restrictions)
     }
 
     /// Lets packets of these IP protocols (not TCP, UDP or ICMP, which scopes treat by
@@ -75,17 +72,12 @@ impl Dataplane {
         for &protocol in protocols {
             words[usize::from(protocol / 64)] |= 1 << (protocol % 64);
         }
-        self.switch(Config {
-            unprotected_protocols: words,
-            ..self.current
-        })
+        self.config
+            .update(|config| config.unprotected_protocols = words)
     }
 
     /// Notes one refused packet in `sample` in the map of refused sources; 0: none.
     pub fn set_top_sample(&mut self, sample: u32) -> Result<(), DataplaneError> {
-        self.switch(Config {
-            top_sample: sample,
-            ..self.current
-        })
+        self.config.update(|config| config.top_sample = sample)
     }
 }

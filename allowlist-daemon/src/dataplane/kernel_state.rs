@@ -7,7 +7,6 @@ use std::time::Duration;
 use allowlist_common::Mode;
 
 use super::Dataplane;
-use super::clock::monotonic_now_ns;
 use super::generations::Generation;
 #[cfg(feature = "test-util")]
 use super::types::Enforcement;
@@ -19,49 +18,46 @@ use crate::policy::PortScope;
 impl Dataplane {
     /// What the kernel enforces now.
     pub fn kernel_state(&self) -> KernelState {
-        let active = self.enforced(&self.current.active);
+        let current = self.config.current();
+        let active = self.enforced(&current.active);
         let fallback = self
             .time_to_fallback()
-            .map(|remaining| (self.enforced(&self.current.fallback), remaining));
+            .map(|remaining| (self.enforced(&current.fallback), remaining));
         KernelState { active, fallback }
     }
 
     /// While a change is pending in the kernel: the time left until the program falls back,
     /// in the kernel's own (monotonic) clock, which no step of the wall clock moves.
     pub fn time_to_fallback(&self) -> Option<Duration> {
-        (self.current.revert_at_ns != 0).then(|| {
-            Duration::from_nanos(self.current.revert_at_ns.saturating_sub(monotonic_now_ns()))
-        })
+        self.config.time_to_fallback()
     }
 
     /// Whether a pending change's deadline has passed in the kernel's clock: the program
     /// enforces the fallback now.
     pub fn fell_back(&self) -> bool {
-        self.current.revert_at_ns != 0 && monotonic_now_ns() >= self.current.revert_at_ns
+        self.config.fell_back()
     }
 
     /// The policy in force in the kernel (not counting a pending fallback); `None` until
     /// this daemon knows it (after a restart: until it installs a policy).
     #[cfg(feature = "test-util")]
     pub fn installed(&self) -> Option<&Policy> {
-        let generation = self.current.active.generation as usize % self.generations.len();
-        self.generations[generation].policy.as_ref()
+        self.generations
+            .policy(self.config.current().active.generation)
     }
 
     /// Prefixes of the policy in force in the kernel (not counting a pending fallback), as
     /// its generation's record says.
     pub fn installed_prefixes(&self) -> u64 {
-        let generation = self.current.active.generation as usize % self.generations.len();
-        self.generations[generation].record.prefixes
+        self.generations
+            .get(self.config.current().active.generation)
+            .record
+            .prefixes
     }
 
     /// The generation a raw configuration entry names, and its scopes if it uses them.
     fn named(&self, raw: &allowlist_common::Enforcement) -> (Generation, BTreeSet<PortScope>) {
-        let generation = self
-            .generations
-            .get(raw.generation as usize)
-            .cloned()
-            .unwrap_or_default();
+        let generation = self.generations.get(raw.generation);
         let scopes = if raw.scoped != 0 {
             generation.scopes.clone()
         } else {

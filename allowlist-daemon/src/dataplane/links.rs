@@ -49,7 +49,7 @@ impl Dataplane {
             }
         };
         let egress_pin = format!("egress_{interface}");
-        let egress = if self.current.replies != 0 {
+        let egress = if self.config.current().replies != 0 {
             let adopted = self
                 .adopt::<SchedClassifier, SchedClassifierLink>(EGRESS_PROGRAM_NAME, &egress_pin)?;
             let link = match adopted {

@@ -3,21 +3,19 @@
 
 use allowlist_common::flow_filter::{FlowFilterLine, MAP_FLOW_FILTER};
 use allowlist_common::preview::{MAP_PREVIEW_SOURCES, PreviewKey, PreviewSeen};
-use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT, ShortV4, ShortV6};
-use allowlist_common::ranges::v4::{
-    MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, V4Leaf, leaf_capacity,
-};
+use allowlist_common::ranges::short::{MAP_V4_SHORT, MAP_V6_SHORT};
+use allowlist_common::ranges::v4::{MAP_V4_BUCKETS, MAP_V4_LEAVES, MAP_V4_SUMMARY, leaf_capacity};
 use allowlist_common::ranges::v6::{
-    MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY, V6Header, V6Words,
+    MAP_V6_BUCKETS, MAP_V6_HEADERS, MAP_V6_RULES, MAP_V6_STARTS, MAP_V6_SUMMARY,
 };
-use allowlist_common::ranges::{RangeBucket, line_capacity, range_capacity};
+use allowlist_common::ranges::{line_capacity, range_capacity};
 use allowlist_common::{
-    Config, FlowKey, FlowState, GenerationRecord, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT,
-    MAP_COUNTERS, MAP_FLOWS, MAP_GENERATION_RECORDS, MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS,
-    MAP_REPLY_PORTS, MAP_RULE_HITS, MAP_TOP_SOURCES, RuleStats, SourceKey, SourceSeen,
+    FlowKey, FlowState, MAP_CLOCK, MAP_CONFIG, MAP_CONFIG_SLOT, MAP_COUNTERS, MAP_FLOWS,
+    MAP_GENERATION_RECORDS, MAP_INTERFACE_SLOTS, MAP_PROTECTED_PORTS, MAP_REPLY_PORTS,
+    MAP_RULE_HITS, MAP_TOP_SOURCES, RuleStats, SourceKey, SourceSeen,
 };
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 
 use super::error::{DataplaneError, map_error};
 
@@ -68,36 +66,9 @@ pub(super) fn v6_starts_len(prefixes: u32, generations: u32) -> u32 {
     range_capacity(prefixes).saturating_mul(generations)
 }
 
-/// The typed handles of every map.
+/// The typed handles of the maps the counters, flows, previews and settings use (the
+/// configuration, generations and range tables have types of their own).
 pub(super) struct Maps {
-    /// Two configuration slots.
-    pub(super) config: Array<MapData, Config>,
-    /// Which configuration slot is in use.
-    pub(super) config_slot: Array<MapData, u32>,
-    /// What each generation holds.
-    pub(super) generation_records: Array<MapData, GenerationRecord>,
-    /// The IPv4 short list of every generation.
-    pub(super) v4_short: Array<MapData, ShortV4>,
-    /// The IPv6 short list of every generation.
-    pub(super) v6_short: Array<MapData, ShortV6>,
-    /// The IPv4 range table's summaries, every generation.
-    pub(super) v4_summary: Array<MapData, u64>,
-    /// The IPv4 range table's buckets, every generation.
-    pub(super) v4_buckets: Array<MapData, RangeBucket>,
-    /// The IPv4 range table's leaves, every generation.
-    pub(super) v4_leaves: Array<MapData, V4Leaf>,
-    /// The IPv6 range table's headers, one per generation.
-    pub(super) v6_headers: Array<MapData, V6Header>,
-    /// The IPv6 range table's summaries, every generation.
-    pub(super) v6_summary: Array<MapData, u64>,
-    /// The IPv6 range table's buckets, every generation.
-    pub(super) v6_buckets: Array<MapData, RangeBucket>,
-    /// The IPv6 range table's range starts, every generation.
-    pub(super) v6_starts: Array<MapData, V6Words>,
-    /// The IPv6 range table's range rules, every generation.
-    pub(super) v6_rules: Array<MapData, u64>,
-    /// The protected-port bitmap of every generation.
-    pub(super) protected_ports: Array<MapData, u64>,
     /// The remote ports whose traffic opens reply flows, where that is restricted.
     pub(super) reply_ports: Array<MapData, u64>,
     /// Packet counters per interface slot.
@@ -119,44 +90,9 @@ pub(super) struct Maps {
 }
 
 impl Maps {
-    /// The object's own maps (see [`INSTANCE_MAPS`]), by name.
-    pub(super) fn instance(&self) -> [(&'static str, &MapData); 15] {
-        [
-            (MAP_CONFIG, self.config.map()),
-            (MAP_CONFIG_SLOT, self.config_slot.map()),
-            (MAP_GENERATION_RECORDS, self.generation_records.map()),
-            (MAP_RULE_HITS, self.rule_hits.map()),
-            (MAP_PROTECTED_PORTS, self.protected_ports.map()),
-            (MAP_V4_SHORT, self.v4_short.map()),
-            (MAP_V6_SHORT, self.v6_short.map()),
-            (MAP_V4_SUMMARY, self.v4_summary.map()),
-            (MAP_V4_BUCKETS, self.v4_buckets.map()),
-            (MAP_V4_LEAVES, self.v4_leaves.map()),
-            (MAP_V6_HEADERS, self.v6_headers.map()),
-            (MAP_V6_SUMMARY, self.v6_summary.map()),
-            (MAP_V6_BUCKETS, self.v6_buckets.map()),
-            (MAP_V6_STARTS, self.v6_starts.map()),
-            (MAP_V6_RULES, self.v6_rules.map()),
-        ]
-    }
-
-    /// Takes every map out of `ebpf`.
+    /// Takes the maps no other type of the driver owns out of `ebpf`.
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
         Ok(Maps {
-            config: take(ebpf, MAP_CONFIG)?,
-            config_slot: take(ebpf, MAP_CONFIG_SLOT)?,
-            generation_records: take(ebpf, MAP_GENERATION_RECORDS)?,
-            v4_short: take(ebpf, MAP_V4_SHORT)?,
-            v6_short: take(ebpf, MAP_V6_SHORT)?,
-            v4_summary: take(ebpf, MAP_V4_SUMMARY)?,
-            v4_buckets: take(ebpf, MAP_V4_BUCKETS)?,
-            v4_leaves: take(ebpf, MAP_V4_LEAVES)?,
-            v6_headers: take(ebpf, MAP_V6_HEADERS)?,
-            v6_summary: take(ebpf, MAP_V6_SUMMARY)?,
-            v6_buckets: take(ebpf, MAP_V6_BUCKETS)?,
-            v6_starts: take(ebpf, MAP_V6_STARTS)?,
-            v6_rules: take(ebpf, MAP_V6_RULES)?,
-            protected_ports: take(ebpf, MAP_PROTECTED_PORTS)?,
             reply_ports: take(ebpf, MAP_REPLY_PORTS)?,
             counters: take(ebpf, MAP_COUNTERS)?,
             interface_slots: take(ebpf, MAP_INTERFACE_SLOTS)?,
@@ -170,7 +106,8 @@ impl Maps {
     }
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+/// Takes the map `name` out of `ebpf`, typed.
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {

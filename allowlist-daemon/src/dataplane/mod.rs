@@ -13,6 +13,7 @@ mod bench;
 mod capacity;
 mod clock;
 mod codec;
+mod config_slots;
 mod counters;
 mod error;
 mod flow_filter;
@@ -38,9 +39,13 @@ mod test_run;
 mod types;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use allowlist_common::{Config, GENERATIONS, PROTECTED_PORT_WORDS};
+use allowlist_common::MAP_RULE_HITS;
 use aya::Ebpf;
+use aya::maps::{IterableMap as _, MapData};
+
+use crate::policy::Policy;
 
 #[cfg(feature = "bench")]
 pub use bench::{LookupDesign, VariedRun};
@@ -59,9 +64,13 @@ pub use types::{
     KernelState, Replies, ReplyOpeners, RuleUse, SourceNoted, Verdict,
 };
 
-use generations::Generation;
+use clock::monotonic_now_ns;
+use codec::raw_enforcement;
+use config_slots::ConfigSlots;
+use generations::{Found, Generations};
 use maps::Maps;
 use pins::Pins;
+use ranges::RangeTables;
 use readings::Slots;
 
 /// The loaded programs and their maps.
@@ -72,14 +81,12 @@ pub struct Dataplane {
     slots: Slots,
     /// Handles of their own on the counting maps.
     readings: Readings,
-    /// What the port bitmaps hold, word by word.
-    port_words: Vec<u64>,
-    /// What each generation holds.
-    generations: Vec<Generation>,
-    /// The configuration slot in use.
-    slot: u32,
-    /// The configuration in use.
-    current: Config,
+    /// The program's configuration, switched in one write.
+    config: ConfigSlots,
+    /// What each generation of the tables holds.
+    generations: Generations,
+    /// The range tables of every generation.
+    tables: RangeTables,
     /// What the maps have room for.
     capacity: Capacity,
     /// Where maps and links are pinned; `None`: nowhere.
@@ -111,7 +118,8 @@ impl Dataplane {
             .unwrap_or_else(|| Capacity::for_need(Need::default(), flows));
         let pins = Pins::prepare(pin_root, capacity)?;
         let mut dataplane = Self::with_object(Some(pins), capacity)?;
-        dataplane.read_back()?;
+        let never_switched = dataplane.config.never_switched();
+        dataplane.generations.read_back(never_switched)?;
         dataplane.renew_flow_filter()?;
         dataplane.tick_clock()?;
         Ok(dataplane)
@@ -121,6 +129,9 @@ impl Dataplane {
     fn with_object(pins: Option<Pins>, capacity: Capacity) -> Result<Self, DataplaneError> {
         let mut ebpf = load::load_object(pins.as_ref(), capacity)?;
         let memory = memory::MemoryProbe::of(&ebpf)?;
+        let config = ConfigSlots::take(&mut ebpf)?;
+        let generations = Generations::take(&mut ebpf, capacity.generations)?;
+        let tables = RangeTables::take(&mut ebpf, &capacity)?;
         let maps = Maps::take(&mut ebpf)?;
         let kernel_log = kernel_log::open(&mut ebpf);
         let slots = Slots::default();
@@ -129,10 +140,9 @@ impl Dataplane {
             maps,
             ebpf,
             slots,
-            port_words: vec![0; (GENERATIONS * PROTECTED_PORT_WORDS) as usize],
-            generations: vec![Generation::default(); GENERATIONS as usize],
-            slot: 0,
-            current: Config::default(),
+            config,
+            generations,
+            tables,
             capacity,
             pins,
             attachments: Vec::new(),
@@ -142,6 +152,106 @@ impl Dataplane {
             rule_expiries_wanted: std::collections::BTreeSet::new(),
             oversized_since: None,
         })
+    }
+
+    /// Makes the kernel enforce `active` and, when `fallback` is given, fall back by itself to
+    /// its policy once its delay has passed. Every policy is written completely into a
+    /// generation no packet uses, then one write switches every CPU to the new configuration:
+    /// no packet sees a half-written policy. On error the kernel still enforces what it did.
+    pub fn install(
+        &mut self,
+        active: &Enforcement,
+        fallback: Option<(&Enforcement, Duration)>,
+    ) -> Result<(), DataplaneError> {
+        self.check_fits(&active.policy)?;
+        let Some((fallback, delay)) = fallback else {
+            let generation = self.place(active, None)?;
+            return self.config.update(|config| {
+                config.active = raw_enforcement(generation, active);
+                config.fallback = allowlist_common::Enforcement::default();
+                config.revert_at_ns = 0;
+            });
+        };
+        self.check_fits(&fallback.policy)?;
+        let deadline = monotonic_now_ns()
+            .saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX))
+            .max(1);
+        let back = self.place(fallback, None)?;
+        let front = match self.place(active, Some(back)) {
+            Err(DataplaneError::NoFreeGeneration) => {
+                // The two generations in force are both needed until the new fallback is: switch
+                // to it first (same active policy), which frees the old one.
+                self.config.update(|config| {
+                    config.fallback = raw_enforcement(back, fallback);
+                    config.revert_at_ns = deadline;
+                })?;
+                self.place(active, Some(back))?
+            }
+            other => other?,
+        };
+        self.config.update(|config| {
+            config.active = raw_enforcement(front, active);
+            config.fallback = raw_enforcement(back, fallback);
+            config.revert_at_ns = deadline;
+        })
+    }
+
+    /// A generation holding `want`: one that already does, else a free generation (not in
+    /// force, not `keep`), written now: its record cleared, its range tables and port bitmap
+    /// written whole, then its record filled in.
+    fn place(&mut self, want: &Enforcement, keep: Option<u32>) -> Result<u32, DataplaneError> {
+        let digest = match self.generations.find(want) {
+            Found::Held(generation) => return Ok(generation),
+            Found::Absent(digest) => digest,
+        };
+        let generation = self
+            .generations
+            .free(&self.config.generations_in_force(), keep)
+            .ok_or(DataplaneError::NoFreeGeneration)?;
+        // No packet uses this generation: it may hold anything while it is written, but its
+        // record names nothing until it is whole.
+        self.generations.open(generation)?;
+        self.tables.write(generation, &want.policy)?;
+        if !want.scopes.is_empty() {
+            self.generations.write_scopes(generation, &want.scopes)?;
+        }
+        self.generations.seal(generation, want, digest)?;
+        Ok(generation)
+    }
+
+    /// Refuses a policy that does not fit one generation.
+    fn check_fits(&self, policy: &Policy) -> Result<(), DataplaneError> {
+        if let Some((_, rule)) = policy
+            .iter()
+            .find(|(_, rule)| (**rule & !allowlist_common::EXPIRING_RULE) >= self.capacity.rules)
+        {
+            return Err(DataplaneError::RuleOutOfRange {
+                rule: *rule,
+                capacity: self.capacity.rules,
+            });
+        }
+        let (v4, v6) = policy.len_by_family();
+        let capacity = &self.capacity;
+        for (family, needed, room) in [(4, v4, capacity.v4_prefixes), (6, v6, capacity.v6_prefixes)]
+        {
+            if needed > room as usize {
+                return Err(DataplaneError::CapacityExceeded {
+                    family,
+                    needed,
+                    capacity: room,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The maps that belong to this object alone (see [`maps::INSTANCE_MAPS`]), by name.
+    fn instance_maps(&self) -> Vec<(&'static str, &MapData)> {
+        let mut maps = vec![(MAP_RULE_HITS, self.maps.rule_hits.map())];
+        maps.extend(self.config.maps());
+        maps.extend(self.generations.maps());
+        maps.extend(self.tables.maps());
+        maps
     }
 
     /// The kernel memory each map takes now, by name.

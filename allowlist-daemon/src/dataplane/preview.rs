@@ -64,27 +64,23 @@ impl Dataplane {
         let until = coarse_now_ns()
             .saturating_add(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX))
             .max(1);
-        self.switch(allowlist_common::Config {
-            preview: raw_enforcement(generation, candidate),
-            preview_until_ns: until,
-            ..self.current
+        self.config.update(|config| {
+            config.preview = raw_enforcement(generation, candidate);
+            config.preview_until_ns = until;
         })
     }
 
     /// Stops judging packets against a candidate.
     pub fn stop_preview(&mut self) -> Result<(), DataplaneError> {
-        self.switch(allowlist_common::Config {
-            preview: allowlist_common::Enforcement::default(),
-            preview_until_ns: 0,
-            ..self.current
+        self.config.update(|config| {
+            config.preview = allowlist_common::Enforcement::default();
+            config.preview_until_ns = 0;
         })
     }
 
     /// The time left of the preview the program runs, in the kernel's clock.
     pub fn preview_left(&self) -> Option<Duration> {
-        let until = self.current.preview_until_ns;
-        let now = coarse_now_ns();
-        (until != 0 && now < until).then(|| Duration::from_nanos(until - now))
+        self.config.preview_left()
     }
 }
 

@@ -158,7 +158,7 @@ impl Dataplane {
                 // The new object's pins (if any) go; this one's come back.
                 if let Some(pins) = &self.pins {
                     pins.release_instance()?;
-                    pins.repin(&self.maps.instance())?;
+                    pins.repin(&self.instance_maps())?;
                 }
                 return Err(err);
             }
@@ -186,14 +186,14 @@ impl Dataplane {
         let mut next = Dataplane::with_object(self.pins.as_ref().map(|p| p.again()), capacity)?;
         next.slots = self.slots.clone();
         // A preview ends: the new object's tables hold no candidate.
-        next.current = allowlist_common::Config {
+        next.config.switch(allowlist_common::Config {
             active: allowlist_common::Enforcement::default(),
             fallback: allowlist_common::Enforcement::default(),
             revert_at_ns: 0,
             preview: allowlist_common::Enforcement::default(),
             preview_until_ns: 0,
-            ..self.current
-        };
+            ..*self.config.current()
+        })?;
         next.copy_rule_stats(self)?;
         if let Some((fallback, _)) = install.fallback {
             // No link uses the new object yet: the fallback goes in first, taking the place

@@ -42,7 +42,7 @@ impl Dataplane {
 
     /// The policy in force (without a pending fallback), for callers that set one part of it.
     fn active(&self) -> Enforcement {
-        self.enforcement(&self.current.active)
+        self.enforcement(&self.config.current().active)
     }
 
     /// Makes `policy` the policy in force, keeping mode and scopes; clears a pending fallback.
