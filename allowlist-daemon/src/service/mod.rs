@@ -3,10 +3,12 @@
 //! A change nobody acknowledges is reverted at its deadline ([`revert`]).
 
 mod audit;
+mod durable;
 mod error;
 mod expiry;
 mod feeds;
 mod fleet;
+mod kernel_sync;
 mod lockout;
 mod operations;
 mod policy_cache;
@@ -23,21 +25,18 @@ use std::time::{Duration, Instant};
 use allowlist_common::{Mode, RuleId};
 use time::OffsetDateTime;
 
-use crate::dataplane::{
-    Dataplane, DataplaneError, Enforced, Enforcement, Install, KernelState, Need,
-};
+use crate::dataplane::{Dataplane, DataplaneError, Enforced, KernelState};
 use crate::model::{Expired, Model, ModelError, Settings};
-use crate::policy::Policy;
 use crate::store::Store;
 
 pub use crate::model::GuardedAddress;
 pub use audit::{Actor, append_to_trail, append_unauthenticated, flush_refusal_summaries};
+pub use durable::SaveFailure;
 pub use error::ServiceError;
 pub use fleet::{FleetSnapshot, PendingRelease};
 pub use lockout::Operator;
 pub use preview::{Candidate, MAX_PREVIEW_WINDOW, Preview};
 pub use preview_report::{PortReport, PreviewReport, Side, SourceReport};
-pub use revert::SaveFailure;
 pub use settings::ServiceSettings;
 pub use setup::load_state;
 pub use snapshot::{Published, Snapshot};
@@ -47,28 +46,24 @@ pub use usage::{
 };
 
 use audit::Outcome;
-use policy_cache::PolicyCache;
+use durable::Durable;
+use expiry::ExpiryWatch;
+use kernel_sync::KernelSync;
 
 /// The model, its store and the kernel, kept in step.
 pub struct Service {
     model: Model,
-    store: Store,
-    dataplane: Dataplane,
+    /// The state on disk.
+    durable: Durable,
+    /// The kernel, given each model that is committed.
+    kernel: KernelSync,
     settings: Settings,
     protect_ports: Vec<u16>,
-    enforce_mode: Mode,
     reverts: u64,
-    unsaved: Option<SaveFailure>,
     top_sample: u32,
     published: Published,
-    /// The policy in force, for reuse while its lists stay the same.
-    active_policy: PolicyCache,
-    /// The policy a revert falls back to, likewise.
-    fallback_policy: PolicyCache,
     /// When the next entry expires.
-    next_expiry: Option<OffsetDateTime>,
-    /// The entries held past their time, as last logged.
-    held: std::collections::BTreeSet<crate::model::EntryId>,
+    expiry: ExpiryWatch,
     /// The audit trail.
     audit: std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>>,
     /// Who the changes being made are recorded for.
@@ -135,33 +130,28 @@ impl Service {
         dataplane.stop_preview()?;
         let mut service = Service {
             model,
-            store,
-            dataplane,
+            durable: Durable::new(store),
+            kernel: KernelSync::new(dataplane, config.mode),
             settings,
             protect_ports: config.protect_ports,
-            enforce_mode: config.mode,
             reverts: u64::from(reverted_at_start),
-            unsaved: None,
             top_sample: config.top_sample,
             published: Published::default(),
-            active_policy: PolicyCache::default(),
-            fallback_policy: PolicyCache::default(),
-            next_expiry: None,
-            held: std::collections::BTreeSet::new(),
+            expiry: ExpiryWatch::default(),
             audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
             actor: Actor::default(),
             feeds: feeds::FeedSchedule::default(),
             operators: lockout::RecentOperators::default(),
             preview: None,
         };
-        let before = service.dataplane.kernel_state();
+        let before = service.kernel.dataplane().kernel_state();
         if let Some((_, Duration::ZERO)) = &before.fallback {
             tracing::warn!(
                 "the kernel had already fallen back to the previous policy at the revert deadline"
             );
         }
         service.sync_kernel()?;
-        let after = service.dataplane.kernel_state();
+        let after = service.kernel.dataplane().kernel_state();
         let fallback = |state: &KernelState| state.fallback.as_ref().map(|(e, _)| e.clone());
         if before.active == after.active && fallback(&before) == fallback(&after) {
             tracing::info!(kernel = %describe(&after), "the kernel already enforced the state on disk");
@@ -172,8 +162,7 @@ impl Service {
                 "reconciled the kernel with the state on disk"
             );
         }
-        service.next_expiry = service.model.next_expiry_after(now);
-        service.note_held(&expired);
+        service.expiry.follow(&service.model, now, &expired);
         service.publish();
         Ok(service)
     }
@@ -185,26 +174,26 @@ impl Service {
 
     /// The dataplane (for attaching).
     pub fn dataplane_mut(&mut self) -> &mut Dataplane {
-        &mut self.dataplane
+        self.kernel.dataplane_mut()
     }
 
     /// The counters for readers, through handles of their own.
     pub fn usage(&self) -> Result<Usage, DataplaneError> {
         Ok(Usage::new(
-            self.dataplane.readings().try_clone()?,
+            self.kernel.dataplane().readings().try_clone()?,
             self.top_sample,
         ))
     }
 
     /// Moves the clock the program notes last hits with (every 100 ms).
     pub fn tick_clock(&mut self) -> Result<(), DataplaneError> {
-        self.dataplane.tick_clock()
+        self.kernel.dataplane_mut().tick_clock()
     }
 
     /// Makes the maps again smaller once they have been far larger than the policies in
     /// force need for a while (see [`Dataplane::shrink_due`]).
     pub fn shrink_if_due(&mut self) {
-        if !self.dataplane.shrink_due() {
+        if !self.kernel.dataplane().shrink_due() {
             return;
         }
         match self.sync_kernel() {
@@ -217,74 +206,18 @@ impl Service {
     /// Renews the flow filter of the reply check from the flows still live (every few
     /// seconds); returns the flows it holds.
     pub fn renew_flow_filter(&mut self) -> Result<usize, DataplaneError> {
-        self.dataplane.renew_flow_filter()
-    }
-
-    /// What the kernel must enforce for `model`, whose effective policy is `policy`.
-    fn enforcement(&self, model: &Model, policy: Policy) -> Enforcement {
-        Enforcement {
-            policy,
-            scopes: model.scopes().clone(),
-            mode: if model.enforcing() {
-                self.enforce_mode
-            } else {
-                Mode::Off
-            },
-        }
+        self.kernel.dataplane_mut().renew_flow_filter()
     }
 
     /// Makes the kernel enforce the model and, while a change is pending, fall back by itself
     /// to the state before it at the revert deadline.
     fn sync_kernel(&mut self) -> Result<(), DataplaneError> {
-        let policy = self.active_policy.policy(&self.model);
-        let active = self.enforcement(&self.model, policy);
-        // The kernel's own deadlines of expiring entries, of the policy in force and of the one
-        // a revert falls back to.
-        let mut expiring = self.model.kernel_expiring();
-        let fallback = match self.model.pending() {
-            Some(pending) => {
-                let reverted = self.model.reverted();
-                expiring.extend(reverted.kernel_expiring());
-                let policy = self.fallback_policy.policy(&reverted);
-                Some((self.enforcement(&reverted, policy), pending.revert_at))
-            }
-            None => {
-                self.fallback_policy.clear();
-                None
-            }
-        };
-        // Times left counted once the policies are built (a million entries take a while), so
-        // that no deadline lands in the kernel later than the model has it.
-        let now = OffsetDateTime::now_utc();
-        let fallback = fallback.map(|(enforcement, revert_at)| {
-            let left = Duration::try_from(revert_at - now).unwrap_or(Duration::ZERO);
-            // The deadline the kernel already keeps for this change wins: a wall clock
-            // stepped back (here or while the daemon was down) must not stretch it.
-            let left = self
-                .dataplane
-                .time_to_fallback()
-                .map_or(left, |kernel| kernel.min(left));
-            (enforcement, left)
-        });
-        let deadlines: std::collections::BTreeMap<RuleId, Duration> = expiring
-            .into_iter()
-            .map(|(rule, at)| (rule, Duration::try_from(at - now).unwrap_or(Duration::ZERO)))
-            .collect();
-        // Maps sized to what the policies in force and the rules kept need.
-        let policies = std::iter::once(&active.policy).chain(
-            fallback
-                .as_ref()
-                .map(|(enforcement, _)| &enforcement.policy),
-        );
-        let need = Need::of(policies, self.model.rule_bound());
-        self.dataplane.enforce(
-            need,
-            &Install {
-                active: &active,
-                fallback: fallback.as_ref().map(|(e, left)| (e, *left)),
-                deadlines: &deadlines,
-            },
-        )
+        self.kernel.sync(&self.model)
+    }
+
+    /// What the host enforces now, on one line for audit lines.
+    fn enforced_summary(&self) -> String {
+        summary(&self.model, self.kernel.dataplane().installed_prefixes())
     }
 
     /// Takes the entries whose time has come out of `next` (the kernel must never be given
@@ -300,14 +233,13 @@ impl Service {
             .difference(&next.rules_in_use())
             .filter_map(|rule| RuleId::try_from(rule).ok())
             .collect();
-        self.store.save(&next)?;
-        self.saved();
+        self.durable.save(&next)?;
         let saved = Instant::now();
         let previous = std::mem::replace(&mut self.model, next);
         if let Err(err) = self.sync_kernel() {
             tracing::error!(error = %err, "the kernel refused the change; rolling back");
             self.model = previous;
-            if let Err(save) = self.store.save(&self.model) {
+            if let Err(save) = self.durable.save(&self.model) {
                 tracing::error!(error = %save, "saving the rolled-back state");
             }
             if let Err(sync) = self.sync_kernel() {
@@ -317,10 +249,9 @@ impl Service {
             return Err(err.into());
         }
         let synced = Instant::now();
-        self.next_expiry = self.model.next_expiry_after(now);
-        self.note_held(&expired);
+        self.expiry.follow(&self.model, now, &expired);
         self.publish();
-        if let Err(err) = self.dataplane.reset_rule_hits(&freed) {
+        if let Err(err) = self.kernel.dataplane_mut().reset_rule_hits(&freed) {
             tracing::warn!(rules = freed.len(), error = %err, "zeroing the hits of freed rules");
         }
         tracing::debug!(
@@ -358,11 +289,11 @@ impl Service {
         let value = change(&mut next, &self.settings, OffsetDateTime::now_utc())?;
         tracing::debug!(model_ms = started.elapsed().as_millis() as u64, "changed");
         // The dataplane holds the policy in force: its size needs no second computation.
-        let before = summary(&self.model, self.dataplane.installed_prefixes());
+        let before = self.enforced_summary();
         let previous = self.model.clone();
         let expired = self.commit(next)?;
         self.note_preview_gone();
-        let after = summary(&self.model, self.dataplane.installed_prefixes());
+        let after = self.enforced_summary();
         let mut what = what(&value);
         if expired.changed() {
             what.push_str(&format!("; expired {}", expiry::describe(&expired.removed)));

@@ -127,7 +127,7 @@ impl Service {
             }
         }
         let policy = PolicyCache::default().policy(&model);
-        let enforcement = self.enforcement(&model, policy);
+        let enforcement = self.kernel.enforcement(&model, policy);
         let mut guarded = self.guarded_always()?;
         let found = [
             ("client_ip", operator.client_ip),
@@ -147,7 +147,9 @@ impl Service {
             .collect();
         would_cut.sort_by_key(|g| g.address);
         would_cut.dedup_by(|a, b| a.address == b.address);
-        self.dataplane.start_preview(&enforcement, window)?;
+        self.kernel
+            .dataplane_mut()
+            .start_preview(&enforcement, window)?;
         let preview = Preview {
             candidate: Arc::new(candidate),
             started_at: now,
@@ -165,7 +167,7 @@ impl Service {
         self.end_preview_if_due();
         let sources = match &self.preview {
             Some(preview) if preview.ended.is_none() => {
-                self.dataplane.readings().preview_sources().ok()
+                self.kernel.dataplane().readings().preview_sources().ok()
             }
             _ => None,
         };
@@ -181,11 +183,11 @@ impl Service {
         let Some(preview) = self.preview.as_mut().filter(|p| p.ended.is_none()) else {
             return Ok(());
         };
-        if let Ok(sources) = self.dataplane.readings().preview_sources() {
+        if let Ok(sources) = self.kernel.dataplane().readings().preview_sources() {
             preview.sources = sources;
         }
         preview.ended = Some((OffsetDateTime::now_utc(), why));
-        self.dataplane.stop_preview()?;
+        self.kernel.dataplane_mut().stop_preview()?;
         Ok(())
     }
 
@@ -205,12 +207,12 @@ impl Service {
     /// Notes that the running preview ended when the kernel no longer runs it (the tables
     /// were made again for a change).
     pub(super) fn note_preview_gone(&mut self) {
-        let gone = self.dataplane.preview_left().is_none();
+        let gone = self.kernel.dataplane().preview_left().is_none();
         if let Some(preview) = self.preview.as_mut().filter(|p| p.ended.is_none())
             && gone
             && OffsetDateTime::now_utc() < preview.ends_at
         {
-            if let Ok(sources) = self.dataplane.readings().preview_sources() {
+            if let Ok(sources) = self.kernel.dataplane().readings().preview_sources() {
                 preview.sources = sources;
             }
             preview.ended = Some((

@@ -60,11 +60,11 @@ impl Service {
     pub(super) fn publish(&self) {
         self.published.replace(Snapshot {
             model: self.model.clone(),
-            mode: mode_name(&self.model, self.enforce_mode),
+            mode: mode_name(&self.model, self.kernel.enforce_mode()),
             reverts: self.reverts,
-            unsaved: self.unsaved.clone(),
+            unsaved: self.durable.unsaved().cloned(),
             rule_bound: self.model.rule_bound(),
-            kernel_memory: self.dataplane.kernel_memory(),
+            kernel_memory: self.kernel.dataplane().kernel_memory(),
         });
     }
 }
