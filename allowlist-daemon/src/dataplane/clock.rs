@@ -1,11 +1,6 @@
-//! The kernel's clocks as user space reads them, and the coarse clock the program notes
-//! last hits with.
+//! The kernel's clocks as user space reads them.
 
 use nix::time::{ClockId, clock_gettime};
-
-use super::Dataplane;
-use super::error::{DataplaneError, map_error};
-use allowlist_common::MAP_CLOCK;
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`, which revert deadlines use.
 pub(super) fn monotonic_now_ns() -> u64 {
@@ -25,15 +20,4 @@ fn clock_ns(clock: ClockId) -> u64 {
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::try_from(now.tv_nsec()).unwrap_or(0))
     })
-}
-
-impl Dataplane {
-    /// Sets the clock the program notes last hits with to now; call it every 100 ms or so
-    /// (last hits are as precise as that).
-    pub fn tick_clock(&mut self) -> Result<(), DataplaneError> {
-        self.maps
-            .clock
-            .set(0, coarse_now_ns(), 0)
-            .map_err(map_error(MAP_CLOCK))
-    }
 }

@@ -2,8 +2,6 @@
 //! frames; rate-limited in the kernel), read from its ring buffer by the daemon and written
 //! to its log with the rest.
 
-use super::Dataplane;
-
 /// The reader of the program's log lines: readable when lines wait, [`KernelLog::flush`]
 /// writes them to the `log` facade (which the daemon's tracing subscriber takes).
 pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
@@ -16,13 +14,5 @@ pub(super) fn open(ebpf: &mut aya::Ebpf) -> Option<KernelLog> {
             tracing::debug!(error = %err, "the program's log is not read");
             None
         }
-    }
-}
-
-impl Dataplane {
-    /// The reader of the program's log lines, to be polled where the daemon waits for I/O;
-    /// `None` once taken.
-    pub fn take_kernel_log(&mut self) -> Option<KernelLog> {
-        self.kernel_log.take()
     }
 }

@@ -9,10 +9,11 @@ use aya::programs::tc::SchedClassifierLink;
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, Xdp};
 
-use super::Dataplane;
+use aya::Ebpf;
+
 use super::error::{AdoptError, DataplaneError};
 use super::load::program_mut;
-use super::pins::{read_dir, remove_pin};
+use super::pins::{Pins, read_dir, remove_pin};
 use super::sys::xdp_holder;
 use super::types::{AttachMode, AttachedMode};
 
@@ -29,36 +30,45 @@ pub struct Attachment {
     _egress: Option<FdLink>,
 }
 
-impl Dataplane {
-    /// Attaches the XDP program to `interface` and, when replies pass, the egress program
-    /// that records the host's flows. A link pinned by an earlier daemon is taken over: the
-    /// interface switches to this program in one step. Otherwise, in [`AttachMode::Auto`],
-    /// native mode is tried first, then skb mode.
-    pub fn attach(
-        &mut self,
+/// The object's programs and where their links are pinned: what attaching needs.
+pub(super) struct Programs<'a> {
+    /// The loaded object.
+    pub(super) ebpf: &'a mut Ebpf,
+    /// Where links are pinned; `None`: nowhere.
+    pub(super) pins: Option<&'a Pins>,
+}
+
+impl Attachment {
+    /// Attaches the XDP program of `programs` to `interface` and, with `replies`, the egress
+    /// program that records the host's flows. A link pinned by an earlier daemon is taken
+    /// over: the interface switches to this program in one step. Otherwise, in
+    /// [`AttachMode::Auto`], native mode is tried first, then skb mode.
+    pub(super) fn make(
+        programs: &mut Programs<'_>,
         interface: &str,
         mode: AttachMode,
-    ) -> Result<AttachedMode, DataplaneError> {
+        replies: bool,
+    ) -> Result<Attachment, DataplaneError> {
         let xdp_pin = format!("xdp_{interface}");
-        let (link, attached) = match self.adopt::<Xdp, XdpLink>(PROGRAM_NAME, &xdp_pin)? {
+        let (link, attached) = match programs.adopt::<Xdp, XdpLink>(PROGRAM_NAME, &xdp_pin)? {
             Some(link) => (link, AttachedMode::Adopted),
             None => {
                 check_holder(interface)?;
-                let (link, attached) = self.attach_xdp(interface, mode)?;
-                (self.pin_link(link, &xdp_pin)?, attached)
+                let (link, attached) = programs.attach_xdp(interface, mode)?;
+                (programs.pin_link(link, &xdp_pin)?, attached)
             }
         };
         let egress_pin = format!("egress_{interface}");
-        let egress = if self.config.current().replies != 0 {
-            let adopted = self
+        let egress = if replies {
+            let adopted = programs
                 .adopt::<SchedClassifier, SchedClassifierLink>(EGRESS_PROGRAM_NAME, &egress_pin)?;
             let link = match adopted {
                 Some(link) => link,
-                None => match self.attach_egress(interface) {
-                    Ok(link) => self.pin_link(link, &egress_pin)?,
+                None => match programs.attach_egress(interface) {
+                    Ok(link) => programs.pin_link(link, &egress_pin)?,
                     Err(err) => {
                         if attached != AttachedMode::Adopted {
-                            self.unpin_link(&xdp_pin)?;
+                            programs.unpin_link(&xdp_pin)?;
                         }
                         return Err(err);
                     }
@@ -66,23 +76,21 @@ impl Dataplane {
             };
             Some(link)
         } else {
-            self.unpin_link(&egress_pin)?;
+            programs.unpin_link(&egress_pin)?;
             None
         };
-        self.assign_slot(interface)?;
-        self.attachments.push(Attachment {
+        Ok(Attachment {
             interface: interface.to_owned(),
             mode: attached,
             _link: link,
             _egress: egress,
-        });
-        Ok(attached)
+        })
     }
 
     /// Fails with [`DataplaneError::Occupied`], naming the program, when an XDP program
     /// holds `interface` that no link pinned under `pin_root` (any layout version) attached:
     /// not this daemon's, which the attach takes over. Nothing is touched: it only asks.
-    pub fn check_free(pin_root: &Path, interface: &str) -> Result<(), DataplaneError> {
+    pub(super) fn check_free(pin_root: &Path, interface: &str) -> Result<(), DataplaneError> {
         let pin = format!("xdp_{interface}");
         let pinned = read_dir(pin_root)
             .unwrap_or_default()
@@ -93,17 +101,13 @@ impl Dataplane {
         }
         check_holder(interface)
     }
+}
 
-    /// The current attachments.
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
-    }
-
+impl Programs<'_> {
     /// Detaches from every interface not in `interfaces` that an earlier daemon attached to,
-    /// and removes pins of other layout versions. Call after [`Dataplane::attach`]ing to every
-    /// configured interface.
-    pub fn release_others(&mut self, interfaces: &[String]) -> Result<(), DataplaneError> {
-        let Some(pins) = &self.pins else {
+    /// and removes pins of other layout versions.
+    pub(super) fn release_others(&self, interfaces: &[String]) -> Result<(), DataplaneError> {
+        let Some(pins) = self.pins else {
             return Ok(());
         };
         for path in read_dir(&pins.dir)? {
@@ -136,7 +140,7 @@ impl Dataplane {
         L: TryFrom<FdLink, Error = LinkError>,
         for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
     {
-        let Some(pins) = &self.pins else {
+        let Some(pins) = self.pins else {
             return Ok(None);
         };
         let candidates: Vec<PathBuf> = std::iter::once(&pins.dir)
@@ -146,7 +150,7 @@ impl Dataplane {
             .collect();
         let own = pins.dir.join(file);
         for path in candidates {
-            let owner = program_mut::<P>(&mut self.ebpf, program)?;
+            let owner = program_mut::<P>(self.ebpf, program)?;
             match take_over(owner, &path) {
                 Ok(link) if path == own => return Ok(Some(link)),
                 Ok(link) => {
@@ -175,7 +179,7 @@ impl Dataplane {
 
     /// Pins `link` as `file` when pinning; returns it either way.
     fn pin_link(&self, link: FdLink, file: &str) -> Result<FdLink, DataplaneError> {
-        let Some(pins) = &self.pins else {
+        let Some(pins) = self.pins else {
             return Ok(link);
         };
         let path = pins.dir.join(file);
@@ -186,7 +190,7 @@ impl Dataplane {
 
     /// Removes the pin `file` of this layout, if any: the link goes when nothing holds it.
     fn unpin_link(&self, file: &str) -> Result<(), DataplaneError> {
-        match &self.pins {
+        match self.pins {
             Some(pins) => remove_pin(&pins.dir.join(file)),
             None => Ok(()),
         }
@@ -199,7 +203,7 @@ impl Dataplane {
             // Before TCX, TC programs hang off a clsact qdisc; it may exist already.
             let _ = aya::programs::tc::qdisc_add_clsact(interface);
         }
-        let program = program_mut::<SchedClassifier>(&mut self.ebpf, EGRESS_PROGRAM_NAME)?;
+        let program = program_mut::<SchedClassifier>(self.ebpf, EGRESS_PROGRAM_NAME)?;
         let attach_error = |source| DataplaneError::AttachEgress {
             interface: interface.to_owned(),
             source,
@@ -221,7 +225,7 @@ impl Dataplane {
             AttachMode::Native => &[AttachedMode::Native],
             AttachMode::Skb => &[AttachedMode::Skb],
         };
-        let program = program_mut::<Xdp>(&mut self.ebpf, PROGRAM_NAME)?;
+        let program = program_mut::<Xdp>(self.ebpf, PROGRAM_NAME)?;
         let attach_error = |source| DataplaneError::Attach {
             interface: interface.to_owned(),
             mode,

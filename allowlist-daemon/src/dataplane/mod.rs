@@ -2,10 +2,12 @@
 //! the TC egress flow recorder, pins their maps and links, attaches them to interfaces,
 //! writes policies into generations and switches between them, and reads the counters.
 //!
-//! One concern per file: [`types`] and [`error`] at the bottom, the pure [`codec`] of map
-//! bytes, then [`load`] (the object), [`maps`] (typed handles), [`pins`] (bpffs), [`links`]
-//! (attachments), [`generations`] (policies, their records and the switch) with [`ranges`]
-//! (the range tables a generation holds), [`counters`], [`readings`], [`flow_filter`],
+//! [`Dataplane`] composes types that own their maps: [`config_slots`] (the configuration and
+//! the one write that switches it), [`generations`] (what each generation holds, and where a
+//! new policy goes), [`ranges`] (the range tables a generation holds) and [`maps`] (the
+//! other maps' typed handles). Around them, one concern per file: [`types`] and [`error`] at
+//! the bottom, the pure [`codec`] of map bytes, [`load`] (the object), [`pins`] (bpffs),
+//! [`links`] (attachments), [`resize`], [`counters`], [`readings`], [`flow_filter`],
 //! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`](mod@bench) with `bench`.
 
 #[cfg(feature = "bench")]
@@ -41,7 +43,7 @@ mod types;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use allowlist_common::MAP_RULE_HITS;
+use allowlist_common::{MAP_CLOCK, MAP_RULE_HITS};
 use aya::Ebpf;
 use aya::maps::{IterableMap as _, MapData};
 
@@ -68,10 +70,12 @@ use clock::monotonic_now_ns;
 use codec::raw_enforcement;
 use config_slots::ConfigSlots;
 use generations::{Found, Generations};
+use links::Programs;
 use maps::Maps;
 use pins::Pins;
 use ranges::RangeTables;
 use readings::Slots;
+use rule_expiry::RuleExpiries;
 
 /// The loaded programs and their maps.
 pub struct Dataplane {
@@ -94,12 +98,10 @@ pub struct Dataplane {
     attachments: Vec<Attachment>,
     /// The reader of the program's log lines, until the daemon takes it.
     kernel_log: Option<KernelLog>,
-    /// The deadlines written to the rule hit array (coarse seconds), by rule.
-    rule_expiries: std::collections::BTreeMap<allowlist_common::RuleId, u32>,
+    /// The deadlines of the rules of expiring entries in the kernel.
+    rule_expiries: RuleExpiries,
     /// A descriptor of each map, to read its kernel memory.
     memory: memory::MemoryProbe,
-    /// The rules the policies being installed flag: the others' deadlines go once they are.
-    rule_expiries_wanted: std::collections::BTreeSet<allowlist_common::RuleId>,
     /// Since when the maps have been far larger than the policies in force need (they are
     /// made again smaller once that has lasted [`resize::SHRINK_AFTER`]).
     oversized_since: Option<std::time::Instant>,
@@ -148,8 +150,7 @@ impl Dataplane {
             attachments: Vec::new(),
             kernel_log,
             memory,
-            rule_expiries: std::collections::BTreeMap::new(),
-            rule_expiries_wanted: std::collections::BTreeSet::new(),
+            rule_expiries: RuleExpiries::default(),
             oversized_since: None,
         })
     }
@@ -252,6 +253,65 @@ impl Dataplane {
         maps.extend(self.generations.maps());
         maps.extend(self.tables.maps());
         maps
+    }
+
+    /// Sets the clock the program notes last hits with to now; call it every 100 ms or so
+    /// (last hits are as precise as that).
+    pub fn tick_clock(&mut self) -> Result<(), DataplaneError> {
+        self.maps
+            .clock
+            .set(0, clock::coarse_now_ns(), 0)
+            .map_err(error::map_error(MAP_CLOCK))
+    }
+
+    /// The reader of the program's log lines, to be polled where the daemon waits for I/O;
+    /// `None` once taken.
+    pub fn take_kernel_log(&mut self) -> Option<KernelLog> {
+        self.kernel_log.take()
+    }
+
+    /// Attaches the XDP program to `interface` and, when replies pass, the egress program
+    /// that records the host's flows, and gives the interface a counter slot. A link pinned
+    /// by an earlier daemon is taken over: the interface switches to this program in one
+    /// step. Otherwise, in [`AttachMode::Auto`], native mode is tried first, then skb mode.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let replies = self.config.current().replies != 0;
+        let attachment = Attachment::make(&mut self.programs(), interface, mode, replies)?;
+        self.assign_slot(interface)?;
+        let attached = attachment.mode;
+        self.attachments.push(attachment);
+        Ok(attached)
+    }
+
+    /// Fails with [`DataplaneError::Occupied`], naming the program, when an XDP program
+    /// holds `interface` that no link pinned under `pin_root` (any layout version) attached:
+    /// not this daemon's, which the attach takes over. Nothing is touched: it only asks.
+    pub fn check_free(pin_root: &Path, interface: &str) -> Result<(), DataplaneError> {
+        Attachment::check_free(pin_root, interface)
+    }
+
+    /// The current attachments.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Detaches from every interface not in `interfaces` that an earlier daemon attached to,
+    /// and removes pins of other layout versions. Call after [`Dataplane::attach`]ing to every
+    /// configured interface.
+    pub fn release_others(&mut self, interfaces: &[String]) -> Result<(), DataplaneError> {
+        self.programs().release_others(interfaces)
+    }
+
+    /// The object's programs, with where their links are pinned.
+    fn programs(&mut self) -> Programs<'_> {
+        Programs {
+            ebpf: &mut self.ebpf,
+            pins: self.pins.as_ref(),
+        }
     }
 
     /// The kernel memory each map takes now, by name.

@@ -13,8 +13,10 @@ use aya::maps::IterableMap as _;
 
 use super::Dataplane;
 use super::capacity::Need;
+use super::clock::coarse_now_ns;
 use super::error::DataplaneError;
 use super::readings::each_rule_window;
+use super::rule_expiry::write_deadlines;
 use super::sys::Access;
 use super::types::{AttachMode, Capacity, Enforcement};
 
@@ -137,9 +139,25 @@ impl Dataplane {
 
     /// Writes `install` into this object's maps.
     fn write(&mut self, install: &Install<'_>) -> Result<(), DataplaneError> {
-        self.set_rule_expiries(install.deadlines)?;
+        if let Some(rule) = install
+            .deadlines
+            .keys()
+            .find(|rule| **rule >= self.capacity.rules)
+        {
+            return Err(DataplaneError::RuleOutOfRange {
+                rule: *rule,
+                capacity: self.capacity.rules,
+            });
+        }
+        let now = Duration::from_nanos(coarse_now_ns());
+        let rule_hits = &self.maps.rule_hits;
+        self.rule_expiries.set(install.deadlines, now, |words| {
+            write_deadlines(rule_hits, words)
+        })?;
         self.install(install.active, install.fallback)?;
-        self.retire_rule_expiries()
+        let rule_hits = &self.maps.rule_hits;
+        self.rule_expiries
+            .retire(|words| write_deadlines(rule_hits, words))
     }
 
     /// Loads a new object of `capacity` beside this one, writes `install` and the hits so far
