@@ -116,7 +116,9 @@ async fn run() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let args =
+        <Args as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     match &args.command {
         Some(Command::Completions { shell }) => {
             let mut command = <Args as clap::CommandFactory>::command();
@@ -156,38 +158,42 @@ async fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     let options = match &args.config {
-        Some(path) => args.options.or(Options::from_file(path)?),
+        Some(path) => Options::from_file(path)?
+            .overridden_by(&matches)
+            .with_context(|| format!("putting the flags over {}", path.display()))?,
         None => args.options,
     };
     let config = options.resolve()?;
     // An interface that is not there refuses the start before the kernel is touched, unless
     // it is to be waited for.
     let absent: Vec<String> = config
-        .interfaces
+        .options
+        .iface
         .iter()
         .filter(|name| !interface_exists(name))
         .cloned()
         .collect();
     if let Some(interface) = absent.first() {
         anyhow::ensure!(
-            config.wait_for_interfaces,
+            config.options.wait_for_iface,
             "there is no interface {interface} here: name one `ip link` lists, or give \
              --wait-for-iface to attach to it once it appears"
         );
     }
     // So does one that another XDP program holds (named, with what to do).
     for interface in config
-        .interfaces
+        .options
+        .iface
         .iter()
         .filter(|name| !absent.contains(name))
     {
-        Dataplane::check_free(&config.pin_dir, interface)?;
+        Dataplane::check_free(&config.options.pin_dir, interface)?;
     }
 
     // The state is read and checked before the kernel is touched: a bad state file changes
     // nothing there.
     let started = std::time::Instant::now();
-    let mut store = Store::open(&config.state_dir)?;
+    let mut store = Store::open(&config.options.state_dir)?;
     let service_settings = config.service();
     let saved = load_state(&service_settings, &mut store)?;
     tracing::debug!(
@@ -202,8 +208,8 @@ async fn run() -> anyhow::Result<()> {
     // start that fails leaves no program attached and nothing pinned. Connections wait in the
     // backlog until the policy is enforced and the API serves.
     let server = Server::bind(&config.server).await?;
-    let mut dataplane =
-        Dataplane::open(&config.pin_dir, config.max_flows).context("loading the XDP program")?;
+    let mut dataplane = Dataplane::open(&config.options.pin_dir, config.options.max_flows)
+        .context("loading the XDP program")?;
     if let Some(kernel_log) = dataplane.take_kernel_log() {
         tokio::spawn(relay_kernel_log(kernel_log));
     }
@@ -216,9 +222,9 @@ async fn run() -> anyhow::Result<()> {
             "{} holds no state, but the kernel enforces a policy an earlier allowlistd pinned \
              under {}; restore the state file, or run `allowlistd teardown --pin-dir {}` to \
              start afresh",
-            config.state_dir.display(),
-            config.pin_dir.display(),
-            config.pin_dir.display()
+            config.options.state_dir.display(),
+            config.options.pin_dir.display(),
+            config.options.pin_dir.display()
         );
     }
     let mut service = Service::start(
@@ -232,7 +238,7 @@ async fn run() -> anyhow::Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "the kernel enforces the state"
     );
-    for interface in &config.interfaces {
+    for interface in &config.options.iface {
         if absent.contains(interface) {
             tracing::warn!(
                 interface,
@@ -242,13 +248,13 @@ async fn run() -> anyhow::Result<()> {
         }
         let mode = service
             .dataplane_mut()
-            .attach(interface, config.xdp_mode)
+            .attach(interface, config.options.xdp_mode.into())
             .with_context(|| format!("attaching to {interface}"))?;
         tracing::info!(interface, %mode, "attached");
     }
     service
         .dataplane_mut()
-        .release_others(&config.interfaces)
+        .release_others(&config.options.iface)
         .context("releasing interfaces no longer configured")?;
     tracing::info!(
         enforcing = service.model().enforcing(),
@@ -289,10 +295,10 @@ async fn run() -> anyhow::Result<()> {
         tokio::spawn(attach_when_present(
             service.clone(),
             absent,
-            config.xdp_mode,
+            config.options.xdp_mode.into(),
         ));
     }
-    tokio::spawn(log_counters(usage.clone(), config.stats_interval));
+    tokio::spawn(log_counters(usage.clone(), config.options.stats_interval));
     let fleet = config.fleet.clone().map(|fleet| {
         let view = Arc::new(Mutex::new(FleetView::new(&fleet)));
         tokio::spawn(Follower::new(fleet, service.clone(), view.clone()).run());
@@ -304,7 +310,7 @@ async fn run() -> anyhow::Result<()> {
             service: service.clone(),
             published,
             usage: usage.clone(),
-            metrics_top_entries: config.metrics_top_entries,
+            metrics_top_entries: config.options.metrics_top_entries,
             token: Arc::new(token),
             requests: Arc::default(),
             fleet,
@@ -329,7 +335,7 @@ async fn run() -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     log_counters_now(&usage);
     tracing::info!(
-        pins = %config.pin_dir.display(),
+        pins = %config.options.pin_dir.display(),
         "stopped; the policy stays enforced (`allowlistd teardown` removes it)"
     );
     Ok(())

@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, HumanDuration, from_str};
+use super::{ConfigError, defaults, duration};
 use crate::server::{ListenAddress, ServerSettings, TlsFiles};
 
 /// Where the API listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
 
 /// How the admin API is served, as flags and the `[api]` table give it.
-#[derive(Debug, Default, Clone, clap::Args, Deserialize, merge::Merge)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[merge(strategy = merge::option::overwrite_none)]
+#[derive(Debug, Clone, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ApiOptions {
     /// TLS certificate (PEM, with its intermediates) for the admin API; with --tls-key.
     /// Needed to listen on an address other than loopback.
@@ -29,8 +28,6 @@ pub struct ApiOptions {
     /// Serve plain HTTP on an address other than loopback. Anyone on the path can then read
     /// the admin token and take over the firewall: use TLS or a unix socket instead.
     #[arg(long)]
-    #[serde(default)]
-    #[merge(strategy = merge::bool::overwrite_false)]
     pub insecure_listen: bool,
 
     /// Group allowed to use the unix socket (mode 0660) besides the daemon's user, which must
@@ -41,35 +38,36 @@ pub struct ApiOptions {
     /// API connections open at once, 1 to 65536: at the limit, a new one closes the one that
     /// has waited longest for a request (idle ones first). Each takes an open file: the
     /// daemon raises its soft limit as needed and refuses to start if the hard limit
-    /// (LimitNOFILE) cannot hold them [default: 256].
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
+    /// (LimitNOFILE) cannot hold them.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
 
     /// Time a client has to send a request's headers (and its TLS handshake), also when a
     /// kept-alive connection waits for its next request: idle or stalled connections are
-    /// closed after it, 1s to 5m [default: 10s].
-    #[arg(long, value_name = "DURATION")]
-    #[serde(default, deserialize_with = "from_str")]
-    pub header_timeout: Option<HumanDuration>,
+    /// closed after it, 1s to 5m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
 
     /// Time a client has to send a request's body once its headers are in (408 after it),
-    /// 1s to 1h [default: 60s].
-    #[arg(long, value_name = "DURATION")]
-    #[serde(default, deserialize_with = "from_str")]
-    pub request_timeout: Option<HumanDuration>,
+    /// 1s to 1h.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiOptions {
+    /// The defaults `--help` shows.
+    fn default() -> Self {
+        defaults()
+    }
 }
 
 impl ApiOptions {
     /// The serving settings for `listen`, checked: an address beyond loopback needs TLS or
     /// --insecure-listen; TLS and the socket group each need their kind of address.
-    pub fn resolve(self, listen: Option<ListenAddress>) -> Result<ServerSettings, ConfigError> {
+    pub fn resolve(self, listen: ListenAddress) -> Result<ServerSettings, ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        let listen = match listen {
-            Some(listen) => listen,
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|err: String| ConfigError::Invalid(err))?,
-        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -102,11 +100,9 @@ impl ApiOptions {
             listen,
             tls,
             socket_group: self.socket_group,
-            max_connections: self.max_connections.unwrap_or(256),
-            header_timeout: self.header_timeout.map_or(Duration::from_secs(10), |d| d.0),
-            body_timeout: self
-                .request_timeout
-                .map_or(Duration::from_secs(60), |d| d.0),
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.request_timeout,
         };
         if !(1..=65_536).contains(&settings.max_connections) {
             return invalid(format!(
@@ -136,7 +132,7 @@ mod tests {
 
     fn resolve(listen: &str, options: ApiOptions) -> Result<ServerSettings, String> {
         options
-            .resolve(Some(listen.parse().expect("address")))
+            .resolve(listen.parse().expect("address"))
             .map_err(|err| err.to_string())
     }
 
@@ -191,15 +187,17 @@ mod tests {
 
     #[test]
     fn the_defaults_bound_slow_and_many_clients() {
-        let settings = ApiOptions::default().resolve(None).expect("defaults");
+        let listen = DEFAULT_LISTEN.parse().expect("the default address");
+        let settings = ApiOptions::default().resolve(listen).expect("defaults");
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.max_connections, 256);
         assert_eq!(settings.header_timeout, Duration::from_secs(10));
         assert_eq!(settings.body_timeout, Duration::from_secs(60));
         let zero = ApiOptions {
-            max_connections: Some(0),
+            max_connections: 0,
             ..ApiOptions::default()
         };
-        assert!(zero.resolve(None).is_err());
+        let listen = DEFAULT_LISTEN.parse().expect("the default address");
+        assert!(zero.resolve(listen).is_err());
     }
 }

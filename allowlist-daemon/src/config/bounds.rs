@@ -102,44 +102,45 @@ fn check_count(
 
 /// Checks every setting of `config` against its bound.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
-    if config.interfaces.is_empty() {
+    let options = &config.options;
+    if options.iface.is_empty() {
         return refuse("no interface to guard: give --iface".into());
     }
-    if config.ack_max < ACK_MAX_MIN || config.ack_max > ACK_MAX_MAX {
+    if options.ack_max < ACK_MAX_MIN || options.ack_max > ACK_MAX_MAX {
         return refuse(format!(
             "--ack-max {} is out of range: give {} to {}, so that a change nobody acknowledges \
              comes back within a day",
-            human(config.ack_max),
+            human(options.ack_max),
             human(ACK_MAX_MIN),
             human(ACK_MAX_MAX)
         ));
     }
-    if config.ack_min > config.ack_max {
+    if options.ack_min > options.ack_max {
         return refuse(format!(
             "--ack-min {} is longer than --ack-max {}",
-            human(config.ack_min),
-            human(config.ack_max)
+            human(options.ack_min),
+            human(options.ack_max)
         ));
     }
-    if config.ack_max - config.ack_min < ACK_WINDOW_MIN {
+    if options.ack_max - options.ack_min < ACK_WINDOW_MIN {
         return refuse(format!(
             "--ack-min {} and --ack-max {} leave no time to acknowledge: keep at least {} \
              between them",
-            human(config.ack_min),
-            human(config.ack_max),
+            human(options.ack_min),
+            human(options.ack_max),
             human(ACK_WINDOW_MIN)
         ));
     }
     check_count(
         "--audit-max-bytes",
-        usize::try_from(config.audit_max_bytes).unwrap_or(usize::MAX),
+        usize::try_from(options.audit_max_bytes).unwrap_or(usize::MAX),
         64 << 10,
         1 << 30,
         "",
     )?;
     check_range(
         "--max-entry-ttl",
-        config.max_entry_ttl,
+        options.max_entry_ttl,
         (
             Duration::from_secs(60),
             Duration::from_secs(366 * 24 * 3600),
@@ -147,7 +148,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     )?;
     check_count(
         "--max-entries",
-        config.max_entries,
+        options.max_entries,
         1,
         MAX_ENTRIES_MAX,
         " (at load the kernel allocates 32 bytes per entry for every possible CPU for hit \
@@ -156,27 +157,27 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     )?;
     check_count(
         "--max-flows",
-        config.max_flows as usize,
+        options.max_flows as usize,
         1,
         MAX_FLOWS_MAX as usize,
         " (the kernel preallocates every flow)",
     )?;
-    check_count("--max-lists", config.max_lists, 1, MAX_LISTS_MAX, "")?;
+    check_count("--max-lists", options.max_lists, 1, MAX_LISTS_MAX, "")?;
     check_count(
         "--max-name-len",
-        config.max_name_len,
+        options.max_name_len,
         1,
         MAX_NAME_LEN_MAX,
         "",
     )?;
     check_count(
         "--max-description-len",
-        config.max_description_len,
+        options.max_description_len,
         0,
         MAX_DESCRIPTION_LEN_MAX,
         "",
     )?;
-    let min_body = min_body_bytes(config.max_name_len, config.max_description_len);
+    let min_body = min_body_bytes(options.max_name_len, options.max_description_len);
     check_count(
         "--max-body-bytes",
         config.max_body_bytes,
@@ -185,19 +186,19 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
         &format!(
             " (a request for one entry with the longest name and descriptions that \
              --max-name-len {} and --max-description-len {} allow takes up to {min_body} bytes)",
-            config.max_name_len, config.max_description_len
+            options.max_name_len, options.max_description_len
         ),
     )?;
     check_count(
         "--metrics-top-entries",
-        config.metrics_top_entries,
+        options.metrics_top_entries,
         0,
         METRICS_TOP_ENTRIES_MAX,
         " (each is a series of its own in every scrape)",
     )?;
     check_range(
         "--stats-interval",
-        config.stats_interval,
+        options.stats_interval,
         STATS_INTERVAL_RANGE,
     )?;
     for (flag, timeout) in [
@@ -207,7 +208,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     ] {
         check_range(flag, timeout, REPLY_TIMEOUT_RANGE)?;
     }
-    if config.protect_ports.contains(&0) {
+    if options.protect_port.contains(&0) {
         return refuse("--protect-port 0 is no port: give 1 to 65535".into());
     }
     Ok(())

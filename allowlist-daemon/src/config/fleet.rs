@@ -10,15 +10,12 @@ use crate::fleet::signature::Trust;
 use crate::fleet::{EtcdOptions, FleetConfig};
 
 /// How this host follows a fleet; all unset: it follows none.
-#[derive(Debug, Default, Clone, clap::Args, Deserialize, merge::Merge)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[merge(strategy = merge::option::overwrite_none)]
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FleetOptions {
     /// etcd endpoints of the fleet to follow (http://10.0.0.5:2379, https://...); repeat or
     /// separate with commas.
     #[arg(long = "fleet-endpoints", value_name = "URL", value_delimiter = ',')]
-    #[serde(default)]
-    #[merge(strategy = merge::vec::overwrite_empty)]
     pub endpoints: Vec<String>,
 
     /// The fleet to follow (letters, digits, `.`, `_`, `-`).

@@ -1,6 +1,15 @@
 //! Tests of the options: flags, a TOML file, defaults and bounds merged and checked.
 
+use clap::Args as _;
+
 use super::*;
+
+/// `args` as `allowlistd`'s command line gives them.
+fn command_line(args: &[&str]) -> clap::ArgMatches {
+    Options::augment_args(clap::Command::new("allowlistd"))
+        .try_get_matches_from(std::iter::once("allowlistd").chain(args.iter().copied()))
+        .expect("the command line parses")
+}
 
 #[test]
 fn a_toml_file_fills_what_flags_leave_unset() {
@@ -21,21 +30,26 @@ fn a_toml_file_fills_what_flags_leave_unset() {
         "#,
     )
     .expect("parse");
-    let flags = Options {
-        ack_min: Some("30s".parse().expect("duration")),
-        ..Options::default()
-    };
-    let config = flags.or(file).resolve().expect("resolve");
-    assert_eq!(config.interfaces, ["eth1", "eth2"]);
-    assert!(config.wait_for_interfaces);
+    let config = file
+        .overridden_by(&command_line(&["--ack-min", "30s"]))
+        .expect("merge")
+        .resolve()
+        .expect("resolve");
+    let options = &config.options;
+    assert_eq!(options.iface, ["eth1", "eth2"]);
+    assert!(options.wait_for_iface);
     assert_eq!(
         config.always_allow[0],
         "192.0.2.7/32".parse::<IpNet>().expect("literal")
     );
-    assert_eq!(config.ack_min, Duration::from_secs(30), "the flag wins");
-    assert_eq!(config.ack_max, Duration::from_secs(180));
-    assert_eq!(config.xdp_mode, AttachMode::Skb);
-    assert_eq!(config.protect_ports, [22, 2222]);
+    assert_eq!(options.ack_min, Duration::from_secs(30), "the flag wins");
+    assert_eq!(
+        options.ack_max,
+        Duration::from_secs(180),
+        "a flag left out leaves the file's value, not its default"
+    );
+    assert_eq!(AttachMode::from(options.xdp_mode), AttachMode::Skb);
+    assert_eq!(options.protect_port, [22, 2222]);
     assert!(!config.replies.enabled);
     assert_eq!(config.replies.udp_timeout, Duration::from_secs(5));
     assert_eq!(config.reply_openers.tcp, None);
@@ -49,7 +63,7 @@ fn a_toml_file_fills_what_flags_leave_unset() {
         std::collections::BTreeSet::from([47, 50])
     );
     assert_eq!(
-        config
+        options
             .protect
             .iter()
             .map(ToString::to_string)
@@ -71,18 +85,39 @@ fn the_defaults_are_the_windows_operators_know() {
     }
     .resolve()
     .expect("resolve");
-    assert_eq!(config.ack_min, Duration::from_secs(60));
-    assert_eq!(config.ack_max, Duration::from_secs(120));
-    assert_eq!(config.protect_ports, [22]);
+    let options = &config.options;
+    assert_eq!(options.ack_min, Duration::from_secs(60));
+    assert_eq!(options.ack_max, Duration::from_secs(120));
+    assert_eq!(options.protect_port, [22]);
     assert_eq!(
         config.max_body_bytes,
         262_144 * 128 + bounds::min_body_bytes(128, 1024),
         "a replace of the largest list with short descriptions fits, and no more"
     );
-    assert_eq!(config.state_dir, PathBuf::from("/var/lib/allowlistd"));
-    assert_eq!(config.mode, Mode::Enforce);
+    assert_eq!(options.state_dir, PathBuf::from("/var/lib/allowlistd"));
+    assert_eq!(Mode::from(options.mode), Mode::Enforce);
     assert_eq!(config.replies, Replies::default());
-    assert!(config.protect.is_empty());
+    assert!(options.protect.is_empty());
+    assert_eq!(config.server.max_connections, 256);
+}
+
+#[test]
+fn a_file_that_leaves_an_option_out_gets_the_default_help_shows() {
+    let file: Options = toml::from_str("").expect("an empty file");
+    let flags = Options::default();
+    assert_eq!(format!("{file:?}"), format!("{flags:?}"));
+    let help = Options::augment_args(clap::Command::new("allowlistd"))
+        .render_long_help()
+        .to_string();
+    for shown in [
+        "[default: 60s]",
+        "[default: 120s]",
+        "[default: 127.0.0.1:9180]",
+        "[default: /sys/fs/bpf/allowlist]",
+        "[default: 256]",
+    ] {
+        assert!(help.contains(shown), "--help shows {shown}");
+    }
 }
 
 #[test]
@@ -90,8 +125,8 @@ fn the_shipped_example_config_is_valid() {
     let example: Options = toml::from_str(include_str!("../../../packaging/allowlistd.toml"))
         .expect("packaging/allowlistd.toml parses");
     let config = example.resolve().expect("resolves");
-    assert_eq!(config.interfaces, ["eth0"]);
-    assert_eq!(config.ack_min, Duration::from_secs(60));
+    assert_eq!(config.options.iface, ["eth0"]);
+    assert_eq!(config.options.ack_min, Duration::from_secs(60));
     assert_eq!(
         config.server.listen,
         crate::server::ListenAddress::Unix("/run/allowlistd/api.sock".into()),
@@ -106,7 +141,7 @@ fn bad_files_and_windows_are_refused() {
     assert!(err.to_string().contains("did you mean 10.0.0.0/8"), "{err}");
     let options = Options {
         iface: vec!["eth1".into()],
-        ack_min: Some("3m".parse().expect("duration")),
+        ack_min: Duration::from_secs(180),
         ..Options::default()
     };
     assert!(
@@ -185,18 +220,64 @@ fn a_flag_list_replaces_the_file_s_and_tables_merge_field_by_field() {
         "#,
     )
     .expect("parse");
-    let flags = Options {
-        iface: vec!["eth9".into()],
-        fleet: FleetOptions {
-            host_name: Some("web-1".into()),
-            ..FleetOptions::default()
-        },
-        ..Options::default()
-    };
-    let merged = flags.or(file);
+    let merged = file
+        .overridden_by(&command_line(&["--iface", "eth9", "--host-name", "web-1"]))
+        .expect("merge");
     assert_eq!(merged.iface, ["eth9"], "the flags' list, not both");
     assert_eq!(merged.fleet.name.as_deref(), Some("web"));
     assert_eq!(merged.fleet.endpoints, ["http://10.0.0.5:2379"]);
     assert_eq!(merged.fleet.host_name.as_deref(), Some("web-1"));
-    assert_eq!(merged.api.max_connections, Some(50));
+    assert_eq!(merged.api.max_connections, 50);
+    assert_eq!(
+        merged.api.header_timeout,
+        Duration::from_secs(10),
+        "what the table leaves out keeps its default"
+    );
+}
+
+#[test]
+fn the_readme_s_flag_table_gives_the_defaults_the_code_has() {
+    let command = Options::augment_args(clap::Command::new("allowlistd"));
+    let default_of = |flag: &str| -> Option<String> {
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(flag))?;
+        let values: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|value| value.to_string_lossy().into_owned())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let readme = include_str!("../../../README.md");
+    let mut compared = 0;
+    for row in readme.lines().filter(|line| line.starts_with("| `--")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let [flags, defaults, ..] = cells[..] else {
+            continue;
+        };
+        let separator = if flags.contains(" / ") { " / " } else { ", " };
+        let flags: Vec<&str> = flags.trim_start_matches("| ").split(separator).collect();
+        let defaults: Vec<&str> = defaults.split(separator).collect();
+        if flags.len() != defaults.len() {
+            continue;
+        }
+        for (flag, documented) in flags.iter().zip(defaults) {
+            let name = flag
+                .trim_matches('`')
+                .trim_start_matches("--")
+                .split([' ', '`'])
+                .next()
+                .unwrap_or_default();
+            if let Some(default) = default_of(name) {
+                assert_eq!(
+                    documented.trim_matches('`'),
+                    default,
+                    "the README's default of --{name}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 15, "only {compared} defaults compared");
 }
