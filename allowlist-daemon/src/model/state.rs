@@ -36,6 +36,24 @@ pub struct Settings {
     pub max_entry_ttl: Duration,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// Small limits for unit tests: 4 lists, 8 entries, 16 rule ids, names of 16 characters,
+    /// acknowledgement from 60 s to 120 s, entries living up to 7 days.
+    pub(crate) fn small() -> Settings {
+        Settings {
+            max_lists: 4,
+            max_entries: 8,
+            max_name_len: 16,
+            max_description_len: 20,
+            ack_min: Duration::from_secs(60),
+            ack_max: Duration::from_secs(120),
+            rule_capacity: 16,
+            max_entry_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
 /// Makes ids never used before, for new lists and entries.
 pub trait NewIds {
     /// A new list id (`al_...`).

@@ -98,16 +98,7 @@ mod tests {
 
     #[test]
     fn the_watch_is_due_from_the_earliest_expiry_of_the_model_it_follows() {
-        let settings = Settings {
-            max_lists: 4,
-            max_entries: 8,
-            max_name_len: 16,
-            max_description_len: 20,
-            ack_min: Duration::from_secs(60),
-            ack_max: Duration::from_secs(120),
-            rule_capacity: 16,
-            max_entry_ttl: Duration::from_secs(24 * 3600),
-        };
+        let settings = Settings::small();
         let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000);
         let entry = |cidr: &str, ttl: &str| EntryInput {
             cidr: cidr.into(),

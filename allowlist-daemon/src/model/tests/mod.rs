@@ -9,7 +9,6 @@ mod saved;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use time::OffsetDateTime;
@@ -18,16 +17,7 @@ use super::*;
 use crate::policy::PortScope;
 
 fn settings() -> Settings {
-    Settings {
-        max_lists: 4,
-        max_entries: 8,
-        max_name_len: 16,
-        max_description_len: 20,
-        ack_min: Duration::from_secs(60),
-        ack_max: Duration::from_secs(120),
-        rule_capacity: 16,
-        max_entry_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
-    }
+    Settings::small()
 }
 
 fn t(seconds: i64) -> OffsetDateTime {

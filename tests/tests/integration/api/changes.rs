@@ -80,13 +80,7 @@ fn an_unacknowledged_enable_reverts_by_itself() {
 fn disable_is_pending_too_and_reverts_to_enforcing() {
     let s = setup(WINDOWS);
     let d = &s.daemon;
-    let id = create_office(d);
-    assert_eq!(enable(d, &[&id]).status, 202);
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        d.call("POST", "/v1/enforcement/acknowledge", None).status,
-        200
-    );
+    let id = enforce_office(d);
 
     let not_enabled = d.call("POST", "/v1/allowlists", Some(&json!({"name": "idle"})));
     let idle = not_enabled.body["id"].as_str().expect("id");
@@ -121,13 +115,7 @@ fn disable_is_pending_too_and_reverts_to_enforcing() {
 fn edits_to_an_enabled_list_add_at_once_and_remove_pending() {
     let s = setup(WINDOWS);
     let d = &s.daemon;
-    let id = create_office(d);
-    assert_eq!(enable(d, &[&id]).status, 202);
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        d.call("POST", "/v1/enforcement/acknowledge", None).status,
-        200
-    );
+    let id = enforce_office(d);
     assert_error(
         &d.call("DELETE", &format!("/v1/allowlists/{id}"), None),
         409,
@@ -323,11 +311,7 @@ fn scopes_change_through_the_api_and_revert_like_any_change() {
         json!(["tcp/22"]),
         "the --protect default"
     );
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        d.call("POST", "/v1/enforcement/acknowledge", None).status,
-        200
-    );
+    acknowledge_in_window(d);
     assert!(
         passes(&s.link, CLIENT_DENIED_V4),
         "UDP is outside the tcp/22 scope"

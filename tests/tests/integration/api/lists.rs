@@ -169,11 +169,9 @@ fn bad_input_is_refused_with_a_code_and_changes_nothing() {
         "4096",
     ]);
     let d = &s.daemon;
-    let office = d.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&json!({"name": "office", "entries": [{"cidr": CLIENT_ALLOWED_V4.to_string()}]})),
-    );
+    let post_list = |body: Value| d.call("POST", "/v1/allowlists", Some(&body));
+    let office =
+        post_list(json!({"name": "office", "entries": [{"cidr": CLIENT_ALLOWED_V4.to_string()}]}));
     assert_eq!(office.status, 201, "{office:?}");
     let id = office.body["id"].as_str().expect("id").to_owned();
     let state_file = d.state_dir.join("state.json");
@@ -186,11 +184,7 @@ fn bad_input_is_refused_with_a_code_and_changes_nothing() {
         .raw("POST", "/v1/allowlists", Some("{\"name\": "), &headers)
         .expect("request");
     assert_error(&malformed, 400, "invalid_request");
-    let unknown = d.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&json!({"name": "x", "colour": "red"})),
-    );
+    let unknown = post_list(json!({"name": "x", "colour": "red"}));
     assert_error(&unknown, 400, "invalid_request");
     assert!(
         unknown.body["error"]["message"]
@@ -198,25 +192,13 @@ fn bad_input_is_refused_with_a_code_and_changes_nothing() {
             .unwrap_or("")
             .contains("colour")
     );
-    let unknown_entry_field = d.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&list(json!([{"cidr": "192.0.2.1", "comment": "x"}]))),
-    );
+    let unknown_entry_field = post_list(list(json!([{"cidr": "192.0.2.1", "comment": "x"}])));
     assert_error(&unknown_entry_field, 400, "invalid_request");
 
-    let invalid = d.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&list(json!([{"cidr": "192.0.2.1"}, {"cidr": "192.0.2"}]))),
-    );
+    let invalid = post_list(list(json!([{"cidr": "192.0.2.1"}, {"cidr": "192.0.2"}])));
     assert_error(&invalid, 400, "invalid_cidr");
     assert_eq!(invalid.body["error"]["field"], "entries[1].cidr");
-    let host_bits = d.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&list(json!([{"cidr": "198.51.100.9/24"}]))),
-    );
+    let host_bits = post_list(list(json!([{"cidr": "198.51.100.9/24"}])));
     assert_error(&host_bits, 400, "host_bits_set");
     assert_eq!(host_bits.body["error"]["field"], "entries[0].cidr");
     assert!(
@@ -232,13 +214,9 @@ fn bad_input_is_refused_with_a_code_and_changes_nothing() {
     );
     assert_error(&bad_ip, 400, "invalid_request");
 
-    let duplicate_entry = d.call(
-        "POST",
-        "/v1/allowlists",
-        Some(&list(
-            json!([{"cidr": "192.0.2.1"}, {"cidr": "192.0.2.1/32"}]),
-        )),
-    );
+    let duplicate_entry = post_list(list(
+        json!([{"cidr": "192.0.2.1"}, {"cidr": "192.0.2.1/32"}]),
+    ));
     assert_error(&duplicate_entry, 409, "duplicate_entry");
     let duplicate_added = d.call(
         "POST",
@@ -310,55 +288,34 @@ fn if_match_refuses_changes_to_a_list_that_changed_meanwhile() {
     let with = |etag: &'static str| vec![("Authorization", auth.as_str()), ("If-Match", etag)];
 
     // Two admins read version 1; the first writes, the second is refused.
-    let first = d
-        .request(
+    let put_over_version_1 = || {
+        d.request(
             "PUT",
             &format!("/v1/allowlists/{id}"),
             Some(&body),
             &with("\"1\""),
         )
-        .expect("put");
+        .expect("put")
+    };
+    let first = put_over_version_1();
     assert_eq!((first.status, first.header("etag")), (200, Some("\"2\"")));
-    let second = d
-        .request(
-            "PUT",
-            &format!("/v1/allowlists/{id}"),
-            Some(&body),
-            &with("\"1\""),
-        )
-        .expect("put");
+    let second = put_over_version_1();
     assert_error(&second, 412, "precondition_failed");
     let entry = first.body["entries"][0]["id"]
         .as_str()
         .expect("entry")
         .to_owned();
-    let stale_remove = d
-        .request(
-            "DELETE",
-            &format!("/v1/allowlists/{id}/entries/{entry}"),
-            None,
-            &with("\"1\""),
-        )
-        .expect("delete");
-    assert_error(&stale_remove, 412, "precondition_failed");
-    let stale_delete = d
-        .request(
-            "DELETE",
-            &format!("/v1/allowlists/{id}"),
-            None,
-            &with("\"1\""),
-        )
-        .expect("delete");
-    assert_error(&stale_delete, 412, "precondition_failed");
-    let garbage = d
-        .request(
-            "DELETE",
-            &format!("/v1/allowlists/{id}"),
-            None,
-            &with("yesterday"),
-        )
-        .expect("delete");
-    assert_error(&garbage, 412, "precondition_failed");
+    // A stale version, or one that is no version at all, removes nothing and deletes nothing.
+    for (path, version) in [
+        (format!("/v1/allowlists/{id}/entries/{entry}"), "\"1\""),
+        (format!("/v1/allowlists/{id}"), "\"1\""),
+        (format!("/v1/allowlists/{id}"), "yesterday"),
+    ] {
+        let refused = d
+            .request("DELETE", &path, None, &with(version))
+            .expect("delete");
+        assert_error(&refused, 412, "precondition_failed");
+    }
     assert_eq!(
         d.call("GET", &format!("/v1/allowlists/{id}"), None).body["entries"][0]["cidr"],
         "192.0.2.0/24"

@@ -63,6 +63,25 @@ fn enable(daemon: &Daemon, ids: &[&str]) -> Response {
     )
 }
 
+/// Acknowledges the pending change once the short windows' --ack-min has passed.
+fn acknowledge_in_window(daemon: &Daemon) {
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        daemon
+            .call("POST", "/v1/enforcement/acknowledge", None)
+            .status,
+        200
+    );
+}
+
+/// Creates "office", enables it and acknowledges the enable; returns its id.
+fn enforce_office(daemon: &Daemon) -> String {
+    let id = create_office(daemon);
+    assert_eq!(enable(daemon, &[&id]).status, 202);
+    acknowledge_in_window(daemon);
+    id
+}
+
 /// Enables one list past the lockout guard.
 fn enable_forced(daemon: &Daemon, id: &str) -> Response {
     daemon.call(
