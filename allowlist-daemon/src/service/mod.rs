@@ -62,7 +62,7 @@ pub struct Service {
     reverts: u64,
     top_sample: u32,
     published: Published,
-    /// When the next entry expires.
+    /// When the next entry expires, and the entries held past their time.
     expiry: ExpiryWatch,
     /// The audit trail.
     audit: std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>>,
