@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use allowlist_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
+use aya::Ebpf;
 use aya::programs::links::{FdLink, LinkError, PinnedLink};
 use aya::programs::tc::SchedClassifierLink;
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, Xdp};
-
-use aya::Ebpf;
 
 use super::error::{AdoptError, DataplaneError};
 use super::load::program_mut;
