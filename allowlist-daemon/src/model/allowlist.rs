@@ -213,6 +213,12 @@ impl Allowlist {
     }
 }
 
+/// Formats a time as RFC 3339.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,6 @@
 //! host's own lists, and fleet releases for the fleet's lists.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,12 +9,14 @@ use time::OffsetDateTime;
 
 use super::allowlist::{Allowlist, FleetOrigin};
 use super::error::ModelError;
-use super::guard::GuardedAddress;
+use super::evaluate::{GuardedAddress, check_reachable};
+use super::ids::IdSource;
 use super::input::{EntryInput, allocate_entries, parse_entries};
 use super::pending::{Action, Restore};
 use super::rules::RuleAllocator;
+use super::settings::Settings;
 use super::source::{SourceInput, parse_source};
-use super::state::{IdSource, Model, Settings};
+use super::state::Model;
 use super::validate::{check_description, check_name};
 
 /// One list as a policy file or a fleet release declares it.
@@ -243,34 +244,17 @@ impl Model {
         if report.is_empty() && !release {
             return Ok(report);
         }
-        self.check_no_pending()?;
+        self.window.check_closed()?;
         next.check_apply_limits(self, settings)?;
         next.check_allows_something(&next.enabled, None)?;
+        let addresses = || guarded.iter().map(|guarded| guarded.address);
         if !self.enforcing() && next.enforcing() && !force {
-            let mut cut_off: Vec<IpAddr> = guarded
-                .iter()
-                .map(|guarded| guarded.address)
-                .filter(|addr| !next.evaluate(*addr).allowed)
-                .collect();
-            cut_off.sort();
-            cut_off.dedup();
-            if !cut_off.is_empty() {
-                return Err(ModelError::WouldLockOut { addresses: cut_off });
-            }
+            check_reachable(addresses(), |addr| next.admits(addr))?;
         }
         // A release no person acknowledges on this host: judged by the guard every time,
         // not only when it starts enforcing.
         if release {
-            let mut cut_off: Vec<IpAddr> = guarded
-                .iter()
-                .filter(|guarded| self.admits(guarded.address) && !next.admits(guarded.address))
-                .map(|guarded| guarded.address)
-                .collect();
-            cut_off.sort();
-            cut_off.dedup();
-            if !cut_off.is_empty() {
-                return Err(ModelError::WouldLockOut { addresses: cut_off });
-            }
+            check_reachable(addresses(), |addr| !self.admits(addr) || next.admits(addr))?;
         }
         if release || self.apply_narrows(&next) {
             let restore = Restore {
@@ -282,19 +266,47 @@ impl Model {
             } else {
                 Action::Apply
             };
-            next.begin_pending(
-                action,
-                touched.into_iter().collect(),
-                restore,
-                now,
-                settings,
-            );
-            if let (Some(pending), Scope::Fleet { release, .. }) = (&mut next.pending, scope) {
-                pending.release = Some(release.to_owned());
-            }
+            let release = match scope {
+                Scope::Fleet { release, .. } => Some(release),
+                Scope::Local { .. } => None,
+            };
+            let ids = touched.into_iter().collect();
+            next.window
+                .open(action, ids, restore, release, now, settings)?;
         }
         *self = next;
         Ok(report)
+    }
+
+    /// Stops or resumes following the fleet: detached, the fleet's lists are editable.
+    /// Attaching again after the fleet's lists were edited (or deleted) finds drift: the
+    /// last acknowledged release is then forgotten, so that the fleet's current release is
+    /// applied again, as a pending change. Returns the lists that drifted. Refused while a
+    /// fleet release waits for its acknowledgement.
+    pub fn set_detached(&mut self, detached: bool) -> Result<Vec<String>, ModelError> {
+        if self.pending_release().is_some() {
+            self.window.check_closed()?;
+        }
+        Ok(self.fleet.set_detached(detached))
+    }
+
+    /// Offers `release` to this host again, which reverted it (or could not apply it): it is
+    /// applied again as a pending change. Returns whether the host had reverted it.
+    pub fn forget_reverted(&mut self, release: &str) -> bool {
+        self.fleet.forget_reverted(release)
+    }
+
+    /// Refuses an apply of `scope` to `list`, a list of that name the host has: own lists
+    /// are not the fleet's, and the fleet's are not the host's (unless it is detached).
+    fn check_owner(&self, list: &Allowlist, scope: Scope<'_>) -> Result<(), ModelError> {
+        match (scope, &list.fleet) {
+            (Scope::Local { .. }, Some(_)) => self.fleet.check_local_edit(list),
+            (Scope::Fleet { fleet, .. }, Some(origin)) if origin.fleet == fleet => Ok(()),
+            (Scope::Fleet { .. }, _) => Err(ModelError::DuplicateName {
+                name: list.name.clone(),
+            }),
+            (Scope::Local { .. }, None) => Ok(()),
+        }
     }
 
     /// Whether `next` enforces less than this model: another enabled set, or an enabled

@@ -1,14 +1,17 @@
-//! Changes to what is enforced: enable, disable, scopes, and their acknowledgement.
+//! Changes to what is enforced: enable, disable, scopes, and how each ends: acknowledged
+//! within its window ([`AckWindow`](super::window::AckWindow)) or reverted.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use time::OffsetDateTime;
 
-use super::allowlist::Allowlist;
+use super::allowlist::{Allowlist, rfc3339};
 use super::error::ModelError;
-use super::pending::{Action, Pending};
-use super::state::{Model, Settings, rfc3339};
+use super::evaluate::check_reachable;
+use super::pending::{Action, Pending, Restore};
+use super::settings::Settings;
+use super::state::Model;
 use crate::policy::PortScope;
 
 impl Model {
@@ -20,13 +23,15 @@ impl Model {
         now: OffsetDateTime,
         settings: &Settings,
     ) -> Result<(), ModelError> {
-        self.check_no_pending()?;
+        self.window.check_closed()?;
         if &scopes == self.scopes() {
             return Ok(());
         }
         let restore = self.restore_point(Vec::new());
+        let ids = Vec::new();
+        self.window
+            .open(Action::Scopes, ids, restore, None, now, settings)?;
         self.scopes = Some(scopes);
-        self.begin_pending(Action::Scopes, Vec::new(), restore, now, settings);
         Ok(())
     }
 
@@ -50,24 +55,14 @@ impl Model {
         if !already.is_empty() {
             return Err(ModelError::AlreadyEnabled { ids: already });
         }
-        self.check_no_pending()?;
+        self.window.check_closed()?;
         let mut enabled = self.enabled.clone();
         enabled.extend(ids.iter().cloned());
         self.check_allows_something(&enabled, None)?;
         if !self.enforcing() && !force {
-            let mut cut_off: Vec<IpAddr> = guarded
-                .iter()
-                .copied()
-                .filter(|addr| !self.allows(&enabled, *addr))
-                .collect();
-            cut_off.sort();
-            cut_off.dedup();
-            if !cut_off.is_empty() {
-                return Err(ModelError::WouldLockOut { addresses: cut_off });
-            }
+            check_reachable(guarded.iter().copied(), |addr| self.allows(&enabled, addr))?;
         }
-        self.change_enabled(enabled, Action::Enable, ids, now, settings);
-        Ok(())
+        self.change_enabled(enabled, Action::Enable, ids, now, settings)
     }
 
     /// Disables allowlists.
@@ -86,14 +81,13 @@ impl Model {
         if !not_enabled.is_empty() {
             return Err(ModelError::NotEnabled { ids: not_enabled });
         }
-        self.check_no_pending()?;
+        self.window.check_closed()?;
         let mut enabled = self.enabled.clone();
         for id in ids {
             enabled.remove(id);
         }
         self.check_allows_something(&enabled, None)?;
-        self.change_enabled(enabled, Action::Disable, ids, now, settings);
-        Ok(())
+        self.change_enabled(enabled, Action::Disable, ids, now, settings)
     }
 
     /// Confirms the pending change; a fleet release only the fleet confirms
@@ -103,7 +97,7 @@ impl Model {
         now: OffsetDateTime,
         settings: &Settings,
     ) -> Result<Pending, ModelError> {
-        if let (Some(release), Some(pending)) = (self.pending_release(), &self.pending)
+        if let (Some(release), Some(pending)) = (self.window.release(), self.window.pending())
             && now < pending.revert_at
         {
             return Err(ModelError::ReleasePending {
@@ -114,26 +108,85 @@ impl Model {
         self.acknowledge_any(now, settings)
     }
 
+    /// Acknowledges the pending fleet release `release`, as the fleet did: from its
+    /// `acknowledge_after` on.
+    pub fn acknowledge_release(
+        &mut self,
+        release: &str,
+        now: OffsetDateTime,
+        settings: &Settings,
+    ) -> Result<Pending, ModelError> {
+        if self.pending_release() != Some(release) {
+            return Err(ModelError::NothingPending);
+        }
+        let acknowledged = self.acknowledge_any(now, settings)?;
+        self.fleet.applied = Some(release.to_owned());
+        Ok(acknowledged)
+    }
+
     /// Confirms the pending change, whatever made it: too early is refused, too late reverts.
     pub(super) fn acknowledge_any(
         &mut self,
         now: OffsetDateTime,
         settings: &Settings,
     ) -> Result<Pending, ModelError> {
-        let pending = self.pending.as_ref().ok_or(ModelError::NothingPending)?;
-        if now < pending.acknowledge_after {
-            let wait = pending.acknowledge_after - now;
-            return Err(ModelError::TooEarly {
-                retry_after_seconds: wait.whole_seconds().max(0) as u64
-                    + u64::from(wait.subsec_nanoseconds() > 0),
-                ack_min_seconds: settings.ack_min.as_secs(),
-            });
-        }
-        if now >= pending.revert_at {
-            self.revert(now);
+        if self.revert_if_due(now).is_some() {
             return Err(ModelError::NothingPending);
         }
-        self.pending.take().ok_or(ModelError::NothingPending)
+        self.window.acknowledge(now, settings)
+    }
+
+    /// Reverts the pending change if its time has come; returns it if so.
+    pub fn revert_if_due(&mut self, now: OffsetDateTime) -> Option<Pending> {
+        if self.window.is_due(now) {
+            self.revert_now(now)
+        } else {
+            None
+        }
+    }
+
+    /// Reverts the pending change now, whatever its deadline (the kernel has fallen back
+    /// already): restores exactly the enabled set, the scopes and the lists it replaced, and
+    /// returns it. Restored lists get a new version, so that clients holding the changed
+    /// one see that it changed again.
+    pub fn revert_now(&mut self, at: OffsetDateTime) -> Option<Pending> {
+        let pending = self.window.close()?;
+        if pending.action == Action::Release {
+            // Nobody acknowledged it in time: the host does not apply it again.
+            self.fleet.reverted = pending.release.clone();
+        }
+        self.enabled = pending.revert_to.enabled.clone();
+        self.scopes = pending.revert_to.scopes.clone();
+        for id in &pending.revert_to.created {
+            self.allowlists.remove(id);
+        }
+        for list in &pending.revert_to.lists {
+            let version = self
+                .allowlists
+                .get(&list.id)
+                .map_or(list.version, |current| current.version.max(list.version))
+                + 1;
+            self.allowlists.insert(
+                list.id.clone(),
+                Allowlist {
+                    version,
+                    updated_at: at,
+                    ..list.clone()
+                },
+            );
+        }
+        Some(pending)
+    }
+
+    /// What a change made now would revert to: the enabled set and scopes as they are, and
+    /// `lists` (the lists the change edits, as they are before it).
+    pub(super) fn restore_point(&self, lists: Vec<Allowlist>) -> Restore {
+        Restore {
+            enabled: self.enabled.clone(),
+            scopes: self.scopes.clone(),
+            lists,
+            created: Vec::new(),
+        }
     }
 
     /// Makes `enabled` the enabled set, as the pending change `action` of `ids`.
@@ -144,10 +197,13 @@ impl Model {
         ids: &[String],
         now: OffsetDateTime,
         settings: &Settings,
-    ) {
+    ) -> Result<(), ModelError> {
         let restore = self.restore_point(Vec::new());
+        let ids = ids.to_vec();
+        self.window
+            .open(action, ids, restore, None, now, settings)?;
         self.enabled = enabled;
-        self.begin_pending(action, ids.to_vec(), restore, now, settings);
+        Ok(())
     }
 
     /// Refuses an enforcing state that would allow nothing, even with the always-allow list:
@@ -172,15 +228,6 @@ impl Model {
         Ok(())
     }
 
-    /// Whether `addr` would pass with `enabled` lists enabled.
-    pub(super) fn allows(&self, enabled: &BTreeSet<String>, addr: IpAddr) -> bool {
-        let lists = enabled.iter().filter_map(|id| self.allowlists.get(id));
-        self.always_allow.iter().any(|(net, _)| net.contains(&addr))
-            || lists
-                .flat_map(|list| list.entries.iter())
-                .any(|entry| entry.cidr.contains(&addr))
-    }
-
     /// Checks the ids of an enable or disable: some, each once, each an existing list.
     fn check_ids(&self, ids: &[String]) -> Result<(), ModelError> {
         if ids.is_empty() {
@@ -196,7 +243,7 @@ impl Model {
                     field: Some(format!("allowlist_ids[{index}]")),
                 });
             }
-            self.check_local_edit(self.allowlist(id)?)?;
+            self.fleet.check_local_edit(self.allowlist(id)?)?;
         }
         Ok(())
     }

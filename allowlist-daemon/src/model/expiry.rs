@@ -82,17 +82,16 @@ impl Model {
     /// deadlines in the policy in force.
     pub(super) fn kept_rules(&self) -> BTreeSet<RuleId> {
         let mut kept = self.held_rules();
-        let Some(pending) = &self.pending else {
+        if self.window.pending().is_none() {
             return kept;
-        };
+        }
         let held_after_revert = self.reverted().held_rules();
         if held_after_revert.is_empty() {
             return kept;
         }
-        let restored: BTreeSet<&str> = pending
-            .revert_to
-            .lists
-            .iter()
+        let restored: BTreeSet<&str> = self
+            .window
+            .restorable()
             .map(|list| list.id.as_str())
             .collect();
         let shared = self
@@ -124,11 +123,9 @@ impl Model {
                 list.updated_at = now;
             }
         }
-        if let Some(pending) = &mut self.pending {
-            for list in &mut pending.revert_to.lists {
-                let keeps = |entry: &Entry| held_after_revert.contains(&entry.rule);
-                drop_expired(list, now, keeps, &mut expired);
-            }
+        for list in self.window.restorable_mut() {
+            let keeps = |entry: &Entry| held_after_revert.contains(&entry.rule);
+            drop_expired(list, now, keeps, &mut expired);
         }
         // An entry left both its list and the list's restorable version: named once.
         for entries in [&mut expired.removed, &mut expired.held] {

@@ -1,14 +1,9 @@
-//! The fleet's part of the model: which lists the fleet owns, what the host remembers of
-//! the fleet, and the acknowledgement of a release, which only the fleet gives.
+//! What the host remembers of the fleet it follows, and which of its lists the fleet owns.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::allowlist::Allowlist;
-use super::apply::Scope;
 use super::error::ModelError;
-use super::pending::{Action, Pending};
-use super::state::{Model, Settings};
 
 /// What the host keeps of the fleet it follows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,25 +24,12 @@ pub struct FleetMemo {
     pub drifted: Vec<String>,
 }
 
-impl Model {
-    /// What the host keeps of its fleet.
-    pub fn fleet(&self) -> &FleetMemo {
-        &self.fleet
-    }
-
-    /// The fleet release waiting for its acknowledgement, if the pending change is one.
-    pub fn pending_release(&self) -> Option<&str> {
-        self.pending
-            .as_ref()
-            .filter(|pending| pending.action == Action::Release)
-            .and_then(|pending| pending.release.as_deref())
-    }
-
+impl FleetMemo {
     /// Refuses an API edit (or enable, disable, delete) of a list the fleet owns while the
     /// host follows the fleet.
     pub(super) fn check_local_edit(&self, list: &Allowlist) -> Result<(), ModelError> {
         match &list.fleet {
-            Some(origin) if !self.fleet.detached => Err(ModelError::FleetManaged {
+            Some(origin) if !self.detached => Err(ModelError::FleetManaged {
                 id: list.id.clone(),
                 fleet: origin.fleet.clone(),
                 release: origin.release.clone(),
@@ -56,68 +38,94 @@ impl Model {
         }
     }
 
-    /// Refuses an apply of `scope` to `list`, a list of that name the host has: own lists
-    /// are not the fleet's, and the fleet's are not the host's (unless it is detached).
-    pub(super) fn check_owner(&self, list: &Allowlist, scope: Scope<'_>) -> Result<(), ModelError> {
-        match (scope, &list.fleet) {
-            (Scope::Local { .. }, Some(_)) => self.check_local_edit(list),
-            (Scope::Fleet { fleet, .. }, Some(origin)) if origin.fleet == fleet => Ok(()),
-            (Scope::Fleet { .. }, _) => Err(ModelError::DuplicateName {
-                name: list.name.clone(),
-            }),
-            (Scope::Local { .. }, None) => Ok(()),
+    /// Notes that `list`, one of the fleet's, was edited or deleted while detached.
+    pub(super) fn note_drift(&mut self, list: &Allowlist) {
+        if list.fleet.is_some() && self.detached && !self.drifted.contains(&list.name) {
+            self.drifted.push(list.name.clone());
         }
     }
 
-    /// Acknowledges the pending fleet release `release`, as the fleet did: from its
-    /// `acknowledge_after` on.
-    pub fn acknowledge_release(
-        &mut self,
-        release: &str,
-        now: OffsetDateTime,
-        settings: &Settings,
-    ) -> Result<Pending, ModelError> {
-        if self.pending_release() != Some(release) {
-            return Err(ModelError::NothingPending);
-        }
-        let acknowledged = self.acknowledge_any(now, settings)?;
-        self.fleet.applied = Some(release.to_owned());
-        Ok(acknowledged)
-    }
-
-    /// Stops or resumes following the fleet: detached, the fleet's lists are editable.
-    /// Attaching again after the fleet's lists were edited (or deleted) finds drift: the
-    /// last acknowledged release is then forgotten, so that the fleet's current release is
-    /// applied again, as a pending change. Returns the lists that drifted.
-    pub fn set_detached(&mut self, detached: bool) -> Result<Vec<String>, ModelError> {
-        if self.pending_release().is_some() {
-            self.check_no_pending()?;
-        }
-        let drifted = match (self.fleet.detached, detached) {
-            (true, false) => std::mem::take(&mut self.fleet.drifted),
+    /// Stops or resumes following the fleet. Attaching again after the fleet's lists drifted
+    /// forgets the last acknowledged release, so that the fleet's current one is applied
+    /// again. Returns the lists that drifted.
+    pub(super) fn set_detached(&mut self, detached: bool) -> Vec<String> {
+        let drifted = match (self.detached, detached) {
+            (true, false) => std::mem::take(&mut self.drifted),
             _ => Vec::new(),
         };
         if !drifted.is_empty() {
-            self.fleet.applied = None;
+            self.applied = None;
         }
-        self.fleet.detached = detached;
-        Ok(drifted)
+        self.detached = detached;
+        drifted
     }
 
-    /// Notes that `list`, one of the fleet's, was edited or deleted while detached.
-    pub(super) fn note_drift(&mut self, list: &Allowlist) {
-        if list.fleet.is_some() && self.fleet.detached && !self.fleet.drifted.contains(&list.name) {
-            self.fleet.drifted.push(list.name.clone());
-        }
-    }
-
-    /// Offers `release` to this host again, which reverted it (or could not apply it): it is
-    /// applied again as a pending change. Returns whether the host had reverted it.
-    pub fn forget_reverted(&mut self, release: &str) -> bool {
-        if self.fleet.reverted.as_deref() == Some(release) {
-            self.fleet.reverted = None;
+    /// Forgets that the host reverted `release`; returns whether it had.
+    pub(super) fn forget_reverted(&mut self, release: &str) -> bool {
+        if self.reverted.as_deref() == Some(release) {
+            self.reverted = None;
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::model::FleetOrigin;
+
+    fn fleet_list(name: &str) -> Allowlist {
+        Allowlist {
+            id: format!("al_{name}"),
+            name: name.to_owned(),
+            description: String::new(),
+            entries: Arc::new(Vec::new()),
+            allow_all: false,
+            fleet: Some(FleetOrigin {
+                fleet: "web".to_owned(),
+                release: "r1".to_owned(),
+            }),
+            source: None,
+            feed_baseline: 0,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn drift_while_detached_makes_the_release_apply_again() {
+        let mut memo = FleetMemo {
+            applied: Some("r1".to_owned()),
+            ..FleetMemo::default()
+        };
+        let list = fleet_list("office");
+        assert!(matches!(
+            memo.check_local_edit(&list),
+            Err(ModelError::FleetManaged { .. })
+        ));
+        assert_eq!(memo.set_detached(true), Vec::<String>::new());
+        assert_eq!(memo.check_local_edit(&list), Ok(()));
+        memo.note_drift(&list);
+        memo.note_drift(&list);
+        assert_eq!(memo.set_detached(false), vec!["office".to_owned()]);
+        assert_eq!(memo.applied, None, "the fleet's release applies again");
+        assert!(memo.drifted.is_empty());
+    }
+
+    #[test]
+    fn forgets_only_the_release_it_reverted() {
+        let mut memo = FleetMemo {
+            reverted: Some("r2".to_owned()),
+            ..FleetMemo::default()
+        };
+        assert!(!memo.forget_reverted("r1"));
+        assert!(memo.forget_reverted("r2"));
+        assert_eq!(memo.reverted, None);
     }
 }

@@ -11,8 +11,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::allowlist::{Entry, Expiry};
 use super::error::ModelError;
+use super::ids::IdSource;
 use super::rules::RuleAllocator;
-use super::state::{IdSource, Settings};
+use super::settings::Settings;
 use super::validate::{check_allow_all, check_description};
 use crate::policy::{covered_family, parse_cidr};
 

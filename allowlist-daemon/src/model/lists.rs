@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use super::allowlist::{Allowlist, Entry, EntryId};
 use super::error::ModelError;
+use super::ids::IdSource;
 use super::input::{AllowlistInput, EntriesInput, allocate_entries, parse_entries};
 use super::pending::Action;
 use super::rules::RuleAllocator;
+use super::settings::Settings;
 use super::source::parse_source;
-use super::state::{IdSource, Model, Settings};
+use super::state::Model;
 use super::validate::{check_description, check_name};
 
 impl Model {
@@ -68,7 +70,7 @@ impl Model {
     ) -> Result<&Allowlist, ModelError> {
         let current = self.allowlist(id)?;
         check_version(current, if_match)?;
-        self.check_not_frozen(id)?;
+        self.window.check_not_frozen(id)?;
         let (name, description) = self.check_header(&input, Some(id), settings)?;
         let source = input
             .source
@@ -101,16 +103,16 @@ impl Model {
     pub fn delete(&mut self, id: &str, if_match: Option<u64>) -> Result<Allowlist, ModelError> {
         let list = self.allowlist(id)?;
         check_version(list, if_match)?;
-        self.check_local_edit(list)?;
+        self.fleet.check_local_edit(list)?;
         if self.is_enabled(id) {
             return Err(ModelError::AllowlistEnabled { id: id.to_owned() });
         }
-        self.check_not_frozen(id)?;
+        self.window.check_not_frozen(id)?;
         let deleted = self
             .allowlists
             .remove(id)
             .ok_or_else(|| super::state::not_found(id))?;
-        self.note_drift(&deleted);
+        self.fleet.note_drift(&deleted);
         Ok(deleted)
     }
 
@@ -131,7 +133,7 @@ impl Model {
                 field: Some("entries".into()),
             });
         }
-        self.check_not_frozen(id)?;
+        self.window.check_not_frozen(id)?;
         let allow_all = input.allow_all || current.allow_all;
         let parsed = parse_entries(
             input.entries,
@@ -191,12 +193,12 @@ impl Model {
         settings: &Settings,
     ) -> Result<(), ModelError> {
         let id = list.id.clone();
-        self.check_not_frozen(&id)?;
+        self.window.check_not_frozen(&id)?;
         let current = self.allowlist(&id)?;
-        self.check_local_edit(current)?;
+        self.fleet.check_local_edit(current)?;
         let narrowing = self.is_enabled(&id) && !current.is_covered_by(&list);
         if narrowing {
-            self.check_no_pending()?;
+            self.window.check_closed()?;
             self.check_allows_something(&self.enabled, Some(&list))?;
         }
         self.check_totals(
@@ -210,9 +212,11 @@ impl Model {
         list.set_by_person();
         if narrowing {
             let restore = self.restore_point(vec![current.clone()]);
-            self.begin_pending(Action::Update, vec![id.clone()], restore, now, settings);
+            let ids = vec![id.clone()];
+            self.window
+                .open(Action::Update, ids, restore, None, now, settings)?;
         }
-        self.note_drift(&list);
+        self.fleet.note_drift(&list);
         self.allowlists.insert(id, list);
         Ok(())
     }
@@ -260,7 +264,7 @@ impl Model {
         let description = input.description.clone().unwrap_or_default();
         check_description(&description, "description", settings)?;
         // The names of lists a revert would bring back stay reserved until then.
-        let restorable = self.pending.iter().flat_map(|p| &p.revert_to.lists);
+        let restorable = self.window.restorable();
         if self
             .allowlists
             .values()

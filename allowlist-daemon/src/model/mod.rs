@@ -53,33 +53,33 @@ mod error;
 mod evaluate;
 mod expiry;
 mod fleet;
-mod guard;
+mod ids;
 mod input;
 mod lists;
 mod pending;
-mod revert;
 mod rules;
 mod saved;
-#[cfg(any(test, feature = "test-util"))]
-mod sequential_ids;
+mod settings;
 mod source;
 mod state;
 mod validate;
+mod window;
 
-pub use allowlist::{Allowlist, Entry, EntryId, Expiry, FleetOrigin};
+pub use allowlist::{Allowlist, Entry, EntryId, Expiry, FleetOrigin, rfc3339};
 pub use apply::{ApplyReport, DesiredList, ListChange, Scope};
 pub use error::{InvalidState, ModelError};
-pub use evaluate::{Evaluation, Match, Reason};
+pub use evaluate::{Evaluation, GuardedAddress, Match, Reason};
 pub use expiry::Expired;
 pub use fleet::FleetMemo;
-pub use guard::GuardedAddress;
+#[cfg(any(test, feature = "test-util"))]
+pub use ids::SequentialIds;
+pub use ids::{IdSource, NewIds};
 pub use input::{AllowlistInput, EntriesInput, EntryInput};
 pub use pending::{Action, Pending, Restore};
 pub use saved::{SavedFileNames, SavedState};
-#[cfg(any(test, feature = "test-util"))]
-pub use sequential_ids::SequentialIds;
+pub use settings::Settings;
 pub use source::{ListSource, Refreshed, SourceInput};
-pub use state::{IdSource, Model, NewIds, Settings, rfc3339};
+pub use state::Model;
 
 #[cfg(test)]
 mod tests;

@@ -69,10 +69,7 @@ impl Model {
     /// The rule ids of the always-allow prefixes and of every entry, including those a
     /// pending change may restore (with repeats).
     fn rules(&self) -> impl Iterator<Item = RuleId> {
-        let restorable = self
-            .pending
-            .iter()
-            .flat_map(|pending| &pending.revert_to.lists);
+        let restorable = self.window.restorable();
         let entries = self
             .allowlists
             .values()
@@ -92,10 +89,7 @@ impl Model {
         if self.rules_are_sound(capacity) {
             return 0;
         }
-        let restorable = self
-            .pending
-            .iter_mut()
-            .flat_map(|pending| pending.revert_to.lists.iter_mut());
+        let restorable = self.window.restorable_mut();
         let mut entries: Vec<(&str, &mut Entry)> = self
             .allowlists
             .values_mut()
@@ -173,10 +167,7 @@ impl Model {
         {
             return false;
         }
-        let restorable = self
-            .pending
-            .iter()
-            .flat_map(|pending| &pending.revert_to.lists);
+        let restorable = self.window.restorable();
         restorable.into_iter().all(|list| {
             let now = self.allowlists.get(&list.id);
             list.entries.iter().all(|entry| {

@@ -21,7 +21,7 @@ const FORMAT: u32 = 3;
 impl Serialize for Model {
     /// The model with every list's entries inline.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_saved(|_| None).serialize(serializer)
+        SavedState::new(self, |_| None).serialize(serializer)
     }
 }
 
@@ -35,49 +35,6 @@ impl<'de> Deserialize<'de> for Model {
                 ))
             })
             .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Model {
-    /// Every list the model keeps: the lists, then the lists a revert restores.
-    pub fn kept_lists(&self) -> impl Iterator<Item = &Allowlist> {
-        self.allowlists.values().chain(
-            self.pending
-                .iter()
-                .flat_map(|pending| pending.revert_to.lists.iter()),
-        )
-    }
-
-    /// The model as the state file holds it; `file_of` names the file that holds a list's
-    /// entries, `None` to keep them inline.
-    pub fn to_saved(&self, file_of: impl Fn(&Allowlist) -> Option<String>) -> SavedState {
-        let saved_list = |list: &Allowlist| SavedList::new(list, file_of(list));
-        SavedState {
-            format: FORMAT,
-            allowlists: self
-                .allowlists
-                .iter()
-                .map(|(id, list)| (id.clone(), saved_list(list)))
-                .collect(),
-            enabled: self.enabled.clone(),
-            pending: self.pending.as_ref().map(|pending| SavedPending {
-                action: pending.action,
-                allowlist_ids: pending.allowlist_ids.clone(),
-                applied_at: pending.applied_at,
-                acknowledge_after: pending.acknowledge_after,
-                revert_at: pending.revert_at,
-                release: pending.release.clone(),
-                revert_to: Some(SavedRestore {
-                    enabled: pending.revert_to.enabled.clone(),
-                    scopes: pending.revert_to.scopes.clone(),
-                    lists: pending.revert_to.lists.iter().map(saved_list).collect(),
-                    created: pending.revert_to.created.clone(),
-                }),
-                restore: None,
-            }),
-            scopes: self.scopes.clone(),
-            fleet: self.fleet.clone(),
-        }
     }
 }
 
@@ -274,6 +231,38 @@ enum LegacyRestore {
 }
 
 impl SavedState {
+    /// `model` as the state file holds it; `file_of` names the file that holds a list's
+    /// entries, `None` to keep them inline.
+    pub fn new(model: &Model, file_of: impl Fn(&Allowlist) -> Option<String>) -> SavedState {
+        let saved_list = |list: &Allowlist| SavedList::new(list, file_of(list));
+        SavedState {
+            format: FORMAT,
+            allowlists: model
+                .allowlists
+                .iter()
+                .map(|(id, list)| (id.clone(), saved_list(list)))
+                .collect(),
+            enabled: model.enabled.clone(),
+            pending: model.window.pending().map(|pending| SavedPending {
+                action: pending.action,
+                allowlist_ids: pending.allowlist_ids.clone(),
+                applied_at: pending.applied_at,
+                acknowledge_after: pending.acknowledge_after,
+                revert_at: pending.revert_at,
+                release: pending.release.clone(),
+                revert_to: Some(SavedRestore {
+                    enabled: pending.revert_to.enabled.clone(),
+                    scopes: pending.revert_to.scopes.clone(),
+                    lists: pending.revert_to.lists.iter().map(saved_list).collect(),
+                    created: pending.revert_to.created.clone(),
+                }),
+                restore: None,
+            }),
+            scopes: model.scopes.clone(),
+            fleet: model.fleet.clone(),
+        }
+    }
+
     /// The model, the entries of lists kept in files read through `read`.
     pub fn into_model(
         self,
@@ -333,7 +322,7 @@ impl SavedState {
         Ok(Model {
             allowlists,
             enabled: self.enabled,
-            pending,
+            window: pending.into(),
             scopes: self.scopes,
             fleet: self.fleet,
             ..Model::default()

@@ -15,9 +15,11 @@ use time::OffsetDateTime;
 
 use super::allowlist::Entry;
 use super::error::ModelError;
-use super::guard::GuardedAddress;
+use super::evaluate::GuardedAddress;
+use super::ids::IdSource;
 use super::rules::RuleAllocator;
-use super::state::{IdSource, Model, Settings};
+use super::settings::Settings;
+use super::state::Model;
 use crate::policy::{FeedFormat, covered_family};
 
 /// The shortest and the longest time between two reads of a source.
@@ -152,7 +154,7 @@ impl Model {
             });
         };
         let url = source.shown_url();
-        self.check_not_frozen(id)?;
+        self.window.check_not_frozen(id)?;
         let kept = current
             .entries
             .iter()

@@ -3,74 +3,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use allowlist_common::{EXPIRING_RULE, RuleId};
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
-use super::allowlist::{Allowlist, Entry, EntryId};
+use super::allowlist::{Allowlist, Entry};
 use super::error::ModelError;
 use super::fleet::FleetMemo;
 use super::pending::Pending;
+use super::window::AckWindow;
 use crate::policy::{Policy, PortScope};
-
-/// Limits and windows that come from the daemon's configuration, not from the state.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Most allowlists.
-    pub max_lists: usize,
-    /// Most entries over all allowlists.
-    pub max_entries: usize,
-    /// Longest name, in characters.
-    pub max_name_len: usize,
-    /// Longest description, in characters.
-    pub max_description_len: usize,
-    /// Earliest acknowledgement after a change.
-    pub ack_min: Duration,
-    /// Latest acknowledgement after a change; the revert time.
-    pub ack_max: Duration,
-    /// Rule ids available to entries: `0..rule_capacity`.
-    pub rule_capacity: RuleId,
-    /// Longest time an entry may be given to live (`ttl`, `expires_at`).
-    pub max_entry_ttl: Duration,
-}
-
-#[cfg(test)]
-impl Settings {
-    /// Small limits for unit tests: 4 lists, 8 entries, 16 rule ids, names of 16 characters,
-    /// acknowledgement from 60 s to 120 s, entries living up to 7 days.
-    pub(crate) fn small() -> Settings {
-        Settings {
-            max_lists: 4,
-            max_entries: 8,
-            max_name_len: 16,
-            max_description_len: 20,
-            ack_min: Duration::from_secs(60),
-            ack_max: Duration::from_secs(120),
-            rule_capacity: 16,
-            max_entry_ttl: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-/// Makes ids never used before, for new lists and entries.
-pub trait NewIds {
-    /// A new list id (`al_...`).
-    fn list_id(&mut self) -> String;
-    /// A new entry id.
-    fn entry_id(&mut self) -> EntryId;
-}
-
-/// Where a model operation takes its new ids from.
-pub type IdSource<'a> = &'a mut dyn NewIds;
 
 /// The state the admin API manages, as persisted (see the module's invariants).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
     pub(super) allowlists: BTreeMap<String, Allowlist>,
     pub(super) enabled: BTreeSet<String>,
-    pub(super) pending: Option<Pending>,
+    /// The change waiting for acknowledgement, and what its revert restores.
+    pub(super) window: AckWindow,
     /// The protected ports set through the API; `None` until then.
     pub(super) scopes: Option<BTreeSet<PortScope>>,
     /// What the host keeps of the fleet it follows.
@@ -117,14 +68,29 @@ impl Model {
         self.enabled.contains(id)
     }
 
+    /// Every list the model keeps: the lists, then the lists a revert restores.
+    pub fn kept_lists(&self) -> impl Iterator<Item = &Allowlist> {
+        self.allowlists.values().chain(self.window.restorable())
+    }
+
     /// The enabled allowlists' ids.
     pub fn enabled(&self) -> &BTreeSet<String> {
         &self.enabled
     }
 
+    /// What the host keeps of its fleet.
+    pub fn fleet(&self) -> &FleetMemo {
+        &self.fleet
+    }
+
+    /// The fleet release waiting for its acknowledgement, if the pending change is one.
+    pub fn pending_release(&self) -> Option<&str> {
+        self.window.release()
+    }
+
     /// The change waiting for acknowledgement.
     pub fn pending(&self) -> Option<&Pending> {
-        self.pending.as_ref()
+        self.window.pending()
     }
 
     /// Whether the host enforces a policy: some allowlist is enabled.
@@ -218,25 +184,10 @@ impl Model {
     /// what the kernel falls back to on its own at the deadline.
     pub fn reverted(&self) -> Model {
         let mut reverted = self.clone();
-        if let Some(pending) = &self.pending {
-            reverted.revert(pending.revert_at);
+        if let Some(pending) = self.window.pending() {
+            reverted.revert_now(pending.revert_at);
         }
         reverted
-    }
-
-    /// Reverts the pending change if its time has come; returns it if so.
-    pub fn revert_if_due(&mut self, now: OffsetDateTime) -> Option<Pending> {
-        if self.pending.as_ref().is_some_and(|p| now >= p.revert_at) {
-            self.revert(now)
-        } else {
-            None
-        }
-    }
-
-    /// Reverts the pending change now, whatever its deadline (the kernel has fallen back
-    /// already); returns it.
-    pub fn revert_now(&mut self, now: OffsetDateTime) -> Option<Pending> {
-        self.revert(now)
     }
 
     /// Entries over all allowlists now.
@@ -250,7 +201,7 @@ impl Model {
     /// Allowlists once the pending change is reverted: without those it created, with
     /// those it deleted.
     pub(super) fn lists_reverted(&self) -> usize {
-        let Some(pending) = &self.pending else {
+        let Some(pending) = self.window.pending() else {
             return self.allowlists.len();
         };
         let restore = &pending.revert_to;
@@ -269,7 +220,7 @@ impl Model {
 
     /// Entries over all allowlists once the pending change is reverted.
     pub(super) fn total_entries_reverted(&self) -> usize {
-        let Some(pending) = &self.pending else {
+        let Some(pending) = self.window.pending() else {
             return self.total_entries();
         };
         pending
@@ -291,10 +242,4 @@ pub(super) fn not_found(id: &str) -> ModelError {
         what: "allowlist",
         id: id.to_owned(),
     }
-}
-
-/// Formats a time as RFC 3339.
-pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
 }

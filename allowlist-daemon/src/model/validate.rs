@@ -7,7 +7,8 @@ use ipnet::IpNet;
 
 use super::allowlist::{Allowlist, EntryId};
 use super::error::{InvalidState, ModelError};
-use super::state::{Model, Settings};
+use super::settings::Settings;
+use super::state::Model;
 
 /// Checks a list name: not empty, no surrounding spaces, within the limit.
 pub(super) fn check_name(name: &str, field: &str, settings: &Settings) -> Result<(), ModelError> {
@@ -143,7 +144,7 @@ impl Model {
     /// state that passes the same checks.
     pub fn validate(&self, settings: &Settings) -> Result<(), InvalidState> {
         self.validate_state(settings)?;
-        let Some(pending) = &self.pending else {
+        let Some(pending) = self.window.pending() else {
             return Ok(());
         };
         let at = "pending";

@@ -175,7 +175,7 @@ impl Store {
         let temp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let _ = fs::remove_file(&temp);
         let written = self.entry_files.write_new(model)?;
-        let saved = model.to_saved(|list| self.entry_files.file_of(list));
+        let saved = SavedState::new(model, |list| self.entry_files.file_of(list));
         let named: BTreeSet<String> = model
             .kept_lists()
             .filter_map(|list| self.entry_files.file_of(list))
