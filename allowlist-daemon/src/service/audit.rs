@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::Service;
 use crate::model::{Allowlist, Model};
 use crate::store::{AuditLog, AuditRecord, ListChanges};
 
@@ -59,29 +58,39 @@ impl Outcome {
     }
 }
 
-impl Service {
-    /// Makes `actor` the one the next changes are recorded for; a remote operator is
-    /// guarded against lockouts for a while (see [`Service::guarded_always`]).
-    pub fn act_as(&mut self, actor: Actor) {
-        if let Some(address) = actor.remote_ip {
-            self.operators.note(address);
+/// The trail the service appends to, and who the changes being made are recorded for.
+pub(super) struct AuditTrail {
+    log: Arc<Mutex<AuditLog>>,
+    actor: Actor,
+}
+
+impl AuditTrail {
+    /// Records in `log`, for the daemon until [`AuditTrail::act_as`] names someone.
+    pub(super) fn new(log: AuditLog) -> Self {
+        AuditTrail {
+            log: Arc::new(Mutex::new(log)),
+            actor: Actor::default(),
         }
+    }
+
+    /// Makes `actor` the one the next changes are recorded for.
+    pub(super) fn act_as(&mut self, actor: Actor) {
         self.actor = actor;
     }
 
     /// The trail, shared with the API (which records refusals and reads it).
-    pub fn audit_log(&self) -> Arc<Mutex<AuditLog>> {
-        self.audit.clone()
+    pub(super) fn log(&self) -> Arc<Mutex<AuditLog>> {
+        self.log.clone()
     }
 
-    /// Records a change from `previous` to the model now, by the actor of the request being
+    /// Records a change from `previous` to `current`, by the actor of the request being
     /// served: an audit line in the log and a record in the trail (a trail that cannot be
     /// written is logged, never a reason to undo the change).
     pub(super) fn record(
-        &mut self,
+        &self,
         outcome: Outcome,
         action: String,
-        previous: &Model,
+        (previous, current): (&Model, &Model),
         before: String,
         after: String,
     ) {
@@ -89,32 +98,32 @@ impl Service {
         let record = AuditRecord {
             peer: self.actor.peer.clone(),
             request: self.actor.request.clone(),
-            allowlists: changes(previous, &self.model),
+            allowlists: changes(previous, current),
             before: Some(before),
             after: Some(after),
             ..AuditRecord::event(&self.actor.name, outcome.as_str(), action)
         };
-        self.append_audit(record);
+        self.append(record);
     }
 
-    /// [`Service::record`] for what the daemon does by itself (a revert at the deadline, an
-    /// expiry), whoever's request it happens during.
+    /// [`AuditTrail::record`] for what the daemon does by itself (a revert at the deadline,
+    /// an expiry), whoever's request it happens during.
     pub(super) fn record_by_daemon(
         &mut self,
         outcome: Outcome,
         action: String,
-        previous: &Model,
+        models: (&Model, &Model),
         before: String,
         after: String,
     ) {
         let actor = std::mem::take(&mut self.actor);
-        self.record(outcome, action, previous, before, after);
+        self.record(outcome, action, models, before, after);
         self.actor = actor;
     }
 
     /// Appends `record` to the trail; a trail that cannot be written is logged.
-    pub(super) fn append_audit(&self, record: AuditRecord) {
-        append_to_trail(&self.audit, record);
+    pub(super) fn append(&self, record: AuditRecord) {
+        append_to_trail(&self.log, record);
     }
 }
 
@@ -255,4 +264,67 @@ fn entry_changes(
 /// The entries of `list`, none without one.
 fn entries_of(list: Option<&Allowlist>) -> &[crate::model::Entry] {
     list.map_or(&[][..], |list| list.entries.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_daemon_does_is_recorded_as_the_daemon_s() {
+        let dir =
+            std::env::temp_dir().join(format!("allowlist-audit-trail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the trail");
+        let mut trail = AuditTrail::new(AuditLog::open(&dir, 1 << 20).expect("a trail"));
+        trail.act_as(Actor {
+            name: "alice".into(),
+            peer: Some("192.0.2.1:40000".into()),
+            request: Some("PUT /v1/allowlists/al_1".into()),
+            remote_ip: None,
+        });
+        let model = Model::default();
+        let models = (&model, &model);
+        trail.record(
+            Outcome::Applied,
+            "made".into(),
+            models,
+            "a".into(),
+            "b".into(),
+        );
+        trail.record_by_daemon(
+            Outcome::Reverted,
+            "undone".into(),
+            models,
+            "b".into(),
+            "a".into(),
+        );
+        trail.record(
+            Outcome::Acknowledged,
+            "kept".into(),
+            models,
+            "a".into(),
+            "a".into(),
+        );
+        let records = trail
+            .log()
+            .lock()
+            .expect("the trail")
+            .newest(3, None)
+            .expect("read");
+        let seen: Vec<(&str, &str, Option<&str>)> = records
+            .iter()
+            .rev()
+            .map(|r| (r.actor.as_str(), r.outcome.as_str(), r.peer.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("alice", "applied", Some("192.0.2.1:40000")),
+                ("allowlistd", "reverted", None),
+                ("alice", "acknowledged", Some("192.0.2.1:40000")),
+            ]
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }

@@ -36,7 +36,9 @@ impl Service {
         }
         let after = self.enforced_summary();
         let what = format!("expired {}", describe(&expired.removed));
-        self.record_by_daemon(Outcome::Expired, what, &previous, before, after);
+        let models = (&previous, &self.model);
+        self.audit
+            .record_by_daemon(Outcome::Expired, what, models, before, after);
     }
 }
 

@@ -103,7 +103,7 @@ impl Service {
                 ..Refreshed::default()
             });
         }
-        let guarded = self.guarded_always()?;
+        let guarded = self.guard.guarded_always()?;
         let refreshed = self.transact(
             |refreshed: &Refreshed| {
                 format!(
@@ -160,6 +160,6 @@ impl Service {
                 format!("refresh of allowlist {id} from its source"),
             )
         };
-        self.append_audit(record);
+        self.audit.append(record);
     }
 }

@@ -68,8 +68,11 @@ impl Service {
         allowlists: Vec<DesiredList>,
     ) -> Result<ApplyReport, ServiceError> {
         let guarded = match self.model.enforcing() {
-            true => self.guarded_always()?,
-            false => self.guarded(Operator::default(), false)?,
+            true => self.guard.guarded_always()?,
+            false => {
+                let enforcing = self.model.enforcing();
+                self.guard.guarded(enforcing, Operator::default(), false)?
+            }
         };
         let scope = Scope::Fleet { fleet, release };
         self.transact(

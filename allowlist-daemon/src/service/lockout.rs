@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{Service, ServiceError};
+use super::ServiceError;
 use crate::host;
 use crate::model::GuardedAddress;
 
@@ -27,11 +27,11 @@ pub struct Operator {
 
 /// The remote addresses changes came from lately, newest last.
 #[derive(Debug, Default)]
-pub(super) struct RecentOperators(Vec<(IpAddr, Instant)>);
+struct RecentOperators(Vec<(IpAddr, Instant)>);
 
 impl RecentOperators {
     /// Notes a change from `address` now.
-    pub(super) fn note(&mut self, address: IpAddr) {
+    fn note(&mut self, address: IpAddr) {
         self.0.retain(|(known, _)| *known != address);
         self.0.push((address, Instant::now()));
         if self.0.len() > OPERATORS_KEPT {
@@ -48,16 +48,38 @@ impl RecentOperators {
     }
 }
 
-impl Service {
-    /// The addresses the lockout guard protects when the host starts enforcing: the
-    /// operator's, and those of [`Service::guarded_always`]. None once the host enforces
+/// The lockout guard's memory: the remote operators who made changes lately, and the ports
+/// whose established sessions it keeps reachable.
+#[derive(Debug, Default)]
+pub(super) struct LockoutGuard {
+    operators: RecentOperators,
+    protect_ports: Vec<u16>,
+}
+
+impl LockoutGuard {
+    /// A guard of the sessions to `protect_ports` that remembers no operator yet.
+    pub(super) fn new(protect_ports: Vec<u16>) -> Self {
+        LockoutGuard {
+            operators: RecentOperators::default(),
+            protect_ports,
+        }
+    }
+
+    /// Notes a change from the remote operator at `address` now.
+    pub(super) fn note_operator(&mut self, address: IpAddr) {
+        self.operators.note(address);
+    }
+
+    /// The addresses the guard protects when the host starts enforcing: the operator's,
+    /// and those of [`LockoutGuard::guarded_always`]. None once the host is `enforcing`
     /// (the acknowledgement window guards a person's changes then), or with `force`.
     pub(super) fn guarded(
         &self,
+        enforcing: bool,
         operator: Operator,
         force: bool,
     ) -> Result<Vec<GuardedAddress>, ServiceError> {
-        if self.model.enforcing() || force {
+        if enforcing || force {
             return Ok(Vec::new());
         }
         let mut guarded = Vec::new();
@@ -108,4 +130,71 @@ fn push_new(guarded: &mut Vec<GuardedAddress>, address: IpAddr, found: impl FnOn
 /// The bare addresses of `guarded`, as the model checks them.
 pub(super) fn addresses(guarded: &[GuardedAddress]) -> Vec<IpAddr> {
     guarded.iter().map(|guarded| guarded.address).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    #[test]
+    fn guards_the_operator_only_until_the_host_enforces() {
+        // No protected port: no session of this machine's is guarded.
+        let mut guard = LockoutGuard::new(Vec::new());
+        guard.note_operator(address("198.51.100.9"));
+        let operator = Operator {
+            client_ip: Some(address("192.0.2.1")),
+            peer_ip: Some(address("198.51.100.9")),
+        };
+        let guarded = guard.guarded(false, operator, false).expect("guarded");
+        let found: Vec<(IpAddr, &str)> = guarded
+            .iter()
+            .map(|guarded| (guarded.address, guarded.found.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (address("192.0.2.1"), "client_ip"),
+                (address("198.51.100.9"), "api_peer")
+            ],
+            "each address once, where it was found first"
+        );
+        let enforcing = guard.guarded(true, operator, false).expect("guarded");
+        assert_eq!(
+            enforcing,
+            Vec::new(),
+            "the acknowledgement window guards then"
+        );
+        let forced = guard.guarded(false, operator, true).expect("guarded");
+        assert_eq!(forced, Vec::new());
+        let always = guard.guarded_always().expect("guarded");
+        assert_eq!(
+            always.len(),
+            1,
+            "the recent operator stays guarded: {always:?}"
+        );
+    }
+
+    #[test]
+    fn remembers_the_latest_operators() {
+        let mut operators = RecentOperators::default();
+        for last in 0..=OPERATORS_KEPT {
+            operators.note(IpAddr::from([192, 0, 2, last as u8]));
+        }
+        operators.note(IpAddr::from([192, 0, 2, 1]));
+        let recent: Vec<IpAddr> = operators.recent().collect();
+        assert_eq!(recent.len(), OPERATORS_KEPT);
+        assert!(
+            !recent.contains(&IpAddr::from([192, 0, 2, 0])),
+            "the oldest is dropped"
+        );
+        assert_eq!(
+            recent.last(),
+            Some(&IpAddr::from([192, 0, 2, 1])),
+            "noted again: newest"
+        );
+    }
 }

@@ -45,7 +45,7 @@ pub use usage::{
     TopSource, Usage,
 };
 
-use audit::Outcome;
+use audit::{AuditTrail, Outcome};
 use durable::Durable;
 use expiry::ExpiryWatch;
 use kernel_sync::KernelSync;
@@ -58,20 +58,17 @@ pub struct Service {
     /// The kernel, given each model that is committed.
     kernel: KernelSync,
     settings: Settings,
-    protect_ports: Vec<u16>,
     reverts: u64,
     top_sample: u32,
     published: Published,
     /// When the next entry expires, and the entries held past their time.
     expiry: ExpiryWatch,
-    /// The audit trail.
-    audit: std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>>,
-    /// Who the changes being made are recorded for.
-    actor: Actor,
+    /// The audit trail, and who the changes being made are recorded for.
+    audit: AuditTrail,
     /// When each list that follows a feed is read next.
     feeds: feeds::FeedSchedule,
-    /// The remote operators who made changes lately.
-    operators: lockout::RecentOperators,
+    /// The addresses no change may cut off.
+    guard: lockout::LockoutGuard,
     /// The preview running or last run.
     preview: Option<Preview>,
 }
@@ -133,15 +130,13 @@ impl Service {
             durable: Durable::new(store),
             kernel: KernelSync::new(dataplane, config.mode),
             settings,
-            protect_ports: config.protect_ports,
             reverts: u64::from(reverted_at_start),
             top_sample: config.top_sample,
             published: Published::default(),
             expiry: ExpiryWatch::default(),
-            audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
-            actor: Actor::default(),
+            audit: AuditTrail::new(audit),
             feeds: feeds::FeedSchedule::default(),
-            operators: lockout::RecentOperators::default(),
+            guard: lockout::LockoutGuard::new(config.protect_ports),
             preview: None,
         };
         let before = service.kernel.dataplane().kernel_state();
@@ -165,6 +160,21 @@ impl Service {
         service.expiry.follow(&service.model, now, &expired);
         service.publish();
         Ok(service)
+    }
+
+    /// Makes `actor` the one the next changes are recorded for; a remote operator is
+    /// guarded against lockouts for a while (see
+    /// [`LockoutGuard::guarded_always`](lockout::LockoutGuard::guarded_always)).
+    pub fn act_as(&mut self, actor: Actor) {
+        if let Some(address) = actor.remote_ip {
+            self.guard.note_operator(address);
+        }
+        self.audit.act_as(actor);
+    }
+
+    /// The audit trail, shared with the API (which records refusals and reads it).
+    pub fn audit_log(&self) -> std::sync::Arc<std::sync::Mutex<crate::store::AuditLog>> {
+        self.audit.log()
     }
 
     /// The model.
@@ -298,7 +308,8 @@ impl Service {
         if expired.changed() {
             what.push_str(&format!("; expired {}", expiry::describe(&expired.removed)));
         }
-        self.record(outcome, what, &previous, before, after);
+        let models = (&previous, &self.model);
+        self.audit.record(outcome, what, models, before, after);
         Ok(value)
     }
 }

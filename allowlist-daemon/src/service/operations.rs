@@ -104,7 +104,9 @@ impl Service {
         force: bool,
     ) -> Result<Option<Vec<GuardedAddress>>, ServiceError> {
         let applies = !self.model.enforcing() && !force;
-        let guarded = self.guarded(operator, force)?;
+        let guarded = self
+            .guard
+            .guarded(self.model.enforcing(), operator, force)?;
         let addresses = lockout::addresses(&guarded);
         self.transact(
             |_| format!("enabled {ids:?}{}", if force { " (forced)" } else { "" }),
@@ -125,7 +127,9 @@ impl Service {
         operator: Operator,
         force: bool,
     ) -> Result<ApplyReport, ServiceError> {
-        let guarded = self.guarded(operator, force)?;
+        let guarded = self
+            .guard
+            .guarded(self.model.enforcing(), operator, force)?;
         let scope = Scope::Local { prune };
         if dry_run {
             let mut copy = self.model.clone();

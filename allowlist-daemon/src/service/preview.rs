@@ -128,7 +128,7 @@ impl Service {
         }
         let policy = PolicyCache::default().policy(&model);
         let enforcement = self.kernel.enforcement(&model, policy);
-        let mut guarded = self.guarded_always()?;
+        let mut guarded = self.guard.guarded_always()?;
         let found = [
             ("client_ip", operator.client_ip),
             ("api_peer", operator.peer_ip),

@@ -56,7 +56,9 @@ impl Service {
                 super::expiry::describe(&expired.removed)
             ));
         }
-        self.record_by_daemon(Outcome::Reverted, what, &previous, before, after);
+        let models = (&previous, &self.model);
+        self.audit
+            .record_by_daemon(Outcome::Reverted, what, models, before, after);
     }
 
     /// Retries a failed save when its backoff has passed.
