@@ -1,16 +1,25 @@
 //! The program's settings that belong to the host rather than to a policy: replies to the
 //! host's own flows (whether they pass, for how long, and which of the host's packets open
 //! them), the sampling of refused sources, and the IP protocols scopes leave unchecked.
-//! Each is a field of the configuration, switched like a policy.
+//! Each is a field of the configuration, switched like a policy. And the renewal of the
+//! reply check's flow filter (see `allowlist_common::flow_filter`): the filter the check
+//! does not read is cleared, given the bytes of the flows still live, and switched to, so
+//! that flows long gone stop costing denied packets a flow map lookup.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use allowlist_common::{MAP_REPLY_PORTS, reply_openers};
+use allowlist_common::flow_filter::{
+    FLOW_FILTER_LINES, FlowFilterLine, MAP_FLOW_FILTER, flow_filter_byte, flow_filter_slot,
+};
+use allowlist_common::{FlowKey, FlowState, MAP_FLOWS, MAP_REPLY_PORTS, reply_openers};
+use aya::maps::IterableMap as _;
 
 use super::Dataplane;
+use super::clock::monotonic_now_ns;
 use super::codec::port_words;
-use super::error::{DataplaneError, map_error};
+use super::error::{DataplaneError, batch_error, map_error};
+use super::sys::{Access, ArrayWindow, BatchMap};
 use super::types::{Replies, ReplyOpeners};
 use crate::policy::{PortScope, Transport};
 
@@ -79,5 +88,42 @@ impl Dataplane {
     /// Notes one refused packet in `sample` in the map of refused sources; 0: none.
     pub fn set_top_sample(&mut self, sample: u32) -> Result<(), DataplaneError> {
         self.config.update(|config| config.top_sample = sample)
+    }
+
+    /// Renews the flow filter the reply check does not read from the flows still live, then
+    /// switches the check to it. Returns the flows it holds. Safe while the programs run: a
+    /// flow recorded meanwhile sets its byte in this filter after the clearing.
+    pub fn renew_flow_filter(&mut self) -> Result<usize, DataplaneError> {
+        let renewed = (self.config.current().flow_filter & 1) ^ 1;
+        let lines = FLOW_FILTER_LINES as usize;
+        let mapping_error = |source| DataplaneError::Mapping {
+            name: MAP_FLOW_FILTER,
+            source,
+        };
+        let window = ArrayWindow::<FlowFilterLine>::map(
+            self.maps.flow_filter.map(),
+            renewed as usize * lines,
+            lines,
+            Access::ReadWrite,
+        )
+        .map_err(mapping_error)?;
+        if !window.copy_from(&vec![[0; 64]; lines]) {
+            return Err(mapping_error(nix::errno::Errno::EINVAL));
+        }
+        let now = monotonic_now_ns();
+        let mut held = 0;
+        BatchMap::<FlowKey, FlowState>::new(self.maps.flows.map(), None)
+            .and_then(|flows| {
+                flows.lookup(usize::MAX, |flow, state| {
+                    let timeout = self.config.current().flow_timeout_ns(flow.protocol);
+                    if state[0].passes_replies(timeout, now) {
+                        let (line, byte) = flow_filter_byte(0, flow_filter_slot(flow));
+                        held += usize::from(window.set_byte(line as usize, byte, 1));
+                    }
+                })
+            })
+            .map_err(batch_error(MAP_FLOWS))?;
+        self.config.update(|config| config.flow_filter = renewed)?;
+        Ok(held)
     }
 }

@@ -1,6 +1,7 @@
-//! The layout the pinned maps must have to be reused, read from the compiled object itself:
-//! each map's type, key and value sizes and length as the object declares them, with the
-//! lengths the loader sets from the capacity ([`sized_len`]) in place of the object's.
+//! The embedded eBPF object, and the layout the pinned maps must have to be reused, read
+//! from it: each map's type, key and value sizes and length as the object declares them,
+//! with the lengths the loader sets from the capacity ([`sized_len`]) in place of the
+//! object's.
 //! Nothing here restates the program's maps: a map added, retyped or resized in the eBPF
 //! crate changes what pins must be, and the test below fails until the layout version
 //! changes with it.
@@ -14,9 +15,13 @@ use aya_obj::EbpfSectionKind;
 use aya_obj::generated::bpf_map_type;
 
 use super::error::DataplaneError;
-use super::load::OBJECT;
 use super::maps::{lines_len, rules_len, v4_leaves_len, v6_starts_len};
 use super::types::Capacity;
+
+/// The eBPF object built from `allowlist-ebpf` by the build script: the layouts are read
+/// from it, and it is what [`super::load`] loads.
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
 
 /// Maps only the benchmark's build of the object has: sized at load, never pinned.
 #[cfg(feature = "bench")]

@@ -1,4 +1,4 @@
-//! The embedded eBPF object and how it is loaded: map capacities, pins, the two programs.
+//! How the embedded eBPF object is loaded: map capacities, pins, the two programs.
 
 use allowlist_common::ranges::{GLOBAL_REGIONS, Regions};
 use allowlist_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
@@ -6,13 +6,9 @@ use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{DataplaneError, program_error};
-use super::layout::{object_layouts, sized_len};
+use super::layout::{OBJECT, object_layouts, sized_len};
 use super::pins::Pins;
 use super::types::Capacity;
-
-/// The eBPF object built from `allowlist-ebpf` by the build script.
-pub(super) static OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/allowlist"));
 
 /// Loads the object with maps of `capacity`, pinned in `pins` (reusing maps pinned there), and loads the
 /// XDP and egress programs into the kernel.

@@ -6,8 +6,8 @@
 //! the one write that switches it), [`generations`] (what each generation holds, and where a
 //! new policy goes), [`ranges`] (the range tables a generation holds) and [`maps`] (the
 //! other maps' typed handles). Around them, one concern per file: [`types`] and [`error`] at
-//! the bottom, the pure [`codec`] of map bytes, [`load`] (the object), [`pins`] (bpffs),
-//! [`links`] (attachments), [`resize`], [`counters`], [`readings`], [`flow_filter`],
+//! the bottom, the pure [`codec`] of map bytes, [`layout`] (the object), [`load`], [`pins`] (bpffs),
+//! [`links`] (attachments), [`resize`], [`counters`], [`readings`], [`host_traffic`],
 //! [`clock`]; [`test_run`] with the `test-util` feature and [`bench`](mod@bench) with `bench`.
 
 #[cfg(feature = "bench")]
@@ -18,7 +18,6 @@ mod codec;
 mod config_slots;
 mod counters;
 mod error;
-mod flow_filter;
 mod generations;
 mod holders;
 mod host_traffic;

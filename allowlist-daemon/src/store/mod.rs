@@ -5,6 +5,7 @@
 //! list changes (see [`entry_files`]).
 
 mod audit;
+mod audit_record;
 mod entry_files;
 mod error;
 mod files;
@@ -17,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::geteuid;
 
-pub use audit::{AuditLog, AuditRecord, ListChanges};
+pub use audit::AuditLog;
+pub use audit_record::{AuditRecord, ListChanges};
 pub use error::StoreError;
 
 use entry_files::EntryFiles;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::audit::AuditRecord;
+use super::audit_record::AuditRecord;
 
 /// How long a summary counts.
 pub(super) const WINDOW: Duration = Duration::from_secs(60);
