@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use super::setup::RandomIds;
-use super::{Operator, Service, ServiceError};
+use super::{Service, ServiceError};
 use crate::model::{ApplyReport, DesiredList, Pending, Scope};
 
 /// Where the host stands with its fleet, as the model says.
@@ -67,13 +67,7 @@ impl Service {
         release: &str,
         allowlists: Vec<DesiredList>,
     ) -> Result<ApplyReport, ServiceError> {
-        let guarded = match self.model.enforcing() {
-            true => self.guard.guarded_always()?,
-            false => {
-                let enforcing = self.model.enforcing();
-                self.guard.guarded(enforcing, Operator::default(), false)?
-            }
-        };
+        let guarded = self.guard.guarded_always()?;
         let scope = Scope::Fleet { fleet, release };
         self.transact(
             |report: &ApplyReport| {
