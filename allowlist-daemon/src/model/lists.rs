@@ -264,11 +264,8 @@ impl Model {
         let description = input.description.clone().unwrap_or_default();
         check_description(&description, "description", settings)?;
         // The names of lists a revert would bring back stay reserved until then.
-        let restorable = self.window.restorable();
         if self
-            .allowlists
-            .values()
-            .chain(restorable)
+            .kept_lists()
             .any(|list| list.name == name && Some(list.id.as_str()) != own_id)
         {
             return Err(ModelError::DuplicateName { name });

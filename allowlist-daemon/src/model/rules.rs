@@ -69,11 +69,8 @@ impl Model {
     /// The rule ids of the always-allow prefixes and of every entry, including those a
     /// pending change may restore (with repeats).
     fn rules(&self) -> impl Iterator<Item = RuleId> {
-        let restorable = self.window.restorable();
         let entries = self
-            .allowlists
-            .values()
-            .chain(restorable)
+            .kept_lists()
             .flat_map(|list| list.entries.iter().map(|entry| entry.rule));
         self.always_allow
             .iter()
