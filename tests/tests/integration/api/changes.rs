@@ -311,7 +311,7 @@ fn scopes_change_through_the_api_and_revert_like_any_change() {
         json!(["tcp/22"]),
         "the --protect default"
     );
-    acknowledge_in_window(d);
+    scenario::acknowledge(d);
     assert!(
         passes(&s.link, CLIENT_DENIED_V4),
         "UDP is outside the tcp/22 scope"

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use allowlist_tests::daemon::{API_ADDR, Daemon, Response, TempDir};
 use allowlist_tests::netns::*;
+use allowlist_tests::scenario;
 use allowlist_tests::traffic::{TcpSession, passes};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
@@ -63,22 +64,11 @@ fn enable(daemon: &Daemon, ids: &[&str]) -> Response {
     )
 }
 
-/// Acknowledges the pending change once the short windows' --ack-min has passed.
-fn acknowledge_in_window(daemon: &Daemon) {
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        daemon
-            .call("POST", "/v1/enforcement/acknowledge", None)
-            .status,
-        200
-    );
-}
-
 /// Creates "office", enables it and acknowledges the enable; returns its id.
 fn enforce_office(daemon: &Daemon) -> String {
     let id = create_office(daemon);
-    assert_eq!(enable(daemon, &[&id]).status, 202);
-    acknowledge_in_window(daemon);
+    scenario::enable(daemon, &id);
+    scenario::acknowledge(daemon);
     id
 }
 
